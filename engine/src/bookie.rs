@@ -1,0 +1,408 @@
+//! `Bookie`: the embedded API of the storage engine.
+//!
+//! Owns: opening (layout check, preparer, shard start and replay), routing each request to the
+//! shard that owns its segment, and turning shard replies into typed results.
+//! Does not own: any protocol decision (shards decide), any I/O (shards do it).
+//!
+//! Every call returns a `Pending` at once; it resolves when the shard answers. `Pending` is a
+//! `Future` and can also be waited on from a plain thread (`wait`, or `poll_ready` in a spin).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::config::BookieConfig;
+use crate::error::{Error, OpenError};
+use crate::ids::{EntryId, SegmentId, ShardId};
+use crate::journal::files::check_layout;
+use crate::journal::preparer::Preparer;
+use crate::journal::replay::ReplayReport;
+use crate::shard::core::CoreStats;
+use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
+use crate::shard::{Msg, ShardHandle, start};
+
+/// A running bookie storage engine.
+pub struct Bookie {
+    shards: Vec<ShardHandle>,
+    reports: Vec<ReplayReport>,
+    backend: &'static str,
+    direct_io: bool,
+    _preparer: Arc<crate::journal::preparer::Preparer>,
+}
+
+impl std::fmt::Debug for Bookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bookie").field("shards", &self.shards.len()).field("backend", &self.backend).finish()
+    }
+}
+
+/// One reply on its way from a shard; `map` turns it into the caller's result.
+pub struct Pending<R> {
+    parts: Vec<(oneshot::Receiver<Reply>, Option<Vec<usize>>)>,
+    shard: ShardId,
+    map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R,
+    done: Vec<(Reply, Option<Vec<usize>>)>,
+    failed: Option<R>,
+    waiting: Option<(oneshot::AsyncReceiver<Reply>, Option<Vec<usize>>)>,
+}
+
+impl<R> Pending<R> {
+    fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R) -> Self {
+        Pending { parts: vec![(rx, None)], shard, map, done: Vec::new(), failed: None, waiting: None }
+    }
+
+    fn failed(result: R, shard: ShardId, map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R) -> Self {
+        Pending { parts: Vec::new(), shard, map, done: Vec::new(), failed: Some(result), waiting: None }
+    }
+
+    /// Blocks the calling thread until the result is ready.
+    pub fn wait(mut self) -> R {
+        if let Some(result) = self.failed.take() {
+            return result;
+        }
+        for (rx, indices) in std::mem::take(&mut self.parts) {
+            match rx.recv() {
+                Ok(reply) => self.done.push((reply, indices)),
+                Err(_) => return self.stopped(),
+            }
+        }
+        (self.map)(std::mem::take(&mut self.done))
+    }
+
+    /// Takes the result if it is ready, without blocking (for callers that poll in a loop).
+    pub fn poll_ready(&mut self) -> Option<R> {
+        if let Some(result) = self.failed.take() {
+            return Some(result);
+        }
+        while let Some((rx, _)) = self.parts.last() {
+            match rx.try_recv() {
+                Ok(reply) => {
+                    let (_, indices) = self.parts.pop().expect("checked");
+                    self.done.push((reply, indices));
+                }
+                Err(oneshot::TryRecvError::Empty) => return None,
+                Err(oneshot::TryRecvError::Disconnected) => return Some(self.stopped()),
+            }
+        }
+        Some((self.map)(std::mem::take(&mut self.done)))
+    }
+
+    fn stopped(&mut self) -> R {
+        self.parts.clear();
+        let shard = self.shard;
+        (self.map)(vec![(Reply::Checkpointed(Err(Error::ShardStopped(shard))), None)])
+    }
+}
+
+impl<R: Unpin> Future for Pending<R> {
+    type Output = R;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let this = &mut *self;
+        if let Some(result) = this.failed.take() {
+            return Poll::Ready(result);
+        }
+        while let Some((rx, indices)) = this.parts.pop() {
+            // The blocking receiver becomes an async one on first poll; it is polled to
+            // completion here, so it never needs to turn back.
+            let mut future = std::future::IntoFuture::into_future(rx);
+            match Pin::new(&mut future).poll(cx) {
+                Poll::Ready(Ok(reply)) => this.done.push((reply, indices)),
+                Poll::Ready(Err(_)) => return Poll::Ready(this.stopped()),
+                Poll::Pending => {
+                    this.waiting = Some((future, indices));
+                    return Poll::Pending;
+                }
+            }
+        }
+        if let Some((mut future, indices)) = this.waiting.take() {
+            match Pin::new(&mut future).poll(cx) {
+                Poll::Ready(Ok(reply)) => this.done.push((reply, indices)),
+                Poll::Ready(Err(_)) => return Poll::Ready(this.stopped()),
+                Poll::Pending => {
+                    this.waiting = Some((future, indices));
+                    return Poll::Pending;
+                }
+            }
+            return self.poll(cx);
+        }
+        Poll::Ready((this.map)(std::mem::take(&mut this.done)))
+    }
+}
+
+fn single_error(replies: &[(Reply, Option<Vec<usize>>)]) -> Option<Error> {
+    match replies.first() {
+        Some((Reply::Checkpointed(Err(Error::ShardStopped(s))), _)) => Some(Error::ShardStopped(*s)),
+        _ => None,
+    }
+}
+
+fn map_add(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<(), Error> {
+    if let Some(e) = single_error(&replies) {
+        return Err(e);
+    }
+    match replies.into_iter().next() {
+        Some((Reply::Added(Ok(())), _)) => Ok(()),
+        Some((Reply::Added(Err(mut errors)), _)) if !errors.is_empty() => Err(errors.swap_remove(0).1),
+        other => unreachable!("add answered with {other:?}"),
+    }
+}
+
+fn map_add_batch(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<(), Vec<(usize, Error)>> {
+    if let Some(e) = single_error(&replies) {
+        return Err(vec![(0, e)]);
+    }
+    let mut all = Vec::new();
+    for (reply, indices) in replies {
+        match reply {
+            Reply::Added(Ok(())) => {}
+            Reply::Added(Err(errors)) => {
+                for (i, error) in errors {
+                    let original = indices.as_ref().and_then(|ix| ix.get(i).copied()).unwrap_or(i);
+                    all.push((original, error));
+                }
+            }
+            other => unreachable!("add answered with {other:?}"),
+        }
+    }
+    if all.is_empty() {
+        Ok(())
+    } else {
+        all.sort_by_key(|(i, _)| *i);
+        Err(all)
+    }
+}
+
+macro_rules! mapper {
+    ($name:ident, $variant:ident, $out:ty) => {
+        fn $name(replies: Vec<(Reply, Option<Vec<usize>>)>) -> $out {
+            if let Some(e) = single_error(&replies) {
+                return Err(e);
+            }
+            match replies.into_iter().next() {
+                Some((Reply::$variant(result), _)) => result,
+                other => unreachable!("answered with {other:?}"),
+            }
+        }
+    };
+}
+mapper!(map_fence, Fenced, Result<Option<EntryId>, Error>);
+mapper!(map_lac_written, LacWritten, Result<(), Error>);
+mapper!(map_lac, Lac, Result<Option<EntryId>, Error>);
+mapper!(map_entry, Entry, Result<Bytes, Error>);
+mapper!(map_checkpoint, Checkpointed, Result<(), Error>);
+
+fn map_position(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<JournalMark, Error> {
+    if let Some(e) = single_error(&replies) {
+        return Err(e);
+    }
+    match replies.into_iter().next() {
+        Some((Reply::Position(mark), _)) => Ok(mark),
+        other => unreachable!("answered with {other:?}"),
+    }
+}
+
+impl Bookie {
+    /// Opens a bookie: checks the configuration and directory layout, then starts every shard,
+    /// each replaying its journal in parallel. Fails with a clear error, losing nothing, when
+    /// the journal is damaged beyond what `journal_recovery` tolerates.
+    pub fn open(config: BookieConfig) -> Result<Bookie, OpenError> {
+        config.validate()?;
+        for dir in &config.journal_dirs {
+            check_layout(dir, config.shard_count)?;
+        }
+        let preparer = Arc::new(Preparer::start().map_err(|source| OpenError::Io {
+            op: crate::error::IoOp::Setup,
+            file: "preparer thread".into(),
+            source,
+        })?);
+        // Start shards concurrently so their replays overlap.
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..config.shard_count)
+                .map(|i| {
+                    let config = &config;
+                    let preparer = preparer.clone();
+                    scope.spawn(move || start(ShardId(i), config, preparer))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("shard start panicked")).collect()
+        });
+        let mut shards = Vec::new();
+        let mut reports = Vec::new();
+        let mut backend = "";
+        let mut direct_io = true;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok((handle, started)) => {
+                    backend = started.backend;
+                    direct_io &= started.direct_io;
+                    reports.push(started.report);
+                    shards.push(handle);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let bookie = Bookie { shards, reports, backend, direct_io, _preparer: preparer };
+        if let Some(e) = first_error {
+            bookie.close();
+            return Err(e);
+        }
+        Ok(bookie)
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// The shard that owns a segment.
+    pub fn shard_of(&self, segment: SegmentId) -> ShardId {
+        segment.shard(self.shard_count())
+    }
+
+    /// What each shard's replay did, by shard.
+    pub fn replay_reports(&self) -> &[ReplayReport] {
+        &self.reports
+    }
+
+    /// The I/O backend in use ("io_uring" or "portable").
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Whether journals use O_DIRECT.
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    fn send<R>(&self, shard: ShardId, map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R, make: impl FnOnce(crate::shard::ReplyTo) -> Request<crate::shard::ReplyTo>) -> Pending<R> {
+        let (tx, rx) = oneshot::channel();
+        let handle = &self.shards[shard.0 as usize];
+        match handle.send(Msg::Request(make(tx))) {
+            Ok(()) => Pending::new(rx, shard, map),
+            Err(e) => Pending::failed(map(vec![(Reply::Checkpointed(Err(e)), None)]), shard, map),
+        }
+    }
+
+    /// Adds one entry; resolves once it is durable, or with why it was refused.
+    pub fn add_entry(&self, entry: AddEntry) -> Pending<Result<(), Error>> {
+        let shard = self.shard_of(entry.segment);
+        self.send(shard, map_add, |reply| Request::Add { entries: vec![entry], reply })
+    }
+
+    /// Adds many entries in one call (one queue hand-off per shard); resolves once all are
+    /// durable, or with the refused ones by index in `entries`.
+    pub fn add_entries(&self, entries: Vec<AddEntry>) -> Pending<Result<(), Vec<(usize, Error)>>> {
+        let count = self.shard_count();
+        let first = entries.first().map_or(ShardId(0), |e| e.segment.shard(count));
+        if entries.iter().all(|e| e.segment.shard(count) == first) {
+            return self.send(first, map_add_batch, |reply| Request::Add { entries, reply });
+        }
+        let mut per_shard: Vec<(Vec<AddEntry>, Vec<usize>)> = (0..count).map(|_| (Vec::new(), Vec::new())).collect();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let part = &mut per_shard[entry.segment.shard(count).0 as usize];
+            part.0.push(entry);
+            part.1.push(i);
+        }
+        let mut pending = Pending {
+            parts: Vec::new(),
+            shard: first,
+            map: map_add_batch,
+            done: Vec::new(),
+            failed: None,
+            waiting: None,
+        };
+        for (shard, (entries, indices)) in per_shard.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let handle = &self.shards[shard];
+            if let Err(e) = handle.send(Msg::Request(Request::Add { entries, reply: tx })) {
+                let errors = indices.iter().map(|i| (*i, crate::shard::core::clone_error(&e))).collect();
+                pending.done.push((Reply::Added(Err(errors)), None));
+                continue;
+            }
+            pending.parts.push((rx, Some(indices)));
+        }
+        pending
+    }
+
+    /// Fences a segment: plain adds are refused from now on. Resolves once the fence is
+    /// durable, with the segment's `last_add_confirmed`.
+    pub fn fence(&self, segment: SegmentId, master_key: Bytes) -> Pending<Result<Option<EntryId>, Error>> {
+        self.send(self.shard_of(segment), map_fence, |reply| Request::Fence { segment, master_key, reply })
+    }
+
+    /// Writes an explicit `last_add_confirmed`; resolves once durable.
+    pub fn write_last_add_confirmed(
+        &self,
+        segment: SegmentId,
+        master_key: Bytes,
+        last_add_confirmed: EntryId,
+    ) -> Pending<Result<(), Error>> {
+        self.send(self.shard_of(segment), map_lac_written, |reply| Request::WriteLac {
+            segment,
+            master_key,
+            last_add_confirmed,
+            reply,
+        })
+    }
+
+    /// The segment's durable `last_add_confirmed` on this bookie.
+    pub fn read_last_add_confirmed(&self, segment: SegmentId) -> Pending<Result<Option<EntryId>, Error>> {
+        self.send(self.shard_of(segment), map_lac, |reply| Request::ReadLac { segment, reply })
+    }
+
+    /// Reads an entry held in the journal (not yet moved to segment storage).
+    pub fn read_entry(&self, segment: SegmentId, entry: EntryId) -> Pending<Result<Bytes, Error>> {
+        self.send(self.shard_of(segment), map_entry, |reply| Request::ReadEntry { segment, entry, reply })
+    }
+
+    /// The durable end of a shard's journal.
+    pub fn journal_position(&self, shard: ShardId) -> Pending<Result<JournalMark, Error>> {
+        self.send(shard, map_position, |reply| Request::Position { reply })
+    }
+
+    /// Declares everything in a shard's journal before `mark` stored elsewhere: persists the
+    /// checkpoint and reclaims files wholly before it. This is the seam segment storage drives
+    /// after its flushes; the journal benchmark drives it to stand in for storage.
+    pub fn checkpoint(&self, shard: ShardId, mark: JournalMark) -> Pending<Result<(), Error>> {
+        self.send(shard, map_checkpoint, |reply| Request::Checkpoint { mark, reply })
+    }
+
+    /// Counters of a shard.
+    pub fn stats(&self, shard: ShardId) -> Result<CoreStats, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shards[shard.0 as usize].send(Msg::Stats(tx))?;
+        rx.recv().map_err(|_| Error::ShardStopped(shard))
+    }
+
+    /// Stops every shard after its queued and in-flight work completes.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for shard in &self.shards {
+            let _ = shard.send(Msg::Stop);
+        }
+        for shard in &mut self.shards {
+            if let Some(thread) = shard.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Bookie {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

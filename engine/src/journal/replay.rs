@@ -1,0 +1,499 @@
+//! Journal replay: rebuilds a shard's state from its journal files, and decides what a damaged
+//! region is.
+//!
+//! Batches are read in order from the checkpoint. Where the next batch is not valid (zeroes, a
+//! record of an earlier use of a recycled file, a checksum mismatch, a bad length), replay looks
+//! ahead for valid batches of this file's epoch, as far as `writes_in_flight_max + 1` batches
+//! could reach:
+//! - nothing found: the end of the journal. If the region was damaged (not zero, not stale) it
+//!   is a torn tail, cut off by zeroing it, so later files never make it look like damage.
+//! - only batches with sequence numbers inside the in-flight window: they were written
+//!   concurrently with the torn batch and never acknowledged (acks go in order, C1). Torn tail:
+//!   cut off together with them.
+//! - a batch at least `writes_in_flight_max` beyond the damaged one, or any batch in a later
+//!   file: that batch was submitted only after the damaged one was durable (C2, C3), so this is
+//!   damage to acknowledged data. `Strict` refuses to start, naming file and offset;
+//!   `TruncateTornTail` reports it, skips to the next valid batch and goes on.
+//!
+//! Reading is sequential, in large O_DIRECT chunks, with a read-ahead thread so that parsing
+//! overlaps I/O.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::config::JournalRecovery;
+use crate::constants::{JOURNAL_FILE_HEADER_BYTES, RECORD_HEADER_BYTES, SECTOR_BYTES};
+use crate::error::{IoOp, OpenError};
+use crate::ids::{EntryId, FileSeq, SegmentId};
+use crate::io::buf::AlignedBuf;
+use crate::io::direct;
+use crate::journal::file_header::FileHeader;
+use crate::journal::files::ShardDir;
+use crate::journal::record::{self, DecodeError, LAC_NONE, RecordKind};
+use crate::shard::core::CoreStart;
+use crate::shard::location_index::Location;
+use crate::shard::segment_state::SegmentState;
+
+/// Bytes per read during replay.
+pub const REPLAY_CHUNK_BYTES: usize = 4 << 20;
+/// Chunks read ahead of the parser.
+pub const REPLAY_READ_AHEAD: usize = 4;
+
+/// A region cut off as a torn tail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The file.
+    pub file: PathBuf,
+    /// Start of the cut.
+    pub offset: u64,
+    /// Bytes zeroed.
+    pub bytes: u64,
+}
+
+/// What replay did.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayReport {
+    /// Journal files read.
+    pub files: usize,
+    /// Valid batches applied.
+    pub batches: u64,
+    /// Entry records applied.
+    pub entries: u64,
+    /// Bytes of valid batches.
+    pub bytes: u64,
+    /// The torn tail cut off, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Damage tolerated under `TruncateTornTail`, each naming file and offset.
+    pub damage: Vec<String>,
+    /// Files before the checkpoint, to recycle.
+    pub obsolete: Vec<FileSeq>,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// Sequential reader of one file with a read-ahead thread.
+struct ChunkReader {
+    chunks: Receiver<std::io::Result<(u64, AlignedBuf, usize)>>,
+    returns: Sender<AlignedBuf>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ChunkReader {
+    fn new(file: File, start: u64, end: u64) -> ChunkReader {
+        let (chunk_tx, chunks) = bounded(REPLAY_READ_AHEAD);
+        let (returns, return_rx) = bounded::<AlignedBuf>(REPLAY_READ_AHEAD + 2);
+        let thread = std::thread::Builder::new()
+            .name("dlog-replay-read".into())
+            .spawn(move || {
+                let mut offset = start;
+                while offset < end {
+                    let mut buf = return_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| AlignedBuf::with_capacity(REPLAY_CHUNK_BYTES));
+                    let want = ((end - offset) as usize).min(REPLAY_CHUNK_BYTES);
+                    buf.set_len(want);
+                    let mut done = 0;
+                    let result = loop {
+                        if done == want {
+                            break Ok(());
+                        }
+                        match file.read_at(&mut buf.as_mut_slice()[done..], offset + done as u64) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => done += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let stop = result.is_err() || done < want;
+                    if chunk_tx.send(result.map(|()| (offset, buf, done))).is_err() || stop {
+                        return;
+                    }
+                    offset += want as u64;
+                }
+            })
+            .expect("spawn replay reader");
+        ChunkReader { chunks, returns, thread: Some(thread) }
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        // Unblock the reader: drain what it sent until it exits.
+        while self.chunks.recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A sliding window of a file's bytes over the chunk stream.
+struct Window {
+    reader: ChunkReader,
+    bytes: Vec<u8>,
+    start: u64,
+    path: PathBuf,
+    eof: bool,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// Makes the window cover `[.., end)` if the file has those bytes.
+    fn fill_to(&mut self, end: u64) -> Result<(), OpenError> {
+        while self.end() < end && !self.eof {
+            match self.reader.chunks.recv() {
+                Ok(Ok((offset, buf, done))) => {
+                    assert_eq!(offset, self.end());
+                    self.bytes.extend_from_slice(&buf.as_slice()[..done]);
+                    if done < buf.len() {
+                        self.eof = true;
+                    }
+                    let _ = self.reader.returns.try_send(buf);
+                }
+                Ok(Err(source)) => {
+                    return Err(OpenError::Io { op: IoOp::Read, file: self.path.clone(), source });
+                }
+                Err(_) => self.eof = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes `[from, to)`, fewer if the file ends first.
+    fn get(&mut self, from: u64, to: u64) -> Result<&[u8], OpenError> {
+        assert!(from >= self.start);
+        self.fill_to(to)?;
+        let a = ((from - self.start) as usize).min(self.bytes.len());
+        let b = ((to - self.start) as usize).min(self.bytes.len());
+        Ok(&self.bytes[a..b])
+    }
+
+    /// Forgets bytes before `offset`.
+    fn discard_before(&mut self, offset: u64) {
+        let n = offset.saturating_sub(self.start) as usize;
+        if n >= REPLAY_CHUNK_BYTES * 2 && n <= self.bytes.len() {
+            self.bytes.drain(..n);
+            self.start += n as u64;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Parsed {
+    kind: RecordKind,
+    segment: u64,
+    entry: u64,
+    lac: u64,
+    at: u64,
+    len: u32,
+}
+
+enum BatchRead {
+    Valid { seq: u64, len: u64 },
+    /// Never written or written by an earlier use of the file: an end, not damage.
+    End,
+    Damaged(String),
+}
+
+struct FileScan<'a> {
+    window: Window,
+    header: FileHeader,
+    records: &'a mut Vec<Parsed>,
+    keys: &'a mut Vec<(u64, Bytes)>,
+}
+
+impl FileScan<'_> {
+    fn read_batch(&mut self, pos: u64) -> Result<BatchRead, OpenError> {
+        let epoch = self.header.epoch();
+        let file_bytes = self.header.file_bytes;
+        let head = self.window.get(pos, pos + RECORD_HEADER_BYTES as u64)?;
+        let header = match record::decode(head, epoch) {
+            Ok((h, _)) => h,
+            Err(DecodeError::Zero | DecodeError::StaleEpoch) => return Ok(BatchRead::End),
+            Err(DecodeError::Short) if head.len() < RECORD_HEADER_BYTES => return Ok(BatchRead::End),
+            Err(e) => return Ok(BatchRead::Damaged(format!("batch header: {e:?}"))),
+        };
+        if header.kind != RecordKind::Batch {
+            return Ok(BatchRead::Damaged(format!("expected a batch record, found {:?}", header.kind)));
+        }
+        let len = header.segment_id;
+        let limit = self.header.batch_bytes_limit.max(SECTOR_BYTES as u64);
+        if len == 0 || len % SECTOR_BYTES as u64 != 0 || len > limit || pos + len > file_bytes {
+            return Ok(BatchRead::Damaged(format!("batch length {len} is impossible")));
+        }
+        let seq = header.entry_id;
+        let record_count = header.last_add_confirmed;
+        let bytes = self.window.get(pos, pos + len)?;
+        if (bytes.len() as u64) < len {
+            return Ok(BatchRead::Damaged("file ends inside the batch".into()));
+        }
+        self.records.clear();
+        self.keys.clear();
+        let mut at = RECORD_HEADER_BYTES;
+        let mut count = 0u64;
+        loop {
+            if at == bytes.len() {
+                break;
+            }
+            let (h, payload) = match record::decode(&bytes[at..], epoch) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(BatchRead::Damaged(format!("record at batch offset {at}: {e:?}")));
+                }
+            };
+            let end = at + RECORD_HEADER_BYTES + h.payload_len as usize;
+            if end > bytes.len() {
+                return Ok(BatchRead::Damaged(format!("record at batch offset {at} overruns")));
+            }
+            match h.kind {
+                RecordKind::Padding => {
+                    if end != bytes.len() {
+                        return Ok(BatchRead::Damaged("padding does not end the batch".into()));
+                    }
+                    break;
+                }
+                RecordKind::Batch => {
+                    return Ok(BatchRead::Damaged(format!("batch record inside batch at {at}")));
+                }
+                RecordKind::MasterKey => self.keys.push((h.segment_id, Bytes::copy_from_slice(payload))),
+                _ => {}
+            }
+            count += 1;
+            self.records.push(Parsed {
+                kind: h.kind,
+                segment: h.segment_id,
+                entry: h.entry_id,
+                lac: h.last_add_confirmed,
+                at: pos + at as u64,
+                len: h.payload_len,
+            });
+            at = end;
+        }
+        if count != record_count {
+            return Ok(BatchRead::Damaged(format!("{count} records, batch says {record_count}")));
+        }
+        Ok(BatchRead::Valid { seq, len })
+    }
+
+    /// Valid batch headers of this epoch at sector boundaries in `[from, to)`: (offset, seq, len).
+    fn look_ahead(&mut self, from: u64, to: u64) -> Result<Vec<(u64, u64, u64)>, OpenError> {
+        let epoch = self.header.epoch();
+        let mut found = Vec::new();
+        let mut pos = from;
+        while pos + RECORD_HEADER_BYTES as u64 <= to {
+            let head = self.window.get(pos, pos + RECORD_HEADER_BYTES as u64)?;
+            if head.len() < RECORD_HEADER_BYTES {
+                break;
+            }
+            if let Ok((h, _)) = record::decode(head, epoch) {
+                if h.kind == RecordKind::Batch {
+                    found.push((pos, h.entry_id, h.segment_id));
+                }
+            }
+            pos += SECTOR_BYTES as u64;
+        }
+        Ok(found)
+    }
+}
+
+/// Whether the file's first batch position holds a valid batch header of its epoch.
+fn has_batches(dir: &ShardDir, seq: FileSeq, start: u64) -> Result<bool, OpenError> {
+    let path = dir.journal_path(seq);
+    let file = File::open(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+    let mut block = vec![0u8; JOURNAL_FILE_HEADER_BYTES];
+    let n = file.read_at(&mut block, 0).map_err(|source| OpenError::Io { op: IoOp::Read, file: path.clone(), source })?;
+    let Ok(header) = FileHeader::decode(&block[..n]) else { return Ok(false) };
+    let mut head = [0u8; RECORD_HEADER_BYTES];
+    let n = file.read_at(&mut head, start).map_err(|source| OpenError::Io { op: IoOp::Read, file: path, source })?;
+    Ok(matches!(record::decode(&head[..n], header.epoch()), Ok((h, _)) if h.kind == RecordKind::Batch))
+}
+
+/// Replays a shard's journal. Returns the state to start the core from, and a report. Torn
+/// tails are zeroed on disk before returning.
+pub fn replay(
+    dir: &ShardDir,
+    policy: JournalRecovery,
+    direct_io: bool,
+) -> Result<(CoreStart, ReplayReport), OpenError> {
+    let started = Instant::now();
+    let checkpoint = dir.read_checkpoint()?;
+    let (live, recycled) = dir.list()?;
+    let mut start = CoreStart { checkpoint, ..CoreStart::default() };
+    let mut report = ReplayReport::default();
+    let first = checkpoint.map_or(FileSeq(0), |c| c.file);
+    let (obsolete, files): (Vec<FileSeq>, Vec<FileSeq>) = live.iter().partition(|s| **s < first);
+    report.obsolete = obsolete;
+    start.file_seq_next = live.iter().chain(recycled.iter()).map(|s| s.0 + 1).max().unwrap_or(0);
+    let start_of = |seq: FileSeq| match checkpoint {
+        Some(c) if c.file == seq => c.offset,
+        _ => JOURNAL_FILE_HEADER_BYTES as u64,
+    };
+    let mut with_batches = Vec::with_capacity(files.len());
+    for seq in &files {
+        with_batches.push(has_batches(dir, *seq, start_of(*seq))?);
+    }
+    let mut last_seq: Option<u64> = None;
+    let mut records = Vec::new();
+    let mut keys = Vec::new();
+    'files: for (i, &seq) in files.iter().enumerate() {
+        let path = dir.journal_path(seq);
+        let later_has_batches = with_batches[i + 1..].iter().any(|b| *b);
+        let file = direct::open_read(&path, direct_io)
+            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+        let mut block = AlignedBuf::with_capacity(JOURNAL_FILE_HEADER_BYTES);
+        block.set_len(JOURNAL_FILE_HEADER_BYTES);
+        let n = file
+            .read_at(block.as_mut_slice(), 0)
+            .map_err(|source| OpenError::Io { op: IoOp::Read, file: path.clone(), source })?;
+        let header = match FileHeader::decode(&block.as_slice()[..n]) {
+            Ok(h) if h.file_seq == seq => h,
+            Ok(h) => {
+                let reason = format!("header names file {} but the file is {seq}", h.file_seq);
+                return Err(OpenError::Layout { path, reason });
+            }
+            Err(reason) => {
+                if policy == JournalRecovery::Strict || later_has_batches {
+                    return Err(OpenError::JournalCorrupt { file: path, offset: 0, reason });
+                }
+                report.damage.push(format!("{}: unreadable header: {reason}", path.display()));
+                continue;
+            }
+        };
+        start.files.push(seq);
+        report.files += 1;
+        let window_size = header.file_bytes;
+        let mut pos = start_of(seq);
+        let reader = ChunkReader::new(file, pos, window_size);
+        let window = Window { reader, bytes: Vec::new(), start: pos, path: path.clone(), eof: false };
+        let mut scan = FileScan { window, header, records: &mut records, keys: &mut keys };
+        let in_flight = u64::from(header.writes_in_flight_max.max(1));
+        loop {
+            scan.window.discard_before(pos);
+            if pos + RECORD_HEADER_BYTES as u64 > header.file_bytes {
+                continue 'files;
+            }
+            let outcome = scan.read_batch(pos)?;
+            let expected = last_seq.map(|s| s + 1);
+            let damage = match outcome {
+                BatchRead::Valid { seq: batch_seq, len } if expected.is_none_or(|e| e == batch_seq) => {
+                    apply(&mut start, &mut report, seq, scan.records, scan.keys);
+                    report.batches += 1;
+                    report.bytes += len;
+                    last_seq = Some(batch_seq);
+                    pos += len;
+                    continue;
+                }
+                BatchRead::Valid { seq: batch_seq, .. } => {
+                    Some(format!("batch {batch_seq} where {} was expected", expected.unwrap_or(0)))
+                }
+                BatchRead::End => None,
+                BatchRead::Damaged(reason) => Some(reason),
+            };
+            // An end or damage: look as far ahead as batches in flight could have reached.
+            let reach = (in_flight + 1) * header.batch_bytes_limit.max(SECTOR_BYTES as u64);
+            let ahead_to = header.file_bytes.min(pos + reach);
+            let found: Vec<(u64, u64, u64)> = scan
+                .look_ahead(pos + SECTOR_BYTES as u64, ahead_to)?
+                .into_iter()
+                .filter(|(_, s, _)| last_seq.is_none_or(|l| *s > l))
+                .collect();
+            let first_expected = expected.or(found.iter().map(|f| f.1).min()).unwrap_or(0);
+            let beyond_window = found.iter().any(|(_, s, _)| *s >= first_expected + in_flight);
+            let corrupt = beyond_window || (later_has_batches && (damage.is_some() || !found.is_empty()));
+            if corrupt {
+                let reason = damage.unwrap_or_else(|| "a durable batch is missing".into());
+                let reason = format!(
+                    "{reason}; {} valid batches follow{}",
+                    found.len(),
+                    if later_has_batches { " and later files hold batches" } else { "" }
+                );
+                if policy == JournalRecovery::Strict {
+                    return Err(OpenError::JournalCorrupt { file: path, offset: pos, reason });
+                }
+                tracing::error!(file = %path.display(), offset = pos, %reason, "journal damage skipped");
+                report.damage.push(format!("{}@{pos}: {reason}", path.display()));
+                match found.iter().min_by_key(|f| f.0) {
+                    Some(&(offset, next_seq, _)) => {
+                        pos = offset;
+                        last_seq = next_seq.checked_sub(1);
+                        continue;
+                    }
+                    None => continue 'files,
+                }
+            }
+            if damage.is_some() || !found.is_empty() {
+                let end = found.iter().map(|(o, _, l)| o + l).max().unwrap_or(0);
+                let zero_to = end.max(pos + SECTOR_BYTES as u64).min(header.file_bytes);
+                drop(scan);
+                zero_range(&path, pos, zero_to, direct_io)?;
+                tracing::warn!(file = %path.display(), offset = pos, bytes = zero_to - pos,
+                    "journal torn tail cut off");
+                report.torn_tail = Some(TornTail { file: path.clone(), offset: pos, bytes: zero_to - pos });
+                break 'files;
+            }
+            continue 'files;
+        }
+    }
+    start.batch_seq_next = last_seq.map_or(0, |s| s + 1);
+    start.damage = report.damage.clone();
+    report.elapsed = started.elapsed();
+    Ok((start, report))
+}
+
+fn apply(start: &mut CoreStart, report: &mut ReplayReport, file: FileSeq, records: &[Parsed], keys: &[(u64, Bytes)]) {
+    let mut keys = keys.iter();
+    for r in records {
+        let segment = SegmentId(r.segment);
+        match r.kind {
+            RecordKind::MasterKey => {
+                let (_, key) = keys.next().expect("one key per key record");
+                let state = start.segments.entry(segment).or_insert_with(|| SegmentState::new(key.clone()));
+                state.master_key.get_or_insert_with(|| key.clone());
+                state.key_journaled = true;
+            }
+            RecordKind::Entry => {
+                let location = Location { file, offset: r.at, len: r.len };
+                start.index.insert(segment, EntryId(r.entry), location);
+                let state = start.segments.entry(segment).or_insert_with(unknown_key_state);
+                state.observe_lac((r.lac != LAC_NONE).then_some(r.lac));
+                report.entries += 1;
+            }
+            RecordKind::Fence => {
+                start.segments.entry(segment).or_insert_with(unknown_key_state).fenced = true;
+            }
+            RecordKind::Lac => {
+                start.segments.entry(segment).or_insert_with(unknown_key_state).observe_lac(Some(r.entry));
+            }
+            RecordKind::Batch | RecordKind::Padding => {}
+        }
+    }
+}
+
+fn unknown_key_state() -> SegmentState {
+    let mut state = SegmentState::new(Bytes::new());
+    state.master_key = None;
+    state
+}
+
+/// Overwrites `[from, to)` with zeroes and flushes.
+fn zero_range(path: &PathBuf, from: u64, to: u64, direct_io: bool) -> Result<(), OpenError> {
+    let file = direct::open(path, direct_io)
+        .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+    let mut zeros = AlignedBuf::with_capacity(1 << 20);
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(zeros.capacity());
+        zeros.set_len(n);
+        file.write_all_at(zeros.as_slice(), at)
+            .map_err(|source| OpenError::Io { op: IoOp::Write, file: path.clone(), source })?;
+        at += n as u64;
+    }
+    file.sync_data().map_err(|source| OpenError::Io { op: IoOp::Flush, file: path.clone(), source })
+}

@@ -1,0 +1,978 @@
+//! `ShardCore`: the sans-I/O state machine of one shard.
+//!
+//! Owns: group commit (forming batches, keeping up to `writes_in_flight_max` of them in flight,
+//! acknowledging them in order), per-segment durable state (master key, fence, LAC), the index
+//! of journal-resident entries, journal file rotation, and poisoning.
+//! Does not own: syscalls, clocks, threads, file preparation. Inputs are requests, disk
+//! completions, file-ready events and the current time; outputs are disk operations, replies
+//! and file requests, drained with `poll_output`. The shard shell (`shard/mod.rs`) connects it to
+//! a `Disk`; tests and simulations can drive it with anything else.
+//!
+//! Invariants:
+//! - C1: a reply for a request that journaled records is emitted only after the batch holding
+//!   its last record, and every batch before it, completed its write and flush (J1).
+//! - C2: batch `s` is submitted only while `s < oldest unacknowledged + writes_in_flight_max`;
+//!   recovery relies on it to tell a torn tail from damage (see journal/replay.rs).
+//! - C3: a new journal file is written only once every batch of the previous one is durable.
+//! - C4: once poisoned, nothing is acknowledged that was not durable before the failure, and
+//!   every later request fails with `Poisoned`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::JournalSync;
+use crate::constants::{JOURNAL_FILE_HEADER_BYTES, MASTER_KEY_BYTES_MAX, RECORD_HEADER_BYTES, SECTOR_BYTES};
+use crate::error::Error;
+use crate::ids::{EntryId, FileSeq, SegmentId, ShardId};
+use crate::io::buf::{AlignedBuf, round_up};
+use crate::io::{Completion, DiskOp, OpId};
+use crate::journal::batch::{BATCH_CLOSE_SLACK_BYTES, BatchBuilder};
+use crate::journal::record::{self, LAC_NONE, RecordHeader, RecordKind};
+use crate::shard::location_index::{Location, LocationIndex};
+use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
+use crate::shard::segment_state::SegmentState;
+
+/// Reads of journal entries a shard keeps in flight at most.
+pub const READS_IN_FLIGHT_MAX: usize = 64;
+
+/// The knobs the core needs (a subset of `BookieConfig`).
+#[derive(Clone, Debug)]
+pub struct CoreSettings {
+    /// This shard.
+    pub shard: ShardId,
+    /// Batch byte bound.
+    pub batch_bytes_max: usize,
+    /// Batch delay bound.
+    pub batch_delay_max: Duration,
+    /// Close a batch when the queue runs dry.
+    pub batch_when_idle: bool,
+    /// Batches in flight.
+    pub writes_in_flight_max: usize,
+    /// Journal file size.
+    pub journal_file_bytes: u64,
+    /// Largest payload.
+    pub entry_bytes_max: usize,
+    /// Flush mechanism.
+    pub journal_sync: JournalSync,
+}
+
+/// What a shard starts from: the outcome of journal replay.
+#[derive(Debug, Default)]
+pub struct CoreStart {
+    /// Segment states rebuilt by replay.
+    pub segments: BTreeMap<SegmentId, SegmentState>,
+    /// Entry locations rebuilt by replay.
+    pub index: LocationIndex,
+    /// Journal files holding replayed data, oldest first.
+    pub files: Vec<FileSeq>,
+    /// Sequence number for the first new batch.
+    pub batch_seq_next: u64,
+    /// Sequence number for the first new journal file.
+    pub file_seq_next: u64,
+    /// Descriptions of journal damage found at replay (tolerated by policy). While any exists,
+    /// a read of a missing entry answers `Corrupt`, not `NoSuchEntry`.
+    pub damage: Vec<String>,
+    /// The replay start position.
+    pub checkpoint: Option<JournalMark>,
+}
+
+/// Work for the shell.
+#[derive(Debug)]
+pub enum Output<T> {
+    /// Submit this disk operation.
+    Disk(OpId, DiskOp),
+    /// Send this reply.
+    Reply(T, Reply),
+    /// Prepare journal file `seq` (zeroed or recycled, header written) and report `FileReady`.
+    PrepareFile(FileSeq),
+    /// Persist the checkpoint, then recycle these files (no operation on them is in flight),
+    /// then send `Reply::Checkpointed` to the handle.
+    Checkpoint(JournalMark, Vec<FileSeq>, T),
+}
+
+#[derive(Debug)]
+enum Waiter<T> {
+    Add { reply: T, entry_count: usize, errors: Vec<(usize, Error)> },
+    Fence { reply: T, segment: SegmentId },
+    Lac { reply: T },
+}
+
+#[derive(Debug)]
+enum Effect {
+    Entry { segment: SegmentId, entry: u64, at: u32, len: u32, lac: Option<u64> },
+    Lac { segment: SegmentId, lac: u64 },
+}
+
+#[derive(Debug)]
+struct OpenBatch<T> {
+    builder: BatchBuilder,
+    file: FileSeq,
+    opened_at: Instant,
+    waiters: Vec<Waiter<T>>,
+    effects: Vec<Effect>,
+}
+
+#[derive(Debug)]
+struct FlightBatch<T> {
+    op: OpId,
+    seq: u64,
+    file: FileSeq,
+    offset: u64,
+    len: u64,
+    waiters: Vec<Waiter<T>>,
+    effects: Vec<Effect>,
+    outcome: Option<Result<(), Error>>,
+}
+
+#[derive(Debug)]
+struct ActiveFile {
+    seq: FileSeq,
+    /// Offset of the next batch.
+    offset: u64,
+    /// No record fits any more: rotate once drained (C3).
+    full: bool,
+}
+
+#[derive(Debug)]
+struct PendingRead<T> {
+    reply: T,
+    segment: SegmentId,
+    entry: EntryId,
+    location: Location,
+    skew: usize,
+}
+
+/// Progress through the request at the front of the backlog.
+#[derive(Debug, Default)]
+struct Cursor {
+    next_entry: usize,
+    errors: Vec<(usize, Error)>,
+    placed_in: Option<u64>,
+}
+
+enum Step {
+    Done,
+    Stalled,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoreStats {
+    /// Batches acknowledged.
+    pub batches: u64,
+    /// Bytes written in acknowledged batches.
+    pub batch_bytes: u64,
+    /// Entries acknowledged.
+    pub entries: u64,
+}
+
+/// The shard state machine; `T` is the caller's reply handle.
+#[derive(Debug)]
+pub struct ShardCore<T> {
+    settings: CoreSettings,
+    poisoned: Option<u64>,
+    active: Option<ActiveFile>,
+    ready: Option<FileSeq>,
+    preparing: Option<FileSeq>,
+    file_seq_next: u64,
+    live_files: Vec<FileSeq>,
+    batch: Option<OpenBatch<T>>,
+    batch_seq_next: u64,
+    in_flight: VecDeque<FlightBatch<T>>,
+    buffers_free: Vec<AlignedBuf>,
+    buffer_capacity: usize,
+    segments: BTreeMap<SegmentId, SegmentState>,
+    index: LocationIndex,
+    reads: BTreeMap<OpId, PendingRead<T>>,
+    backlog: VecDeque<Request<T>>,
+    cursor: Cursor,
+    op_next: OpId,
+    out: VecDeque<Output<T>>,
+    damage: Vec<String>,
+    durable: JournalMark,
+    stats: CoreStats,
+}
+
+const OP_KIND_BITS: u32 = 1;
+const OP_WRITE: u64 = 0;
+const OP_READ: u64 = 1;
+
+impl<T> ShardCore<T> {
+    /// A core resuming from replay. It asks for its first journal file at once.
+    pub fn new(settings: CoreSettings, start: CoreStart) -> ShardCore<T> {
+        assert!(settings.writes_in_flight_max > 0);
+        assert!(settings.batch_bytes_max >= SECTOR_BYTES);
+        let buffer_capacity =
+            round_up(settings.batch_bytes_max + RECORD_HEADER_BYTES + BATCH_CLOSE_SLACK_BYTES, SECTOR_BYTES);
+        let durable = start.checkpoint.unwrap_or(JournalMark {
+            file: start.files.first().copied().unwrap_or(FileSeq(start.file_seq_next)),
+            offset: JOURNAL_FILE_HEADER_BYTES as u64,
+        });
+        let mut core = ShardCore {
+            poisoned: None,
+            active: None,
+            ready: None,
+            preparing: None,
+            file_seq_next: start.file_seq_next,
+            live_files: start.files,
+            batch: None,
+            batch_seq_next: start.batch_seq_next,
+            in_flight: VecDeque::new(),
+            buffers_free: Vec::new(),
+            buffer_capacity,
+            segments: start.segments,
+            index: start.index,
+            reads: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            cursor: Cursor::default(),
+            op_next: 0,
+            out: VecDeque::new(),
+            damage: start.damage,
+            durable,
+            stats: CoreStats::default(),
+            settings,
+        };
+        core.request_next_file();
+        core
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// Whether the shell should hand over more requests now. False applies backpressure: the
+    /// shard's bounded queue fills and senders wait.
+    pub fn wants_requests(&self) -> bool {
+        self.backlog.is_empty()
+    }
+
+    /// Whether this shard has failed for good.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output<T>> {
+        self.out.pop_front()
+    }
+
+    /// When `on_tick` must be called at the latest (the open batch's delay bound), if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        let batch = self.batch.as_ref()?;
+        if batch.builder.is_empty() {
+            return None;
+        }
+        Some(batch.opened_at + self.settings.batch_delay_max)
+    }
+
+    /// A new request.
+    pub fn on_request(&mut self, request: Request<T>, now: Instant) {
+        self.backlog.push_back(request);
+        self.pump(now);
+    }
+
+    /// The queue ran dry: close the open batch at once if so configured.
+    pub fn on_idle(&mut self, now: Instant) {
+        if self.settings.batch_when_idle {
+            self.try_close_batch(now, true);
+        }
+    }
+
+    /// Time passed: close the open batch if its delay bound is reached.
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.deadline().is_some_and(|d| now >= d) {
+            self.try_close_batch(now, true);
+        }
+        self.pump(now);
+    }
+
+    /// A journal file asked for with `PrepareFile` is ready, or could not be prepared.
+    pub fn on_file_ready(&mut self, seq: FileSeq, result: Result<(), Error>, now: Instant) {
+        assert_eq!(self.preparing, Some(seq));
+        self.preparing = None;
+        match result {
+            Ok(()) => self.ready = Some(seq),
+            Err(error) => {
+                // No file: requests that need journal space fail with this error until a later
+                // attempt succeeds (for example after space is freed).
+                let shard = self.settings.shard;
+                let error = match error {
+                    Error::NoSpace(_) => Error::NoSpace(shard),
+                    other => other,
+                };
+                self.fail_backlog_for_space(&error);
+                self.file_seq_next = self.file_seq_next.max(seq.0);
+                return;
+            }
+        }
+        self.maybe_rotate();
+        self.pump(now);
+    }
+
+    /// A disk operation completed.
+    pub fn on_completion(&mut self, completion: Completion, now: Instant) {
+        match completion.op & ((1 << OP_KIND_BITS) - 1) {
+            OP_WRITE => self.on_write_completed(completion),
+            _ => self.on_read_completed(completion),
+        }
+        self.pump(now);
+    }
+
+    fn op_id(&mut self, kind: u64) -> OpId {
+        self.op_next += 1;
+        (self.op_next << OP_KIND_BITS) | kind
+    }
+
+    fn request_next_file(&mut self) {
+        if self.preparing.is_none() && self.ready.is_none() && self.poisoned.is_none() {
+            let seq = FileSeq(self.file_seq_next);
+            self.file_seq_next += 1;
+            self.preparing = Some(seq);
+            self.out.push_back(Output::PrepareFile(seq));
+        }
+    }
+
+    /// Moves to the ready file once the active one is full and drained (C3).
+    fn maybe_rotate(&mut self) {
+        let needs_file = match &self.active {
+            None => true,
+            Some(active) => active.full && self.in_flight.is_empty() && self.batch.is_none(),
+        };
+        if !needs_file {
+            return;
+        }
+        if let Some(seq) = self.ready.take() {
+            self.active = Some(ActiveFile { seq, offset: JOURNAL_FILE_HEADER_BYTES as u64, full: false });
+            self.live_files.push(seq);
+            self.request_next_file();
+        }
+    }
+
+    fn pump(&mut self, now: Instant) {
+        while let Some(request) = self.backlog.pop_front() {
+            match self.step(request, now) {
+                (Step::Done, _) => self.cursor = Cursor::default(),
+                (Step::Stalled, Some(request)) => {
+                    self.backlog.push_front(request);
+                    break;
+                }
+                (Step::Stalled, None) => unreachable!("a stalled request is handed back"),
+            }
+        }
+        let full = self.batch.as_ref().is_some_and(|b| b.builder.len() >= self.settings.batch_bytes_max);
+        if full {
+            self.try_close_batch(now, false);
+        }
+    }
+
+    fn step(&mut self, request: Request<T>, now: Instant) -> (Step, Option<Request<T>>) {
+        if self.poisoned.is_some() {
+            self.fail_request(request, Error::Poisoned(self.settings.shard));
+            return (Step::Done, None);
+        }
+        match request {
+            Request::Add { entries, reply } => {
+                while self.cursor.next_entry < entries.len() {
+                    let index = self.cursor.next_entry;
+                    match self.place_entry(&entries[index], now) {
+                        Ok(Some(seq)) => self.cursor.placed_in = Some(seq),
+                        Ok(None) => return (Step::Stalled, Some(Request::Add { entries, reply })),
+                        Err(error) => self.cursor.errors.push((index, error)),
+                    }
+                    self.cursor.next_entry += 1;
+                }
+                let errors = std::mem::take(&mut self.cursor.errors);
+                let placed_in = self.cursor.placed_in;
+                self.attach(placed_in, Waiter::Add { reply, entry_count: entries.len(), errors });
+                (Step::Done, None)
+            }
+            Request::Fence { segment, master_key, reply } => {
+                match self.place_control(segment, &master_key, ControlRecord::Fence, now) {
+                    Ok(Some(seq)) => {
+                        self.attach(Some(seq), Waiter::Fence { reply, segment });
+                    }
+                    Ok(None) => {
+                        return (Step::Stalled, Some(Request::Fence { segment, master_key, reply }));
+                    }
+                    Err(error) => self.out.push_back(Output::Reply(reply, Reply::Fenced(Err(error)))),
+                }
+                (Step::Done, None)
+            }
+            Request::WriteLac { segment, master_key, last_add_confirmed, reply } => {
+                let record = ControlRecord::Lac(last_add_confirmed.0);
+                match self.place_control(segment, &master_key, record, now) {
+                    Ok(Some(seq)) => self.attach(Some(seq), Waiter::Lac { reply }),
+                    Ok(None) => {
+                        let request = Request::WriteLac { segment, master_key, last_add_confirmed, reply };
+                        return (Step::Stalled, Some(request));
+                    }
+                    Err(error) => {
+                        self.out.push_back(Output::Reply(reply, Reply::LacWritten(Err(error))));
+                    }
+                }
+                (Step::Done, None)
+            }
+            Request::ReadLac { segment, reply } => {
+                let result = match self.segments.get(&segment) {
+                    Some(state) => Ok(state.last_add_confirmed.map(EntryId)),
+                    None => Err(Error::NoSuchSegment(segment)),
+                };
+                self.out.push_back(Output::Reply(reply, Reply::Lac(result)));
+                (Step::Done, None)
+            }
+            Request::ReadEntry { segment, entry, reply } => {
+                if self.reads.len() >= READS_IN_FLIGHT_MAX {
+                    return (Step::Stalled, Some(Request::ReadEntry { segment, entry, reply }));
+                }
+                self.start_read(segment, entry, reply);
+                (Step::Done, None)
+            }
+            Request::Position { reply } => {
+                self.out.push_back(Output::Reply(reply, Reply::Position(self.durable)));
+                (Step::Done, None)
+            }
+            Request::Checkpoint { mark, reply } => {
+                match self.checkpoint(mark) {
+                    Ok(reclaim) => self.out.push_back(Output::Checkpoint(mark, reclaim, reply)),
+                    Err(error) => {
+                        self.out.push_back(Output::Reply(reply, Reply::Checkpointed(Err(error))));
+                    }
+                }
+                (Step::Done, None)
+            }
+        }
+    }
+
+    fn fail_request(&mut self, request: Request<T>, error: Error) {
+        let (reply, answer) = match request {
+            Request::Add { entries, reply } => {
+                let errors = (0..entries.len()).map(|i| (i, clone_error(&error))).collect();
+                (reply, Reply::Added(Err(errors)))
+            }
+            Request::Fence { reply, .. } => (reply, Reply::Fenced(Err(error))),
+            Request::WriteLac { reply, .. } => (reply, Reply::LacWritten(Err(error))),
+            Request::ReadLac { reply, .. } => (reply, Reply::Lac(Err(error))),
+            Request::ReadEntry { reply, .. } => (reply, Reply::Entry(Err(error))),
+            Request::Position { reply } => (reply, Reply::Position(self.durable)),
+            Request::Checkpoint { reply, .. } => (reply, Reply::Checkpointed(Err(error))),
+        };
+        self.out.push_back(Output::Reply(reply, answer));
+    }
+
+    /// Hands a waiter to the batch holding its request's last record, or replies now when
+    /// that batch is already acknowledged or nothing was journaled (C1).
+    fn attach(&mut self, placed_in: Option<u64>, waiter: Waiter<T>) {
+        if let Some(seq) = placed_in {
+            if let Some(batch) = self.batch.as_mut().filter(|b| b.builder.seq() == seq) {
+                batch.waiters.push(waiter);
+                return;
+            }
+            if let Some(batch) = self.in_flight.iter_mut().rev().find(|b| b.seq == seq) {
+                batch.waiters.push(waiter);
+                return;
+            }
+        }
+        self.answer(waiter, Ok(()));
+    }
+
+    fn answer(&mut self, waiter: Waiter<T>, outcome: Result<(), &Error>) {
+        let (reply, answer) = match waiter {
+            Waiter::Add { reply, entry_count, mut errors } => match outcome {
+                Ok(()) if errors.is_empty() => (reply, Reply::Added(Ok(()))),
+                Ok(()) => (reply, Reply::Added(Err(errors))),
+                Err(error) => {
+                    // Entries already refused keep their own error; the rest get this one.
+                    let mut refused = errors.iter().map(|(i, _)| *i).peekable();
+                    let mut all = Vec::with_capacity(entry_count);
+                    for i in 0..entry_count {
+                        if refused.peek() == Some(&i) {
+                            refused.next();
+                        } else {
+                            all.push((i, clone_error(error)));
+                        }
+                    }
+                    errors.extend(all);
+                    errors.sort_by_key(|(i, _)| *i);
+                    (reply, Reply::Added(Err(errors)))
+                }
+            },
+            Waiter::Fence { reply, segment } => {
+                let result = outcome.map_err(clone_error).map(|()| {
+                    self.segments.get(&segment).and_then(|s| s.last_add_confirmed).map(EntryId)
+                });
+                (reply, Reply::Fenced(result))
+            }
+            Waiter::Lac { reply } => (reply, Reply::LacWritten(outcome.map_err(clone_error))),
+        };
+        self.out.push_back(Output::Reply(reply, answer));
+    }
+
+    fn check_key(&self, segment: SegmentId, master_key: &Bytes) -> Result<(), Error> {
+        if master_key.len() > MASTER_KEY_BYTES_MAX {
+            return Err(Error::InvalidRequest(format!(
+                "master key of {} bytes exceeds {MASTER_KEY_BYTES_MAX}",
+                master_key.len()
+            )));
+        }
+        match self.segments.get(&segment) {
+            Some(SegmentState { master_key: Some(key), .. }) if key != master_key => {
+                Err(Error::WrongMasterKey(segment))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Journals one entry. Ok(Some(batch seq)), Ok(None) when it must wait (stalled), or the
+    /// reason it is refused.
+    fn place_entry(&mut self, add: &AddEntry, now: Instant) -> Result<Option<u64>, Error> {
+        if add.payload.len() > self.settings.entry_bytes_max {
+            return Err(Error::InvalidRequest(format!(
+                "entry of {} bytes exceeds entry_bytes_max {}",
+                add.payload.len(),
+                self.settings.entry_bytes_max
+            )));
+        }
+        self.check_key(add.segment, &add.master_key)?;
+        if let Some(state) = self.segments.get(&add.segment) {
+            if state.fenced && !add.flags.is_recovery() {
+                return Err(Error::Fenced(add.segment));
+            }
+        }
+        let key_needed = !self.segments.get(&add.segment).is_some_and(|s| s.key_journaled);
+        let key_bytes = if key_needed { record::record_bytes(add.master_key.len()) } else { 0 };
+        let need = key_bytes + record::record_bytes(add.payload.len());
+        if !self.ensure_room(need, now) {
+            return Ok(None);
+        }
+        let state = self
+            .segments
+            .entry(add.segment)
+            .or_insert_with(|| SegmentState::new(add.master_key.clone()));
+        let batch = self.batch.as_mut().expect("ensure_room opened a batch");
+        if key_needed {
+            state.key_journaled = true;
+            state.master_key = Some(add.master_key.clone());
+            let header = control_header(RecordKind::MasterKey, add.segment, 0, add.master_key.len());
+            batch.builder.push(&header, &add.master_key);
+        }
+        let lac = add.last_add_confirmed.map(|l| l.0);
+        let header = RecordHeader {
+            kind: RecordKind::Entry,
+            flags: add.flags.0,
+            payload_len: add.payload.len() as u32,
+            segment_id: add.segment.0,
+            entry_id: add.entry.0,
+            last_add_confirmed: lac.unwrap_or(LAC_NONE),
+        };
+        let at = batch.builder.push(&header, &add.payload);
+        batch.effects.push(Effect::Entry {
+            segment: add.segment,
+            entry: add.entry.0,
+            at: at as u32,
+            len: add.payload.len() as u32,
+            lac,
+        });
+        Ok(Some(batch.builder.seq()))
+    }
+
+    fn place_control(
+        &mut self,
+        segment: SegmentId,
+        master_key: &Bytes,
+        control: ControlRecord,
+        now: Instant,
+    ) -> Result<Option<u64>, Error> {
+        self.check_key(segment, master_key)?;
+        if let (ControlRecord::Lac(_), Some(state)) = (control, self.segments.get(&segment)) {
+            if state.fenced {
+                return Err(Error::Fenced(segment));
+            }
+        }
+        let key_needed = !self.segments.get(&segment).is_some_and(|s| s.key_journaled);
+        let key_bytes = if key_needed { record::record_bytes(master_key.len()) } else { 0 };
+        if !self.ensure_room(key_bytes + RECORD_HEADER_BYTES, now) {
+            return Ok(None);
+        }
+        let state = self.segments.entry(segment).or_insert_with(|| SegmentState::new(master_key.clone()));
+        let batch = self.batch.as_mut().expect("ensure_room opened a batch");
+        if key_needed {
+            state.key_journaled = true;
+            state.master_key = Some(master_key.clone());
+            let header = control_header(RecordKind::MasterKey, segment, 0, master_key.len());
+            batch.builder.push(&header, master_key);
+        }
+        match control {
+            ControlRecord::Fence => {
+                state.fenced = true;
+                batch.builder.push(&control_header(RecordKind::Fence, segment, 0, 0), &[]);
+            }
+            ControlRecord::Lac(lac) => {
+                batch.builder.push(&control_header(RecordKind::Lac, segment, lac, 0), &[]);
+                batch.effects.push(Effect::Lac { segment, lac });
+            }
+        }
+        Ok(Some(batch.builder.seq()))
+    }
+
+    /// Makes sure the open batch can take `need` more bytes, closing it and opening a new one
+    /// (rotating files when needed). False: not now; the request stalls.
+    fn ensure_room(&mut self, need: usize, now: Instant) -> bool {
+        loop {
+            if let Some(batch) = &self.batch {
+                let fits_batch = batch.builder.fits(need - RECORD_HEADER_BYTES)
+                    && (batch.builder.is_empty() || batch.builder.len() + need <= self.settings.batch_bytes_max + 4 * SECTOR_BYTES);
+                let active = self.active.as_ref().expect("an open batch has a file");
+                let fits_file = active.offset + (batch.builder.len() + need + BATCH_CLOSE_SLACK_BYTES) as u64
+                    <= self.settings.journal_file_bytes;
+                if fits_batch && fits_file {
+                    return true;
+                }
+                if !fits_file && batch.builder.is_empty() {
+                    // Not even an empty batch fits: the file is full.
+                    let batch = self.batch.take().expect("checked");
+                    self.recycle_buffer(batch.builder.into_buffer());
+                    self.active.as_mut().expect("checked").full = true;
+                    self.maybe_rotate();
+                    continue;
+                }
+                if !fits_file {
+                    self.active.as_mut().expect("checked").full = true;
+                }
+                if !self.try_close_batch(now, true) {
+                    return false;
+                }
+                continue;
+            }
+            // No open batch: open one if a file has room.
+            self.maybe_rotate();
+            let Some(active) = &self.active else {
+                self.request_next_file();
+                return false;
+            };
+            if active.full {
+                return false;
+            }
+            let file = active.seq;
+            let buf = self.take_buffer(need);
+            let seq = self.batch_seq_next;
+            self.batch_seq_next += 1;
+            self.batch = Some(OpenBatch {
+                builder: BatchBuilder::new(buf, file.0, seq),
+                file,
+                opened_at: now,
+                waiters: Vec::new(),
+                effects: Vec::new(),
+            });
+        }
+    }
+
+    fn take_buffer(&mut self, need: usize) -> AlignedBuf {
+        let capacity = round_up(need + RECORD_HEADER_BYTES + BATCH_CLOSE_SLACK_BYTES, SECTOR_BYTES);
+        if capacity <= self.buffer_capacity {
+            self.buffers_free.pop().unwrap_or_else(|| AlignedBuf::with_capacity(self.buffer_capacity))
+        } else {
+            AlignedBuf::with_capacity(capacity)
+        }
+    }
+
+    fn recycle_buffer(&mut self, buf: AlignedBuf) {
+        if buf.capacity() == self.buffer_capacity
+            && self.buffers_free.len() <= self.settings.writes_in_flight_max
+        {
+            self.buffers_free.push(buf);
+        }
+    }
+
+    /// Closes and submits the open batch if a write slot is free (C2). `force`: close even if
+    /// under the byte bound. Returns whether no open batch remains.
+    fn try_close_batch(&mut self, _now: Instant, force: bool) -> bool {
+        let Some(batch) = &self.batch else { return true };
+        if batch.builder.is_empty() {
+            return true;
+        }
+        if !force && batch.builder.len() < self.settings.batch_bytes_max {
+            return false;
+        }
+        if self.in_flight.len() >= self.settings.writes_in_flight_max {
+            return false;
+        }
+        let batch = self.batch.take().expect("checked");
+        let active = self.active.as_mut().expect("an open batch has a file");
+        assert_eq!(active.seq, batch.file);
+        let seq = batch.builder.seq();
+        let buf = batch.builder.close();
+        let offset = active.offset;
+        let len = buf.len() as u64;
+        assert!(offset.is_multiple_of(SECTOR_BYTES as u64));
+        assert!(offset + len <= self.settings.journal_file_bytes);
+        active.offset += len;
+        if let Some(oldest) = self.in_flight.front() {
+            assert!(seq < oldest.seq + self.settings.writes_in_flight_max as u64); // C2
+        }
+        let op = self.op_id(OP_WRITE);
+        let disk_op = DiskOp::Write { file: batch.file, offset, buf, sync: Some(self.settings.journal_sync) };
+        self.out.push_back(Output::Disk(op, disk_op));
+        self.in_flight.push_back(FlightBatch {
+            op,
+            seq,
+            file: batch.file,
+            offset,
+            len,
+            waiters: batch.waiters,
+            effects: batch.effects,
+            outcome: None,
+        });
+        // Ask for the next file early, so rotation never waits for zeroing.
+        if self.active.as_ref().is_some_and(|a| a.offset * 2 >= self.settings.journal_file_bytes) {
+            self.request_next_file();
+        }
+        true
+    }
+
+    fn on_write_completed(&mut self, completion: Completion) {
+        let Completion { op, result, buf, .. } = completion;
+        // Writes complete in any order; at most `writes_in_flight_max` are searched.
+        let index = self
+            .in_flight
+            .iter()
+            .position(|b| b.op == op)
+            .expect("a write completion belongs to a batch in flight");
+        let batch = &mut self.in_flight[index];
+        batch.outcome = Some(match result {
+            Ok(()) => Ok(()),
+            Err((op, source)) => {
+                let offset = batch.offset;
+                let file = batch.file;
+                if self.poisoned.is_none() {
+                    tracing::error!(shard = self.settings.shard.0, ?op, %file, offset, %source,
+                        "journal I/O failed; shard poisoned");
+                }
+                let seq = batch.seq;
+                self.poisoned = Some(self.poisoned.map_or(seq, |p| p.min(seq)));
+                Err(Error::Io { op, file: format!("journal {file}").into(), offset, source })
+            }
+        });
+        self.recycle_buffer(buf);
+        self.acknowledge_ready();
+        if self.poisoned.is_some() {
+            self.fail_everything_pending();
+        }
+        self.maybe_rotate();
+    }
+
+    /// Acknowledges batches at the front whose write and flush are done, in order (C1, C4).
+    fn acknowledge_ready(&mut self) {
+        while self.in_flight.front().is_some_and(|b| b.outcome.is_some()) {
+            let batch = self.in_flight.pop_front().expect("checked");
+            let poisoned_before = self.poisoned.is_some_and(|p| p <= batch.seq);
+            let outcome = batch.outcome.expect("checked");
+            let outcome = match outcome {
+                Ok(()) if poisoned_before => Err(Error::Poisoned(self.settings.shard)),
+                other => other,
+            };
+            match outcome {
+                Ok(()) => {
+                    self.apply_effects(&batch.effects, batch.file, batch.offset);
+                    self.durable = JournalMark { file: batch.file, offset: batch.offset + batch.len };
+                    self.stats.batches += 1;
+                    self.stats.batch_bytes += batch.len;
+                    for waiter in batch.waiters {
+                        self.answer(waiter, Ok(()));
+                    }
+                }
+                Err(error) => {
+                    for waiter in batch.waiters {
+                        self.answer(waiter, Err(&error));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_effects(&mut self, effects: &[Effect], file: FileSeq, offset: u64) {
+        for effect in effects {
+            match *effect {
+                Effect::Entry { segment, entry, at, len, lac } => {
+                    let location = Location { file, offset: offset + u64::from(at), len };
+                    self.index.insert(segment, EntryId(entry), location);
+                    if let Some(state) = self.segments.get_mut(&segment) {
+                        state.observe_lac(lac);
+                    }
+                    self.stats.entries += 1;
+                }
+                Effect::Lac { segment, lac } => {
+                    if let Some(state) = self.segments.get_mut(&segment) {
+                        state.observe_lac(Some(lac));
+                    }
+                }
+            }
+        }
+    }
+
+    /// After poisoning: fail the open batch and queued requests (C4). Batches in flight are
+    /// answered as their completions arrive.
+    fn fail_everything_pending(&mut self) {
+        let error = Error::Poisoned(self.settings.shard);
+        if let Some(batch) = self.batch.take() {
+            for waiter in batch.waiters {
+                self.answer(waiter, Err(&error));
+            }
+        }
+        let backlog = std::mem::take(&mut self.backlog);
+        self.cursor = Cursor::default();
+        for request in backlog {
+            self.fail_request(request, clone_error(&error));
+        }
+    }
+
+    fn fail_backlog_for_space(&mut self, error: &Error) {
+        let backlog = std::mem::take(&mut self.backlog);
+        self.cursor = Cursor::default();
+        for request in backlog {
+            self.fail_request(request, clone_error(error));
+        }
+    }
+
+    fn start_read(&mut self, segment: SegmentId, entry: EntryId, reply: T) {
+        let Some(location) = self.index.get(segment, entry) else {
+            let error = if self.damage.is_empty() {
+                Error::NoSuchEntry(segment, entry)
+            } else {
+                Error::Corrupt {
+                    segment,
+                    entry,
+                    detail: format!("not found, and journal damage may have held it: {}", self.damage.join("; ")),
+                }
+            };
+            self.out.push_back(Output::Reply(reply, Reply::Entry(Err(error))));
+            return;
+        };
+        let start = location.offset - location.offset % SECTOR_BYTES as u64;
+        let end = round_up((location.offset + RECORD_HEADER_BYTES as u64) as usize + location.len as usize, SECTOR_BYTES);
+        let skew = (location.offset - start) as usize;
+        let mut buf = AlignedBuf::with_capacity(end - start as usize);
+        buf.set_len(end - start as usize);
+        let op = self.op_id(OP_READ);
+        self.reads.insert(op, PendingRead { reply, segment, entry, location, skew });
+        self.out.push_back(Output::Disk(op, DiskOp::Read { file: location.file, offset: start, buf }));
+    }
+
+    fn on_read_completed(&mut self, completion: Completion) {
+        let read = self.reads.remove(&completion.op).expect("a read completion belongs to a read");
+        let PendingRead { reply, segment, entry, location, skew } = read;
+        let result = match completion.result {
+            Err((op, source)) => Err(Error::Io {
+                op,
+                file: format!("journal {}", location.file).into(),
+                offset: location.offset,
+                source,
+            }),
+            Ok(()) => {
+                let bytes = &completion.buf.as_slice()[..completion.bytes.min(completion.buf.len())];
+                match bytes.get(skew..).map(|b| record::decode(b, location.file.0)) {
+                    Some(Ok((h, payload)))
+                        if h.kind == RecordKind::Entry
+                            && h.segment_id == segment.0
+                            && h.entry_id == entry.0 =>
+                    {
+                        Ok(Bytes::copy_from_slice(payload))
+                    }
+                    other => Err(Error::Corrupt {
+                        segment,
+                        entry,
+                        detail: format!(
+                            "journal {} offset {}: {:?}",
+                            location.file,
+                            location.offset,
+                            other.map(|r| r.map(|(h, _)| h))
+                        ),
+                    }),
+                }
+            }
+        };
+        self.out.push_back(Output::Reply(reply, Reply::Entry(result)));
+    }
+
+    fn checkpoint(&mut self, mark: JournalMark) -> Result<Vec<FileSeq>, Error> {
+        if mark > self.durable {
+            return Err(Error::InvalidRequest(format!(
+                "checkpoint {mark:?} is past the durable position {:?}",
+                self.durable
+            )));
+        }
+        let active = self.active.as_ref().map(|a| a.seq);
+        let in_flight: Vec<FileSeq> = self.in_flight.iter().map(|b| b.file).collect();
+        let reads: Vec<FileSeq> = self.reads.values().map(|r| r.location.file).collect();
+        let (reclaim, keep): (Vec<FileSeq>, Vec<FileSeq>) = self.live_files.iter().partition(|f| {
+            **f < mark.file && Some(**f) != active && !in_flight.contains(f) && !reads.contains(f)
+        });
+        self.live_files = keep;
+        if let Some(oldest) = self.live_files.first() {
+            self.index.remove_files_before(*oldest);
+        }
+        // Key records may have been in reclaimed files: journal each key again on next use.
+        // Fence and LAC state outlive reclaim only once segment storage persists them (the
+        // checkpoint's other half, delivered with segment storage).
+        for state in self.segments.values_mut() {
+            state.key_journaled = false;
+        }
+        Ok(reclaim)
+    }
+
+    /// Nothing open, queued or in flight: safe to stop.
+    pub fn is_quiescent(&self) -> bool {
+        self.backlog.is_empty()
+            && self.in_flight.is_empty()
+            && self.reads.is_empty()
+            && self.batch.as_ref().is_none_or(|b| b.builder.is_empty())
+            && self.out.is_empty()
+    }
+
+    /// Closes the open batch now, whatever its size (used when stopping).
+    pub fn flush_now(&mut self, now: Instant) {
+        self.try_close_batch(now, true);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ControlRecord {
+    Fence,
+    Lac(u64),
+}
+
+fn control_header(kind: RecordKind, segment: SegmentId, entry: u64, payload_len: usize) -> RecordHeader {
+    RecordHeader {
+        kind,
+        flags: 0,
+        payload_len: payload_len as u32,
+        segment_id: segment.0,
+        entry_id: entry,
+        last_add_confirmed: LAC_NONE,
+    }
+}
+
+/// Errors carry `io::Error`, which is not `Clone`; replies to many waiters need copies.
+pub fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Fenced(s) => Error::Fenced(*s),
+        Error::WrongMasterKey(s) => Error::WrongMasterKey(*s),
+        Error::NoSpace(s) => Error::NoSpace(*s),
+        Error::Poisoned(s) => Error::Poisoned(*s),
+        Error::Io { op, file, offset, source } => Error::Io {
+            op: *op,
+            file: file.clone(),
+            offset: *offset,
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::NoSuchSegment(s) => Error::NoSuchSegment(*s),
+        Error::NoSuchEntry(s, e) => Error::NoSuchEntry(*s, *e),
+        Error::Corrupt { segment, entry, detail } => {
+            Error::Corrupt { segment: *segment, entry: *entry, detail: detail.clone() }
+        }
+        Error::InvalidRequest(s) => Error::InvalidRequest(s.clone()),
+        Error::ShardStopped(s) => Error::ShardStopped(*s),
+    }
+}

@@ -1,0 +1,354 @@
+//! `Shard`: the thread that runs one `ShardCore` against a `Disk`, a clock and its queues.
+//!
+//! Owns: the shard thread, its bounded request queue, its event queue (file preparation and
+//! reclaim results), its `Waker`, and the loop that moves inputs into the core and outputs out
+//! of it. No protocol decisions are made here.
+//!
+//! Loop: take requests while the core wants them (bounded per turn), tell the core when the
+//! queue ran dry, run outputs, then reap completions: without blocking when there is more to
+//! do, else polling for `idle_spin_us` (waking a halted vCPU costs about 30 us here), else
+//! sleeping in the disk until a completion, a wake-up or the batch deadline.
+
+pub mod core;
+pub mod location_index;
+pub mod request;
+pub mod segment_state;
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, unbounded};
+
+use crate::config::{Backend, BookieConfig, DirectIo};
+use crate::constants::{SECTOR_BYTES, SHARD_REQUESTS_PER_TURN_MAX};
+use crate::error::{Error, IoOp, OpenError};
+use crate::ids::{FileSeq, ShardId};
+use crate::io::portable::PortableDisk;
+use crate::io::uring::UringDisk;
+use crate::io::waker::Waker;
+use crate::io::{Completion, Disk, direct};
+use crate::journal::batch::BATCH_CLOSE_SLACK_BYTES;
+use crate::journal::files::ShardDir;
+use crate::journal::preparer::{FileSpec, Job, Preparer};
+use crate::journal::replay::{ReplayReport, replay};
+use core::{CoreSettings, CoreStats, Output, ShardCore};
+use request::{Reply, Request};
+
+/// The reply handle shards use.
+pub type ReplyTo = oneshot::Sender<Reply>;
+
+/// Internal events for a shard.
+enum Event {
+    FileReady(FileSeq, Result<File, Error>),
+}
+
+/// Messages on a shard's bounded request queue.
+pub(crate) enum Msg {
+    Request(Request<ReplyTo>),
+    Stats(oneshot::Sender<CoreStats>),
+    Stop,
+}
+
+/// A running shard, as seen by the bookie.
+pub(crate) struct ShardHandle {
+    pub(crate) id: ShardId,
+    pub(crate) requests: Sender<Msg>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ShardHandle {
+    /// Queues a message (blocking while the queue is full: backpressure) and wakes the shard.
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), Error> {
+        self.requests.send(msg).map_err(|_| Error::ShardStopped(self.id))?;
+        self.waker.wake_if_sleeping();
+        Ok(())
+    }
+}
+
+/// What a shard reports once it has replayed and is serving.
+pub(crate) struct Started {
+    pub(crate) report: ReplayReport,
+    pub(crate) backend: &'static str,
+    pub(crate) direct_io: bool,
+}
+
+/// Starts shard `id`: replay, then serve. Returns once it serves, or why it cannot.
+pub(crate) fn start(
+    id: ShardId,
+    config: &BookieConfig,
+    preparer: Arc<Preparer>,
+) -> Result<(ShardHandle, Started), OpenError> {
+    let journal_dir = &config.journal_dirs[id.0 as usize % config.journal_dirs.len()];
+    let dir = ShardDir::open(journal_dir, id)?;
+    let (requests_tx, requests) = bounded(config.queue_capacity);
+    let waker = Arc::new(Waker::new().map_err(|source| OpenError::Io {
+        op: IoOp::Setup,
+        file: dir.path.clone(),
+        source,
+    })?);
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<Started, OpenError>>();
+    let config = config.clone();
+    let thread_waker = waker.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("dlog-shard-{}", id.0))
+        .spawn(move || {
+            let setup = setup(id, &config, &dir);
+            let (disk, core, started, direct_io) = match setup {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let backend = disk.name();
+            let _ = ready_tx.send(Ok(Started { report: started, backend, direct_io }));
+            let shell = Shell { id, config, dir, direct_io, preparer, waker: thread_waker };
+            shell.run(disk, core, requests);
+        })
+        .map_err(|source| OpenError::Io { op: IoOp::Setup, file: journal_dir.clone(), source })?;
+    let started = match ready_rx.recv() {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(OpenError::Config(format!("shard {} failed to start", id.0)));
+        }
+    };
+    let handle = ShardHandle { id, requests: requests_tx, waker, thread: Some(thread) };
+    Ok((handle, started))
+}
+
+type Setup = (Box<dyn Disk>, ShardCore<ReplyTo>, ReplayReport, bool);
+
+fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, OpenError> {
+    let direct_io = match config.direct_io {
+        DirectIo::Disabled => false,
+        policy => {
+            let supported = direct::probe(&dir.path).map_err(|source| OpenError::Io {
+                op: IoOp::Setup,
+                file: dir.path.clone(),
+                source,
+            })?;
+            if !supported && policy == DirectIo::Required {
+                return Err(OpenError::DirectIoUnsupported(dir.path.clone()));
+            }
+            if !supported && id.0 == 0 {
+                tracing::warn!(dir = %dir.path.display(),
+                    "filesystem refuses O_DIRECT; journal uses buffered I/O + fdatasync");
+            }
+            supported
+        }
+    };
+    let (start, report) = replay(dir, config.journal_recovery, direct_io)?;
+    let mut disk: Box<dyn Disk> = match config.backend {
+        Backend::Portable => Box::new(PortableDisk::new()),
+        Backend::IoUring => Box::new(UringDisk::new().map_err(|source| OpenError::Io {
+            op: IoOp::Setup,
+            file: "io_uring".into(),
+            source,
+        })?),
+        Backend::Auto => match UringDisk::new() {
+            Ok(disk) => Box::new(disk),
+            Err(e) => {
+                if id.0 == 0 {
+                    tracing::warn!(error = %e, "io_uring unavailable; using the portable backend");
+                }
+                Box::new(PortableDisk::new())
+            }
+        },
+    };
+    for seq in &start.files {
+        let path = dir.journal_path(*seq);
+        let file = direct::open(&path, direct_io)
+            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+        disk.register_file(*seq, file)
+            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+    }
+    let settings = CoreSettings {
+        shard: id,
+        batch_bytes_max: config.batch_bytes_max,
+        batch_delay_max: Duration::from_micros(config.batch_delay_us_max),
+        batch_when_idle: config.batch_when_idle,
+        writes_in_flight_max: config.writes_in_flight_max,
+        journal_file_bytes: config.journal_file_bytes,
+        entry_bytes_max: config.entry_bytes_max,
+        journal_sync: config.journal_sync,
+    };
+    Ok((disk, ShardCore::new(settings, start), report, direct_io))
+}
+
+/// Longest batch a file can hold with this configuration (written in file headers).
+pub(crate) fn batch_bytes_limit(config: &BookieConfig) -> u64 {
+    let largest = config.batch_bytes_max.max(config.entry_bytes_max) + 2 * BATCH_CLOSE_SLACK_BYTES;
+    (largest + MASTER_KEY_SLACK).next_multiple_of(SECTOR_BYTES) as u64 + 4 * SECTOR_BYTES as u64
+}
+
+const MASTER_KEY_SLACK: usize = 256;
+
+struct Shell {
+    id: ShardId,
+    config: BookieConfig,
+    dir: ShardDir,
+    direct_io: bool,
+    preparer: Arc<Preparer>,
+    waker: Arc<Waker>,
+}
+
+impl Shell {
+    #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn run(self, mut disk: Box<dyn Disk>, mut core: ShardCore<ReplyTo>, requests: Receiver<Msg>) {
+        let (events_tx, events) = unbounded::<Event>();
+        let spin = Duration::from_micros(self.config.idle_spin_us);
+        let mut completions: Vec<Completion> = Vec::new();
+        let mut stopping = false;
+        loop {
+            let now = Self::now();
+            while let Ok(event) = events.try_recv() {
+                match event {
+                    Event::FileReady(seq, result) => {
+                        let result = result.and_then(|file| {
+                            disk.register_file(seq, file).map_err(|source| Error::Io {
+                                op: IoOp::Open,
+                                file: self.dir.journal_path(seq),
+                                offset: 0,
+                                source,
+                            })
+                        });
+                        core.on_file_ready(seq, result, now);
+                    }
+                }
+            }
+            let mut taken = 0;
+            while !stopping && core.wants_requests() && taken < SHARD_REQUESTS_PER_TURN_MAX {
+                match requests.try_recv() {
+                    Ok(Msg::Request(request)) => core.on_request(request, now),
+                    Ok(Msg::Stats(reply)) => {
+                        let _ = reply.send(core.stats());
+                    }
+                    Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => stopping = true,
+                    Err(TryRecvError::Empty) => break,
+                }
+                taken += 1;
+            }
+            if stopping {
+                core.flush_now(now);
+            } else if requests.is_empty() {
+                core.on_idle(now);
+            }
+            if core.deadline().is_some_and(|d| d <= now) {
+                core.on_tick(now);
+            }
+            self.run_outputs(&mut core, disk.as_mut(), &events_tx);
+            if stopping && core.is_quiescent() && disk.in_flight() == 0 {
+                break;
+            }
+            let more = taken > 0 && !requests.is_empty();
+            let result = if more || !completions.is_empty() {
+                disk.reap(&mut completions, None, &self.waker)
+            } else {
+                self.idle(disk.as_mut(), &core, &requests, &events, &mut completions, spin, stopping)
+            };
+            if let Err(e) = result {
+                tracing::error!(shard = self.id.0, error = %e, "disk wait failed");
+            }
+            let now = Self::now();
+            for completion in completions.drain(..) {
+                core.on_completion(completion, now);
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the loop's state, passed explicitly")]
+    fn idle(
+        &self,
+        disk: &mut dyn Disk,
+        core: &ShardCore<ReplyTo>,
+        requests: &Receiver<Msg>,
+        events: &Receiver<Event>,
+        completions: &mut Vec<Completion>,
+        spin: Duration,
+        stopping: bool,
+    ) -> std::io::Result<()> {
+        let spin_until = Self::now() + spin;
+        loop {
+            disk.reap(completions, None, &self.waker)?;
+            let work = !completions.is_empty()
+                || (!requests.is_empty() && !stopping && core.wants_requests())
+                || !events.is_empty();
+            if work {
+                return Ok(());
+            }
+            if Self::now() >= spin_until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.waker.set_sleeping(true);
+        let result = if !requests.is_empty() || !events.is_empty() {
+            Ok(())
+        } else {
+            let now = Self::now();
+            let timeout = match core.deadline() {
+                Some(deadline) => deadline.saturating_duration_since(now),
+                None => Duration::from_millis(100),
+            };
+            disk.reap(completions, Some(timeout.max(Duration::from_micros(1))), &self.waker)
+        };
+        self.waker.set_sleeping(false);
+        result
+    }
+
+    fn run_outputs(&self, core: &mut ShardCore<ReplyTo>, disk: &mut dyn Disk, events: &Sender<Event>) {
+        while let Some(output) = core.poll_output() {
+            match output {
+                Output::Disk(op, disk_op) => disk.submit(op, disk_op),
+                Output::Reply(reply, answer) => {
+                    let _ = reply.send(answer);
+                }
+                Output::PrepareFile(seq) => {
+                    let events = events.clone();
+                    let waker = self.waker.clone();
+                    let spec = FileSpec {
+                        file_bytes: self.config.journal_file_bytes,
+                        writes_in_flight_max: self.config.writes_in_flight_max as u32,
+                        batch_bytes_limit: batch_bytes_limit(&self.config),
+                        direct_io: self.direct_io,
+                        recycled_max: self.config.journal_files_recycled_max,
+                    };
+                    self.preparer.submit(Job::Prepare {
+                        dir: self.dir.clone(),
+                        seq,
+                        spec,
+                        done: Box::new(move |result| {
+                            let _ = events.send(Event::FileReady(seq, result));
+                            waker.wake();
+                        }),
+                    });
+                }
+                Output::Checkpoint(mark, files, reply) => {
+                    for seq in &files {
+                        disk.unregister_file(*seq);
+                    }
+                    self.preparer.submit(Job::Reclaim {
+                        dir: self.dir.clone(),
+                        mark,
+                        files,
+                        recycled_max: self.config.journal_files_recycled_max,
+                        done: Box::new(move |result| {
+                            let _ = reply.send(Reply::Checkpointed(result));
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `SegmentState`: what a shard knows durably about one segment.
+//!
+//! Rebuilt by journal replay from master-key, fence, entry and LAC records.
+//!
+//! Invariants:
+//! - S1: `fenced` never goes back to false.
+//! - S2: `last_add_confirmed` only grows.
+//! - S3: the master key record is journaled before (or in the same batch as, earlier than) the
+//!   first other record of the segment, so replay always knows the key first.
+
+use bytes::Bytes;
+
+/// A segment's state on this shard.
+#[derive(Clone, Debug)]
+pub struct SegmentState {
+    /// The key every writer of the segment must present. `None` only after replay found the
+    /// segment's records but not its key record (reclaimed by a checkpoint); the next key
+    /// presented is adopted and journaled.
+    pub master_key: Option<Bytes>,
+    /// Fenced: plain adds are refused (S1). Set when the fence is accepted, before it is
+    /// durable, so no add accepted after a fence request can slip in.
+    pub fenced: bool,
+    /// Highest `last_add_confirmed` seen in durable entries and explicit LAC writes (S2).
+    pub last_add_confirmed: Option<u64>,
+    /// The master key record is in the journal (or in a batch being written) (S3).
+    pub key_journaled: bool,
+}
+
+impl SegmentState {
+    /// A segment first seen with this key.
+    pub fn new(master_key: Bytes) -> SegmentState {
+        SegmentState { master_key: Some(master_key), fenced: false, last_add_confirmed: None, key_journaled: false }
+    }
+
+    /// Raises the LAC (S2).
+    pub fn observe_lac(&mut self, lac: Option<u64>) {
+        if let Some(lac) = lac {
+            self.last_add_confirmed = Some(self.last_add_confirmed.map_or(lac, |l| l.max(lac)));
+        }
+    }
+}

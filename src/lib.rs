@@ -1,0 +1,7 @@
+//! dlog: a replicated log service on BookKeeper-style storage.
+//!
+//! Today this crate holds the `dlog` binary's commands (`bench journal`); the log API
+//! (namespace, log, writer, reader, DLSN, transaction ids, truncation) arrives with the
+//! replication and metadata layers. The bookie storage engine is `dlog_engine`.
+
+pub mod bench;
