@@ -27,6 +27,7 @@ use crate::shard::{Msg, ShardHandle, start};
 /// A running bookie storage engine.
 pub struct Bookie {
     shards: Vec<ShardHandle>,
+    cpus: Vec<Option<usize>>,
     reports: Vec<ReplayReport>,
     backend: &'static str,
     direct_io: bool,
@@ -248,7 +249,8 @@ impl Bookie {
                 }
             }
         }
-        let bookie = Bookie { shards, reports, backend, direct_io, _preparer: preparer };
+        let cpus = (0..config.shard_count).map(|i| crate::shard::shard_cpu(ShardId(i), &config)).collect();
+        let bookie = Bookie { shards, cpus, reports, backend, direct_io, _preparer: preparer };
         if let Some(e) = first_error {
             bookie.close();
             return Err(e);
@@ -264,6 +266,11 @@ impl Bookie {
     /// The shard that owns a segment.
     pub fn shard_of(&self, segment: SegmentId) -> ShardId {
         segment.shard(self.shard_count())
+    }
+
+    /// The CPU a shard is pinned to, if shards are pinned.
+    pub fn shard_cpu(&self, shard: ShardId) -> Option<usize> {
+        self.cpus.get(shard.0 as usize).copied().flatten()
     }
 
     /// What each shard's replay did, by shard.

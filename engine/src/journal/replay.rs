@@ -78,7 +78,7 @@ pub struct ReplayReport {
 
 /// Sequential reader of one file with a read-ahead thread.
 struct ChunkReader {
-    chunks: Receiver<std::io::Result<(u64, AlignedBuf, usize)>>,
+    chunks: Option<Receiver<std::io::Result<(u64, AlignedBuf, usize)>>>,
     returns: Sender<AlignedBuf>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -117,14 +117,14 @@ impl ChunkReader {
                 }
             })
             .expect("spawn replay reader");
-        ChunkReader { chunks, returns, thread: Some(thread) }
+        ChunkReader { chunks: Some(chunks), returns, thread: Some(thread) }
     }
 }
 
 impl Drop for ChunkReader {
     fn drop(&mut self) {
-        // Unblock the reader: drain what it sent until it exits.
-        while self.chunks.recv().is_ok() {}
+        // Dropping the receiver makes the reader's next send fail, so it stops reading.
+        self.chunks.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -148,7 +148,8 @@ impl Window {
     /// Makes the window cover `[.., end)` if the file has those bytes.
     fn fill_to(&mut self, end: u64) -> Result<(), OpenError> {
         while self.end() < end && !self.eof {
-            match self.reader.chunks.recv() {
+            let Some(chunks) = &self.reader.chunks else { break };
+            match chunks.recv() {
                 Ok(Ok((offset, buf, done))) => {
                     assert_eq!(offset, self.end());
                     self.bytes.extend_from_slice(&buf.as_slice()[..done]);

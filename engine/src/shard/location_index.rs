@@ -94,6 +94,11 @@ impl LocationIndex {
                     *slot = None;
                 }
             }
+            // Entries leave mostly from the front: drop the emptied prefix so the dense vector
+            // only spans live entries and later scans stay proportional to them.
+            let emptied = s.dense.iter().take_while(|l| l.is_none()).count();
+            s.dense.drain(..emptied);
+            s.base += emptied as u64;
             s.sparse.retain(|_, l| l.file >= file);
             count += s.dense.iter().filter(|l| l.is_some()).count() + s.sparse.len();
         }

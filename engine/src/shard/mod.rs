@@ -89,11 +89,19 @@ pub(crate) fn start(
         source,
     })?);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<Started, OpenError>>();
+    let cpu = shard_cpu(id, &config);
     let config = config.clone();
     let thread_waker = waker.clone();
     let thread = std::thread::Builder::new()
         .name(format!("dlog-shard-{}", id.0))
         .spawn(move || {
+            if let Some(cpu) = cpu {
+                let mut set = rustix::thread::CpuSet::new();
+                set.set(cpu);
+                if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+                    tracing::warn!(shard = id.0, cpu, error = %e, "could not pin shard to its CPU");
+                }
+            }
             let setup = setup(id, &config, &dir);
             let (disk, core, started, direct_io) = match setup {
                 Ok(s) => s,
@@ -180,6 +188,15 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
         journal_sync: config.journal_sync,
     };
     Ok((disk, ShardCore::new(settings, start), report, direct_io))
+}
+
+/// The CPU shard `id` is pinned to, if pinning is on.
+pub(crate) fn shard_cpu(id: ShardId, config: &BookieConfig) -> Option<usize> {
+    if !config.pin_shards {
+        return None;
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Some(id.0 as usize % cpus)
 }
 
 /// Longest batch a file can hold with this configuration (written in file headers).

@@ -1,0 +1,353 @@
+//! `dlog bench journal`: the engine-only journal benchmark.
+//!
+//! Each workload alternates rounds of dlog load and rounds of the raw baseline on the same
+//! directory, so both see the same disk weather. The baseline for throughput is one O_DIRECT
+//! write of the journal's observed average batch size plus one fdatasync, serially; the
+//! baseline for latency is the same loop at 4 KiB. Replay is compared with a sequential
+//! O_DIRECT read of the same journal files.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dlog_engine::{Backend, Bookie, BookieConfig, DirectIo, JournalSync, ShardId};
+use serde::Serialize;
+
+use crate::bench::baseline::{ScratchFile, WriteLoop, read_sequential, write_flush_loop};
+use crate::bench::load::{LoadSpec, Segments, run};
+use crate::bench::stats::{Latency, histogram, latency};
+
+/// Settings of one workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct Workload {
+    /// Name in reports.
+    pub name: String,
+    /// Payload bytes per entry.
+    pub entry_size: usize,
+    /// Entries in flight.
+    pub concurrency: usize,
+    /// Entries per submission call.
+    pub batch: usize,
+    /// Shards.
+    pub shards: u32,
+    /// Total load time, split over the rounds.
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Rounds of (dlog, baseline).
+    pub rounds: u32,
+    /// MiB of journal to write and replay; 0 skips the replay measurement.
+    pub replay_mib: u64,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Engine settings shared by all workloads.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineSettings {
+    /// "auto", "io-uring" or "portable".
+    pub backend: String,
+    /// "fdatasync" or "dsync".
+    pub sync: String,
+    /// Batches in flight per shard.
+    pub writes_in_flight: usize,
+    /// Batch byte bound.
+    pub batch_bytes_max: usize,
+    /// Idle spin of shards, us.
+    pub idle_spin_us: u64,
+}
+
+/// Baseline figures.
+#[derive(Debug, Default, Serialize)]
+pub struct Baseline {
+    /// Bytes per baseline write (the journal's average batch, rounded to 4 KiB).
+    pub write_bytes: usize,
+    /// Baseline throughput at `write_bytes`.
+    pub mb_per_s: f64,
+    /// Latency of 4 KiB write + fdatasync, qd1.
+    pub latency_us: Latency,
+}
+
+/// Replay figures.
+#[derive(Debug, Default, Serialize)]
+pub struct Replay {
+    /// Journal bytes replayed.
+    pub bytes: u64,
+    /// Entries replayed.
+    pub entries: u64,
+    /// Replay speed.
+    pub mb_per_s: f64,
+    /// Sequential O_DIRECT read of the same ranges.
+    pub raw_read_mb_per_s: f64,
+    /// Replay / raw read.
+    pub ratio: f64,
+}
+
+/// One workload's report (the JSON the issue asks for).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Workload settings.
+    pub workload: Workload,
+    /// Engine settings.
+    pub engine: EngineSettings,
+    /// Backend actually used.
+    pub backend: String,
+    /// Whether O_DIRECT was used.
+    pub direct_io: bool,
+    /// Durable entries per second.
+    pub entries_per_s: f64,
+    /// Durable payload MB/s (10^6).
+    pub mb_per_s: f64,
+    /// Journal bytes written per second, MB/s (payload + framing + padding).
+    pub journal_mb_per_s: f64,
+    /// Latency of a submission call until durable, us.
+    pub latency_us: Latency,
+    /// Average bytes per journal write.
+    pub avg_batch_bytes: f64,
+    /// Journal writes per second.
+    pub batches_per_s: f64,
+    /// Baseline.
+    pub baseline: Baseline,
+    /// journal_mb_per_s / baseline.mb_per_s (both are bytes to disk per second).
+    pub ratio_mb_per_s: f64,
+    /// latency p50 / baseline 4 KiB p50.
+    pub ratio_latency_p50: f64,
+    /// latency p99 / baseline 4 KiB p99.
+    pub ratio_latency_p99: f64,
+    /// Replay, when measured.
+    pub replay: Option<Replay>,
+}
+
+#[expect(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn bookie_config(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<BookieConfig> {
+    let mut config = BookieConfig::new(dir);
+    config.shard_count = w.shards;
+    config.batch_bytes_max = e.batch_bytes_max;
+    config.writes_in_flight_max = e.writes_in_flight;
+    config.idle_spin_us = e.idle_spin_us;
+    config.journal_file_bytes = 128 << 20;
+    config.journal_files_recycled_max = 4;
+    config.direct_io = DirectIo::Optional;
+    config.backend = match e.backend.as_str() {
+        "auto" => Backend::Auto,
+        "io-uring" => Backend::IoUring,
+        "portable" => Backend::Portable,
+        other => anyhow::bail!("unknown backend {other:?} (auto, io-uring, portable)"),
+    };
+    config.journal_sync = match e.sync.as_str() {
+        "fdatasync" => JournalSync::Fdatasync,
+        "dsync" => JournalSync::Dsync,
+        other => anyhow::bail!("unknown sync {other:?} (fdatasync, dsync)"),
+    };
+    Ok(config)
+}
+
+fn stats_total(bookie: &Bookie) -> Result<(u64, u64)> {
+    let mut batches = 0;
+    let mut bytes = 0;
+    for shard in 0..bookie.shard_count() {
+        let s = bookie.stats(ShardId(shard))?;
+        batches += s.batches;
+        bytes += s.batch_bytes;
+    }
+    Ok((batches, bytes))
+}
+
+/// Runs one workload in `dir` (created, and emptied afterwards).
+pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Report> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let journal_dir = dir.join("journal");
+    let _ = std::fs::remove_dir_all(&journal_dir);
+    let scratch = ScratchFile::create(&dir.join("baseline.scratch"), 256 << 20)?;
+    let config = bookie_config(&journal_dir, w, e)?;
+    let bookie = Bookie::open(config.clone()).context("open bookie")?;
+    let backend = bookie.backend().to_string();
+    let direct_io = bookie.direct_io();
+    let mut segments = Segments::new(&bookie, 4, 1, w.entry_size);
+    let round = w.duration / w.rounds.max(1);
+    let spec = LoadSpec {
+        entry_bytes: w.entry_size,
+        concurrency: w.concurrency,
+        batch: w.batch,
+        duration: round,
+        spin: false,
+    };
+    // Steady state, as in a long-running bookie: write enough to fill the recycle pool with
+    // reclaimed files, so that rotations during the measurement reuse files instead of zeroing
+    // new ones (which would compete for the disk). Then warm up with the workload itself.
+    let pool_bytes = (config.journal_files_recycled_max as u64 + 2) * config.journal_file_bytes;
+    let mut filler = Segments::new(&bookie, 1, 1 << 40, 64 << 10);
+    let fill = LoadSpec { entry_bytes: 64 << 10, concurrency: 64, batch: 1, duration: Duration::from_millis(100), spin: false };
+    while stats_total(&bookie)?.1 < pool_bytes * u64::from(w.shards) {
+        run(&bookie, &mut filler, &fill, Some(Duration::from_millis(20)))?;
+    }
+    let warm = LoadSpec { duration: Duration::from_millis(500).max(round / 4), ..spec.clone() };
+    run(&bookie, &mut segments, &warm, Some(Duration::from_millis(100)))?;
+
+    // One appender at one in flight: run it on its shard's CPU, as a thread-per-core server
+    // runs a connection on the core that owns its data, so hand-offs wake no other CPU.
+    let pinned = w.concurrency <= w.batch;
+    if pinned {
+        segments = Segments::on_shards(&bookie, 1, 1, w.entry_size, 1);
+        if let Some(cpu) = bookie.shard_cpu(ShardId(0)) {
+            crate::bench::load::pin_to(cpu)?;
+        }
+    }
+    let mut hist = histogram();
+    let mut base_4k = histogram();
+    let (mut entries, mut bytes, mut elapsed) = (0u64, 0u64, Duration::ZERO);
+    let (mut batches, mut batch_bytes) = (0u64, 0u64);
+    let (mut base_bytes, mut base_elapsed) = (0f64, Duration::ZERO);
+    let mut write_bytes = 4096;
+    for _ in 0..w.rounds.max(1) {
+        let (b0, bb0) = stats_total(&bookie)?;
+        let result = run(&bookie, &mut segments, &spec, Some(Duration::from_millis(100)))?;
+        let (b1, bb1) = stats_total(&bookie)?;
+        entries += result.entries;
+        bytes += result.bytes;
+        elapsed += result.elapsed;
+        batches += b1 - b0;
+        batch_bytes += bb1 - bb0;
+        hist.add(&result.histogram).ok();
+        let avg = if batches > 0 { batch_bytes / batches } else { 4096 };
+        write_bytes = (avg as usize).max(4096).next_multiple_of(4096);
+        let base: WriteLoop = write_flush_loop(&scratch, write_bytes, round.min(Duration::from_secs(3)))?;
+        base_bytes += base.writes as f64 * base.write_bytes as f64;
+        base_elapsed += base.elapsed;
+        let lat = write_flush_loop(&scratch, 4096, (round / 2).min(Duration::from_secs(2)))?;
+        base_4k.add(&lat.histogram).ok();
+    }
+    if pinned {
+        crate::bench::load::unpin()?;
+    }
+    bookie.close();
+    let _ = std::fs::remove_dir_all(&journal_dir);
+    let secs = elapsed.as_secs_f64();
+    let journal_mb_per_s = batch_bytes as f64 / secs / 1e6;
+    let baseline = Baseline {
+        write_bytes,
+        mb_per_s: base_bytes / base_elapsed.as_secs_f64() / 1e6,
+        latency_us: latency(&base_4k),
+    };
+    let ours = latency(&hist);
+    let replay = if w.replay_mib > 0 { Some(measure_replay(dir, w, e)?) } else { None };
+    drop(scratch);
+    Ok(Report {
+        workload: w.clone(),
+        engine: e.clone(),
+        backend,
+        direct_io,
+        entries_per_s: entries as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        journal_mb_per_s,
+        latency_us: ours,
+        avg_batch_bytes: if batches > 0 { batch_bytes as f64 / batches as f64 } else { 0.0 },
+        batches_per_s: batches as f64 / secs,
+        ratio_mb_per_s: journal_mb_per_s / baseline.mb_per_s,
+        ratio_latency_p50: ours.p50 / baseline.latency_us.p50,
+        ratio_latency_p99: ours.p99 / baseline.latency_us.p99,
+        baseline,
+        replay,
+    })
+}
+
+/// Writes `replay_mib` of journal, closes the bookie (as a crash would leave it: no checkpoint),
+/// then times reopening it against a raw sequential read of the same file ranges.
+fn measure_replay(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Replay> {
+    let journal_dir = dir.join("replay");
+    let _ = std::fs::remove_dir_all(&journal_dir);
+    let mut config = bookie_config(&journal_dir, w, e)?;
+    config.journal_file_bytes = 256 << 20;
+    let bookie = Bookie::open(config.clone())?;
+    let mut segments = Segments::new(&bookie, 4, 1_000_000, w.entry_size);
+    let target = w.replay_mib << 20;
+    let spec = LoadSpec {
+        entry_bytes: w.entry_size,
+        concurrency: w.concurrency.max(256),
+        batch: w.batch.max(1),
+        duration: Duration::from_millis(250),
+        spin: false,
+    };
+    while stats_total(&bookie)?.1 < target {
+        run(&bookie, &mut segments, &spec, None)?;
+    }
+    bookie.close();
+    // The ranges replay must read: every journal file from its header to its last batch.
+    let ranges = journal_ranges(&journal_dir, w.shards)?;
+    let started = now();
+    let bookie = Bookie::open(config)?;
+    let replay_time = now() - started;
+    let reports = bookie.replay_reports().to_vec();
+    bookie.close();
+    let (raw_bytes, raw_time) = read_sequential(&ranges)?;
+    let _ = std::fs::remove_dir_all(&journal_dir);
+    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let entries: u64 = reports.iter().map(|r| r.entries).sum();
+    let mb_per_s = bytes as f64 / replay_time.as_secs_f64() / 1e6;
+    let raw_read_mb_per_s = raw_bytes as f64 / raw_time.as_secs_f64() / 1e6;
+    Ok(Replay { bytes, entries, mb_per_s, raw_read_mb_per_s, ratio: mb_per_s / raw_read_mb_per_s })
+}
+
+/// (file, 4096, end of its last batch) for every journal file, found by walking batch headers.
+fn journal_ranges(journal_dir: &Path, shards: u32) -> Result<Vec<(PathBuf, u64, u64)>> {
+    let mut ranges = Vec::new();
+    for shard in 0..shards {
+        let shard_dir = journal_dir.join(format!("shard-{shard}"));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&shard_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log") && p.to_string_lossy().contains("journal-"))
+            .collect();
+        files.sort();
+        for path in files {
+            let end = used_bytes(&path)?;
+            if end > 4096 {
+                ranges.push((path, 4096, end));
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+fn used_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut header = [0u8; 40];
+    let mut at = 4096u64;
+    loop {
+        if file.read_at(&mut header, at)? < 40 || header[8] != 1 {
+            return Ok(at);
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&header[16..24]);
+        let len = u64::from_le_bytes(len);
+        if len == 0 || len % 4096 != 0 {
+            return Ok(at);
+        }
+        at += len;
+    }
+}
+
+/// The four workloads behind the issue's figures.
+pub fn suite(shards: u32, duration: Duration, rounds: u32) -> Vec<Workload> {
+    let w = |name: &str, entry_size, concurrency, batch, replay_mib| Workload {
+        name: name.into(),
+        entry_size,
+        concurrency,
+        batch,
+        shards,
+        duration,
+        rounds,
+        replay_mib,
+    };
+    vec![
+        w("entries_100b", 100, 65536, 1024, 0),
+        w("bandwidth_64k", 65536, 64, 1, 0),
+        w("latency_4k_qd1", 4096, 1, 1, 0),
+        w("replay_100b", 100, 65536, 1024, 1024),
+    ]
+}
