@@ -215,21 +215,35 @@ impl Bookie {
         for dir in &config.journal_dirs {
             check_layout(dir, config.shard_count)?;
         }
-        let preparer = Arc::new(Preparer::start().map_err(|source| OpenError::Io {
+        let mut preparer = Preparer::start().map_err(|source| OpenError::Io {
             op: crate::error::IoOp::Setup,
             file: "preparer thread".into(),
             source,
-        })?);
-        // Start shards concurrently so their replays overlap.
+        })?;
+        let gate = preparer.take_gate();
+        let preparer = Arc::new(preparer);
+        // Shards replay one after another when they share a journal directory: one
+        // sequential read stream is faster here than interleaved ones (measured: two parallel
+        // 4 MiB streams reached about 75% of one), and replay is I/O-bound. Shards on
+        // different directories replay in parallel.
+        let dirs = config.journal_dirs.len() as u32;
         let results: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..config.shard_count)
-                .map(|i| {
+            let handles: Vec<_> = (0..dirs.min(config.shard_count))
+                .map(|first| {
                     let config = &config;
                     let preparer = preparer.clone();
-                    scope.spawn(move || start(ShardId(i), config, preparer))
+                    scope.spawn(move || {
+                        (first..config.shard_count)
+                            .step_by(dirs as usize)
+                            .map(|i| (i, start(ShardId(i), config, preparer.clone())))
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("shard start panicked")).collect()
+            let mut all: Vec<_> =
+                handles.into_iter().flat_map(|h| h.join().expect("shard start panicked")).collect();
+            all.sort_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
         });
         let mut shards = Vec::new();
         let mut reports = Vec::new();
@@ -249,6 +263,8 @@ impl Bookie {
                 }
             }
         }
+        // Every shard has replayed: file preparation may use the disk now.
+        drop(gate);
         let cpus = (0..config.shard_count).map(|i| crate::shard::shard_cpu(ShardId(i), &config)).collect();
         let bookie = Bookie { shards, cpus, reports, backend, direct_io, _preparer: preparer };
         if let Some(e) = first_error {

@@ -75,14 +75,18 @@ pub enum Job {
 #[derive(Debug)]
 pub struct Preparer {
     jobs: Option<Sender<Job>>,
+    gate: Option<Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Preparer {
-    /// Starts the thread.
+    /// Starts the thread, holding jobs until `open_gate` so that preparing files (zeroing
+    /// them writes the whole file) never competes with journal replay for the disk.
     pub fn start() -> io::Result<Preparer> {
         let (jobs, rx) = unbounded::<Job>();
+        let (gate, gate_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new().name("dlog-prepare".into()).spawn(move || {
+            let _ = gate_rx.recv();
             for job in rx {
                 match job {
                     Job::Prepare { dir, seq, spec, done } => done(prepare(&dir, seq, &spec)),
@@ -92,7 +96,12 @@ impl Preparer {
                 }
             }
         })?;
-        Ok(Preparer { jobs: Some(jobs), thread: Some(thread) })
+        Ok(Preparer { jobs: Some(jobs), gate: Some(gate), thread: Some(thread) })
+    }
+
+    /// The gate: jobs run once it is dropped (or the preparer is).
+    pub fn take_gate(&mut self) -> Option<Sender<()>> {
+        self.gate.take()
     }
 
     /// Queues a job.
@@ -105,6 +114,7 @@ impl Preparer {
 
 impl Drop for Preparer {
     fn drop(&mut self) {
+        self.gate.take();
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -21,6 +21,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +33,9 @@ use crate::constants::{JOURNAL_FILE_HEADER_BYTES, RECORD_HEADER_BYTES, SECTOR_BY
 use crate::error::{IoOp, OpenError};
 use crate::ids::{EntryId, FileSeq, SegmentId};
 use crate::io::buf::AlignedBuf;
-use crate::io::direct;
+use crate::io::uring::UringDisk;
+use crate::io::waker::Waker;
+use crate::io::{Disk, DiskOp, direct};
 use crate::journal::file_header::FileHeader;
 use crate::journal::files::ShardDir;
 use crate::journal::record::{self, DecodeError, LAC_NONE, RecordKind};
@@ -43,6 +47,8 @@ use crate::shard::segment_state::SegmentState;
 pub const REPLAY_CHUNK_BYTES: usize = 4 << 20;
 /// Chunks read ahead of the parser.
 pub const REPLAY_READ_AHEAD: usize = 4;
+/// Reads outstanding at once during replay.
+pub const REPLAY_READS_IN_FLIGHT: usize = 2;
 
 /// A region cut off as a torn tail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,47 +84,161 @@ pub struct ReplayReport {
 
 /// Sequential reader of one file with a read-ahead thread.
 struct ChunkReader {
-    chunks: Option<Receiver<std::io::Result<(u64, AlignedBuf, usize)>>>,
+    chunks: Option<Receiver<Chunk>>,
+    /// The file the parser is on: the reader stops reading files before it.
+    wanted: Arc<AtomicUsize>,
     returns: Sender<AlignedBuf>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A chunk: (file index, offset, buffer, bytes read), or the read error.
+type Chunk = std::io::Result<(usize, u64, AlignedBuf, usize)>;
+
 impl ChunkReader {
-    fn new(file: File, start: u64, end: u64) -> ChunkReader {
+    /// Reads each `(file, start, end)` in turn, on one thread, so one sequential stream (and
+    /// one set of buffers) serves the whole replay.
+    fn new(files: Vec<(File, u64, u64)>) -> ChunkReader {
+        let wanted = Arc::new(AtomicUsize::new(0));
+        let wanted_by_reader = wanted.clone();
         let (chunk_tx, chunks) = bounded(REPLAY_READ_AHEAD);
-        let (returns, return_rx) = bounded::<AlignedBuf>(REPLAY_READ_AHEAD + 2);
+        let (returns, return_rx) = bounded::<AlignedBuf>(REPLAY_READ_AHEAD + REPLAY_READS_IN_FLIGHT + 2);
         let thread = std::thread::Builder::new()
             .name("dlog-replay-read".into())
             .spawn(move || {
-                let mut offset = start;
-                while offset < end {
-                    let mut buf = return_rx
-                        .try_recv()
-                        .unwrap_or_else(|_| AlignedBuf::with_capacity(REPLAY_CHUNK_BYTES));
-                    let want = ((end - offset) as usize).min(REPLAY_CHUNK_BYTES);
-                    buf.set_len(want);
-                    let mut done = 0;
-                    let result = loop {
-                        if done == want {
-                            break Ok(());
+                let buffer = || return_rx.try_recv().unwrap_or_else(|_| AlignedBuf::with_capacity(REPLAY_CHUNK_BYTES));
+                let mut disk = UringDisk::new().ok();
+                let wanted = &*wanted_by_reader;
+                for (index, (file, start, end)) in files.into_iter().enumerate() {
+                    let more = match disk.take() {
+                        Some(d) => {
+                            let (d, more) = read_uring(d, index, file, start, end, &chunk_tx, buffer, wanted);
+                            disk = d;
+                            more
                         }
-                        match file.read_at(&mut buf.as_mut_slice()[done..], offset + done as u64) {
-                            Ok(0) => break Ok(()),
-                            Ok(n) => done += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => break Err(e),
-                        }
+                        None => read_blocking(index, &file, start, end, &chunk_tx, buffer, wanted),
                     };
-                    let stop = result.is_err() || done < want;
-                    if chunk_tx.send(result.map(|()| (offset, buf, done))).is_err() || stop {
+                    if !more {
                         return;
                     }
-                    offset += want as u64;
                 }
             })
             .expect("spawn replay reader");
-        ChunkReader { chunks: Some(chunks), returns, thread: Some(thread) }
+        ChunkReader { chunks: Some(chunks), wanted, returns, thread: Some(thread) }
     }
+}
+
+/// Reads `[start, end)` with `REPLAY_READS_IN_FLIGHT` reads outstanding, delivering chunks in
+/// order. Several reads in flight keep the device busy while one completes.
+/// Returns the disk for the next file (None if it failed) and whether to go on.
+fn read_uring(
+    mut disk: UringDisk,
+    index: usize,
+    file: File,
+    start: u64,
+    end: u64,
+    chunks: &Sender<Chunk>,
+    mut buffer: impl FnMut() -> AlignedBuf,
+    wanted: &AtomicUsize,
+) -> (Option<UringDisk>, bool) {
+    let Ok(waker) = Waker::new() else {
+        return (None, read_blocking(index, &file, start, end, chunks, buffer, wanted));
+    };
+    let Ok(fallback) = file.try_clone() else { return (None, false) };
+    if disk.register_file(FileSeq(0), file).is_err() {
+        return (None, read_blocking(index, &fallback, start, end, chunks, buffer, wanted));
+    }
+    let mut next_submit = start;
+    let mut next_deliver = start;
+    let mut done: std::collections::BTreeMap<u64, (AlignedBuf, usize, Option<std::io::Error>)> =
+        std::collections::BTreeMap::new();
+    let mut completions = Vec::new();
+    loop {
+        if wanted.load(Ordering::Relaxed) > index {
+            next_submit = end; // The parser is done with this file: read no more of it.
+            done.clear();
+        }
+        while next_submit < end && disk.in_flight() < REPLAY_READS_IN_FLIGHT {
+            let mut buf = buffer();
+            let want = ((end - next_submit) as usize).min(REPLAY_CHUNK_BYTES);
+            buf.set_len(want);
+            disk.submit(next_submit, DiskOp::Read { file: FileSeq(0), offset: next_submit, buf });
+            next_submit += want as u64;
+        }
+        if disk.in_flight() == 0 && done.is_empty() {
+            disk.unregister_file(FileSeq(0));
+            return (Some(disk), true);
+        }
+        if disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker).is_err() {
+            return (None, false);
+        }
+        for c in completions.drain(..) {
+            done.insert(c.op, (c.buf, c.bytes, c.result.err().map(|(_, e)| e)));
+        }
+        while let Some((buf, bytes, error)) = done.remove(&next_deliver) {
+            let want = buf.len();
+            let chunk = match error {
+                Some(e) => Err(e),
+                None => Ok((index, next_deliver, buf, bytes)),
+            };
+            let failed = chunk.is_err();
+            if chunks.send(chunk).is_err() || failed {
+                return (None, false);
+            }
+            if bytes < want {
+                // The file ended early; wait out reads still in flight, then the next file.
+                while disk.in_flight() > 0 {
+                    if disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker).is_err() {
+                        return (None, false);
+                    }
+                    completions.clear();
+                }
+                disk.unregister_file(FileSeq(0));
+                return (Some(disk), true);
+            }
+            next_deliver += want as u64;
+        }
+    }
+}
+
+/// Reads `[start, end)` one blocking read at a time (where io_uring is refused). Returns
+/// whether to go on with the next file.
+fn read_blocking(
+    index: usize,
+    file: &File,
+    start: u64,
+    end: u64,
+    chunks: &Sender<Chunk>,
+    mut buffer: impl FnMut() -> AlignedBuf,
+    wanted: &AtomicUsize,
+) -> bool {
+    let mut offset = start;
+    while offset < end && wanted.load(Ordering::Relaxed) <= index {
+        let mut buf = buffer();
+        let want = ((end - offset) as usize).min(REPLAY_CHUNK_BYTES);
+        buf.set_len(want);
+        let mut done = 0;
+        let result = loop {
+            if done == want {
+                break Ok(());
+            }
+            match file.read_at(&mut buf.as_mut_slice()[done..], offset + done as u64) {
+                Ok(0) => break Ok(()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let failed = result.is_err();
+        let short = done < want;
+        if chunks.send(result.map(|()| (index, offset, buf, done))).is_err() || failed {
+            return false;
+        }
+        if short {
+            return true;
+        }
+        offset += want as u64;
+    }
+    true
 }
 
 impl Drop for ChunkReader {
@@ -131,38 +251,68 @@ impl Drop for ChunkReader {
     }
 }
 
-/// A sliding window of a file's bytes over the chunk stream.
-struct Window {
+/// The shard's read stream: the reader, a chunk read too far (the next file's), and the byte
+/// buffer windows reuse.
+struct Stream {
     reader: ChunkReader,
+    peeked: Option<(usize, u64, AlignedBuf, usize)>,
     bytes: Vec<u8>,
+}
+
+/// A sliding window of one file's bytes over the stream.
+struct Window<'a> {
+    stream: &'a mut Stream,
+    index: usize,
     start: u64,
     path: PathBuf,
     eof: bool,
 }
 
-impl Window {
+impl Window<'_> {
+    fn open(stream: &mut Stream, index: usize, start: u64, path: PathBuf) -> Window<'_> {
+        stream.bytes.clear();
+        stream.reader.wanted.store(index, Ordering::Relaxed);
+        Window { stream, index, start, path, eof: false }
+    }
+
     fn end(&self) -> u64 {
-        self.start + self.bytes.len() as u64
+        self.start + self.stream.bytes.len() as u64
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<(usize, u64, AlignedBuf, usize)>, OpenError> {
+        if let Some(chunk) = self.stream.peeked.take() {
+            return Ok(Some(chunk));
+        }
+        let Some(chunks) = &self.stream.reader.chunks else { return Ok(None) };
+        match chunks.recv() {
+            Ok(Ok(chunk)) => Ok(Some(chunk)),
+            Ok(Err(source)) => Err(OpenError::Io { op: IoOp::Read, file: self.path.clone(), source }),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Makes the window cover `[.., end)` if the file has those bytes.
     fn fill_to(&mut self, end: u64) -> Result<(), OpenError> {
         while self.end() < end && !self.eof {
-            let Some(chunks) = &self.reader.chunks else { break };
-            match chunks.recv() {
-                Ok(Ok((offset, buf, done))) => {
-                    assert_eq!(offset, self.end());
-                    self.bytes.extend_from_slice(&buf.as_slice()[..done]);
-                    if done < buf.len() {
-                        self.eof = true;
-                    }
-                    let _ = self.reader.returns.try_send(buf);
-                }
-                Ok(Err(source)) => {
-                    return Err(OpenError::Io { op: IoOp::Read, file: self.path.clone(), source });
-                }
-                Err(_) => self.eof = true,
+            let Some((index, offset, buf, done)) = self.next_chunk()? else {
+                self.eof = true;
+                break;
+            };
+            if index < self.index || (index == self.index && offset + (done as u64) <= self.end()) {
+                let _ = self.stream.reader.returns.try_send(buf);
+                continue; // An earlier file's tail, or bytes already seen.
             }
+            if index > self.index {
+                self.stream.peeked = Some((index, offset, buf, done));
+                self.eof = true;
+                break;
+            }
+            assert_eq!(offset, self.end(), "chunks of a file arrive in order");
+            self.stream.bytes.extend_from_slice(&buf.as_slice()[..done]);
+            if done < buf.len() {
+                self.eof = true;
+            }
+            let _ = self.stream.reader.returns.try_send(buf);
         }
         Ok(())
     }
@@ -171,16 +321,17 @@ impl Window {
     fn get(&mut self, from: u64, to: u64) -> Result<&[u8], OpenError> {
         assert!(from >= self.start);
         self.fill_to(to)?;
-        let a = ((from - self.start) as usize).min(self.bytes.len());
-        let b = ((to - self.start) as usize).min(self.bytes.len());
-        Ok(&self.bytes[a..b])
+        let bytes = &self.stream.bytes;
+        let a = ((from - self.start) as usize).min(bytes.len());
+        let b = ((to - self.start) as usize).min(bytes.len());
+        Ok(&bytes[a..b])
     }
 
     /// Forgets bytes before `offset`.
     fn discard_before(&mut self, offset: u64) {
         let n = offset.saturating_sub(self.start) as usize;
-        if n >= REPLAY_CHUNK_BYTES * 2 && n <= self.bytes.len() {
-            self.bytes.drain(..n);
+        if n >= REPLAY_CHUNK_BYTES * 2 && n <= self.stream.bytes.len() {
+            self.stream.bytes.drain(..n);
             self.start += n as u64;
         }
     }
@@ -201,16 +352,19 @@ enum BatchRead {
     /// Never written or written by an earlier use of the file: an end, not damage.
     End,
     Damaged(String),
+    /// The batch header itself does not decode (checksum, malformed): damage, or in a recycled
+    /// file possibly bytes of its earlier use (see `replay`).
+    Unreadable(String),
 }
 
-struct FileScan<'a> {
-    window: Window,
+struct FileScan<'a, 'w> {
+    window: Window<'w>,
     header: FileHeader,
     records: &'a mut Vec<Parsed>,
     keys: &'a mut Vec<(u64, Bytes)>,
 }
 
-impl FileScan<'_> {
+impl FileScan<'_, '_> {
     fn read_batch(&mut self, pos: u64) -> Result<BatchRead, OpenError> {
         let epoch = self.header.epoch();
         let file_bytes = self.header.file_bytes;
@@ -219,7 +373,7 @@ impl FileScan<'_> {
             Ok((h, _)) => h,
             Err(DecodeError::Zero | DecodeError::StaleEpoch) => return Ok(BatchRead::End),
             Err(DecodeError::Short) if head.len() < RECORD_HEADER_BYTES => return Ok(BatchRead::End),
-            Err(e) => return Ok(BatchRead::Damaged(format!("batch header: {e:?}"))),
+            Err(e) => return Ok(BatchRead::Unreadable(format!("batch header: {e:?}"))),
         };
         if header.kind != RecordKind::Batch {
             return Ok(BatchRead::Damaged(format!("expected a batch record, found {:?}", header.kind)));
@@ -340,10 +494,9 @@ pub fn replay(
     for seq in &files {
         with_batches.push(has_batches(dir, *seq, start_of(*seq))?);
     }
-    let mut last_seq: Option<u64> = None;
-    let mut records = Vec::new();
-    let mut keys = Vec::new();
-    'files: for (i, &seq) in files.iter().enumerate() {
+    // Read and check every header first, so one stream can then read all files in order.
+    let mut readable = Vec::with_capacity(files.len());
+    for (i, &seq) in files.iter().enumerate() {
         let path = dir.journal_path(seq);
         let later_has_batches = with_batches[i + 1..].iter().any(|b| *b);
         let file = direct::open_read(&path, direct_io)
@@ -353,8 +506,8 @@ pub fn replay(
         let n = file
             .read_at(block.as_mut_slice(), 0)
             .map_err(|source| OpenError::Io { op: IoOp::Read, file: path.clone(), source })?;
-        let header = match FileHeader::decode(&block.as_slice()[..n]) {
-            Ok(h) if h.file_seq == seq => h,
+        match FileHeader::decode(&block.as_slice()[..n]) {
+            Ok(h) if h.file_seq == seq => readable.push((seq, path, h, file, later_has_batches)),
             Ok(h) => {
                 let reason = format!("header names file {} but the file is {seq}", h.file_seq);
                 return Err(OpenError::Layout { path, reason });
@@ -364,15 +517,27 @@ pub fn replay(
                     return Err(OpenError::JournalCorrupt { file: path, offset: 0, reason });
                 }
                 report.damage.push(format!("{}: unreadable header: {reason}", path.display()));
-                continue;
             }
-        };
+        }
+    }
+    let mut sources = Vec::with_capacity(readable.len());
+    for (seq, path, header, file, _) in &readable {
+        let file = file
+            .try_clone()
+            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+        sources.push((file, start_of(*seq), header.file_bytes));
+    }
+    let mut stream = Stream { reader: ChunkReader::new(sources), peeked: None, bytes: Vec::new() };
+    let mut torn: Option<(PathBuf, u64, u64)> = None;
+    let mut last_seq: Option<u64> = None;
+    let mut records = Vec::new();
+    let mut keys = Vec::new();
+    'files: for (index, (seq, path, header, _, later_has_batches)) in readable.iter().enumerate() {
+        let (seq, header, later_has_batches) = (*seq, *header, *later_has_batches);
         start.files.push(seq);
         report.files += 1;
-        let window_size = header.file_bytes;
         let mut pos = start_of(seq);
-        let reader = ChunkReader::new(file, pos, window_size);
-        let window = Window { reader, bytes: Vec::new(), start: pos, path: path.clone(), eof: false };
+        let window = Window::open(&mut stream, index, pos, path.clone());
         let mut scan = FileScan { window, header, records: &mut records, keys: &mut keys };
         let in_flight = u64::from(header.writes_in_flight_max.max(1));
         loop {
@@ -382,6 +547,7 @@ pub fn replay(
             }
             let outcome = scan.read_batch(pos)?;
             let expected = last_seq.map(|s| s + 1);
+            let unreadable = matches!(outcome, BatchRead::Unreadable(_));
             let damage = match outcome {
                 BatchRead::Valid { seq: batch_seq, len } if expected.is_none_or(|e| e == batch_seq) => {
                     apply(&mut start, &mut report, seq, scan.records, scan.keys);
@@ -395,7 +561,7 @@ pub fn replay(
                     Some(format!("batch {batch_seq} where {} was expected", expected.unwrap_or(0)))
                 }
                 BatchRead::End => None,
-                BatchRead::Damaged(reason) => Some(reason),
+                BatchRead::Damaged(reason) | BatchRead::Unreadable(reason) => Some(reason),
             };
             // An end or damage: look as far ahead as batches in flight could have reached.
             let reach = (in_flight + 1) * header.batch_bytes_limit.max(SECTOR_BYTES as u64);
@@ -405,6 +571,15 @@ pub fn replay(
                 .into_iter()
                 .filter(|(_, s, _)| last_seq.is_none_or(|l| *s > l))
                 .collect();
+            // A file the writer moved on from ends where its last batch ends (C3: all of it was
+            // durable). Behind that end a recycled file holds bytes of its earlier use, cut at
+            // that use's batch boundaries, so they need not read as a header at all. The writer
+            // moves on only when the next batch does not fit: with less than one batch's room
+            // left, an unreadable header with nothing valid after it is that end, not damage.
+            let limit = header.batch_bytes_limit.max(SECTOR_BYTES as u64);
+            if unreadable && later_has_batches && found.is_empty() && header.file_bytes - pos < limit {
+                continue 'files;
+            }
             let first_expected = expected.or(found.iter().map(|f| f.1).min()).unwrap_or(0);
             let beyond_window = found.iter().any(|(_, s, _)| *s >= first_expected + in_flight);
             let corrupt = beyond_window || (later_has_batches && (damage.is_some() || !found.is_empty()));
@@ -416,7 +591,7 @@ pub fn replay(
                     if later_has_batches { " and later files hold batches" } else { "" }
                 );
                 if policy == JournalRecovery::Strict {
-                    return Err(OpenError::JournalCorrupt { file: path, offset: pos, reason });
+                    return Err(OpenError::JournalCorrupt { file: path.clone(), offset: pos, reason });
                 }
                 tracing::error!(file = %path.display(), offset = pos, %reason, "journal damage skipped");
                 report.damage.push(format!("{}@{pos}: {reason}", path.display()));
@@ -432,15 +607,17 @@ pub fn replay(
             if damage.is_some() || !found.is_empty() {
                 let end = found.iter().map(|(o, _, l)| o + l).max().unwrap_or(0);
                 let zero_to = end.max(pos + SECTOR_BYTES as u64).min(header.file_bytes);
-                drop(scan);
-                zero_range(&path, pos, zero_to, direct_io)?;
-                tracing::warn!(file = %path.display(), offset = pos, bytes = zero_to - pos,
-                    "journal torn tail cut off");
-                report.torn_tail = Some(TornTail { file: path.clone(), offset: pos, bytes: zero_to - pos });
+                torn = Some((path.clone(), pos, zero_to));
                 break 'files;
             }
             continue 'files;
         }
+    }
+    drop(stream);
+    if let Some((path, from, to)) = torn {
+        zero_range(&path, from, to, direct_io)?;
+        tracing::warn!(file = %path.display(), offset = from, bytes = to - from, "journal torn tail cut off");
+        report.torn_tail = Some(TornTail { file: path, offset: from, bytes: to - from });
     }
     start.batch_seq_next = last_seq.map_or(0, |s| s + 1);
     start.damage = report.damage.clone();

@@ -631,8 +631,11 @@ impl<T> ShardCore<T> {
                     return true;
                 }
                 if !fits_file && batch.builder.is_empty() {
-                    // Not even an empty batch fits: the file is full.
+                    // Not even an empty batch fits: the file is full. Its sequence number was
+                    // never written: the next batch takes it (replay expects no gaps).
                     let batch = self.batch.take().expect("checked");
+                    assert_eq!(batch.builder.seq() + 1, self.batch_seq_next);
+                    self.batch_seq_next = batch.builder.seq();
                     self.recycle_buffer(batch.builder.into_buffer());
                     self.active.as_mut().expect("checked").full = true;
                     self.maybe_rotate();

@@ -116,6 +116,8 @@ pub(crate) fn start(
             shell.run(disk, core, requests);
         })
         .map_err(|source| OpenError::Io { op: IoOp::Setup, file: journal_dir.clone(), source })?;
+    #[expect(clippy::disallowed_methods, reason = "startup time for the log")]
+    let t0 = std::time::Instant::now();
     let started = match ready_rx.recv() {
         Ok(Ok(started)) => started,
         Ok(Err(e)) => {
@@ -127,6 +129,7 @@ pub(crate) fn start(
             return Err(OpenError::Config(format!("shard {} failed to start", id.0)));
         }
     };
+    tracing::debug!(shard = id.0, start_ms = t0.elapsed().as_millis() as u64, "shard started");
     let handle = ShardHandle { id, requests: requests_tx, waker, thread: Some(thread) };
     Ok((handle, started))
 }
