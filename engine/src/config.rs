@@ -42,7 +42,9 @@ pub enum JournalSync {
 pub enum JournalRecovery {
     /// Cut off a torn tail (batches in flight at a crash, which were never acknowledged). Damage
     /// followed by records that must have been durable is reported, skipped, and the bookie
-    /// starts; reads of entries it may have held answer `Corrupt`, never `NoSuchEntry`.
+    /// starts; reads of entries it may have held answer `Corrupt`, never `NoSuchEntry`. A file
+    /// whose header is unreadable is skipped the same way, unless later files hold batches
+    /// (its records cannot be read at all, so starting would silently drop acknowledged data).
     TruncateTornTail,
     /// Cut off a torn tail; refuse to start on any other damage, naming file and offset.
     Strict,

@@ -167,8 +167,8 @@ pub fn decode(bytes: &[u8], epoch: u64) -> Result<(RecordHeader, &[u8]), DecodeE
             .checked_add(header.payload_len as usize)
             .ok_or(DecodeError::Malformed)?;
         let Some(payload) = bytes.get(RECORD_HEADER_BYTES..end) else {
-            // Check the header alone first: a valid header with a missing payload is `Short`
-            // (the caller needs more bytes), garbage is `Checksum`.
+            // The CRC covers the payload, so it cannot be checked yet: the caller must supply
+            // more bytes, or treat the record as damaged if there are none.
             return Err(DecodeError::Short);
         };
         crc = crc32c::crc32c_append(crc, payload);

@@ -76,7 +76,7 @@ pub struct ReplayReport {
     pub torn_tail: Option<TornTail>,
     /// Damage tolerated under `TruncateTornTail`, each naming file and offset.
     pub damage: Vec<String>,
-    /// Files before the checkpoint, to recycle.
+    /// Files wholly before the checkpoint, found and deleted (a reclaim a crash interrupted).
     pub obsolete: Vec<FileSeq>,
     /// Time taken.
     pub elapsed: Duration,
@@ -484,7 +484,20 @@ pub fn replay(
     let mut report = ReplayReport::default();
     let first = checkpoint.map_or(FileSeq(0), |c| c.file);
     let (obsolete, files): (Vec<FileSeq>, Vec<FileSeq>) = live.iter().partition(|s| **s < first);
+    // Files wholly before the checkpoint are left over from a reclaim a crash interrupted.
+    for seq in &obsolete {
+        let path = dir.journal_path(*seq);
+        std::fs::remove_file(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path, source })?;
+    }
     report.obsolete = obsolete;
+    if let Some(c) = checkpoint {
+        if c.offset < JOURNAL_FILE_HEADER_BYTES as u64 || c.offset % SECTOR_BYTES as u64 != 0 {
+            return Err(OpenError::Layout {
+                path: dir.path.join("checkpoint"),
+                reason: format!("checkpoint offset {} is not a batch boundary", c.offset),
+            });
+        }
+    }
     start.file_seq_next = live.iter().chain(recycled.iter()).map(|s| s.0 + 1).max().unwrap_or(0);
     let start_of = |seq: FileSeq| match checkpoint {
         Some(c) if c.file == seq => c.offset,
@@ -507,9 +520,18 @@ pub fn replay(
             .read_at(block.as_mut_slice(), 0)
             .map_err(|source| OpenError::Io { op: IoOp::Read, file: path.clone(), source })?;
         match FileHeader::decode(&block.as_slice()[..n]) {
-            Ok(h) if h.file_seq == seq => readable.push((seq, path, h, file, later_has_batches)),
+            Ok(h) if h.file_seq == seq && h.shard_id == dir.shard => {
+                readable.push((seq, path, h, file, later_has_batches));
+            }
             Ok(h) => {
-                let reason = format!("header names file {} but the file is {seq}", h.file_seq);
+                let reason = format!(
+                    "header names file {} of shard {} but this is file {seq} of shard {}",
+                    h.file_seq, h.shard_id.0, dir.shard.0
+                );
+                return Err(OpenError::Layout { path, reason });
+            }
+            Err(reason) if reason.starts_with("format version") => {
+                // Written by another version: refuse rather than skip what we cannot read.
                 return Err(OpenError::Layout { path, reason });
             }
             Err(reason) => {
@@ -558,7 +580,20 @@ pub fn replay(
                     continue;
                 }
                 BatchRead::Valid { seq: batch_seq, .. } => {
-                    Some(format!("batch {batch_seq} where {} was expected", expected.unwrap_or(0)))
+                    // Batches are contiguous within a file, and a file is started only once
+                    // the previous one is durable (C3): a gap means acknowledged batches are
+                    // missing. Never a torn tail.
+                    let reason = format!(
+                        "batch {batch_seq} where {} was expected: acknowledged batches are missing",
+                        expected.unwrap_or(0)
+                    );
+                    if policy == JournalRecovery::Strict {
+                        return Err(OpenError::JournalCorrupt { file: path.clone(), offset: pos, reason });
+                    }
+                    tracing::error!(file = %path.display(), offset = pos, %reason, "journal damage skipped");
+                    report.damage.push(format!("{}@{pos}: {reason}", path.display()));
+                    last_seq = batch_seq.checked_sub(1);
+                    continue;
                 }
                 BatchRead::End => None,
                 BatchRead::Damaged(reason) | BatchRead::Unreadable(reason) => Some(reason),
