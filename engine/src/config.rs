@@ -71,9 +71,10 @@ pub struct BookieConfig {
     pub journal_file_bytes: u64,
     /// Reclaimed journal files kept for reuse (overwriting is faster than fresh files). Default 4.
     pub journal_files_recycled_max: usize,
-    /// Largest entry payload accepted. Default 4 MiB (BookKeeper's frame limit is 5 MB, Kafka's
-    /// default message limit 1 MB). Replay reads ahead up to `writes_in_flight_max + 1` of the
-    /// longest possible batch past the journal's end, so this also bounds restart work.
+    /// Largest entry payload accepted. Default 1 MiB (Kafka's default message limit is about
+    /// 1 MB; BookKeeper's frame limit 5 MB). Replay reads ahead up to
+    /// `writes_in_flight_max + 1` of the longest possible batch past the end of each file, so
+    /// this also bounds restart work: at 1 MiB about 5 MiB per file, at 16 MiB about 85 MiB.
     pub entry_bytes_max: usize,
     /// Capacity of each shard's request queue, in requests. Default 65536.
     pub queue_capacity: usize,
@@ -108,7 +109,7 @@ impl BookieConfig {
             writes_in_flight_max: 4,
             journal_file_bytes: 256 << 20,
             journal_files_recycled_max: 4,
-            entry_bytes_max: 4 << 20,
+            entry_bytes_max: 1 << 20,
             queue_capacity: 65536,
             idle_spin_us: 0,
             pin_shards: true,

@@ -80,13 +80,30 @@ impl FileHeader {
         if u32_at(12) != crc32c::crc32c(&b[16..64]) {
             return Err("header checksum mismatch".into());
         }
-        Ok(FileHeader {
+        if b[48..64].iter().any(|x| *x != 0) {
+            return Err("reserved header bytes are not zero".into());
+        }
+        let header = FileHeader {
             file_seq: FileSeq(u64_at(16)),
             shard_id: ShardId(u32_at(24)),
             writes_in_flight_max: u32_at(28),
             file_bytes: u64_at(32),
             batch_bytes_limit: u64_at(40),
-        })
+        };
+        // Fields replay computes with: keep them in the ranges the writer can produce.
+        let sector = JOURNAL_FILE_HEADER_BYTES as u64;
+        if header.writes_in_flight_max == 0
+            || header.writes_in_flight_max as usize > crate::constants::JOURNAL_WRITES_IN_FLIGHT_MAX
+        {
+            return Err(format!("writes_in_flight_max {} out of range", header.writes_in_flight_max));
+        }
+        if header.file_bytes < 2 * sector || header.file_bytes % sector != 0 || header.file_bytes > 1 << 44 {
+            return Err(format!("file_bytes {} out of range", header.file_bytes));
+        }
+        if header.batch_bytes_limit < sector || header.batch_bytes_limit > header.file_bytes {
+            return Err(format!("batch_bytes_limit {} out of range", header.batch_bytes_limit));
+        }
+        Ok(header)
     }
 }
 

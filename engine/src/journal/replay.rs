@@ -599,8 +599,8 @@ pub fn replay(
                 BatchRead::Damaged(reason) | BatchRead::Unreadable(reason) => Some(reason),
             };
             // An end or damage: look as far ahead as batches in flight could have reached.
-            let reach = (in_flight + 1) * header.batch_bytes_limit.max(SECTOR_BYTES as u64);
-            let ahead_to = header.file_bytes.min(pos + reach);
+            let reach = (in_flight + 1).saturating_mul(header.batch_bytes_limit.max(SECTOR_BYTES as u64));
+            let ahead_to = header.file_bytes.min(pos.saturating_add(reach));
             let found: Vec<(u64, u64, u64)> = scan
                 .look_ahead(pos + SECTOR_BYTES as u64, ahead_to)?
                 .into_iter()
