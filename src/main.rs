@@ -80,7 +80,8 @@ struct JournalArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let (number, unit) =
+        s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
     let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 10s or 500ms"))?;
     let secs = match unit {
         "s" => value,
@@ -134,7 +135,10 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
     };
     let mut reports = Vec::new();
     for w in &workloads {
-        eprintln!("running {} ({} B entries, {} in flight, {} shards) ...", w.name, w.entry_size, w.concurrency, w.shards);
+        eprintln!(
+            "running {} ({} B entries, {} in flight, {} shards) ...",
+            w.name, w.entry_size, w.concurrency, w.shards
+        );
         let report = run_workload(&args.dir, w, &engine).with_context(|| format!("workload {}", w.name))?;
         print_report(&report);
         reports.push(report);
@@ -186,17 +190,32 @@ fn figures(reports: &[Report]) -> serde_json::Value {
     let by = |name: &str| reports.iter().find(|r| r.workload.name == name);
     let mut out = serde_json::Map::new();
     if let Some(r) = by("entries_100b") {
-        out.insert("entries_100b_per_s".into(), json!({"value": r.entries_per_s, "target": 1_000_000.0, "pass": r.entries_per_s >= 1e6}));
+        out.insert(
+            "entries_100b_per_s".into(),
+            json!({"value": r.entries_per_s, "target": 1_000_000.0, "pass": r.entries_per_s >= 1e6}),
+        );
     }
     if let Some(r) = by("bandwidth_64k") {
-        out.insert("bandwidth_64k_ratio".into(), json!({"value": r.ratio_mb_per_s, "target": 0.9, "pass": r.ratio_mb_per_s >= 0.9}));
+        out.insert(
+            "bandwidth_64k_ratio".into(),
+            json!({"value": r.ratio_mb_per_s, "target": 0.9, "pass": r.ratio_mb_per_s >= 0.9}),
+        );
     }
     if let Some(r) = by("latency_4k_qd1") {
-        out.insert("latency_4k_p50_ratio".into(), json!({"value": r.ratio_latency_p50, "target": 1.3, "pass": r.ratio_latency_p50 <= 1.3}));
-        out.insert("latency_4k_p99_ratio".into(), json!({"value": r.ratio_latency_p99, "target": 2.0, "pass": r.ratio_latency_p99 <= 2.0}));
+        out.insert(
+            "latency_4k_p50_ratio".into(),
+            json!({"value": r.ratio_latency_p50, "target": 1.3, "pass": r.ratio_latency_p50 <= 1.3}),
+        );
+        out.insert(
+            "latency_4k_p99_ratio".into(),
+            json!({"value": r.ratio_latency_p99, "target": 2.0, "pass": r.ratio_latency_p99 <= 2.0}),
+        );
     }
     if let Some(replay) = by("replay_100b").and_then(|r| r.replay.as_ref()) {
-        out.insert("replay_ratio".into(), json!({"value": replay.ratio, "target": 0.8, "pass": replay.ratio >= 0.8}));
+        out.insert(
+            "replay_ratio".into(),
+            json!({"value": replay.ratio, "target": 0.8, "pass": replay.ratio >= 0.8}),
+        );
     }
     serde_json::Value::Object(out)
 }
@@ -206,7 +225,11 @@ fn print_figures(reports: &[Report]) {
     if let serde_json::Value::Object(map) = figures(reports) {
         for (name, v) in map {
             let pass = if v["pass"].as_bool() == Some(true) { "PASS" } else { "MISS" };
-            println!("  {name:<24} {:>12.3}  target {:>10}  {pass}", v["value"].as_f64().unwrap_or(0.0), v["target"]);
+            println!(
+                "  {name:<24} {:>12.3}  target {:>10}  {pass}",
+                v["value"].as_f64().unwrap_or(0.0),
+                v["target"]
+            );
         }
     }
 }

@@ -24,6 +24,13 @@ use crate::shard::core::CoreStats;
 use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
 use crate::shard::{Msg, ShardHandle, start};
 
+/// For a request split over shards: each part's positions in the caller's request.
+type Indices = Option<Vec<usize>>;
+/// The replies of every part of a request.
+type Replies = Vec<(Reply, Indices)>;
+/// Turns replies into the caller's result.
+type Mapper<R> = fn(Replies) -> R;
+
 /// A running bookie storage engine.
 pub struct Bookie {
     shards: Vec<ShardHandle>,
@@ -42,20 +49,20 @@ impl std::fmt::Debug for Bookie {
 
 /// One reply on its way from a shard; `map` turns it into the caller's result.
 pub struct Pending<R> {
-    parts: Vec<(oneshot::Receiver<Reply>, Option<Vec<usize>>)>,
+    parts: Vec<(oneshot::Receiver<Reply>, Indices)>,
     shard: ShardId,
-    map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R,
-    done: Vec<(Reply, Option<Vec<usize>>)>,
+    map: Mapper<R>,
+    done: Replies,
     failed: Option<R>,
-    waiting: Option<(oneshot::AsyncReceiver<Reply>, Option<Vec<usize>>)>,
+    waiting: Option<(oneshot::AsyncReceiver<Reply>, Indices)>,
 }
 
 impl<R> Pending<R> {
-    fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R) -> Self {
+    fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: Mapper<R>) -> Self {
         Pending { parts: vec![(rx, None)], shard, map, done: Vec::new(), failed: None, waiting: None }
     }
 
-    fn failed(result: R, shard: ShardId, map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R) -> Self {
+    fn failed(result: R, shard: ShardId, map: Mapper<R>) -> Self {
         Pending { parts: Vec::new(), shard, map, done: Vec::new(), failed: Some(result), waiting: None }
     }
 
@@ -141,7 +148,7 @@ fn single_error(replies: &[(Reply, Option<Vec<usize>>)]) -> Option<Error> {
     }
 }
 
-fn map_add(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<(), Error> {
+fn map_add(replies: Replies) -> Result<(), Error> {
     if let Some(e) = single_error(&replies) {
         return Err(e);
     }
@@ -152,7 +159,7 @@ fn map_add(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<(), Error> {
     }
 }
 
-fn map_add_batch(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<(), Vec<(usize, Error)>> {
+fn map_add_batch(replies: Replies) -> Result<(), Vec<(usize, Error)>> {
     if let Some(e) = single_error(&replies) {
         return Err(vec![(0, e)]);
     }
@@ -179,7 +186,7 @@ fn map_add_batch(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<(), Vec<(u
 
 macro_rules! mapper {
     ($name:ident, $variant:ident, $out:ty) => {
-        fn $name(replies: Vec<(Reply, Option<Vec<usize>>)>) -> $out {
+        fn $name(replies: Replies) -> $out {
             if let Some(e) = single_error(&replies) {
                 return Err(e);
             }
@@ -196,7 +203,7 @@ mapper!(map_lac, Lac, Result<Option<EntryId>, Error>);
 mapper!(map_entry, Entry, Result<Bytes, Error>);
 mapper!(map_checkpoint, Checkpointed, Result<(), Error>);
 
-fn map_position(replies: Vec<(Reply, Option<Vec<usize>>)>) -> Result<JournalMark, Error> {
+fn map_position(replies: Replies) -> Result<JournalMark, Error> {
     if let Some(e) = single_error(&replies) {
         return Err(e);
     }
@@ -304,7 +311,12 @@ impl Bookie {
         self.direct_io
     }
 
-    fn send<R>(&self, shard: ShardId, map: fn(Vec<(Reply, Option<Vec<usize>>)>) -> R, make: impl FnOnce(crate::shard::ReplyTo) -> Request<crate::shard::ReplyTo>) -> Pending<R> {
+    fn send<R>(
+        &self,
+        shard: ShardId,
+        map: Mapper<R>,
+        make: impl FnOnce(crate::shard::ReplyTo) -> Request<crate::shard::ReplyTo>,
+    ) -> Pending<R> {
         let (tx, rx) = oneshot::channel();
         let handle = &self.shards[shard.0 as usize];
         match handle.send(Msg::Request(make(tx))) {
@@ -327,7 +339,8 @@ impl Bookie {
         if entries.iter().all(|e| e.segment.shard(count) == first) {
             return self.send(first, map_add_batch, |reply| Request::Add { entries, reply });
         }
-        let mut per_shard: Vec<(Vec<AddEntry>, Vec<usize>)> = (0..count).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut per_shard: Vec<(Vec<AddEntry>, Vec<usize>)> =
+            (0..count).map(|_| (Vec::new(), Vec::new())).collect();
         for (i, entry) in entries.into_iter().enumerate() {
             let part = &mut per_shard[entry.segment.shard(count).0 as usize];
             part.0.push(entry);

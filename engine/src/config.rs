@@ -142,7 +142,8 @@ impl BookieConfig {
             return fail(format!("entry_bytes_max {} is not in 1..=256 MiB", self.entry_bytes_max));
         }
         let file_min = 4 * (self.batch_bytes_max.max(self.entry_bytes_max) as u64) + (1 << 20);
-        if self.journal_file_bytes % SECTOR_BYTES as u64 != 0 || self.journal_file_bytes < file_min {
+        if !self.journal_file_bytes.is_multiple_of(SECTOR_BYTES as u64) || self.journal_file_bytes < file_min
+        {
             return fail(format!(
                 "journal_file_bytes {} must be a multiple of 4096 and at least {file_min} \
                  (4 x max(batch_bytes_max, entry_bytes_max) + 1 MiB)",

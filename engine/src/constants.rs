@@ -24,8 +24,8 @@ pub const IO_DEPTH_MAX: usize = 128;
 pub const SHARD_REQUESTS_PER_TURN_MAX: usize = 4096;
 
 const _: () = assert!(SECTOR_BYTES.is_power_of_two());
-const _: () = assert!(JOURNAL_FILE_HEADER_BYTES % SECTOR_BYTES == 0);
-const _: () = assert!(RECORD_HEADER_BYTES % 8 == 0);
+const _: () = assert!(JOURNAL_FILE_HEADER_BYTES.is_multiple_of(SECTOR_BYTES));
+const _: () = assert!(RECORD_HEADER_BYTES.is_multiple_of(8));
 const _: () = assert!(RECORD_HEADER_BYTES < SECTOR_BYTES);
 // Each batch is a write and an fsync: two SQEs. Reads of journal entries need room too.
 const _: () = assert!(IO_DEPTH_MAX >= 2 * JOURNAL_WRITES_IN_FLIGHT_MAX + 32);

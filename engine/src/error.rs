@@ -84,8 +84,10 @@ pub enum OpenError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Journal recovery found damage it is not configured to tolerate.
-    #[error("journal corrupt in {file}@{offset}: {reason} (valid records follow it; \
-             set journal_recovery = TruncateTornTail to start anyway and report it)")]
+    #[error(
+        "journal corrupt in {file}@{offset}: {reason} (valid records follow it; \
+             set journal_recovery = TruncateTornTail to start anyway and report it)"
+    )]
     JournalCorrupt {
         /// The journal file.
         file: PathBuf,

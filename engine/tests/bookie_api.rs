@@ -26,10 +26,7 @@ fn bookie_add_read_reopen() {
             let lac = bookie.read_last_add_confirmed(SegmentId(segment)).wait().unwrap();
             assert_eq!(lac, Some(EntryId(98)));
         }
-        assert!(matches!(
-            bookie.read_entry(SegmentId(1), EntryId(100)).wait(),
-            Err(Error::NoSuchEntry(..))
-        ));
+        assert!(matches!(bookie.read_entry(SegmentId(1), EntryId(100)).wait(), Err(Error::NoSuchEntry(..))));
         assert!(matches!(
             bookie.read_last_add_confirmed(SegmentId(77)).wait(),
             Err(Error::NoSuchSegment(..))

@@ -102,7 +102,10 @@ pub fn write_flush_loop(file: &ScratchFile, write_bytes: usize, duration: Durati
             offset = 0;
         }
         let t = now();
-        disk.submit(writes, DiskOp::Write { file: FileSeq(0), offset, buf, sync: Some(JournalSync::Fdatasync) });
+        disk.submit(
+            writes,
+            DiskOp::Write { file: FileSeq(0), offset, buf, sync: Some(JournalSync::Fdatasync) },
+        );
         while completions.is_empty() {
             disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker)?;
         }

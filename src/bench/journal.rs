@@ -182,7 +182,13 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
     // new ones (which would compete for the disk). Then warm up with the workload itself.
     let pool_bytes = (config.journal_files_recycled_max as u64 + 2) * config.journal_file_bytes;
     let mut filler = Segments::new(&bookie, 1, 1 << 40, 64 << 10);
-    let fill = LoadSpec { entry_bytes: 64 << 10, concurrency: 64, batch: 1, duration: Duration::from_millis(100), spin: false };
+    let fill = LoadSpec {
+        entry_bytes: 64 << 10,
+        concurrency: 64,
+        batch: 1,
+        duration: Duration::from_millis(100),
+        spin: false,
+    };
     while stats_total(&bookie)?.1 < pool_bytes * u64::from(w.shards) {
         run(&bookie, &mut filler, &fill, Some(Duration::from_millis(20)))?;
     }
@@ -214,7 +220,7 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         batches += b1 - b0;
         batch_bytes += bb1 - bb0;
         hist.add(&result.histogram).ok();
-        let avg = if batches > 0 { batch_bytes / batches } else { 4096 };
+        let avg = batch_bytes.checked_div(batches).unwrap_or(4096);
         write_bytes = (avg as usize).max(4096).next_multiple_of(4096);
         let base: WriteLoop = write_flush_loop(&scratch, write_bytes, round.min(Duration::from_secs(3)))?;
         base_bytes += base.writes as f64 * base.write_bytes as f64;

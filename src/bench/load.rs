@@ -75,7 +75,13 @@ impl Segments {
     }
 
     /// Like `new`, but only on the first `shards` shards.
-    pub fn on_shards(bookie: &Bookie, per_shard: usize, base: u64, entry_bytes: usize, shards: u32) -> Segments {
+    pub fn on_shards(
+        bookie: &Bookie,
+        per_shard: usize,
+        base: u64,
+        entry_bytes: usize,
+        shards: u32,
+    ) -> Segments {
         let mut count = vec![0usize; bookie.shard_count() as usize];
         for c in count.iter_mut().skip(shards as usize) {
             *c = per_shard;
@@ -126,7 +132,12 @@ fn now() -> Instant {
 /// Runs `spec` against `bookie`. With `checkpoint_every`, a helper thread checkpoints every
 /// shard at its durable position that often, standing in for segment storage so that journal
 /// files are recycled (the benchmark keeps no data).
-pub fn run(bookie: &Bookie, segments: &mut Segments, spec: &LoadSpec, checkpoint_every: Option<Duration>) -> Result<LoadResult> {
+pub fn run(
+    bookie: &Bookie,
+    segments: &mut Segments,
+    spec: &LoadSpec,
+    checkpoint_every: Option<Duration>,
+) -> Result<LoadResult> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         if let Some(every) = checkpoint_every {

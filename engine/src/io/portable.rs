@@ -112,8 +112,12 @@ impl Disk for PortableDisk {
         self.queued.len()
     }
 
-    fn reap(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>, waker: &Waker)
-    -> io::Result<()> {
+    fn reap(
+        &mut self,
+        out: &mut Vec<Completion>,
+        timeout: Option<Duration>,
+        waker: &Waker,
+    ) -> io::Result<()> {
         if self.queued.is_empty() {
             if let Some(timeout) = timeout {
                 let fd = waker.fd();

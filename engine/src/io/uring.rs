@@ -229,8 +229,12 @@ impl Disk for UringDisk {
         self.slots.len() - self.slots_free.len() + self.backlog.len()
     }
 
-    fn reap(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>, waker: &Waker)
-    -> io::Result<()> {
+    fn reap(
+        &mut self,
+        out: &mut Vec<Completion>,
+        timeout: Option<Duration>,
+        waker: &Waker,
+    ) -> io::Result<()> {
         self.fill_sq(out);
         let submitted = match timeout {
             None => self.ring.submit(),

@@ -56,8 +56,7 @@ impl BatchBuilder {
 
     /// Whether a record with this payload still fits, leaving room to close.
     pub fn fits(&self, payload_len: usize) -> bool {
-        self.buf.len() + record::record_bytes(payload_len) + BATCH_CLOSE_SLACK_BYTES
-            <= self.buf.capacity()
+        self.buf.len() + record::record_bytes(payload_len) + BATCH_CLOSE_SLACK_BYTES <= self.buf.capacity()
     }
 
     /// Appends a record; returns its offset within the batch. The caller checked `fits`.

@@ -73,9 +73,7 @@ impl FileHeader {
         };
         let version = u32_at(8);
         if version != JOURNAL_FORMAT_VERSION {
-            return Err(format!(
-                "format version {version}; this build reads {JOURNAL_FORMAT_VERSION}"
-            ));
+            return Err(format!("format version {version}; this build reads {JOURNAL_FORMAT_VERSION}"));
         }
         if u32_at(12) != crc32c::crc32c(&b[16..64]) {
             return Err("header checksum mismatch".into());
@@ -97,7 +95,10 @@ impl FileHeader {
         {
             return Err(format!("writes_in_flight_max {} out of range", header.writes_in_flight_max));
         }
-        if header.file_bytes < 2 * sector || header.file_bytes % sector != 0 || header.file_bytes > 1 << 44 {
+        if header.file_bytes < 2 * sector
+            || !header.file_bytes.is_multiple_of(sector)
+            || header.file_bytes > 1 << 44
+        {
             return Err(format!("file_bytes {} out of range", header.file_bytes));
         }
         if header.batch_bytes_limit < sector || header.batch_bytes_limit > header.file_bytes {

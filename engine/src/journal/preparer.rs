@@ -188,7 +188,12 @@ pub fn prepare(dir: &ShardDir, seq: FileSeq, spec: &FileSpec) -> Result<File, Er
 }
 
 /// Persists `mark`, then recycles (up to `recycled_max` kept) or deletes `files`.
-pub fn reclaim(dir: &ShardDir, mark: JournalMark, files: &[FileSeq], recycled_max: usize) -> Result<(), Error> {
+pub fn reclaim(
+    dir: &ShardDir,
+    mark: JournalMark,
+    files: &[FileSeq],
+    recycled_max: usize,
+) -> Result<(), Error> {
     let checkpoint = dir.path.join("checkpoint");
     dir.write_checkpoint(mark).map_err(|e| shard_error(dir.shard, IoOp::Write, &checkpoint, e))?;
     let (_, recycled) = dir.list().map_err(|e| Error::InvalidRequest(e.to_string()))?;

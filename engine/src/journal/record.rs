@@ -163,9 +163,8 @@ pub fn decode(bytes: &[u8], epoch: u64) -> Result<(RecordHeader, &[u8]), DecodeE
     let payload: &[u8] = if kind == RecordKind::Padding {
         &[]
     } else {
-        let end = RECORD_HEADER_BYTES
-            .checked_add(header.payload_len as usize)
-            .ok_or(DecodeError::Malformed)?;
+        let end =
+            RECORD_HEADER_BYTES.checked_add(header.payload_len as usize).ok_or(DecodeError::Malformed)?;
         let Some(payload) = bytes.get(RECORD_HEADER_BYTES..end) else {
             // The CRC covers the payload, so it cannot be checked yet: the caller must supply
             // more bytes, or treat the record as damaged if there are none.

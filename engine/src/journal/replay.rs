@@ -105,7 +105,8 @@ impl ChunkReader {
         let thread = std::thread::Builder::new()
             .name("dlog-replay-read".into())
             .spawn(move || {
-                let buffer = || return_rx.try_recv().unwrap_or_else(|_| AlignedBuf::with_capacity(REPLAY_CHUNK_BYTES));
+                let buffer =
+                    || return_rx.try_recv().unwrap_or_else(|_| AlignedBuf::with_capacity(REPLAY_CHUNK_BYTES));
                 let mut disk = UringDisk::new().ok();
                 let wanted = &*wanted_by_reader;
                 for (index, (file, start, end)) in files.into_iter().enumerate() {
@@ -130,6 +131,7 @@ impl ChunkReader {
 /// Reads `[start, end)` with `REPLAY_READS_IN_FLIGHT` reads outstanding, delivering chunks in
 /// order. Several reads in flight keep the device busy while one completes.
 /// Returns the disk for the next file (None if it failed) and whether to go on.
+#[expect(clippy::too_many_arguments, reason = "one file's read, with its stream and stop flag")]
 fn read_uring(
     mut disk: UringDisk,
     index: usize,
@@ -348,7 +350,10 @@ struct Parsed {
 }
 
 enum BatchRead {
-    Valid { seq: u64, len: u64 },
+    Valid {
+        seq: u64,
+        len: u64,
+    },
     /// Never written or written by an earlier use of the file: an end, not damage.
     End,
     Damaged(String),
@@ -447,10 +452,10 @@ impl FileScan<'_, '_> {
             if head.len() < RECORD_HEADER_BYTES {
                 break;
             }
-            if let Ok((h, _)) = record::decode(head, epoch) {
-                if h.kind == RecordKind::Batch {
-                    found.push((pos, h.entry_id, h.segment_id));
-                }
+            if let Ok((h, _)) = record::decode(head, epoch)
+                && h.kind == RecordKind::Batch
+            {
+                found.push((pos, h.entry_id, h.segment_id));
             }
             pos += SECTOR_BYTES as u64;
         }
@@ -461,12 +466,21 @@ impl FileScan<'_, '_> {
 /// Whether the file's first batch position holds a valid batch header of its epoch.
 fn has_batches(dir: &ShardDir, seq: FileSeq, start: u64) -> Result<bool, OpenError> {
     let path = dir.journal_path(seq);
-    let file = File::open(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+    let file =
+        File::open(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
     let mut block = vec![0u8; JOURNAL_FILE_HEADER_BYTES];
-    let n = file.read_at(&mut block, 0).map_err(|source| OpenError::Io { op: IoOp::Read, file: path.clone(), source })?;
+    let n = file.read_at(&mut block, 0).map_err(|source| OpenError::Io {
+        op: IoOp::Read,
+        file: path.clone(),
+        source,
+    })?;
     let Ok(header) = FileHeader::decode(&block[..n]) else { return Ok(false) };
     let mut head = [0u8; RECORD_HEADER_BYTES];
-    let n = file.read_at(&mut head, start).map_err(|source| OpenError::Io { op: IoOp::Read, file: path, source })?;
+    let n = file.read_at(&mut head, start).map_err(|source| OpenError::Io {
+        op: IoOp::Read,
+        file: path,
+        source,
+    })?;
     Ok(matches!(record::decode(&head[..n], header.epoch()), Ok((h, _)) if h.kind == RecordKind::Batch))
 }
 
@@ -477,6 +491,7 @@ pub fn replay(
     policy: JournalRecovery,
     direct_io: bool,
 ) -> Result<(CoreStart, ReplayReport), OpenError> {
+    #[expect(clippy::disallowed_methods, reason = "replay runs in the shell; elapsed is a report")]
     let started = Instant::now();
     let checkpoint = dir.read_checkpoint()?;
     let (live, recycled) = dir.list()?;
@@ -490,13 +505,13 @@ pub fn replay(
         std::fs::remove_file(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path, source })?;
     }
     report.obsolete = obsolete;
-    if let Some(c) = checkpoint {
-        if c.offset < JOURNAL_FILE_HEADER_BYTES as u64 || c.offset % SECTOR_BYTES as u64 != 0 {
-            return Err(OpenError::Layout {
-                path: dir.path.join("checkpoint"),
-                reason: format!("checkpoint offset {} is not a batch boundary", c.offset),
-            });
-        }
+    if let Some(c) = checkpoint
+        && (c.offset < JOURNAL_FILE_HEADER_BYTES as u64 || c.offset % SECTOR_BYTES as u64 != 0)
+    {
+        return Err(OpenError::Layout {
+            path: dir.path.join("checkpoint"),
+            reason: format!("checkpoint offset {} is not a batch boundary", c.offset),
+        });
     }
     start.file_seq_next = live.iter().chain(recycled.iter()).map(|s| s.0 + 1).max().unwrap_or(0);
     let start_of = |seq: FileSeq| match checkpoint {
@@ -512,13 +527,18 @@ pub fn replay(
     for (i, &seq) in files.iter().enumerate() {
         let path = dir.journal_path(seq);
         let later_has_batches = with_batches[i + 1..].iter().any(|b| *b);
-        let file = direct::open_read(&path, direct_io)
-            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+        let file = direct::open_read(&path, direct_io).map_err(|source| OpenError::Io {
+            op: IoOp::Open,
+            file: path.clone(),
+            source,
+        })?;
         let mut block = AlignedBuf::with_capacity(JOURNAL_FILE_HEADER_BYTES);
         block.set_len(JOURNAL_FILE_HEADER_BYTES);
-        let n = file
-            .read_at(block.as_mut_slice(), 0)
-            .map_err(|source| OpenError::Io { op: IoOp::Read, file: path.clone(), source })?;
+        let n = file.read_at(block.as_mut_slice(), 0).map_err(|source| OpenError::Io {
+            op: IoOp::Read,
+            file: path.clone(),
+            source,
+        })?;
         match FileHeader::decode(&block.as_slice()[..n]) {
             Ok(h) if h.file_seq == seq && h.shard_id == dir.shard => {
                 readable.push((seq, path, h, file, later_has_batches));
@@ -544,9 +564,11 @@ pub fn replay(
     }
     let mut sources = Vec::with_capacity(readable.len());
     for (seq, path, header, file, _) in &readable {
-        let file = file
-            .try_clone()
-            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+        let file = file.try_clone().map_err(|source| OpenError::Io {
+            op: IoOp::Open,
+            file: path.clone(),
+            source,
+        })?;
         sources.push((file, start_of(*seq), header.file_bytes));
     }
     let mut stream = Stream { reader: ChunkReader::new(sources), peeked: None, bytes: Vec::new() };
@@ -660,7 +682,13 @@ pub fn replay(
     Ok((start, report))
 }
 
-fn apply(start: &mut CoreStart, report: &mut ReplayReport, file: FileSeq, records: &[Parsed], keys: &[(u64, Bytes)]) {
+fn apply(
+    start: &mut CoreStart,
+    report: &mut ReplayReport,
+    file: FileSeq,
+    records: &[Parsed],
+    keys: &[(u64, Bytes)],
+) {
     let mut keys = keys.iter();
     for r in records {
         let segment = SegmentId(r.segment);
@@ -696,17 +724,23 @@ fn unknown_key_state() -> SegmentState {
 }
 
 /// Overwrites `[from, to)` with zeroes and flushes.
-fn zero_range(path: &PathBuf, from: u64, to: u64, direct_io: bool) -> Result<(), OpenError> {
-    let file = direct::open(path, direct_io)
-        .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+fn zero_range(path: &std::path::Path, from: u64, to: u64, direct_io: bool) -> Result<(), OpenError> {
+    let file = direct::open(path, direct_io).map_err(|source| OpenError::Io {
+        op: IoOp::Open,
+        file: path.to_path_buf(),
+        source,
+    })?;
     let mut zeros = AlignedBuf::with_capacity(1 << 20);
     let mut at = from;
     while at < to {
         let n = ((to - at) as usize).min(zeros.capacity());
         zeros.set_len(n);
-        file.write_all_at(zeros.as_slice(), at)
-            .map_err(|source| OpenError::Io { op: IoOp::Write, file: path.clone(), source })?;
+        file.write_all_at(zeros.as_slice(), at).map_err(|source| OpenError::Io {
+            op: IoOp::Write,
+            file: path.to_path_buf(),
+            source,
+        })?;
         at += n as u64;
     }
-    file.sync_data().map_err(|source| OpenError::Io { op: IoOp::Flush, file: path.clone(), source })
+    file.sync_data().map_err(|source| OpenError::Io { op: IoOp::Flush, file: path.to_path_buf(), source })
 }

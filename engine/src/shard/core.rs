@@ -500,9 +500,9 @@ impl<T> ShardCore<T> {
                 }
             },
             Waiter::Fence { reply, segment } => {
-                let result = outcome.map_err(clone_error).map(|()| {
-                    self.segments.get(&segment).and_then(|s| s.last_add_confirmed).map(EntryId)
-                });
+                let result = outcome
+                    .map_err(clone_error)
+                    .map(|()| self.segments.get(&segment).and_then(|s| s.last_add_confirmed).map(EntryId));
                 (reply, Reply::Fenced(result))
             }
             Waiter::Lac { reply } => (reply, Reply::LacWritten(outcome.map_err(clone_error))),
@@ -536,10 +536,11 @@ impl<T> ShardCore<T> {
             )));
         }
         self.check_key(add.segment, &add.master_key)?;
-        if let Some(state) = self.segments.get(&add.segment) {
-            if state.fenced && !add.flags.is_recovery() {
-                return Err(Error::Fenced(add.segment));
-            }
+        if let Some(state) = self.segments.get(&add.segment)
+            && state.fenced
+            && !add.flags.is_recovery()
+        {
+            return Err(Error::Fenced(add.segment));
         }
         let key_needed = !self.segments.get(&add.segment).is_some_and(|s| s.key_journaled);
         let key_bytes = if key_needed { record::record_bytes(add.master_key.len()) } else { 0 };
@@ -547,10 +548,8 @@ impl<T> ShardCore<T> {
         if !self.ensure_room(need, now) {
             return Ok(None);
         }
-        let state = self
-            .segments
-            .entry(add.segment)
-            .or_insert_with(|| SegmentState::new(add.master_key.clone()));
+        let state =
+            self.segments.entry(add.segment).or_insert_with(|| SegmentState::new(add.master_key.clone()));
         let batch = self.batch.as_mut().expect("ensure_room opened a batch");
         if key_needed {
             state.key_journaled = true;
@@ -586,10 +585,10 @@ impl<T> ShardCore<T> {
         now: Instant,
     ) -> Result<Option<u64>, Error> {
         self.check_key(segment, master_key)?;
-        if let (ControlRecord::Lac(_), Some(state)) = (control, self.segments.get(&segment)) {
-            if state.fenced {
-                return Err(Error::Fenced(segment));
-            }
+        if let (ControlRecord::Lac(_), Some(state)) = (control, self.segments.get(&segment))
+            && state.fenced
+        {
+            return Err(Error::Fenced(segment));
         }
         let key_needed = !self.segments.get(&segment).is_some_and(|s| s.key_journaled);
         let key_bytes = if key_needed { record::record_bytes(master_key.len()) } else { 0 };
@@ -623,7 +622,8 @@ impl<T> ShardCore<T> {
         loop {
             if let Some(batch) = &self.batch {
                 let fits_batch = batch.builder.fits(need - RECORD_HEADER_BYTES)
-                    && (batch.builder.is_empty() || batch.builder.len() + need <= self.settings.batch_bytes_max + 4 * SECTOR_BYTES);
+                    && (batch.builder.is_empty()
+                        || batch.builder.len() + need <= self.settings.batch_bytes_max + 4 * SECTOR_BYTES);
                 let active = self.active.as_ref().expect("an open batch has a file");
                 let fits_file = active.offset + (batch.builder.len() + need + BATCH_CLOSE_SLACK_BYTES) as u64
                     <= self.settings.journal_file_bytes;
@@ -847,14 +847,20 @@ impl<T> ShardCore<T> {
                 Error::Corrupt {
                     segment,
                     entry,
-                    detail: format!("not found, and journal damage may have held it: {}", self.damage.join("; ")),
+                    detail: format!(
+                        "not found, and journal damage may have held it: {}",
+                        self.damage.join("; ")
+                    ),
                 }
             };
             self.out.push_back(Output::Reply(reply, Reply::Entry(Err(error))));
             return;
         };
         let start = location.offset - location.offset % SECTOR_BYTES as u64;
-        let end = round_up((location.offset + RECORD_HEADER_BYTES as u64) as usize + location.len as usize, SECTOR_BYTES);
+        let end = round_up(
+            (location.offset + RECORD_HEADER_BYTES as u64) as usize + location.len as usize,
+            SECTOR_BYTES,
+        );
         let skew = (location.offset - start) as usize;
         let mut buf = AlignedBuf::with_capacity(end - start as usize);
         buf.set_len(end - start as usize);

@@ -77,10 +77,11 @@ impl LocationIndex {
     pub fn get(&self, segment: SegmentId, entry: EntryId) -> Option<Location> {
         let s = self.segments.get(&segment)?;
         let id = entry.0;
-        if id >= s.base && id - s.base < s.dense.len() as u64 {
-            if let Some(location) = s.dense[(id - s.base) as usize] {
-                return Some(location);
-            }
+        if id >= s.base
+            && id - s.base < s.dense.len() as u64
+            && let Some(location) = s.dense[(id - s.base) as usize]
+        {
+            return Some(location);
         }
         s.sparse.get(&id).copied()
     }

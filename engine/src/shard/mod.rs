@@ -89,7 +89,7 @@ pub(crate) fn start(
         source,
     })?);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<Started, OpenError>>();
-    let cpu = shard_cpu(id, &config);
+    let cpu = shard_cpu(id, config);
     let config = config.clone();
     let thread_waker = waker.clone();
     let thread = std::thread::Builder::new()
@@ -175,10 +175,16 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
     };
     for seq in &start.files {
         let path = dir.journal_path(*seq);
-        let file = direct::open(&path, direct_io)
-            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
-        disk.register_file(*seq, file)
-            .map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
+        let file = direct::open(&path, direct_io).map_err(|source| OpenError::Io {
+            op: IoOp::Open,
+            file: path.clone(),
+            source,
+        })?;
+        disk.register_file(*seq, file).map_err(|source| OpenError::Io {
+            op: IoOp::Open,
+            file: path.clone(),
+            source,
+        })?;
     }
     let settings = CoreSettings {
         shard: id,

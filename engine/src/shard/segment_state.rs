@@ -29,7 +29,12 @@ pub struct SegmentState {
 impl SegmentState {
     /// A segment first seen with this key.
     pub fn new(master_key: Bytes) -> SegmentState {
-        SegmentState { master_key: Some(master_key), fenced: false, last_add_confirmed: None, key_journaled: false }
+        SegmentState {
+            master_key: Some(master_key),
+            fenced: false,
+            last_add_confirmed: None,
+            key_journaled: false,
+        }
     }
 
     /// Raises the LAC (S2).
