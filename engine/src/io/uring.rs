@@ -211,6 +211,42 @@ impl UringDisk {
     }
 }
 
+impl Drop for UringDisk {
+    /// Waits for every operation in flight before the buffers are freed (U1): the kernel may
+    /// still be writing into them. If the ring fails, the buffers are leaked, never freed.
+    fn drop(&mut self) {
+        self.backlog.clear(); // No SQE points at these yet.
+        while self.sqes_in_flight > 0 {
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                tracing::error!(error = %e, "io_uring wait failed while closing; leaking its buffers");
+                for slot in self.slots.drain(..).flatten() {
+                    std::mem::forget(slot.buf);
+                }
+                return;
+            }
+            let mut reaped = 0;
+            for cqe in self.ring.completion() {
+                let user_data = cqe.user_data();
+                if user_data == WAKER_USER_DATA {
+                    continue;
+                }
+                reaped += 1;
+                let index = (user_data >> 1) as usize;
+                if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
+                    slot.cqes_pending -= 1;
+                    if slot.cqes_pending == 0 {
+                        self.slots[index] = None;
+                    }
+                }
+            }
+            self.sqes_in_flight -= reaped;
+        }
+    }
+}
+
 impl Disk for UringDisk {
     fn register_file(&mut self, seq: FileSeq, file: File) -> io::Result<()> {
         self.files.insert(seq, file);
