@@ -46,7 +46,7 @@ use crate::shard::segment_state::SegmentState;
 /// Bytes per read during replay.
 pub const REPLAY_CHUNK_BYTES: usize = 4 << 20;
 /// Chunks read ahead of the parser.
-pub const REPLAY_READ_AHEAD: usize = 4;
+pub const REPLAY_READ_AHEAD: usize = 2;
 /// Reads outstanding at once during replay.
 pub const REPLAY_READS_IN_FLIGHT: usize = 2;
 
