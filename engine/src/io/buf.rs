@@ -22,6 +22,8 @@ pub struct AlignedBuf {
     ptr: NonNull<u8>,
     capacity: usize,
     len: usize,
+    /// Index among the io_uring registered (fixed) buffers, if this buffer was registered.
+    fixed_index: Option<u16>,
 }
 
 // SAFETY: `AlignedBuf` uniquely owns its allocation (like `Vec<u8>`); no shared interior state.
@@ -38,11 +40,22 @@ impl AlignedBuf {
             std::alloc::handle_alloc_error(layout);
         };
         assert!((ptr.as_ptr() as usize).is_multiple_of(SECTOR_BYTES));
-        AlignedBuf { ptr, capacity, len: 0 }
+        AlignedBuf { ptr, capacity, len: 0, fixed_index: None }
     }
 
     fn layout(capacity: usize) -> Layout {
         Layout::from_size_align(capacity, SECTOR_BYTES).expect("capacity overflows Layout")
+    }
+
+    /// The registered-buffer index, if the buffer is registered with an io_uring.
+    pub fn fixed_index(&self) -> Option<u16> {
+        self.fixed_index
+    }
+
+    /// Records that the buffer is registered with an io_uring under `index`. Only the io_uring
+    /// layer calls this, and a registered buffer must outlive its registration (see uring.rs).
+    pub fn set_fixed_index(&mut self, index: u16) {
+        self.fixed_index = Some(index);
     }
 
     /// Bytes the buffer can hold.

@@ -82,6 +82,14 @@ pub trait Disk {
     /// (`None`: do not block).
     fn reap(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>, waker: &Waker)
     -> io::Result<()>;
+    /// Registers long-lived buffers for faster writes where the backend has such a thing
+    /// (io_uring fixed buffers); tags them so later writes from them use it. The caller must
+    /// keep every registered buffer alive until the disk is dropped. Returns how many were
+    /// registered (0 where unsupported).
+    fn register_buffers(&mut self, bufs: &mut [AlignedBuf]) -> io::Result<usize> {
+        let _ = bufs;
+        Ok(0)
+    }
     /// A short name for logs and benchmark output.
     fn name(&self) -> &'static str;
 }

@@ -52,6 +52,8 @@ pub struct UringDisk {
     backlog: VecDeque<(OpId, DiskOp)>,
     sqes_in_flight: usize,
     waker_armed: bool,
+    /// (address, capacity) of each registered buffer, by index.
+    registered: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for UringDisk {
@@ -83,6 +85,7 @@ impl UringDisk {
             backlog: VecDeque::new(),
             sqes_in_flight: 0,
             waker_armed: false,
+            registered: Vec::new(),
         })
     }
 
@@ -130,12 +133,18 @@ impl UringDisk {
         let index = self.slot_alloc(slot);
         let user_data = (index as u64) << 1;
         let ptr = self.slots[index].as_mut().map(|s| s.buf.as_mut_ptr()).expect("slot just set");
+        let rw_flags = if sync == Some(JournalSync::Dsync) { libc::RWF_DSYNC } else { 0 };
+        let fixed = self.slots[index].as_ref().and_then(|s| s.buf.fixed_index()).filter(|i| {
+            self.registered.get(usize::from(*i)) == Some(&(ptr as usize, self.slot_capacity(index)))
+        });
         let main = if is_write {
-            let mut write = opcode::Write::new(fd, ptr, len).offset(offset);
-            if sync == Some(JournalSync::Dsync) {
-                write = write.rw_flags(libc::RWF_DSYNC);
-            }
-            let sqe = write.build().user_data(user_data | STEP_MAIN);
+            let write = match fixed {
+                Some(buf_index) => {
+                    opcode::WriteFixed::new(fd, ptr, len, buf_index).offset(offset).rw_flags(rw_flags).build()
+                }
+                None => opcode::Write::new(fd, ptr, len).offset(offset).rw_flags(rw_flags).build(),
+            };
+            let sqe = write.user_data(user_data | STEP_MAIN);
             if linked_fsync { sqe.flags(squeue::Flags::IO_LINK) } else { sqe }
         } else {
             opcode::Read::new(fd, ptr, len).offset(offset).build().user_data(user_data | STEP_MAIN)
@@ -156,6 +165,10 @@ impl UringDisk {
             pushed.expect("SQ has room: bounded by IO_DEPTH_MAX (U2)");
         }
         self.sqes_in_flight += cqes as usize;
+    }
+
+    fn slot_capacity(&self, index: usize) -> usize {
+        self.slots[index].as_ref().map_or(0, |s| s.buf.capacity())
     }
 
     fn arm_waker(&mut self, waker: &Waker) {
@@ -289,6 +302,28 @@ impl Disk for UringDisk {
         self.drain_cq(out, waker);
         self.fill_sq(out);
         Ok(())
+    }
+
+    fn register_buffers(&mut self, bufs: &mut [AlignedBuf]) -> io::Result<usize> {
+        if !self.registered.is_empty() || bufs.is_empty() || bufs.len() > usize::from(u16::MAX) {
+            return Ok(0);
+        }
+        let iovecs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.capacity() })
+            .collect();
+        // SAFETY: each iovec spans one live `AlignedBuf` allocation (buf.rs B1, B3). The
+        // caller keeps every registered buffer alive until this disk, and so the ring and its
+        // registration, is dropped (Disk::register_buffers contract; the shard core never
+        // drops a buffer with a fixed index, and the shard drops its disk before its core).
+        let result = unsafe { self.ring.submitter().register_buffers(&iovecs) };
+        result?;
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let index = u16::try_from(i).expect("checked above");
+            b.set_fixed_index(index);
+            self.registered.push((b.as_ptr() as usize, b.capacity()));
+        }
+        Ok(bufs.len())
     }
 
     fn name(&self) -> &'static str {

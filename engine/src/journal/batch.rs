@@ -26,9 +26,10 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// Starts batch `seq` for a file with `epoch` in `buf` (cleared first).
+    /// Starts batch `seq` for a file with `epoch` in `buf` (its old contents are overwritten).
     pub fn new(mut buf: AlignedBuf, epoch: u64, seq: u64) -> BatchBuilder {
-        buf.clear();
+        // No need to zero: records overwrite every byte they cover, and `close` zeroes the
+        // padding.
         assert!(buf.capacity() >= RECORD_HEADER_BYTES + BATCH_CLOSE_SLACK_BYTES);
         buf.set_len(RECORD_HEADER_BYTES); // The Batch record, filled in by `close`.
         BatchBuilder { buf, epoch, seq, record_count: 0 }
@@ -78,6 +79,11 @@ impl BatchBuilder {
         self.buf
     }
 
+    /// Gives back the buffer of a batch that will not be written.
+    pub fn abandon(self) -> AlignedBuf {
+        self.buf
+    }
+
     /// Pads to a sector boundary, writes the `Batch` record, and hands back the buffer, whose
     /// length is the bytes to write (BB1).
     pub fn close(mut self) -> AlignedBuf {
@@ -97,6 +103,7 @@ impl BatchBuilder {
             };
             self.buf.set_len(end);
             let slice = &mut self.buf.as_mut_slice()[records_end..end];
+            slice[RECORD_HEADER_BYTES..].fill(0);
             record::encode(slice, self.epoch, &padding, &[]);
             end
         };

@@ -682,9 +682,25 @@ impl<T> ShardCore<T> {
     }
 
     fn recycle_buffer(&mut self, buf: AlignedBuf) {
-        if buf.capacity() == self.buffer_capacity
-            && self.buffers_free.len() <= self.settings.writes_in_flight_max
+        // A registered buffer is never dropped while the disk lives (Disk::register_buffers);
+        // there are at most `writes_in_flight_max + 1` of them.
+        if buf.fixed_index().is_some()
+            || (buf.capacity() == self.buffer_capacity
+                && self.buffers_free.len() <= self.settings.writes_in_flight_max)
         {
+            self.buffers_free.push(buf);
+        }
+    }
+
+    /// Capacity of the standard batch buffers.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buffer_capacity
+    }
+
+    /// Hands the core long-lived batch buffers (registered with the disk by the shell).
+    pub fn provide_buffers(&mut self, buffers: Vec<AlignedBuf>) {
+        for buf in buffers {
+            assert_eq!(buf.capacity(), self.buffer_capacity);
             self.buffers_free.push(buf);
         }
     }
@@ -823,6 +839,7 @@ impl<T> ShardCore<T> {
             for waiter in batch.waiters {
                 self.answer(waiter, Err(&error));
             }
+            self.recycle_buffer(batch.builder.abandon());
         }
         let backlog = std::mem::take(&mut self.backlog);
         self.cursor = Cursor::default();

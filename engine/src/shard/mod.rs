@@ -24,6 +24,7 @@ use crate::config::{Backend, BookieConfig, DirectIo};
 use crate::constants::{SECTOR_BYTES, SHARD_REQUESTS_PER_TURN_MAX};
 use crate::error::{Error, IoOp, OpenError};
 use crate::ids::{FileSeq, ShardId};
+use crate::io::buf::AlignedBuf;
 use crate::io::portable::PortableDisk;
 use crate::io::uring::UringDisk;
 use crate::io::waker::Waker;
@@ -196,7 +197,19 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
         entry_bytes_max: config.entry_bytes_max,
         journal_sync: config.journal_sync,
     };
-    Ok((disk, ShardCore::new(settings, start), report, direct_io))
+    let mut core = ShardCore::new(settings, start);
+    // Batch buffers live as long as the shard: register them once (io_uring fixed buffers),
+    // so writes skip pinning pages each time.
+    let mut buffers: Vec<AlignedBuf> = (0..=config.writes_in_flight_max)
+        .map(|_| AlignedBuf::with_capacity(core.buffer_capacity()))
+        .collect();
+    match disk.register_buffers(&mut buffers) {
+        Ok(count) => tracing::debug!(shard = id.0, count, "batch buffers registered"),
+        Err(e) if id.0 == 0 => tracing::info!(error = %e, "io_uring fixed buffers unavailable"),
+        Err(_) => {}
+    }
+    core.provide_buffers(buffers);
+    Ok((disk, core, report, direct_io))
 }
 
 /// The CPU shard `id` is pinned to, if pinning is on.
@@ -291,6 +304,9 @@ impl Shell {
                 core.on_completion(completion, now);
             }
         }
+        // The disk (and its buffer registration) goes before the core that owns the buffers.
+        drop(disk);
+        drop(core);
     }
 
     #[expect(clippy::too_many_arguments, reason = "the loop's state, passed explicitly")]
