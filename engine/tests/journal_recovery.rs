@@ -1038,3 +1038,38 @@ fn recycled_file_partly_used_replays_only_its_new_use() {
         }
     }
 }
+
+/// Damage to the last batch of a file the writer rotated away from: nothing valid follows it in
+/// that file, so only the next file's first batch number shows that an acknowledged batch is
+/// missing. Strict refuses, naming the next file's first batch; TruncateTornTail reports it,
+/// serves everything else and answers `Corrupt` for the lost entry.
+#[test]
+fn damage_to_last_batch_before_rotation() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config(dir.path(), backend);
+        config.journal_recovery = JournalRecovery::Strict;
+        let what = format!("{backend:?}");
+        let count = 2 * 258 + 9;
+        let bookie = Bookie::open(config.clone()).unwrap();
+        for e in 0..count {
+            bookie.add_entry(add(SEG, e, OLD_LEN)).wait().unwrap();
+        }
+        bookie.close();
+        let first = parse_batches(&fs::read(journal_path(dir.path(), 0, 0)).unwrap());
+        let last = first.last().unwrap();
+        let lost = last.records.iter().find(|r| r.kind == KIND_ENTRY).unwrap().entry;
+        flip_entry_byte(dir.path(), last);
+        let next = journal_path(dir.path(), 0, 1);
+        expect_corrupt(Bookie::open(config.clone()), &next, SECTOR, &what);
+        let bookie = Bookie::open(with_policy(config.clone(), JournalRecovery::TruncateTornTail)).unwrap();
+        let report = only_report(&bookie);
+        assert_eq!(report.damage.len(), 1, "{what}: {:?}", report.damage);
+        assert!(report.torn_tail.is_none(), "{what}");
+        read_corrupt(&bookie, SEG, lost, &what);
+        for e in (0..count).filter(|e| *e != lost) {
+            read_exact(&bookie, SEG, e, OLD_LEN, &what);
+        }
+        bookie.close();
+    }
+}

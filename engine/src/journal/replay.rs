@@ -591,7 +591,6 @@ pub fn replay(
             }
             let outcome = scan.read_batch(pos)?;
             let expected = last_seq.map(|s| s + 1);
-            let unreadable = matches!(outcome, BatchRead::Unreadable(_));
             let damage = match outcome {
                 BatchRead::Valid { seq: batch_seq, len } if expected.is_none_or(|e| e == batch_seq) => {
                     apply(&mut start, &mut report, seq, scan.records, scan.keys);
@@ -628,18 +627,17 @@ pub fn replay(
                 .into_iter()
                 .filter(|(_, s, _)| last_seq.is_none_or(|l| *s > l))
                 .collect();
-            // A file the writer moved on from ends where its last batch ends (C3: all of it was
-            // durable). Behind that end a recycled file holds bytes of its earlier use, cut at
-            // that use's batch boundaries, so they need not read as a header at all. The writer
-            // moves on only when the next batch does not fit: with less than one batch's room
-            // left, an unreadable header with nothing valid after it is that end, not damage.
-            let limit = header.batch_bytes_limit.max(SECTOR_BYTES as u64);
-            if unreadable && later_has_batches && found.is_empty() && header.file_bytes - pos < limit {
+            // A file the writer moved on from (later files hold batches) was wholly durable
+            // when it did (C3). With nothing valid ahead in this file, this is its end, whatever
+            // the bytes here are (a recycled file keeps its earlier use's bytes, cut anywhere):
+            // if batches were lost here, the next file's first batch number shows the gap, and
+            // that is reported as damage there.
+            if later_has_batches && found.is_empty() {
                 continue 'files;
             }
             let first_expected = expected.or(found.iter().map(|f| f.1).min()).unwrap_or(0);
             let beyond_window = found.iter().any(|(_, s, _)| *s >= first_expected + in_flight);
-            let corrupt = beyond_window || (later_has_batches && (damage.is_some() || !found.is_empty()));
+            let corrupt = beyond_window || (later_has_batches && !found.is_empty());
             if corrupt {
                 let reason = damage.unwrap_or_else(|| "a durable batch is missing".into());
                 let reason = format!(
