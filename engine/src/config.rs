@@ -74,7 +74,7 @@ pub struct BookieConfig {
     /// Largest entry payload accepted. Default 1 MiB (Kafka's default message limit is about
     /// 1 MB; BookKeeper's frame limit 5 MB). Replay reads ahead up to
     /// `writes_in_flight_max + 1` of the longest possible batch past the end of each file, so
-    /// this also bounds restart work: at 1 MiB about 5 MiB per file, at 16 MiB about 85 MiB.
+    /// this also bounds restart work: at 1 MiB about 5 MiB per file, at 16 MiB about 80 MiB.
     pub entry_bytes_max: usize,
     /// Capacity of each shard's request queue, in requests. Default 65536.
     pub queue_capacity: usize,
@@ -142,11 +142,13 @@ impl BookieConfig {
             return fail(format!("entry_bytes_max {} is not in 1..=256 MiB", self.entry_bytes_max));
         }
         let file_min = 4 * (self.batch_bytes_max.max(self.entry_bytes_max) as u64) + (1 << 20);
-        if !self.journal_file_bytes.is_multiple_of(SECTOR_BYTES as u64) || self.journal_file_bytes < file_min
+        if !self.journal_file_bytes.is_multiple_of(SECTOR_BYTES as u64)
+            || self.journal_file_bytes < file_min
+            || self.journal_file_bytes > 1 << 40
         {
             return fail(format!(
-                "journal_file_bytes {} must be a multiple of 4096 and at least {file_min} \
-                 (4 x max(batch_bytes_max, entry_bytes_max) + 1 MiB)",
+                "journal_file_bytes {} must be a multiple of 4096, at most 1 TiB and at least \
+                 {file_min} (4 x max(batch_bytes_max, entry_bytes_max) + 1 MiB)",
                 self.journal_file_bytes
             ));
         }

@@ -119,3 +119,26 @@ pub enum OpenError {
         source: std::io::Error,
     },
 }
+
+/// Errors carry `io::Error`, which is not `Clone`; replies to many waiters need copies.
+pub fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Fenced(s) => Error::Fenced(*s),
+        Error::WrongMasterKey(s) => Error::WrongMasterKey(*s),
+        Error::NoSpace(s) => Error::NoSpace(*s),
+        Error::Poisoned(s) => Error::Poisoned(*s),
+        Error::Io { op, file, offset, source } => Error::Io {
+            op: *op,
+            file: file.clone(),
+            offset: *offset,
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::NoSuchSegment(s) => Error::NoSuchSegment(*s),
+        Error::NoSuchEntry(s, e) => Error::NoSuchEntry(*s, *e),
+        Error::Corrupt { segment, entry, detail } => {
+            Error::Corrupt { segment: *segment, entry: *entry, detail: detail.clone() }
+        }
+        Error::InvalidRequest(s) => Error::InvalidRequest(s.clone()),
+        Error::ShardStopped(s) => Error::ShardStopped(*s),
+    }
+}

@@ -32,7 +32,11 @@ unsafe impl Send for AlignedBuf {}
 impl AlignedBuf {
     /// Allocates `capacity` bytes rounded up to a whole number of sectors, zeroed, length 0.
     pub fn with_capacity(capacity: usize) -> AlignedBuf {
-        let capacity = round_up(capacity.max(1), SECTOR_BYTES);
+        let capacity = capacity
+            .max(1)
+            .checked_next_multiple_of(SECTOR_BYTES)
+            .filter(|c| *c <= isize::MAX as usize)
+            .expect("AlignedBuf capacity overflows");
         let layout = Self::layout(capacity);
         // SAFETY: `layout` has a non-zero size (B2) and a power-of-two alignment.
         let raw = unsafe { alloc_zeroed(layout) };

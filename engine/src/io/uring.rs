@@ -177,8 +177,9 @@ impl UringDisk {
         }
         let fd = types::Fd(waker.fd().as_raw_fd());
         let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32).build().user_data(WAKER_USER_DATA);
-        // SAFETY: a poll references no memory; the waker's eventfd outlives the ring because
-        // the shard drops its disk before its waker.
+        // SAFETY: a poll references no memory. If the eventfd is closed while the poll is
+        // armed, the kernel keeps its own reference to the file until the poll completes or
+        // the ring is torn down, so no stale descriptor is used.
         let pushed = unsafe { self.ring.submission().push(&sqe) };
         if pushed.is_ok() {
             self.waker_armed = true;

@@ -1,28 +1,33 @@
 //! Journal replay: rebuilds a shard's state from its journal files, and decides what a damaged
-//! region is.
+//! region is. The rules, and why they are sound: docs/format.md#recovery-rules.
 //!
-//! Batches are read in order from the checkpoint. Where the next batch is not valid (zeroes, a
-//! record of an earlier use of a recycled file, a checksum mismatch, a bad length), replay looks
-//! ahead for valid batches of this file's epoch, as far as `writes_in_flight_max + 1` batches
-//! could reach:
-//! - nothing found: the end of the journal. If the region was damaged (not zero, not stale) it
-//!   is a torn tail, cut off by zeroing it, so later files never make it look like damage.
-//! - only batches with sequence numbers inside the in-flight window: they were written
-//!   concurrently with the torn batch and never acknowledged (acks go in order, C1). Torn tail:
-//!   cut off together with them.
-//! - a batch at least `writes_in_flight_max` beyond the damaged one, or any batch in a later
-//!   file: that batch was submitted only after the damaged one was durable (C2, C3), so this is
-//!   damage to acknowledged data. `Strict` refuses to start, naming file and offset;
+//! Batches are read in order from the checkpoint, and each must carry the next batch number
+//! (a gap means acknowledged batches are missing: damage). Where the next batch is not valid
+//! (zeroes, bytes of an earlier use of a recycled file, a checksum mismatch, a bad length),
+//! replay looks ahead for valid batches of this file's epoch, as far as
+//! `writes_in_flight_max + 1` batches could reach:
+//! - nothing found, and a later file holds batches: this file's end (the writer moved on only
+//!   once all of it was durable, C3; lost batches would show as a gap at the next file).
+//! - nothing found in the last file: the end of the journal. If the bytes there were damaged
+//!   (not zero, not stale) it is a torn tail, cut off by zeroing it.
+//! - only batches with numbers inside the in-flight window: they were written concurrently
+//!   with the torn batch and never acknowledged (acks go in order, C1). Torn tail: cut off
+//!   together with them.
+//! - a batch at least `writes_in_flight_max` beyond, or found batches while later files hold
+//!   batches: submitted only after the damaged one was durable (C2, C3), so this is damage to
+//!   acknowledged data. `Strict` refuses to start, naming file and offset;
 //!   `TruncateTornTail` reports it, skips to the next valid batch and goes on.
 //!
-//! Reading is sequential, in large O_DIRECT chunks, with a read-ahead thread so that parsing
-//! overlaps I/O.
+//! Reading: one reader thread per shard streams all its files in 4 MiB O_DIRECT reads, two in
+//! flight, while the shard thread parses. The reader reports every failure as an error and
+//! marks when it has read everything; a reader that stops otherwise is an error too, never an
+//! early end of the journal.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,6 +90,9 @@ pub struct ReplayReport {
 /// Sequential reader of one file with a read-ahead thread.
 struct ChunkReader {
     chunks: Option<Receiver<Chunk>>,
+    /// Set by the reader once it has delivered every file: only then is a closed channel the
+    /// end of the journal.
+    finished: Arc<AtomicBool>,
     /// The file the parser is on: the reader stops reading files before it.
     wanted: Arc<AtomicUsize>,
     returns: Sender<AlignedBuf>,
@@ -100,6 +108,8 @@ impl ChunkReader {
     fn new(files: Vec<(File, u64, u64)>) -> ChunkReader {
         let wanted = Arc::new(AtomicUsize::new(0));
         let wanted_by_reader = wanted.clone();
+        let finished = Arc::new(AtomicBool::new(false));
+        let finished_by_reader = finished.clone();
         let (chunk_tx, chunks) = bounded(REPLAY_READ_AHEAD);
         let (returns, return_rx) = bounded::<AlignedBuf>(REPLAY_READ_AHEAD + REPLAY_READS_IN_FLIGHT + 2);
         let thread = std::thread::Builder::new()
@@ -122,9 +132,10 @@ impl ChunkReader {
                         return;
                     }
                 }
+                finished_by_reader.store(true, Ordering::Release);
             })
             .expect("spawn replay reader");
-        ChunkReader { chunks: Some(chunks), wanted, returns, thread: Some(thread) }
+        ChunkReader { chunks: Some(chunks), finished, wanted, returns, thread: Some(thread) }
     }
 }
 
@@ -145,7 +156,13 @@ fn read_uring(
     let Ok(waker) = Waker::new() else {
         return (None, read_blocking(index, &file, start, end, chunks, buffer, wanted));
     };
-    let Ok(fallback) = file.try_clone() else { return (None, false) };
+    let fallback = match file.try_clone() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = chunks.send(Err(e));
+            return (None, false);
+        }
+    };
     if disk.register_file(FileSeq(0), file).is_err() {
         return (None, read_blocking(index, &fallback, start, end, chunks, buffer, wanted));
     }
@@ -170,7 +187,8 @@ fn read_uring(
             disk.unregister_file(FileSeq(0));
             return (Some(disk), true);
         }
-        if disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker).is_err() {
+        if let Err(e) = disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker) {
+            let _ = chunks.send(Err(e));
             return (None, false);
         }
         for c in completions.drain(..) {
@@ -189,7 +207,8 @@ fn read_uring(
             if bytes < want {
                 // The file ended early; wait out reads still in flight, then the next file.
                 while disk.in_flight() > 0 {
-                    if disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker).is_err() {
+                    if let Err(e) = disk.reap(&mut completions, Some(Duration::from_secs(1)), &waker) {
+                        let _ = chunks.send(Err(e));
                         return (None, false);
                     }
                     completions.clear();
@@ -289,7 +308,12 @@ impl Window<'_> {
         match chunks.recv() {
             Ok(Ok(chunk)) => Ok(Some(chunk)),
             Ok(Err(source)) => Err(OpenError::Io { op: IoOp::Read, file: self.path.clone(), source }),
-            Err(_) => Ok(None),
+            Err(_) if self.stream.reader.finished.load(Ordering::Acquire) => Ok(None),
+            Err(_) => Err(OpenError::Io {
+                op: IoOp::Read,
+                file: self.path.clone(),
+                source: std::io::Error::other("the replay reader stopped before the end of the journal"),
+            }),
         }
     }
 
@@ -499,12 +523,6 @@ pub fn replay(
     let mut report = ReplayReport::default();
     let first = checkpoint.map_or(FileSeq(0), |c| c.file);
     let (obsolete, files): (Vec<FileSeq>, Vec<FileSeq>) = live.iter().partition(|s| **s < first);
-    // Files wholly before the checkpoint are left over from a reclaim a crash interrupted.
-    for seq in &obsolete {
-        let path = dir.journal_path(*seq);
-        std::fs::remove_file(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path, source })?;
-    }
-    report.obsolete = obsolete;
     if let Some(c) = checkpoint
         && (c.offset < JOURNAL_FILE_HEADER_BYTES as u64 || c.offset % SECTOR_BYTES as u64 != 0)
     {
@@ -513,6 +531,12 @@ pub fn replay(
             reason: format!("checkpoint offset {} is not a batch boundary", c.offset),
         });
     }
+    // Files wholly before the checkpoint are left over from a reclaim a crash interrupted.
+    for seq in &obsolete {
+        let path = dir.journal_path(*seq);
+        std::fs::remove_file(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path, source })?;
+    }
+    report.obsolete = obsolete;
     start.file_seq_next = live.iter().chain(recycled.iter()).map(|s| s.0 + 1).max().unwrap_or(0);
     let start_of = |seq: FileSeq| match checkpoint {
         Some(c) if c.file == seq => c.offset,
@@ -590,7 +614,7 @@ pub fn replay(
                 continue 'files;
             }
             let outcome = scan.read_batch(pos)?;
-            let expected = last_seq.map(|s| s + 1);
+            let expected = last_seq.map(|s| s.saturating_add(1));
             let damage = match outcome {
                 BatchRead::Valid { seq: batch_seq, len } if expected.is_none_or(|e| e == batch_seq) => {
                     apply(&mut start, &mut report, seq, scan.records, scan.keys);
@@ -636,7 +660,7 @@ pub fn replay(
                 continue 'files;
             }
             let first_expected = expected.or(found.iter().map(|f| f.1).min()).unwrap_or(0);
-            let beyond_window = found.iter().any(|(_, s, _)| *s >= first_expected + in_flight);
+            let beyond_window = found.iter().any(|(_, s, _)| *s >= first_expected.saturating_add(in_flight));
             let corrupt = beyond_window || (later_has_batches && !found.is_empty());
             if corrupt {
                 let reason = damage.unwrap_or_else(|| "a durable batch is missing".into());
@@ -660,7 +684,7 @@ pub fn replay(
                 }
             }
             if damage.is_some() || !found.is_empty() {
-                let end = found.iter().map(|(o, _, l)| o + l).max().unwrap_or(0);
+                let end = found.iter().map(|(o, _, l)| o.saturating_add(*l)).max().unwrap_or(0);
                 let zero_to = end.max(pos + SECTOR_BYTES as u64).min(header.file_bytes);
                 torn = Some((path.clone(), pos, zero_to));
                 break 'files;
@@ -674,7 +698,7 @@ pub fn replay(
         tracing::warn!(file = %path.display(), offset = from, bytes = to - from, "journal torn tail cut off");
         report.torn_tail = Some(TornTail { file: path, offset: from, bytes: to - from });
     }
-    start.batch_seq_next = last_seq.map_or(0, |s| s + 1);
+    start.batch_seq_next = last_seq.map_or(0, |s| s.saturating_add(1));
     start.damage = report.damage.clone();
     report.elapsed = started.elapsed();
     Ok((start, report))

@@ -18,14 +18,13 @@
 //!   every later request fails with `Poisoned`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::JournalSync;
 use crate::constants::{JOURNAL_FILE_HEADER_BYTES, MASTER_KEY_BYTES_MAX, RECORD_HEADER_BYTES, SECTOR_BYTES};
 use crate::error::Error;
-use crate::ids::{EntryId, FileSeq, SegmentId, ShardId};
+use crate::ids::{EntryId, FileSeq, SegmentId};
 use crate::io::buf::{AlignedBuf, round_up};
 use crate::io::{Completion, DiskOp, OpId};
 use crate::journal::batch::{BATCH_CLOSE_SLACK_BYTES, BatchBuilder};
@@ -34,49 +33,14 @@ use crate::shard::location_index::{Location, LocationIndex};
 use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
 use crate::shard::segment_state::SegmentState;
 
+mod reads;
+mod start;
+pub use crate::error::clone_error;
+use reads::PendingRead;
+pub use start::{CoreSettings, CoreStart, CoreStats};
+
 /// Reads of journal entries a shard keeps in flight at most.
 pub const READS_IN_FLIGHT_MAX: usize = 64;
-
-/// The knobs the core needs (a subset of `BookieConfig`).
-#[derive(Clone, Debug)]
-pub struct CoreSettings {
-    /// This shard.
-    pub shard: ShardId,
-    /// Batch byte bound.
-    pub batch_bytes_max: usize,
-    /// Batch delay bound.
-    pub batch_delay_max: Duration,
-    /// Close a batch when the queue runs dry.
-    pub batch_when_idle: bool,
-    /// Batches in flight.
-    pub writes_in_flight_max: usize,
-    /// Journal file size.
-    pub journal_file_bytes: u64,
-    /// Largest payload.
-    pub entry_bytes_max: usize,
-    /// Flush mechanism.
-    pub journal_sync: JournalSync,
-}
-
-/// What a shard starts from: the outcome of journal replay.
-#[derive(Debug, Default)]
-pub struct CoreStart {
-    /// Segment states rebuilt by replay.
-    pub segments: BTreeMap<SegmentId, SegmentState>,
-    /// Entry locations rebuilt by replay.
-    pub index: LocationIndex,
-    /// Journal files holding replayed data, oldest first.
-    pub files: Vec<FileSeq>,
-    /// Sequence number for the first new batch.
-    pub batch_seq_next: u64,
-    /// Sequence number for the first new journal file.
-    pub file_seq_next: u64,
-    /// Descriptions of journal damage found at replay (tolerated by policy). While any exists,
-    /// a read of a missing entry answers `Corrupt`, not `NoSuchEntry`.
-    pub damage: Vec<String>,
-    /// The replay start position.
-    pub checkpoint: Option<JournalMark>,
-}
 
 /// Work for the shell.
 #[derive(Debug)]
@@ -135,15 +99,6 @@ struct ActiveFile {
     full: bool,
 }
 
-#[derive(Debug)]
-struct PendingRead<T> {
-    reply: T,
-    segment: SegmentId,
-    entry: EntryId,
-    location: Location,
-    skew: usize,
-}
-
 /// Progress through the request at the front of the backlog.
 #[derive(Debug, Default)]
 struct Cursor {
@@ -155,17 +110,6 @@ struct Cursor {
 enum Step {
     Done,
     Stalled,
-}
-
-/// Counters for benchmarks and metrics.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CoreStats {
-    /// Batches acknowledged.
-    pub batches: u64,
-    /// Bytes written in acknowledged batches.
-    pub batch_bytes: u64,
-    /// Entries acknowledged.
-    pub entries: u64,
 }
 
 /// The shard state machine; `T` is the caller's reply handle.
@@ -856,72 +800,6 @@ impl<T> ShardCore<T> {
         }
     }
 
-    fn start_read(&mut self, segment: SegmentId, entry: EntryId, reply: T) {
-        let Some(location) = self.index.get(segment, entry) else {
-            let error = if self.damage.is_empty() {
-                Error::NoSuchEntry(segment, entry)
-            } else {
-                Error::Corrupt {
-                    segment,
-                    entry,
-                    detail: format!(
-                        "not found, and journal damage may have held it: {}",
-                        self.damage.join("; ")
-                    ),
-                }
-            };
-            self.out.push_back(Output::Reply(reply, Reply::Entry(Err(error))));
-            return;
-        };
-        let start = location.offset - location.offset % SECTOR_BYTES as u64;
-        let end = round_up(
-            (location.offset + RECORD_HEADER_BYTES as u64) as usize + location.len as usize,
-            SECTOR_BYTES,
-        );
-        let skew = (location.offset - start) as usize;
-        let mut buf = AlignedBuf::with_capacity(end - start as usize);
-        buf.set_len(end - start as usize);
-        let op = self.op_id(OP_READ);
-        self.reads.insert(op, PendingRead { reply, segment, entry, location, skew });
-        self.out.push_back(Output::Disk(op, DiskOp::Read { file: location.file, offset: start, buf }));
-    }
-
-    fn on_read_completed(&mut self, completion: Completion) {
-        let read = self.reads.remove(&completion.op).expect("a read completion belongs to a read");
-        let PendingRead { reply, segment, entry, location, skew } = read;
-        let result = match completion.result {
-            Err((op, source)) => Err(Error::Io {
-                op,
-                file: format!("journal {}", location.file).into(),
-                offset: location.offset,
-                source,
-            }),
-            Ok(()) => {
-                let bytes = &completion.buf.as_slice()[..completion.bytes.min(completion.buf.len())];
-                match bytes.get(skew..).map(|b| record::decode(b, location.file.0)) {
-                    Some(Ok((h, payload)))
-                        if h.kind == RecordKind::Entry
-                            && h.segment_id == segment.0
-                            && h.entry_id == entry.0 =>
-                    {
-                        Ok(Bytes::copy_from_slice(payload))
-                    }
-                    other => Err(Error::Corrupt {
-                        segment,
-                        entry,
-                        detail: format!(
-                            "journal {} offset {}: {:?}",
-                            location.file,
-                            location.offset,
-                            other.map(|r| r.map(|(h, _)| h))
-                        ),
-                    }),
-                }
-            }
-        };
-        self.out.push_back(Output::Reply(reply, Reply::Entry(result)));
-    }
-
     fn checkpoint(&mut self, mark: JournalMark) -> Result<Vec<FileSeq>, Error> {
         if mark > self.durable {
             return Err(Error::InvalidRequest(format!(
@@ -977,28 +855,5 @@ fn control_header(kind: RecordKind, segment: SegmentId, entry: u64, payload_len:
         segment_id: segment.0,
         entry_id: entry,
         last_add_confirmed: LAC_NONE,
-    }
-}
-
-/// Errors carry `io::Error`, which is not `Clone`; replies to many waiters need copies.
-pub fn clone_error(error: &Error) -> Error {
-    match error {
-        Error::Fenced(s) => Error::Fenced(*s),
-        Error::WrongMasterKey(s) => Error::WrongMasterKey(*s),
-        Error::NoSpace(s) => Error::NoSpace(*s),
-        Error::Poisoned(s) => Error::Poisoned(*s),
-        Error::Io { op, file, offset, source } => Error::Io {
-            op: *op,
-            file: file.clone(),
-            offset: *offset,
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::NoSuchSegment(s) => Error::NoSuchSegment(*s),
-        Error::NoSuchEntry(s, e) => Error::NoSuchEntry(*s, *e),
-        Error::Corrupt { segment, entry, detail } => {
-            Error::Corrupt { segment: *segment, entry: *entry, detail: detail.clone() }
-        }
-        Error::InvalidRequest(s) => Error::InvalidRequest(s.clone()),
-        Error::ShardStopped(s) => Error::ShardStopped(*s),
     }
 }

@@ -1,0 +1,63 @@
+//! The shard core's inputs at start: its settings and the state replay rebuilt, and the
+//! counters it keeps.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::JournalSync;
+use crate::ids::{FileSeq, SegmentId, ShardId};
+use crate::shard::location_index::LocationIndex;
+use crate::shard::request::JournalMark;
+use crate::shard::segment_state::SegmentState;
+
+/// The knobs the core needs (a subset of `BookieConfig`).
+#[derive(Clone, Debug)]
+pub struct CoreSettings {
+    /// This shard.
+    pub shard: ShardId,
+    /// Batch byte bound.
+    pub batch_bytes_max: usize,
+    /// Batch delay bound.
+    pub batch_delay_max: Duration,
+    /// Close a batch when the queue runs dry.
+    pub batch_when_idle: bool,
+    /// Batches in flight.
+    pub writes_in_flight_max: usize,
+    /// Journal file size.
+    pub journal_file_bytes: u64,
+    /// Largest payload.
+    pub entry_bytes_max: usize,
+    /// Flush mechanism.
+    pub journal_sync: JournalSync,
+}
+
+/// What a shard starts from: the outcome of journal replay.
+#[derive(Debug, Default)]
+pub struct CoreStart {
+    /// Segment states rebuilt by replay.
+    pub segments: BTreeMap<SegmentId, SegmentState>,
+    /// Entry locations rebuilt by replay.
+    pub index: LocationIndex,
+    /// Journal files holding replayed data, oldest first.
+    pub files: Vec<FileSeq>,
+    /// Sequence number for the first new batch.
+    pub batch_seq_next: u64,
+    /// Sequence number for the first new journal file.
+    pub file_seq_next: u64,
+    /// Descriptions of journal damage found at replay (tolerated by policy). While any exists,
+    /// a read of a missing entry answers `Corrupt`, not `NoSuchEntry`.
+    pub damage: Vec<String>,
+    /// The replay start position.
+    pub checkpoint: Option<JournalMark>,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoreStats {
+    /// Batches acknowledged.
+    pub batches: u64,
+    /// Bytes written in acknowledged batches.
+    pub batch_bytes: u64,
+    /// Entries acknowledged.
+    pub entries: u64,
+}
