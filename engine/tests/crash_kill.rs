@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods, reason = "a crash test needs wall-clock time and sleeps")]
 
 mod common;
+use common::Rng;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -28,23 +29,6 @@ const SEGMENTS: u64 = 6;
 /// Add requests the child keeps unresolved at once.
 const CHILD_IN_FLIGHT: usize = 8;
 const ROUNDS: usize = 3;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Two shards, 2 MiB journal files (the child rotates through several), four batches in flight.
 fn crash_config(dir: &Path, backend: Backend) -> BookieConfig {
@@ -235,7 +219,7 @@ fn crash_kill_keeps_acknowledged_entries() {
         let mut acked: Vec<(u64, u64, usize)> = Vec::new();
         for round in 0..ROUNDS {
             let run = Duration::from_millis(50 + rng.below(351));
-            let child_seed = rng.next();
+            let child_seed = rng.next_u64();
             let base = 1000 * (round as u64 + 1);
             let what = format!("{backend:?} round {round} (kill after {run:?}, seed {seed})");
             let got = run_child(dir.path(), backend, base, child_seed, run);

@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods, reason = "tests take one Instant and add durations to it")]
 
 mod common;
+use common::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -547,23 +548,6 @@ fn rotation_waits_for_the_old_files_writes() {
     assert_eq!(sim.prepares.last(), Some(&FileSeq(2)), "the next file is asked for on rotation");
     sim.complete(3, Ok(()));
     assert_eq!(sim.reply_ids(), [4]);
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Takes the replies out of `sim` and checks them (see `random_schedules_keep_the_invariants`).

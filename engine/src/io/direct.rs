@@ -63,3 +63,19 @@ pub fn open_read(path: &Path, direct: bool) -> io::Result<File> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Reads into all of `buf` from `offset`, retrying interrupted and partial reads. Returns the
+/// bytes read (fewer than `buf.len()` only at the end of the file) and the error that stopped
+/// it, if any.
+pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}

@@ -15,6 +15,7 @@ use rustix::io::ReadWriteFlags;
 use crate::config::JournalSync;
 use crate::error::IoOp;
 use crate::ids::FileSeq;
+use crate::io::direct;
 use crate::io::waker::Waker;
 use crate::io::{Completion, Disk, DiskOp, OpId};
 
@@ -54,19 +55,8 @@ impl PortableDisk {
                 let Some(f) = self.files.get(&file) else {
                     return unknown(op, IoOp::Read, buf);
                 };
-                let want = buf.len();
-                let mut done = 0;
-                let result = loop {
-                    if done == want {
-                        break Ok(());
-                    }
-                    match f.read_at(&mut buf.as_mut_slice()[done..], offset + done as u64) {
-                        Ok(0) => break Ok(()),
-                        Ok(n) => done += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err((IoOp::Read, e)),
-                    }
-                };
+                let (done, result) = direct::read_full_at(f, buf.as_mut_slice(), offset);
+                let result = result.map_err(|e| (IoOp::Read, e));
                 Completion { op, result, bytes: done, buf }
             }
         }

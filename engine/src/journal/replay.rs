@@ -237,18 +237,7 @@ fn read_blocking(
         let mut buf = buffer();
         let want = ((end - offset) as usize).min(REPLAY_CHUNK_BYTES);
         buf.set_len(want);
-        let mut done = 0;
-        let result = loop {
-            if done == want {
-                break Ok(());
-            }
-            match file.read_at(&mut buf.as_mut_slice()[done..], offset + done as u64) {
-                Ok(0) => break Ok(()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let (done, result) = direct::read_full_at(file, buf.as_mut_slice(), offset);
         let failed = result.is_err();
         let short = done < want;
         if chunks.send(result.map(|()| (index, offset, buf, done))).is_err() || failed {
