@@ -71,6 +71,13 @@ impl<R> Pending<R> {
         if let Some(result) = self.failed.take() {
             return result;
         }
+        if let Some((future, indices)) = self.waiting.take() {
+            // Polled as a future before: finish on this thread.
+            match block_on(future) {
+                Ok(reply) => self.done.push((reply, indices)),
+                Err(_) => return self.stopped(),
+            }
+        }
         for (rx, indices) in std::mem::take(&mut self.parts) {
             match rx.recv() {
                 Ok(reply) => self.done.push((reply, indices)),
@@ -84,6 +91,17 @@ impl<R> Pending<R> {
     pub fn poll_ready(&mut self) -> Option<R> {
         if let Some(result) = self.failed.take() {
             return Some(result);
+        }
+        if let Some((mut future, indices)) = self.waiting.take() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match Pin::new(&mut future).poll(&mut cx) {
+                Poll::Ready(Ok(reply)) => self.done.push((reply, indices)),
+                Poll::Ready(Err(_)) => return Some(self.stopped()),
+                Poll::Pending => {
+                    self.waiting = Some((future, indices));
+                    return None;
+                }
+            }
         }
         while let Some((rx, _)) = self.parts.last() {
             match rx.try_recv() {
@@ -138,6 +156,24 @@ impl<R: Unpin> Future for Pending<R> {
             return self.poll(cx);
         }
         Poll::Ready((this.map)(std::mem::take(&mut this.done)))
+    }
+}
+
+/// Drives one future to completion on the calling thread, parking between polls.
+fn block_on<F: Future + Unpin>(mut future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 

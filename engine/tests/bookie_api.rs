@@ -129,3 +129,111 @@ fn bookie_fence_and_master_key() {
         assert!(matches!(bookie.read_entry(SegmentId(7), EntryId(1)).wait(), Err(Error::NoSuchEntry(..))));
     }
 }
+
+/// A `Pending` polled once as a future and then waited on, or polled again, still resolves.
+#[test]
+fn pending_future_then_wait() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let dir = tempfile::tempdir().unwrap();
+    let bookie = Bookie::open(config(dir.path(), BACKENDS[0])).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut pending = bookie.add_entry(add(1, 0, 10));
+    if let Poll::Ready(result) = std::pin::Pin::new(&mut pending).poll(&mut cx) {
+        result.unwrap();
+    } else {
+        pending.wait().unwrap();
+    }
+    let mut pending = bookie.add_entry(add(1, 1, 10));
+    let _ = std::pin::Pin::new(&mut pending).poll(&mut cx);
+    let result = loop {
+        if let Some(result) = pending.poll_ready() {
+            break result;
+        }
+        std::thread::yield_now();
+    };
+    result.unwrap();
+    assert_eq!(bookie.read_entry(SegmentId(1), EntryId(1)).wait().unwrap(), payload(1, 1, 10));
+}
+
+/// O_DIRECT is probed per directory and the policy follows the probe: `Required` refuses to
+/// open where the probe says no (tmpfs before Linux 6.6), `Optional` falls back to buffered
+/// I/O there, `Disabled` never uses it. Run on tmpfs and on the test directory's filesystem.
+#[test]
+fn direct_io_policy_follows_probe() {
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    if std::path::Path::new("/dev/shm").is_dir() {
+        dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+    }
+    for dir in dirs {
+        let mut config = config(dir.path(), BACKENDS[0]);
+        std::fs::create_dir_all(dir.path().join("shard-0")).unwrap();
+        let supported = dlog_engine::io::direct::probe(&dir.path().join("shard-0")).unwrap();
+        config.direct_io = dlog_engine::DirectIo::Required;
+        match Bookie::open(config.clone()) {
+            Ok(bookie) => {
+                assert!(supported, "Required opened where the probe says no");
+                assert!(bookie.direct_io());
+            }
+            Err(dlog_engine::OpenError::DirectIoUnsupported(path)) => {
+                assert!(!supported && path.starts_with(dir.path()));
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        for (policy, expect) in
+            [(dlog_engine::DirectIo::Optional, supported), (dlog_engine::DirectIo::Disabled, false)]
+        {
+            config.direct_io = policy;
+            for backend in BACKENDS {
+                config.backend = backend;
+                let bookie = Bookie::open(config.clone()).unwrap();
+                assert_eq!(bookie.direct_io(), expect, "{policy:?} {backend:?}");
+                let e = bookie
+                    .read_last_add_confirmed(SegmentId(2))
+                    .wait()
+                    .map_or(0, |l| l.map_or(0, |l| l.0 + 1));
+                bookie.add_entry(add(2, e, 100)).wait().unwrap();
+                assert_eq!(bookie.read_entry(SegmentId(2), EntryId(e)).wait().unwrap(), payload(2, e, 100));
+            }
+        }
+    }
+}
+
+/// Bad configurations are refused with the field named, before anything is touched.
+#[test]
+fn config_validation_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = config(dir.path(), BACKENDS[0]);
+    let cases: Vec<(&str, Box<dyn Fn(&mut dlog_engine::BookieConfig)>)> = vec![
+        ("shard_count", Box::new(|c| c.shard_count = 0)),
+        ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 100)),
+        ("writes_in_flight_max", Box::new(|c| c.writes_in_flight_max = 0)),
+        ("writes_in_flight_max", Box::new(|c| c.writes_in_flight_max = 17)),
+        ("entry_bytes_max", Box::new(|c| c.entry_bytes_max = 0)),
+        ("journal_file_bytes", Box::new(|c| c.journal_file_bytes = 4097)),
+        ("journal_file_bytes", Box::new(|c| c.journal_file_bytes = 4096)),
+        ("queue_capacity", Box::new(|c| c.queue_capacity = 0)),
+        ("journal_dirs", Box::new(|c| c.journal_dirs.clear())),
+    ];
+    for (field, break_it) in cases {
+        let mut config = base.clone();
+        break_it(&mut config);
+        match Bookie::open(config) {
+            Err(dlog_engine::OpenError::Config(message)) => assert!(message.contains(field), "{message}"),
+            Err(e) => panic!("{field}: expected a config error, got {e}"),
+            Ok(_) => panic!("{field}: a bad config opened"),
+        }
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "a refused config wrote files");
+    // A different shard count on an existing directory is refused too.
+    Bookie::open(base.clone()).unwrap().close();
+    let mut other = base;
+    other.shard_count = 3;
+    match Bookie::open(other) {
+        Err(dlog_engine::OpenError::Layout { reason, .. }) => {
+            assert!(reason.contains("shard_count"), "{reason}")
+        }
+        Err(e) => panic!("expected a layout error, got {e}"),
+        Ok(_) => panic!("opened with another shard count"),
+    }
+}

@@ -1,6 +1,7 @@
 //! O_DIRECT: probing a directory and opening files with the chosen mode.
 //!
-//! Filesystems differ: ext4 and xfs take O_DIRECT, tmpfs refuses it at open (EINVAL). The probe
+//! Filesystems differ: ext4 and xfs take O_DIRECT, tmpfs before Linux 6.6 refuses it at open
+//! (EINVAL), some network and FUSE filesystems refuse it at the first write. The probe
 //! opens and writes one aligned sector in a scratch file, so a refusal at either step is seen.
 
 use std::fs::{File, OpenOptions};
