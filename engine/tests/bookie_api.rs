@@ -204,7 +204,8 @@ fn direct_io_policy_follows_probe() {
 fn config_validation_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let base = config(dir.path(), BACKENDS[0]);
-    let cases: Vec<(&str, Box<dyn Fn(&mut dlog_engine::BookieConfig)>)> = vec![
+    type Break = Box<dyn Fn(&mut dlog_engine::BookieConfig)>;
+    let cases: Vec<(&str, Break)> = vec![
         ("shard_count", Box::new(|c| c.shard_count = 0)),
         ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 100)),
         ("writes_in_flight_max", Box::new(|c| c.writes_in_flight_max = 0)),
