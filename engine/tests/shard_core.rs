@@ -646,3 +646,39 @@ fn random_schedules_keep_the_invariants() {
         assert!(sim.peak > 1 || sim.wim == 1, "{what}: never more than one write in flight");
     }
 }
+
+/// A journal file that cannot be prepared (the disk is full) fails the waiting adds with
+/// `NoSpace` (not `Poisoned`: nothing durable is in doubt). The next add asks for a file again,
+/// and once one is ready, adds succeed.
+#[test]
+fn no_space_fails_waiting_adds_then_recovers() {
+    let mut sim = Sim::with(settings(2), false);
+    assert_eq!(sim.prepares.len(), 1, "the core asks for its first file at once");
+    sim.add(1, vec![add(1, 0, 100)]);
+    sim.add(2, vec![add(1, 1, 100)]);
+    assert!(sim.writes.is_empty(), "nothing written without a file");
+    let first = sim.prepares[0];
+    sim.core.on_file_ready(first, Err(Error::NoSpace(ShardId(0))), sim.now);
+    sim.drain();
+    let replies = sim.take_replies();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for (_, reply) in replies {
+        match reply {
+            Reply::Added(Err(errors)) => {
+                assert!(matches!(errors[..], [(0, Error::NoSpace(_))]), "{errors:?}")
+            }
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+    }
+    assert!(!sim.core.is_poisoned());
+    // Space is back: the next add asks for a file, and succeeds once it is ready.
+    sim.add(3, vec![add(1, 0, 100)]);
+    assert_eq!(sim.prepares.len(), 2, "a new attempt to prepare a file");
+    let second = sim.prepares[1];
+    assert_ne!(second, first);
+    sim.file_ready(second);
+    sim.idle();
+    assert_eq!(sim.outstanding_seqs(), [0]);
+    sim.complete(0, Ok(()));
+    assert_eq!(sim.reply_ids(), [3]);
+}
