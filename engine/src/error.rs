@@ -35,7 +35,8 @@ pub enum Error {
     #[error("no space left for the journal of {0}")]
     NoSpace(ShardId),
     /// An earlier journal write or flush failed on this shard; nothing it holds that was not yet
-    /// durable can be trusted, so it refuses all work until the bookie is restarted.
+    /// durable can be trusted, so it refuses all writes until the bookie is restarted (reads of
+    /// durable entries are still served).
     #[error("{0} is poisoned by an earlier journal I/O failure")]
     Poisoned(ShardId),
     /// An I/O operation failed. If it was a journal write or flush, the shard is now poisoned.

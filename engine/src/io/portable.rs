@@ -45,10 +45,14 @@ impl PortableDisk {
                     }
                     _ => f.write_all_at(buf.as_slice(), offset).map_err(|e| (IoOp::Write, e)),
                 };
-                let result = written.and_then(|()| match sync {
-                    Some(JournalSync::Fdatasync) => f.sync_data().map_err(|e| (IoOp::Flush, e)),
-                    _ => Ok(()),
-                });
+                let result = written
+                    .and_then(|()| match sync {
+                        Some(JournalSync::Fdatasync) => f.sync_data().map_err(|e| (IoOp::Flush, e)),
+                        _ => Ok(()),
+                    })
+                    .and_then(|()| {
+                        crate::io::injected_flush_error().map_or(Ok(()), |e| Err((IoOp::Flush, e)))
+                    });
                 Completion { op, result, bytes, buf }
             }
             DiskOp::Read { file, offset, mut buf } => {

@@ -217,7 +217,13 @@ impl UringDisk {
                 slot.result = Err((IoOp::Flush, io::Error::from_raw_os_error(-result)));
             }
             if slot.cqes_pending == 0 {
-                let slot = self.slots[index].take().expect("checked above");
+                let mut slot = self.slots[index].take().expect("checked above");
+                if slot.is_write
+                    && slot.result.is_ok()
+                    && let Some(error) = crate::io::injected_flush_error()
+                {
+                    slot.result = Err((IoOp::Flush, error));
+                }
                 self.slots_free.push(index);
                 out.push(Completion { op: slot.op, result: slot.result, bytes: slot.bytes, buf: slot.buf });
             }

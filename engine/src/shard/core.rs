@@ -313,7 +313,12 @@ impl<T> ShardCore<T> {
     }
 
     fn step(&mut self, request: Request<T>, now: Instant) -> (Step, Option<Request<T>>) {
-        if self.poisoned.is_some() {
+        // Poisoned: nothing more is written; reads of what is durable are still served.
+        let writes = !matches!(
+            request,
+            Request::ReadEntry { .. } | Request::ReadLac { .. } | Request::Position { .. }
+        );
+        if self.poisoned.is_some() && writes {
             self.fail_request(request, Error::Poisoned(self.settings.shard));
             return (Step::Done, None);
         }
