@@ -238,3 +238,30 @@ fn config_validation_names_the_field() {
         Ok(_) => panic!("opened with another shard count"),
     }
 }
+
+/// Shards spread over several journal directories (shard n in dir n % dirs), each with its own
+/// layout file; entries of every shard survive a reopen.
+#[test]
+fn several_journal_dirs() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut config = config(a.path(), BACKENDS[0]);
+    config.journal_dirs = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+    config.shard_count = 4;
+    let bookie = Bookie::open(config.clone()).unwrap();
+    let entries: Vec<_> = (0..32u64).flat_map(|s| (0..4).map(move |e| add(s, e, 64))).collect();
+    bookie.add_entries(entries).wait().unwrap();
+    bookie.close();
+    for (dir, shards) in [(a.path(), [0, 2]), (b.path(), [1, 3])] {
+        assert!(dir.join("dlog-layout").is_file());
+        for shard in shards {
+            assert!(dir.join(format!("shard-{shard}")).is_dir(), "shard {shard} in {}", dir.display());
+        }
+    }
+    let bookie = Bookie::open(config).unwrap();
+    for s in 0..32u64 {
+        for e in 0..4 {
+            assert_eq!(bookie.read_entry(SegmentId(s), EntryId(e)).wait().unwrap(), payload(s, e, 64));
+        }
+    }
+}
