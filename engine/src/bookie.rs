@@ -360,6 +360,10 @@ impl Bookie {
 
     /// Adds many entries in one call (one queue hand-off per shard); resolves once all are
     /// durable, or with the refused ones by index in `entries`.
+    ///
+    /// Every call that queues work blocks the calling thread while the shard's queue is full
+    /// (`queue_capacity`): that is the engine's backpressure. Async callers that must never
+    /// block should size the queue for their concurrency or call from a blocking-capable task.
     pub fn add_entries(&self, entries: Vec<AddEntry>) -> Pending<Result<(), Vec<(usize, Error)>>> {
         let count = self.shard_count();
         let first = entries.first().map_or(ShardId(0), |e| e.segment.shard(count));

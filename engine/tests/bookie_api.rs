@@ -265,3 +265,30 @@ fn several_journal_dirs() {
         }
     }
 }
+
+/// Entries larger than a batch get a batch of their own (an oversized buffer), up to
+/// `entry_bytes_max`; larger ones, and over-long master keys, are refused as invalid requests.
+#[test]
+fn large_entries_and_invalid_requests() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), backend);
+        assert_eq!(config.batch_bytes_max, 64 << 10);
+        let bookie = Bookie::open(config.clone()).unwrap();
+        let sizes = [200 << 10, 1 << 20, 10, 70 << 10, config.entry_bytes_max];
+        let entries = sizes.iter().enumerate().map(|(e, len)| add(4, e as u64, *len)).collect();
+        bookie.add_entries(entries).wait().unwrap();
+        let too_big = add(4, 9, config.entry_bytes_max + 1);
+        assert!(matches!(bookie.add_entry(too_big).wait(), Err(Error::InvalidRequest(_))));
+        let mut long_key = add(5, 0, 1);
+        long_key.master_key = Bytes::from(vec![7u8; 65]);
+        assert!(matches!(bookie.add_entry(long_key).wait(), Err(Error::InvalidRequest(_))));
+        bookie.close();
+        let bookie = Bookie::open(config).unwrap();
+        for (e, len) in sizes.iter().enumerate() {
+            let got = bookie.read_entry(SegmentId(4), EntryId(e as u64)).wait().unwrap();
+            assert_eq!(got, payload(4, e as u64, *len), "{backend:?} entry {e}");
+        }
+        assert!(matches!(bookie.read_entry(SegmentId(4), EntryId(9)).wait(), Err(Error::NoSuchEntry(..))));
+    }
+}
