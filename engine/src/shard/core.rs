@@ -819,14 +819,16 @@ impl<T> ShardCore<T> {
             **f < mark.file && Some(**f) != active && !in_flight.contains(f) && !reads.contains(f)
         });
         self.live_files = keep;
-        if let Some(oldest) = self.live_files.first() {
-            self.index.remove_files_before(*oldest);
-        }
-        // Key records may have been in reclaimed files: journal each key again on next use.
-        // Fence and LAC state outlive reclaim only once segment storage persists them (the
-        // checkpoint's other half, delivered with segment storage).
-        for state in self.segments.values_mut() {
-            state.key_journaled = false;
+        // Everything before the mark is stored elsewhere now: the journal index lets go of it
+        // all, including entries in files kept a while longer for reads or writes in flight.
+        self.index.remove_files_before(mark.file);
+        if !reclaim.is_empty() {
+            // Key records may have been in reclaimed files: journal each key again on next
+            // use. Fence and LAC state outlive reclaim only once segment storage persists them
+            // (the checkpoint's other half, delivered with segment storage).
+            for state in self.segments.values_mut() {
+                state.key_journaled = false;
+            }
         }
         Ok(reclaim)
     }
