@@ -47,23 +47,33 @@ impl std::fmt::Debug for Bookie {
     }
 }
 
-/// One reply on its way from a shard; `map` turns it into the caller's result.
+/// A shard's reply channel: blocking until first polled as a future, then async for good.
+enum Receiving {
+    Blocking(oneshot::Receiver<Reply>),
+    Async(oneshot::AsyncReceiver<Reply>),
+}
+
+/// Replies on their way from one or more shards; `map` turns them into the caller's result.
+/// Every part is awaited: the result is built only once all have answered.
 pub struct Pending<R> {
-    parts: Vec<(oneshot::Receiver<Reply>, Indices)>,
+    parts: Vec<(Receiving, Indices)>,
     shard: ShardId,
     map: Mapper<R>,
     done: Replies,
     failed: Option<R>,
-    waiting: Option<(oneshot::AsyncReceiver<Reply>, Indices)>,
 }
 
 impl<R> Pending<R> {
     fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: Mapper<R>) -> Self {
-        Pending { parts: vec![(rx, None)], shard, map, done: Vec::new(), failed: None, waiting: None }
+        Pending { parts: vec![(Receiving::Blocking(rx), None)], shard, map, done: Vec::new(), failed: None }
     }
 
     fn failed(result: R, shard: ShardId, map: Mapper<R>) -> Self {
-        Pending { parts: Vec::new(), shard, map, done: Vec::new(), failed: Some(result), waiting: None }
+        Pending { parts: Vec::new(), shard, map, done: Vec::new(), failed: Some(result) }
+    }
+
+    fn push_part(&mut self, rx: oneshot::Receiver<Reply>, indices: Indices) {
+        self.parts.push((Receiving::Blocking(rx), indices));
     }
 
     /// Blocks the calling thread until the result is ready.
@@ -71,17 +81,15 @@ impl<R> Pending<R> {
         if let Some(result) = self.failed.take() {
             return result;
         }
-        if let Some((future, indices)) = self.waiting.take() {
-            // Polled as a future before: finish on this thread.
-            match block_on(future) {
-                Ok(reply) => self.done.push((reply, indices)),
-                Err(_) => return self.stopped(),
-            }
-        }
         for (rx, indices) in std::mem::take(&mut self.parts) {
-            match rx.recv() {
-                Ok(reply) => self.done.push((reply, indices)),
-                Err(_) => return self.stopped(),
+            let reply = match rx {
+                Receiving::Blocking(rx) => rx.recv().ok(),
+                // Polled as a future before: finish on this thread.
+                Receiving::Async(future) => block_on(future).ok(),
+            };
+            match reply {
+                Some(reply) => self.done.push((reply, indices)),
+                None => return self.stopped(),
             }
         }
         (self.map)(std::mem::take(&mut self.done))
@@ -89,37 +97,57 @@ impl<R> Pending<R> {
 
     /// Takes the result if it is ready, without blocking (for callers that poll in a loop).
     pub fn poll_ready(&mut self) -> Option<R> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_parts(&mut cx, false)
+    }
+
+    /// Polls every outstanding part once; the result once all have answered.
+    fn poll_parts(&mut self, cx: &mut Context<'_>, as_future: bool) -> Option<R> {
         if let Some(result) = self.failed.take() {
             return Some(result);
         }
-        if let Some((mut future, indices)) = self.waiting.take() {
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            match Pin::new(&mut future).poll(&mut cx) {
-                Poll::Ready(Ok(reply)) => self.done.push((reply, indices)),
-                Poll::Ready(Err(_)) => return Some(self.stopped()),
-                Poll::Pending => {
-                    self.waiting = Some((future, indices));
-                    return None;
+        let mut i = 0;
+        while i < self.parts.len() {
+            let answer = match &mut self.parts[i].0 {
+                Receiving::Blocking(rx) if !as_future => match rx.try_recv() {
+                    Ok(reply) => Some(Ok(reply)),
+                    Err(oneshot::TryRecvError::Empty) => None,
+                    Err(oneshot::TryRecvError::Disconnected) => Some(Err(())),
+                },
+                receiving => {
+                    if let Receiving::Blocking(_) = receiving {
+                        // A future registers its waker: switch to the async receiver for good.
+                        let Receiving::Blocking(rx) =
+                            std::mem::replace(receiving, Receiving::Blocking(oneshot::channel().1))
+                        else {
+                            unreachable!("checked above")
+                        };
+                        *receiving = Receiving::Async(std::future::IntoFuture::into_future(rx));
+                    }
+                    let Receiving::Async(future) = receiving else { unreachable!("set above") };
+                    match Pin::new(future).poll(cx) {
+                        Poll::Ready(Ok(reply)) => Some(Ok(reply)),
+                        Poll::Ready(Err(_)) => Some(Err(())),
+                        Poll::Pending => None,
+                    }
                 }
-            }
-        }
-        while let Some((rx, _)) = self.parts.last() {
-            match rx.try_recv() {
-                Ok(reply) => {
-                    let (_, indices) = self.parts.pop().expect("checked");
+            };
+            match answer {
+                Some(Ok(reply)) => {
+                    let (_, indices) = self.parts.swap_remove(i);
                     self.done.push((reply, indices));
                 }
-                Err(oneshot::TryRecvError::Empty) => return None,
-                Err(oneshot::TryRecvError::Disconnected) => return Some(self.stopped()),
+                Some(Err(())) => return Some(self.stopped()),
+                None => i += 1,
             }
         }
-        Some((self.map)(std::mem::take(&mut self.done)))
+        self.parts.is_empty().then(|| (self.map)(std::mem::take(&mut self.done)))
     }
 
     fn stopped(&mut self) -> R {
         self.parts.clear();
         let shard = self.shard;
-        (self.map)(vec![(Reply::Checkpointed(Err(Error::ShardStopped(shard))), None)])
+        (self.map)(vec![(Reply::Refused(Error::ShardStopped(shard)), None)])
     }
 }
 
@@ -127,35 +155,10 @@ impl<R: Unpin> Future for Pending<R> {
     type Output = R;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
-        let this = &mut *self;
-        if let Some(result) = this.failed.take() {
-            return Poll::Ready(result);
+        match self.poll_parts(cx, true) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
         }
-        while let Some((rx, indices)) = this.parts.pop() {
-            // The blocking receiver becomes an async one on first poll; it is polled to
-            // completion here, so it never needs to turn back.
-            let mut future = std::future::IntoFuture::into_future(rx);
-            match Pin::new(&mut future).poll(cx) {
-                Poll::Ready(Ok(reply)) => this.done.push((reply, indices)),
-                Poll::Ready(Err(_)) => return Poll::Ready(this.stopped()),
-                Poll::Pending => {
-                    this.waiting = Some((future, indices));
-                    return Poll::Pending;
-                }
-            }
-        }
-        if let Some((mut future, indices)) = this.waiting.take() {
-            match Pin::new(&mut future).poll(cx) {
-                Poll::Ready(Ok(reply)) => this.done.push((reply, indices)),
-                Poll::Ready(Err(_)) => return Poll::Ready(this.stopped()),
-                Poll::Pending => {
-                    this.waiting = Some((future, indices));
-                    return Poll::Pending;
-                }
-            }
-            return self.poll(cx);
-        }
-        Poll::Ready((this.map)(std::mem::take(&mut this.done)))
     }
 }
 
@@ -179,7 +182,7 @@ fn block_on<F: Future + Unpin>(mut future: F) -> F::Output {
 
 fn single_error(replies: &[(Reply, Option<Vec<usize>>)]) -> Option<Error> {
     match replies.first() {
-        Some((Reply::Checkpointed(Err(Error::ShardStopped(s))), _)) => Some(Error::ShardStopped(*s)),
+        Some((Reply::Refused(e), _)) => Some(crate::error::clone_error(e)),
         _ => None,
     }
 }
@@ -345,10 +348,13 @@ impl Bookie {
         make: impl FnOnce(crate::shard::ReplyTo) -> Request<crate::shard::ReplyTo>,
     ) -> Pending<R> {
         let (tx, rx) = oneshot::channel();
-        let handle = &self.shards[shard.0 as usize];
-        match handle.send(Msg::Request(make(tx))) {
+        let sent = match self.shards.get(shard.0 as usize) {
+            Some(handle) => handle.send(Msg::Request(make(tx))),
+            None => Err(Error::InvalidRequest(format!("no {shard}: this bookie has {}", self.shards.len()))),
+        };
+        match sent {
             Ok(()) => Pending::new(rx, shard, map),
-            Err(e) => Pending::failed(map(vec![(Reply::Checkpointed(Err(e)), None)]), shard, map),
+            Err(e) => Pending::failed(map(vec![(Reply::Refused(e), None)]), shard, map),
         }
     }
 
@@ -377,14 +383,8 @@ impl Bookie {
             part.0.push(entry);
             part.1.push(i);
         }
-        let mut pending = Pending {
-            parts: Vec::new(),
-            shard: first,
-            map: map_add_batch,
-            done: Vec::new(),
-            failed: None,
-            waiting: None,
-        };
+        let mut pending =
+            Pending { parts: Vec::new(), shard: first, map: map_add_batch, done: Vec::new(), failed: None };
         for (shard, (entries, indices)) in per_shard.into_iter().enumerate() {
             if entries.is_empty() {
                 continue;
@@ -396,7 +396,7 @@ impl Bookie {
                 pending.done.push((Reply::Added(Err(errors)), None));
                 continue;
             }
-            pending.parts.push((rx, Some(indices)));
+            pending.push_part(rx, Some(indices));
         }
         pending
     }
@@ -447,7 +447,10 @@ impl Bookie {
     /// Counters of a shard.
     pub fn stats(&self, shard: ShardId) -> Result<CoreStats, Error> {
         let (tx, rx) = oneshot::channel();
-        self.shards[shard.0 as usize].send(Msg::Stats(tx))?;
+        let handle = self.shards.get(shard.0 as usize).ok_or_else(|| {
+            Error::InvalidRequest(format!("no {shard}: this bookie has {}", self.shards.len()))
+        })?;
+        handle.send(Msg::Stats(tx))?;
         rx.recv().map_err(|_| Error::ShardStopped(shard))
     }
 
@@ -458,7 +461,8 @@ impl Bookie {
 
     fn stop(&mut self) {
         for shard in &self.shards {
-            let _ = shard.send(Msg::Stop);
+            shard.stop.store(true, std::sync::atomic::Ordering::Release);
+            shard.waker.wake();
         }
         for shard in &mut self.shards {
             if let Some(thread) = shard.thread.take() {

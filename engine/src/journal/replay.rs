@@ -592,6 +592,9 @@ pub fn replay(
     'files: for (index, (seq, path, header, _, later_has_batches)) in readable.iter().enumerate() {
         let (seq, header, later_has_batches) = (*seq, *header, *later_has_batches);
         start.files.push(seq);
+        if start_of(seq) != JOURNAL_FILE_HEADER_BYTES as u64 {
+            start.boundaries.entry(seq).or_default().push(start_of(seq));
+        }
         report.files += 1;
         let mut pos = start_of(seq);
         let window = Window::open(&mut stream, index, pos, path.clone());
@@ -611,6 +614,7 @@ pub fn replay(
                     report.bytes += len;
                     last_seq = Some(batch_seq);
                     pos += len;
+                    start.boundaries.entry(seq).or_default().push(pos);
                     continue;
                 }
                 BatchRead::Valid { seq: batch_seq, .. } => {

@@ -33,6 +33,7 @@ use crate::shard::location_index::{Location, LocationIndex};
 use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
 use crate::shard::segment_state::SegmentState;
 
+mod checkpoint;
 mod reads;
 mod start;
 pub use crate::error::clone_error;
@@ -122,6 +123,9 @@ pub struct ShardCore<T> {
     preparing: Option<FileSeq>,
     file_seq_next: u64,
     live_files: Vec<FileSeq>,
+    /// End offsets of acknowledged (or replayed) batches per live file: the marks a
+    /// checkpoint may name.
+    boundaries: BTreeMap<FileSeq, Vec<u64>>,
     batch: Option<OpenBatch<T>>,
     batch_seq_next: u64,
     in_flight: VecDeque<FlightBatch<T>>,
@@ -161,6 +165,7 @@ impl<T> ShardCore<T> {
             preparing: None,
             file_seq_next: start.file_seq_next,
             live_files: start.files,
+            boundaries: start.boundaries,
             batch: None,
             batch_seq_next: start.batch_seq_next,
             in_flight: VecDeque::new(),
@@ -605,6 +610,9 @@ impl<T> ShardCore<T> {
                 return false;
             };
             if active.full {
+                // Waiting to rotate: make sure a file is on its way, even if an earlier
+                // attempt to prepare one failed.
+                self.request_next_file();
                 return false;
             }
             let file = active.seq;
@@ -708,6 +716,7 @@ impl<T> ShardCore<T> {
             .iter()
             .position(|b| b.op == op)
             .expect("a write completion belongs to a batch in flight");
+        let oldest = self.in_flight.front().map(|b| b.seq);
         let batch = &mut self.in_flight[index];
         batch.outcome = Some(match result {
             Ok(()) => Ok(()),
@@ -718,9 +727,13 @@ impl<T> ShardCore<T> {
                     tracing::error!(shard = self.settings.shard.0, ?op, %file, offset, %source,
                         "journal I/O failed; shard poisoned");
                 }
-                let seq = batch.seq;
-                self.poisoned = Some(self.poisoned.map_or(seq, |p| p.min(seq)));
-                Err(Error::Io { op, file: format!("journal {file}").into(), offset, source })
+                let error = Error::Io { op, file: format!("journal {file}").into(), offset, source };
+                // Trust no batch still unacknowledged: Linux reports a writeback error to one
+                // fdatasync of a file only, so a concurrent flush of an earlier batch may have
+                // returned success for pages that were lost (fsyncgate).
+                let oldest = oldest.unwrap_or(batch.seq);
+                self.poisoned = Some(self.poisoned.map_or(oldest, |p| p.min(oldest)));
+                Err(error)
             }
         });
         self.recycle_buffer(buf);
@@ -745,6 +758,7 @@ impl<T> ShardCore<T> {
                 Ok(()) => {
                     self.apply_effects(&batch.effects, batch.file, batch.offset);
                     self.durable = JournalMark { file: batch.file, offset: batch.offset + batch.len };
+                    self.boundaries.entry(batch.file).or_default().push(batch.offset + batch.len);
                     self.stats.batches += 1;
                     self.stats.batch_bytes += batch.len;
                     for waiter in batch.waiters {
@@ -803,34 +817,6 @@ impl<T> ShardCore<T> {
         for request in backlog {
             self.fail_request(request, clone_error(error));
         }
-    }
-
-    fn checkpoint(&mut self, mark: JournalMark) -> Result<Vec<FileSeq>, Error> {
-        if mark > self.durable {
-            return Err(Error::InvalidRequest(format!(
-                "checkpoint {mark:?} is past the durable position {:?}",
-                self.durable
-            )));
-        }
-        let active = self.active.as_ref().map(|a| a.seq);
-        let in_flight: Vec<FileSeq> = self.in_flight.iter().map(|b| b.file).collect();
-        let reads: Vec<FileSeq> = self.reads.values().map(|r| r.location.file).collect();
-        let (reclaim, keep): (Vec<FileSeq>, Vec<FileSeq>) = self.live_files.iter().partition(|f| {
-            **f < mark.file && Some(**f) != active && !in_flight.contains(f) && !reads.contains(f)
-        });
-        self.live_files = keep;
-        // Everything before the mark is stored elsewhere now: the journal index lets go of it
-        // all, including entries in files kept a while longer for reads or writes in flight.
-        self.index.remove_files_before(mark.file);
-        if !reclaim.is_empty() {
-            // Key records may have been in reclaimed files: journal each key again on next
-            // use. Fence and LAC state outlive reclaim only once segment storage persists them
-            // (the checkpoint's other half, delivered with segment storage).
-            for state in self.segments.values_mut() {
-                state.key_journaled = false;
-            }
-        }
-        Ok(reclaim)
     }
 
     /// Nothing open, queued or in flight: safe to stop.

@@ -16,6 +16,7 @@ pub mod segment_state;
 
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, unbounded};
@@ -48,12 +49,14 @@ enum Event {
 pub(crate) enum Msg {
     Request(Request<ReplyTo>),
     Stats(oneshot::Sender<CoreStats>),
-    Stop,
 }
 
 /// A running shard, as seen by the bookie.
 pub(crate) struct ShardHandle {
     pub(crate) id: ShardId,
+    /// Asks the shard to finish what is queued and stop; read by the shard every turn, so it
+    /// is seen even while the shard cannot take more requests.
+    pub(crate) stop: Arc<AtomicBool>,
     pub(crate) requests: Sender<Msg>,
     pub(crate) waker: Arc<Waker>,
     pub(crate) thread: Option<std::thread::JoinHandle<()>>,
@@ -93,6 +96,8 @@ pub(crate) fn start(
     let cpu = shard_cpu(id, config);
     let config = config.clone();
     let thread_waker = waker.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name(format!("dlog-shard-{}", id.0))
         .spawn(move || {
@@ -113,7 +118,8 @@ pub(crate) fn start(
             };
             let backend = disk.name();
             let _ = ready_tx.send(Ok(Started { report: started, backend, direct_io }));
-            let shell = Shell { id, config, dir, direct_io, preparer, waker: thread_waker };
+            let shell =
+                Shell { id, config, dir, direct_io, preparer, waker: thread_waker, stop: thread_stop };
             shell.run(disk, core, requests);
         })
         .map_err(|source| OpenError::Io { op: IoOp::Setup, file: journal_dir.clone(), source })?;
@@ -131,7 +137,7 @@ pub(crate) fn start(
         }
     };
     tracing::debug!(shard = id.0, start_ms = t0.elapsed().as_millis() as u64, "shard started");
-    let handle = ShardHandle { id, requests: requests_tx, waker, thread: Some(thread) };
+    let handle = ShardHandle { id, stop, requests: requests_tx, waker, thread: Some(thread) };
     Ok((handle, started))
 }
 
@@ -236,6 +242,7 @@ struct Shell {
     direct_io: bool,
     preparer: Arc<Preparer>,
     waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Shell {
@@ -251,6 +258,7 @@ impl Shell {
         let mut stopping = false;
         loop {
             let now = Self::now();
+            stopping |= self.stop.load(Ordering::Acquire);
             while let Ok(event) = events.try_recv() {
                 match event {
                     Event::FileReady(seq, result) => {
@@ -267,13 +275,17 @@ impl Shell {
                 }
             }
             let mut taken = 0;
-            while !stopping && core.wants_requests() && taken < SHARD_REQUESTS_PER_TURN_MAX {
+            // When stopping, requests already queued are still served.
+            while core.wants_requests() && taken < SHARD_REQUESTS_PER_TURN_MAX {
                 match requests.try_recv() {
                     Ok(Msg::Request(request)) => core.on_request(request, now),
                     Ok(Msg::Stats(reply)) => {
                         let _ = reply.send(core.stats());
                     }
-                    Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => stopping = true,
+                    Err(TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
                     Err(TryRecvError::Empty) => break,
                 }
                 taken += 1;
@@ -287,8 +299,18 @@ impl Shell {
                 core.on_tick(now);
             }
             self.run_outputs(&mut core, disk.as_mut(), &events_tx);
-            if stopping && core.is_quiescent() && disk.in_flight() == 0 {
-                break;
+            if stopping && disk.in_flight() == 0 {
+                if core.is_quiescent() && requests.is_empty() {
+                    break;
+                }
+                if core.is_stuck() {
+                    // Queued work that nothing in flight or on its way can unblock: answer it
+                    // rather than wait forever; requests still in the queue are dropped with
+                    // it, and their callers see `ShardStopped`.
+                    core.abandon(Error::ShardStopped(self.id));
+                    self.run_outputs(&mut core, disk.as_mut(), &events_tx);
+                    break;
+                }
             }
             let more = taken > 0 && !requests.is_empty();
             let result = if more || !completions.is_empty() {
@@ -324,7 +346,8 @@ impl Shell {
         loop {
             disk.reap(completions, None, &self.waker)?;
             let work = !completions.is_empty()
-                || (!requests.is_empty() && !stopping && core.wants_requests())
+                || (!requests.is_empty() && core.wants_requests())
+                || (stopping != self.stop.load(Ordering::Acquire))
                 || !events.is_empty();
             if work {
                 return Ok(());

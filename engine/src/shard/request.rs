@@ -124,4 +124,6 @@ pub enum Reply {
     Position(JournalMark),
     /// For `Checkpoint`.
     Checkpointed(Result<(), Error>),
+    /// The request never reached a shard's core (the shard stopped, or no such shard).
+    Refused(Error),
 }

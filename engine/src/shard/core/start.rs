@@ -49,6 +49,9 @@ pub struct CoreStart {
     pub damage: Vec<String>,
     /// The replay start position.
     pub checkpoint: Option<JournalMark>,
+    /// Batch boundaries replay saw per file (the checkpoint's offset and every replayed
+    /// batch's end), so a checkpoint can name them after a restart.
+    pub boundaries: BTreeMap<FileSeq, Vec<u64>>,
 }
 
 /// Counters for benchmarks and metrics.
