@@ -437,9 +437,12 @@ impl Bookie {
         self.send(shard, map_position, |reply| Request::Position { reply })
     }
 
-    /// Declares everything in a shard's journal before `mark` stored elsewhere: persists the
-    /// checkpoint and reclaims files wholly before it. This is the seam segment storage drives
-    /// after its flushes; the journal benchmark drives it to stand in for storage.
+    /// Declares every entry in a shard's journal before `mark` stored elsewhere: journals a
+    /// snapshot of every segment's state (key, fence, LAC) after the mark, persists the
+    /// checkpoint once that is durable, and reclaims files wholly before it. `mark` must be a
+    /// batch boundary of a live journal file, as `journal_position` returns; others are
+    /// `InvalidRequest`. This is the seam segment storage drives after its flushes; the journal
+    /// benchmark drives it to stand in for storage.
     pub fn checkpoint(&self, shard: ShardId, mark: JournalMark) -> Pending<Result<(), Error>> {
         self.send(shard, map_checkpoint, |reply| Request::Checkpoint { mark, reply })
     }

@@ -292,3 +292,46 @@ fn large_entries_and_invalid_requests() {
         assert!(matches!(bookie.read_entry(SegmentId(4), EntryId(9)).wait(), Err(Error::NoSuchEntry(..))));
     }
 }
+
+/// A checkpoint journals every segment's durable state after its mark before reclaiming files:
+/// after a restart, a fenced segment is still fenced, a wrong key still refused and the LAC
+/// still known, even though the records that set them were in reclaimed files.
+#[test]
+fn checkpoint_keeps_fence_key_and_lac_across_reclaim() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), backend);
+        config.shard_count = 1;
+        config.journal_file_bytes = 4 << 20;
+        config.entry_bytes_max = 64 << 10;
+        let bookie = Bookie::open(config.clone()).unwrap();
+        for e in 0..20 {
+            bookie.add_entry(add(7, e, 100)).wait().unwrap();
+        }
+        bookie.add_entry(add(8, 0, 100)).wait().unwrap();
+        assert_eq!(bookie.fence(SegmentId(7), key()).wait().unwrap(), Some(EntryId(18)));
+        // Fill a few files so that the ones holding those records rotate out.
+        let filler: Vec<_> = (0..160).map(|e| add(9, e, 60 << 10)).collect();
+        for chunk in filler.chunks(16) {
+            bookie.add_entries(chunk.to_vec()).wait().unwrap();
+        }
+        let shard = dlog_engine::ShardId(0);
+        let mark = bookie.journal_position(shard).wait().unwrap();
+        assert!(mark.file.0 >= 2, "{mark:?}");
+        bookie.checkpoint(shard, mark).wait().unwrap();
+        let journal = dir.path().join("shard-0");
+        assert!(!journal.join("journal-0000000000000000.log").exists(), "file 0 was reclaimed");
+        // A mark that is not a batch boundary is refused.
+        let inside = dlog_engine::JournalMark { file: mark.file, offset: mark.offset - 4096 };
+        assert!(matches!(bookie.checkpoint(shard, inside).wait(), Err(Error::InvalidRequest(_))));
+        bookie.close();
+
+        let bookie = Bookie::open(config).unwrap();
+        assert!(matches!(bookie.add_entry(add(7, 20, 1)).wait(), Err(Error::Fenced(_))), "{backend:?}");
+        let mut wrong = add(8, 1, 1);
+        wrong.master_key = Bytes::from_static(b"not the key");
+        assert!(matches!(bookie.add_entry(wrong).wait(), Err(Error::WrongMasterKey(_))), "{backend:?}");
+        assert_eq!(bookie.read_last_add_confirmed(SegmentId(7)).wait().unwrap(), Some(EntryId(18)));
+        bookie.add_entry(add(8, 1, 1)).wait().unwrap();
+    }
+}

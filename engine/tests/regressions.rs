@@ -193,8 +193,7 @@ fn libc_eio() -> i32 {
     5
 }
 
-/// Finding 3 (FIXED meanwhile by commit b1a1b11; kept as a regression test): a checkpoint that cannot reclaim a file because a read is in flight on it keeps
-/// that file, and `remove_files_before(oldest kept)` then leaves index entries of LATER files
+/// A checkpoint that cannot reclaim a file because a read is in flight on it keeps that file, and `remove_files_before(oldest kept)` then leaves index entries of LATER files
 /// that were reclaimed (and unregistered from the disk by the shell). A read of such an entry is
 /// sent to a file that no longer exists (the shell answers an I/O error), instead of
 /// `NoSuchEntry`.
@@ -215,6 +214,9 @@ fn reclaimed_files_leave_no_index_entries_behind() {
     let mark = d.position();
     assert_eq!(mark.file, FileSeq(3));
     d.request(Request::Checkpoint { mark, reply: 101 });
+    // The checkpoint first journals the segments' state after the mark; once durable, it
+    // reclaims.
+    d.complete_all_writes();
     assert_eq!(d.checkpoints.len(), 1);
     assert_eq!(d.checkpoints[0].1, [FileSeq(0), FileSeq(2)], "file 1 kept: a read is in flight");
     // Entry 7 lived in file 2, which is reclaimed.

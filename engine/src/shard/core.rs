@@ -62,6 +62,7 @@ enum Waiter<T> {
     Add { reply: T, entry_count: usize, errors: Vec<(usize, Error)> },
     Fence { reply: T, segment: SegmentId },
     Lac { reply: T },
+    Checkpoint { reply: T, mark: JournalMark },
 }
 
 #[derive(Debug)]
@@ -106,6 +107,8 @@ struct Cursor {
     next_entry: usize,
     errors: Vec<(usize, Error)>,
     placed_in: Option<u64>,
+    /// Checkpoint snapshot: the last segment journaled.
+    segment_done: Option<SegmentId>,
 }
 
 enum Step {
@@ -389,8 +392,17 @@ impl<T> ShardCore<T> {
                 (Step::Done, None)
             }
             Request::Checkpoint { mark, reply } => {
-                match self.checkpoint(mark) {
-                    Ok(reclaim) => self.out.push_back(Output::Checkpoint(mark, reclaim, reply)),
+                let resuming = self.cursor.segment_done.is_some() || self.cursor.placed_in.is_some();
+                if !resuming && let Err(error) = self.checkpoint_check(mark) {
+                    self.out.push_back(Output::Reply(reply, Reply::Checkpointed(Err(error))));
+                    return (Step::Done, None);
+                }
+                match self.checkpoint_snapshot(now) {
+                    Ok(true) => {
+                        let placed_in = self.cursor.placed_in;
+                        self.attach(placed_in, Waiter::Checkpoint { reply, mark });
+                    }
+                    Ok(false) => return (Step::Stalled, Some(Request::Checkpoint { mark, reply })),
                     Err(error) => {
                         self.out.push_back(Output::Reply(reply, Reply::Checkpointed(Err(error))));
                     }
@@ -460,6 +472,14 @@ impl<T> ShardCore<T> {
                 (reply, Reply::Fenced(result))
             }
             Waiter::Lac { reply } => (reply, Reply::LacWritten(outcome.map_err(clone_error))),
+            Waiter::Checkpoint { reply, mark } => match outcome {
+                Ok(()) => {
+                    let reclaim = self.checkpoint_complete(mark);
+                    self.out.push_back(Output::Checkpoint(mark, reclaim, reply));
+                    return;
+                }
+                Err(error) => (reply, Reply::Checkpointed(Err(clone_error(error)))),
+            },
         };
         self.out.push_back(Output::Reply(reply, answer));
     }
@@ -840,7 +860,12 @@ enum ControlRecord {
     Lac(u64),
 }
 
-fn control_header(kind: RecordKind, segment: SegmentId, entry: u64, payload_len: usize) -> RecordHeader {
+pub(super) fn control_header(
+    kind: RecordKind,
+    segment: SegmentId,
+    entry: u64,
+    payload_len: usize,
+) -> RecordHeader {
     RecordHeader {
         kind,
         flags: 0,
