@@ -817,18 +817,7 @@ impl<T> ShardCore<T> {
     /// After poisoning: fail the open batch and queued requests (C4). Batches in flight are
     /// answered as their completions arrive.
     fn fail_everything_pending(&mut self) {
-        let error = Error::Poisoned(self.settings.shard);
-        if let Some(batch) = self.batch.take() {
-            for waiter in batch.waiters {
-                self.answer(waiter, Err(&error));
-            }
-            self.recycle_buffer(batch.builder.abandon());
-        }
-        let backlog = std::mem::take(&mut self.backlog);
-        self.cursor = Cursor::default();
-        for request in backlog {
-            self.fail_request(request, clone_error(&error));
-        }
+        self.abandon(Error::Poisoned(self.settings.shard));
     }
 
     fn fail_backlog_for_space(&mut self, error: &Error) {
