@@ -989,11 +989,13 @@ fn recycled_file_filled_and_rotated_replays_only_its_new_use() {
     }
 }
 
-/// Recycled file 0 becomes file 4 and holds 41 single-sector batches when the bookie closes:
-/// right after them lies the second half of one of file 0's two-sector batches. Reopening must
-/// report no damage and replay exactly the new entries; no stale entry reappears. A torn tail
-/// may be reported there (replay cannot tell old bytes from a torn write of a batch header);
-/// if it is, it cuts exactly that sector and nothing else, and the next reopen is clean.
+/// Recycled file 0 becomes file 4 and holds 41 single-sector batches when the bookie closes.
+/// A clean stop zeroes the sector after them, so the next open reports nothing at all. After a
+/// crash, right after them would lie the second half of one of file 0's two-sector batches
+/// (the test puts such a sector back): reopening must report no damage and replay exactly the
+/// new entries; no stale entry reappears. A torn tail may be reported there (replay cannot tell
+/// old bytes from a torn write of a batch header); if it is, it cuts exactly that sector and
+/// nothing else, and the next reopen is clean.
 #[test]
 fn recycled_file_partly_used_replays_only_its_new_use() {
     for backend in BACKENDS {
@@ -1006,7 +1008,19 @@ fn recycled_file_partly_used_replays_only_its_new_use() {
         let file4 = fs::read(&path4).unwrap();
         assert_eq!(parse_batches(&file4).len(), 41, "{what}");
         let end = SECTOR * 42;
-        assert!(file4[end..end + SECTOR].iter().any(|b| *b != 0), "{what}: file 4 was not recycled");
+        assert!(file4[end..end + SECTOR].iter().all(|b| *b == 0), "{what}: a clean stop marks the end");
+        let stale = &file4[end + 2 * SECTOR..end + 3 * SECTOR];
+        assert!(stale.iter().any(|b| *b != 0), "{what}: file 4 was not recycled");
+        {
+            let bookie = Bookie::open(config.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let report = only_report(&bookie);
+            assert_clean(report, &format!("{what}, after a clean stop"));
+            assert_eq!(report.entries, 20 + 41, "{what}");
+            bookie.close();
+        }
+        // As a crash would leave it: the earlier use's bytes right behind the new batches (the
+        // second half of one of its two-sector batches).
+        write_at(&path4, end, stale);
         for round in 0..2 {
             let what = format!("{what}, reopen {round}");
             let bookie = Bookie::open(config.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));

@@ -837,6 +837,16 @@ impl<T> ShardCore<T> {
             && self.out.is_empty()
     }
 
+    /// Where the journal ends, for a clean stop to mark: the active file and the offset of its
+    /// next batch, if a sector fits there and the shard is healthy and quiescent. Zeroing that
+    /// sector makes the next replay see a clean end even when the file is recycled and its
+    /// earlier use left bytes there that could otherwise read as a torn batch.
+    pub fn end_of_journal(&self) -> Option<(FileSeq, u64)> {
+        let active = self.active.as_ref()?;
+        let fits = active.offset + SECTOR_BYTES as u64 <= self.settings.journal_file_bytes;
+        (fits && self.poisoned.is_none() && self.is_quiescent()).then_some((active.seq, active.offset))
+    }
+
     /// Closes the open batch now, whatever its size (used when stopping).
     pub fn flush_now(&mut self, now: Instant) {
         self.try_close_batch(now, true);

@@ -301,6 +301,7 @@ impl Shell {
             self.run_outputs(&mut core, disk.as_mut(), &events_tx);
             if stopping && disk.in_flight() == 0 {
                 if core.is_quiescent() && requests.is_empty() {
+                    self.mark_end(&core, disk.as_mut());
                     break;
                 }
                 if core.is_stuck() {
@@ -370,6 +371,26 @@ impl Shell {
         };
         self.waker.set_sleeping(false);
         result
+    }
+
+    /// On a clean stop, zeroes the sector after the last batch (see `end_of_journal`). Failure
+    /// only costs a spurious torn-tail report at the next open, so it is logged, not returned.
+    fn mark_end(&self, core: &ShardCore<ReplyTo>, disk: &mut dyn Disk) {
+        let Some((file, offset)) = core.end_of_journal() else { return };
+        let mut zeros = AlignedBuf::with_capacity(SECTOR_BYTES);
+        zeros.set_len(SECTOR_BYTES);
+        let sync = Some(self.config.journal_sync);
+        disk.submit(u64::MAX, crate::io::DiskOp::Write { file, offset, buf: zeros, sync });
+        let mut completions = Vec::new();
+        while completions.is_empty() {
+            if let Err(e) = disk.reap(&mut completions, Some(Duration::from_secs(1)), &self.waker) {
+                tracing::warn!(shard = self.id.0, error = %e, "could not mark the journal's end");
+                return;
+            }
+        }
+        if let Some(Completion { result: Err((op, e)), .. }) = completions.pop() {
+            tracing::warn!(shard = self.id.0, ?op, error = %e, "could not mark the journal's end");
+        }
     }
 
     fn run_outputs(&self, core: &mut ShardCore<ReplyTo>, disk: &mut dyn Disk, events: &Sender<Event>) {
