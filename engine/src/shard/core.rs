@@ -255,7 +255,7 @@ impl<T> ShardCore<T> {
                     Error::NoSpace(_) => Error::NoSpace(shard),
                     other => other,
                 };
-                self.fail_backlog_for_space(&error);
+                self.fail_backlog(&error);
                 self.file_seq_next = self.file_seq_next.max(seq.0);
                 return;
             }
@@ -820,7 +820,8 @@ impl<T> ShardCore<T> {
         self.abandon(Error::Poisoned(self.settings.shard));
     }
 
-    fn fail_backlog_for_space(&mut self, error: &Error) {
+    /// Answers every queued request with `error`.
+    fn fail_backlog(&mut self, error: &Error) {
         let backlog = std::mem::take(&mut self.backlog);
         self.cursor = Cursor::default();
         for request in backlog {

@@ -9,7 +9,7 @@
 use std::ops::Bound::{Excluded, Unbounded};
 use std::time::Instant;
 
-use super::{Cursor, ShardCore, clone_error, control_header};
+use super::{ShardCore, control_header};
 use crate::constants::{JOURNAL_FILE_HEADER_BYTES, RECORD_HEADER_BYTES};
 use crate::error::Error;
 use crate::ids::FileSeq;
@@ -112,10 +112,6 @@ impl<T> ShardCore<T> {
             }
             self.recycle_buffer(batch.builder.abandon());
         }
-        let backlog = std::mem::take(&mut self.backlog);
-        self.cursor = Cursor::default();
-        for request in backlog {
-            self.fail_request(request, clone_error(&error));
-        }
+        self.fail_backlog(&error);
     }
 }
