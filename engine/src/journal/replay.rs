@@ -476,25 +476,39 @@ impl FileScan<'_, '_> {
     }
 }
 
-/// Whether the file's first batch position holds a valid batch header of its epoch.
-fn has_batches(dir: &ShardDir, seq: FileSeq, start: u64) -> Result<bool, OpenError> {
+/// A journal file opened for replay, with its header read once.
+struct Opened {
+    seq: FileSeq,
+    path: PathBuf,
+    file: File,
+    header: Result<FileHeader, String>,
+    /// Whether a valid batch header of the file's epoch sits at replay's start in it.
+    has_batches: bool,
+}
+
+/// Opens journal file `seq`, reads its header block and the sector where replay starts in it.
+fn open_for_replay(dir: &ShardDir, seq: FileSeq, start: u64, direct_io: bool) -> Result<Opened, OpenError> {
     let path = dir.journal_path(seq);
-    let file =
-        File::open(&path).map_err(|source| OpenError::Io { op: IoOp::Open, file: path.clone(), source })?;
-    let mut block = vec![0u8; JOURNAL_FILE_HEADER_BYTES];
-    let n = file.read_at(&mut block, 0).map_err(|source| OpenError::Io {
-        op: IoOp::Read,
-        file: path.clone(),
-        source,
-    })?;
-    let Ok(header) = FileHeader::decode(&block[..n]) else { return Ok(false) };
-    let mut head = [0u8; RECORD_HEADER_BYTES];
-    let n = file.read_at(&mut head, start).map_err(|source| OpenError::Io {
-        op: IoOp::Read,
-        file: path,
-        source,
-    })?;
-    Ok(matches!(record::decode(&head[..n], header.epoch()), Ok((h, _)) if h.kind == RecordKind::Batch))
+    let io_error = |op: IoOp, path: &PathBuf| {
+        let file = path.clone();
+        move |source| OpenError::Io { op, file, source }
+    };
+    let file = direct::open_read(&path, direct_io).map_err(io_error(IoOp::Open, &path))?;
+    let mut block = AlignedBuf::with_capacity(JOURNAL_FILE_HEADER_BYTES);
+    block.set_len(JOURNAL_FILE_HEADER_BYTES);
+    let (n, read) = direct::read_full_at(&file, block.as_mut_slice(), 0);
+    read.map_err(io_error(IoOp::Read, &path))?;
+    let header = FileHeader::decode(&block.as_slice()[..n]);
+    let has_batches = match &header {
+        Ok(h) => {
+            // `start` is sector-aligned (checked with the checkpoint), so one aligned read.
+            let (n, read) = direct::read_full_at(&file, block.as_mut_slice(), start);
+            read.map_err(io_error(IoOp::Read, &path))?;
+            matches!(record::decode(&block.as_slice()[..n], h.epoch()), Ok((r, _)) if r.kind == RecordKind::Batch)
+        }
+        Err(_) => false,
+    };
+    Ok(Opened { seq, path, file, header, has_batches })
 }
 
 /// Replays a shard's journal. Returns the state to start the core from, and a report. Torn
@@ -531,28 +545,16 @@ pub fn replay(
         Some(c) if c.file == seq => c.offset,
         _ => JOURNAL_FILE_HEADER_BYTES as u64,
     };
-    let mut with_batches = Vec::with_capacity(files.len());
+    let mut opened = Vec::with_capacity(files.len());
     for seq in &files {
-        with_batches.push(has_batches(dir, *seq, start_of(*seq))?);
+        opened.push(open_for_replay(dir, *seq, start_of(*seq), direct_io)?);
     }
-    // Read and check every header first, so one stream can then read all files in order.
+    let with_batches: Vec<bool> = opened.iter().map(|o| o.has_batches).collect();
+    // Check every header first, so one stream can then read all files in order.
     let mut readable = Vec::with_capacity(files.len());
-    for (i, &seq) in files.iter().enumerate() {
-        let path = dir.journal_path(seq);
+    for (i, Opened { seq, path, file, header, .. }) in opened.into_iter().enumerate() {
         let later_has_batches = with_batches[i + 1..].iter().any(|b| *b);
-        let file = direct::open_read(&path, direct_io).map_err(|source| OpenError::Io {
-            op: IoOp::Open,
-            file: path.clone(),
-            source,
-        })?;
-        let mut block = AlignedBuf::with_capacity(JOURNAL_FILE_HEADER_BYTES);
-        block.set_len(JOURNAL_FILE_HEADER_BYTES);
-        let n = file.read_at(block.as_mut_slice(), 0).map_err(|source| OpenError::Io {
-            op: IoOp::Read,
-            file: path.clone(),
-            source,
-        })?;
-        match FileHeader::decode(&block.as_slice()[..n]) {
+        match header {
             Ok(h) if h.file_seq == seq && h.shard_id == dir.shard => {
                 readable.push((seq, path, h, file, later_has_batches));
             }
