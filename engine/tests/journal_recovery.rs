@@ -783,6 +783,22 @@ fn damage_at_window_edge() {
 // Rotation
 // ---------------------------------------------------------------------------------------------
 
+/// Entries `0..count` added one at a time, each acknowledged before the next (one single-sector
+/// batch per entry), so they fill files 0 and 1 and go on in file 2. Returns the Strict config
+/// and `count`.
+fn write_rotated_journal(dir: &Path, backend: Backend, writes_in_flight_max: usize) -> (BookieConfig, u64) {
+    let mut config = small_config(dir, backend);
+    config.writes_in_flight_max = writes_in_flight_max;
+    config.journal_recovery = JournalRecovery::Strict;
+    let count = 2 * 258 + 9;
+    let bookie = Bookie::open(config.clone()).unwrap();
+    for e in 0..count {
+        bookie.add_entry(add(SEG, e, OLD_LEN)).wait().unwrap();
+    }
+    bookie.close();
+    (config, count)
+}
+
 /// Entries added one at a time, each acknowledged before the next, fill files 0 and 1 (one
 /// single-sector batch per entry) and go on in file 2. Batch sequence numbers run on without a
 /// gap across the rotations, and a reopen (Strict) is clean and reads every entry back.
@@ -790,16 +806,8 @@ fn damage_at_window_edge() {
 fn rotation_keeps_batch_sequence_and_every_entry() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = small_config(dir.path(), backend);
-        config.writes_in_flight_max = 4;
-        config.journal_recovery = JournalRecovery::Strict;
+        let (config, count) = write_rotated_journal(dir.path(), backend, 4);
         let what = format!("{backend:?}");
-        let count = 2 * 258 + 9;
-        let bookie = Bookie::open(config.clone()).unwrap();
-        for e in 0..count {
-            bookie.add_entry(add(SEG, e, OLD_LEN)).wait().unwrap();
-        }
-        bookie.close();
         let mut seqs = Vec::new();
         for file in 0..3 {
             let batches = parse_batches(&fs::read(journal_path(dir.path(), 0, file)).unwrap());
@@ -1045,15 +1053,8 @@ fn recycled_file_partly_used_replays_only_its_new_use() {
 fn damage_to_last_batch_before_rotation() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = small_config(dir.path(), backend);
-        config.journal_recovery = JournalRecovery::Strict;
+        let (config, count) = write_rotated_journal(dir.path(), backend, 1);
         let what = format!("{backend:?}");
-        let count = 2 * 258 + 9;
-        let bookie = Bookie::open(config.clone()).unwrap();
-        for e in 0..count {
-            bookie.add_entry(add(SEG, e, OLD_LEN)).wait().unwrap();
-        }
-        bookie.close();
         let first = parse_batches(&fs::read(journal_path(dir.path(), 0, 0)).unwrap());
         let last = first.last().unwrap();
         let lost = last.records.iter().find(|r| r.kind == KIND_ENTRY).unwrap().entry;
