@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use dlog_engine::constants::{JOURNAL_FILE_HEADER_BYTES, RECORD_HEADER_BYTES};
+use dlog_engine::journal::file_header::FileHeader;
+use dlog_engine::journal::record::{self, RecordKind};
 use dlog_engine::{Backend, Bookie, BookieConfig, DirectIo, JournalSync, ShardId};
 use serde::Serialize;
 
@@ -333,22 +336,22 @@ fn journal_ranges(journal_dir: &Path, shards: u32) -> Result<Vec<(PathBuf, u64, 
     Ok(ranges)
 }
 
+/// The end of a journal file's last batch, walking the batch records with the engine's own
+/// decoders (file header for the epoch, record header with its checksum).
 fn used_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
-    let mut header = [0u8; 40];
-    let mut at = 4096u64;
+    let mut block = vec![0u8; JOURNAL_FILE_HEADER_BYTES];
+    file.read_exact_at(&mut block, 0)?;
+    let header = FileHeader::decode(&block).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut head = [0u8; RECORD_HEADER_BYTES];
+    let mut at = JOURNAL_FILE_HEADER_BYTES as u64;
     loop {
-        if file.read_at(&mut header, at)? < 40 || header[8] != 1 {
-            return Ok(at);
+        let n = file.read_at(&mut head, at)?;
+        match record::decode(&head[..n], header.epoch()) {
+            Ok((h, _)) if h.kind == RecordKind::Batch && h.segment_id > 0 => at += h.segment_id,
+            _ => return Ok(at),
         }
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&header[16..24]);
-        let len = u64::from_le_bytes(len);
-        if len == 0 || len % 4096 != 0 {
-            return Ok(at);
-        }
-        at += len;
     }
 }
 
