@@ -241,6 +241,7 @@ mapper!(map_lac_written, LacWritten, Result<(), Error>);
 mapper!(map_lac, Lac, Result<Option<EntryId>, Error>);
 mapper!(map_entry, Entry, Result<Bytes, Error>);
 mapper!(map_checkpoint, Checkpointed, Result<(), Error>);
+mapper!(map_flushed, Flushed, Result<(), Error>);
 
 fn map_position(replies: Replies) -> Result<JournalMark, Error> {
     if let Some(e) = single_error(&replies) {
@@ -427,7 +428,9 @@ impl Bookie {
         self.send(self.shard_of(segment), map_lac, |reply| Request::ReadLac { segment, reply })
     }
 
-    /// Reads an entry held in the journal (not yet moved to segment storage).
+    /// Reads an entry: from the write cache, or the entry logs (or, in `JournalOnly` mode, the
+    /// journal). A missing entry is `NoSuchEntry`; damaged bytes are `Corrupt`, never
+    /// `NoSuchEntry`.
     pub fn read_entry(&self, segment: SegmentId, entry: EntryId) -> Pending<Result<Bytes, Error>> {
         self.send(self.shard_of(segment), map_entry, |reply| Request::ReadEntry { segment, entry, reply })
     }
@@ -442,9 +445,22 @@ impl Bookie {
     /// checkpoint once that is durable, and reclaims files wholly before it. `mark` must be a
     /// batch boundary of a live journal file, as `journal_position` returns; others are
     /// `InvalidRequest`. This is the seam segment storage drives after its flushes; the journal
-    /// benchmark drives it to stand in for storage.
+    /// benchmark drives it to stand in for storage. Only in `StorageMode::JournalOnly`: with
+    /// entry logs, shards checkpoint themselves after each flush (`InvalidRequest` here).
     pub fn checkpoint(&self, shard: ShardId, mark: JournalMark) -> Pending<Result<(), Error>> {
         self.send(shard, map_checkpoint, |reply| Request::Checkpoint { mark, reply })
+    }
+
+    /// Flushes one shard: resolves once every entry it acknowledged before the call is in an
+    /// entry log and its journal is checkpointed past them (at once in `JournalOnly` mode).
+    pub fn flush_shard(&self, shard: ShardId) -> Pending<Result<(), Error>> {
+        self.send(shard, map_flushed, |reply| Request::Flush { reply })
+    }
+
+    /// Flushes every shard (see `flush_shard`), waiting for all.
+    pub fn flush(&self) -> Result<(), Error> {
+        let pending: Vec<_> = (0..self.shard_count()).map(|s| self.flush_shard(ShardId(s))).collect();
+        pending.into_iter().try_for_each(Pending::wait)
     }
 
     /// Counters of a shard.

@@ -50,6 +50,17 @@ pub enum JournalRecovery {
     Strict,
 }
 
+/// Where entries live once the journal has made them durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageMode {
+    /// Write cache, flushes into entry logs, automatic journal checkpoints (a bookie).
+    EntryLogs,
+    /// Entries stay in the journal until the application calls `Bookie::checkpoint` (an
+    /// embedded write-ahead log whose owner keeps the data elsewhere). Reads come from the
+    /// journal.
+    JournalOnly,
+}
+
 /// Everything a bookie needs to open.
 #[derive(Clone, Debug)]
 pub struct BookieConfig {
@@ -94,9 +105,30 @@ pub struct BookieConfig {
     pub journal_sync: JournalSync,
     /// Recovery policy. Default `TruncateTornTail`.
     pub journal_recovery: JournalRecovery,
+    /// Entry logs (default) or journal only.
+    pub storage_mode: StorageMode,
+    /// Directories for entry logs and manifests; shard `n` uses `storage_dirs[n % len]/storage-n`.
+    /// Empty (the default): the journal directories.
+    pub storage_dirs: Vec<PathBuf>,
+    /// Write cache per shard, both halves together, in bytes (payloads plus 48 per entry). A
+    /// flush starts when the active half reaches half of it; adds wait while a half is full
+    /// and a flush runs. Default 256 MiB; 4 MiB to 4 GiB, at least 4 x `entry_bytes_max`.
+    pub write_cache_bytes_max: usize,
+    /// A flush starts at least this often while the write cache holds entries, in
+    /// milliseconds: it bounds how much journal a restart replays at low load. Default 10000.
+    pub flush_interval_ms: u64,
+    /// Entry log size: a log takes runs until the next would pass it. Default 1 GiB; at least
+    /// 1 MiB.
+    pub entry_log_bytes: u64,
 }
 
 impl BookieConfig {
+    /// The storage directory of shard `n`'s entry logs.
+    pub fn storage_dir(&self, shard: u32) -> &std::path::Path {
+        let dirs = if self.storage_dirs.is_empty() { &self.journal_dirs } else { &self.storage_dirs };
+        &dirs[shard as usize % dirs.len()]
+    }
+
     /// A configuration with defaults and one journal directory.
     pub fn new(journal_dir: impl Into<PathBuf>) -> BookieConfig {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -117,6 +149,11 @@ impl BookieConfig {
             direct_io: DirectIo::Optional,
             journal_sync: JournalSync::Fdatasync,
             journal_recovery: JournalRecovery::TruncateTornTail,
+            storage_mode: StorageMode::EntryLogs,
+            storage_dirs: Vec::new(),
+            write_cache_bytes_max: 256 << 20,
+            flush_interval_ms: 10_000,
+            entry_log_bytes: 1 << 30,
         }
     }
 
@@ -154,6 +191,19 @@ impl BookieConfig {
         }
         if self.queue_capacity == 0 {
             return fail("queue_capacity is 0".into());
+        }
+        let cache_min = (4 << 20).max(4 * self.entry_bytes_max);
+        if self.write_cache_bytes_max < cache_min || self.write_cache_bytes_max > 4 << 30 {
+            return fail(format!(
+                "write_cache_bytes_max {} is not in {cache_min}..=4 GiB (at least 4 MiB and 4 x entry_bytes_max)",
+                self.write_cache_bytes_max
+            ));
+        }
+        if self.flush_interval_ms == 0 {
+            return fail("flush_interval_ms is 0".into());
+        }
+        if self.entry_log_bytes < 1 << 20 {
+            return fail(format!("entry_log_bytes {} is under 1 MiB", self.entry_log_bytes));
         }
         Ok(())
     }

@@ -10,9 +10,10 @@
 //! `journal` (formats, preparation, replay), `io` (the `Disk` seam, io_uring and portable
 //! backends, aligned buffers). Formats: docs/format.md. Design: docs/ARCHITECTURE.md.
 //!
-//! Not yet here (the next issue): segment storage (entry logs, index, checkpoints driven by
-//! flushes). Until then entries are read from the journal, and `Bookie::checkpoint` is the seam
-//! segment storage will call.
+//! Once durable, entries move through the shard's write cache into entry logs (`storage`):
+//! each flush writes one sorted, self-indexed run, then the shard checkpoints its journal past
+//! it. `StorageMode::JournalOnly` skips that for applications that keep the data themselves and
+//! checkpoint the journal with `Bookie::checkpoint`.
 
 pub mod bookie;
 pub mod config;
@@ -22,11 +23,12 @@ pub mod ids;
 pub mod io;
 pub mod journal;
 pub mod shard;
+pub mod storage;
 
 pub use bookie::{Bookie, Pending};
-pub use config::{Backend, BookieConfig, DirectIo, JournalRecovery, JournalSync};
+pub use config::{Backend, BookieConfig, DirectIo, JournalRecovery, JournalSync, StorageMode};
 pub use error::{Error, IoOp, OpenError};
-pub use ids::{EntryId, FileSeq, SegmentId, ShardId};
+pub use ids::{EntryId, FileSeq, LogSeq, SegmentId, ShardId};
 pub use journal::replay::{ReplayReport, TornTail};
 pub use shard::core::CoreStats;
 pub use shard::request::{AddEntry, AddFlags, JournalMark};

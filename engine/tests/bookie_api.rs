@@ -304,6 +304,7 @@ fn checkpoint_keeps_fence_key_and_lac_across_reclaim() {
         config.shard_count = 1;
         config.journal_file_bytes = 4 << 20;
         config.entry_bytes_max = 64 << 10;
+        config.storage_mode = dlog_engine::StorageMode::JournalOnly;
         let bookie = Bookie::open(config.clone()).unwrap();
         for e in 0..20 {
             bookie.add_entry(add(7, e, 100)).wait().unwrap();

@@ -383,7 +383,7 @@ fn torn_tail_every_byte_offset_replay() {
             // Torn tails are cut under either policy; alternate them.
             let policy = if k % 2 == 0 { JournalRecovery::Strict } else { JournalRecovery::TruncateTornTail };
             let (start, report) =
-                replay(&shard_dir, policy, direct_io).unwrap_or_else(|e| panic!("{what}: {e}"));
+                replay(&shard_dir, policy, direct_io, false).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(report.damage.is_empty(), "{what}: {:?}", report.damage);
             assert_eq!(report.batches, N + u64::from(intact), "{what}");
             assert_eq!(report.entries, N + 3 * u64::from(intact), "{what}");
@@ -428,7 +428,7 @@ fn torn_tail_every_byte_offset_replay() {
                 continue;
             }
             let (start2, report2) =
-                replay(&shard_dir, policy, direct_io).unwrap_or_else(|e| panic!("{what}, again: {e}"));
+                replay(&shard_dir, policy, direct_io, false).unwrap_or_else(|e| panic!("{what}, again: {e}"));
             assert_clean(&report2, &format!("{what}, again"));
             assert_eq!((report2.batches, report2.entries), (report.batches, report.entries), "{what}, again");
             check_index(&start2, intact, &format!("{what}, again"));
@@ -854,6 +854,7 @@ fn recycled_setup(dir: &Path, backend: Backend) -> (BookieConfig, Bookie) {
     let mut config = small_config(dir, backend);
     config.writes_in_flight_max = 4;
     config.journal_files_recycled_max = 2;
+    config.storage_mode = dlog_engine::StorageMode::JournalOnly;
     let what = format!("{backend:?} setup");
     let shard = ShardId(0);
     let bookie = Bookie::open(config.clone()).unwrap();

@@ -35,6 +35,8 @@ fn settings(writes_in_flight_max: usize) -> CoreSettings {
         journal_file_bytes: 5 * SECTOR as u64,
         entry_bytes_max: 1 << 20,
         journal_sync: JournalSync::Fdatasync,
+        // These drive the journal alone (StorageMode::JournalOnly).
+        storage: None,
     }
 }
 
@@ -56,7 +58,7 @@ struct Drive {
 impl Drive {
     fn new(settings: CoreSettings, auto_prepare: bool) -> Drive {
         let mut d = Drive {
-            core: ShardCore::new(settings, CoreStart::default()),
+            core: ShardCore::new(settings, CoreStart::default(), Instant::now()),
             now: Instant::now(),
             writes: Vec::new(),
             reads: Vec::new(),
@@ -85,7 +87,10 @@ impl Drive {
                         self.core.on_file_ready(seq, Ok(()), self.now);
                     }
                 }
-                Output::Checkpoint(mark, files, reply) => self.checkpoints.push((mark, files, reply)),
+                Output::Checkpoint { mark, reclaim, reply, .. } => {
+                    self.checkpoints.push((mark, reclaim, reply.expect("checkpoints here are requested")));
+                }
+                Output::OpenEntryLog(seq) => panic!("unexpected entry log {seq}"),
             }
         }
     }
@@ -281,6 +286,7 @@ fn checkpoint_refuses_a_mark_the_next_open_cannot_use() {
     let mut cfg = config(dir.path(), Backend::Portable);
     cfg.shard_count = 1;
     cfg.pin_shards = false;
+    cfg.storage_mode = dlog_engine::StorageMode::JournalOnly; // Checkpoints are the caller's.
     let bookie = Bookie::open(cfg.clone()).unwrap();
     bookie.add_entry(add(1, 0, 100)).wait().unwrap();
     let durable = bookie.journal_position(ShardId(0)).wait().unwrap();
@@ -304,6 +310,7 @@ fn checkpoint_inside_a_batch_does_not_destroy_later_acknowledged_entries() {
     let mut cfg = config(dir.path(), Backend::Portable);
     cfg.shard_count = 1;
     cfg.pin_shards = false;
+    cfg.storage_mode = dlog_engine::StorageMode::JournalOnly; // Checkpoints are the caller's.
     let bookie = Bookie::open(cfg.clone()).unwrap();
     bookie.add_entry(add(1, 0, 10_000)).wait().unwrap(); // Batch 0: [4096, 16384).
     let after_first = bookie.journal_position(ShardId(0)).wait().unwrap();
@@ -337,6 +344,7 @@ fn checkpoint_with_a_huge_offset_in_an_older_file_keeps_the_bookie_openable() {
     let mut cfg = config(dir.path(), Backend::Portable);
     cfg.shard_count = 1;
     cfg.pin_shards = false;
+    cfg.storage_mode = dlog_engine::StorageMode::JournalOnly; // Checkpoints are the caller's.
     let bookie = Bookie::open(cfg.clone()).unwrap();
     bookie.add_entry(add(1, 0, 100)).wait().unwrap(); // File 0.
     bookie.close();
@@ -361,6 +369,7 @@ fn out_of_range_shard_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), Backend::Portable);
     cfg.pin_shards = false;
+    cfg.storage_mode = dlog_engine::StorageMode::JournalOnly; // Checkpoints are the caller's.
     let bookie = Bookie::open(cfg).unwrap();
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bookie.journal_position(ShardId(7)).wait()));
@@ -379,6 +388,7 @@ fn master_key_survives_a_checkpoint_inside_the_active_file() {
     let mut cfg = config(dir.path(), Backend::Portable);
     cfg.shard_count = 1;
     cfg.pin_shards = false;
+    cfg.storage_mode = dlog_engine::StorageMode::JournalOnly;
     let bookie = Bookie::open(cfg.clone()).unwrap();
     bookie.add_entry(add(1, 0, 100)).wait().unwrap(); // Key record + entry 0, in file 0.
     let mark = bookie.journal_position(ShardId(0)).wait().unwrap();

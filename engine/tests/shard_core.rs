@@ -35,6 +35,8 @@ fn settings(writes_in_flight_max: usize) -> CoreSettings {
         journal_file_bytes: 64 << 20,
         entry_bytes_max: 1 << 20,
         journal_sync: JournalSync::Fdatasync,
+        // These drive the journal alone (StorageMode::JournalOnly).
+        storage: None,
     }
 }
 
@@ -108,7 +110,7 @@ impl Sim {
 
     fn with(settings: CoreSettings, auto_prepare: bool) -> Sim {
         let wim = settings.writes_in_flight_max;
-        let core = ShardCore::new(settings, CoreStart::default());
+        let core = ShardCore::new(settings, CoreStart::default(), Instant::now());
         let mut sim = Sim {
             core,
             now: Instant::now(),
@@ -189,7 +191,8 @@ impl Sim {
                         self.core.on_file_ready(seq, Ok(()), self.now);
                     }
                 }
-                Output::Checkpoint(..) => panic!("unexpected checkpoint"),
+                Output::Checkpoint { .. } => panic!("unexpected checkpoint"),
+                Output::OpenEntryLog(seq) => panic!("unexpected entry log {seq}"),
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::io::direct::{self, sync_dir};
 use crate::journal::file_header::FileHeader;
 use crate::journal::files::ShardDir;
 use crate::shard::request::JournalMark;
+use crate::storage::storage_dir::StorageDir;
 
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -56,10 +57,13 @@ pub enum Job {
         /// Called with the opened file.
         done: Done<Result<File, Error>>,
     },
-    /// Persist a checkpoint, then recycle or delete the files wholly before it.
+    /// Persist the storage manifest (if any), then the checkpoint, then recycle or delete the
+    /// journal files wholly before it.
     Reclaim {
         /// The shard's directory.
         dir: ShardDir,
+        /// The storage manifest naming the runs that hold the journal before `mark`.
+        manifest: Option<(StorageDir, Vec<u8>)>,
         /// The checkpoint.
         mark: JournalMark,
         /// Files to reclaim.
@@ -90,8 +94,14 @@ impl Preparer {
             for job in rx {
                 match job {
                     Job::Prepare { dir, seq, spec, done } => done(prepare(&dir, seq, &spec)),
-                    Job::Reclaim { dir, mark, files, recycled_max, done } => {
-                        done(reclaim(&dir, mark, &files, recycled_max))
+                    Job::Reclaim { dir, manifest, mark, files, recycled_max, done } => {
+                        let persisted = match &manifest {
+                            Some((storage, bytes)) => storage.write_manifest(bytes).map_err(|e| {
+                                shard_error(dir.shard, IoOp::Write, &storage.path.join("manifest"), e)
+                            }),
+                            None => Ok(()),
+                        };
+                        done(persisted.and_then(|()| reclaim(&dir, mark, &files, recycled_max)))
                     }
                 }
             }

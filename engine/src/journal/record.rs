@@ -36,6 +36,10 @@ pub enum RecordKind {
     Lac = 5,
     /// Zeroes up to the end of the batch, which ends on a sector boundary.
     Padding = 6,
+    /// First record of a run in an entry log (storage/run.rs); never in a journal.
+    RunHeader = 7,
+    /// The section table that ends a run in an entry log; never in a journal.
+    RunFooter = 8,
 }
 
 impl RecordKind {
@@ -47,6 +51,8 @@ impl RecordKind {
             4 => RecordKind::Fence,
             5 => RecordKind::Lac,
             6 => RecordKind::Padding,
+            7 => RecordKind::RunHeader,
+            8 => RecordKind::RunFooter,
             _ => return None,
         })
     }
@@ -115,7 +121,17 @@ pub fn record_bytes(payload_len: usize) -> usize {
 /// empty payload and the padding length in `header.payload_len`; the caller keeps those bytes
 /// zero.
 pub fn encode(out: &mut [u8], epoch: u64, header: &RecordHeader, payload: &[u8]) {
-    let h = &mut out[..RECORD_HEADER_BYTES];
+    if header.kind != RecordKind::Padding {
+        out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+    }
+    let head = encode_header(epoch, header, payload);
+    out[..RECORD_HEADER_BYTES].copy_from_slice(&head);
+}
+
+/// The header bytes of a record (its CRC covers `payload`), for callers that place the payload
+/// themselves, possibly split over several buffers.
+pub fn encode_header(epoch: u64, header: &RecordHeader, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
+    let mut h = [0u8; RECORD_HEADER_BYTES];
     h[4..8].copy_from_slice(&header.payload_len.to_le_bytes());
     h[8] = header.kind as u8;
     h[9] = header.flags;
@@ -127,12 +143,12 @@ pub fn encode(out: &mut [u8], epoch: u64, header: &RecordHeader, payload: &[u8])
     let mut crc = crc32c::crc32c_append(seed(epoch), &h[4..]);
     if header.kind != RecordKind::Padding {
         assert_eq!(payload.len(), header.payload_len as usize);
-        out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload.len()].copy_from_slice(payload);
         crc = crc32c::crc32c_append(crc, payload);
     } else {
         assert!(payload.is_empty());
     }
-    out[0..4].copy_from_slice(&crc.to_le_bytes());
+    h[0..4].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 /// Decodes the header at the start of `bytes` and, unless it is padding, checks the CRC over the

@@ -380,6 +380,8 @@ struct FileScan<'a, 'w> {
     header: FileHeader,
     records: &'a mut Vec<Parsed>,
     keys: &'a mut Vec<(u64, Bytes)>,
+    /// Entry payloads in record order, when replay keeps them (entry logs mode).
+    payloads: Option<&'a mut Vec<Bytes>>,
 }
 
 impl FileScan<'_, '_> {
@@ -409,6 +411,14 @@ impl FileScan<'_, '_> {
         }
         self.records.clear();
         self.keys.clear();
+        // One copy of the batch; entries are slices of it.
+        let batch_copy = match self.payloads.as_mut() {
+            Some(payloads) => {
+                payloads.clear();
+                Some(Bytes::copy_from_slice(bytes))
+            }
+            None => None,
+        };
         let mut at = RECORD_HEADER_BYTES;
         let mut count = 0u64;
         loop {
@@ -435,7 +445,15 @@ impl FileScan<'_, '_> {
                 RecordKind::Batch => {
                     return Ok(BatchRead::Damaged(format!("batch record inside batch at {at}")));
                 }
+                RecordKind::RunHeader | RecordKind::RunFooter => {
+                    return Ok(BatchRead::Damaged(format!("entry log record inside batch at {at}")));
+                }
                 RecordKind::MasterKey => self.keys.push((h.segment_id, Bytes::copy_from_slice(payload))),
+                RecordKind::Entry => {
+                    if let (Some(payloads), Some(copy)) = (self.payloads.as_mut(), &batch_copy) {
+                        payloads.push(copy.slice(at + RECORD_HEADER_BYTES..end));
+                    }
+                }
                 _ => {}
             }
             count += 1;
@@ -517,6 +535,7 @@ pub fn replay(
     dir: &ShardDir,
     policy: JournalRecovery,
     direct_io: bool,
+    keep_payloads: bool,
 ) -> Result<(CoreStart, ReplayReport), OpenError> {
     #[expect(clippy::disallowed_methods, reason = "replay runs in the shell; elapsed is a report")]
     let started = Instant::now();
@@ -591,6 +610,7 @@ pub fn replay(
     let mut last_seq: Option<u64> = None;
     let mut records = Vec::new();
     let mut keys = Vec::new();
+    let mut payloads = Vec::new();
     'files: for (index, (seq, path, header, _, later_has_batches)) in readable.iter().enumerate() {
         let (seq, header, later_has_batches) = (*seq, *header, *later_has_batches);
         start.files.push(seq);
@@ -600,7 +620,13 @@ pub fn replay(
         report.files += 1;
         let mut pos = start_of(seq);
         let window = Window::open(&mut stream, index, pos, path.clone());
-        let mut scan = FileScan { window, header, records: &mut records, keys: &mut keys };
+        let mut scan = FileScan {
+            window,
+            header,
+            records: &mut records,
+            keys: &mut keys,
+            payloads: keep_payloads.then_some(&mut payloads),
+        };
         let in_flight = u64::from(header.writes_in_flight_max.max(1));
         loop {
             scan.window.discard_before(pos);
@@ -611,7 +637,8 @@ pub fn replay(
             let expected = last_seq.map(|s| s.saturating_add(1));
             let damage = match outcome {
                 BatchRead::Valid { seq: batch_seq, len } if expected.is_none_or(|e| e == batch_seq) => {
-                    apply(&mut start, &mut report, seq, scan.records, scan.keys);
+                    let kept = scan.payloads.as_deref().map(Vec::as_slice);
+                    apply(&mut start, &mut report, seq, scan.records, scan.keys, kept);
                     report.batches += 1;
                     report.bytes += len;
                     last_seq = Some(batch_seq);
@@ -705,8 +732,10 @@ fn apply(
     file: FileSeq,
     records: &[Parsed],
     keys: &[(u64, Bytes)],
+    payloads: Option<&[Bytes]>,
 ) {
     let mut keys = keys.iter();
+    let mut payloads = payloads.map(|p| p.iter());
     for r in records {
         let segment = SegmentId(r.segment);
         match r.kind {
@@ -717,8 +746,16 @@ fn apply(
                 state.key_journaled = true;
             }
             RecordKind::Entry => {
-                let location = Location { file, offset: r.at, len: r.len };
-                start.index.insert(segment, EntryId(r.entry), location);
+                match payloads.as_mut() {
+                    Some(payloads) => {
+                        let payload = payloads.next().expect("one payload per entry record").clone();
+                        start.replayed.push((segment, r.entry, payload));
+                    }
+                    None => {
+                        let location = Location { file, offset: r.at, len: r.len };
+                        start.index.insert(segment, EntryId(r.entry), location);
+                    }
+                }
                 let state = start.segments.entry(segment).or_insert_with(unknown_key_state);
                 state.observe_lac((r.lac != LAC_NONE).then_some(r.lac));
                 report.entries += 1;
@@ -729,7 +766,7 @@ fn apply(
             RecordKind::Lac => {
                 start.segments.entry(segment).or_insert_with(unknown_key_state).observe_lac(Some(r.entry));
             }
-            RecordKind::Batch | RecordKind::Padding => {}
+            RecordKind::Batch | RecordKind::Padding | RecordKind::RunHeader | RecordKind::RunFooter => {}
         }
     }
 }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::constants::{JOURNAL_FILE_HEADER_BYTES, MASTER_KEY_BYTES_MAX, RECORD_HEADER_BYTES, SECTOR_BYTES};
 use crate::error::Error;
-use crate::ids::{EntryId, FileSeq, SegmentId};
+use crate::ids::{EntryId, FileSeq, LogSeq, SegmentId};
 use crate::io::buf::{AlignedBuf, round_up};
 use crate::io::{Completion, DiskOp, OpId};
 use crate::journal::batch::{BATCH_CLOSE_SLACK_BYTES, BatchBuilder};
@@ -34,8 +34,10 @@ use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
 use crate::shard::segment_state::SegmentState;
 
 mod checkpoint;
+pub mod flush;
 mod reads;
 mod start;
+mod waiters;
 pub use crate::error::clone_error;
 use reads::PendingRead;
 pub use start::{CoreSettings, CoreStart, CoreStats};
@@ -52,9 +54,22 @@ pub enum Output<T> {
     Reply(T, Reply),
     /// Prepare journal file `seq` (zeroed or recycled, header written) and report `FileReady`.
     PrepareFile(FileSeq),
-    /// Persist the checkpoint, then recycle these files (no operation on them is in flight),
-    /// then send `Reply::Checkpointed` to the handle.
-    Checkpoint(JournalMark, Vec<FileSeq>, T),
+    /// Persist the storage manifest (after a flush), then the checkpoint, then recycle these
+    /// journal files (no operation on them is in flight); then send `Reply::Checkpointed` to
+    /// the handle if there is one, else report `on_checkpoint_persisted` (F1).
+    Checkpoint {
+        /// The checkpoint.
+        mark: JournalMark,
+        /// Journal files wholly before it.
+        reclaim: Vec<FileSeq>,
+        /// The caller's handle; `None` for the checkpoint after a flush.
+        reply: Option<T>,
+        /// The encoded storage manifest to write first (after a flush).
+        manifest: Option<Vec<u8>>,
+    },
+    /// Create entry log `seq`, register it with the disk (`flush::entry_log_file`), and report
+    /// `on_entry_log_ready`.
+    OpenEntryLog(LogSeq),
 }
 
 #[derive(Debug)]
@@ -62,12 +77,12 @@ enum Waiter<T> {
     Add { reply: T, entry_count: usize, errors: Vec<(usize, Error)> },
     Fence { reply: T, segment: SegmentId },
     Lac { reply: T },
-    Checkpoint { reply: T, mark: JournalMark },
+    Checkpoint { reply: Option<T>, mark: JournalMark },
 }
 
 #[derive(Debug)]
 enum Effect {
-    Entry { segment: SegmentId, entry: u64, at: u32, len: u32, lac: Option<u64> },
+    Entry { segment: SegmentId, entry: u64, at: u32, len: u32, lac: Option<u64>, payload: Bytes },
     Lac { segment: SegmentId, lac: u64 },
 }
 
@@ -144,22 +159,36 @@ pub struct ShardCore<T> {
     damage: Vec<String>,
     durable: JournalMark,
     stats: CoreStats,
+    /// Segment storage; `None` in `StorageMode::JournalOnly`.
+    storage: Option<flush::Storage<T>>,
 }
 
-const OP_KIND_BITS: u32 = 1;
+const OP_KIND_BITS: u32 = 2;
 const OP_WRITE: u64 = 0;
 const OP_READ: u64 = 1;
+const OP_FLUSH: u64 = 2;
 
 impl<T> ShardCore<T> {
     /// A core resuming from replay. It asks for its first journal file at once.
-    pub fn new(settings: CoreSettings, start: CoreStart) -> ShardCore<T> {
+    pub fn new(settings: CoreSettings, start: CoreStart, now: Instant) -> ShardCore<T> {
         assert!(settings.writes_in_flight_max > 0);
         assert!(settings.batch_bytes_max >= SECTOR_BYTES);
         let buffer_capacity =
             round_up(settings.batch_bytes_max + RECORD_HEADER_BYTES + BATCH_CLOSE_SLACK_BYTES, SECTOR_BYTES);
-        let durable = start.checkpoint.unwrap_or(JournalMark {
+        let replay_start = start.checkpoint.unwrap_or(JournalMark {
             file: start.files.first().copied().unwrap_or(FileSeq(start.file_seq_next)),
             offset: JOURNAL_FILE_HEADER_BYTES as u64,
+        });
+        // Durable up to the end of what replay read: a flush of replayed entries names it.
+        let replay_end =
+            start.boundaries.iter().next_back().and_then(|(file, ends)| {
+                ends.last().map(|offset| JournalMark { file: *file, offset: *offset })
+            });
+        let durable = replay_end.map_or(replay_start, |end| end.max(replay_start));
+        let storage = settings.storage.clone().map(|storage_settings| {
+            let mut storage_start = start.storage.unwrap_or_default();
+            storage_start.replayed = start.replayed;
+            flush::Storage::new(storage_settings, storage_start, now)
         });
         let mut core = ShardCore {
             poisoned: None,
@@ -185,6 +214,7 @@ impl<T> ShardCore<T> {
             durable,
             stats: CoreStats::default(),
             settings,
+            storage,
         };
         core.request_next_file();
         core
@@ -213,11 +243,12 @@ impl<T> ShardCore<T> {
 
     /// When `on_tick` must be called at the latest (the open batch's delay bound), if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        let batch = self.batch.as_ref()?;
-        if batch.builder.is_empty() {
-            return None;
+        let batch = self.batch.as_ref().filter(|b| !b.builder.is_empty());
+        let batch_due = batch.map(|b| b.opened_at + self.settings.batch_delay_max);
+        match (batch_due, self.storage_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        Some(batch.opened_at + self.settings.batch_delay_max)
     }
 
     /// A new request.
@@ -235,7 +266,11 @@ impl<T> ShardCore<T> {
 
     /// Time passed: close the open batch if its delay bound is reached.
     pub fn on_tick(&mut self, now: Instant) {
-        if self.deadline().is_some_and(|d| now >= d) {
+        let batch_due = self
+            .batch
+            .as_ref()
+            .is_some_and(|b| !b.builder.is_empty() && now >= b.opened_at + self.settings.batch_delay_max);
+        if batch_due {
             self.try_close_batch(now, true);
         }
         self.pump(now);
@@ -268,6 +303,7 @@ impl<T> ShardCore<T> {
     pub fn on_completion(&mut self, completion: Completion, now: Instant) {
         match completion.op & ((1 << OP_KIND_BITS) - 1) {
             OP_WRITE => self.on_write_completed(completion),
+            OP_FLUSH => self.on_flush_completed(completion, now),
             _ => self.on_read_completed(completion),
         }
         self.pump(now);
@@ -304,6 +340,7 @@ impl<T> ShardCore<T> {
     }
 
     fn pump(&mut self, now: Instant) {
+        self.pump_flush_checkpoint(now);
         while let Some(request) = self.backlog.pop_front() {
             match self.step(request, now) {
                 (Step::Done, _) => self.cursor = Cursor::default(),
@@ -318,6 +355,8 @@ impl<T> ShardCore<T> {
         if full {
             self.try_close_batch(now, false);
         }
+        self.maybe_start_flush(now);
+        self.flush_pump();
     }
 
     fn step(&mut self, request: Request<T>, now: Instant) -> (Step, Option<Request<T>>) {
@@ -391,6 +430,19 @@ impl<T> ShardCore<T> {
                 self.out.push_back(Output::Reply(reply, Reply::Position(self.durable)));
                 (Step::Done, None)
             }
+            Request::Flush { reply } => {
+                self.request_flush(reply, now);
+                (Step::Done, None)
+            }
+            Request::Checkpoint { reply, .. } if self.storage.is_some() => {
+                let error = Error::InvalidRequest(
+                    "this bookie stores entries in entry logs and checkpoints its journal itself \
+                     after each flush; checkpoint is for StorageMode::JournalOnly"
+                        .into(),
+                );
+                self.out.push_back(Output::Reply(reply, Reply::Checkpointed(Err(error))));
+                (Step::Done, None)
+            }
             Request::Checkpoint { mark, reply } => {
                 let resuming = self.cursor.segment_done.is_some() || self.cursor.placed_in.is_some();
                 if !resuming && let Err(error) = self.checkpoint_check(mark) {
@@ -400,7 +452,7 @@ impl<T> ShardCore<T> {
                 match self.checkpoint_snapshot(now) {
                     Ok(true) => {
                         let placed_in = self.cursor.placed_in;
-                        self.attach(placed_in, Waiter::Checkpoint { reply, mark });
+                        self.attach(placed_in, Waiter::Checkpoint { reply: Some(reply), mark });
                     }
                     Ok(false) => return (Step::Stalled, Some(Request::Checkpoint { mark, reply })),
                     Err(error) => {
@@ -410,78 +462,6 @@ impl<T> ShardCore<T> {
                 (Step::Done, None)
             }
         }
-    }
-
-    fn fail_request(&mut self, request: Request<T>, error: Error) {
-        let (reply, answer) = match request {
-            Request::Add { entries, reply } => {
-                let errors = (0..entries.len()).map(|i| (i, clone_error(&error))).collect();
-                (reply, Reply::Added(Err(errors)))
-            }
-            Request::Fence { reply, .. } => (reply, Reply::Fenced(Err(error))),
-            Request::WriteLac { reply, .. } => (reply, Reply::LacWritten(Err(error))),
-            Request::ReadLac { reply, .. } => (reply, Reply::Lac(Err(error))),
-            Request::ReadEntry { reply, .. } => (reply, Reply::Entry(Err(error))),
-            Request::Position { reply } => (reply, Reply::Position(self.durable)),
-            Request::Checkpoint { reply, .. } => (reply, Reply::Checkpointed(Err(error))),
-        };
-        self.out.push_back(Output::Reply(reply, answer));
-    }
-
-    /// Hands a waiter to the batch holding its request's last record, or replies now when
-    /// that batch is already acknowledged or nothing was journaled (C1).
-    fn attach(&mut self, placed_in: Option<u64>, waiter: Waiter<T>) {
-        if let Some(seq) = placed_in {
-            if let Some(batch) = self.batch.as_mut().filter(|b| b.builder.seq() == seq) {
-                batch.waiters.push(waiter);
-                return;
-            }
-            if let Some(batch) = self.in_flight.iter_mut().rev().find(|b| b.seq == seq) {
-                batch.waiters.push(waiter);
-                return;
-            }
-        }
-        self.answer(waiter, Ok(()));
-    }
-
-    fn answer(&mut self, waiter: Waiter<T>, outcome: Result<(), &Error>) {
-        let (reply, answer) = match waiter {
-            Waiter::Add { reply, entry_count, mut errors } => match outcome {
-                Ok(()) if errors.is_empty() => (reply, Reply::Added(Ok(()))),
-                Ok(()) => (reply, Reply::Added(Err(errors))),
-                Err(error) => {
-                    // Entries already refused keep their own error; the rest get this one.
-                    let mut refused = errors.iter().map(|(i, _)| *i).peekable();
-                    let mut all = Vec::with_capacity(entry_count);
-                    for i in 0..entry_count {
-                        if refused.peek() == Some(&i) {
-                            refused.next();
-                        } else {
-                            all.push((i, clone_error(error)));
-                        }
-                    }
-                    errors.extend(all);
-                    errors.sort_by_key(|(i, _)| *i);
-                    (reply, Reply::Added(Err(errors)))
-                }
-            },
-            Waiter::Fence { reply, segment } => {
-                let result = outcome
-                    .map_err(clone_error)
-                    .map(|()| self.segments.get(&segment).and_then(|s| s.last_add_confirmed).map(EntryId));
-                (reply, Reply::Fenced(result))
-            }
-            Waiter::Lac { reply } => (reply, Reply::LacWritten(outcome.map_err(clone_error))),
-            Waiter::Checkpoint { reply, mark } => match outcome {
-                Ok(()) => {
-                    let reclaim = self.checkpoint_complete(mark);
-                    self.out.push_back(Output::Checkpoint(mark, reclaim, reply));
-                    return;
-                }
-                Err(error) => (reply, Reply::Checkpointed(Err(clone_error(error)))),
-            },
-        };
-        self.out.push_back(Output::Reply(reply, answer));
     }
 
     fn check_key(&self, segment: SegmentId, master_key: &Bytes) -> Result<(), Error> {
@@ -516,6 +496,9 @@ impl<T> ShardCore<T> {
         {
             return Err(Error::Fenced(add.segment));
         }
+        if self.cache_full() {
+            return Ok(None);
+        }
         let key_needed = !self.segments.get(&add.segment).is_some_and(|s| s.key_journaled);
         let key_bytes = if key_needed { record::record_bytes(add.master_key.len()) } else { 0 };
         let need = key_bytes + record::record_bytes(add.payload.len());
@@ -547,6 +530,7 @@ impl<T> ShardCore<T> {
             at: at as u32,
             len: add.payload.len() as u32,
             lac,
+            payload: add.payload.clone(),
         });
         Ok(Some(batch.builder.seq()))
     }
@@ -797,9 +781,11 @@ impl<T> ShardCore<T> {
     fn apply_effects(&mut self, effects: &[Effect], file: FileSeq, offset: u64) {
         for effect in effects {
             match *effect {
-                Effect::Entry { segment, entry, at, len, lac } => {
-                    let location = Location { file, offset: offset + u64::from(at), len };
-                    self.index.insert(segment, EntryId(entry), location);
+                Effect::Entry { segment, entry, at, len, lac, ref payload } => {
+                    if !self.cache_insert(segment, entry, payload) {
+                        let location = Location { file, offset: offset + u64::from(at), len };
+                        self.index.insert(segment, EntryId(entry), location);
+                    }
                     if let Some(state) = self.segments.get_mut(&segment) {
                         state.observe_lac(lac);
                     }

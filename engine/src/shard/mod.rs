@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, unbounded};
 
-use crate::config::{Backend, BookieConfig, DirectIo};
+use bytes::Bytes;
+
+use crate::config::{Backend, BookieConfig, DirectIo, StorageMode};
 use crate::constants::{SECTOR_BYTES, SHARD_REQUESTS_PER_TURN_MAX};
 use crate::error::{Error, IoOp, OpenError};
+use crate::ids::SegmentId;
 use crate::ids::{FileSeq, ShardId};
 use crate::io::buf::AlignedBuf;
 use crate::io::portable::PortableDisk;
@@ -34,8 +37,12 @@ use crate::journal::batch::BATCH_CLOSE_SLACK_BYTES;
 use crate::journal::files::ShardDir;
 use crate::journal::preparer::{FileSpec, Job, Preparer};
 use crate::journal::replay::{ReplayReport, replay};
+use crate::storage::manifest::Manifest;
+use crate::storage::storage_dir::StorageDir;
+use core::flush::{StorageSettings, StorageStartState, entry_log_file};
 use core::{CoreSettings, CoreStats, Output, ShardCore};
 use request::{Reply, Request};
+use segment_state::SegmentState;
 
 /// The reply handle shards use.
 pub type ReplyTo = oneshot::Sender<Reply>;
@@ -43,6 +50,8 @@ pub type ReplyTo = oneshot::Sender<Reply>;
 /// Internal events for a shard.
 enum Event {
     FileReady(FileSeq, Result<File, Error>),
+    /// The manifest, checkpoint and reclaim after a flush are done (or failed).
+    Persisted(Result<(), Error>),
 }
 
 /// Messages on a shard's bounded request queue.
@@ -109,7 +118,7 @@ pub(crate) fn start(
                 }
             }
             let setup = setup(id, &config, &dir);
-            let (disk, core, started, direct_io) = match setup {
+            let (disk, core, started, direct_io, storage) = match setup {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -118,8 +127,16 @@ pub(crate) fn start(
             };
             let backend = disk.name();
             let _ = ready_tx.send(Ok(Started { report: started, backend, direct_io }));
-            let shell =
-                Shell { id, config, dir, direct_io, preparer, waker: thread_waker, stop: thread_stop };
+            let shell = Shell {
+                id,
+                config,
+                dir,
+                direct_io,
+                storage,
+                preparer,
+                waker: thread_waker,
+                stop: thread_stop,
+            };
             shell.run(disk, core, requests);
         })
         .map_err(|source| OpenError::Io { op: IoOp::Setup, file: journal_dir.clone(), source })?;
@@ -141,28 +158,43 @@ pub(crate) fn start(
     Ok((handle, started))
 }
 
-type Setup = (Box<dyn Disk>, ShardCore<ReplyTo>, ReplayReport, bool);
+type Setup = (Box<dyn Disk>, ShardCore<ReplyTo>, ReplayReport, bool, Option<(StorageDir, bool)>);
+
+/// Probes whether `path` takes O_DIRECT under `policy`.
+fn direct_io_for(id: ShardId, path: &std::path::Path, policy: DirectIo) -> Result<bool, OpenError> {
+    if policy == DirectIo::Disabled {
+        return Ok(false);
+    }
+    let supported = direct::probe(path).map_err(|source| OpenError::Io {
+        op: IoOp::Setup,
+        file: path.to_path_buf(),
+        source,
+    })?;
+    if !supported && policy == DirectIo::Required {
+        return Err(OpenError::DirectIoUnsupported(path.to_path_buf()));
+    }
+    if !supported && id.0 == 0 {
+        tracing::warn!(dir = %path.display(), "filesystem refuses O_DIRECT; using buffered I/O + fdatasync");
+    }
+    Ok(supported)
+}
 
 fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, OpenError> {
-    let direct_io = match config.direct_io {
-        DirectIo::Disabled => false,
-        policy => {
-            let supported = direct::probe(&dir.path).map_err(|source| OpenError::Io {
-                op: IoOp::Setup,
-                file: dir.path.clone(),
-                source,
-            })?;
-            if !supported && policy == DirectIo::Required {
-                return Err(OpenError::DirectIoUnsupported(dir.path.clone()));
-            }
-            if !supported && id.0 == 0 {
-                tracing::warn!(dir = %dir.path.display(),
-                    "filesystem refuses O_DIRECT; journal uses buffered I/O + fdatasync");
-            }
-            supported
+    let direct_io = direct_io_for(id, &dir.path, config.direct_io)?;
+    let storage = match config.storage_mode {
+        StorageMode::JournalOnly => None,
+        StorageMode::EntryLogs => {
+            let storage_dir = StorageDir::open(config.storage_dir(id.0), id)?;
+            let storage_direct = if storage_dir.path.parent() == dir.path.parent() {
+                direct_io
+            } else {
+                direct_io_for(id, &storage_dir.path, config.direct_io)?
+            };
+            let loaded = storage_dir.load(storage_direct)?;
+            Some((storage_dir, storage_direct, loaded))
         }
     };
-    let (start, report) = replay(dir, config.journal_recovery, direct_io)?;
+    let (mut start, report) = replay(dir, config.journal_recovery, direct_io, storage.is_some())?;
     let mut disk: Box<dyn Disk> = match config.backend {
         Backend::Portable => Box::new(PortableDisk::new()),
         Backend::IoUring => Box::new(UringDisk::new().map_err(|source| OpenError::Io {
@@ -193,6 +225,38 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
             source,
         })?;
     }
+    let mut storage_shell = None;
+    if let Some((storage_dir, storage_direct, loaded)) = storage {
+        let mut logs = Vec::new();
+        for (seq, used, file) in loaded.logs {
+            if let Some(file) = file {
+                disk.register_file(entry_log_file(seq), file).map_err(|source| OpenError::Io {
+                    op: IoOp::Open,
+                    file: storage_dir.log_path(seq),
+                    source,
+                })?;
+            }
+            logs.push((seq, used));
+        }
+        if let Some(manifest) = &loaded.manifest {
+            merge_manifest_segments(&mut start.segments, manifest);
+        }
+        if loaded.rebuilt {
+            tracing::warn!(
+                shard = id.0,
+                runs = loaded.index.run_count(),
+                "run index rebuilt from entry logs"
+            );
+        }
+        start.storage = Some(StorageStartState {
+            index: loaded.index,
+            logs,
+            next_log: loaded.next_log,
+            damage: loaded.damage,
+            replayed: Vec::new(),
+        });
+        storage_shell = Some((storage_dir, storage_direct));
+    }
     let settings = CoreSettings {
         shard: id,
         batch_bytes_max: config.batch_bytes_max,
@@ -202,8 +266,14 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
         journal_file_bytes: config.journal_file_bytes,
         entry_bytes_max: config.entry_bytes_max,
         journal_sync: config.journal_sync,
+        storage: (config.storage_mode == StorageMode::EntryLogs).then(|| StorageSettings {
+            write_cache_bytes_max: config.write_cache_bytes_max,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            entry_log_bytes: config.entry_log_bytes,
+        }),
     };
-    let mut core = ShardCore::new(settings, start);
+    #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]
+    let mut core = ShardCore::new(settings, start, Instant::now());
     // Batch buffers live as long as the shard: register them once (io_uring fixed buffers),
     // so writes skip pinning pages each time.
     let mut buffers: Vec<AlignedBuf> = (0..=config.writes_in_flight_max)
@@ -215,7 +285,26 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
         Err(_) => {}
     }
     core.provide_buffers(buffers);
-    Ok((disk, core, report, direct_io))
+    Ok((disk, core, report, direct_io, storage_shell))
+}
+
+/// Segment state from the manifest under what journal replay rebuilt (replay is newer).
+fn merge_manifest_segments(
+    segments: &mut std::collections::BTreeMap<SegmentId, SegmentState>,
+    manifest: &Manifest,
+) {
+    for (segment, key, fenced, lac) in &manifest.segments {
+        let state = segments.entry(*segment).or_insert_with(|| {
+            let mut state = SegmentState::new(Bytes::new());
+            state.master_key = None;
+            state
+        });
+        if state.master_key.is_none() {
+            state.master_key = key.clone();
+        }
+        state.fenced |= *fenced;
+        state.observe_lac(*lac);
+    }
 }
 
 /// The CPU shard `id` is pinned to, if pinning is on.
@@ -240,6 +329,8 @@ struct Shell {
     config: BookieConfig,
     dir: ShardDir,
     direct_io: bool,
+    /// The storage directory and whether it uses O_DIRECT (entry logs mode).
+    storage: Option<(StorageDir, bool)>,
     preparer: Arc<Preparer>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
@@ -272,6 +363,7 @@ impl Shell {
                         });
                         core.on_file_ready(seq, result, now);
                     }
+                    Event::Persisted(result) => core.on_checkpoint_persisted(result, now),
                 }
             }
             let mut taken = 0;
@@ -420,19 +512,53 @@ impl Shell {
                         }),
                     });
                 }
-                Output::Checkpoint(mark, files, reply) => {
-                    for seq in &files {
+                Output::Checkpoint { mark, reclaim, reply, manifest } => {
+                    for seq in &reclaim {
                         disk.unregister_file(*seq);
                     }
+                    let manifest = match (&self.storage, manifest) {
+                        (Some((storage_dir, _)), Some(bytes)) => Some((storage_dir.clone(), bytes)),
+                        _ => None,
+                    };
+                    let events = events.clone();
+                    let waker = self.waker.clone();
                     self.preparer.submit(Job::Reclaim {
                         dir: self.dir.clone(),
+                        manifest,
                         mark,
-                        files,
+                        files: reclaim,
                         recycled_max: self.config.journal_files_recycled_max,
-                        done: Box::new(move |result| {
-                            let _ = reply.send(Reply::Checkpointed(result));
+                        done: Box::new(move |result| match reply {
+                            Some(reply) => {
+                                let _ = reply.send(Reply::Checkpointed(result));
+                            }
+                            None => {
+                                let _ = events.send(Event::Persisted(result));
+                                waker.wake();
+                            }
                         }),
                     });
+                }
+                Output::OpenEntryLog(seq) => {
+                    let result = match &self.storage {
+                        Some((storage_dir, storage_direct)) => {
+                            let path = storage_dir.log_path(seq);
+                            storage_dir
+                                .create_log(seq, *storage_direct)
+                                .and_then(|file| disk.register_file(entry_log_file(seq), file))
+                                .map_err(|source| {
+                                    if source.raw_os_error() == Some(libc::ENOSPC) {
+                                        Error::NoSpace(self.id)
+                                    } else {
+                                        Error::Io { op: IoOp::Open, file: path, offset: 0, source }
+                                    }
+                                })
+                        }
+                        None => Err(Error::InvalidRequest("no storage directory".into())),
+                    };
+                    #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]
+                    let now = Instant::now();
+                    core.on_entry_log_ready(seq, result, now);
                 }
             }
         }

@@ -98,7 +98,15 @@ pub enum Request<T> {
         /// Reply handle.
         reply: T,
     },
+    /// Write everything acknowledged so far to entry logs and checkpoint the journal past it;
+    /// replies once done (at once in `StorageMode::JournalOnly`, or when there is nothing).
+    Flush {
+        /// Reply handle.
+        reply: T,
+    },
     /// Everything before `mark` is stored elsewhere: reclaim journal files wholly before it.
+    /// Only in `StorageMode::JournalOnly` (an embedding application that keeps the data
+    /// itself); with entry logs the shard checkpoints itself after each flush.
     Checkpoint {
         /// The checkpoint.
         mark: JournalMark,
@@ -124,6 +132,8 @@ pub enum Reply {
     Position(JournalMark),
     /// For `Checkpoint`.
     Checkpointed(Result<(), Error>),
+    /// For `Flush`.
+    Flushed(Result<(), Error>),
     /// The request never reached a shard's core (the shard stopped, or no such shard).
     Refused(Error),
 }

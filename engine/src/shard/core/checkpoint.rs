@@ -81,7 +81,7 @@ impl<T> ShardCore<T> {
     pub(super) fn checkpoint_complete(&mut self, mark: JournalMark) -> Vec<FileSeq> {
         let active = self.active.as_ref().map(|a| a.seq);
         let in_flight: Vec<FileSeq> = self.in_flight.iter().map(|b| b.file).collect();
-        let reads: Vec<FileSeq> = self.reads.values().map(|r| r.location.file).collect();
+        let reads: Vec<FileSeq> = self.reads.values().filter_map(|r| r.journal_file()).collect();
         let (reclaim, keep): (Vec<FileSeq>, Vec<FileSeq>) = self.live_files.iter().partition(|f| {
             **f < mark.file && Some(**f) != active && !in_flight.contains(f) && !reads.contains(f)
         });

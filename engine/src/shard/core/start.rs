@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
+
+use super::flush::{StorageSettings, StorageStartState};
 use crate::config::JournalSync;
 use crate::ids::{FileSeq, SegmentId, ShardId};
 use crate::shard::location_index::LocationIndex;
@@ -29,6 +32,8 @@ pub struct CoreSettings {
     pub entry_bytes_max: usize,
     /// Flush mechanism.
     pub journal_sync: JournalSync,
+    /// Segment storage; `None`: `StorageMode::JournalOnly`.
+    pub storage: Option<StorageSettings>,
 }
 
 /// What a shard starts from: the outcome of journal replay.
@@ -52,6 +57,11 @@ pub struct CoreStart {
     /// Batch boundaries replay saw per file (the checkpoint's offset and every replayed
     /// batch's end), so a checkpoint can name them after a restart.
     pub boundaries: BTreeMap<FileSeq, Vec<u64>>,
+    /// Entries replayed (with entry logs, replay keeps payloads for the write cache instead of
+    /// indexing journal locations).
+    pub replayed: Vec<(SegmentId, u64, Bytes)>,
+    /// Segment storage found at open (entry logs mode).
+    pub storage: Option<StorageStartState>,
 }
 
 /// Counters for benchmarks and metrics.
@@ -63,4 +73,16 @@ pub struct CoreStats {
     pub batch_bytes: u64,
     /// Entries acknowledged.
     pub entries: u64,
+    /// Flushes completed (runs written to entry logs).
+    pub flushes: u64,
+    /// Bytes of runs written by flushes.
+    pub flushed_bytes: u64,
+    /// Entries written by flushes.
+    pub flushed_entries: u64,
+    /// Times adds had to wait because the write cache was full and a flush running (F2).
+    pub adds_throttled: u64,
+    /// Reads answered from the write cache.
+    pub cache_reads: u64,
+    /// Reads answered from entry logs.
+    pub log_reads: u64,
 }

@@ -1,0 +1,520 @@
+//! The shard core's segment storage: the write cache, flushes to entry logs, and the checkpoint
+//! that follows each flush.
+//!
+//! A flush: seal the active cache half at the durable journal position (the mark, W2); plan a
+//! run; make sure an entry log has room (asking the shell for a new one if not); stream the run
+//! in chunks with a few writes in flight, the last chunk (the footer) only once every other
+//! chunk is written, with an fdatasync (RN2); index the run (RI1) and drop the sealed half;
+//! then checkpoint the journal at the mark (journal the segments' state after it, persist the
+//! manifest, reclaim journal files). One flush at a time; the next starts once the manifest is
+//! persisted.
+//!
+//! Invariants:
+//! - F1: the journal is checkpointed at a mark only after every entry before the mark is in a
+//!   durable, indexed run, and the manifest naming those runs is written before any journal
+//!   file is reclaimed (the shell runs manifest, checkpoint, reclaim in that order).
+//! - F2: adds wait (backpressure, counted in `adds_throttled`) only while the active half is
+//!   full and a flush is running; the cache is bounded by `write_cache_bytes_max` plus the
+//!   journal batches in flight.
+//! - F3: a failed entry log write or flush keeps the sealed half and the journal; the flush is
+//!   retried later in a new entry log, so nothing acknowledged is ever lost to it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{OP_FLUSH, Output, ShardCore};
+use crate::error::Error;
+use crate::ids::{FileSeq, LogSeq, SegmentId};
+use crate::io::buf::AlignedBuf;
+use crate::io::{Completion, DiskOp};
+use crate::shard::request::{JournalMark, Reply};
+use crate::storage::manifest::{Manifest, ManifestRun};
+use crate::storage::run::RunEncoder;
+use crate::storage::run_index::{RunIndex, RunInfo};
+use crate::storage::write_cache::WriteCache;
+
+/// Bytes per flush write.
+pub const FLUSH_CHUNK_BYTES: usize = 512 << 10;
+/// Flush writes in flight at most.
+pub const FLUSH_WRITES_IN_FLIGHT_MAX: usize = 8;
+/// Wait after a failed flush before the next attempt.
+pub const FLUSH_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Entry logs are told apart from journal files on the disk by this bit of their `FileSeq`.
+const ENTRY_LOG_FILE_BIT: u64 = 1 << 62;
+
+/// The disk's name for entry log `seq`.
+pub fn entry_log_file(seq: LogSeq) -> FileSeq {
+    FileSeq(ENTRY_LOG_FILE_BIT | seq.0)
+}
+
+/// The storage knobs the core needs.
+#[derive(Clone, Debug)]
+pub struct StorageSettings {
+    /// Both cache halves together, in bytes charged.
+    pub write_cache_bytes_max: usize,
+    /// A flush starts at least this often while the cache holds entries.
+    pub flush_interval: Duration,
+    /// An entry log takes runs until it would pass this size.
+    pub entry_log_bytes: u64,
+}
+
+/// Storage as the core starts with it.
+#[derive(Debug, Default)]
+pub struct StorageStartState {
+    /// Runs found at open.
+    pub index: RunIndex,
+    /// Entry logs and the bytes of each that runs use.
+    pub logs: Vec<(LogSeq, u64)>,
+    /// Sequence number for the next entry log.
+    pub next_log: u64,
+    /// Damage found at open.
+    pub damage: Vec<String>,
+    /// Entries replayed from the journal after the checkpoint: they go into the write cache.
+    pub replayed: Vec<(SegmentId, u64, Bytes)>,
+}
+
+#[derive(Debug)]
+struct Writing {
+    encoder: RunEncoder,
+    mark: JournalMark,
+    /// The log and the run's offset in it, once a log with room is ready.
+    place: Option<(LogSeq, u64)>,
+    in_flight: usize,
+    /// The footer chunk, held until every other chunk is written (RN2).
+    last: Option<AlignedBuf>,
+    last_submitted: bool,
+    failed: Option<Error>,
+}
+
+#[derive(Debug)]
+enum FlushState {
+    Idle,
+    Writing(Box<Writing>),
+    /// The run is indexed; the checkpoint at this mark is on its way.
+    Checkpointing,
+}
+
+/// The core's storage state.
+#[derive(Debug)]
+pub(super) struct Storage<T> {
+    settings: StorageSettings,
+    pub(super) cache: WriteCache,
+    pub(super) index: RunIndex,
+    logs: Vec<(LogSeq, u64)>,
+    /// The log new runs are appended to, if any.
+    active_log: Option<LogSeq>,
+    opening_log: Option<LogSeq>,
+    next_log: u64,
+    next_run: u64,
+    state: FlushState,
+    /// The mark of the sealed half, kept while its flush is retried (F3).
+    sealed_mark: Option<JournalMark>,
+    /// The checkpoint after a flush, run outside the request backlog (an add waiting for the
+    /// flush must not stand in its way) with its own cursor.
+    pub(super) checkpoint: Option<(JournalMark, super::Cursor)>,
+    chunks_free: Vec<AlignedBuf>,
+    last_flush: Instant,
+    retry_at: Option<Instant>,
+    /// Flush requests waiting for the next flush to start / for the running one to finish.
+    waiting_next: Vec<T>,
+    waiting_current: Vec<T>,
+    requested: bool,
+    pub(super) damage: Vec<String>,
+    throttled: bool,
+}
+
+impl<T> Storage<T> {
+    pub(super) fn new(settings: StorageSettings, start: StorageStartState, now: Instant) -> Storage<T> {
+        let mut cache = WriteCache::default();
+        for (segment, entry, payload) in start.replayed {
+            cache.insert(segment, entry, payload);
+        }
+        let next_run = start.index.next_seq();
+        Storage {
+            settings,
+            cache,
+            index: start.index,
+            // Appending to a log found at open is avoided: its tail may hold bytes of a flush
+            // that never finished. New runs go to a new log.
+            logs: start.logs,
+            active_log: None,
+            opening_log: None,
+            next_log: start.next_log,
+            next_run,
+            state: FlushState::Idle,
+            sealed_mark: None,
+            checkpoint: None,
+            chunks_free: Vec::new(),
+            last_flush: now,
+            retry_at: None,
+            waiting_next: Vec::new(),
+            waiting_current: Vec::new(),
+            requested: false,
+            damage: start.damage,
+            throttled: false,
+        }
+    }
+
+    fn half_bytes(&self) -> usize {
+        self.settings.write_cache_bytes_max / 2
+    }
+
+    fn busy(&self) -> bool {
+        !matches!(self.state, FlushState::Idle)
+    }
+
+    /// When a flush is due by time, if the cache holds anything.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        if self.busy() {
+            return None;
+        }
+        if self.cache.sealed().is_some() {
+            return self.retry_at;
+        }
+        if self.cache.active().is_empty() && !self.requested {
+            return None;
+        }
+        let due =
+            if self.requested { self.last_flush } else { self.last_flush + self.settings.flush_interval };
+        Some(self.retry_at.map_or(due, |r| r.max(due)))
+    }
+}
+
+impl<T> ShardCore<T> {
+    /// Whether an add must wait for the flush to catch up (F2).
+    pub(super) fn cache_full(&mut self) -> bool {
+        let Some(storage) = self.storage.as_mut() else { return false };
+        let active = storage.cache.active().bytes();
+        let full = (active >= storage.half_bytes() && storage.cache.sealed().is_some())
+            || active >= storage.settings.write_cache_bytes_max;
+        if full && !storage.throttled {
+            self.stats.adds_throttled += 1;
+        }
+        storage.throttled = full;
+        full
+    }
+
+    /// An acknowledged entry goes into the write cache.
+    pub(super) fn cache_insert(&mut self, segment: SegmentId, entry: u64, payload: &Bytes) -> bool {
+        match self.storage.as_mut() {
+            Some(storage) => {
+                storage.cache.insert(segment, entry, payload.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A `Flush` request: answered once everything acknowledged before it is in an entry log
+    /// and the journal is checkpointed past it.
+    pub(super) fn request_flush(&mut self, reply: T, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else {
+            self.out.push_back(Output::Reply(reply, Reply::Flushed(Ok(()))));
+            return;
+        };
+        if !storage.busy() && storage.cache.active().is_empty() {
+            self.out.push_back(Output::Reply(reply, Reply::Flushed(Ok(()))));
+            return;
+        }
+        storage.waiting_next.push(reply);
+        storage.requested = true;
+        self.maybe_start_flush(now);
+    }
+
+    /// Starts a flush if one is due: the active half is half the cache, the interval passed,
+    /// or a flush was requested.
+    pub(super) fn maybe_start_flush(&mut self, now: Instant) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        let durable = self.durable;
+        let Some(storage) = self.storage.as_mut() else { return };
+        if storage.busy() || storage.retry_at.is_some_and(|r| now < r) {
+            return;
+        }
+        let retry = storage.cache.sealed().is_some();
+        if !retry {
+            let due = storage.cache.active().bytes() >= storage.half_bytes()
+                || storage.requested
+                || now >= storage.last_flush + storage.settings.flush_interval;
+            if storage.cache.active().is_empty() || !due {
+                return;
+            }
+            storage.cache.seal();
+            storage.sealed_mark = Some(durable);
+        }
+        storage.retry_at = None;
+        storage.requested = false;
+        storage.waiting_current.append(&mut storage.waiting_next);
+        let mark = storage.sealed_mark.expect("a sealed half has its mark");
+        let seq = storage.next_run;
+        let half = storage.cache.sealed().expect("sealed above or kept for a retry");
+        // Larger than a run can be (RN3) cannot happen: the cache size is validated far below.
+        let encoder =
+            RunEncoder::new(storage.log_epoch_hint(), seq, half).expect("a cache half fits one run");
+        storage.next_run += 1;
+        storage.state = FlushState::Writing(Box::new(Writing {
+            encoder,
+            mark,
+            place: None,
+            in_flight: 0,
+            last: None,
+            last_submitted: false,
+            failed: None,
+        }));
+        self.place_run();
+        self.flush_pump();
+    }
+
+    /// Finds the run a place in an entry log with room, or asks for a new log.
+    fn place_run(&mut self) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let FlushState::Writing(w) = &mut storage.state else { return };
+        if w.place.is_some() {
+            return;
+        }
+        let run_bytes = w.encoder.header().run_bytes;
+        if let Some(log) = storage.active_log {
+            let used = storage.logs.iter().find(|(s, _)| *s == log).map_or(0, |(_, u)| *u);
+            if used == 0 || used + run_bytes <= storage.settings.entry_log_bytes {
+                if w.encoder.epoch() == log.0 {
+                    w.place = Some((log, used));
+                    return;
+                }
+                // Planned for another log (the epoch seeds every CRC): plan again.
+                let half = storage.cache.sealed().expect("a flush has a sealed half");
+                let seq = w.encoder.header().seq;
+                w.encoder = RunEncoder::new(log.0, seq, half).expect("planned once already");
+                w.place = Some((log, used));
+                return;
+            }
+        }
+        if storage.opening_log.is_none() {
+            let seq = LogSeq(storage.next_log);
+            storage.next_log += 1;
+            storage.opening_log = Some(seq);
+            self.out.push_back(Output::OpenEntryLog(seq));
+        }
+    }
+
+    /// The shell created entry log `seq` (registered with the disk), or could not.
+    pub fn on_entry_log_ready(&mut self, seq: LogSeq, result: Result<(), Error>, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        assert_eq!(storage.opening_log, Some(seq));
+        storage.opening_log = None;
+        match result {
+            Ok(()) => {
+                storage.logs.push((seq, 0));
+                storage.active_log = Some(seq);
+                self.place_run();
+                self.flush_pump();
+            }
+            Err(error) => {
+                tracing::error!(shard = self.settings.shard.0, log = %seq, %error,
+                    "could not create an entry log; flush retried later");
+                self.flush_failed(now);
+            }
+        }
+    }
+
+    /// Submits run chunks while write slots are free; the footer chunk last (RN2).
+    pub(super) fn flush_pump(&mut self) {
+        loop {
+            let Some(storage) = self.storage.as_mut() else { return };
+            let FlushState::Writing(w) = &mut storage.state else { return };
+            let Some((log, offset)) = w.place else { return };
+            if w.failed.is_some() {
+                return;
+            }
+            if w.last.is_some() && !w.last_submitted && w.in_flight == 0 {
+                let buf = w.last.take().expect("checked");
+                let at = offset + w.encoder.header().run_bytes - buf.len() as u64;
+                w.last_submitted = true;
+                w.in_flight += 1;
+                let op = self.op_id(OP_FLUSH);
+                let sync = Some(crate::config::JournalSync::Fdatasync);
+                self.out.push_back(Output::Disk(
+                    op,
+                    DiskOp::Write { file: entry_log_file(log), offset: at, buf, sync },
+                ));
+                return;
+            }
+            if w.encoder.is_done() || w.in_flight >= FLUSH_WRITES_IN_FLIGHT_MAX {
+                return;
+            }
+            let mut buf =
+                storage.chunks_free.pop().unwrap_or_else(|| AlignedBuf::with_capacity(FLUSH_CHUNK_BYTES));
+            let at = offset + w.encoder.position();
+            let half = storage.cache.sealed().expect("a flush has a sealed half");
+            w.encoder.fill(&mut buf, half);
+            if w.encoder.is_done() {
+                w.last = Some(buf);
+                continue;
+            }
+            w.in_flight += 1;
+            let op = self.op_id(OP_FLUSH);
+            self.out.push_back(Output::Disk(
+                op,
+                DiskOp::Write { file: entry_log_file(log), offset: at, buf, sync: None },
+            ));
+        }
+    }
+
+    /// A flush write completed.
+    pub(super) fn on_flush_completed(&mut self, completion: Completion, now: Instant) {
+        let shard = self.settings.shard;
+        let Some(storage) = self.storage.as_mut() else { return };
+        let FlushState::Writing(w) = &mut storage.state else {
+            unreachable!("a flush completion without a flush")
+        };
+        w.in_flight -= 1;
+        if let Err((op, source)) = completion.result {
+            let (log, offset) = w.place.expect("written, so placed");
+            tracing::error!(shard = shard.0, log = %log, offset, ?op, %source,
+                "entry log write failed; flush retried later in a new entry log");
+            w.failed.get_or_insert(Error::Io { op, file: format!("entry log {log}").into(), offset, source });
+        }
+        if storage.chunks_free.len() < FLUSH_WRITES_IN_FLIGHT_MAX {
+            storage.chunks_free.push(completion.buf);
+        }
+        if w.in_flight > 0 {
+            return;
+        }
+        if w.failed.is_some() {
+            // F3: this log's tail cannot be trusted; the next attempt uses a new log.
+            storage.active_log = None;
+            self.flush_failed(now);
+            return;
+        }
+        if !w.last_submitted {
+            self.flush_pump();
+            return;
+        }
+        // The run is durable (RI1).
+        let FlushState::Writing(w) = std::mem::replace(&mut storage.state, FlushState::Checkpointing) else {
+            unreachable!("checked")
+        };
+        let (log, offset) = w.place.expect("written, so placed");
+        let header = *w.encoder.header();
+        storage.index.insert(RunInfo { log, offset, header }, w.encoder.sections());
+        if let Some(used) = storage.logs.iter_mut().find(|(s, _)| *s == log) {
+            used.1 = offset + header.run_bytes;
+        }
+        if let Some(half) = storage.cache.release_sealed() {
+            self.stats.flushed_entries += half.len() as u64;
+        }
+        storage.sealed_mark = None;
+        storage.checkpoint = Some((w.mark, super::Cursor::default()));
+        self.stats.flushes += 1;
+        self.stats.flushed_bytes += header.run_bytes;
+    }
+
+    /// Gives up on the current flush attempt; the sealed half stays and is retried (F3).
+    fn flush_failed(&mut self, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        storage.state = FlushState::Idle;
+        // The sealed half and its mark stay: the next attempt writes them to a new log.
+        storage.retry_at = Some(now + FLUSH_RETRY_DELAY);
+        storage.requested |= !storage.waiting_current.is_empty();
+        let mut waiting = std::mem::take(&mut storage.waiting_current);
+        waiting.append(&mut storage.waiting_next);
+        storage.waiting_next = waiting;
+    }
+
+    /// The manifest for a checkpoint at `mark`, after its flush.
+    pub(super) fn manifest(&self, mark: JournalMark) -> Option<Vec<u8>> {
+        let storage = self.storage.as_ref()?;
+        let manifest = Manifest {
+            shard: self.settings.shard.0,
+            checkpoint: Some(mark),
+            next_log: storage.next_log,
+            next_run: storage.next_run,
+            logs: storage.logs.clone(),
+            runs: storage
+                .index
+                .runs()
+                .map(|r| ManifestRun {
+                    log: r.log,
+                    offset: r.offset,
+                    bytes: r.header.run_bytes,
+                    seq: r.header.seq,
+                })
+                .collect(),
+            segments: Manifest::segments_from(&self.segments),
+        };
+        Some(manifest.encode())
+    }
+
+    /// The shell persisted the manifest and checkpoint of the last flush (or failed to).
+    pub fn on_checkpoint_persisted(&mut self, result: Result<(), Error>, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        storage.state = FlushState::Idle;
+        storage.last_flush = now;
+        if let Err(error) = &result {
+            tracing::error!(shard = self.settings.shard.0, %error,
+                "could not persist the storage manifest; the journal is kept until a later flush");
+        }
+        let waiting = std::mem::take(&mut storage.waiting_current);
+        for reply in waiting {
+            let answer = result.as_ref().copied().map_err(super::clone_error);
+            self.out.push_back(Output::Reply(reply, Reply::Flushed(answer)));
+        }
+        self.maybe_start_flush(now);
+    }
+
+    /// The checkpoint after a flush could not be journaled (the shard is poisoned).
+    pub(super) fn checkpoint_abandoned(&mut self, error: &Error) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        storage.state = FlushState::Idle;
+        let waiting: Vec<T> =
+            storage.waiting_current.drain(..).chain(storage.waiting_next.drain(..)).collect();
+        for reply in waiting {
+            self.out.push_back(Output::Reply(reply, Reply::Flushed(Err(super::clone_error(error)))));
+        }
+    }
+
+    /// Storage's deadline (a flush due by time).
+    pub(super) fn storage_deadline(&self) -> Option<Instant> {
+        self.storage.as_ref().and_then(|s| s.deadline())
+    }
+}
+
+impl<T> Storage<T> {
+    /// The epoch a new run is planned with: the active log's, when there is one with room.
+    fn log_epoch_hint(&self) -> u64 {
+        self.active_log.map_or(u64::MAX, |l| l.0)
+    }
+}
+
+impl<T> ShardCore<T> {
+    /// Runs the checkpoint after a flush: checks its mark once, journals the segments' state
+    /// after it (resumable, with its own cursor), then waits for that to be durable.
+    pub(super) fn pump_flush_checkpoint(&mut self, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let Some((mark, mut cursor)) = storage.checkpoint.take() else { return };
+        if self.poisoned.is_some() {
+            self.checkpoint_abandoned(&Error::Poisoned(self.settings.shard));
+            return;
+        }
+        let fresh = cursor.segment_done.is_none() && cursor.placed_in.is_none();
+        if fresh && let Err(error) = self.checkpoint_check(mark) {
+            tracing::error!(shard = self.settings.shard.0, %error, "checkpoint after a flush refused");
+            self.on_checkpoint_persisted(Err(error), now);
+            return;
+        }
+        std::mem::swap(&mut self.cursor, &mut cursor);
+        let result = self.checkpoint_snapshot(now);
+        std::mem::swap(&mut self.cursor, &mut cursor);
+        match result {
+            Ok(true) => self.attach(cursor.placed_in, super::Waiter::Checkpoint { reply: None, mark }),
+            Ok(false) => {
+                if let Some(storage) = self.storage.as_mut() {
+                    storage.checkpoint = Some((mark, cursor));
+                }
+            }
+            Err(error) => self.checkpoint_abandoned(&error),
+        }
+    }
+}
