@@ -1,7 +1,9 @@
 //! `dlog bench journal`: the engine-only journal benchmark.
 //!
 //! Each workload alternates rounds of dlog load and rounds of the raw baseline on the same
-//! directory, so both see the same disk weather. The baseline for throughput is one O_DIRECT
+//! directory, so both see the same disk weather. With `--storage both` (the default for the
+//! throughput workloads) every round runs a bookie with entry logs (flushes running) and one
+//! in `JournalOnly` mode, so the flush's cost is a ratio measured in the same run. The baseline for throughput is one O_DIRECT
 //! write of the journal's observed average batch size plus one fdatasync, serially; the
 //! baseline for latency is the same loop at 4 KiB. Replay is compared with a sequential
 //! O_DIRECT read of the same journal files.
@@ -13,7 +15,7 @@ use anyhow::{Context, Result};
 use dlog_engine::constants::{JOURNAL_FILE_HEADER_BYTES, RECORD_HEADER_BYTES};
 use dlog_engine::journal::file_header::FileHeader;
 use dlog_engine::journal::record::{self, RecordKind};
-use dlog_engine::{Backend, Bookie, BookieConfig, DirectIo, JournalSync, ShardId};
+use dlog_engine::{Backend, Bookie, BookieConfig, CoreStats, DirectIo, JournalSync, ShardId, StorageMode};
 use serde::Serialize;
 
 use crate::bench::baseline::{ScratchFile, WriteLoop, read_sequential, write_flush_loop};
@@ -40,6 +42,8 @@ pub struct Workload {
     pub rounds: u32,
     /// MiB of journal to write and replay; 0 skips the replay measurement.
     pub replay_mib: u64,
+    /// "entry-logs", "journal-only", or "both" (entry logs measured against journal only).
+    pub storage: String,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -120,6 +124,27 @@ pub struct Report {
     pub ratio_latency_p99: f64,
     /// Replay, when measured.
     pub replay: Option<Replay>,
+    /// The storage mode of the main figures above.
+    pub storage: String,
+    /// With `--storage both`: the same load on a journal-only bookie in the same rounds.
+    pub journal_only: Option<JournalOnly>,
+}
+
+/// The journal-only comparison of a `--storage both` workload.
+#[derive(Debug, Serialize)]
+pub struct JournalOnly {
+    /// Durable entries per second without segment storage.
+    pub entries_per_s: f64,
+    /// Durable payload MB/s without segment storage.
+    pub mb_per_s: f64,
+    /// Latency without segment storage.
+    pub latency_us: Latency,
+    /// Entry-logs entries/s over journal-only entries/s.
+    pub ratio: f64,
+    /// Flushes the entry-logs bookie completed during the measured rounds.
+    pub flushes: u64,
+    /// Times adds waited for a flush during the measured rounds.
+    pub adds_throttled: u64,
 }
 
 #[expect(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
@@ -129,6 +154,11 @@ fn now() -> Instant {
 
 fn bookie_config(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<BookieConfig> {
     let mut config = BookieConfig::new(dir);
+    config.storage_mode = match w.storage.as_str() {
+        "journal-only" => StorageMode::JournalOnly,
+        "entry-logs" | "both" => StorageMode::EntryLogs,
+        other => anyhow::bail!("unknown storage {other:?} (entry-logs, journal-only, both)"),
+    };
     config.shard_count = w.shards;
     config.batch_bytes_max = e.batch_bytes_max;
     config.writes_in_flight_max = e.writes_in_flight;
@@ -151,14 +181,71 @@ fn bookie_config(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<BookieC
 }
 
 fn stats_total(bookie: &Bookie) -> Result<(u64, u64)> {
-    let mut batches = 0;
-    let mut bytes = 0;
+    let s = stats_sum(bookie)?;
+    Ok((s.batches, s.batch_bytes))
+}
+
+fn stats_sum(bookie: &Bookie) -> Result<CoreStats> {
+    let mut sum = CoreStats::default();
     for shard in 0..bookie.shard_count() {
         let s = bookie.stats(ShardId(shard))?;
-        batches += s.batches;
-        bytes += s.batch_bytes;
+        sum.batches += s.batches;
+        sum.batch_bytes += s.batch_bytes;
+        sum.flushes += s.flushes;
+        sum.adds_throttled += s.adds_throttled;
     }
-    Ok((batches, bytes))
+    Ok(sum)
+}
+
+/// A bookie under load, with what it needs between rounds.
+struct Target {
+    bookie: Bookie,
+    segments: Segments,
+    /// Checkpoint period for journal-only bookies (standing in for storage).
+    checkpoint_every: Option<Duration>,
+}
+
+impl Target {
+    /// Opens a bookie in `dir` and brings it to steady state: enough written to fill the
+    /// journal recycle pool (rotations then reuse files instead of zeroing new ones, as in a
+    /// long-running bookie), then a warm-up with the workload itself.
+    fn open(
+        dir: &Path,
+        w: &Workload,
+        e: &EngineSettings,
+        mode: StorageMode,
+        spec: &LoadSpec,
+    ) -> Result<Target> {
+        let mut config = bookie_config(dir, w, e)?;
+        config.storage_mode = mode;
+        let bookie = Bookie::open(config.clone()).context("open bookie")?;
+        let checkpoint_every = (mode == StorageMode::JournalOnly).then_some(Duration::from_millis(100));
+        let pool_bytes = (config.journal_files_recycled_max as u64 + 2) * config.journal_file_bytes;
+        let mut filler = Segments::new(&bookie, 1, 1 << 40, 64 << 10);
+        let fill = LoadSpec {
+            entry_bytes: 64 << 10,
+            concurrency: 64,
+            batch: 1,
+            duration: Duration::from_millis(100),
+            spin: false,
+        };
+        let fill_every = checkpoint_every.map(|_| Duration::from_millis(20));
+        while stats_total(&bookie)?.1 < pool_bytes * u64::from(w.shards) {
+            run(&bookie, &mut filler, &fill, fill_every)?;
+        }
+        let segments = Segments::new(&bookie, 4, 1, w.entry_size);
+        let mut target = Target { bookie, segments, checkpoint_every };
+        let warm = LoadSpec { duration: Duration::from_millis(500).max(spec.duration / 4), ..spec.clone() };
+        run(&target.bookie, &mut target.segments, &warm, target.checkpoint_every)?;
+        target.settle()?;
+        Ok(target)
+    }
+
+    /// Between rounds: leave nothing for a timer-driven flush to do during another target's
+    /// round.
+    fn settle(&self) -> Result<()> {
+        self.bookie.flush().context("flush between rounds")
+    }
 }
 
 /// Runs one workload in `dir` (created, and emptied afterwards).
@@ -167,11 +254,6 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
     let journal_dir = dir.join("journal");
     let _ = std::fs::remove_dir_all(&journal_dir);
     let scratch = ScratchFile::create(&dir.join("baseline.scratch"), 256 << 20)?;
-    let config = bookie_config(&journal_dir, w, e)?;
-    let bookie = Bookie::open(config.clone()).context("open bookie")?;
-    let backend = bookie.backend().to_string();
-    let direct_io = bookie.direct_io();
-    let mut segments = Segments::new(&bookie, 4, 1, w.entry_size);
     let round = w.duration / w.rounds.max(1);
     let spec = LoadSpec {
         entry_bytes: w.entry_size,
@@ -180,30 +262,28 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         duration: round,
         spin: false,
     };
-    // Steady state, as in a long-running bookie: write enough to fill the recycle pool with
-    // reclaimed files, so that rotations during the measurement reuse files instead of zeroing
-    // new ones (which would compete for the disk). Then warm up with the workload itself.
-    let pool_bytes = (config.journal_files_recycled_max as u64 + 2) * config.journal_file_bytes;
-    let mut filler = Segments::new(&bookie, 1, 1 << 40, 64 << 10);
-    let fill = LoadSpec {
-        entry_bytes: 64 << 10,
-        concurrency: 64,
-        batch: 1,
-        duration: Duration::from_millis(100),
-        spin: false,
+    let main_mode =
+        if w.storage == "journal-only" { StorageMode::JournalOnly } else { StorageMode::EntryLogs };
+    let mut main = Target::open(&journal_dir, w, e, main_mode, &spec)?;
+    let journal_only_dir = dir.join("journal-only");
+    let _ = std::fs::remove_dir_all(&journal_only_dir);
+    let mut other = if w.storage == "both" {
+        Some(Target::open(&journal_only_dir, w, e, StorageMode::JournalOnly, &spec)?)
+    } else {
+        None
     };
-    while stats_total(&bookie)?.1 < pool_bytes * u64::from(w.shards) {
-        run(&bookie, &mut filler, &fill, Some(Duration::from_millis(20)))?;
-    }
-    let warm = LoadSpec { duration: Duration::from_millis(500).max(round / 4), ..spec.clone() };
-    run(&bookie, &mut segments, &warm, Some(Duration::from_millis(100)))?;
+    let backend = main.bookie.backend().to_string();
+    let direct_io = main.bookie.direct_io();
 
     // One appender at one in flight: run it on its shard's CPU, as a thread-per-core server
     // runs a connection on the core that owns its data, so hand-offs wake no other CPU.
     let pinned = w.concurrency <= w.batch;
     if pinned {
-        segments = Segments::on_shards(&bookie, 1, 1, w.entry_size, 1);
-        if let Some(cpu) = bookie.shard_cpu(ShardId(0)) {
+        main.segments = Segments::on_shards(&main.bookie, 1, 1 << 30, w.entry_size, 1);
+        if let Some(t) = other.as_mut() {
+            t.segments = Segments::on_shards(&t.bookie, 1, 1 << 30, w.entry_size, 1);
+        }
+        if let Some(cpu) = main.bookie.shard_cpu(ShardId(0)) {
             crate::bench::load::pin_to(cpu)?;
         }
     }
@@ -212,17 +292,28 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
     let (mut entries, mut bytes, mut elapsed) = (0u64, 0u64, Duration::ZERO);
     let (mut batches, mut batch_bytes) = (0u64, 0u64);
     let (mut base_bytes, mut base_elapsed) = (0f64, Duration::ZERO);
+    let (mut jo_entries, mut jo_bytes, mut jo_elapsed, mut jo_hist) =
+        (0u64, 0u64, Duration::ZERO, histogram());
+    let main_before = stats_sum(&main.bookie)?;
     let mut write_bytes = 4096;
     for _ in 0..w.rounds.max(1) {
-        let (b0, bb0) = stats_total(&bookie)?;
-        let result = run(&bookie, &mut segments, &spec, Some(Duration::from_millis(100)))?;
-        let (b1, bb1) = stats_total(&bookie)?;
+        let (b0, bb0) = stats_total(&main.bookie)?;
+        let result = run(&main.bookie, &mut main.segments, &spec, main.checkpoint_every)?;
+        let (b1, bb1) = stats_total(&main.bookie)?;
+        main.settle()?;
         entries += result.entries;
         bytes += result.bytes;
         elapsed += result.elapsed;
         batches += b1 - b0;
         batch_bytes += bb1 - bb0;
         hist.add(&result.histogram).ok();
+        if let Some(t) = other.as_mut() {
+            let result = run(&t.bookie, &mut t.segments, &spec, t.checkpoint_every)?;
+            jo_entries += result.entries;
+            jo_bytes += result.bytes;
+            jo_elapsed += result.elapsed;
+            jo_hist.add(&result.histogram).ok();
+        }
         let avg = batch_bytes.checked_div(batches).unwrap_or(4096);
         write_bytes = (avg as usize).max(4096).next_multiple_of(4096);
         let base: WriteLoop = write_flush_loop(&scratch, write_bytes, round.min(Duration::from_secs(3)))?;
@@ -231,6 +322,21 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         let lat = write_flush_loop(&scratch, 4096, (round / 2).min(Duration::from_secs(2)))?;
         base_4k.add(&lat.histogram).ok();
     }
+    let main_after = stats_sum(&main.bookie)?;
+    let journal_only = other.map(|t| {
+        t.bookie.close();
+        let _ = std::fs::remove_dir_all(&journal_only_dir);
+        let entries_per_s = jo_entries as f64 / jo_elapsed.as_secs_f64();
+        JournalOnly {
+            entries_per_s,
+            mb_per_s: jo_bytes as f64 / jo_elapsed.as_secs_f64() / 1e6,
+            latency_us: latency(&jo_hist),
+            ratio: (entries as f64 / elapsed.as_secs_f64()) / entries_per_s,
+            flushes: main_after.flushes - main_before.flushes,
+            adds_throttled: main_after.adds_throttled - main_before.adds_throttled,
+        }
+    });
+    let bookie = main.bookie;
     if pinned {
         crate::bench::load::unpin()?;
     }
@@ -262,6 +368,8 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         ratio_latency_p99: ours.p99 / baseline.latency_us.p99,
         baseline,
         replay,
+        storage: w.storage.clone(),
+        journal_only,
     })
 }
 
@@ -272,6 +380,9 @@ fn measure_replay(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Replay
     let _ = std::fs::remove_dir_all(&journal_dir);
     let mut config = bookie_config(&journal_dir, w, e)?;
     config.journal_file_bytes = 256 << 20;
+    // Replay of a journal never flushed: what a crash leaves at most (the write cache's worth
+    // with entry logs; here the whole journal, the journal issue's measurement).
+    config.storage_mode = StorageMode::JournalOnly;
     let bookie = Bookie::open(config.clone())?;
     let mut segments = Segments::new(&bookie, 4, 1_000_000, w.entry_size);
     let target = w.replay_mib << 20;
@@ -357,7 +468,7 @@ fn used_bytes(path: &Path) -> Result<u64> {
 
 /// The four workloads behind the figures.
 pub fn suite(shards: u32, duration: Duration, rounds: u32) -> Vec<Workload> {
-    let w = |name: &str, entry_size, concurrency, batch, replay_mib| Workload {
+    let w = |name: &str, entry_size, concurrency, batch, replay_mib: u64| Workload {
         name: name.into(),
         entry_size,
         concurrency,
@@ -366,6 +477,7 @@ pub fn suite(shards: u32, duration: Duration, rounds: u32) -> Vec<Workload> {
         duration,
         rounds,
         replay_mib,
+        storage: if replay_mib > 0 { "journal-only".into() } else { "both".into() },
     };
     vec![
         w("entries_100b", 100, 65536, 1024, 0),

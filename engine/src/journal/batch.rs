@@ -21,6 +21,7 @@ pub const BATCH_CLOSE_SLACK_BYTES: usize = SECTOR_BYTES + RECORD_HEADER_BYTES;
 pub struct BatchBuilder {
     buf: AlignedBuf,
     epoch: u64,
+    seed: u32,
     seq: u64,
     record_count: u64,
 }
@@ -32,7 +33,7 @@ impl BatchBuilder {
         // padding.
         assert!(buf.capacity() >= RECORD_HEADER_BYTES + BATCH_CLOSE_SLACK_BYTES);
         buf.set_len(RECORD_HEADER_BYTES); // The Batch record, filled in by `close`.
-        BatchBuilder { buf, epoch, seq, record_count: 0 }
+        BatchBuilder { buf, epoch, seed: record::seed(epoch), seq, record_count: 0 }
     }
 
     /// Bytes used so far.
@@ -68,7 +69,7 @@ impl BatchBuilder {
         let at = self.buf.len();
         let end = at + record::record_bytes(payload.len());
         self.buf.set_len(end);
-        record::encode(&mut self.buf.as_mut_slice()[at..end], self.epoch, header, payload);
+        record::encode_seeded(&mut self.buf.as_mut_slice()[at..end], self.epoch, self.seed, header, payload);
         self.record_count += 1;
         at
     }

@@ -96,10 +96,6 @@ pub enum DecodeError {
     Checksum,
 }
 
-fn seed(epoch: u64) -> u32 {
-    crc32c::crc32c(&epoch.to_le_bytes())
-}
-
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
     let mut raw = [0u8; 4];
     raw.copy_from_slice(&bytes[at..at + 4]);
@@ -117,21 +113,45 @@ pub fn record_bytes(payload_len: usize) -> usize {
     RECORD_HEADER_BYTES + payload_len
 }
 
+/// The CRC seed of an epoch: computed once per file by writers (`encode_seeded`).
+pub fn seed(epoch: u64) -> u32 {
+    crc32c::crc32c(&epoch.to_le_bytes())
+}
+
 /// Writes header and payload into `out[..record_bytes(payload.len())]`. For `Padding`, pass an
 /// empty payload and the padding length in `header.payload_len`; the caller keeps those bytes
 /// zero.
 pub fn encode(out: &mut [u8], epoch: u64, header: &RecordHeader, payload: &[u8]) {
+    encode_seeded(out, epoch, seed(epoch), header, payload);
+}
+
+/// `encode` with the epoch's seed computed by the caller (hot paths write many records of one
+/// epoch).
+pub fn encode_seeded(out: &mut [u8], epoch: u64, seed: u32, header: &RecordHeader, payload: &[u8]) {
+    let (h, rest) = out.split_at_mut(RECORD_HEADER_BYTES);
+    let crc = fill_header(h, epoch, seed, header, payload);
     if header.kind != RecordKind::Padding {
-        out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+        rest[..payload.len()].copy_from_slice(payload);
     }
-    let head = encode_header(epoch, header, payload);
-    out[..RECORD_HEADER_BYTES].copy_from_slice(&head);
+    h[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The header bytes of a record (its CRC covers `payload`), for callers that place the payload
 /// themselves, possibly split over several buffers.
-pub fn encode_header(epoch: u64, header: &RecordHeader, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
+pub fn encode_header(
+    epoch: u64,
+    seed: u32,
+    header: &RecordHeader,
+    payload: &[u8],
+) -> [u8; RECORD_HEADER_BYTES] {
     let mut h = [0u8; RECORD_HEADER_BYTES];
+    let crc = fill_header(&mut h, epoch, seed, header, payload);
+    h[0..4].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Fills header bytes 4..40 and returns the record's CRC.
+fn fill_header(h: &mut [u8], epoch: u64, seed: u32, header: &RecordHeader, payload: &[u8]) -> u32 {
     h[4..8].copy_from_slice(&header.payload_len.to_le_bytes());
     h[8] = header.kind as u8;
     h[9] = header.flags;
@@ -140,15 +160,14 @@ pub fn encode_header(epoch: u64, header: &RecordHeader, payload: &[u8]) -> [u8; 
     h[16..24].copy_from_slice(&header.segment_id.to_le_bytes());
     h[24..32].copy_from_slice(&header.entry_id.to_le_bytes());
     h[32..40].copy_from_slice(&header.last_add_confirmed.to_le_bytes());
-    let mut crc = crc32c::crc32c_append(seed(epoch), &h[4..]);
+    let crc = crc32c::crc32c_append(seed, &h[4..RECORD_HEADER_BYTES]);
     if header.kind != RecordKind::Padding {
         assert_eq!(payload.len(), header.payload_len as usize);
-        crc = crc32c::crc32c_append(crc, payload);
+        crc32c::crc32c_append(crc, payload)
     } else {
         assert!(payload.is_empty());
+        crc
     }
-    h[0..4].copy_from_slice(&crc.to_le_bytes());
-    h
 }
 
 /// Decodes the header at the start of `bytes` and, unless it is padding, checks the CRC over the

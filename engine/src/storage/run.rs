@@ -103,6 +103,7 @@ pub type RunError = String;
 #[derive(Debug)]
 pub struct RunEncoder {
     epoch: u64,
+    seed: u32,
     head: Vec<u8>,
     /// Zero pad to 8, arrays, footer, zero pad to the sector: everything after the records.
     tail: Vec<u8>,
@@ -194,6 +195,7 @@ impl RunEncoder {
         record::encode(&mut head, epoch, &run_header, &payload);
         Some(RunEncoder {
             epoch,
+            seed: record::seed(epoch),
             head,
             tail,
             sections,
@@ -278,11 +280,11 @@ impl RunEncoder {
             };
             let len = record::record_bytes(payload.len());
             if self.within == 0 && out.len() - n >= len {
-                record::encode(&mut out[n..n + len], self.epoch, &header, payload);
+                record::encode_seeded(&mut out[n..n + len], self.epoch, self.seed, &header, payload);
                 n += len;
             } else {
                 // The record spans chunks: copy the part that fits.
-                let head = record::encode_header(self.epoch, &header, payload);
+                let head = record::encode_header(self.epoch, self.seed, &header, payload);
                 let mut copied = 0;
                 while self.within < len && n < out.len() {
                     let (src, offset) = if self.within < RECORD_HEADER_BYTES {

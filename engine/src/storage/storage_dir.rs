@@ -70,15 +70,24 @@ impl StorageDir {
         self.path.join(format!("entrylog-{seq}.log"))
     }
 
-    /// Creates entry log `seq` (empty) for writing and reading.
-    pub fn create_log(&self, seq: LogSeq, direct_io: bool) -> io::Result<File> {
+    /// Creates entry log `seq` for writing and reading, with `bytes` allocated: writes inside
+    /// the file's size do not change it, so they need no exclusive inode lock and run
+    /// concurrently (appending O_DIRECT writes measured about 1.5x slower in a flush).
+    pub fn create_log(&self, seq: LogSeq, bytes: u64, direct_io: bool) -> io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut options = fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(true);
         if direct_io {
             options.custom_flags(libc::O_DIRECT);
         }
-        options.open(self.log_path(seq))
+        let file = options.open(self.log_path(seq))?;
+        if let Err(e) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+            // Filesystems without fallocate still work, appending.
+            if e != rustix::io::Errno::OPNOTSUPP {
+                return Err(e.into());
+            }
+        }
+        Ok(file)
     }
 
     /// Writes the manifest durably (temporary file, fsync, rename, fsync directory). The
@@ -223,33 +232,54 @@ impl StorageDir {
     }
 
     /// Finds every whole run in a log: run after run from the start; after a run that does
-    /// not decode, the next sector where one does (reported as damage).
+    /// not decode, the next sector where one does (reported as damage). Reads in large blocks,
+    /// so a mostly empty (preallocated) log is scanned at sequential read speed.
     fn scan_log(&self, seq: LogSeq, direct_io: bool, start: &mut StorageStart) -> Result<(), OpenError> {
         let file = self.open_log(seq, direct_io)?;
         let len = self.log_len(seq)?;
+        let mut block = AlignedBuf::with_capacity(SCAN_BLOCK_BYTES);
         let mut at = 0u64;
         let mut skipping_from: Option<u64> = None;
         while at + RUN_HEADER_BYTES as u64 <= len {
-            match read_run(&file, seq, at) {
-                Ok((header, sections)) => {
-                    if let Some(from) = skipping_from.take() {
-                        start.damage.push(format!("entry log {seq}: no whole run in bytes {from}..{at}"));
-                    }
-                    start.index.insert(RunInfo { log: seq, offset: at, header }, &sections);
-                    at += header.run_bytes;
+            if let Ok((header, sections)) = read_run(&file, seq, at) {
+                if let Some(from) = skipping_from.take() {
+                    start.damage.push(format!("entry log {seq}: no whole run in bytes {from}..{at}"));
                 }
-                Err(_) => {
-                    skipping_from.get_or_insert(at);
-                    at += SECTOR_BYTES as u64;
-                }
+                start.index.insert(RunInfo { log: seq, offset: at, header }, &sections);
+                at += header.run_bytes;
+                continue;
             }
+            // Not a run here: find the next sector that starts a run header. Zeroes are the
+            // unused (preallocated) tail; anything else may have been a run, so it is damage.
+            let n = ((len - at) as usize).min(SCAN_BLOCK_BYTES);
+            block.set_len(n.next_multiple_of(SECTOR_BYTES));
+            let (got, result) = direct::read_full_at(&file, block.as_mut_slice(), at);
+            let path = self.log_path(seq);
+            result.map_err(io_error(IoOp::Read, &path))?;
+            let bytes = &block.as_slice()[..got];
+            if skipping_from.is_none() && bytes.iter().take(SECTOR_BYTES).any(|b| *b != 0) {
+                skipping_from = Some(at);
+            }
+            let next = bytes
+                .chunks(SECTOR_BYTES)
+                .skip(1)
+                .position(|sector| run::decode_header(sector, seq.0).is_ok());
+            at = match next {
+                Some(i) => at + ((i + 1) * SECTOR_BYTES) as u64,
+                None => at + got.max(SECTOR_BYTES) as u64,
+            };
         }
-        // Bytes after the last whole run are a flush that never finished, unless whole runs
-        // were skipped over (damage, reported above).
+        if let Some(from) = skipping_from {
+            start.damage.push(format!("entry log {seq}: bytes from {from} are not a whole run"));
+        }
+        // New runs never go into a log found at open, so its length is only what it holds.
         start.logs.push((seq, len, Some(file)));
         Ok(())
     }
 }
+
+/// Bytes read at a time while looking for runs in an entry log without a manifest.
+const SCAN_BLOCK_BYTES: usize = 1 << 20;
 
 /// Reads and checks a run's header and footer at `offset` of `file`.
 pub fn read_run(file: &File, log: LogSeq, offset: u64) -> Result<(RunHeader, Vec<Section>), String> {

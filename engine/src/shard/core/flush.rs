@@ -239,7 +239,17 @@ impl<T> ShardCore<T> {
             let due = storage.cache.active().bytes() >= storage.half_bytes()
                 || storage.requested
                 || now >= storage.last_flush + storage.settings.flush_interval;
-            if storage.cache.active().is_empty() || !due {
+            if storage.cache.active().is_empty() {
+                // Nothing acknowledged since the last flush: requests waiting for "everything
+                // so far" are satisfied by the flushes already done.
+                storage.requested = false;
+                let waiting = std::mem::take(&mut storage.waiting_next);
+                for reply in waiting {
+                    self.out.push_back(Output::Reply(reply, Reply::Flushed(Ok(()))));
+                }
+                return;
+            }
+            if !due {
                 return;
             }
             storage.cache.seal();
