@@ -242,6 +242,8 @@ mapper!(map_lac, Lac, Result<Option<EntryId>, Error>);
 mapper!(map_entry, Entry, Result<Bytes, Error>);
 mapper!(map_checkpoint, Checkpointed, Result<(), Error>);
 mapper!(map_flushed, Flushed, Result<(), Error>);
+mapper!(map_lac_waited, LacWaited, Result<Option<EntryId>, Error>);
+mapper!(map_entries, Entries, Result<Vec<(EntryId, Bytes)>, Error>);
 
 fn map_position(replies: Replies) -> Result<JournalMark, Error> {
     if let Some(e) = single_error(&replies) {
@@ -433,6 +435,43 @@ impl Bookie {
     /// `NoSuchEntry`.
     pub fn read_entry(&self, segment: SegmentId, entry: EntryId) -> Pending<Result<Bytes, Error>> {
         self.send(self.shard_of(segment), map_entry, |reply| Request::ReadEntry { segment, entry, reply })
+    }
+
+    /// Long-poll for tailing readers: resolves once the segment's durable `last_add_confirmed`
+    /// is past `known` (any LAC when `None`), or after `timeout` with the LAC as it is then.
+    pub fn wait_for_last_add_confirmed(
+        &self,
+        segment: SegmentId,
+        known: Option<EntryId>,
+        timeout: std::time::Duration,
+    ) -> Pending<Result<Option<EntryId>, Error>> {
+        self.send(self.shard_of(segment), map_lac_waited, |reply| Request::WaitLac {
+            segment,
+            known,
+            timeout,
+            reply,
+        })
+    }
+
+    /// Reads entries `from..=to` in order, as many as fit in `max_bytes` (at least one), from
+    /// one place (the write cache or one run, read sequentially): ask again from the entry after
+    /// the last returned for the rest. The first entry missing is `NoSuchEntry` (or `Corrupt`
+    /// where damage may have held it); a damaged entry after the first ends the batch early and
+    /// answers `Corrupt` when asked for first.
+    pub fn read_range(
+        &self,
+        segment: SegmentId,
+        from: EntryId,
+        to: EntryId,
+        max_bytes: usize,
+    ) -> Pending<Result<Vec<(EntryId, Bytes)>, Error>> {
+        self.send(self.shard_of(segment), map_entries, |reply| Request::ReadRange {
+            segment,
+            from,
+            to,
+            max_bytes,
+            reply,
+        })
     }
 
     /// The durable end of a shard's journal.

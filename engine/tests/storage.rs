@@ -262,3 +262,101 @@ fn a_flush_requested_during_a_flush_is_answered() {
         bookie.close();
     }
 }
+
+/// Reads `segment`'s entries `from..=to` with `read_range` calls of at most `max_bytes`.
+fn read_all_ranges(
+    bookie: &Bookie,
+    segment: u64,
+    from: u64,
+    to: u64,
+    max_bytes: usize,
+) -> (Vec<(u64, bytes::Bytes)>, usize) {
+    let mut out = Vec::new();
+    let mut calls = 0;
+    let mut next = from;
+    while next <= to {
+        let batch = bookie.read_range(SegmentId(segment), EntryId(next), EntryId(to), max_bytes).wait();
+        let batch = batch.unwrap_or_else(|e| panic!("read_range {segment} from {next}: {e}"));
+        assert!(!batch.is_empty(), "read_range returned nothing from {next}");
+        calls += 1;
+        for (id, payload) in batch {
+            assert_eq!(id.0, next, "entries come in order without gaps");
+            out.push((id.0, payload));
+            next += 1;
+        }
+    }
+    (out, calls)
+}
+
+#[test]
+fn read_range_reads_runs_and_cache_in_order() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_config(dir.path(), backend);
+        let bookie = Bookie::open(config.clone()).unwrap();
+        let entries = workload();
+        write(&bookie, &entries);
+        bookie.flush().unwrap();
+        // Newer entries stay in the write cache: a range crosses from runs into it.
+        write(&bookie, &(300..350).map(|e| (1, e, 100)).collect::<Vec<_>>());
+        let (got, calls) = read_all_ranges(&bookie, 1, 0, 349, 1000);
+        assert_eq!(got.len(), 350);
+        for (id, payload) in &got {
+            assert!(*payload == payload_of(1, *id, 100), "{backend:?}: entry {id}");
+        }
+        assert!(calls >= 35, "{backend:?}: max_bytes bounds each call ({calls} calls)");
+        // One large call per run section at most.
+        let (got, calls) = read_all_ranges(&bookie, 2, 0, 299, 64 << 20);
+        assert_eq!(got.len(), 300);
+        for (id, payload) in &got {
+            assert!(*payload == payload_of(2, *id, (*id as usize * 37) % 9000), "{backend:?}: entry {id}");
+        }
+        assert!(calls <= 12, "{backend:?}: {calls} calls for 300 entries in a few runs");
+        // The first entry missing answers NoSuchEntry; a range past the end stops at it.
+        let missing = bookie.read_range(SegmentId(1), EntryId(350), EntryId(400), 1 << 20).wait();
+        assert!(matches!(missing, Err(Error::NoSuchEntry(..))), "{missing:?}");
+        let tail = bookie.read_range(SegmentId(1), EntryId(340), EntryId(400), 1 << 20).wait().unwrap();
+        assert_eq!(tail.len(), 10);
+        let empty = bookie.read_range(SegmentId(1), EntryId(5), EntryId(4), 1 << 20).wait();
+        assert!(matches!(empty, Err(Error::InvalidRequest(_))), "{empty:?}");
+        bookie.close();
+    }
+}
+
+fn payload_of(segment: u64, entry: u64, len: usize) -> bytes::Bytes {
+    payload(segment, entry, len)
+}
+
+#[test]
+fn wait_for_last_add_confirmed_answers_when_it_moves_or_times_out() {
+    use std::time::Duration;
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_config(dir.path(), backend);
+        let bookie = Bookie::open(config).unwrap();
+        let s = SegmentId(11);
+        // Nothing yet: a short wait times out with no LAC.
+        let none = bookie.wait_for_last_add_confirmed(s, None, Duration::from_millis(20)).wait().unwrap();
+        assert_eq!(none, None);
+        write(&bookie, &(0..10).map(|e| (11, e, 100)).collect::<Vec<_>>());
+        assert_eq!(bookie.read_last_add_confirmed(s).wait().unwrap(), Some(EntryId(8)));
+        // Already past: answered at once.
+        let now = bookie.wait_for_last_add_confirmed(s, Some(EntryId(5)), Duration::from_secs(60));
+        assert_eq!(wait_bounded(now, "already past").unwrap(), Some(EntryId(8)));
+        // Not yet past: answered by the next add carrying a higher LAC.
+        let waiting = bookie.wait_for_last_add_confirmed(s, Some(EntryId(8)), Duration::from_secs(60));
+        let other = bookie.wait_for_last_add_confirmed(s, Some(EntryId(9)), Duration::from_secs(60));
+        bookie.add_entry(add(11, 10, 100)).wait().unwrap(); // Carries LAC 9.
+        assert_eq!(wait_bounded(waiting, "moved").unwrap(), Some(EntryId(9)));
+        // The explicit LAC write moves it further.
+        bookie.write_last_add_confirmed(s, common::key(), EntryId(10)).wait().unwrap();
+        assert_eq!(wait_bounded(other, "explicit LAC").unwrap(), Some(EntryId(10)));
+        // Not past and nothing happens: answered at the timeout with the LAC as it is.
+        let timed_out = bookie.wait_for_last_add_confirmed(s, Some(EntryId(10)), Duration::from_millis(30));
+        assert_eq!(wait_bounded(timed_out, "timeout").unwrap(), Some(EntryId(10)));
+        // Waits open when the bookie closes are answered (ShardStopped), not left hanging.
+        let open = bookie.wait_for_last_add_confirmed(s, Some(EntryId(10)), Duration::from_secs(600));
+        bookie.close();
+        assert!(matches!(wait_bounded(open, "close"), Err(Error::ShardStopped(_))));
+    }
+}

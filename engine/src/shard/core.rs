@@ -35,6 +35,7 @@ use crate::shard::segment_state::SegmentState;
 
 mod checkpoint;
 pub mod flush;
+mod lac_waits;
 mod reads;
 mod start;
 mod waiters;
@@ -161,6 +162,7 @@ pub struct ShardCore<T> {
     stats: CoreStats,
     /// Segment storage; `None` in `StorageMode::JournalOnly`.
     storage: Option<flush::Storage<T>>,
+    lac_waits: lac_waits::LacWaits<T>,
 }
 
 const OP_KIND_BITS: u32 = 2;
@@ -215,6 +217,7 @@ impl<T> ShardCore<T> {
             stats: CoreStats::default(),
             settings,
             storage,
+            lac_waits: lac_waits::LacWaits::default(),
         };
         core.request_next_file();
         core
@@ -245,10 +248,7 @@ impl<T> ShardCore<T> {
     pub fn deadline(&self) -> Option<Instant> {
         let batch = self.batch.as_ref().filter(|b| !b.builder.is_empty());
         let batch_due = batch.map(|b| b.opened_at + self.settings.batch_delay_max);
-        match (batch_due, self.storage_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [batch_due, self.storage_deadline(), self.lac_waits.deadline()].into_iter().flatten().min()
     }
 
     /// A new request.
@@ -273,6 +273,7 @@ impl<T> ShardCore<T> {
         if batch_due {
             self.try_close_batch(now, true);
         }
+        self.expire_lac_waits(now);
         self.pump(now);
     }
 
@@ -363,7 +364,11 @@ impl<T> ShardCore<T> {
         // Poisoned: nothing more is written; reads of what is durable are still served.
         let writes = !matches!(
             request,
-            Request::ReadEntry { .. } | Request::ReadLac { .. } | Request::Position { .. }
+            Request::ReadEntry { .. }
+                | Request::ReadRange { .. }
+                | Request::ReadLac { .. }
+                | Request::WaitLac { .. }
+                | Request::Position { .. }
         );
         if self.poisoned.is_some() && writes {
             self.fail_request(request, Error::Poisoned(self.settings.shard));
@@ -417,6 +422,17 @@ impl<T> ShardCore<T> {
                     None => Err(Error::NoSuchSegment(segment)),
                 };
                 self.out.push_back(Output::Reply(reply, Reply::Lac(result)));
+                (Step::Done, None)
+            }
+            Request::WaitLac { segment, known, timeout, reply } => {
+                self.wait_for_lac(segment, known, timeout, reply, now);
+                (Step::Done, None)
+            }
+            Request::ReadRange { segment, from, to, max_bytes, reply } => {
+                if self.reads.len() >= READS_IN_FLIGHT_MAX {
+                    return (Step::Stalled, Some(Request::ReadRange { segment, from, to, max_bytes, reply }));
+                }
+                self.start_range(segment, from, to, max_bytes, reply);
                 (Step::Done, None)
             }
             Request::ReadEntry { segment, entry, reply } => {
@@ -789,11 +805,17 @@ impl<T> ShardCore<T> {
                     if let Some(state) = self.segments.get_mut(&segment) {
                         state.observe_lac(lac);
                     }
+                    if lac.is_some() && self.lac_waits.watches(segment) {
+                        self.lac_moved(segment);
+                    }
                     self.stats.entries += 1;
                 }
                 Effect::Lac { segment, lac } => {
                     if let Some(state) = self.segments.get_mut(&segment) {
                         state.observe_lac(Some(lac));
+                    }
+                    if self.lac_waits.watches(segment) {
+                        self.lac_moved(segment);
                     }
                 }
             }

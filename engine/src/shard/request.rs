@@ -84,7 +84,34 @@ pub enum Request<T> {
         /// Reply handle.
         reply: T,
     },
-    /// Read one entry held in the journal.
+    /// Long-poll: answered once the segment's durable `last_add_confirmed` is past `known`
+    /// (any LAC when `known` is `None`), or after `timeout` with the LAC as it is.
+    WaitLac {
+        /// The segment.
+        segment: SegmentId,
+        /// The LAC the reader knows.
+        known: Option<EntryId>,
+        /// How long to wait at most.
+        timeout: std::time::Duration,
+        /// Reply handle.
+        reply: T,
+    },
+    /// Read a range of entries: from `from` up to `to` (inclusive), in order, as many as fit
+    /// in `max_bytes` (at least one), from one source (the write cache or one run section):
+    /// the caller asks again from the next entry for the rest.
+    ReadRange {
+        /// The segment.
+        segment: SegmentId,
+        /// First entry.
+        from: EntryId,
+        /// Last entry wanted.
+        to: EntryId,
+        /// Payload bytes to return at most (the first entry is returned whatever its size).
+        max_bytes: usize,
+        /// Reply handle.
+        reply: T,
+    },
+    /// Read one entry.
     ReadEntry {
         /// The segment.
         segment: SegmentId,
@@ -128,6 +155,10 @@ pub enum Reply {
     Lac(Result<Option<EntryId>, Error>),
     /// For `ReadEntry`.
     Entry(Result<Bytes, Error>),
+    /// For `WaitLac`: the LAC when answered.
+    LacWaited(Result<Option<EntryId>, Error>),
+    /// For `ReadRange`: consecutive entries from `from`.
+    Entries(Result<Vec<(EntryId, Bytes)>, Error>),
     /// For `Position`.
     Position(JournalMark),
     /// For `Checkpoint`.

@@ -33,6 +33,9 @@ pub struct Found {
     pub run: RunInfo,
     /// Absolute offset of the entry's array element in the log.
     pub element_at: u64,
+    /// Entries of the same section from this one on (this one included): they follow it in
+    /// the run, contiguous, in id order.
+    pub remaining: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +93,7 @@ impl RunIndex {
         let run = *self.runs.get(&span.run).expect("a span's run is indexed");
         let index = span.array_index + (entry - first);
         let element_at = run.offset + run.header.arrays_at + index * ARRAY_ELEMENT_BYTES as u64;
-        Some(Found { run, element_at })
+        Some(Found { run, element_at, remaining: span.count - (entry - first) })
     }
 
     /// The highest entry id any run holds for `segment`.

@@ -113,5 +113,6 @@ impl<T> ShardCore<T> {
             self.recycle_buffer(batch.builder.abandon());
         }
         self.fail_backlog(&error);
+        self.fail_lac_waits(&error);
     }
 }

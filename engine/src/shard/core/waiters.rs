@@ -17,6 +17,8 @@ impl<T> ShardCore<T> {
             Request::Fence { reply, .. } => (reply, Reply::Fenced(Err(error))),
             Request::WriteLac { reply, .. } => (reply, Reply::LacWritten(Err(error))),
             Request::ReadLac { reply, .. } => (reply, Reply::Lac(Err(error))),
+            Request::WaitLac { reply, .. } => (reply, Reply::LacWaited(Err(error))),
+            Request::ReadRange { reply, .. } => (reply, Reply::Entries(Err(error))),
             Request::ReadEntry { reply, .. } => (reply, Reply::Entry(Err(error))),
             Request::Position { reply } => (reply, Reply::Position(self.durable)),
             Request::Checkpoint { reply, .. } => (reply, Reply::Checkpointed(Err(error))),
