@@ -239,7 +239,7 @@ fn wait_bounded<R>(mut pending: dlog_engine::Pending<R>, what: &str) -> R {
         #[expect(clippy::disallowed_methods, reason = "a test's own time bound")]
         let now = std::time::Instant::now();
         assert!(now < deadline, "{what}: no reply within 30 s");
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::park_timeout(std::time::Duration::from_millis(1));
     }
 }
 
