@@ -242,6 +242,7 @@ mapper!(map_lac, Lac, Result<Option<EntryId>, Error>);
 mapper!(map_entry, Entry, Result<Bytes, Error>);
 mapper!(map_checkpoint, Checkpointed, Result<(), Error>);
 mapper!(map_flushed, Flushed, Result<(), Error>);
+mapper!(map_deleted, Deleted, Result<(), Error>);
 mapper!(map_lac_waited, LacWaited, Result<Option<EntryId>, Error>);
 mapper!(map_entries, Entries, Result<Vec<(EntryId, Bytes)>, Error>);
 
@@ -488,6 +489,14 @@ impl Bookie {
     /// entry logs, shards checkpoint themselves after each flush (`InvalidRequest` here).
     pub fn checkpoint(&self, shard: ShardId, mark: JournalMark) -> Pending<Result<(), Error>> {
         self.send(shard, map_checkpoint, |reply| Request::Checkpoint { mark, reply })
+    }
+
+    /// Deletes a segment on this bookie: resolves once the deletion is durable. From then on
+    /// adds are refused (`Deleted`) and reads answer `NoSuchSegment`; the entries are dropped
+    /// once the deletion check (`BookieConfig::deletion_check`) confirms, and compaction
+    /// reclaims their space.
+    pub fn delete_segment(&self, segment: SegmentId) -> Pending<Result<(), Error>> {
+        self.send(self.shard_of(segment), map_deleted, |reply| Request::DeleteSegment { segment, reply })
     }
 
     /// Flushes one shard: resolves once every entry it acknowledged before the call is in an

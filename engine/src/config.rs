@@ -61,6 +61,24 @@ pub enum StorageMode {
     JournalOnly,
 }
 
+/// Asked before a deleted segment's entries are dropped: the metadata check (does the
+/// metadata store agree the segment is gone?). Runs on a background thread; may block.
+pub trait DeletionCheck: Send + Sync {
+    /// True when `segment`'s deletion is confirmed; false keeps its data (asked again at the
+    /// next open).
+    fn confirm_deleted(&self, segment: crate::ids::SegmentId) -> bool;
+}
+
+/// A shareable `DeletionCheck`.
+#[derive(Clone)]
+pub struct DeletionHook(pub std::sync::Arc<dyn DeletionCheck>);
+
+impl std::fmt::Debug for DeletionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeletionHook")
+    }
+}
+
 /// Everything a bookie needs to open.
 #[derive(Clone, Debug)]
 pub struct BookieConfig {
@@ -120,6 +138,15 @@ pub struct BookieConfig {
     /// Entry log size: a log takes runs until the next would pass it. Default 1 GiB; at least
     /// 1 MiB.
     pub entry_log_bytes: u64,
+    /// An entry log whose live bytes fall under this fraction is compacted. Default 0.5; 0
+    /// disables compaction (logs are still deleted once nothing in them is live); at most 0.95.
+    pub compaction_live_fraction: f64,
+    /// Compaction moves at most this many bytes per second per shard, so foreground work keeps
+    /// the disk. Default 64 MiB/s; at least 1 MiB/s.
+    pub compaction_bytes_per_s: u64,
+    /// The deletion check asked before a deleted segment's entries are dropped. `None` (the
+    /// default): `Bookie::delete_segment` is the authority.
+    pub deletion_check: Option<DeletionHook>,
 }
 
 impl BookieConfig {
@@ -154,6 +181,9 @@ impl BookieConfig {
             write_cache_bytes_max: 256 << 20,
             flush_interval_ms: 10_000,
             entry_log_bytes: 1 << 30,
+            compaction_live_fraction: 0.5,
+            compaction_bytes_per_s: 64 << 20,
+            deletion_check: None,
         }
     }
 
@@ -201,6 +231,15 @@ impl BookieConfig {
         }
         if self.flush_interval_ms == 0 {
             return fail("flush_interval_ms is 0".into());
+        }
+        if !(0.0..=0.95).contains(&self.compaction_live_fraction) {
+            return fail(format!(
+                "compaction_live_fraction {} is not in 0..=0.95",
+                self.compaction_live_fraction
+            ));
+        }
+        if self.compaction_bytes_per_s < 1 << 20 {
+            return fail(format!("compaction_bytes_per_s {} is under 1 MiB/s", self.compaction_bytes_per_s));
         }
         if self.entry_log_bytes < 1 << 20 {
             return fail(format!("entry_log_bytes {} is under 1 MiB", self.entry_log_bytes));

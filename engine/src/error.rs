@@ -28,6 +28,9 @@ pub enum Error {
     /// (`AddFlags::RECOVERY`) still can.
     #[error("{0} is fenced")]
     Fenced(SegmentId),
+    /// The segment was deleted on this bookie: adds cannot succeed.
+    #[error("{0} is deleted")]
+    Deleted(SegmentId),
     /// The master key given does not match the one the segment was created with.
     #[error("wrong master key for {0}")]
     WrongMasterKey(SegmentId),
@@ -125,6 +128,7 @@ pub enum OpenError {
 pub fn clone_error(error: &Error) -> Error {
     match error {
         Error::Fenced(s) => Error::Fenced(*s),
+        Error::Deleted(s) => Error::Deleted(*s),
         Error::WrongMasterKey(s) => Error::WrongMasterKey(*s),
         Error::NoSpace(s) => Error::NoSpace(*s),
         Error::Poisoned(s) => Error::Poisoned(*s),

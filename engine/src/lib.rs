@@ -26,7 +26,9 @@ pub mod shard;
 pub mod storage;
 
 pub use bookie::{Bookie, Pending};
-pub use config::{Backend, BookieConfig, DirectIo, JournalRecovery, JournalSync, StorageMode};
+pub use config::{
+    Backend, BookieConfig, DeletionCheck, DeletionHook, DirectIo, JournalRecovery, JournalSync, StorageMode,
+};
 pub use error::{Error, IoOp, OpenError};
 pub use ids::{EntryId, FileSeq, LogSeq, SegmentId, ShardId};
 pub use journal::replay::{ReplayReport, TornTail};

@@ -91,6 +91,11 @@ impl Drive {
                     self.checkpoints.push((mark, reclaim, reply.expect("checkpoints here are requested")));
                 }
                 Output::OpenEntryLog(seq) => panic!("unexpected entry log {seq}"),
+                other @ (Output::PersistManifest(_)
+                | Output::DeleteEntryLog(_)
+                | Output::ConfirmDeletion(_)) => {
+                    panic!("unexpected storage output {other:?}")
+                }
             }
         }
     }

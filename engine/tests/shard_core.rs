@@ -193,6 +193,11 @@ impl Sim {
                 }
                 Output::Checkpoint { .. } => panic!("unexpected checkpoint"),
                 Output::OpenEntryLog(seq) => panic!("unexpected entry log {seq}"),
+                other @ (Output::PersistManifest(_)
+                | Output::DeleteEntryLog(_)
+                | Output::ConfirmDeletion(_)) => {
+                    panic!("unexpected storage output {other:?}")
+                }
             }
         }
     }

@@ -57,6 +57,9 @@ pub enum Job {
         /// Called with the opened file.
         done: Done<Result<File, Error>>,
     },
+    /// Any other background work of a shard (writing a manifest, deleting an entry log, asking
+    /// the deletion check); it reports its own outcome.
+    Run(Box<dyn FnOnce() + Send>),
     /// Persist the storage manifest (if any), then the checkpoint, then recycle or delete the
     /// journal files wholly before it.
     Reclaim {
@@ -94,6 +97,7 @@ impl Preparer {
             for job in rx {
                 match job {
                     Job::Prepare { dir, seq, spec, done } => done(prepare(&dir, seq, &spec)),
+                    Job::Run(work) => work(),
                     Job::Reclaim { dir, manifest, mark, files, recycled_max, done } => {
                         let persisted = match &manifest {
                             Some((storage, bytes)) => storage.write_manifest(bytes).map_err(|e| {

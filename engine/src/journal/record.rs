@@ -40,6 +40,9 @@ pub enum RecordKind {
     RunHeader = 7,
     /// The section table that ends a run in an entry log; never in a journal.
     RunFooter = 8,
+    /// The segment is deleted: refuse adds, answer reads with `NoSuchSegment`, and let the
+    /// garbage collector drop its entries once the deletion is confirmed.
+    Delete = 9,
 }
 
 impl RecordKind {
@@ -53,6 +56,7 @@ impl RecordKind {
             6 => RecordKind::Padding,
             7 => RecordKind::RunHeader,
             8 => RecordKind::RunFooter,
+            9 => RecordKind::Delete,
             _ => return None,
         })
     }

@@ -763,6 +763,9 @@ fn apply(
             RecordKind::Fence => {
                 start.segments.entry(segment).or_insert_with(unknown_key_state).fenced = true;
             }
+            RecordKind::Delete => {
+                start.segments.entry(segment).or_insert_with(unknown_key_state).deleted = true;
+            }
             RecordKind::Lac => {
                 start.segments.entry(segment).or_insert_with(unknown_key_state).observe_lac(Some(r.entry));
             }

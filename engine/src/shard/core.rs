@@ -34,6 +34,7 @@ use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
 use crate::shard::segment_state::SegmentState;
 
 mod checkpoint;
+mod compaction;
 pub mod flush;
 mod lac_waits;
 mod reads;
@@ -71,6 +72,14 @@ pub enum Output<T> {
     /// Create entry log `seq`, register it with the disk (`flush::entry_log_file`), and report
     /// `on_entry_log_ready`.
     OpenEntryLog(LogSeq),
+    /// Persist this storage manifest (after a compaction), then report
+    /// `on_checkpoint_persisted`.
+    PersistManifest(Vec<u8>),
+    /// Unregister entry log `seq` from the disk (nothing is in flight on it) and delete it.
+    DeleteEntryLog(LogSeq),
+    /// Ask the deletion check whether `segment`'s deletion is confirmed, then report
+    /// `on_deletion_confirmed`.
+    ConfirmDeletion(SegmentId),
 }
 
 #[derive(Debug)]
@@ -79,6 +88,7 @@ enum Waiter<T> {
     Fence { reply: T, segment: SegmentId },
     Lac { reply: T },
     Checkpoint { reply: Option<T>, mark: JournalMark },
+    Deleted { reply: T, segment: SegmentId },
 }
 
 #[derive(Debug)]
@@ -169,6 +179,7 @@ const OP_KIND_BITS: u32 = 2;
 const OP_WRITE: u64 = 0;
 const OP_READ: u64 = 1;
 const OP_FLUSH: u64 = 2;
+const OP_COMPACT: u64 = 3;
 
 impl<T> ShardCore<T> {
     /// A core resuming from replay. It asks for its first journal file at once.
@@ -190,6 +201,7 @@ impl<T> ShardCore<T> {
         let storage = settings.storage.clone().map(|storage_settings| {
             let mut storage_start = start.storage.unwrap_or_default();
             storage_start.replayed = start.replayed;
+            storage_start.checkpoint = start.checkpoint;
             flush::Storage::new(storage_settings, storage_start, now)
         });
         let mut core = ShardCore {
@@ -220,6 +232,7 @@ impl<T> ShardCore<T> {
             lac_waits: lac_waits::LacWaits::default(),
         };
         core.request_next_file();
+        core.confirm_deletions_at_start();
         core
     }
 
@@ -305,6 +318,7 @@ impl<T> ShardCore<T> {
         match completion.op & ((1 << OP_KIND_BITS) - 1) {
             OP_WRITE => self.on_write_completed(completion),
             OP_FLUSH => self.on_flush_completed(completion, now),
+            OP_COMPACT => self.on_compaction_read(completion, now),
             _ => self.on_read_completed(completion),
         }
         self.pump(now);
@@ -358,6 +372,7 @@ impl<T> ShardCore<T> {
         }
         self.maybe_start_flush(now);
         self.flush_pump();
+        self.maybe_start_compaction(now);
     }
 
     fn step(&mut self, request: Request<T>, now: Instant) -> (Step, Option<Request<T>>) {
@@ -450,6 +465,22 @@ impl<T> ShardCore<T> {
                 self.request_flush(reply, now);
                 (Step::Done, None)
             }
+            Request::DeleteSegment { segment, reply } => {
+                if !self.ensure_room(RECORD_HEADER_BYTES, now) {
+                    return (Step::Stalled, Some(Request::DeleteSegment { segment, reply }));
+                }
+                let state = self.segments.entry(segment).or_insert_with(|| {
+                    let mut state = SegmentState::new(Bytes::new());
+                    state.master_key = None;
+                    state
+                });
+                state.deleted = true;
+                let batch = self.batch.as_mut().expect("ensure_room opened a batch");
+                batch.builder.push(&control_header(RecordKind::Delete, segment, 0, 0), &[]);
+                let seq = batch.builder.seq();
+                self.attach(Some(seq), Waiter::Deleted { reply, segment });
+                (Step::Done, None)
+            }
             Request::Checkpoint { reply, .. } if self.storage.is_some() => {
                 let error = Error::InvalidRequest(
                     "this bookie stores entries in entry logs and checkpoints its journal itself \
@@ -506,6 +537,9 @@ impl<T> ShardCore<T> {
             )));
         }
         self.check_key(add.segment, &add.master_key)?;
+        if self.segments.get(&add.segment).is_some_and(|s| s.deleted) {
+            return Err(Error::Deleted(add.segment));
+        }
         if let Some(state) = self.segments.get(&add.segment)
             && state.fenced
             && !add.flags.is_recovery()
@@ -559,6 +593,9 @@ impl<T> ShardCore<T> {
         now: Instant,
     ) -> Result<Option<u64>, Error> {
         self.check_key(segment, master_key)?;
+        if self.segments.get(&segment).is_some_and(|s| s.deleted) {
+            return Err(Error::Deleted(segment));
+        }
         if let (ControlRecord::Lac(_), Some(state)) = (control, self.segments.get(&segment))
             && state.fenced
         {

@@ -52,6 +52,8 @@ enum Event {
     FileReady(FileSeq, Result<File, Error>),
     /// The manifest, checkpoint and reclaim after a flush are done (or failed).
     Persisted(Result<(), Error>),
+    /// The deletion check answered.
+    DeletionConfirmed(SegmentId, bool),
 }
 
 /// Messages on a shard's bounded request queue.
@@ -254,6 +256,7 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
             next_log: loaded.next_log,
             damage: loaded.damage,
             replayed: Vec::new(),
+            checkpoint: None,
         });
         storage_shell = Some((storage_dir, storage_direct));
     }
@@ -270,6 +273,8 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
             write_cache_bytes_max: config.write_cache_bytes_max,
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             entry_log_bytes: config.entry_log_bytes,
+            compaction_live_fraction: config.compaction_live_fraction,
+            compaction_bytes_per_s: config.compaction_bytes_per_s,
         }),
     };
     #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]
@@ -293,17 +298,18 @@ fn merge_manifest_segments(
     segments: &mut std::collections::BTreeMap<SegmentId, SegmentState>,
     manifest: &Manifest,
 ) {
-    for (segment, key, fenced, lac) in &manifest.segments {
-        let state = segments.entry(*segment).or_insert_with(|| {
+    for m in &manifest.segments {
+        let state = segments.entry(m.segment).or_insert_with(|| {
             let mut state = SegmentState::new(Bytes::new());
             state.master_key = None;
             state
         });
         if state.master_key.is_none() {
-            state.master_key = key.clone();
+            state.master_key = m.master_key.clone();
         }
-        state.fenced |= *fenced;
-        state.observe_lac(*lac);
+        state.fenced |= m.fenced;
+        state.deleted |= m.deleted;
+        state.observe_lac(m.last_add_confirmed);
     }
 }
 
@@ -364,6 +370,9 @@ impl Shell {
                         core.on_file_ready(seq, result, now);
                     }
                     Event::Persisted(result) => core.on_checkpoint_persisted(result, now),
+                    Event::DeletionConfirmed(segment, confirmed) => {
+                        core.on_deletion_confirmed(segment, confirmed, now);
+                    }
                 }
             }
             let mut taken = 0;
@@ -539,6 +548,57 @@ impl Shell {
                         }),
                     });
                 }
+                Output::PersistManifest(bytes) => {
+                    let events = events.clone();
+                    let waker = self.waker.clone();
+                    let storage_dir = self.storage.as_ref().map(|(d, _)| d.clone());
+                    let shard = self.id;
+                    self.preparer.submit(Job::Run(Box::new(move || {
+                        let result = match storage_dir {
+                            Some(dir) => dir.write_manifest(&bytes).map_err(|source| Error::Io {
+                                op: IoOp::Write,
+                                file: dir.path.join("manifest"),
+                                offset: 0,
+                                source,
+                            }),
+                            None => Err(Error::ShardStopped(shard)),
+                        };
+                        let _ = events.send(Event::Persisted(result));
+                        waker.wake();
+                    })));
+                }
+                Output::DeleteEntryLog(seq) => {
+                    disk.unregister_file(entry_log_file(seq));
+                    if let Some((storage_dir, _)) = &self.storage {
+                        let path = storage_dir.log_path(seq);
+                        let shard = self.id.0;
+                        self.preparer.submit(Job::Run(Box::new(move || {
+                            match std::fs::remove_file(&path) {
+                                Ok(()) => tracing::info!(shard, path = %path.display(), "entry log deleted"),
+                                // A later open deletes a log the manifest does not list.
+                                Err(e) => tracing::warn!(shard, path = %path.display(), error = %e,
+                                    "could not delete an entry log"),
+                            }
+                        })));
+                    }
+                }
+                Output::ConfirmDeletion(segment) => match &self.config.deletion_check {
+                    None => {
+                        #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]
+                        let now = Instant::now();
+                        core.on_deletion_confirmed(segment, true, now);
+                    }
+                    Some(hook) => {
+                        let hook = hook.clone();
+                        let events = events.clone();
+                        let waker = self.waker.clone();
+                        self.preparer.submit(Job::Run(Box::new(move || {
+                            let confirmed = hook.0.confirm_deleted(segment);
+                            let _ = events.send(Event::DeletionConfirmed(segment, confirmed));
+                            waker.wake();
+                        })));
+                    }
+                },
                 Output::OpenEntryLog(seq) => {
                     let result = match &self.storage {
                         Some((storage_dir, storage_direct)) => {

@@ -125,6 +125,14 @@ pub enum Request<T> {
         /// Reply handle.
         reply: T,
     },
+    /// Delete a segment: journal its deletion (adds are refused from then on, reads answer
+    /// `NoSuchSegment`); its entries are dropped once the deletion check confirms it.
+    DeleteSegment {
+        /// The segment.
+        segment: SegmentId,
+        /// Reply handle.
+        reply: T,
+    },
     /// Write everything acknowledged so far to entry logs and checkpoint the journal past it;
     /// replies once done (at once in `StorageMode::JournalOnly`, or when there is nothing).
     Flush {
@@ -165,6 +173,8 @@ pub enum Reply {
     Checkpointed(Result<(), Error>),
     /// For `Flush`.
     Flushed(Result<(), Error>),
+    /// For `DeleteSegment`, once the deletion is durable.
+    Deleted(Result<(), Error>),
     /// The request never reached a shard's core (the shard stopped, or no such shard).
     Refused(Error),
 }

@@ -4,6 +4,7 @@
 //!
 //! Invariants:
 //! - S1: `fenced` never goes back to false.
+//! - S4: `deleted` never goes back to false.
 //! - S2: `last_add_confirmed` only grows.
 //! - S3: the master key record is journaled before (or in the same batch as, earlier than) the
 //!   first other record of the segment, so replay always knows the key first.
@@ -24,6 +25,9 @@ pub struct SegmentState {
     pub last_add_confirmed: Option<u64>,
     /// The master key record is in the journal (or in a batch being written) (S3).
     pub key_journaled: bool,
+    /// Deleted: adds are refused and reads answer `NoSuchSegment`; never undone (S4). Kept as
+    /// a tombstone so a writer that missed the deletion cannot bring the segment back.
+    pub deleted: bool,
 }
 
 impl SegmentState {
@@ -34,6 +38,7 @@ impl SegmentState {
             fenced: false,
             last_add_confirmed: None,
             key_journaled: false,
+            deleted: false,
         }
     }
 

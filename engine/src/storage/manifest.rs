@@ -24,6 +24,7 @@ const VERSION: u32 = 1;
 const FLAG_FENCED: u32 = 1;
 const FLAG_LAC: u32 = 2;
 const FLAG_KEY: u32 = 4;
+const FLAG_DELETED: u32 = 8;
 
 /// A run as the manifest lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,21 @@ pub struct ManifestRun {
     pub bytes: u64,
     /// Its sequence number.
     pub seq: u64,
+}
+
+/// A segment's state as the manifest keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestSegment {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Its master key, if known.
+    pub master_key: Option<Bytes>,
+    /// Fenced.
+    pub fenced: bool,
+    /// Deleted (a tombstone).
+    pub deleted: bool,
+    /// Its `last_add_confirmed`.
+    pub last_add_confirmed: Option<u64>,
 }
 
 /// A shard's storage manifest.
@@ -53,8 +69,8 @@ pub struct Manifest {
     pub logs: Vec<(LogSeq, u64)>,
     /// Runs, by sequence number.
     pub runs: Vec<ManifestRun>,
-    /// Segment states: (segment, master key, fenced, last_add_confirmed).
-    pub segments: Vec<(SegmentId, Option<Bytes>, bool, Option<u64>)>,
+    /// Segment states.
+    pub segments: Vec<ManifestSegment>,
 }
 
 struct Writer(Vec<u8>);
@@ -102,10 +118,17 @@ impl Reader<'_> {
 
 impl Manifest {
     /// Builds the manifest for segment states as the core holds them.
-    pub fn segments_from(
-        states: &BTreeMap<SegmentId, SegmentState>,
-    ) -> Vec<(SegmentId, Option<Bytes>, bool, Option<u64>)> {
-        states.iter().map(|(s, st)| (*s, st.master_key.clone(), st.fenced, st.last_add_confirmed)).collect()
+    pub fn segments_from(states: &BTreeMap<SegmentId, SegmentState>) -> Vec<ManifestSegment> {
+        states
+            .iter()
+            .map(|(s, st)| ManifestSegment {
+                segment: *s,
+                master_key: st.master_key.clone(),
+                fenced: st.fenced,
+                deleted: st.deleted,
+                last_add_confirmed: st.last_add_confirmed,
+            })
+            .collect()
     }
 
     /// Encodes with a trailing CRC32C.
@@ -133,10 +156,14 @@ impl Manifest {
             w.u64(r.seq);
         }
         w.u64(self.segments.len() as u64);
-        for (segment, key, fenced, lac) in &self.segments {
+        for m in &self.segments {
+            let (segment, key, lac) = (&m.segment, &m.master_key, &m.last_add_confirmed);
             let mut flags = 0;
-            if *fenced {
+            if m.fenced {
                 flags |= FLAG_FENCED;
+            }
+            if m.deleted {
+                flags |= FLAG_DELETED;
             }
             if lac.is_some() {
                 flags |= FLAG_LAC;
@@ -201,12 +228,13 @@ impl Manifest {
                 return Err(format!("master key of {key_len} bytes in the manifest"));
             }
             let key = Bytes::copy_from_slice(r.take(key_len)?);
-            segments.push((
+            segments.push(ManifestSegment {
                 segment,
-                (flags & FLAG_KEY != 0).then_some(key),
-                flags & FLAG_FENCED != 0,
-                (flags & FLAG_LAC != 0).then_some(lac),
-            ));
+                master_key: (flags & FLAG_KEY != 0).then_some(key),
+                fenced: flags & FLAG_FENCED != 0,
+                deleted: flags & FLAG_DELETED != 0,
+                last_add_confirmed: (flags & FLAG_LAC != 0).then_some(lac),
+            });
         }
         if r.at != body.len() {
             return Err("manifest has trailing bytes".into());
@@ -229,8 +257,20 @@ mod tests {
             logs: vec![(LogSeq(2), 1 << 20), (LogSeq(3), 4096)],
             runs: vec![ManifestRun { log: LogSeq(2), offset: 0, bytes: 1 << 20, seq: 8 }],
             segments: vec![
-                (SegmentId(5), Some(Bytes::from_static(b"key")), true, Some(17)),
-                (SegmentId(6), None, false, None),
+                ManifestSegment {
+                    segment: SegmentId(5),
+                    master_key: Some(Bytes::from_static(b"key")),
+                    fenced: true,
+                    deleted: false,
+                    last_add_confirmed: Some(17),
+                },
+                ManifestSegment {
+                    segment: SegmentId(6),
+                    master_key: None,
+                    fenced: false,
+                    deleted: true,
+                    last_add_confirmed: None,
+                },
             ],
         }
     }

@@ -8,8 +8,8 @@
 //! 72          Entry records sorted by (segment, entry), journal record format, epoch = log seq
 //! arrays_at   (8-aligned) per entry in the same order: u32 record offset in the run, u32 payload
 //!             length
-//! footer_at   RunFooter record; payload: sections of 32 B: segment u64, first entry u64,
-//!             count u64, index of the section's first array element u64
+//! footer_at   RunFooter record; payload: sections of 40 B: segment u64, first entry u64,
+//!             count u64, index of the section's first array element u64, record bytes u64
 //! ...         zeroes to the next sector boundary
 //! ```
 //!
@@ -36,7 +36,7 @@ pub const RUN_HEADER_BYTES: usize = RECORD_HEADER_BYTES + RUN_HEADER_PAYLOAD_BYT
 /// Bytes of one array element.
 pub const ARRAY_ELEMENT_BYTES: usize = 8;
 /// Bytes of one footer section.
-pub const SECTION_BYTES: usize = 32;
+pub const SECTION_BYTES: usize = 40;
 /// Largest run (RN3).
 pub const RUN_BYTES_MAX: u64 = u32::MAX as u64 - SECTOR_BYTES as u64;
 
@@ -69,6 +69,8 @@ pub struct Section {
     pub count: u64,
     /// Index of the first entry's array element.
     pub array_index: u64,
+    /// Bytes of the section's records (contiguous in the run): what compaction accounts.
+    pub bytes: u64,
 }
 
 impl Section {
@@ -130,9 +132,13 @@ impl RunEncoder {
         while let Some((segment, list)) = entries.segment(n) {
             n += 1;
             for (id, payload) in list {
+                let bytes = record::record_bytes(payload.len()) as u64;
                 match sections.last_mut() {
-                    Some(s) if s.segment == segment && s.first + s.count == *id => s.count += 1,
-                    _ => sections.push(Section { segment, first: *id, count: 1, array_index: count }),
+                    Some(s) if s.segment == segment && s.first + s.count == *id => {
+                        s.count += 1;
+                        s.bytes += bytes;
+                    }
+                    _ => sections.push(Section { segment, first: *id, count: 1, array_index: count, bytes }),
                 }
                 arrays.extend_from_slice(&(at as u32).to_le_bytes());
                 arrays.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -151,7 +157,7 @@ impl RunEncoder {
         let footer_at = arrays_at + arrays.len() as u64;
         let mut footer_payload = Vec::with_capacity(sections.len() * SECTION_BYTES);
         for s in &sections {
-            for v in [s.segment.0, s.first, s.count, s.array_index] {
+            for v in [s.segment.0, s.first, s.count, s.array_index, s.bytes] {
                 footer_payload.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -368,17 +374,22 @@ pub fn decode_footer(bytes: &[u8], epoch: u64, header: &RunHeader) -> Result<Vec
     }
     let mut sections = Vec::with_capacity(payload.len() / SECTION_BYTES);
     let mut next_index = 0u64;
+    let mut record_bytes = 0u64;
     for raw in payload.chunks_exact(SECTION_BYTES) {
         let section = Section {
             segment: SegmentId(read_u64(raw, 0)),
             first: read_u64(raw, 8),
             count: read_u64(raw, 16),
             array_index: read_u64(raw, 24),
+            bytes: read_u64(raw, 32),
         };
         let ordered = sections.last().is_none_or(|p: &Section| {
             p.segment < section.segment || (p.segment == section.segment && p.first + p.count < section.first)
         });
+        record_bytes = record_bytes.saturating_add(section.bytes);
         if section.count == 0
+            || section.bytes < section.count.saturating_mul(RECORD_HEADER_BYTES as u64)
+            || record_bytes > header.arrays_at - RUN_HEADER_BYTES as u64
             || section.array_index != next_index
             || section.first.checked_add(section.count).is_none()
             || !ordered

@@ -43,6 +43,10 @@ struct Span {
     run: u64,
     count: u64,
     array_index: u64,
+    /// Offset of the span's first record in its run.
+    records_at: u64,
+    /// Bytes of its records.
+    bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,19 +56,59 @@ struct SegmentSpans {
     overlapping: bool,
 }
 
+/// A live span as compaction sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveSpan {
+    /// The segment.
+    pub segment: SegmentId,
+    /// First entry id.
+    pub first: u64,
+    /// Entries.
+    pub count: u64,
+    /// The run holding it.
+    pub run: RunInfo,
+    /// Offset of its first record in the run (records of a span are contiguous).
+    pub records_at: u64,
+    /// Bytes of its records.
+    pub bytes: u64,
+}
+
+/// Bytes of runs' records in one entry log: all of them, and those still indexed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogUse {
+    /// Record bytes of every run written to the log.
+    pub total: u64,
+    /// Record bytes of spans still indexed (live).
+    pub live: u64,
+}
+
 /// The index of one shard's runs.
 #[derive(Debug, Default)]
 pub struct RunIndex {
     runs: BTreeMap<u64, RunInfo>,
+    /// Spans still indexed per run: a run with none is dead.
+    run_spans: HashMap<u64, usize>,
     segments: HashMap<SegmentId, SegmentSpans>,
+    logs: BTreeMap<LogSeq, LogUse>,
 }
 
 impl RunIndex {
-    /// Adds a durable run and its sections (RI1).
-    pub fn insert(&mut self, run: RunInfo, sections: &[Section]) {
+    /// Adds a durable run and its sections (RI1). Sections of segments `dead` says are gone
+    /// are counted in the log's total but not indexed.
+    pub fn insert(&mut self, run: RunInfo, sections: &[Section], dead: impl Fn(SegmentId) -> bool) {
         let seq = run.header.seq;
-        self.runs.insert(seq, run);
+        let mut records_at = super::run::RUN_HEADER_BYTES as u64;
+        let mut indexed = 0;
+        let usage = self.logs.entry(run.log).or_default();
         for s in sections {
+            let at = records_at;
+            records_at += s.bytes;
+            usage.total += s.bytes;
+            if dead(s.segment) {
+                continue;
+            }
+            usage.live += s.bytes;
+            indexed += 1;
             let spans = self.segments.entry(s.segment).or_default();
             let end = s.first + s.count;
             let before = spans.spans.range(..=(s.first, u64::MAX)).next_back();
@@ -74,8 +118,85 @@ impl RunIndex {
             {
                 spans.overlapping = true;
             }
-            spans.spans.insert((s.first, seq), Span { run: seq, count: s.count, array_index: s.array_index });
+            let span =
+                Span { run: seq, count: s.count, array_index: s.array_index, records_at: at, bytes: s.bytes };
+            spans.spans.insert((s.first, seq), span);
         }
+        if indexed > 0 {
+            self.runs.insert(seq, run);
+            self.run_spans.insert(seq, indexed);
+        }
+    }
+
+    fn drop_span(&mut self, span: &Span) {
+        if let Some(run) = self.runs.get(&span.run)
+            && let Some(usage) = self.logs.get_mut(&run.log)
+        {
+            usage.live = usage.live.saturating_sub(span.bytes);
+        }
+        if let Some(n) = self.run_spans.get_mut(&span.run) {
+            *n -= 1;
+            if *n == 0 {
+                self.run_spans.remove(&span.run);
+                self.runs.remove(&span.run);
+            }
+        }
+    }
+
+    /// Forgets every span of `segment` (deleted); returns the record bytes freed.
+    pub fn remove_segment(&mut self, segment: SegmentId) -> u64 {
+        let Some(spans) = self.segments.remove(&segment) else { return 0 };
+        let mut freed = 0;
+        for span in spans.spans.values() {
+            freed += span.bytes;
+            self.drop_span(span);
+        }
+        freed
+    }
+
+    /// Forgets one span (moved by compaction). False if it is not indexed.
+    pub fn remove_span(&mut self, segment: SegmentId, first: u64, run: u64) -> bool {
+        let Some(spans) = self.segments.get_mut(&segment) else { return false };
+        let Some(span) = spans.spans.remove(&(first, run)) else { return false };
+        if spans.spans.is_empty() {
+            self.segments.remove(&segment);
+        }
+        self.drop_span(&span);
+        true
+    }
+
+    /// The spans still indexed in `log`, by segment and entry.
+    pub fn live_spans(&self, log: LogSeq) -> Vec<LiveSpan> {
+        let mut out: Vec<LiveSpan> = Vec::new();
+        for (segment, spans) in &self.segments {
+            for ((first, _), span) in &spans.spans {
+                let run = self.runs[&span.run];
+                if run.log == log {
+                    let (records_at, bytes) = (span.records_at, span.bytes);
+                    out.push(LiveSpan {
+                        segment: *segment,
+                        first: *first,
+                        count: span.count,
+                        run,
+                        records_at,
+                        bytes,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|s| (s.segment, s.first, s.run.header.seq));
+        out
+    }
+
+    /// Record bytes per entry log, total and live.
+    pub fn log_use(&self) -> impl Iterator<Item = (LogSeq, LogUse)> + '_ {
+        self.logs.iter().map(|(log, usage)| (*log, *usage))
+    }
+
+    /// Forgets an entry log's accounting (the log is deleted; no run in it is indexed).
+    pub fn forget_log(&mut self, log: LogSeq) {
+        debug_assert!(self.runs.values().all(|r| r.log != log));
+        self.logs.remove(&log);
     }
 
     /// Where `entry` of `segment` is, if a run holds it (RI2).
@@ -102,12 +223,17 @@ impl RunIndex {
         spans.spans.iter().map(|((first, _), span)| first + span.count - 1).max()
     }
 
-    /// Every run, by sequence number.
+    /// Whether any run holds entries of `segment`.
+    pub fn holds(&self, segment: SegmentId) -> bool {
+        self.segments.contains_key(&segment)
+    }
+
+    /// Every run with indexed spans, by sequence number.
     pub fn runs(&self) -> impl Iterator<Item = &RunInfo> {
         self.runs.values()
     }
 
-    /// Number of runs.
+    /// Number of runs with indexed spans.
     pub fn run_count(&self) -> usize {
         self.runs.len()
     }
@@ -129,24 +255,35 @@ mod tests {
     }
 
     fn section(segment: u64, first: u64, count: u64, array_index: u64) -> Section {
-        Section { segment: SegmentId(segment), first, count, array_index }
+        Section { segment: SegmentId(segment), first, count, array_index, bytes: count * 50 }
     }
 
     #[test]
     fn newer_run_answers_for_overlapping_entries() {
         let mut index = RunIndex::default();
-        index.insert(run(0), &[section(1, 0, 100, 0), section(2, 5, 5, 100)]);
-        index.insert(run(1), &[section(1, 100, 50, 0)]);
+        index.insert(run(0), &[section(1, 0, 100, 0), section(2, 5, 5, 100)], |_| false);
+        index.insert(run(1), &[section(1, 100, 50, 0)], |_| false);
         assert_eq!(index.find(SegmentId(1), 120).unwrap().run.header.seq, 1);
         assert_eq!(index.find(SegmentId(1), 99).unwrap().element_at, 72 + 99 * 8);
         assert!(index.find(SegmentId(1), 150).is_none());
         assert!(index.find(SegmentId(2), 4).is_none());
         assert_eq!(index.find(SegmentId(2), 9).unwrap().element_at, 72 + 104 * 8);
-        index.insert(run(2), &[section(1, 90, 20, 0)]);
+        index.insert(run(2), &[section(1, 90, 20, 0)], |_| false);
         assert_eq!(index.find(SegmentId(1), 95).unwrap().run.header.seq, 2);
         assert_eq!(index.find(SegmentId(1), 50).unwrap().run.header.seq, 0);
         assert_eq!(index.find(SegmentId(1), 120).unwrap().run.header.seq, 1);
         assert_eq!(index.last_entry(SegmentId(1)), Some(149));
         assert_eq!(index.next_seq(), 3);
+        // Accounting: all in log 1; removing a segment frees its bytes and empty runs go.
+        let usage = index.log_use().next().unwrap().1;
+        assert_eq!(usage.total, usage.live);
+        assert_eq!(index.live_spans(LogSeq(1)).len(), 4);
+        assert!(index.remove_span(SegmentId(1), 100, 1));
+        assert_eq!(index.run_count(), 2, "run 1 has no span left");
+        let freed = index.remove_segment(SegmentId(1));
+        assert_eq!(freed, (100 + 20) * 50);
+        assert_eq!(index.log_use().next().unwrap().1.live, 5 * 50);
+        assert!(index.find(SegmentId(1), 5).is_none());
+        assert_eq!(index.run_count(), 1);
     }
 }

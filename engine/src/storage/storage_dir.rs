@@ -10,8 +10,8 @@
 //!
 //! Invariant SD1: opening never deletes or overwrites a byte a manifest-listed run uses. Bytes of
 //! a log past the manifest's used length belong to a flush whose manifest was never written
-//! (its entries are still in the journal) and are cut off; without a manifest nothing is cut,
-//! and new runs go after everything found.
+//! (its entries are still in the journal) and are cut off, and logs the manifest does not list
+//! are deleted; without a manifest nothing is cut or deleted. New runs always go to a new log.
 
 use std::fs::{self, File};
 use std::io;
@@ -204,7 +204,11 @@ impl StorageDir {
             };
             match read_run(file, run.log, run.offset) {
                 Ok((header, sections)) if header.seq == run.seq && header.run_bytes == run.bytes => {
-                    start.index.insert(RunInfo { log: run.log, offset: run.offset, header }, &sections);
+                    start.index.insert(
+                        RunInfo { log: run.log, offset: run.offset, header },
+                        &sections,
+                        |_| false,
+                    );
                 }
                 Ok((header, _)) => start.damage.push(format!(
                     "entry log {} offset {}: run {} of {} bytes where the manifest lists run {} of {}",
@@ -217,9 +221,12 @@ impl StorageDir {
         }
         for seq in on_disk {
             if !manifest.logs.iter().any(|(s, _)| s == seq) {
-                // Created for a flush whose manifest was never written: empty of anything
-                // acknowledged only here (SD1 keeps it; new runs go elsewhere).
-                start.logs.push((*seq, self.log_len(*seq)?, Some(self.open_log(*seq, direct_io)?)));
+                // Not listed: created for a flush whose manifest was never written (its entries
+                // are still in the journal), or compacted away before a crash. Nothing the
+                // manifest relies on is in it.
+                let path = self.log_path(*seq);
+                fs::remove_file(&path).map_err(io_error(IoOp::Open, &path))?;
+                tracing::info!(path = %path.display(), "deleted an entry log the manifest does not list");
             }
         }
         Ok(())
@@ -245,7 +252,7 @@ impl StorageDir {
                 if let Some(from) = skipping_from.take() {
                     start.damage.push(format!("entry log {seq}: no whole run in bytes {from}..{at}"));
                 }
-                start.index.insert(RunInfo { log: seq, offset: at, header }, &sections);
+                start.index.insert(RunInfo { log: seq, offset: at, header }, &sections, |_| false);
                 at += header.run_bytes;
                 continue;
             }

@@ -1,7 +1,7 @@
 //! The shard core's checkpoint and stop paths.
 //!
 //! A checkpoint (a) accepts only a batch boundary of a live file as its mark, (b) journals a
-//! snapshot of every segment's durable state (master key, fence, LAC) after the mark and waits
+//! snapshot of every segment's durable state (master key, fence, deletion, LAC) after the mark and waits
 //! for it to be durable, then (c) reclaims files wholly before the mark. So replay from the
 //! mark always rebuilds fences and keys, whatever was reclaimed: a fenced segment never
 //! becomes writable again by a restart. Stopping answers queued work nothing can unblock.
@@ -52,9 +52,11 @@ impl<T> ShardCore<T> {
             let Some((&segment, state)) = next else { return Ok(true) };
             let key = state.master_key.clone();
             let fenced = state.fenced;
+            let deleted = state.deleted;
             let lac = state.last_add_confirmed;
             let need = key.as_ref().map_or(0, |k| record::record_bytes(k.len()))
                 + usize::from(fenced) * RECORD_HEADER_BYTES
+                + usize::from(deleted) * RECORD_HEADER_BYTES
                 + usize::from(lac.is_some()) * RECORD_HEADER_BYTES;
             if need > 0 {
                 if !self.ensure_room(need, now) {
@@ -66,6 +68,9 @@ impl<T> ShardCore<T> {
                 }
                 if fenced {
                     batch.builder.push(&control_header(RecordKind::Fence, segment, 0, 0), &[]);
+                }
+                if deleted {
+                    batch.builder.push(&control_header(RecordKind::Delete, segment, 0, 0), &[]);
                 }
                 if let Some(lac) = lac {
                     batch.builder.push(&control_header(RecordKind::Lac, segment, lac, 0), &[]);

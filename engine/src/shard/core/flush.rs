@@ -58,6 +58,10 @@ pub struct StorageSettings {
     pub flush_interval: Duration,
     /// An entry log takes runs until it would pass this size.
     pub entry_log_bytes: u64,
+    /// A log whose live bytes fall under this fraction of its bytes is compacted.
+    pub compaction_live_fraction: f64,
+    /// Compaction moves at most this many bytes per second.
+    pub compaction_bytes_per_s: u64,
 }
 
 /// Storage as the core starts with it.
@@ -73,12 +77,32 @@ pub struct StorageStartState {
     pub damage: Vec<String>,
     /// Entries replayed from the journal after the checkpoint: they go into the write cache.
     pub replayed: Vec<(SegmentId, u64, Bytes)>,
+    /// The checkpoint replay started from.
+    pub checkpoint: Option<JournalMark>,
+}
+
+/// What a run being written holds.
+#[derive(Debug)]
+pub(super) enum RunSource {
+    /// The sealed cache half; the journal is checkpointed at this mark once it is durable.
+    Cache(JournalMark),
+    /// Live spans of an entry log, moved by compaction.
+    Compaction(Box<super::compaction::Moved>),
+}
+
+impl RunSource {
+    fn entries<'a>(&'a self, cache: &'a WriteCache) -> &'a dyn crate::storage::run::SortedEntries {
+        match self {
+            RunSource::Cache(_) => cache.sealed().expect("a flush has a sealed half"),
+            RunSource::Compaction(moved) => &moved.entries,
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Writing {
+pub(super) struct Writing {
     encoder: RunEncoder,
-    mark: JournalMark,
+    source: RunSource,
     /// The log and the run's offset in it, once a log with room is ready.
     place: Option<(LogSeq, u64)>,
     in_flight: usize,
@@ -88,27 +112,47 @@ struct Writing {
     failed: Option<Error>,
 }
 
+impl Writing {
+    /// A run about to be placed and written.
+    pub(super) fn new(encoder: RunEncoder, source: RunSource) -> Writing {
+        Writing {
+            encoder,
+            source,
+            place: None,
+            in_flight: 0,
+            last: None,
+            last_submitted: false,
+            failed: None,
+        }
+    }
+}
+
 #[derive(Debug)]
-enum FlushState {
+pub(super) enum FlushState {
     Idle,
     Writing(Box<Writing>),
-    /// The run is indexed; the checkpoint at this mark is on its way.
+    /// The run is indexed; the checkpoint (after a flush) or the manifest (after a compaction)
+    /// is on its way.
     Checkpointing,
 }
 
 /// The core's storage state.
 #[derive(Debug)]
 pub(super) struct Storage<T> {
-    settings: StorageSettings,
+    pub(super) settings: StorageSettings,
     pub(super) cache: WriteCache,
     pub(super) index: RunIndex,
-    logs: Vec<(LogSeq, u64)>,
+    pub(super) logs: Vec<(LogSeq, u64)>,
     /// The log new runs are appended to, if any.
-    active_log: Option<LogSeq>,
+    pub(super) active_log: Option<LogSeq>,
     opening_log: Option<LogSeq>,
     next_log: u64,
-    next_run: u64,
-    state: FlushState,
+    pub(super) next_run: u64,
+    pub(super) state: FlushState,
+    /// The last checkpoint mark (informational in the manifest; replay uses the checkpoint file).
+    mark: Option<JournalMark>,
+    /// Compaction's progress (compaction.rs).
+    pub(super) compaction: super::compaction::Compaction,
     /// The mark of the sealed half, kept while its flush is retried (F3).
     sealed_mark: Option<JournalMark>,
     /// The checkpoint after a flush, run outside the request backlog (an add waiting for the
@@ -144,6 +188,8 @@ impl<T> Storage<T> {
             next_log: start.next_log,
             next_run,
             state: FlushState::Idle,
+            compaction: super::compaction::Compaction::default(),
+            mark: start.checkpoint,
             sealed_mark: None,
             checkpoint: None,
             chunks_free: Vec::new(),
@@ -161,7 +207,7 @@ impl<T> Storage<T> {
         self.settings.write_cache_bytes_max / 2
     }
 
-    fn busy(&self) -> bool {
+    pub(super) fn busy(&self) -> bool {
         !matches!(self.state, FlushState::Idle)
     }
 
@@ -267,7 +313,7 @@ impl<T> ShardCore<T> {
         storage.next_run += 1;
         storage.state = FlushState::Writing(Box::new(Writing {
             encoder,
-            mark,
+            source: RunSource::Cache(mark),
             place: None,
             in_flight: 0,
             last: None,
@@ -279,7 +325,7 @@ impl<T> ShardCore<T> {
     }
 
     /// Finds the run a place in an entry log with room, or asks for a new log.
-    fn place_run(&mut self) {
+    pub(super) fn place_run(&mut self) {
         let Some(storage) = self.storage.as_mut() else { return };
         let FlushState::Writing(w) = &mut storage.state else { return };
         if w.place.is_some() {
@@ -294,9 +340,9 @@ impl<T> ShardCore<T> {
                     return;
                 }
                 // Planned for another log (the epoch seeds every CRC): plan again.
-                let half = storage.cache.sealed().expect("a flush has a sealed half");
                 let seq = w.encoder.header().seq;
-                w.encoder = RunEncoder::new(log.0, seq, half).expect("planned once already");
+                w.encoder = RunEncoder::new(log.0, seq, w.source.entries(&storage.cache))
+                    .expect("planned once already");
                 w.place = Some((log, used));
                 return;
             }
@@ -357,8 +403,8 @@ impl<T> ShardCore<T> {
             let mut buf =
                 storage.chunks_free.pop().unwrap_or_else(|| AlignedBuf::with_capacity(FLUSH_CHUNK_BYTES));
             let at = offset + w.encoder.position();
-            let half = storage.cache.sealed().expect("a flush has a sealed half");
-            w.encoder.fill(&mut buf, half);
+            let Writing { encoder, source, .. } = &mut **w;
+            encoder.fill(&mut buf, source.entries(&storage.cache));
             if w.encoder.is_done() {
                 w.last = Some(buf);
                 continue;
@@ -408,23 +454,35 @@ impl<T> ShardCore<T> {
         };
         let (log, offset) = w.place.expect("written, so placed");
         let header = *w.encoder.header();
-        storage.index.insert(RunInfo { log, offset, header }, w.encoder.sections());
+        let purged = &storage.compaction.purged;
+        storage.index.insert(RunInfo { log, offset, header }, w.encoder.sections(), |s| purged.contains(&s));
         if let Some(used) = storage.logs.iter_mut().find(|(s, _)| *s == log) {
             used.1 = offset + header.run_bytes;
         }
-        if let Some(half) = storage.cache.release_sealed() {
-            self.stats.flushed_entries += half.len() as u64;
+        match w.source {
+            RunSource::Cache(mark) => {
+                if let Some(half) = storage.cache.release_sealed() {
+                    self.stats.flushed_entries += half.len() as u64;
+                }
+                storage.sealed_mark = None;
+                storage.checkpoint = Some((mark, super::Cursor::default()));
+                self.stats.flushes += 1;
+                self.stats.flushed_bytes += header.run_bytes;
+            }
+            RunSource::Compaction(moved) => self.compaction_written(*moved, header.run_bytes, now),
         }
-        storage.sealed_mark = None;
-        storage.checkpoint = Some((w.mark, super::Cursor::default()));
-        self.stats.flushes += 1;
-        self.stats.flushed_bytes += header.run_bytes;
     }
 
-    /// Gives up on the current flush attempt; the sealed half stays and is retried (F3).
+    /// Gives up on the current flush attempt; the sealed half stays and is retried (F3). A
+    /// compaction's run is dropped: its spans stay where they are, and it is tried again later.
     fn flush_failed(&mut self, now: Instant) {
         let Some(storage) = self.storage.as_mut() else { return };
-        storage.state = FlushState::Idle;
+        if let FlushState::Writing(w) = std::mem::replace(&mut storage.state, FlushState::Idle)
+            && let RunSource::Compaction(_) = w.source
+        {
+            storage.compaction.next_at = Some(now + FLUSH_RETRY_DELAY);
+            return;
+        }
         // The sealed half and its mark stay: the next attempt writes them to a new log.
         storage.retry_at = Some(now + FLUSH_RETRY_DELAY);
         storage.requested |= !storage.waiting_current.is_empty();
@@ -434,11 +492,16 @@ impl<T> ShardCore<T> {
     }
 
     /// The manifest for a checkpoint at `mark`, after its flush.
-    pub(super) fn manifest(&self, mark: JournalMark) -> Option<Vec<u8>> {
-        let storage = self.storage.as_ref()?;
+    /// The manifest as storage is now; `mark`: the checkpoint being made (after a flush), else
+    /// the last one.
+    pub(super) fn manifest(&mut self, mark: Option<JournalMark>) -> Option<Vec<u8>> {
+        let storage = self.storage.as_mut()?;
+        if mark.is_some() {
+            storage.mark = mark;
+        }
         let manifest = Manifest {
             shard: self.settings.shard.0,
-            checkpoint: Some(mark),
+            checkpoint: storage.mark,
             next_log: storage.next_log,
             next_run: storage.next_run,
             logs: storage.logs.clone(),
@@ -457,10 +520,16 @@ impl<T> ShardCore<T> {
         Some(manifest.encode())
     }
 
-    /// The shell persisted the manifest and checkpoint of the last flush (or failed to).
+    /// The shell persisted the manifest and checkpoint of the last flush, or the manifest
+    /// after a compaction (or failed to).
     pub fn on_checkpoint_persisted(&mut self, result: Result<(), Error>, now: Instant) {
         let Some(storage) = self.storage.as_mut() else { return };
         storage.state = FlushState::Idle;
+        if std::mem::take(&mut storage.compaction.persisting) {
+            self.compaction_persisted(result.is_ok(), now);
+            self.maybe_start_flush(now);
+            return;
+        }
         storage.last_flush = now;
         if let Err(error) = &result {
             tracing::error!(shard = self.settings.shard.0, %error,
@@ -485,9 +554,10 @@ impl<T> ShardCore<T> {
         }
     }
 
-    /// Storage's deadline (a flush due by time).
+    /// Storage's deadline: a flush due by time, or the next compaction pass.
     pub(super) fn storage_deadline(&self) -> Option<Instant> {
-        self.storage.as_ref().and_then(|s| s.deadline())
+        let storage = self.storage.as_ref()?;
+        [storage.deadline(), storage.compaction.next_at].into_iter().flatten().min()
     }
 }
 

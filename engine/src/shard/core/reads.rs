@@ -56,6 +56,15 @@ pub(super) struct PendingRead<T> {
 }
 
 impl<T> PendingRead<T> {
+    /// The entry log this read uses, if any (compaction keeps it).
+    pub(super) fn entry_log(&self) -> Option<LogSeq> {
+        match &self.stage {
+            Stage::Journal { .. } => None,
+            Stage::Element { found, .. } | Stage::RangeElements { found, .. } => Some(found.run.log),
+            Stage::Record { log, .. } | Stage::RangeRecords { log, .. } => Some(*log),
+        }
+    }
+
     /// The journal file this read holds open, if any (checkpoints keep it).
     pub(super) fn journal_file(&self) -> Option<FileSeq> {
         match self.stage {
@@ -89,6 +98,10 @@ impl<T> ShardCore<T> {
     }
 
     pub(super) fn start_read(&mut self, segment: SegmentId, entry: EntryId, reply: T) {
+        if self.segments.get(&segment).is_some_and(|s| s.deleted) {
+            self.out.push_back(Output::Reply(reply, Reply::Entry(Err(Error::NoSuchSegment(segment)))));
+            return;
+        }
         if let Some(storage) = &self.storage {
             if let Some(payload) = storage.cache.get(segment, entry.0) {
                 self.stats.cache_reads += 1;
@@ -221,6 +234,10 @@ impl<T> ShardCore<T> {
         max_bytes: usize,
         reply: T,
     ) {
+        if self.segments.get(&segment).is_some_and(|s| s.deleted) {
+            self.out.push_back(Output::Reply(reply, Reply::Entries(Err(Error::NoSuchSegment(segment)))));
+            return;
+        }
         if to < from {
             let error = Error::InvalidRequest(format!("read_range from {} to {}: empty range", from.0, to.0));
             self.out.push_back(Output::Reply(reply, Reply::Entries(Err(error))));

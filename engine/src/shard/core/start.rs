@@ -85,4 +85,12 @@ pub struct CoreStats {
     pub cache_reads: u64,
     /// Reads answered from entry logs.
     pub log_reads: u64,
+    /// Record bytes dropped from the index by confirmed segment deletions.
+    pub deleted_bytes: u64,
+    /// Compaction passes completed.
+    pub compactions: u64,
+    /// Live record bytes moved by compaction.
+    pub compacted_bytes: u64,
+    /// Entry logs deleted (nothing live left in them).
+    pub entry_logs_deleted: u64,
 }

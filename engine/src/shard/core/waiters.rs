@@ -23,6 +23,7 @@ impl<T> ShardCore<T> {
             Request::Position { reply } => (reply, Reply::Position(self.durable)),
             Request::Checkpoint { reply, .. } => (reply, Reply::Checkpointed(Err(error))),
             Request::Flush { reply } => (reply, Reply::Flushed(Err(error))),
+            Request::DeleteSegment { reply, .. } => (reply, Reply::Deleted(Err(error))),
         };
         self.out.push_back(Output::Reply(reply, answer));
     }
@@ -71,10 +72,16 @@ impl<T> ShardCore<T> {
                 (reply, Reply::Fenced(result))
             }
             Waiter::Lac { reply } => (reply, Reply::LacWritten(outcome.map_err(clone_error))),
+            Waiter::Deleted { reply, segment } => {
+                if outcome.is_ok() {
+                    self.deletion_durable(segment);
+                }
+                (reply, Reply::Deleted(outcome.map_err(clone_error)))
+            }
             Waiter::Checkpoint { reply, mark } => match (outcome, reply) {
                 (Ok(()), reply) => {
                     let reclaim = self.checkpoint_complete(mark);
-                    let manifest = if reply.is_none() { self.manifest(mark) } else { None };
+                    let manifest = if reply.is_none() { self.manifest(Some(mark)) } else { None };
                     self.out.push_back(Output::Checkpoint { mark, reclaim, reply, manifest });
                     return;
                 }
