@@ -484,9 +484,9 @@ impl Bookie {
     /// snapshot of every segment's state (key, fence, LAC) after the mark, persists the
     /// checkpoint once that is durable, and reclaims files wholly before it. `mark` must be a
     /// batch boundary of a live journal file, as `journal_position` returns; others are
-    /// `InvalidRequest`. This is the seam segment storage drives after its flushes; the journal
-    /// benchmark drives it to stand in for storage. Only in `StorageMode::JournalOnly`: with
-    /// entry logs, shards checkpoint themselves after each flush (`InvalidRequest` here).
+    /// `InvalidRequest`. Only in `StorageMode::JournalOnly`, for an application that keeps the
+    /// data itself (the journal benchmark's journal-only bookie uses it); with entry logs,
+    /// shards checkpoint themselves after each flush (`InvalidRequest` here).
     pub fn checkpoint(&self, shard: ShardId, mark: JournalMark) -> Pending<Result<(), Error>> {
         self.send(shard, map_checkpoint, |reply| Request::Checkpoint { mark, reply })
     }

@@ -79,6 +79,22 @@ impl std::fmt::Debug for DeletionHook {
     }
 }
 
+/// Reports the free bytes of a directory's filesystem (tests inject a full disk with it).
+pub trait FreeSpace: Send + Sync {
+    /// Free bytes available to the bookie where `path` lives.
+    fn free_bytes(&self, path: &std::path::Path) -> std::io::Result<u64>;
+}
+
+/// A shareable `FreeSpace`.
+#[derive(Clone)]
+pub struct FreeSpaceHook(pub std::sync::Arc<dyn FreeSpace>);
+
+impl std::fmt::Debug for FreeSpaceHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreeSpaceHook")
+    }
+}
+
 /// Everything a bookie needs to open.
 #[derive(Clone, Debug)]
 pub struct BookieConfig {
@@ -130,7 +146,7 @@ pub struct BookieConfig {
     pub storage_dirs: Vec<PathBuf>,
     /// Write cache per shard, both halves together, in bytes (payloads plus 48 per entry). A
     /// flush starts when the active half reaches half of it; adds wait while a half is full
-    /// and a flush runs. Default 256 MiB; 4 MiB to 4 GiB, at least 4 x `entry_bytes_max`.
+    /// and a flush runs. Default 256 MiB; 4 MiB to 2 GiB, at least 4 x `entry_bytes_max`.
     pub write_cache_bytes_max: usize,
     /// A flush starts at least this often while the write cache holds entries, in
     /// milliseconds: it bounds how much journal a restart replays at low load. Default 10000.
@@ -147,6 +163,16 @@ pub struct BookieConfig {
     /// The deletion check asked before a deleted segment's entries are dropped. `None` (the
     /// default): `Bookie::delete_segment` is the authority.
     pub deletion_check: Option<DeletionHook>,
+    /// Below this many free bytes on a shard's journal or storage filesystem the shard turns
+    /// read-only: plain adds answer `NoSpace`; reads, fences, LAC writes and recovery adds
+    /// still work, and flushes go on (they free journal space). Sampled every second.
+    /// Default 1 GiB.
+    pub disk_free_bytes_min: u64,
+    /// A read-only shard turns writable again at this many free bytes (hysteresis). Default
+    /// 2 GiB; at least `disk_free_bytes_min`.
+    pub disk_free_bytes_resume: u64,
+    /// Where free space is read from; `None` (the default): statvfs.
+    pub free_space: Option<FreeSpaceHook>,
 }
 
 impl BookieConfig {
@@ -184,6 +210,9 @@ impl BookieConfig {
             compaction_live_fraction: 0.5,
             compaction_bytes_per_s: 64 << 20,
             deletion_check: None,
+            disk_free_bytes_min: 1 << 30,
+            disk_free_bytes_resume: 2 << 30,
+            free_space: None,
         }
     }
 
@@ -223,9 +252,9 @@ impl BookieConfig {
             return fail("queue_capacity is 0".into());
         }
         let cache_min = (4 << 20).max(4 * self.entry_bytes_max);
-        if self.write_cache_bytes_max < cache_min || self.write_cache_bytes_max > 4 << 30 {
+        if self.write_cache_bytes_max < cache_min || self.write_cache_bytes_max > 2 << 30 {
             return fail(format!(
-                "write_cache_bytes_max {} is not in {cache_min}..=4 GiB (at least 4 MiB and 4 x entry_bytes_max)",
+                "write_cache_bytes_max {} is not in {cache_min}..=2 GiB (at least 4 MiB and 4 x entry_bytes_max)",
                 self.write_cache_bytes_max
             ));
         }
@@ -240,6 +269,12 @@ impl BookieConfig {
         }
         if self.compaction_bytes_per_s < 1 << 20 {
             return fail(format!("compaction_bytes_per_s {} is under 1 MiB/s", self.compaction_bytes_per_s));
+        }
+        if self.disk_free_bytes_resume < self.disk_free_bytes_min {
+            return fail(format!(
+                "disk_free_bytes_resume {} is below disk_free_bytes_min {}",
+                self.disk_free_bytes_resume, self.disk_free_bytes_min
+            ));
         }
         if self.entry_log_bytes < 1 << 20 {
             return fail(format!("entry_log_bytes {} is under 1 MiB", self.entry_log_bytes));

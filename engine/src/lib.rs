@@ -27,7 +27,8 @@ pub mod storage;
 
 pub use bookie::{Bookie, Pending};
 pub use config::{
-    Backend, BookieConfig, DeletionCheck, DeletionHook, DirectIo, JournalRecovery, JournalSync, StorageMode,
+    Backend, BookieConfig, DeletionCheck, DeletionHook, DirectIo, FreeSpace, FreeSpaceHook, JournalRecovery,
+    JournalSync, StorageMode,
 };
 pub use error::{Error, IoOp, OpenError};
 pub use ids::{EntryId, FileSeq, LogSeq, SegmentId, ShardId};

@@ -26,8 +26,9 @@ use crate::ids::FileSeq;
 use buf::AlignedBuf;
 use waker::Waker;
 
-/// Fault injection for tests (feature `failpoints`): the error to report for a journal write
-/// that otherwise succeeded, if the `dlog-journal-flush-eio` failpoint is active.
+/// Fault injection for tests (feature `failpoints`): the error to report for a write (journal
+/// batch or entry log chunk) that otherwise succeeded, if the `dlog-journal-flush-eio`
+/// failpoint is active.
 pub(crate) fn injected_flush_error() -> Option<io::Error> {
     fail::fail_point!("dlog-journal-flush-eio", |_| Some(io::Error::from_raw_os_error(libc::EIO)));
     None

@@ -44,7 +44,7 @@ pub use crate::error::clone_error;
 use reads::PendingRead;
 pub use start::{CoreSettings, CoreStart, CoreStats};
 
-/// Reads of journal entries a shard keeps in flight at most.
+/// Reads (journal or entry log, one entry or a range) a shard keeps in flight at most.
 pub const READS_IN_FLIGHT_MAX: usize = 64;
 
 /// Work for the shell.
@@ -173,6 +173,8 @@ pub struct ShardCore<T> {
     /// Segment storage; `None` in `StorageMode::JournalOnly`.
     storage: Option<flush::Storage<T>>,
     lac_waits: lac_waits::LacWaits<T>,
+    /// Free space fell under `disk_free_bytes_min`: plain adds answer `NoSpace`.
+    read_only: bool,
 }
 
 const OP_KIND_BITS: u32 = 2;
@@ -230,6 +232,7 @@ impl<T> ShardCore<T> {
             settings,
             storage,
             lac_waits: lac_waits::LacWaits::default(),
+            read_only: false,
         };
         core.request_next_file();
         core.confirm_deletions_at_start();
@@ -245,6 +248,26 @@ impl<T> ShardCore<T> {
     /// shard's bounded queue fills and senders wait.
     pub fn wants_requests(&self) -> bool {
         self.backlog.is_empty()
+    }
+
+    /// The shell sampled the free bytes of the shard's filesystems: turn read-only under
+    /// `disk_free_bytes_min`, writable again at `disk_free_bytes_resume` (hysteresis).
+    pub fn on_free_space(&mut self, free_bytes: u64, min: u64, resume: u64) {
+        let shard = self.settings.shard.0;
+        if !self.read_only && free_bytes < min {
+            self.read_only = true;
+            self.stats.read_only_entered += 1;
+            tracing::warn!(
+                shard,
+                free_bytes,
+                min,
+                "disk almost full: shard is read-only (adds answer NoSpace)"
+            );
+        } else if self.read_only && free_bytes >= resume {
+            self.read_only = false;
+            tracing::info!(shard, free_bytes, resume, "disk space back: shard is writable again");
+        }
+        self.stats.read_only = self.read_only;
     }
 
     /// Whether this shard has failed for good.
@@ -539,6 +562,9 @@ impl<T> ShardCore<T> {
         self.check_key(add.segment, &add.master_key)?;
         if self.segments.get(&add.segment).is_some_and(|s| s.deleted) {
             return Err(Error::Deleted(add.segment));
+        }
+        if self.read_only && !add.flags.is_recovery() {
+            return Err(Error::NoSpace(self.settings.shard));
         }
         if let Some(state) = self.segments.get(&add.segment)
             && state.fenced

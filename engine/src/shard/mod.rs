@@ -184,7 +184,19 @@ fn direct_io_for(id: ShardId, path: &std::path::Path, policy: DirectIo) -> Resul
 fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, OpenError> {
     let direct_io = direct_io_for(id, &dir.path, config.direct_io)?;
     let storage = match config.storage_mode {
-        StorageMode::JournalOnly => None,
+        StorageMode::JournalOnly => {
+            let manifest = config.storage_dir(id.0).join(format!("storage-{}", id.0)).join("manifest");
+            if manifest.exists() {
+                // Checkpoints of an entry-logs bookie moved entries out of the journal: opened
+                // journal-only, they would silently be missing.
+                return Err(OpenError::Layout {
+                    path: manifest,
+                    reason: "this bookie keeps entries in entry logs; open it with StorageMode::EntryLogs"
+                        .into(),
+                });
+            }
+            None
+        }
         StorageMode::EntryLogs => {
             let storage_dir = StorageDir::open(config.storage_dir(id.0), id)?;
             let storage_direct = if storage_dir.path.parent() == dir.path.parent() {
@@ -254,6 +266,7 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
             index: loaded.index,
             logs,
             next_log: loaded.next_log,
+            next_run: loaded.manifest.as_ref().map_or(0, |m| m.next_run),
             damage: loaded.damage,
             replayed: Vec::new(),
             checkpoint: None,
@@ -330,6 +343,9 @@ pub(crate) fn batch_bytes_limit(config: &BookieConfig) -> u64 {
 
 const MASTER_KEY_SLACK: usize = 256;
 
+/// How often a shard samples free disk space.
+const SPACE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 struct Shell {
     id: ShardId,
     config: BookieConfig,
@@ -353,8 +369,13 @@ impl Shell {
         let spin = Duration::from_micros(self.config.idle_spin_us);
         let mut completions: Vec<Completion> = Vec::new();
         let mut stopping = false;
+        let mut space_check_at = Self::now();
         loop {
             let now = Self::now();
+            if now >= space_check_at {
+                space_check_at = now + SPACE_CHECK_INTERVAL;
+                self.check_space(&mut core);
+            }
             stopping |= self.stop.load(Ordering::Acquire);
             while let Ok(event) = events.try_recv() {
                 match event {
@@ -472,6 +493,32 @@ impl Shell {
         };
         self.waker.set_sleeping(false);
         result
+    }
+
+    /// Samples free space where the journal and the entry logs live and tells the core.
+    fn check_space(&self, core: &mut ShardCore<ReplyTo>) {
+        let mut paths = vec![self.dir.path.as_path()];
+        if let Some((storage, _)) = &self.storage {
+            paths.push(storage.path.as_path());
+        }
+        let mut free = u64::MAX;
+        for path in paths {
+            let sampled = match &self.config.free_space {
+                Some(hook) => hook.0.free_bytes(path),
+                None => rustix::fs::statvfs(path)
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                    .map_err(Into::into),
+            };
+            match sampled {
+                Ok(bytes) => free = free.min(bytes),
+                Err(e) => {
+                    tracing::warn!(shard = self.id.0, path = %path.display(), error = %e, "free space unknown")
+                }
+            }
+        }
+        if free != u64::MAX {
+            core.on_free_space(free, self.config.disk_free_bytes_min, self.config.disk_free_bytes_resume);
+        }
     }
 
     /// On a clean stop, zeroes the sector after the last batch (see `end_of_journal`). Failure

@@ -26,6 +26,9 @@ const FLAG_LAC: u32 = 2;
 const FLAG_KEY: u32 = 4;
 const FLAG_DELETED: u32 = 8;
 
+/// Longest damage note kept in a manifest.
+const DAMAGE_NOTE_BYTES_MAX: usize = 4096;
+
 /// A run as the manifest lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ManifestRun {
@@ -71,6 +74,9 @@ pub struct Manifest {
     pub runs: Vec<ManifestRun>,
     /// Segment states.
     pub segments: Vec<ManifestSegment>,
+    /// Damage found at any open so far (reads of missing entries answer `Corrupt` while any
+    /// is recorded).
+    pub damage: Vec<String>,
 }
 
 struct Writer(Vec<u8>);
@@ -178,6 +184,12 @@ impl Manifest {
             w.u64(lac.unwrap_or(0));
             w.0.extend_from_slice(key);
         }
+        w.u64(self.damage.len() as u64);
+        for d in &self.damage {
+            let d = &d.as_bytes()[..d.len().min(DAMAGE_NOTE_BYTES_MAX)];
+            w.u32(d.len() as u32);
+            w.0.extend_from_slice(d);
+        }
         let crc = crc32c::crc32c(&w.0);
         w.u32(crc);
         w.0
@@ -236,10 +248,27 @@ impl Manifest {
                 last_add_confirmed: (flags & FLAG_LAC != 0).then_some(lac),
             });
         }
+        let mut damage = Vec::new();
+        for _ in 0..r.count(4)? {
+            let len = r.u32()? as usize;
+            if len > DAMAGE_NOTE_BYTES_MAX {
+                return Err(format!("damage note of {len} bytes in the manifest"));
+            }
+            damage.push(String::from_utf8_lossy(r.take(len)?).into_owned());
+        }
         if r.at != body.len() {
             return Err("manifest has trailing bytes".into());
         }
-        Ok(Manifest { shard, checkpoint: has_mark.then_some(mark), next_log, next_run, logs, runs, segments })
+        Ok(Manifest {
+            shard,
+            checkpoint: has_mark.then_some(mark),
+            next_log,
+            next_run,
+            logs,
+            runs,
+            segments,
+            damage,
+        })
     }
 }
 
@@ -272,6 +301,7 @@ mod tests {
                     last_add_confirmed: None,
                 },
             ],
+            damage: vec!["entry log 0000000000000002 offset 0: run footer: Checksum".into()],
         }
     }
 

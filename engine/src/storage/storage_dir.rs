@@ -46,7 +46,8 @@ pub struct StorageStart {
     pub next_log: u64,
     /// The manifest, if one was read.
     pub manifest: Option<Manifest>,
-    /// Damage found (a listed run that does not decode, an unreadable manifest); while any
+    /// Damage found (a listed run that does not decode or is missing, bytes in a log that are
+    /// not a whole run, damage recorded by an earlier open in the manifest); while any
     /// exists, a missing entry answers `Corrupt`, never `NoSuchEntry`.
     pub damage: Vec<String>,
     /// The run index was rebuilt by scanning entry logs.
@@ -106,7 +107,7 @@ impl StorageDir {
             let entry = entry.map_err(io_error(IoOp::Read, &self.path))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name == "manifest" || name == "manifest.tmp" {
+            if name == "manifest" || name == "manifest.tmp" || name.starts_with(".dlog-") {
                 continue;
             }
             let seq = name
@@ -166,6 +167,12 @@ impl StorageDir {
         }
         if let Some(m) = &manifest {
             start.next_log = start.next_log.max(m.next_log);
+            // Damage stays known across restarts: its entries answer Corrupt, not NoSuchEntry.
+            for d in &m.damage {
+                if !start.damage.contains(d) {
+                    start.damage.push(d.clone());
+                }
+            }
         }
         start.manifest = manifest;
         Ok(start)

@@ -14,8 +14,8 @@
 //!   durable, indexed run, and the manifest naming those runs is written before any journal
 //!   file is reclaimed (the shell runs manifest, checkpoint, reclaim in that order).
 //! - F2: adds wait (backpressure, counted in `adds_throttled`) only while the active half is
-//!   full and a flush is running; the cache is bounded by `write_cache_bytes_max` plus the
-//!   journal batches in flight.
+//!   full and a flush or compaction is under way; each half is bounded by half of
+//!   `write_cache_bytes_max` plus the journal batches in flight when it filled.
 //! - F3: a failed entry log write or flush keeps the sealed half and the journal; the flush is
 //!   retried later in a new entry log, so nothing acknowledged is ever lost to it.
 
@@ -79,6 +79,8 @@ pub struct StorageStartState {
     pub replayed: Vec<(SegmentId, u64, Bytes)>,
     /// The checkpoint replay started from.
     pub checkpoint: Option<JournalMark>,
+    /// Sequence number for the next run, as the manifest says (runs are never renumbered).
+    pub next_run: u64,
 }
 
 /// What a run being written holds.
@@ -175,7 +177,7 @@ impl<T> Storage<T> {
         for (segment, entry, payload) in start.replayed {
             cache.insert(segment, entry, payload);
         }
-        let next_run = start.index.next_seq();
+        let next_run = start.index.next_seq().max(start.next_run);
         Storage {
             settings,
             cache,
@@ -233,8 +235,10 @@ impl<T> ShardCore<T> {
     pub(super) fn cache_full(&mut self) -> bool {
         let Some(storage) = self.storage.as_mut() else { return false };
         let active = storage.cache.active().bytes();
-        let full = (active >= storage.half_bytes() && storage.cache.sealed().is_some())
-            || active >= storage.settings.write_cache_bytes_max;
+        // While a flush or compaction is under way (writing, or checkpointing after it), a full
+        // active half waits: the checkpoint runs outside the backlog, so it never waits behind
+        // the add it unblocks.
+        let full = active >= storage.half_bytes() && (storage.cache.sealed().is_some() || storage.busy());
         if full && !storage.throttled {
             self.stats.adds_throttled += 1;
         }
@@ -260,7 +264,7 @@ impl<T> ShardCore<T> {
             self.out.push_back(Output::Reply(reply, Reply::Flushed(Ok(()))));
             return;
         };
-        if !storage.busy() && storage.cache.active().is_empty() {
+        if !storage.busy() && storage.cache.active().is_empty() && storage.cache.sealed().is_none() {
             self.out.push_back(Output::Reply(reply, Reply::Flushed(Ok(()))));
             return;
         }
@@ -307,7 +311,9 @@ impl<T> ShardCore<T> {
         let mark = storage.sealed_mark.expect("a sealed half has its mark");
         let seq = storage.next_run;
         let half = storage.cache.sealed().expect("sealed above or kept for a retry");
-        // Larger than a run can be (RN3) cannot happen: the cache size is validated far below.
+        // Larger than a run can be (RN3) cannot happen: a half holds at most half of
+        // write_cache_bytes_max (at most 1 GiB) plus the journal batches in flight when it filled
+        // (at most 16 x 64 MiB), far under 4 GiB.
         let encoder =
             RunEncoder::new(storage.log_epoch_hint(), seq, half).expect("a cache half fits one run");
         storage.next_run += 1;
@@ -516,6 +522,7 @@ impl<T> ShardCore<T> {
                 })
                 .collect(),
             segments: Manifest::segments_from(&self.segments),
+            damage: storage.damage.iter().chain(&self.damage).cloned().collect(),
         };
         Some(manifest.encode())
     }
