@@ -160,6 +160,9 @@ pub struct BookieConfig {
     /// Compaction moves at most this many bytes per second per shard, so foreground work keeps
     /// the disk. Default 64 MiB/s; at least 1 MiB/s.
     pub compaction_bytes_per_s: u64,
+    /// Read cache per shard: entries recently read from entry logs, in bytes (payloads plus 48
+    /// per entry). Default 64 MiB; 0 disables it.
+    pub read_cache_bytes_max: usize,
     /// The deletion check asked before a deleted segment's entries are dropped. `None` (the
     /// default): `Bookie::delete_segment` is the authority.
     pub deletion_check: Option<DeletionHook>,
@@ -209,6 +212,7 @@ impl BookieConfig {
             entry_log_bytes: 1 << 30,
             compaction_live_fraction: 0.5,
             compaction_bytes_per_s: 64 << 20,
+            read_cache_bytes_max: 64 << 20,
             deletion_check: None,
             disk_free_bytes_min: 1 << 30,
             disk_free_bytes_resume: 2 << 30,

@@ -288,6 +288,7 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
             entry_log_bytes: config.entry_log_bytes,
             compaction_live_fraction: config.compaction_live_fraction,
             compaction_bytes_per_s: config.compaction_bytes_per_s,
+            read_cache_bytes_max: config.read_cache_bytes_max,
         }),
     };
     #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]

@@ -9,6 +9,7 @@
 //! Design and measurements: docs/rfcs/2026-11-25-segment-storage.md, docs/ARCHITECTURE.md.
 
 pub mod manifest;
+pub mod read_cache;
 pub mod run;
 pub mod run_index;
 pub mod storage_dir;

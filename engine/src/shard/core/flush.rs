@@ -62,6 +62,8 @@ pub struct StorageSettings {
     pub compaction_live_fraction: f64,
     /// Compaction moves at most this many bytes per second.
     pub compaction_bytes_per_s: u64,
+    /// Read cache size in bytes charged (0: none).
+    pub read_cache_bytes_max: usize,
 }
 
 /// Storage as the core starts with it.
@@ -143,6 +145,7 @@ pub(super) enum FlushState {
 pub(super) struct Storage<T> {
     pub(super) settings: StorageSettings,
     pub(super) cache: WriteCache,
+    pub(super) read_cache: crate::storage::read_cache::ReadCache,
     pub(super) index: RunIndex,
     pub(super) logs: Vec<(LogSeq, u64)>,
     /// The log new runs are appended to, if any.
@@ -179,6 +182,7 @@ impl<T> Storage<T> {
         }
         let next_run = start.index.next_seq().max(start.next_run);
         Storage {
+            read_cache: crate::storage::read_cache::ReadCache::new(settings.read_cache_bytes_max),
             settings,
             cache,
             index: start.index,

@@ -108,6 +108,11 @@ impl<T> ShardCore<T> {
                 self.out.push_back(Output::Reply(reply, Reply::Entry(Ok(payload))));
                 return;
             }
+            if let Some(payload) = storage.read_cache.get(segment, entry.0) {
+                self.stats.read_cache_hits += 1;
+                self.out.push_back(Output::Reply(reply, Reply::Entry(Ok(payload))));
+                return;
+            }
             let Some(found) = storage.index.find(segment, entry.0) else {
                 let error = self.missing(segment, entry);
                 self.out.push_back(Output::Reply(reply, Reply::Entry(Err(error))));
@@ -207,7 +212,11 @@ impl<T> ShardCore<T> {
                 match bytes.get(skew..).map(|b| run::decode_entry(b, log.0, segment, entry.0)) {
                     Some(Ok(payload)) => {
                         self.stats.log_reads += 1;
-                        Ok(Bytes::copy_from_slice(payload))
+                        let payload = Bytes::copy_from_slice(payload);
+                        if let Some(storage) = self.storage.as_mut() {
+                            storage.read_cache.insert(segment, entry.0, payload.clone());
+                        }
+                        Ok(payload)
                     }
                     Some(Err(reason)) => Err(corrupt(format!("entry log {log} offset {at}: {reason}"))),
                     None => Err(corrupt(format!("entry log {log} offset {at}: record cut off"))),
@@ -248,12 +257,17 @@ impl<T> ShardCore<T> {
             self.start_journal_read(segment, from, reply, true);
             return;
         };
-        if storage.cache.get(segment, from.0).is_some() {
+        let in_cache = storage.cache.get(segment, from.0).is_some();
+        if in_cache || storage.read_cache.get(segment, from.0).is_some() {
+            // From one cache: consecutive entries it holds.
+            let lookup = |id: u64| {
+                if in_cache { storage.cache.get(segment, id) } else { storage.read_cache.get(segment, id) }
+            };
             let mut out = Vec::new();
             let mut bytes = 0usize;
             let mut id = from.0;
             while id <= to.0 {
-                let Some(payload) = storage.cache.get(segment, id) else { break };
+                let Some(payload) = lookup(id) else { break };
                 if !out.is_empty() && bytes + payload.len() > max_bytes {
                     break;
                 }
@@ -261,7 +275,11 @@ impl<T> ShardCore<T> {
                 out.push((EntryId(id), payload));
                 id += 1;
             }
-            self.stats.cache_reads += out.len() as u64;
+            if in_cache {
+                self.stats.cache_reads += out.len() as u64;
+            } else {
+                self.stats.read_cache_hits += out.len() as u64;
+            }
             self.out.push_back(Output::Reply(reply, Reply::Entries(Ok(out))));
             return;
         }
@@ -364,6 +382,11 @@ impl<T> ShardCore<T> {
                     }
                 }
                 self.stats.log_reads += out.len() as u64;
+                if let Some(storage) = self.storage.as_mut() {
+                    for (id, payload) in &out {
+                        storage.read_cache.insert(segment, id.0, payload.clone());
+                    }
+                }
                 match (out.is_empty(), failure) {
                     // The damaged entry answers Corrupt when it is first in a later call.
                     (true, Some(detail)) => Err(corrupt(detail)),

@@ -85,6 +85,8 @@ pub struct CoreStats {
     pub cache_reads: u64,
     /// Reads answered from entry logs.
     pub log_reads: u64,
+    /// Reads answered from the read cache.
+    pub read_cache_hits: u64,
     /// Record bytes dropped from the index by confirmed segment deletions.
     pub deleted_bytes: u64,
     /// Compaction passes completed.
