@@ -39,7 +39,9 @@ use crate::journal::preparer::{FileSpec, Job, Preparer};
 use crate::journal::replay::{ReplayReport, replay};
 use crate::storage::manifest::Manifest;
 use crate::storage::storage_dir::StorageDir;
-use core::flush::{StorageSettings, StorageStartState, entry_log_file};
+use core::flush::{
+    FLUSH_CHUNK_BYTES, FLUSH_WRITES_IN_FLIGHT_MAX, StorageSettings, StorageStartState, entry_log_file,
+};
 use core::{CoreSettings, CoreStats, Output, ShardCore};
 use request::{Reply, Request};
 use segment_state::SegmentState;
@@ -295,15 +297,22 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
     let mut core = ShardCore::new(settings, start, Instant::now());
     // Batch buffers live as long as the shard: register them once (io_uring fixed buffers),
     // so writes skip pinning pages each time.
-    let mut buffers: Vec<AlignedBuf> = (0..=config.writes_in_flight_max)
+    // Flush chunk buffers too, when entry logs are on: one registration holds them all.
+    let batch_count = config.writes_in_flight_max + 1;
+    let chunk_count =
+        if config.storage_mode == StorageMode::EntryLogs { FLUSH_WRITES_IN_FLIGHT_MAX + 1 } else { 0 };
+    let mut buffers: Vec<AlignedBuf> = (0..batch_count)
         .map(|_| AlignedBuf::with_capacity(core.buffer_capacity()))
+        .chain((0..chunk_count).map(|_| AlignedBuf::with_capacity(FLUSH_CHUNK_BYTES)))
         .collect();
     match disk.register_buffers(&mut buffers) {
-        Ok(count) => tracing::debug!(shard = id.0, count, "batch buffers registered"),
+        Ok(count) => tracing::debug!(shard = id.0, count, "batch and flush buffers registered"),
         Err(e) if id.0 == 0 => tracing::info!(error = %e, "io_uring fixed buffers unavailable"),
         Err(_) => {}
     }
+    let chunks = buffers.split_off(batch_count);
     core.provide_buffers(buffers);
+    core.provide_flush_buffers(chunks);
     Ok((disk, core, report, direct_io, storage_shell))
 }
 

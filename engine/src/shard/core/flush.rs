@@ -442,7 +442,8 @@ impl<T> ShardCore<T> {
                 "entry log write failed; flush retried later in a new entry log");
             w.failed.get_or_insert(Error::Io { op, file: format!("entry log {log}").into(), offset, source });
         }
-        if storage.chunks_free.len() < FLUSH_WRITES_IN_FLIGHT_MAX {
+        // A registered buffer is never dropped while the disk lives (Disk::register_buffers).
+        if completion.buf.fixed_index().is_some() || storage.chunks_free.len() < FLUSH_WRITES_IN_FLIGHT_MAX {
             storage.chunks_free.push(completion.buf);
         }
         if w.in_flight > 0 {
@@ -487,11 +488,15 @@ impl<T> ShardCore<T> {
     /// compaction's run is dropped: its spans stay where they are, and it is tried again later.
     fn flush_failed(&mut self, now: Instant) {
         let Some(storage) = self.storage.as_mut() else { return };
-        if let FlushState::Writing(w) = std::mem::replace(&mut storage.state, FlushState::Idle)
-            && let RunSource::Compaction(_) = w.source
-        {
-            storage.compaction.next_at = Some(now + FLUSH_RETRY_DELAY);
-            return;
+        if let FlushState::Writing(mut w) = std::mem::replace(&mut storage.state, FlushState::Idle) {
+            // The held footer chunk may be a registered buffer: it goes back to the pool.
+            if let Some(buf) = w.last.take() {
+                storage.chunks_free.push(buf);
+            }
+            if let RunSource::Compaction(_) = w.source {
+                storage.compaction.next_at = Some(now + FLUSH_RETRY_DELAY);
+                return;
+            }
         }
         // The sealed half and its mark stay: the next attempt writes them to a new log.
         storage.retry_at = Some(now + FLUSH_RETRY_DELAY);
@@ -529,6 +534,16 @@ impl<T> ShardCore<T> {
             damage: storage.damage.iter().chain(&self.damage).cloned().collect(),
         };
         Some(manifest.encode())
+    }
+
+    /// Hands the core long-lived flush chunk buffers (registered with the disk by the shell).
+    pub fn provide_flush_buffers(&mut self, buffers: Vec<AlignedBuf>) {
+        if let Some(storage) = self.storage.as_mut() {
+            for buf in buffers {
+                assert_eq!(buf.capacity(), FLUSH_CHUNK_BYTES);
+                storage.chunks_free.push(buf);
+            }
+        }
     }
 
     /// The shell persisted the manifest and checkpoint of the last flush, or the manifest
