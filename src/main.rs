@@ -27,9 +27,10 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum Bench {
-    /// The bookie journal through the embedded API. Without --entry-size, runs the suite of
-    /// four workloads behind the engine's figures (100 B throughput, 64 KiB bandwidth, 4 KiB
-    /// latency at one in flight, replay); with it, runs that one workload.
+    /// The bookie journal through the embedded API. Without --entry-size or --read, runs the
+    /// suite of six workloads behind the engine's figures (100 B throughput, 64 KiB bandwidth,
+    /// 4 KiB latency at one in flight, replay, tail reads, catch-up reads); with either, runs
+    /// that one workload.
     Journal(JournalArgs),
 }
 
@@ -38,9 +39,19 @@ struct JournalArgs {
     /// Directory to benchmark in (on the disk under test; emptied afterwards).
     #[arg(long, default_value = "dlog-bench-data")]
     dir: PathBuf,
-    /// Payload bytes per entry (runs a single workload).
+    /// Payload bytes per entry (runs a single workload; with --read, the read workload's entry
+    /// size, by default 1 KiB for tail and 64 KiB for catch-up).
     #[arg(long)]
     entry_size: Option<usize>,
+    /// Runs one read workload: "tail" (append an entry, wait until durable, time reading it back
+    /// from the write cache; baseline 4 KiB O_DIRECT pread) or "catch-up" (write
+    /// --catch-up-mib, flush, reopen cold, read it all back with 4 MiB read_range calls, two in
+    /// flight; baseline a sequential O_DIRECT read of the entry logs' used bytes).
+    #[arg(long, value_name = "MODE", value_parser = ["tail", "catch-up"])]
+    read: Option<String>,
+    /// MiB of entries the catch-up workload writes and reads back (in the suite too).
+    #[arg(long, default_value_t = 1024)]
+    catch_up_mib: u64,
     /// Entries in flight.
     #[arg(long, default_value_t = 65536)]
     concurrency: usize,
@@ -53,7 +64,8 @@ struct JournalArgs {
     /// Shards (default: number of CPUs).
     #[arg(long)]
     shards: Option<u32>,
-    /// Rounds of (dlog, baseline) per workload; more rounds average out a noisy disk.
+    /// Rounds of (dlog, baseline) per workload; more rounds average out a noisy disk. Replay
+    /// and catch-up always alternate two raw reads with two of theirs.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// MiB of journal to write and replay in a single workload (0: skip).
@@ -124,8 +136,24 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
         batch_bytes_max: args.batch_bytes_max,
         idle_spin_us: args.idle_spin_us,
     };
-    let workloads = match args.entry_size {
-        Some(entry_size) => vec![Workload {
+    let workloads = match (&args.read, args.entry_size) {
+        (Some(mode), entry_size) => {
+            let catch_up = mode == "catch-up";
+            vec![Workload {
+                name: if catch_up { "catch_up".into() } else { "tail_read".into() },
+                entry_size: entry_size.unwrap_or(if catch_up { 65536 } else { 1024 }),
+                concurrency: if catch_up { 64 } else { 1 },
+                batch: 1,
+                shards,
+                duration: args.duration,
+                rounds: args.rounds,
+                replay_mib: 0,
+                storage: "entry-logs".into(),
+                read: Some(mode.clone()),
+                catch_up_mib: if catch_up { args.catch_up_mib } else { 0 },
+            }]
+        }
+        (None, Some(entry_size)) => vec![Workload {
             name: "custom".into(),
             entry_size,
             concurrency: args.concurrency,
@@ -135,8 +163,10 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
             rounds: args.rounds,
             replay_mib: args.replay_mib,
             storage: args.storage.clone(),
+            read: None,
+            catch_up_mib: 0,
         }],
-        None => suite(shards, args.duration, args.rounds),
+        (None, None) => suite(shards, args.duration, args.rounds, args.catch_up_mib),
     };
     let mut reports = Vec::new();
     for w in &workloads {
@@ -149,7 +179,7 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
         reports.push(report);
     }
     let _ = std::fs::remove_dir_all(&args.dir);
-    if args.entry_size.is_none() {
+    if args.entry_size.is_none() || args.read.is_some() {
         print_figures(&reports);
     }
     if let Some(path) = &args.json {
@@ -167,6 +197,57 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
 
 fn print_report(r: &Report) {
     println!("== {} ({}, direct_io {}, storage {}) ==", r.workload.name, r.backend, r.direct_io, r.storage);
+    if let Some(t) = &r.tail_read {
+        println!(
+            "  appends   {:>9.0} entries/s, one in flight: add p50 {:.1} us p99 {:.1} us",
+            r.entries_per_s, r.latency_us.p50, r.latency_us.p99
+        );
+        println!(
+            "  read      p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  max {:>9.1} us  ({} reads, {}; \
+             {} from cache, {} from logs)",
+            t.latency_us.p50,
+            t.latency_us.p99,
+            t.latency_us.p999,
+            t.latency_us.max,
+            t.reads,
+            t.wait,
+            t.cache_reads,
+            t.log_reads
+        );
+        println!(
+            "  baseline  4 KiB O_DIRECT pread p50 {:.1} us p99 {:.1} us (a read from the disk, for context)",
+            t.baseline_pread_4k_us.p50, t.baseline_pread_4k_us.p99
+        );
+        return;
+    }
+    if let Some(c) = &r.catch_up {
+        println!(
+            "  write     {:.1} MB/s payload ({} entries over {} segments, {} flushes)",
+            r.mb_per_s, c.entries, c.segments, c.flushes
+        );
+        println!(
+            "  catch-up  {:>9.1} MB/s payload ({} B, {} read_range calls of {} B, {} in flight; {} from logs, \
+             {} from the write cache, {} from the read cache; reopen {:.0} ms)",
+            c.mb_per_s,
+            c.payload_bytes,
+            c.calls,
+            c.read_bytes,
+            c.in_flight,
+            c.log_reads,
+            c.cache_reads,
+            c.read_cache_hits,
+            c.open_ms
+        );
+        println!(
+            "  baseline  {:>9.1} MB/s sequential 4 MiB O_DIRECT read of {} B in {} entry logs",
+            c.raw_mb_per_s, c.raw_bytes, c.entry_logs
+        );
+        println!(
+            "  ratio     {:.2}x  (passes: catch-up {:.0?} MB/s, raw {:.0?} MB/s)",
+            c.ratio, c.passes_mb_per_s, c.raw_passes_mb_per_s
+        );
+        return;
+    }
     println!(
         "  dlog      {:>12.0} entries/s {:>9.1} MB/s payload {:>9.1} MB/s journal",
         r.entries_per_s, r.mb_per_s, r.journal_mb_per_s
@@ -234,6 +315,13 @@ fn figures(reports: &[Report]) -> serde_json::Value {
             "replay_ratio".into(),
             json!({"value": replay.ratio, "target": 0.8, "pass": replay.ratio >= 0.8}),
         );
+    }
+    if let Some(tail) = reports.iter().find_map(|r| r.tail_read.as_ref()) {
+        let p99 = tail.latency_us.p99;
+        out.insert("tail_read_p99_us".into(), json!({"value": p99, "target": 50.0, "pass": p99 < 50.0}));
+    }
+    if let Some(c) = reports.iter().find_map(|r| r.catch_up.as_ref()) {
+        out.insert("catch_up_ratio".into(), json!({"value": c.ratio, "target": 0.8, "pass": c.ratio >= 0.8}));
     }
     serde_json::Value::Object(out)
 }

@@ -4,6 +4,7 @@
 //! - `write_flush_loop`: one O_DIRECT write of `write_bytes` followed by one fdatasync (linked),
 //!   one at a time, overwriting a preallocated, zeroed file, like a hand-written durable log.
 //! - `read_sequential`: O_DIRECT reads of 4 MiB, one at a time, of given file ranges.
+//! - `pread_loop`: 4 KiB O_DIRECT preads at scattered offsets of a scratch file, one at a time.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -143,4 +144,26 @@ pub fn read_sequential(ranges: &[(PathBuf, u64, u64)]) -> Result<(u64, Duration)
         }
     }
     Ok((total, now() - started))
+}
+
+/// Times 4 KiB O_DIRECT preads (plain `pread`, one at a time) at scattered 4 KiB-aligned offsets
+/// of `file` for `duration`: what one read from the disk costs, for context beside reads that
+/// dlog answers from memory. Returns the per-read latency, ns.
+pub fn pread_loop(file: &ScratchFile, duration: Duration) -> Result<Histogram<u64>> {
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&file.path)?;
+    let blocks = (file.bytes / 4096).max(1);
+    let mut buf = AlignedBuf::with_capacity(4096);
+    buf.set_len(4096);
+    let mut histogram = histogram();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let started = now();
+    while now() - started < duration {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let offset = (x >> 33) % blocks * 4096;
+        let t = now();
+        let got = f.read_at(buf.as_mut_slice(), offset)?;
+        histogram.record((now() - t).as_nanos() as u64).ok();
+        anyhow::ensure!(got == 4096, "baseline pread at {offset}: {got} bytes");
+    }
+    Ok(histogram)
 }

@@ -3,10 +3,11 @@
 //! Each workload alternates rounds of dlog load and rounds of the raw baseline on the same
 //! directory, so both see the same disk weather. With `--storage both` (the default for the
 //! throughput workloads) every round runs a bookie with entry logs (flushes running) and one
-//! in `JournalOnly` mode, so the flush's cost is a ratio measured in the same run. The baseline for throughput is one O_DIRECT
-//! write of the journal's observed average batch size plus one fdatasync, serially; the
-//! baseline for latency is the same loop at 4 KiB. Replay is compared with a sequential
-//! O_DIRECT read of the same journal files.
+//! in `JournalOnly` mode, so the flush's cost is a ratio measured in the same run. The baseline
+//! for throughput is one O_DIRECT write of the journal's observed average batch size plus one
+//! fdatasync, serially; the baseline for latency is the same loop at 4 KiB. Replay is compared
+//! with a sequential O_DIRECT read of the same journal files. The read workloads
+//! (`--read tail|catch-up`) live in `reads`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,6 +45,16 @@ pub struct Workload {
     pub replay_mib: u64,
     /// "entry-logs", "journal-only", or "both" (entry logs measured against journal only).
     pub storage: String,
+    /// A read workload instead of appends: "tail" or "catch-up" (see `reads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    /// MiB of entries the catch-up workload writes and reads back.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub catch_up_mib: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -128,6 +139,14 @@ pub struct Report {
     pub storage: String,
     /// With `--storage both`: the same load on a journal-only bookie in the same rounds.
     pub journal_only: Option<JournalOnly>,
+    /// The tail read workload. Its appends fill the figures above (no write baseline is
+    /// measured: `baseline` and the ratios are 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_read: Option<crate::bench::reads::TailRead>,
+    /// The catch-up read workload. Its write phase fills the figures above (no write baseline
+    /// is measured: `baseline` and the ratios are 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<crate::bench::reads::CatchUp>,
 }
 
 /// The journal-only comparison of a `--storage both` workload.
@@ -152,7 +171,7 @@ fn now() -> Instant {
     Instant::now()
 }
 
-fn bookie_config(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<BookieConfig> {
+pub(crate) fn bookie_config(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<BookieConfig> {
     let mut config = BookieConfig::new(dir);
     config.storage_mode = match w.storage.as_str() {
         "journal-only" => StorageMode::JournalOnly,
@@ -185,14 +204,21 @@ fn stats_total(bookie: &Bookie) -> Result<(u64, u64)> {
     Ok((s.batches, s.batch_bytes))
 }
 
-fn stats_sum(bookie: &Bookie) -> Result<CoreStats> {
+/// Every shard's counters, summed.
+pub(crate) fn stats_sum(bookie: &Bookie) -> Result<CoreStats> {
     let mut sum = CoreStats::default();
     for shard in 0..bookie.shard_count() {
         let s = bookie.stats(ShardId(shard))?;
         sum.batches += s.batches;
         sum.batch_bytes += s.batch_bytes;
+        sum.entries += s.entries;
         sum.flushes += s.flushes;
+        sum.flushed_bytes += s.flushed_bytes;
+        sum.flushed_entries += s.flushed_entries;
         sum.adds_throttled += s.adds_throttled;
+        sum.cache_reads += s.cache_reads;
+        sum.log_reads += s.log_reads;
+        sum.read_cache_hits += s.read_cache_hits;
     }
     Ok(sum)
 }
@@ -251,6 +277,12 @@ impl Target {
 /// Runs one workload in `dir` (created, and emptied afterwards).
 pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Report> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    match w.read.as_deref() {
+        None => {}
+        Some("tail") => return crate::bench::reads::run_tail(dir, w, e),
+        Some("catch-up") => return crate::bench::reads::run_catch_up(dir, w, e),
+        Some(other) => anyhow::bail!("unknown read workload {other:?} (tail, catch-up)"),
+    }
     let journal_dir = dir.join("journal");
     let _ = std::fs::remove_dir_all(&journal_dir);
     let scratch = ScratchFile::create(&dir.join("baseline.scratch"), 256 << 20)?;
@@ -370,6 +402,8 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         replay,
         storage: w.storage.clone(),
         journal_only,
+        tail_read: None,
+        catch_up: None,
     })
 }
 
@@ -466,8 +500,9 @@ fn used_bytes(path: &Path) -> Result<u64> {
     }
 }
 
-/// The four workloads behind the figures.
-pub fn suite(shards: u32, duration: Duration, rounds: u32) -> Vec<Workload> {
+/// The workloads behind the figures: four of appends, then the two read workloads (tail reads
+/// of 1 KiB entries; catch-up of `catch_up_mib` of 64 KiB entries).
+pub fn suite(shards: u32, duration: Duration, rounds: u32, catch_up_mib: u64) -> Vec<Workload> {
     let w = |name: &str, entry_size, concurrency, batch, replay_mib: u64| Workload {
         name: name.into(),
         entry_size,
@@ -478,11 +513,21 @@ pub fn suite(shards: u32, duration: Duration, rounds: u32) -> Vec<Workload> {
         rounds,
         replay_mib,
         storage: if replay_mib > 0 { "journal-only".into() } else { "both".into() },
+        read: None,
+        catch_up_mib: 0,
+    };
+    let read = |name: &str, mode: &str, entry_size: usize, catch_up_mib: u64| Workload {
+        storage: "entry-logs".into(),
+        read: Some(mode.into()),
+        catch_up_mib,
+        ..w(name, entry_size, if catch_up_mib > 0 { 64 } else { 1 }, 1, 0)
     };
     vec![
         w("entries_100b", 100, 65536, 1024, 0),
         w("bandwidth_64k", 65536, 64, 1, 0),
         w("latency_4k_qd1", 4096, 1, 1, 0),
         w("replay_100b", 100, 65536, 1024, 1024),
+        read("tail_read_1k", "tail", 1024, 0),
+        read("catch_up_64k", "catch-up", 65536, catch_up_mib),
     ]
 }

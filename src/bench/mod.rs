@@ -5,4 +5,5 @@
 pub mod baseline;
 pub mod journal;
 pub mod load;
+pub mod reads;
 pub mod stats;
