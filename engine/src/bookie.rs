@@ -492,7 +492,8 @@ impl Bookie {
     }
 
     /// Deletes a segment on this bookie: resolves once the deletion is durable. From then on
-    /// adds are refused (`Deleted`) and reads answer `NoSuchSegment`; the entries are dropped
+    /// adds are refused (`Deleted`) and entry reads answer `NoSuchSegment` (LAC reads still
+    /// answer the last LAC); the entries are dropped
     /// once the deletion check (`BookieConfig::deletion_check`) confirms, and compaction
     /// reclaims their space.
     pub fn delete_segment(&self, segment: SegmentId) -> Pending<Result<(), Error>> {

@@ -146,7 +146,8 @@ pub struct BookieConfig {
     pub storage_dirs: Vec<PathBuf>,
     /// Write cache per shard, both halves together, in bytes (payloads plus 48 per entry). A
     /// flush starts when the active half reaches half of it; adds wait while a half is full
-    /// and a flush runs. Default 256 MiB; 4 MiB to 2 GiB, at least 4 x `entry_bytes_max`.
+    /// and a flush or compaction is under way. Default 256 MiB; 4 MiB to 2 GiB, at least 4 x
+    /// `entry_bytes_max`.
     pub write_cache_bytes_max: usize,
     /// A flush starts at least this often while the write cache holds entries, in
     /// milliseconds: it bounds how much journal a restart replays at low load. Default 10000.

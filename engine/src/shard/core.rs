@@ -69,9 +69,9 @@ pub enum Output<T> {
         /// The encoded storage manifest to write first (after a flush).
         manifest: Option<Vec<u8>>,
     },
-    /// Create entry log `seq`, register it with the disk (`flush::entry_log_file`), and report
-    /// `on_entry_log_ready`.
-    OpenEntryLog(LogSeq),
+    /// Create entry log `seq` with this many bytes allocated, register it with the disk
+    /// (`flush::entry_log_file`), and report `on_entry_log_ready`.
+    OpenEntryLog(LogSeq, u64),
     /// Persist this storage manifest (after a compaction), then report
     /// `on_checkpoint_persisted`.
     PersistManifest(Vec<u8>),
@@ -236,6 +236,7 @@ impl<T> ShardCore<T> {
         };
         core.request_next_file();
         core.confirm_deletions_at_start();
+        core.dead_logs_at_start();
         core
     }
 

@@ -656,12 +656,12 @@ impl Shell {
                         })));
                     }
                 },
-                Output::OpenEntryLog(seq) => {
+                Output::OpenEntryLog(seq, bytes) => {
                     let result = match &self.storage {
                         Some((storage_dir, storage_direct)) => {
                             let path = storage_dir.log_path(seq);
                             storage_dir
-                                .create_log(seq, self.config.entry_log_bytes, *storage_direct)
+                                .create_log(seq, bytes, *storage_direct)
                                 .and_then(|file| disk.register_file(entry_log_file(seq), file))
                                 .map_err(|source| {
                                     if source.raw_os_error() == Some(libc::ENOSPC) {

@@ -7,7 +7,8 @@
 //! - S4: `deleted` never goes back to false.
 //! - S2: `last_add_confirmed` only grows.
 //! - S3: the master key record is journaled before (or in the same batch as, earlier than) the
-//!   first other record of the segment, so replay always knows the key first.
+//!   first entry, fence or LAC record of the segment, so replay always knows the key first. A
+//!   Delete record needs no key (deleting is not the writer's act): a tombstone may have none.
 
 use bytes::Bytes;
 
@@ -25,7 +26,8 @@ pub struct SegmentState {
     pub last_add_confirmed: Option<u64>,
     /// The master key record is in the journal (or in a batch being written) (S3).
     pub key_journaled: bool,
-    /// Deleted: adds are refused and reads answer `NoSuchSegment`; never undone (S4). Kept as
+    /// Deleted: adds are refused and entry reads answer `NoSuchSegment` (LAC reads still answer
+    /// the last LAC); never undone (S4). Kept as
     /// a tombstone so a writer that missed the deletion cannot bring the segment back.
     pub deleted: bool,
 }

@@ -4,7 +4,7 @@
 //!
 //! The manifest is an index, not the only copy of anything: without it (deleted or damaged) a
 //! shard rebuilds its runs by scanning its entry logs, and segment state from the journal
-//! (every checkpoint journals each segment's key, fence and LAC after its mark).
+//! (every checkpoint journals each segment's key, fence, deletion and LAC after its mark).
 //!
 //! Invariant M1: a manifest names only runs that were durable before it was written, and the
 //! checkpoint mark whose journal prefix those runs hold.

@@ -2,9 +2,10 @@
 //! (several subscribers of one log, a reader retrying) do not read the disk again.
 //!
 //! Bounded by bytes charged (payload plus a fixed overhead per entry); evicts in insertion
-//! order (FIFO): catch-up reads are scans, for which recency is no better a guide, and FIFO
-//! costs no bookkeeping on a hit. Entries are immutable once acknowledged, so a cached copy is
-//! never stale; a deleted segment's reads are refused before the cache is asked.
+//! order (FIFO): FIFO costs no bookkeeping on a hit. Filled by point reads only: range reads
+//! are scans that would flush it for entries read once. An entry added again is dropped from
+//! it (the write cache then holds the newer bytes); a deleted segment's reads are refused
+//! before the cache is asked.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -45,9 +46,25 @@ impl ReadCache {
                 self.bytes -= old.len() + CACHE_ENTRY_OVERHEAD_BYTES;
             }
         }
+        if self.order.len() > 4 * self.entries.len() + 1024 {
+            // Keys removed by `remove` pile up: drop them.
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
         self.bytes += charge;
         self.entries.insert((segment, entry), payload);
         self.order.push_back((segment, entry));
+    }
+
+    /// Forgets an entry (added again: the write cache holds the newer bytes).
+    pub fn remove(&mut self, segment: SegmentId, entry: u64) {
+        if self.entries.is_empty() {
+            return;
+        }
+        if let Some(old) = self.entries.remove(&(segment, entry)) {
+            self.bytes -= old.len() + CACHE_ENTRY_OVERHEAD_BYTES;
+            // Its place in `order` is dropped lazily at eviction.
+        }
     }
 
     /// Bytes charged now.

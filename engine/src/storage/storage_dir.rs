@@ -81,10 +81,13 @@ impl StorageDir {
         if direct_io {
             options.custom_flags(libc::O_DIRECT);
         }
-        let file = options.open(self.log_path(seq))?;
+        let path = self.log_path(seq);
+        let file = options.open(&path)?;
         if let Err(e) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
             // Filesystems without fallocate still work, appending.
             if e != rustix::io::Errno::OPNOTSUPP {
+                drop(file);
+                let _ = fs::remove_file(&path);
                 return Err(e.into());
             }
         }

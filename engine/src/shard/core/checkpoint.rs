@@ -40,8 +40,8 @@ impl<T> ShardCore<T> {
         Ok(())
     }
 
-    /// Journals every segment's durable state (master key, fence, LAC) after the mark, so that
-    /// replay from the mark rebuilds it whatever files are reclaimed. Resumable: segments up to
+    /// Journals every segment's durable state (master key, fence, deletion, LAC) after the mark,
+    /// so that replay from the mark rebuilds it whatever files are reclaimed. Resumable: up to
     /// `cursor.segment_done` are done. Ok(false): stalled, call again.
     pub(super) fn checkpoint_snapshot(&mut self, now: Instant) -> Result<bool, Error> {
         loop {

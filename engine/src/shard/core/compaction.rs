@@ -17,7 +17,8 @@
 //! - G1: a deleted segment's bytes are dropped only after the deletion check confirmed it.
 //! - G2: a log file is deleted only after a manifest that does not list it is durable, and
 //!   while no read of it is in flight. A crash in between leaves an unlisted log, which the
-//!   next open deletes.
+//!   next open deletes (when it reads the manifest; a rebuild keeps every log it finds). A
+//!   listed log with no indexed run at open is left out of the next manifest, then deleted.
 //! - G3: a span that fails its checks while being moved stops the compaction of its log (the
 //!   log is kept as it is and not compacted again until restart): damage is never dropped.
 
@@ -100,6 +101,23 @@ impl<T> ShardCore<T> {
         self.maybe_start_compaction(now);
     }
 
+    /// Logs listed at open that hold no indexed run (everything in them was moved or deleted
+    /// before a restart): leave them out of the next manifest, then delete them (G2).
+    pub(super) fn dead_logs_at_start(&mut self) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let live: HashSet<LogSeq> = storage.index.runs().map(|r| r.log).collect();
+        let dead: Vec<LogSeq> = storage.logs.iter().map(|(l, _)| *l).filter(|l| !live.contains(l)).collect();
+        if dead.is_empty() {
+            return;
+        }
+        storage.logs.retain(|(l, _)| live.contains(l));
+        storage.compaction.unlisted.extend(dead);
+        storage.compaction.persisting = true;
+        storage.state = FlushState::Checkpointing;
+        let manifest = self.manifest(None).expect("storage exists");
+        self.out.push_back(Output::PersistManifest(manifest));
+    }
+
     /// Deleted segments still holding runs at open: ask the deletion check again.
     pub(super) fn confirm_deletions_at_start(&mut self) {
         let Some(storage) = &self.storage else { return };
@@ -156,7 +174,7 @@ impl<T> ShardCore<T> {
                     && !storage.compaction.skip.contains(log)
                     && !storage.compaction.doomed.contains(log)
                     && usage.total > 0
-                    && (usage.live as f64) < threshold * usage.total as f64
+                    && (usage.live == 0 || (usage.live as f64) < threshold * usage.total as f64)
             })
             .min_by(|a, b| {
                 let fa = a.1.live as f64 / a.1.total as f64;
@@ -296,6 +314,10 @@ impl<T> ShardCore<T> {
         let unlisted = std::mem::take(&mut storage.compaction.unlisted);
         if ok {
             storage.compaction.doomed.extend(unlisted);
+        } else {
+            self.stats.manifest_failures += 1;
+            tracing::error!(shard = self.settings.shard.0, logs = ?unlisted,
+                "manifest after a compaction pass not persisted; emptied logs are kept for now");
         }
         // Not persisted: the files stay; the next open deletes them once a later manifest
         // leaves them out.

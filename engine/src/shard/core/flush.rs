@@ -250,11 +250,13 @@ impl<T> ShardCore<T> {
         full
     }
 
-    /// An acknowledged entry goes into the write cache.
+    /// An acknowledged entry goes into the write cache (and out of the read cache, should an
+    /// entry be added again with other bytes).
     pub(super) fn cache_insert(&mut self, segment: SegmentId, entry: u64, payload: &Bytes) -> bool {
         match self.storage.as_mut() {
             Some(storage) => {
                 storage.cache.insert(segment, entry, payload.clone());
+                storage.read_cache.remove(segment, entry);
                 true
             }
             None => false,
@@ -361,7 +363,10 @@ impl<T> ShardCore<T> {
             let seq = LogSeq(storage.next_log);
             storage.next_log += 1;
             storage.opening_log = Some(seq);
-            self.out.push_back(Output::OpenEntryLog(seq));
+            // Read-only (little space left): allocate what this run needs, not a whole log.
+            let bytes =
+                if self.read_only { run_bytes } else { storage.settings.entry_log_bytes.max(run_bytes) };
+            self.out.push_back(Output::OpenEntryLog(seq, bytes));
         }
     }
 
@@ -506,7 +511,6 @@ impl<T> ShardCore<T> {
         storage.waiting_next = waiting;
     }
 
-    /// The manifest for a checkpoint at `mark`, after its flush.
     /// The manifest as storage is now; `mark`: the checkpoint being made (after a flush), else
     /// the last one.
     pub(super) fn manifest(&mut self, mark: Option<JournalMark>) -> Option<Vec<u8>> {
@@ -558,6 +562,7 @@ impl<T> ShardCore<T> {
         }
         storage.last_flush = now;
         if let Err(error) = &result {
+            self.stats.manifest_failures += 1;
             tracing::error!(shard = self.settings.shard.0, %error,
                 "could not persist the storage manifest; the journal is kept until a later flush");
         }

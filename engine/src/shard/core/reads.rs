@@ -382,11 +382,6 @@ impl<T> ShardCore<T> {
                     }
                 }
                 self.stats.log_reads += out.len() as u64;
-                if let Some(storage) = self.storage.as_mut() {
-                    for (id, payload) in &out {
-                        storage.read_cache.insert(segment, id.0, payload.clone());
-                    }
-                }
                 match (out.is_empty(), failure) {
                     // The damaged entry answers Corrupt when it is first in a later call.
                     (true, Some(detail)) => Err(corrupt(detail)),

@@ -95,6 +95,8 @@ pub struct CoreStats {
     pub compacted_bytes: u64,
     /// Entry logs deleted (nothing live left in them).
     pub entry_logs_deleted: u64,
+    /// Manifest writes that failed (after a flush or a compaction pass).
+    pub manifest_failures: u64,
     /// The shard is read-only now (free space under `disk_free_bytes_min`).
     pub read_only: bool,
     /// Times the shard turned read-only.
