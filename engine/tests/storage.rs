@@ -146,6 +146,15 @@ fn a_corrupted_entry_log_byte_answers_corrupt() {
         }
         let others: Vec<_> = entries.iter().copied().filter(|(_, e, _)| *e != 17).collect();
         check_all(&bookie, &others, "undamaged entries");
+        // A range read stops before the damaged entry; asked from it, it answers Corrupt.
+        let first = bookie.read_range(SegmentId(5), EntryId(0), EntryId(49), 1 << 20).wait().unwrap();
+        assert_eq!(first.len(), 17, "{backend:?}: the range stops at the damaged entry");
+        match bookie.read_range(SegmentId(5), EntryId(17), EntryId(49), 1 << 20).wait() {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("{backend:?}: expected Corrupt from read_range, got {other:?}"),
+        }
+        let rest = bookie.read_range(SegmentId(5), EntryId(18), EntryId(49), 1 << 20).wait().unwrap();
+        assert_eq!(rest.len(), 32, "{backend:?}");
         bookie.close();
     }
 }

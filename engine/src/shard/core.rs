@@ -37,6 +37,7 @@ mod checkpoint;
 mod compaction;
 pub mod flush;
 mod lac_waits;
+mod range_reads;
 mod reads;
 mod start;
 mod waiters;

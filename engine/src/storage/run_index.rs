@@ -36,6 +36,12 @@ pub struct Found {
     /// Entries of the same section from this one on (this one included): they follow it in
     /// the run, contiguous, in id order.
     pub remaining: u64,
+    /// The entry's position in its section (0: the first, whose record is at `section_at`).
+    pub index_in_section: u64,
+    /// Absolute offset in the log of the section's first record.
+    pub section_at: u64,
+    /// Absolute offset in the log of the end of the section's records.
+    pub section_end: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -214,7 +220,15 @@ impl RunIndex {
         let run = *self.runs.get(&span.run).expect("a span's run is indexed");
         let index = span.array_index + (entry - first);
         let element_at = run.offset + run.header.arrays_at + index * ARRAY_ELEMENT_BYTES as u64;
-        Some(Found { run, element_at, remaining: span.count - (entry - first) })
+        let section_at = run.offset + span.records_at;
+        Some(Found {
+            run,
+            element_at,
+            remaining: span.count - (entry - first),
+            index_in_section: entry - first,
+            section_at,
+            section_end: section_at + span.bytes,
+        })
     }
 
     /// The highest entry id any run holds for `segment`.

@@ -146,6 +146,8 @@ pub(super) struct Storage<T> {
     pub(super) settings: StorageSettings,
     pub(super) cache: WriteCache,
     pub(super) read_cache: crate::storage::read_cache::ReadCache,
+    /// Where the last range read of each segment stopped (range_reads.rs).
+    pub(super) range_hints: std::collections::HashMap<SegmentId, super::range_reads::RangeHint>,
     pub(super) index: RunIndex,
     pub(super) logs: Vec<(LogSeq, u64)>,
     /// The log new runs are appended to, if any.
@@ -183,6 +185,7 @@ impl<T> Storage<T> {
         let next_run = start.index.next_seq().max(start.next_run);
         Storage {
             read_cache: crate::storage::read_cache::ReadCache::new(settings.read_cache_bytes_max),
+            range_hints: std::collections::HashMap::new(),
             settings,
             cache,
             index: start.index,

@@ -36,7 +36,10 @@ pub(super) enum Stage {
     /// The array elements of a range's entries in one run section.
     RangeElements { found: Found, count: usize, max_bytes: usize, skew: usize },
     /// The records of a range, contiguous in a run: (offset in the buffer, payload length).
-    RangeRecords { log: LogSeq, at: u64, records: Vec<(usize, u32)> },
+    RangeRecords { log: LogSeq, at: u64, records: Vec<(usize, u32)>, found: Found },
+    /// The records of a range read from a known offset without their array elements, decoded
+    /// in order until `count_max` entries or `max_bytes`.
+    RangeScan { found: Found, at: u64, skew: usize, count_max: u64, max_bytes: usize },
 }
 
 /// Array elements a range read fetches at most (one 512 KiB read).
@@ -62,6 +65,7 @@ impl<T> PendingRead<T> {
             Stage::Journal { .. } => None,
             Stage::Element { found, .. } | Stage::RangeElements { found, .. } => Some(found.run.log),
             Stage::Record { log, .. } | Stage::RangeRecords { log, .. } => Some(*log),
+            Stage::RangeScan { found, .. } => Some(found.run.log),
         }
     }
 
@@ -75,7 +79,7 @@ impl<T> PendingRead<T> {
 }
 
 /// An aligned buffer covering `[at, at + len)`, and the offset of `at` in it.
-fn aligned_span(at: u64, len: usize) -> (u64, AlignedBuf, usize) {
+pub(super) fn aligned_span(at: u64, len: usize) -> (u64, AlignedBuf, usize) {
     let start = at - at % SECTOR_BYTES as u64;
     let end = round_up((at - start) as usize + len, SECTOR_BYTES);
     let mut buf = AlignedBuf::with_capacity(end);
@@ -84,7 +88,7 @@ fn aligned_span(at: u64, len: usize) -> (u64, AlignedBuf, usize) {
 }
 
 impl<T> ShardCore<T> {
-    fn missing(&self, segment: SegmentId, entry: EntryId) -> Error {
+    pub(super) fn missing(&self, segment: SegmentId, entry: EntryId) -> Error {
         let storage_damage = self.storage.as_ref().map_or(&[][..], |s| &s.damage[..]);
         if self.damage.is_empty() && storage_damage.is_empty() {
             return Error::NoSuchEntry(segment, entry);
@@ -131,7 +135,7 @@ impl<T> ShardCore<T> {
         self.start_journal_read(segment, entry, reply, false);
     }
 
-    fn start_journal_read(&mut self, segment: SegmentId, entry: EntryId, reply: T, range: bool) {
+    pub(super) fn start_journal_read(&mut self, segment: SegmentId, entry: EntryId, reply: T, range: bool) {
         let Some(location) = self.index.get(segment, entry) else {
             let error = self.missing(segment, entry);
             let answer = if range { Reply::Entries(Err(error)) } else { Reply::Entry(Err(error)) };
@@ -157,7 +161,7 @@ impl<T> ShardCore<T> {
             Stage::Journal { location, .. } => (format!("journal {}", location.file), location.offset),
             Stage::Element { found, .. } => (format!("entry log {}", found.run.log), found.element_at),
             Stage::Record { log, at, .. } => (format!("entry log {log}"), *at),
-            Stage::RangeElements { .. } | Stage::RangeRecords { .. } => {
+            Stage::RangeElements { .. } | Stage::RangeRecords { .. } | Stage::RangeScan { .. } => {
                 unreachable!("range reads answer elsewhere")
             }
         };
@@ -222,174 +226,12 @@ impl<T> ShardCore<T> {
                     None => Err(corrupt(format!("entry log {log} offset {at}: record cut off"))),
                 }
             }
-            Stage::RangeElements { .. } | Stage::RangeRecords { .. } => {
+            Stage::RangeElements { .. } | Stage::RangeRecords { .. } | Stage::RangeScan { .. } => {
                 unreachable!("range reads answer elsewhere")
             }
         };
         let answer =
             if range { Reply::Entries(result.map(|b| vec![(entry, b)])) } else { Reply::Entry(result) };
         self.out.push_back(Output::Reply(reply, answer));
-    }
-}
-
-impl<T> ShardCore<T> {
-    /// A range read: from the write cache at once, or from one run section with two reads
-    /// (its array elements, then its records as one sequential span).
-    pub(super) fn start_range(
-        &mut self,
-        segment: SegmentId,
-        from: EntryId,
-        to: EntryId,
-        max_bytes: usize,
-        reply: T,
-    ) {
-        if self.segments.get(&segment).is_some_and(|s| s.deleted) {
-            self.out.push_back(Output::Reply(reply, Reply::Entries(Err(Error::NoSuchSegment(segment)))));
-            return;
-        }
-        if to < from {
-            let error = Error::InvalidRequest(format!("read_range from {} to {}: empty range", from.0, to.0));
-            self.out.push_back(Output::Reply(reply, Reply::Entries(Err(error))));
-            return;
-        }
-        let Some(storage) = &self.storage else {
-            // JournalOnly: one entry per call.
-            self.start_journal_read(segment, from, reply, true);
-            return;
-        };
-        let in_cache = storage.cache.get(segment, from.0).is_some();
-        if in_cache || storage.read_cache.get(segment, from.0).is_some() {
-            // From one cache: consecutive entries it holds.
-            let lookup = |id: u64| {
-                if in_cache { storage.cache.get(segment, id) } else { storage.read_cache.get(segment, id) }
-            };
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
-            let mut id = from.0;
-            while id <= to.0 {
-                let Some(payload) = lookup(id) else { break };
-                if !out.is_empty() && bytes + payload.len() > max_bytes {
-                    break;
-                }
-                bytes += payload.len();
-                out.push((EntryId(id), payload));
-                id += 1;
-            }
-            if in_cache {
-                self.stats.cache_reads += out.len() as u64;
-            } else {
-                self.stats.read_cache_hits += out.len() as u64;
-            }
-            self.out.push_back(Output::Reply(reply, Reply::Entries(Ok(out))));
-            return;
-        }
-        let Some(found) = storage.index.find(segment, from.0) else {
-            let error = self.missing(segment, from);
-            self.out.push_back(Output::Reply(reply, Reply::Entries(Err(error))));
-            return;
-        };
-        let count = found.remaining.min(to.0 - from.0 + 1).min(RANGE_ENTRIES_MAX) as usize;
-        let (start, buf, skew) = aligned_span(found.element_at, count * ARRAY_ELEMENT_BYTES);
-        let op = self.op_id(OP_READ);
-        let file = entry_log_file(found.run.log);
-        let stage = Stage::RangeElements { found, count, max_bytes, skew };
-        self.reads.insert(op, PendingRead { range: true, reply, segment, entry: from, stage });
-        self.out.push_back(Output::Disk(op, DiskOp::Read { file, offset: start, buf }));
-    }
-
-    fn on_range_completed(
-        &mut self,
-        completion: Completion,
-        reply: T,
-        segment: SegmentId,
-        from: EntryId,
-        stage: Stage,
-    ) {
-        let corrupt = |detail: String| Error::Corrupt { segment, entry: from, detail };
-        if let Err((op, source)) = completion.result {
-            let log = match &stage {
-                Stage::RangeElements { found, .. } => found.run.log,
-                Stage::RangeRecords { log, .. } => *log,
-                _ => unreachable!("a range read"),
-            };
-            let error = Error::Io { op, file: format!("entry log {log}").into(), offset: 0, source };
-            self.out.push_back(Output::Reply(reply, Reply::Entries(Err(error))));
-            return;
-        }
-        let bytes = &completion.buf.as_slice()[..completion.bytes.min(completion.buf.len())];
-        let result = match stage {
-            Stage::RangeElements { found, count, max_bytes, skew } => {
-                let Some(raw) = bytes.get(skew..skew + count * ARRAY_ELEMENT_BYTES) else {
-                    let error = corrupt(format!("entry log {}: array elements cut off", found.run.log));
-                    self.out.push_back(Output::Reply(reply, Reply::Entries(Err(error))));
-                    return;
-                };
-                // Records of a section are contiguous: take as many as fit, checking that.
-                let header = found.run.header;
-                let mut records = Vec::new();
-                let mut expected_at = None;
-                let mut total = 0usize;
-                for element in raw.chunks_exact(ARRAY_ELEMENT_BYTES) {
-                    let (at, len) = run::decode_element(element.try_into().expect("8 bytes"));
-                    let end = at + RECORD_HEADER_BYTES as u64 + u64::from(len);
-                    let fits = at >= run::RUN_HEADER_BYTES as u64 && end <= header.arrays_at;
-                    if !fits || expected_at.is_some_and(|e| e != at) {
-                        break;
-                    }
-                    let payload = len as usize;
-                    if !records.is_empty()
-                        && (total + payload > max_bytes || total + payload > RANGE_BYTES_MAX)
-                    {
-                        break;
-                    }
-                    total += payload;
-                    records.push((at, len));
-                    expected_at = Some(end);
-                }
-                let Some(&(first_at, _)) = records.first() else {
-                    let error =
-                        corrupt(format!("entry log {}: array element points outside the run", found.run.log));
-                    self.out.push_back(Output::Reply(reply, Reply::Entries(Err(error))));
-                    return;
-                };
-                let span_end = expected_at.expect("at least one record");
-                let at = found.run.offset + first_at;
-                let (start, buf, skew) = aligned_span(at, (span_end - first_at) as usize);
-                let records = records.iter().map(|(a, len)| (skew + (a - first_at) as usize, *len)).collect();
-                let op = self.op_id(OP_READ);
-                let log = found.run.log;
-                let stage = Stage::RangeRecords { log, at, records };
-                self.reads.insert(op, PendingRead { range: true, reply, segment, entry: from, stage });
-                let file = entry_log_file(log);
-                self.out.push_back(Output::Disk(op, DiskOp::Read { file, offset: start, buf }));
-                return;
-            }
-            Stage::RangeRecords { log, at, records } => {
-                let mut out = Vec::with_capacity(records.len());
-                let mut failure = None;
-                for (i, (offset, _)) in records.iter().enumerate() {
-                    let id = from.0 + i as u64;
-                    match bytes.get(*offset..).map(|b| run::decode_entry(b, log.0, segment, id)) {
-                        Some(Ok(payload)) => out.push((EntryId(id), Bytes::copy_from_slice(payload))),
-                        Some(Err(reason)) => {
-                            failure = Some(format!("entry log {log} offset {at}: entry {id}: {reason}"));
-                            break;
-                        }
-                        None => {
-                            failure = Some(format!("entry log {log} offset {at}: entry {id} cut off"));
-                            break;
-                        }
-                    }
-                }
-                self.stats.log_reads += out.len() as u64;
-                match (out.is_empty(), failure) {
-                    // The damaged entry answers Corrupt when it is first in a later call.
-                    (true, Some(detail)) => Err(corrupt(detail)),
-                    _ => Ok(out),
-                }
-            }
-            _ => unreachable!("a range read"),
-        };
-        self.out.push_back(Output::Reply(reply, Reply::Entries(result)));
     }
 }
