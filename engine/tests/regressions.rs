@@ -90,7 +90,7 @@ impl Drive {
                 Output::Checkpoint { mark, reclaim, reply, .. } => {
                     self.checkpoints.push((mark, reclaim, reply.expect("checkpoints here are requested")));
                 }
-                Output::OpenEntryLog(seq, _) => panic!("unexpected entry log {seq}"),
+                Output::OpenEntryLog(seq) => panic!("unexpected entry log {seq}"),
                 other @ (Output::PersistManifest(_)
                 | Output::DeleteEntryLog(_)
                 | Output::ConfirmDeletion(_)) => {

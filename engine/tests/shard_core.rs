@@ -192,7 +192,7 @@ impl Sim {
                     }
                 }
                 Output::Checkpoint { .. } => panic!("unexpected checkpoint"),
-                Output::OpenEntryLog(seq, _) => panic!("unexpected entry log {seq}"),
+                Output::OpenEntryLog(seq) => panic!("unexpected entry log {seq}"),
                 other @ (Output::PersistManifest(_)
                 | Output::DeleteEntryLog(_)
                 | Output::ConfirmDeletion(_)) => {

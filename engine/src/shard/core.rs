@@ -70,9 +70,9 @@ pub enum Output<T> {
         /// The encoded storage manifest to write first (after a flush).
         manifest: Option<Vec<u8>>,
     },
-    /// Create entry log `seq` with this many bytes allocated, register it with the disk
-    /// (`flush::entry_log_file`), and report `on_entry_log_ready`.
-    OpenEntryLog(LogSeq, u64),
+    /// Create entry log `seq`, register it with the disk (`flush::entry_log_file`), and report
+    /// `on_entry_log_ready`.
+    OpenEntryLog(LogSeq),
     /// Persist this storage manifest (after a compaction), then report
     /// `on_checkpoint_persisted`.
     PersistManifest(Vec<u8>),

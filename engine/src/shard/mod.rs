@@ -26,8 +26,8 @@ use bytes::Bytes;
 use crate::config::{Backend, BookieConfig, DirectIo, StorageMode};
 use crate::constants::{SECTOR_BYTES, SHARD_REQUESTS_PER_TURN_MAX};
 use crate::error::{Error, IoOp, OpenError};
-use crate::ids::SegmentId;
 use crate::ids::{FileSeq, ShardId};
+use crate::ids::{LogSeq, SegmentId};
 use crate::io::buf::AlignedBuf;
 use crate::io::portable::PortableDisk;
 use crate::io::uring::UringDisk;
@@ -56,6 +56,8 @@ enum Event {
     Persisted(Result<(), Error>),
     /// The deletion check answered.
     DeletionConfirmed(SegmentId, bool),
+    /// An entry log was created (or could not be).
+    LogReady(LogSeq, Result<File, Error>),
 }
 
 /// Messages on a shard's bounded request queue.
@@ -404,6 +406,17 @@ impl Shell {
                     Event::DeletionConfirmed(segment, confirmed) => {
                         core.on_deletion_confirmed(segment, confirmed, now);
                     }
+                    Event::LogReady(seq, result) => {
+                        let result = result.and_then(|file| {
+                            disk.register_file(entry_log_file(seq), file).map_err(|source| Error::Io {
+                                op: IoOp::Open,
+                                file: format!("entry log {seq}").into(),
+                                offset: 0,
+                                source,
+                            })
+                        });
+                        core.on_entry_log_ready(seq, result, now);
+                    }
                 }
             }
             let mut taken = 0;
@@ -656,26 +669,25 @@ impl Shell {
                         })));
                     }
                 },
-                Output::OpenEntryLog(seq, bytes) => {
-                    let result = match &self.storage {
-                        Some((storage_dir, storage_direct)) => {
-                            let path = storage_dir.log_path(seq);
-                            storage_dir
-                                .create_log(seq, bytes, *storage_direct)
-                                .and_then(|file| disk.register_file(entry_log_file(seq), file))
-                                .map_err(|source| {
-                                    if source.raw_os_error() == Some(libc::ENOSPC) {
-                                        Error::NoSpace(self.id)
-                                    } else {
-                                        Error::Io { op: IoOp::Open, file: path, offset: 0, source }
-                                    }
-                                })
-                        }
-                        None => Err(Error::InvalidRequest("no storage directory".into())),
-                    };
-                    #[expect(clippy::disallowed_methods, reason = "the shell owns the real clock")]
-                    let now = Instant::now();
-                    core.on_entry_log_ready(seq, result, now);
+                Output::OpenEntryLog(seq) => {
+                    // Created off the shard thread: file creation touches the filesystem's
+                    // journal and may block.
+                    let Some((storage_dir, storage_direct)) = self.storage.clone() else { continue };
+                    let events = events.clone();
+                    let waker = self.waker.clone();
+                    let shard = self.id;
+                    self.preparer.submit(Job::Run(Box::new(move || {
+                        let path = storage_dir.log_path(seq);
+                        let result = storage_dir.create_log(seq, storage_direct).map_err(|source| {
+                            if source.raw_os_error() == Some(libc::ENOSPC) {
+                                Error::NoSpace(shard)
+                            } else {
+                                Error::Io { op: IoOp::Open, file: path, offset: 0, source }
+                            }
+                        });
+                        let _ = events.send(Event::LogReady(seq, result));
+                        waker.wake();
+                    })));
                 }
             }
         }

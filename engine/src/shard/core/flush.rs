@@ -37,7 +37,7 @@ use crate::storage::write_cache::WriteCache;
 /// Bytes per flush write.
 pub const FLUSH_CHUNK_BYTES: usize = 512 << 10;
 /// Flush writes in flight at most.
-pub const FLUSH_WRITES_IN_FLIGHT_MAX: usize = 8;
+pub const FLUSH_WRITES_IN_FLIGHT_MAX: usize = 4;
 /// Wait after a failed flush before the next attempt.
 pub const FLUSH_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -153,6 +153,8 @@ pub(super) struct Storage<T> {
     /// The log new runs are appended to, if any.
     pub(super) active_log: Option<LogSeq>,
     opening_log: Option<LogSeq>,
+    /// A log created ahead of time, registered, not yet used (not in the manifest).
+    spare_log: Option<LogSeq>,
     next_log: u64,
     pub(super) next_run: u64,
     pub(super) state: FlushState,
@@ -194,6 +196,7 @@ impl<T> Storage<T> {
             logs: start.logs,
             active_log: None,
             opening_log: None,
+            spare_log: None,
             next_log: start.next_log,
             next_run,
             state: FlushState::Idle,
@@ -342,35 +345,52 @@ impl<T> ShardCore<T> {
     /// Finds the run a place in an entry log with room, or asks for a new log.
     pub(super) fn place_run(&mut self) {
         let Some(storage) = self.storage.as_mut() else { return };
-        let FlushState::Writing(w) = &mut storage.state else { return };
+        let FlushState::Writing(w) = &storage.state else { return };
         if w.place.is_some() {
             return;
         }
         let run_bytes = w.encoder.header().run_bytes;
-        if let Some(log) = storage.active_log {
+        let room = |storage: &Storage<T>, log: LogSeq| {
             let used = storage.logs.iter().find(|(s, _)| *s == log).map_or(0, |(_, u)| *u);
-            if used == 0 || used + run_bytes <= storage.settings.entry_log_bytes {
-                if w.encoder.epoch() == log.0 {
-                    w.place = Some((log, used));
-                    return;
-                }
+            (used == 0 || used + run_bytes <= storage.settings.entry_log_bytes).then_some(used)
+        };
+        let mut target = storage.active_log.and_then(|log| room(storage, log).map(|used| (log, used)));
+        if target.is_none()
+            && let Some(spare) = storage.spare_log.take()
+        {
+            // The next log was made ready ahead of time: no flush waits for file creation.
+            storage.logs.push((spare, 0));
+            storage.active_log = Some(spare);
+            target = Some((spare, 0));
+        }
+        let FlushState::Writing(w) = &mut storage.state else { return };
+        if let Some((log, used)) = target {
+            if w.encoder.epoch() != log.0 {
                 // Planned for another log (the epoch seeds every CRC): plan again.
                 let seq = w.encoder.header().seq;
                 w.encoder = RunEncoder::new(log.0, seq, w.source.entries(&storage.cache))
                     .expect("planned once already");
-                w.place = Some((log, used));
-                return;
             }
+            w.place = Some((log, used));
+            // Half full: have the next log ready before it is needed.
+            if used + run_bytes >= storage.settings.entry_log_bytes / 2 {
+                self.request_log();
+            }
+            return;
         }
-        if storage.opening_log.is_none() {
-            let seq = LogSeq(storage.next_log);
-            storage.next_log += 1;
-            storage.opening_log = Some(seq);
-            // Read-only (little space left): allocate what this run needs, not a whole log.
-            let bytes =
-                if self.read_only { run_bytes } else { storage.settings.entry_log_bytes.max(run_bytes) };
-            self.out.push_back(Output::OpenEntryLog(seq, bytes));
+        self.request_log();
+    }
+
+    /// Asks the shell for a new entry log, unless one is on its way or ready.
+    fn request_log(&mut self) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        if storage.opening_log.is_some() || storage.spare_log.is_some() {
+            return;
         }
+        let seq = LogSeq(storage.next_log);
+        storage.next_log += 1;
+        storage.opening_log = Some(seq);
+        self.out.push_back(Output::OpenEntryLog(seq));
     }
 
     /// The shell created entry log `seq` (registered with the disk), or could not.
@@ -378,17 +398,21 @@ impl<T> ShardCore<T> {
         let Some(storage) = self.storage.as_mut() else { return };
         assert_eq!(storage.opening_log, Some(seq));
         storage.opening_log = None;
+        let waiting = matches!(&storage.state, FlushState::Writing(w) if w.place.is_none());
         match result {
             Ok(()) => {
-                storage.logs.push((seq, 0));
-                storage.active_log = Some(seq);
-                self.place_run();
-                self.flush_pump();
+                storage.spare_log = Some(seq);
+                if waiting {
+                    self.place_run();
+                    self.flush_pump();
+                }
             }
             Err(error) => {
                 tracing::error!(shard = self.settings.shard.0, log = %seq, %error,
                     "could not create an entry log; flush retried later");
-                self.flush_failed(now);
+                if waiting {
+                    self.flush_failed(now);
+                }
             }
         }
     }
