@@ -37,7 +37,36 @@ pub fn probe(dir: &Path) -> io::Result<bool> {
         }
     })();
     let _ = std::fs::remove_file(&path);
-    result
+    match result {
+        // A full disk cannot take the scratch sector: read a sector of a file already there
+        // with O_DIRECT instead (a bookie must open on a full disk, to serve reads and free
+        // space).
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => probe_read(dir).map(|r| r.unwrap_or(false)),
+        other => other,
+    }
+}
+
+/// Whether an O_DIRECT read of one sector of a file in `dir` works; `None` if no file has one.
+fn probe_read(dir: &Path) -> io::Result<Option<bool>> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path.metadata().is_ok_and(|m| m.is_file() && m.len() >= SECTOR_BYTES as u64) {
+            continue;
+        }
+        let file = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Some(false)),
+            Err(e) => return Err(e),
+        };
+        let mut buf = AlignedBuf::with_capacity(SECTOR_BYTES);
+        buf.set_len(SECTOR_BYTES);
+        return match file.read_at(buf.as_mut_slice(), 0) {
+            Ok(_) => Ok(Some(true)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Some(false)),
+            Err(e) => Err(e),
+        };
+    }
+    Ok(None)
 }
 
 /// Opens an existing file for reading and writing, with O_DIRECT when `direct`.

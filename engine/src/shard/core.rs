@@ -176,6 +176,8 @@ pub struct ShardCore<T> {
     lac_waits: lac_waits::LacWaits<T>,
     /// Free space fell under `disk_free_bytes_min`: plain adds answer `NoSpace`.
     read_only: bool,
+    /// Free bytes at the last sample, if any.
+    free_bytes: Option<u64>,
 }
 
 const OP_KIND_BITS: u32 = 2;
@@ -234,6 +236,7 @@ impl<T> ShardCore<T> {
             storage,
             lac_waits: lac_waits::LacWaits::default(),
             read_only: false,
+            free_bytes: None,
         };
         core.request_next_file();
         core.confirm_deletions_at_start();
@@ -256,6 +259,7 @@ impl<T> ShardCore<T> {
     /// `disk_free_bytes_min`, writable again at `disk_free_bytes_resume` (hysteresis).
     pub fn on_free_space(&mut self, free_bytes: u64, min: u64, resume: u64) {
         let shard = self.settings.shard.0;
+        self.free_bytes = Some(free_bytes);
         if !self.read_only && free_bytes < min {
             self.read_only = true;
             self.stats.read_only_entered += 1;

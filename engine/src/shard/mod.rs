@@ -390,6 +390,9 @@ impl Shell {
             }
             stopping |= self.stop.load(Ordering::Acquire);
             while let Ok(event) = events.try_recv() {
+                // A file was made or written out: the disk's free space moved by megabytes, so
+                // sample it again at once rather than within the second.
+                space_check_at = space_check_at.min(now);
                 match event {
                     Event::FileReady(seq, result) => {
                         let result = result.and_then(|file| {

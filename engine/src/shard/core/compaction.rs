@@ -193,10 +193,13 @@ impl<T> ShardCore<T> {
             self.out.push_back(Output::PersistManifest(manifest));
             return;
         }
+        // A pass writes its bytes before it frees any: on a nearly full disk it stays small.
+        let pass_max =
+            self.free_bytes.map_or(COMPACTION_PASS_BYTES_MAX, |f| (f / 4).min(COMPACTION_PASS_BYTES_MAX));
         let mut spans = Vec::new();
         let mut bytes = 0;
         for span in storage.index.live_spans(victim) {
-            if !spans.is_empty() && bytes + span.bytes > COMPACTION_PASS_BYTES_MAX {
+            if !spans.is_empty() && bytes + span.bytes > pass_max {
                 break;
             }
             bytes += span.bytes;

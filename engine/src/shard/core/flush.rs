@@ -469,6 +469,14 @@ impl<T> ShardCore<T> {
         };
         w.in_flight -= 1;
         if let Err((op, source)) = completion.result {
+            if source.raw_os_error() == Some(libc::ENOSPC) && !self.read_only {
+                // The disk filled between two free-space samples: read-only now, until the
+                // next sample finds space again (F3 keeps the data).
+                self.read_only = true;
+                self.stats.read_only = true;
+                self.stats.read_only_entered += 1;
+                tracing::warn!(shard = shard.0, "entry log write found the disk full: shard is read-only");
+            }
             let (log, offset) = w.place.expect("written, so placed");
             tracing::error!(shard = shard.0, log = %log, offset, ?op, %source,
                 "entry log write failed; flush retried later in a new entry log");
