@@ -90,6 +90,10 @@ struct JournalArgs {
     /// measured against journal only in the same rounds). The suite picks per workload.
     #[arg(long, default_value = "both")]
     storage: String,
+    /// Run the compaction workload: writes (4 KiB, 16 in flight by default) while compaction
+    /// moves a backlog, against the same writes on a bookie without compaction.
+    #[arg(long)]
+    compaction: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -137,6 +141,20 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
         idle_spin_us: args.idle_spin_us,
     };
     let workloads = match (&args.read, args.entry_size) {
+        _ if args.compaction => vec![Workload {
+            name: "compaction_writes".into(),
+            entry_size: args.entry_size.unwrap_or(4096),
+            concurrency: args.concurrency.min(16),
+            batch: 1,
+            shards,
+            duration: args.duration,
+            rounds: args.rounds,
+            replay_mib: 0,
+            storage: "entry-logs".into(),
+            read: None,
+            catch_up_mib: 0,
+            compaction: true,
+        }],
         (Some(mode), entry_size) => {
             let catch_up = mode == "catch-up";
             vec![Workload {
@@ -151,6 +169,7 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
                 storage: "entry-logs".into(),
                 read: Some(mode.clone()),
                 catch_up_mib: if catch_up { args.catch_up_mib } else { 0 },
+                compaction: false,
             }]
         }
         (None, Some(entry_size)) => vec![Workload {
@@ -165,6 +184,7 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
             storage: args.storage.clone(),
             read: None,
             catch_up_mib: 0,
+            compaction: false,
         }],
         (None, None) => suite(shards, args.duration, args.rounds, args.catch_up_mib),
     };
@@ -197,6 +217,17 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
 
 fn print_report(r: &Report) {
     println!("== {} ({}, direct_io {}, storage {}) ==", r.workload.name, r.backend, r.direct_io, r.storage);
+    if let Some(c) = &r.compaction {
+        println!(
+            "  with compaction     {:>9.0} entries/s  p50 {:>9.1} us  p99 {:>9.1} us  ({} passes, {} B moved)",
+            c.entries_per_s.0, c.with_us.p50, c.with_us.p99, c.compactions, c.compacted_bytes
+        );
+        println!(
+            "  without compaction  {:>9.0} entries/s  p50 {:>9.1} us  p99 {:>9.1} us;  p99 ratio {:.2}x",
+            c.entries_per_s.1, c.without_us.p50, c.without_us.p99, c.ratio_p99
+        );
+        return;
+    }
     if let Some(t) = &r.tail_read {
         println!(
             "  appends   {:>9.0} entries/s, one in flight: add p50 {:.1} us p99 {:.1} us",
@@ -322,6 +353,10 @@ fn figures(reports: &[Report]) -> serde_json::Value {
     }
     if let Some(c) = reports.iter().find_map(|r| r.catch_up.as_ref()) {
         out.insert("catch_up_ratio".into(), json!({"value": c.ratio, "target": 0.8, "pass": c.ratio >= 0.8}));
+    }
+    if let Some(c) = reports.iter().find_map(|r| r.compaction.as_ref()) {
+        let v = c.ratio_p99;
+        out.insert("compaction_write_p99_ratio".into(), json!({"value": v, "target": 1.5, "pass": v <= 1.5}));
     }
     serde_json::Value::Object(out)
 }

@@ -51,6 +51,9 @@ pub struct Workload {
     /// MiB of entries the catch-up workload writes and reads back.
     #[serde(skip_serializing_if = "is_zero")]
     pub catch_up_mib: u64,
+    /// The compaction workload: writes with compaction running against writes without.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compaction: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -147,6 +150,9 @@ pub struct Report {
     /// is measured: `baseline` and the ratios are 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<crate::bench::reads::CatchUp>,
+    /// The compaction workload's results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<crate::bench::compaction::CompactionWrites>,
 }
 
 /// The journal-only comparison of a `--storage both` workload.
@@ -277,6 +283,9 @@ impl Target {
 /// Runs one workload in `dir` (created, and emptied afterwards).
 pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Report> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    if w.compaction {
+        return crate::bench::compaction::run_compaction(dir, w, e);
+    }
     match w.read.as_deref() {
         None => {}
         Some("tail") => return crate::bench::reads::run_tail(dir, w, e),
@@ -404,6 +413,7 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         journal_only,
         tail_read: None,
         catch_up: None,
+        compaction: None,
     })
 }
 
@@ -515,6 +525,7 @@ pub fn suite(shards: u32, duration: Duration, rounds: u32, catch_up_mib: u64) ->
         storage: if replay_mib > 0 { "journal-only".into() } else { "both".into() },
         read: None,
         catch_up_mib: 0,
+        compaction: false,
     };
     let read = |name: &str, mode: &str, entry_size: usize, catch_up_mib: u64| Workload {
         storage: "entry-logs".into(),
@@ -529,5 +540,10 @@ pub fn suite(shards: u32, duration: Duration, rounds: u32, catch_up_mib: u64) ->
         w("replay_100b", 100, 65536, 1024, 1024),
         read("tail_read_1k", "tail", 1024, 0),
         read("catch_up_64k", "catch-up", 65536, catch_up_mib),
+        Workload {
+            storage: "entry-logs".into(),
+            compaction: true,
+            ..w("compaction_writes_4k", 4096, 16, 1, 0)
+        },
     ]
 }

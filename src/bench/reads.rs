@@ -190,7 +190,21 @@ fn report(w: &Workload, e: &EngineSettings, bookie: (String, bool), writes: &Wri
         journal_only: None,
         tail_read: None,
         catch_up: None,
+        compaction: None,
     }
+}
+
+/// A report whose append figures come from another workload's writes; no write baseline.
+pub(crate) fn append_report(
+    w: &Workload,
+    e: &EngineSettings,
+    bookie: (String, bool),
+    entries: u64,
+    elapsed: Duration,
+    histogram: &Histogram<u64>,
+) -> Report {
+    let writes = Writes { entries, elapsed, histogram: histogram.clone(), batches: 0, batch_bytes: 0 };
+    report(w, e, bookie, &writes)
 }
 
 fn entry_logs_config(journal_dir: &Path, w: &Workload, e: &EngineSettings) -> Result<BookieConfig> {
