@@ -298,9 +298,12 @@ fn print_report(r: &Report) {
     );
     if let Some(jo) = &r.journal_only {
         println!(
-            "  journal-only {:>9.0} entries/s {:>9.1} MB/s payload, p99 {:.1} us;  entry logs / journal only {:.2}x \
-             ({} flushes, adds throttled {} times)",
-            jo.entries_per_s, jo.mb_per_s, jo.latency_us.p99, jo.ratio, jo.flushes, jo.adds_throttled
+            "  journal-only {:>9.0} entries/s {:>9.1} MB/s payload {:>9.1} MB/s journal ({:.2}x baseline), p99 {:.1} us",
+            jo.entries_per_s, jo.mb_per_s, jo.journal_mb_per_s, jo.ratio_mb_per_s, jo.latency_us.p99
+        );
+        println!(
+            "  flushes      entry logs / journal only {:.2}x ({} flushes, adds throttled {} times)",
+            jo.ratio, jo.flushes, jo.adds_throttled
         );
     }
     if let Some(replay) = &r.replay {
@@ -326,10 +329,9 @@ fn figures(reports: &[Report]) -> serde_json::Value {
         }
     }
     if let Some(r) = by("bandwidth_64k") {
-        out.insert(
-            "bandwidth_64k_ratio".into(),
-            json!({"value": r.ratio_mb_per_s, "target": 0.9, "pass": r.ratio_mb_per_s >= 0.9}),
-        );
+        // The journal's own figure: the journal-only bookie when both were measured.
+        let v = r.journal_only.as_ref().map_or(r.ratio_mb_per_s, |jo| jo.ratio_mb_per_s);
+        out.insert("bandwidth_64k_ratio".into(), json!({"value": v, "target": 0.9, "pass": v >= 0.9}));
     }
     if let Some(r) = by("latency_4k_qd1") {
         out.insert(

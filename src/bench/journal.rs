@@ -170,6 +170,10 @@ pub struct JournalOnly {
     pub flushes: u64,
     /// Times adds waited for a flush during the measured rounds.
     pub adds_throttled: u64,
+    /// Journal bytes written per second by the journal-only bookie, MB/s.
+    pub journal_mb_per_s: f64,
+    /// journal_mb_per_s / the baseline (the journal issue's bandwidth figure).
+    pub ratio_mb_per_s: f64,
 }
 
 #[expect(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
@@ -333,6 +337,7 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
     let (mut entries, mut bytes, mut elapsed) = (0u64, 0u64, Duration::ZERO);
     let (mut batches, mut batch_bytes) = (0u64, 0u64);
     let (mut base_bytes, mut base_elapsed) = (0f64, Duration::ZERO);
+    let mut jo_journal_bytes = 0u64;
     let (mut jo_entries, mut jo_bytes, mut jo_elapsed, mut jo_hist) =
         (0u64, 0u64, Duration::ZERO, histogram());
     let main_before = stats_sum(&main.bookie)?;
@@ -349,7 +354,9 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         batch_bytes += bb1 - bb0;
         hist.add(&result.histogram).ok();
         if let Some(t) = other.as_mut() {
+            let (_, jb0) = stats_total(&t.bookie)?;
             let result = run(&t.bookie, &mut t.segments, &spec, t.checkpoint_every)?;
+            jo_journal_bytes += stats_total(&t.bookie)?.1 - jb0;
             jo_entries += result.entries;
             jo_bytes += result.bytes;
             jo_elapsed += result.elapsed;
@@ -368,7 +375,11 @@ pub fn run_workload(dir: &Path, w: &Workload, e: &EngineSettings) -> Result<Repo
         t.bookie.close();
         let _ = std::fs::remove_dir_all(&journal_only_dir);
         let entries_per_s = jo_entries as f64 / jo_elapsed.as_secs_f64();
+        let journal_mb_per_s = jo_journal_bytes as f64 / jo_elapsed.as_secs_f64() / 1e6;
+        let base_mb_per_s = base_bytes / base_elapsed.as_secs_f64() / 1e6;
         JournalOnly {
+            journal_mb_per_s,
+            ratio_mb_per_s: journal_mb_per_s / base_mb_per_s,
             entries_per_s,
             mb_per_s: jo_bytes as f64 / jo_elapsed.as_secs_f64() / 1e6,
             latency_us: latency(&jo_hist),
