@@ -298,7 +298,8 @@ fn print_report(r: &Report) {
     );
     if let Some(jo) = &r.journal_only {
         println!(
-            "  journal-only {:>9.0} entries/s {:>9.1} MB/s payload {:>9.1} MB/s journal ({:.2}x baseline), p99 {:.1} us",
+            "  journal-only {:>9.0} entries/s {:>9.1} MB/s payload {:>9.1} MB/s journal ({:.2}x baseline), \
+             p99 {:.1} us",
             jo.entries_per_s, jo.mb_per_s, jo.journal_mb_per_s, jo.ratio_mb_per_s, jo.latency_us.p99
         );
         println!(

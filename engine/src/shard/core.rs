@@ -1,8 +1,11 @@
 //! `ShardCore`: the sans-I/O state machine of one shard.
 //!
 //! Owns: group commit (forming batches, keeping up to `writes_in_flight_max` of them in flight,
-//! acknowledging them in order), per-segment durable state (master key, fence, LAC), the index
-//! of journal-resident entries, journal file rotation, and poisoning.
+//! acknowledging them in order), per-segment durable state (master key, fence, deletion, LAC),
+//! journal file rotation, poisoning and read-only mode; through its submodules, segment storage
+//! (`flush`: write cache, runs, checkpoints after flushes), reads (`reads`, `range_reads`),
+//! garbage collection (`compaction`), LAC long-polls (`lac_waits`), placing records (`place`),
+//! and in `StorageMode::JournalOnly` the index of journal-resident entries.
 //! Does not own: syscalls, clocks, threads, file preparation. Inputs are requests, disk
 //! completions, file-ready events and the current time; outputs are disk operations, replies
 //! and file requests, drained with `poll_output`. The shard shell (`shard/mod.rs`) connects it to
@@ -22,26 +25,28 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::constants::{JOURNAL_FILE_HEADER_BYTES, MASTER_KEY_BYTES_MAX, RECORD_HEADER_BYTES, SECTOR_BYTES};
+use crate::constants::{JOURNAL_FILE_HEADER_BYTES, RECORD_HEADER_BYTES, SECTOR_BYTES};
 use crate::error::Error;
 use crate::ids::{EntryId, FileSeq, LogSeq, SegmentId};
 use crate::io::buf::{AlignedBuf, round_up};
 use crate::io::{Completion, DiskOp, OpId};
 use crate::journal::batch::{BATCH_CLOSE_SLACK_BYTES, BatchBuilder};
-use crate::journal::record::{self, LAC_NONE, RecordHeader, RecordKind};
+use crate::journal::record::{LAC_NONE, RecordHeader, RecordKind};
 use crate::shard::location_index::{Location, LocationIndex};
-use crate::shard::request::{AddEntry, JournalMark, Reply, Request};
+use crate::shard::request::{JournalMark, Reply, Request};
 use crate::shard::segment_state::SegmentState;
 
 mod checkpoint;
 mod compaction;
 pub mod flush;
 mod lac_waits;
+mod place;
 mod range_reads;
 mod reads;
 mod start;
 mod waiters;
 pub use crate::error::clone_error;
+use place::ControlRecord;
 use reads::PendingRead;
 pub use start::{CoreSettings, CoreStart, CoreStats};
 
@@ -540,125 +545,6 @@ impl<T> ShardCore<T> {
         }
     }
 
-    fn check_key(&self, segment: SegmentId, master_key: &Bytes) -> Result<(), Error> {
-        if master_key.len() > MASTER_KEY_BYTES_MAX {
-            return Err(Error::InvalidRequest(format!(
-                "master key of {} bytes exceeds {MASTER_KEY_BYTES_MAX}",
-                master_key.len()
-            )));
-        }
-        match self.segments.get(&segment) {
-            Some(SegmentState { master_key: Some(key), .. }) if key != master_key => {
-                Err(Error::WrongMasterKey(segment))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Journals one entry. Ok(Some(batch seq)), Ok(None) when it must wait (stalled), or the
-    /// reason it is refused.
-    fn place_entry(&mut self, add: &AddEntry, now: Instant) -> Result<Option<u64>, Error> {
-        if add.payload.len() > self.settings.entry_bytes_max {
-            return Err(Error::InvalidRequest(format!(
-                "entry of {} bytes exceeds entry_bytes_max {}",
-                add.payload.len(),
-                self.settings.entry_bytes_max
-            )));
-        }
-        self.check_key(add.segment, &add.master_key)?;
-        if self.segments.get(&add.segment).is_some_and(|s| s.deleted) {
-            return Err(Error::Deleted(add.segment));
-        }
-        if self.read_only && !add.flags.is_recovery() {
-            return Err(Error::NoSpace(self.settings.shard));
-        }
-        if let Some(state) = self.segments.get(&add.segment)
-            && state.fenced
-            && !add.flags.is_recovery()
-        {
-            return Err(Error::Fenced(add.segment));
-        }
-        if self.cache_full() {
-            return Ok(None);
-        }
-        let key_needed = !self.segments.get(&add.segment).is_some_and(|s| s.key_journaled);
-        let key_bytes = if key_needed { record::record_bytes(add.master_key.len()) } else { 0 };
-        let need = key_bytes + record::record_bytes(add.payload.len());
-        if !self.ensure_room(need, now) {
-            return Ok(None);
-        }
-        let state =
-            self.segments.entry(add.segment).or_insert_with(|| SegmentState::new(add.master_key.clone()));
-        let batch = self.batch.as_mut().expect("ensure_room opened a batch");
-        if key_needed {
-            state.key_journaled = true;
-            state.master_key = Some(add.master_key.clone());
-            let header = control_header(RecordKind::MasterKey, add.segment, 0, add.master_key.len());
-            batch.builder.push(&header, &add.master_key);
-        }
-        let lac = add.last_add_confirmed.map(|l| l.0);
-        let header = RecordHeader {
-            kind: RecordKind::Entry,
-            flags: add.flags.0,
-            payload_len: add.payload.len() as u32,
-            segment_id: add.segment.0,
-            entry_id: add.entry.0,
-            last_add_confirmed: lac.unwrap_or(LAC_NONE),
-        };
-        let at = batch.builder.push(&header, &add.payload);
-        batch.effects.push(Effect::Entry {
-            segment: add.segment,
-            entry: add.entry.0,
-            at: at as u32,
-            len: add.payload.len() as u32,
-            lac,
-            payload: add.payload.clone(),
-        });
-        Ok(Some(batch.builder.seq()))
-    }
-
-    fn place_control(
-        &mut self,
-        segment: SegmentId,
-        master_key: &Bytes,
-        control: ControlRecord,
-        now: Instant,
-    ) -> Result<Option<u64>, Error> {
-        self.check_key(segment, master_key)?;
-        if self.segments.get(&segment).is_some_and(|s| s.deleted) {
-            return Err(Error::Deleted(segment));
-        }
-        if let (ControlRecord::Lac(_), Some(state)) = (control, self.segments.get(&segment))
-            && state.fenced
-        {
-            return Err(Error::Fenced(segment));
-        }
-        let key_needed = !self.segments.get(&segment).is_some_and(|s| s.key_journaled);
-        let key_bytes = if key_needed { record::record_bytes(master_key.len()) } else { 0 };
-        if !self.ensure_room(key_bytes + RECORD_HEADER_BYTES, now) {
-            return Ok(None);
-        }
-        let state = self.segments.entry(segment).or_insert_with(|| SegmentState::new(master_key.clone()));
-        let batch = self.batch.as_mut().expect("ensure_room opened a batch");
-        if key_needed {
-            state.key_journaled = true;
-            state.master_key = Some(master_key.clone());
-            let header = control_header(RecordKind::MasterKey, segment, 0, master_key.len());
-            batch.builder.push(&header, master_key);
-        }
-        match control {
-            ControlRecord::Fence => {
-                state.fenced = true;
-                batch.builder.push(&control_header(RecordKind::Fence, segment, 0, 0), &[]);
-            }
-            ControlRecord::Lac(lac) => {
-                batch.builder.push(&control_header(RecordKind::Lac, segment, lac, 0), &[]);
-                batch.effects.push(Effect::Lac { segment, lac });
-            }
-        }
-        Ok(Some(batch.builder.seq()))
-    }
-
     /// Makes sure the open batch can take `need` more bytes, closing it and opening a new one
     /// (rotating files when needed). False: not now; the request stalls.
     fn ensure_room(&mut self, need: usize, now: Instant) -> bool {
@@ -929,12 +815,6 @@ impl<T> ShardCore<T> {
     pub fn flush_now(&mut self, now: Instant) {
         self.try_close_batch(now, true);
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum ControlRecord {
-    Fence,
-    Lac(u64),
 }
 
 pub(super) fn control_header(
