@@ -183,7 +183,12 @@ fn a_damaged_run_footer_makes_missing_entries_corrupt_not_absent() {
             Err(Error::Corrupt { .. }) => {}
             other => panic!("{backend:?}: expected Corrupt, got {other:?}"),
         }
+        // The damaged log is never deleted or compacted away, whatever happens next (G3).
+        bookie.add_entry(common::add(7, 0, 100)).wait().unwrap();
+        bookie.flush().unwrap();
+        std::thread::park_timeout(std::time::Duration::from_millis(200));
         bookie.close();
+        assert!(log.exists(), "{backend:?}: the damaged entry log was deleted");
         // Without the manifest, the scan finds bytes that are not a whole run: still Corrupt.
         fs::remove_file(dir.path().join("storage-0/manifest")).unwrap();
         let bookie = Bookie::open(config.clone()).unwrap();

@@ -272,6 +272,7 @@ fn setup(id: ShardId, config: &BookieConfig, dir: &ShardDir) -> Result<Setup, Op
             next_log: loaded.next_log,
             next_run: loaded.manifest.as_ref().map_or(0, |m| m.next_run),
             damage: loaded.damage,
+            damaged_logs: loaded.damaged_logs,
             replayed: Vec::new(),
             checkpoint: None,
         });

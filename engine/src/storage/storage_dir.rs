@@ -50,6 +50,9 @@ pub struct StorageStart {
     /// not a whole run, damage recorded by an earlier open in the manifest); while any
     /// exists, a missing entry answers `Corrupt`, never `NoSuchEntry`.
     pub damage: Vec<String>,
+    /// Entry logs where damage was found: never deleted or compacted away (G3), whatever the
+    /// index says is live in them.
+    pub damaged_logs: Vec<LogSeq>,
     /// The run index was rebuilt by scanning entry logs.
     pub rebuilt: bool,
 }
@@ -210,12 +213,16 @@ impl StorageDir {
                         |_| false,
                     );
                 }
-                Ok((header, _)) => start.damage.push(format!(
-                    "entry log {} offset {}: run {} of {} bytes where the manifest lists run {} of {}",
-                    run.log, run.offset, header.seq, header.run_bytes, run.seq, run.bytes
-                )),
+                Ok((header, _)) => {
+                    start.damaged_logs.push(run.log);
+                    start.damage.push(format!(
+                        "entry log {} offset {}: run {} of {} bytes where the manifest lists run {} of {}",
+                        run.log, run.offset, header.seq, header.run_bytes, run.seq, run.bytes
+                    ));
+                }
                 Err(reason) => {
-                    start.damage.push(format!("entry log {} offset {}: {reason}", run.log, run.offset))
+                    start.damaged_logs.push(run.log);
+                    start.damage.push(format!("entry log {} offset {}: {reason}", run.log, run.offset));
                 }
             }
         }
@@ -250,6 +257,7 @@ impl StorageDir {
         while at + RUN_HEADER_BYTES as u64 <= len {
             if let Ok((header, sections)) = read_run(&file, seq, at) {
                 if let Some(from) = skipping_from.take() {
+                    start.damaged_logs.push(seq);
                     start.damage.push(format!("entry log {seq}: no whole run in bytes {from}..{at}"));
                 }
                 start.index.insert(RunInfo { log: seq, offset: at, header }, &sections, |_| false);
@@ -277,6 +285,7 @@ impl StorageDir {
             };
         }
         if let Some(from) = skipping_from {
+            start.damaged_logs.push(seq);
             start.damage.push(format!("entry log {seq}: bytes from {from} are not a whole run"));
         }
         // New runs never go into a log found at open, so its length is only what it holds.

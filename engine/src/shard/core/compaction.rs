@@ -78,6 +78,13 @@ pub(super) struct Compaction {
     skip: HashSet<LogSeq>,
 }
 
+impl Compaction {
+    /// Compaction state that never touches `logs` (they hold damage, G3).
+    pub(super) fn kept(logs: Vec<LogSeq>) -> Compaction {
+        Compaction { skip: logs.into_iter().collect(), ..Compaction::default() }
+    }
+}
+
 impl<T> ShardCore<T> {
     /// A segment's deletion is durable: ask the deletion check.
     pub(super) fn deletion_durable(&mut self, segment: SegmentId) {
@@ -106,11 +113,13 @@ impl<T> ShardCore<T> {
     pub(super) fn dead_logs_at_start(&mut self) {
         let Some(storage) = self.storage.as_mut() else { return };
         let live: HashSet<LogSeq> = storage.index.runs().map(|r| r.log).collect();
-        let dead: Vec<LogSeq> = storage.logs.iter().map(|(l, _)| *l).filter(|l| !live.contains(l)).collect();
+        let skip = &storage.compaction.skip;
+        let dead: Vec<LogSeq> =
+            storage.logs.iter().map(|(l, _)| *l).filter(|l| !live.contains(l) && !skip.contains(l)).collect();
         if dead.is_empty() {
             return;
         }
-        storage.logs.retain(|(l, _)| live.contains(l));
+        storage.logs.retain(|(l, _)| !dead.contains(l));
         storage.compaction.unlisted.extend(dead);
         storage.compaction.persisting = true;
         storage.state = FlushState::Checkpointing;

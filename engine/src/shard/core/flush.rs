@@ -77,6 +77,8 @@ pub struct StorageStartState {
     pub next_log: u64,
     /// Damage found at open.
     pub damage: Vec<String>,
+    /// Entry logs holding damage: kept as they are (G3).
+    pub damaged_logs: Vec<LogSeq>,
     /// Entries replayed from the journal after the checkpoint: they go into the write cache.
     pub replayed: Vec<(SegmentId, u64, Bytes)>,
     /// The checkpoint replay started from.
@@ -200,7 +202,7 @@ impl<T> Storage<T> {
             next_log: start.next_log,
             next_run,
             state: FlushState::Idle,
-            compaction: super::compaction::Compaction::default(),
+            compaction: super::compaction::Compaction::kept(start.damaged_logs),
             mark: start.checkpoint,
             sealed_mark: None,
             checkpoint: None,

@@ -217,7 +217,11 @@ impl<T> ShardCore<T> {
                     Some(Ok(payload)) => {
                         self.stats.log_reads += 1;
                         let payload = Bytes::copy_from_slice(payload);
-                        if let Some(storage) = self.storage.as_mut() {
+                        // Not if the entry was added again while this read was in flight: the
+                        // write cache holds the newer bytes.
+                        if let Some(storage) = self.storage.as_mut()
+                            && storage.cache.get(segment, entry.0).is_none()
+                        {
                             storage.read_cache.insert(segment, entry.0, payload.clone());
                         }
                         Ok(payload)
