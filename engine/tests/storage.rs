@@ -122,19 +122,26 @@ fn index_is_rebuilt_from_entry_logs_without_the_manifest() {
     }
 }
 
+/// Writes `entries`, flushes, closes: the first entry log's path and bytes.
+fn flushed_log(config: &BookieConfig, dir: &Path, entries: &[(u64, u64, usize)]) -> (PathBuf, Vec<u8>) {
+    let bookie = Bookie::open(config.clone()).unwrap();
+    write(&bookie, entries);
+    bookie.flush().unwrap();
+    bookie.close();
+    let log = log_files(dir)[0].clone();
+    let bytes = fs::read(&log).unwrap();
+    (log, bytes)
+}
+
 #[test]
 fn a_corrupted_entry_log_byte_answers_corrupt() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let config = storage_config(dir.path(), backend);
         let entries: Vec<_> = (0..50).map(|e| (5, e, 1000)).collect();
-        let bookie = Bookie::open(config.clone()).unwrap();
-        write(&bookie, &entries);
-        bookie.flush().unwrap();
-        bookie.close();
+        let (log, mut bytes) = flushed_log(&config, dir.path(), &entries);
+        let log = &log;
         // Flip one byte inside entry 17's payload (found by its bytes).
-        let log = &log_files(dir.path())[0];
-        let mut bytes = fs::read(log).unwrap();
         let needle = payload(5, 17, 1000);
         let at = bytes.windows(64).position(|w| w == &needle[..64]).expect("payload in the log");
         bytes[at + 500] ^= 0x01;
@@ -165,13 +172,9 @@ fn a_damaged_run_footer_makes_missing_entries_corrupt_not_absent() {
         let dir = tempfile::tempdir().unwrap();
         let config = storage_config(dir.path(), backend);
         let entries: Vec<_> = (0..20).map(|e| (6, e, 300)).collect();
-        let bookie = Bookie::open(config.clone()).unwrap();
-        write(&bookie, &entries);
-        bookie.flush().unwrap();
-        bookie.close();
+        let (log, mut bytes) = flushed_log(&config, dir.path(), &entries);
+        let log = &log;
         // Zero the sector that holds the run's footer.
-        let log = &log_files(dir.path())[0];
-        let mut bytes = fs::read(log).unwrap();
         let name = log.file_stem().unwrap().to_string_lossy().to_string();
         let epoch = u64::from_str_radix(name.trim_start_matches("entrylog-"), 16).unwrap();
         let header = dlog_engine::storage::run::decode_header(&bytes, epoch).unwrap();
