@@ -175,3 +175,47 @@ fn filling_a_real_small_filesystem_loses_nothing() {
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
+
+/// With no free-space threshold, writes go on until the filesystem is really full: journal
+/// file preparation and entry log writes meet ENOSPC. Nothing acknowledged is lost, and the
+/// bookie opens again on the full disk (its O_DIRECT probe cannot write a scratch sector).
+#[test]
+fn a_completely_full_filesystem_loses_nothing_and_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), 48) {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let root = dir.path().join("bookie");
+    let mut config = small_disk_config(&root, Backend::IoUring);
+    config.disk_free_bytes_min = 0;
+    config.disk_free_bytes_resume = 0;
+    let bookie = Bookie::open(config.clone()).unwrap();
+    let mut acked: Vec<(u64, u64)> = Vec::new();
+    let mut refused = 0;
+    'fill: for e in 0..4000u64 {
+        for s in [1u64, 2] {
+            match bookie.add_entry(add(s, e, 32 << 10)).wait() {
+                Ok(()) => acked.push((s, e)),
+                Err(Error::NoSpace(_)) => {
+                    refused += 1;
+                    if refused > 3 {
+                        break 'fill;
+                    }
+                    std::thread::park_timeout(Duration::from_millis(20));
+                }
+                Err(other) => panic!("add {s}/{e}: unexpected {other}"),
+            }
+        }
+    }
+    assert!(refused > 0, "a 48 MiB filesystem never filled");
+    bookie.close();
+    let bookie = Bookie::open(config).unwrap();
+    for (s, e) in &acked {
+        let got = bookie.read_entry(SegmentId(*s), EntryId(*e)).wait();
+        let got = got.unwrap_or_else(|err| panic!("after reopen on a full disk {s}/{e}: {err}"));
+        assert!(got == payload(*s, *e, 32 << 10), "after reopen on a full disk {s}/{e}");
+    }
+    bookie.close();
+}

@@ -663,14 +663,21 @@ impl Shell {
                         core.on_deletion_confirmed(segment, true, now);
                     }
                     Some(hook) => {
+                        // On a thread of its own: the check may wait on a metadata store, and
+                        // the preparer thread is shared by every shard's file work.
                         let hook = hook.clone();
                         let events = events.clone();
                         let waker = self.waker.clone();
-                        self.preparer.submit(Job::Run(Box::new(move || {
-                            let confirmed = hook.0.confirm_deleted(segment);
-                            let _ = events.send(Event::DeletionConfirmed(segment, confirmed));
-                            waker.wake();
-                        })));
+                        let spawned =
+                            std::thread::Builder::new().name("dlog-deletion-check".into()).spawn(move || {
+                                let confirmed = hook.0.confirm_deleted(segment);
+                                let _ = events.send(Event::DeletionConfirmed(segment, confirmed));
+                                waker.wake();
+                            });
+                        if let Err(e) = spawned {
+                            // Not confirmed now; asked again at the next open.
+                            tracing::warn!(shard = self.id.0, %segment, error = %e, "could not start the deletion check");
+                        }
                     }
                 },
                 Output::OpenEntryLog(seq) => {
