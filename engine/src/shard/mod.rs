@@ -676,7 +676,8 @@ impl Shell {
                             });
                         if let Err(e) = spawned {
                             // Not confirmed now; asked again at the next open.
-                            tracing::warn!(shard = self.id.0, %segment, error = %e, "could not start the deletion check");
+                            let shard = self.id.0;
+                            tracing::warn!(shard, %segment, error = %e, "could not start the deletion check");
                         }
                     }
                 },
