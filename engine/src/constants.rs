@@ -7,6 +7,10 @@ pub const SECTOR_BYTES: usize = 4096;
 /// Size of the journal file header block at offset 0.
 pub const JOURNAL_FILE_HEADER_BYTES: usize = SECTOR_BYTES;
 
+/// The disk's `FileSeq` of an entry log has this bit set (journal files never reach it), so one
+/// `Disk` addresses both kinds of file.
+pub const ENTRY_LOG_FILE_BIT: u64 = 1 << 62;
+
 /// Size of a journal record header (see docs/format.md).
 pub const RECORD_HEADER_BYTES: usize = 40;
 

@@ -26,10 +26,14 @@ use crate::ids::FileSeq;
 use buf::AlignedBuf;
 use waker::Waker;
 
-/// Fault injection for tests (feature `failpoints`): the error to report for a write (journal
-/// batch or entry log chunk) that otherwise succeeded, if the `dlog-journal-flush-eio`
-/// failpoint is active.
-pub(crate) fn injected_flush_error() -> Option<io::Error> {
+/// Fault injection for tests (feature `failpoints`): the error to report for a write to `file`
+/// that otherwise succeeded, if its failpoint is active: `dlog-entry-log-write-eio` for entry
+/// logs, `dlog-journal-flush-eio` for journal files.
+pub(crate) fn injected_write_error(file: FileSeq) -> Option<io::Error> {
+    if file.0 & crate::constants::ENTRY_LOG_FILE_BIT != 0 {
+        fail::fail_point!("dlog-entry-log-write-eio", |_| Some(io::Error::from_raw_os_error(libc::EIO)));
+        return None;
+    }
     fail::fail_point!("dlog-journal-flush-eio", |_| Some(io::Error::from_raw_os_error(libc::EIO)));
     None
 }

@@ -51,7 +51,7 @@ impl PortableDisk {
                         _ => Ok(()),
                     })
                     .and_then(|()| {
-                        crate::io::injected_flush_error().map_or(Ok(()), |e| Err((IoOp::Flush, e)))
+                        crate::io::injected_write_error(file).map_or(Ok(()), |e| Err((IoOp::Flush, e)))
                     });
                 Completion { op, result, bytes, buf }
             }

@@ -38,6 +38,8 @@ struct Slot {
     op: OpId,
     buf: AlignedBuf,
     is_write: bool,
+    /// The file written (fault injection tells journal files from entry logs).
+    file: FileSeq,
     cqes_pending: u8,
     bytes: usize,
     result: Result<(), (IoOp, io::Error)>,
@@ -129,7 +131,7 @@ impl UringDisk {
         let len = u32::try_from(buf.len()).expect("I/O larger than 4 GiB");
         let linked_fsync = sync == Some(JournalSync::Fdatasync);
         let cqes = if linked_fsync { 2 } else { 1 };
-        let slot = Slot { op, buf, is_write, cqes_pending: cqes, bytes: 0, result: Ok(()) };
+        let slot = Slot { op, buf, is_write, file, cqes_pending: cqes, bytes: 0, result: Ok(()) };
         let index = self.slot_alloc(slot);
         let user_data = (index as u64) << 1;
         let ptr = self.slots[index].as_mut().map(|s| s.buf.as_mut_ptr()).expect("slot just set");
@@ -220,7 +222,7 @@ impl UringDisk {
                 let mut slot = self.slots[index].take().expect("checked above");
                 if slot.is_write
                     && slot.result.is_ok()
-                    && let Some(error) = crate::io::injected_flush_error()
+                    && let Some(error) = crate::io::injected_write_error(slot.file)
                 {
                     slot.result = Err((IoOp::Flush, error));
                 }

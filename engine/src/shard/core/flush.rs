@@ -41,8 +41,7 @@ pub const FLUSH_WRITES_IN_FLIGHT_MAX: usize = 4;
 /// Wait after a failed flush before the next attempt.
 pub const FLUSH_RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Entry logs are told apart from journal files on the disk by this bit of their `FileSeq`.
-const ENTRY_LOG_FILE_BIT: u64 = 1 << 62;
+use crate::constants::ENTRY_LOG_FILE_BIT;
 
 /// The disk's name for entry log `seq`.
 pub fn entry_log_file(seq: LogSeq) -> FileSeq {
@@ -529,6 +528,7 @@ impl<T> ShardCore<T> {
     /// Gives up on the current flush attempt; the sealed half stays and is retried (F3). A
     /// compaction's run is dropped: its spans stay where they are, and it is tried again later.
     fn flush_failed(&mut self, now: Instant) {
+        self.stats.run_write_failures += 1;
         let Some(storage) = self.storage.as_mut() else { return };
         if let FlushState::Writing(mut w) = std::mem::replace(&mut storage.state, FlushState::Idle) {
             // The held footer chunk may be a registered buffer: it goes back to the pool.

@@ -95,6 +95,9 @@ pub struct CoreStats {
     pub compacted_bytes: u64,
     /// Entry logs deleted (nothing live left in them).
     pub entry_logs_deleted: u64,
+    /// Flush or compaction attempts dropped for a retry: a run write or an entry log creation
+    /// failed (F3).
+    pub run_write_failures: u64,
     /// Manifest writes that failed (after a flush or a compaction pass).
     pub manifest_failures: u64,
     /// The shard is read-only now (free space under `disk_free_bytes_min`).
