@@ -171,6 +171,34 @@ impl RunIndex {
         true
     }
 
+    /// Drops spans that a newer run holds again whole (same segment, same first entry, same
+    /// count): what compaction moved before a restart, found again in both runs at open. Their
+    /// bytes are dead; counting them live would make compaction move them again. Returns how
+    /// many were dropped.
+    pub fn drop_shadowed(&mut self) -> usize {
+        let mut shadowed: Vec<(SegmentId, u64, u64)> = Vec::new();
+        for (segment, spans) in &self.segments {
+            if !spans.overlapping {
+                continue;
+            }
+            let mut by_range: HashMap<(u64, u64), u64> = HashMap::new();
+            for ((first, run), span) in &spans.spans {
+                let newest = by_range.entry((*first, span.count)).or_insert(*run);
+                if *run > *newest {
+                    shadowed.push((*segment, *first, *newest));
+                    *newest = *run;
+                } else if *run < *newest {
+                    shadowed.push((*segment, *first, *run));
+                }
+            }
+        }
+        let count = shadowed.len();
+        for (segment, first, run) in shadowed {
+            self.remove_span(segment, first, run);
+        }
+        count
+    }
+
     /// The spans still indexed in `log`, by segment and entry.
     pub fn live_spans(&self, log: LogSeq) -> Vec<LiveSpan> {
         let mut out: Vec<LiveSpan> = Vec::new();
@@ -299,5 +327,19 @@ mod tests {
         assert_eq!(index.log_use().next().unwrap().1.live, 5 * 50);
         assert!(index.find(SegmentId(1), 5).is_none());
         assert_eq!(index.run_count(), 1);
+    }
+
+    #[test]
+    fn a_span_moved_by_compaction_before_a_restart_is_dead_at_open() {
+        let mut index = RunIndex::default();
+        // Run 0 in log 1 held two spans; compaction moved segment 2's into run 5 (log 2).
+        index.insert(run(0), &[section(1, 0, 10, 0), section(2, 0, 10, 10)], |_| false);
+        let moved = RunInfo { log: LogSeq(2), ..run(5) };
+        index.insert(moved, &[section(2, 0, 10, 0)], |_| false);
+        assert_eq!(index.drop_shadowed(), 1);
+        assert_eq!(index.find(SegmentId(2), 3).unwrap().run.header.seq, 5);
+        let log1 = index.log_use().find(|(l, _)| *l == LogSeq(1)).unwrap().1;
+        assert_eq!(log1.live, 10 * 50, "only segment 1's span is live in log 1");
+        assert_eq!(index.drop_shadowed(), 0);
     }
 }

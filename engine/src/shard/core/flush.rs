@@ -180,7 +180,13 @@ pub(super) struct Storage<T> {
 }
 
 impl<T> Storage<T> {
-    pub(super) fn new(settings: StorageSettings, start: StorageStartState, now: Instant) -> Storage<T> {
+    pub(super) fn new(settings: StorageSettings, mut start: StorageStartState, now: Instant) -> Storage<T> {
+        // Spans compaction moved before a restart are found in both runs: the old copies are
+        // dead (RI2 would answer from the new run anyway).
+        let shadowed = start.index.drop_shadowed();
+        if shadowed > 0 {
+            tracing::debug!(shadowed, "spans held again by newer runs dropped from the index");
+        }
         let mut cache = WriteCache::default();
         for (segment, entry, payload) in start.replayed {
             cache.insert(segment, entry, payload);
