@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod local_core;
+pub mod local_log;
 
 use bytes::Bytes;
 
