@@ -12,11 +12,13 @@
 pub mod error;
 pub mod local_core;
 pub mod local_log;
+pub mod local_store;
 
 use bytes::Bytes;
 
 pub use error::MetaError;
 pub use local_core::LocalCore;
+pub use local_store::LocalStore;
 
 /// A store revision: every mutation takes the next one; a key's version is the revision that
 /// last wrote it (etcd's `mod_revision`).
