@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 pub use error::MetaError;
 pub use local_core::LocalCore;
-pub use local_store::LocalStore;
+pub use local_store::{LocalOptions, LocalStore};
 
 /// A store revision: every mutation takes the next one; a key's version is the revision that
 /// last wrote it (etcd's `mod_revision`).

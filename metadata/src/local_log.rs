@@ -9,6 +9,9 @@
 //!             put: value (u32 len + bytes), u8 has lease, u64 lease id
 //!   2 Grant   u64 lease id, u64 ttl in milliseconds
 //!   3 End     u32 count, u64 lease ids (revoked or expired leases, in one revision)
+//!   4 State   u64 revision, u64 next lease id, u32 key count, keys: key, value, u64 version,
+//!             u64 created, u8 has lease, u64 lease id; u32 lease count, leases: u64 id,
+//!             u64 ttl ms (only as the first record of a rewritten log)
 //! ```
 //!
 //! Conditions are not logged: a record is written only for a transaction that passed them, and
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{LeaseId, Op};
+use crate::{LeaseId, Op, Version};
 
 /// One logged mutation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +40,28 @@ pub enum LogRecord {
     },
     /// Leases ended (revoked or expired) in one revision, deleting their keys.
     End(Vec<LeaseId>),
+    /// The whole state (the first record of a rewritten log): what every record before it
+    /// built.
+    State(Box<StateImage>),
+}
+
+/// The whole state of a store, as a rewritten log starts with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateImage {
+    /// The store revision.
+    pub revision: Version,
+    /// The next lease id.
+    pub lease_next: u64,
+    /// Every key: (key, value, version, created, lease).
+    pub keys: Vec<(String, Bytes, Version, Version, Option<LeaseId>)>,
+    /// Every live lease with its time to live (deadlines restart at open).
+    pub leases: Vec<(LeaseId, Duration)>,
 }
 
 const KIND_TXN: u8 = 1;
 const KIND_GRANT: u8 = 2;
 const KIND_END: u8 = 3;
+const KIND_STATE: u8 = 4;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 /// Largest record body accepted when decoding (a bound for damaged lengths).
@@ -85,6 +105,25 @@ pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
             body.extend_from_slice(&(ids.len() as u32).to_le_bytes());
             for id in ids {
                 body.extend_from_slice(&id.0.to_le_bytes());
+            }
+        }
+        LogRecord::State(image) => {
+            body.push(KIND_STATE);
+            body.extend_from_slice(&image.revision.0.to_le_bytes());
+            body.extend_from_slice(&image.lease_next.to_le_bytes());
+            body.extend_from_slice(&(image.keys.len() as u32).to_le_bytes());
+            for (key, value, version, created, lease) in &image.keys {
+                put_bytes(&mut body, key.as_bytes());
+                put_bytes(&mut body, value);
+                body.extend_from_slice(&version.0.to_le_bytes());
+                body.extend_from_slice(&created.0.to_le_bytes());
+                body.push(u8::from(lease.is_some()));
+                body.extend_from_slice(&lease.map_or(0, |l| l.0).to_le_bytes());
+            }
+            body.extend_from_slice(&(image.leases.len() as u32).to_le_bytes());
+            for (id, ttl) in &image.leases {
+                body.extend_from_slice(&id.0.to_le_bytes());
+                body.extend_from_slice(&(ttl.as_millis() as u64).to_le_bytes());
             }
         }
     }
@@ -178,6 +217,31 @@ fn decode_body(body: &[u8]) -> Option<LogRecord> {
                 ids.push(LeaseId(r.u64()?));
             }
             LogRecord::End(ids)
+        }
+        KIND_STATE => {
+            let revision = Version(r.u64()?);
+            let lease_next = r.u64()?;
+            let n = r.u32()? as usize;
+            let mut keys = Vec::with_capacity(n.min(body.len()));
+            for _ in 0..n {
+                let key = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+                let value = Bytes::copy_from_slice(r.bytes()?);
+                let (version, created) = (Version(r.u64()?), Version(r.u64()?));
+                let has_lease = r.u8()?;
+                let lease = r.u64()?;
+                let lease = match has_lease {
+                    0 => None,
+                    1 => Some(LeaseId(lease)),
+                    _ => return None,
+                };
+                keys.push((key, value, version, created, lease));
+            }
+            let n = r.u32()? as usize;
+            let mut leases = Vec::with_capacity(n.min(body.len()));
+            for _ in 0..n {
+                leases.push((LeaseId(r.u64()?), Duration::from_millis(r.u64()?)));
+            }
+            LogRecord::State(Box::new(StateImage { revision, lease_next, keys, leases }))
         }
         _ => return None,
     };

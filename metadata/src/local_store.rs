@@ -10,8 +10,11 @@
 //! - LS2: a watcher sees every event under its prefix from its `from` version on, once, in
 //!   revision order: first the history, then live events, from one thread.
 //!
-//! Not yet: snapshots (the log grows with every mutation and is replayed whole at open), the
-//! async `MetadataStore` trait over it (docs/rfcs/2026-11-25-metadata.md).
+//! - LS3: the log is rewritten, when it grows past `LocalOptions::rewrite_bytes` and four times
+//!   its last image, as one State record (tmp file, fsync, rename, directory fsync): a crash
+//!   leaves the old log or the new one, never a mix.
+//!
+//! Not yet: the async `MetadataStore` trait over it (docs/rfcs/2026-11-25-metadata.md).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -42,6 +45,20 @@ enum Request {
     Watch { prefix: String, from: Version, events: Sender<Result<Event, MetaError>>, reply: Reply<()> },
 }
 
+/// Knobs of a `LocalStore`.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// The log is rewritten as one image once it passes this many bytes (and four times its
+    /// last image). Default 64 MiB.
+    pub rewrite_bytes: u64,
+}
+
+impl Default for LocalOptions {
+    fn default() -> LocalOptions {
+        LocalOptions { rewrite_bytes: 64 << 20 }
+    }
+}
+
 /// A durable, single-machine metadata store (`local:///path`).
 #[derive(Debug)]
 pub struct LocalStore {
@@ -62,8 +79,15 @@ impl LocalStore {
     /// Opens (or creates) the store in directory `dir`: replays its log, cutting a torn tail;
     /// refuses to open on damage (metadata must be exact).
     pub fn open(dir: &Path) -> Result<LocalStore, MetaError> {
+        LocalStore::open_with(dir, LocalOptions::default())
+    }
+
+    /// `open` with options.
+    pub fn open_with(dir: &Path, options: LocalOptions) -> Result<LocalStore, MetaError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let path = dir.join("metadata.log");
+        // A rewrite a crash interrupted before its rename (LS3).
+        let _ = std::fs::remove_file(dir.join("metadata.log.tmp"));
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -93,7 +117,19 @@ impl LocalStore {
         file.sync_all().map_err(unavailable)?;
         let (requests, rx) = unbounded();
         let fed = core.revision();
-        let shell = Shell { core, file, path, watchers: Vec::new(), joining: Vec::new(), fed };
+        let log_bytes = valid as u64;
+        let shell = Shell {
+            core,
+            file,
+            path,
+            dir: dir.to_path_buf(),
+            options,
+            log_bytes,
+            image_bytes: 0,
+            watchers: Vec::new(),
+            joining: Vec::new(),
+            fed,
+        };
         let thread = std::thread::Builder::new()
             .name("dlog-metadata".into())
             .spawn(move || shell.run(rx))
@@ -177,6 +213,11 @@ struct Shell {
     core: LocalCore,
     file: File,
     path: PathBuf,
+    dir: PathBuf,
+    options: LocalOptions,
+    /// Bytes in the log now, and in its image at the last rewrite.
+    log_bytes: u64,
+    image_bytes: u64,
     watchers: Vec<Watcher>,
     /// Watches asked for in the batch being applied: registered once it is durable.
     joining: Vec<(Watcher, Version, Reply<()>)>,
@@ -254,6 +295,7 @@ impl Shell {
             for r in &records {
                 local_log::encode(r, &mut bytes);
             }
+            self.log_bytes += bytes.len() as u64;
             self.file.write_all(&bytes).and_then(|()| self.file.sync_data())
         };
         let failure = durable.err().map(|e| unavailable(format!("{}: {e}", self.path.display())));
@@ -274,6 +316,20 @@ impl Shell {
             return false;
         }
         self.feed_watchers();
+        if self.log_bytes > self.options.rewrite_bytes.max(4 * self.image_bytes) {
+            match self.rewrite() {
+                Ok(()) => {}
+                Err((e, false)) => {
+                    // Before the rename: the old log is intact and stays in use.
+                    tracing::warn!(path = %self.path.display(), error = %e, "log rewrite failed; log kept");
+                }
+                Err((e, true)) => {
+                    // The rename may not be durable: later appends could be lost. Stop (LS1).
+                    tracing::error!(path = %self.path.display(), error = %e, "log rewrite failed; store stopped");
+                    return false;
+                }
+            }
+        }
         // New watchers join now that everything is durable: the history up to here, then the
         // live events of later batches (LS2).
         for ((prefix, events), from, reply) in std::mem::take(&mut self.joining) {
@@ -291,6 +347,26 @@ impl Shell {
             }
         }
         true
+    }
+
+    /// Rewrites the log as one State record (LS3). Err((e, true)): the failure came after the
+    /// rename, so the store cannot go on safely.
+    fn rewrite(&mut self) -> Result<(), (io::Error, bool)> {
+        let mut bytes = Vec::new();
+        local_log::encode(&local_log::LogRecord::State(Box::new(self.core.image())), &mut bytes);
+        let tmp = self.dir.join("metadata.log.tmp");
+        let before = |e| (e, false);
+        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&tmp).map_err(before)?;
+        file.set_len(0).map_err(before)?;
+        file.write_all(&bytes).map_err(before)?;
+        file.sync_all().map_err(before)?;
+        // The handle follows the file through the rename: appends go to the new log.
+        std::fs::rename(&tmp, &self.path).map_err(before)?;
+        self.file = file;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| (e, true))?;
+        self.log_bytes = bytes.len() as u64;
+        self.image_bytes = bytes.len() as u64;
+        Ok(())
     }
 
     /// Sends watchers the events after `fed`, which are all durable now.

@@ -143,3 +143,27 @@ fn a_torn_tail_is_cut_and_damage_refuses_to_open() {
     std::fs::write(&log, &bad).unwrap();
     assert!(matches!(LocalStore::open(dir.path()), Err(MetaError::Invalid(_))));
 }
+
+#[test]
+fn the_log_is_rewritten_as_an_image_and_replays_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = dlog_metadata::LocalOptions { rewrite_bytes: 4096 };
+    let store = LocalStore::open_with(dir.path(), options.clone()).unwrap();
+    let lease = store.grant(Duration::from_secs(60)).unwrap();
+    let op = Op::Put { key: "leased".into(), value: Bytes::new(), cond: Cond::Absent, lease: Some(lease) };
+    store.txn(vec![op]).unwrap();
+    for i in 0..500 {
+        store.txn(vec![put(&format!("k/{:02}", i % 20), &i.to_string(), Cond::Any)]).unwrap();
+    }
+    let log_len = std::fs::metadata(dir.path().join("metadata.log")).unwrap().len();
+    assert!(log_len < 16 << 10, "500 updates of 20 keys left a {log_len}-byte log: not rewritten");
+    let before = store.list("", None, 1000).unwrap();
+    store.close();
+    let store = LocalStore::open_with(dir.path(), options).unwrap();
+    let after = store.list("", None, 1000).unwrap();
+    assert_eq!(after.items, before.items, "keys, values and versions replay the same");
+    assert_eq!(after.revision, before.revision);
+    assert!(store.get("leased").unwrap().unwrap().lease == Some(lease));
+    store.keep_alive(lease).unwrap();
+    assert!(matches!(store.watch("k/", Version(1)), Err(MetaError::Compacted { .. })));
+}
