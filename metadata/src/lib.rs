@@ -6,19 +6,29 @@
 //! top of it: namespaces, logs, segments, bookie registration and cookies, segment id
 //! generation, writer ownership.
 //!
-//! Today: the contract's types and errors, and `LocalCore`, the sans-I/O state machine of the
-//! embedded store (no durability, async API or etcd backend yet).
+//! Today: the contract (`MetadataStore`, its types and errors), the embedded backend
+//! (`LocalStore` over the sans-I/O `LocalCore`), and, with the `etcd` feature, `EtcdStore`.
 
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd_server;
+#[cfg(feature = "etcd")]
+pub mod etcd_store;
 pub mod local_core;
 pub mod local_log;
 pub mod local_store;
+pub mod store;
+pub mod watch;
 
 use bytes::Bytes;
 
 pub use error::MetaError;
+#[cfg(feature = "etcd")]
+pub use etcd_store::EtcdStore;
 pub use local_core::LocalCore;
 pub use local_store::{LocalOptions, LocalStore};
+pub use store::MetadataStore;
+pub use watch::Watch;
 
 /// A store revision: every mutation takes the next one; a key's version is the revision that
 /// last wrote it (etcd's `mod_revision`).

@@ -1,48 +1,60 @@
 //! `LocalStore`: the embedded metadata store's shell: one thread that owns a `LocalCore` and
 //! its log file, applies requests in batches, makes each batch's log records durable with one
 //! write and one fdatasync (group commit), then answers; it expires leases on time and feeds
-//! watchers.
+//! watchers. `LocalStore::in_memory()` runs the same shell with no file (tests).
 //!
 //! Invariants:
 //! - LS1: a mutation is answered only after its log record is durable; a failed log write
 //!   answers every request of the batch with `Unavailable` and stops the store (the state in
-//!   memory may be ahead of the disk; reopening replays what is durable).
+//!   memory may be ahead of the disk; reopening replays what is durable). Reads are answered
+//!   with the batch too, so a read never shows a mutation that is not durable yet.
 //! - LS2: a watcher sees every event under its prefix from its `from` version on, once, in
 //!   revision order: first the history, then live events, from one thread.
-//!
 //! - LS3: the log is rewritten, when it grows past `LocalOptions::rewrite_bytes` and four times
 //!   its last image, as one State record (tmp file, fsync, rename, directory fsync): a crash
 //!   leaves the old log or the new one, never a mix.
-//!
-//! Not yet: the async `MetadataStore` trait over it (docs/rfcs/2026-11-25-metadata.md).
+//! - LS4: the directory and the log file are fsynced into existence before the first answer.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 use crate::error::MetaError;
 use crate::local_core::LocalCore;
 use crate::local_log::{self, LogEnd};
-use crate::{Event, LeaseId, Op, Page, Version, Versioned};
+use crate::store::{MetadataStore, check_ops};
+use crate::watch::{self, Watch, WatchSender};
+use crate::{LeaseId, Op, Page, Version, Versioned};
 
 /// Events a store keeps for watches to resume from.
 pub const HISTORY_MAX: usize = 100_000;
 /// Requests applied in one batch (one write + one fdatasync) at most.
 pub const BATCH_MAX: usize = 1024;
 
-type Reply<T> = Sender<Result<T, MetaError>>;
+type Reply<T> = oneshot::Sender<Result<T, MetaError>>;
 
 enum Request {
     Get(String, Reply<Option<Versioned>>),
-    List { prefix: String, after: Option<String>, limit: usize, reply: Reply<Page> },
+    List {
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        reply: Reply<Page>,
+    },
     Txn(Vec<Op>, Reply<Version>),
     Grant(Duration, Reply<LeaseId>),
     KeepAlive(LeaseId, Reply<()>),
     Revoke(LeaseId, Reply<Version>),
-    Watch { prefix: String, from: Version, events: Sender<Result<Event, MetaError>>, reply: Reply<()> },
+    /// Answers the version the watch starts at (`from`, or the next revision for `from = 0`).
+    Watch {
+        prefix: String,
+        from: Version,
+        events: WatchSender,
+        reply: Reply<Version>,
+    },
 }
 
 /// Knobs of a `LocalStore`.
@@ -75,6 +87,10 @@ fn unavailable(e: impl std::fmt::Display) -> MetaError {
     MetaError::Unavailable(e.to_string())
 }
 
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl LocalStore {
     /// Opens (or creates) the store in directory `dir`: replays its log, cutting a torn tail;
     /// refuses to open on damage (metadata must be exact).
@@ -82,9 +98,19 @@ impl LocalStore {
         LocalStore::open_with(dir, LocalOptions::default())
     }
 
+    /// A store that keeps nothing on disk: same semantics while the process runs (tests).
+    pub fn in_memory() -> Result<LocalStore, MetaError> {
+        LocalStore::start(LocalCore::new(HISTORY_MAX), None, LocalOptions::default())
+    }
+
     /// `open` with options.
     pub fn open_with(dir: &Path, options: LocalOptions) -> Result<LocalStore, MetaError> {
-        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(unavailable)?;
+            }
+        }
         let path = dir.join("metadata.log");
         // A rewrite a crash interrupted before its rename (LS3).
         let _ = std::fs::remove_file(dir.join("metadata.log.tmp"));
@@ -115,21 +141,15 @@ impl LocalStore {
         // space, so new records follow the last valid one.
         file.set_len(valid as u64).map_err(unavailable)?;
         file.sync_all().map_err(unavailable)?;
+        sync_dir(dir).map_err(unavailable)?; // LS4
+        let log = Log { file, path, dir: dir.to_path_buf(), bytes: valid as u64, image_bytes: 0 };
+        LocalStore::start(core, Some(log), options)
+    }
+
+    fn start(core: LocalCore, log: Option<Log>, options: LocalOptions) -> Result<LocalStore, MetaError> {
         let (requests, rx) = unbounded();
         let fed = core.revision();
-        let log_bytes = valid as u64;
-        let shell = Shell {
-            core,
-            file,
-            path,
-            dir: dir.to_path_buf(),
-            options,
-            log_bytes,
-            image_bytes: 0,
-            watchers: Vec::new(),
-            joining: Vec::new(),
-            fed,
-        };
+        let shell = Shell { core, log, options, watchers: Vec::new(), joining: Vec::new(), fed };
         let thread = std::thread::Builder::new()
             .name("dlog-metadata".into())
             .spawn(move || shell.run(rx))
@@ -137,55 +157,11 @@ impl LocalStore {
         Ok(LocalStore { requests: Some(requests), thread: Some(thread) })
     }
 
-    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, MetaError> {
-        let (tx, rx) = bounded(1);
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, MetaError> {
+        let (tx, rx) = oneshot::channel();
         let requests = self.requests.as_ref().ok_or_else(|| unavailable("store closed"))?;
         requests.send(make(tx)).map_err(|_| unavailable("store stopped"))?;
-        rx.recv().map_err(|_| unavailable("store stopped"))?
-    }
-
-    /// A key's value and versions.
-    pub fn get(&self, key: &str) -> Result<Option<Versioned>, MetaError> {
-        self.call(|reply| Request::Get(key.to_string(), reply))
-    }
-
-    /// A page of keys under `prefix` after `after`.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page, MetaError> {
-        let (prefix, after) = (prefix.to_string(), after.map(str::to_string));
-        self.call(|reply| Request::List { prefix, after, limit, reply })
-    }
-
-    /// Applies operations atomically once durable; the new revision.
-    pub fn txn(&self, ops: Vec<Op>) -> Result<Version, MetaError> {
-        self.call(|reply| Request::Txn(ops, reply))
-    }
-
-    /// Grants a lease of `ttl` (durable before it is answered).
-    pub fn grant(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
-        self.call(|reply| Request::Grant(ttl, reply))
-    }
-
-    /// Keeps a lease alive for another `ttl`.
-    pub fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
-        self.call(|reply| Request::KeepAlive(lease, reply))
-    }
-
-    /// Ends a lease now, deleting its keys.
-    pub fn revoke(&self, lease: LeaseId) -> Result<Version, MetaError> {
-        self.call(|reply| Request::Revoke(lease, reply))
-    }
-
-    /// Every event under `prefix` from version `from` on (LS2), until the store closes.
-    /// `Compacted` when the history no longer reaches `from`.
-    pub fn watch(
-        &self,
-        prefix: &str,
-        from: Version,
-    ) -> Result<Receiver<Result<Event, MetaError>>, MetaError> {
-        let (events, rx) = unbounded();
-        let prefix = prefix.to_string();
-        self.call(|reply| Request::Watch { prefix, from, events, reply })?;
-        Ok(rx)
+        rx.await.map_err(|_| unavailable("store stopped"))?
     }
 
     /// Stops the store after the requests already queued.
@@ -201,26 +177,75 @@ impl LocalStore {
     }
 }
 
+impl MetadataStore for LocalStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, MetaError> {
+        self.call(|reply| Request::Get(key.to_string(), reply)).await
+    }
+
+    async fn txn(&self, ops: Vec<Op>) -> Result<Version, MetaError> {
+        check_ops(&ops)?;
+        self.call(|reply| Request::Txn(ops, reply)).await
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page, MetaError> {
+        let (prefix, after) = (prefix.to_string(), after.map(str::to_string));
+        self.call(|reply| Request::List { prefix, after, limit, reply }).await
+    }
+
+    async fn watch(&self, prefix: &str, from: Version) -> Result<Watch, MetaError> {
+        let (events, mut watch) = watch::channel(from);
+        let prefix = prefix.to_string();
+        let start = self.call(|reply| Request::Watch { prefix, from, events, reply }).await?;
+        watch.set_start(start);
+        Ok(watch)
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        if ttl.is_zero() {
+            return Err(MetaError::Invalid("lease of zero ttl".into()));
+        }
+        self.call(|reply| Request::Grant(ttl, reply)).await
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
+        self.call(|reply| Request::KeepAlive(lease, reply)).await
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<Version, MetaError> {
+        self.call(|reply| Request::Revoke(lease, reply)).await
+    }
+}
+
 impl Drop for LocalStore {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-type Watcher = (String, Sender<Result<Event, MetaError>>);
-
-struct Shell {
-    core: LocalCore,
+/// The log file and its sizes.
+struct Log {
     file: File,
     path: PathBuf,
     dir: PathBuf,
-    options: LocalOptions,
     /// Bytes in the log now, and in its image at the last rewrite.
-    log_bytes: u64,
+    bytes: u64,
     image_bytes: u64,
+}
+
+struct Watcher {
+    prefix: String,
+    /// Live events before this version are not for this watcher (it asked from later).
+    from: Version,
+    events: WatchSender,
+}
+
+struct Shell {
+    core: LocalCore,
+    log: Option<Log>,
+    options: LocalOptions,
     watchers: Vec<Watcher>,
     /// Watches asked for in the batch being applied: registered once it is durable.
-    joining: Vec<(Watcher, Version, Reply<()>)>,
+    joining: Vec<(Watcher, Reply<Version>)>,
     /// Watchers have been sent every event up to this revision.
     fed: Version,
 }
@@ -230,6 +255,23 @@ enum Owed {
     Version(Reply<Version>, Result<Version, MetaError>),
     Lease(Reply<LeaseId>, Result<LeaseId, MetaError>),
     Unit(Reply<()>, Result<(), MetaError>),
+    Get(Reply<Option<Versioned>>, Option<Versioned>),
+    List(Reply<Page>, Page),
+}
+
+impl Owed {
+    fn answer(self, failure: Option<&MetaError>) {
+        fn pick<T>(r: Result<T, MetaError>, failure: Option<&MetaError>) -> Result<T, MetaError> {
+            failure.cloned().map_or(r, Err)
+        }
+        match self {
+            Owed::Version(reply, r) => drop(reply.send(pick(r, failure))),
+            Owed::Lease(reply, r) => drop(reply.send(pick(r, failure))),
+            Owed::Unit(reply, r) => drop(reply.send(pick(r, failure))),
+            Owed::Get(reply, r) => drop(reply.send(pick(Ok(r), failure))),
+            Owed::List(reply, r) => drop(reply.send(pick(Ok(r), failure))),
+        }
+    }
 }
 
 impl Shell {
@@ -268,18 +310,17 @@ impl Shell {
 
     fn apply(&mut self, request: Request, at: Instant, owed: &mut Vec<Owed>) {
         match request {
-            Request::Get(key, reply) => {
-                let _ = reply.send(Ok(self.core.get(&key)));
-            }
+            // Reads are answered with the batch (LS1): they may see its mutations.
+            Request::Get(key, reply) => owed.push(Owed::Get(reply, self.core.get(&key))),
             Request::List { prefix, after, limit, reply } => {
-                let _ = reply.send(Ok(self.core.list(&prefix, after.as_deref(), limit)));
+                owed.push(Owed::List(reply, self.core.list(&prefix, after.as_deref(), limit)))
             }
             Request::Txn(ops, reply) => owed.push(Owed::Version(reply, self.core.txn(ops, at))),
             Request::Grant(ttl, reply) => owed.push(Owed::Lease(reply, Ok(self.core.grant(ttl, at)))),
             Request::KeepAlive(lease, reply) => owed.push(Owed::Unit(reply, self.core.keep_alive(lease, at))),
             Request::Revoke(lease, reply) => owed.push(Owed::Version(reply, self.core.revoke(lease))),
             Request::Watch { prefix, from, events, reply } => {
-                self.joining.push(((prefix, events), from, reply))
+                self.joining.push((Watcher { prefix, from, events }, reply))
             }
         }
     }
@@ -288,58 +329,61 @@ impl Shell {
     /// log could not be written; the store stops.
     fn commit(&mut self, owed: Vec<Owed>) -> bool {
         let records = self.core.take_log();
-        let durable = if records.is_empty() {
-            Ok(())
-        } else {
+        let mut failure = None;
+        if let Some(log) = self.log.as_mut()
+            && !records.is_empty()
+        {
             let mut bytes = Vec::new();
             for r in &records {
                 local_log::encode(r, &mut bytes);
             }
-            self.log_bytes += bytes.len() as u64;
-            self.file.write_all(&bytes).and_then(|()| self.file.sync_data())
-        };
-        let failure = durable.err().map(|e| unavailable(format!("{}: {e}", self.path.display())));
-        for o in owed {
-            match o {
-                Owed::Version(reply, r) => {
-                    let _ = reply.send(failure.clone().map_or(r, Err));
-                }
-                Owed::Lease(reply, r) => {
-                    let _ = reply.send(failure.clone().map_or(r, Err));
-                }
-                Owed::Unit(reply, r) => {
-                    let _ = reply.send(failure.clone().map_or(r, Err));
-                }
+            log.bytes += bytes.len() as u64;
+            if let Err(e) = log.file.write_all(&bytes).and_then(|()| log.file.sync_data()) {
+                failure = Some(unavailable(format!("{}: {e}", log.path.display())));
             }
         }
-        if failure.is_some() {
+        for o in owed {
+            o.answer(failure.as_ref());
+        }
+        if let Some(e) = failure {
+            for (_, reply) in self.joining.drain(..) {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for w in self.watchers.drain(..) {
+                w.events.fail(e.clone());
+            }
             return false;
         }
         self.feed_watchers();
-        if self.log_bytes > self.options.rewrite_bytes.max(4 * self.image_bytes) {
-            match self.rewrite() {
+        if let Some(log) = self.log.as_mut()
+            && log.bytes > self.options.rewrite_bytes.max(4 * log.image_bytes)
+        {
+            match log.rewrite(&self.core) {
                 Ok(()) => {}
                 Err((e, false)) => {
                     // Before the rename: the old log is intact and stays in use.
-                    tracing::warn!(path = %self.path.display(), error = %e, "log rewrite failed; log kept");
+                    tracing::warn!(path = %log.path.display(), error = %e, "log rewrite failed; log kept");
                 }
                 Err((e, true)) => {
                     // The rename may not be durable: later appends could be lost. Stop (LS1).
-                    tracing::error!(path = %self.path.display(), error = %e, "log rewrite failed; store stopped");
+                    tracing::error!(path = %log.path.display(), error = %e, "log rewrite failed; store stopped");
                     return false;
                 }
             }
         }
         // New watchers join now that everything is durable: the history up to here, then the
         // live events of later batches (LS2).
-        for ((prefix, events), from, reply) in std::mem::take(&mut self.joining) {
-            match self.core.events_since(&prefix, from) {
+        let next = Version(self.core.revision().0 + 1);
+        for (mut watcher, reply) in std::mem::take(&mut self.joining) {
+            if watcher.from == Version(0) {
+                watcher.from = next;
+            }
+            match self.core.events_since(&watcher.prefix, watcher.from.min(next)) {
                 Ok(history) => {
-                    for e in history {
-                        let _ = events.send(Ok(e));
+                    if history.into_iter().all(|e| watcher.events.send(e)) {
+                        let _ = reply.send(Ok(watcher.from));
+                        self.watchers.push(watcher);
                     }
-                    self.watchers.push((prefix, events));
-                    let _ = reply.send(Ok(()));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -349,11 +393,38 @@ impl Shell {
         true
     }
 
+    /// Sends watchers the events after `fed`, which are all durable now; forgets watchers that
+    /// are gone or cut off.
+    fn feed_watchers(&mut self) {
+        let revision = self.core.revision();
+        if revision == self.fed {
+            return;
+        }
+        match self.core.events_since("", Version(self.fed.0 + 1)) {
+            Ok(events) => self.watchers.retain(|w| {
+                !w.events.is_closed()
+                    && events
+                        .iter()
+                        .filter(|e| e.version >= w.from && e.key.starts_with(w.prefix.as_str()))
+                        .all(|e| w.events.send(e.clone()))
+            }),
+            Err(e) => {
+                // More changes in one batch than the history holds: watchers must re-list.
+                for w in self.watchers.drain(..) {
+                    w.events.fail(e.clone());
+                }
+            }
+        }
+        self.fed = revision;
+    }
+}
+
+impl Log {
     /// Rewrites the log as one State record (LS3). Err((e, true)): the failure came after the
     /// rename, so the store cannot go on safely.
-    fn rewrite(&mut self) -> Result<(), (io::Error, bool)> {
+    fn rewrite(&mut self, core: &LocalCore) -> Result<(), (io::Error, bool)> {
         let mut bytes = Vec::new();
-        local_log::encode(&local_log::LogRecord::State(Box::new(self.core.image())), &mut bytes);
+        local_log::encode(&local_log::LogRecord::State(Box::new(core.image())), &mut bytes);
         let tmp = self.dir.join("metadata.log.tmp");
         let before = |e| (e, false);
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(&tmp).map_err(before)?;
@@ -363,32 +434,9 @@ impl Shell {
         // The handle follows the file through the rename: appends go to the new log.
         std::fs::rename(&tmp, &self.path).map_err(before)?;
         self.file = file;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| (e, true))?;
-        self.log_bytes = bytes.len() as u64;
+        sync_dir(&self.dir).map_err(|e| (e, true))?;
+        self.bytes = bytes.len() as u64;
         self.image_bytes = bytes.len() as u64;
         Ok(())
-    }
-
-    /// Sends watchers the events after `fed`, which are all durable now.
-    fn feed_watchers(&mut self) {
-        let revision = self.core.revision();
-        if revision == self.fed {
-            return;
-        }
-        match self.core.events_since("", Version(self.fed.0 + 1)) {
-            Ok(events) => self.watchers.retain(|(prefix, tx)| {
-                events
-                    .iter()
-                    .filter(|e| e.key.starts_with(prefix.as_str()))
-                    .all(|e| tx.send(Ok(e.clone())).is_ok())
-            }),
-            Err(e) => {
-                // More changes in one batch than the history holds: watchers must re-list.
-                for (_, tx) in self.watchers.drain(..) {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
-        }
-        self.fed = revision;
     }
 }

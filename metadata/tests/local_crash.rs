@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_metadata::{Cond, LocalOptions, LocalStore, MetaError, Op};
+use dlog_metadata::{Cond, LocalOptions, LocalStore, MetaError, MetadataStore, Op};
 
 const CHILD_DIR: &str = "DLOG_META_CRASH_DIR";
 const CHILD_TEST: &str = "crash_child";
@@ -20,14 +20,14 @@ fn options() -> LocalOptions {
 
 /// The child: increments counters k/0..k/7 with compare-and-set, printing "ack KEY VALUE" after
 /// each acknowledged update, until killed.
-#[test]
-fn crash_child() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else { return };
     let store = LocalStore::open_with(Path::new(&dir), options()).unwrap();
     println!("ready");
     for i in 0u64.. {
         let key = format!("k/{}", i % 8);
-        let (current, cond) = match store.get(&key).unwrap() {
+        let (current, cond) = match store.get(&key).await.unwrap() {
             Some(v) => {
                 (std::str::from_utf8(&v.value).unwrap().parse::<u64>().unwrap(), Cond::Version(v.version))
             }
@@ -35,7 +35,7 @@ fn crash_child() {
         };
         let value = current + 1;
         let op = Op::Put { key: key.clone(), value: Bytes::from(value.to_string()), cond, lease: None };
-        match store.txn(vec![op]) {
+        match store.txn(vec![op]).await {
             Ok(_) => println!("ack {key} {value}"),
             Err(e) => panic!("child: {e}"),
         }
@@ -81,8 +81,8 @@ fn run_child(dir: &Path, kill_after: Duration) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[test]
-fn sigkill_loses_no_acknowledged_update() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_update() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: std::collections::BTreeMap<String, u64> = Default::default();
     let mut revision = dlog_metadata::Version(0);
@@ -94,16 +94,16 @@ fn sigkill_loses_no_acknowledged_update() {
         let store = LocalStore::open_with(dir.path(), options())
             .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
         for (key, value) in &acked {
-            let got = store.get(key).unwrap().unwrap_or_else(|| panic!("round {round}: {key} lost"));
+            let got = store.get(key).await.unwrap().unwrap_or_else(|| panic!("round {round}: {key} lost"));
             let got: u64 = std::str::from_utf8(&got.value).unwrap().parse().unwrap();
             assert!(got >= *value, "round {round}: {key} is {got}, {value} was acknowledged");
         }
-        let page = store.list("", None, 100).unwrap();
+        let page = store.list("", None, 100).await.unwrap();
         assert!(page.revision >= revision, "round {round}: revision went back");
         revision = page.revision;
         // Still writable.
         let op = Op::Put { key: "after".into(), value: Bytes::new(), cond: Cond::Any, lease: None };
-        match store.txn(vec![op]) {
+        match store.txn(vec![op]).await {
             Ok(_) => {}
             Err(MetaError::Unavailable(e)) => panic!("round {round}: not writable after reopen: {e}"),
             Err(e) => panic!("round {round}: {e}"),

@@ -1,0 +1,165 @@
+//! `EtcdServer`: a real single-member etcd started for tests and benchmarks: free 127.0.0.1
+//! ports, a temporary data directory, stopped (killed and reaped) when dropped.
+//!
+//! The binary is `$DLOG_ETCD_BIN` or `etcd` on the PATH (Debian's `etcd-server`). When it is
+//! missing `start` fails with a message saying how to install it: tests fail, they never skip.
+//! `restart` keeps the data directory and the ports, so clients reconnect to the same place.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long etcd may take to answer `/health` after it is started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running etcd member (see the module doc).
+#[derive(Debug)]
+pub struct EtcdServer {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    data: PathBuf,
+    /// Holds the data directory when the server made it itself.
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[expect(clippy::disallowed_methods, reason = "a test harness waits for a real process in real time")]
+fn pause(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[expect(clippy::disallowed_methods, reason = "a test harness waits for a real process in real time")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+impl EtcdServer {
+    /// Starts etcd on free ports with a fresh temporary data directory.
+    pub fn start() -> Result<EtcdServer, String> {
+        let temp = tempfile::tempdir().map_err(|e| format!("etcd data dir: {e}"))?;
+        let mut last = String::new();
+        // A port found free may be taken before etcd binds it: try a few pairs.
+        for _ in 0..3 {
+            let (client_port, peer_port) =
+                (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
+            let data = temp.path().join("etcd");
+            let mut server = EtcdServer { child: None, client_port, peer_port, data, _temp: None };
+            match server.launch() {
+                Ok(()) => {
+                    server._temp = Some(temp);
+                    return Ok(server);
+                }
+                Err(e) => {
+                    last = e;
+                    server.kill();
+                    let _ = std::fs::remove_dir_all(&server.data);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The binary run.
+    pub fn binary() -> String {
+        std::env::var("DLOG_ETCD_BIN").unwrap_or_else(|_| "etcd".into())
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.log_path()).map_err(|e| format!("etcd log: {e}"))?;
+        let child = Command::new(EtcdServer::binary())
+            .args(["--name", "dlog-test", "--data-dir"])
+            .arg(&self.data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("dlog-test={peer}")])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot run {:?} ({e}); install etcd (Debian: apt-get install etcd-server) or set DLOG_ETCD_BIN",
+                    EtcdServer::binary()
+                )
+            })?;
+        self.child = Some(child);
+        let deadline = now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!("etcd exited at start ({status}); log: {}", self.log_tail()));
+            }
+            if self.healthy() {
+                return Ok(());
+            }
+            if now() > deadline {
+                return Err(format!("etcd not healthy after {START_TIMEOUT:?}; log: {}", self.log_tail()));
+            }
+            pause(Duration::from_millis(50));
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+    }
+
+    /// etcd answers `/health` with `"health":"true"`.
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.contains("\"health\":\"true\"")
+    }
+
+    /// The `host:port` clients connect to.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// A metadata URI for this server with key scope `scope`.
+    pub fn uri(&self, scope: &str) -> String {
+        format!("etcd://{}/{scope}", self.endpoint())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Kills etcd (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills etcd and starts it again on the same data and ports.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.launch()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,447 @@
+//! `EtcdStore`: the `MetadataStore` contract on a real etcd (v3 API, works with 3.4), through
+//! `etcd-client`. Built with the `etcd` feature.
+//!
+//! Owns: the mapping of the contract onto etcd: every key lives under `/<scope>/`; versions
+//! are etcd's `mod_revision`; conditions are txn compares; a failed txn reads the keys it
+//! compared in the same round trip (the `else` branch) to name the failure exactly.
+//!
+//! Invariants:
+//! - ES1: every call is bounded by `REQUEST_TIMEOUT`; a timeout or a transport failure is
+//!   `Unavailable` (the mutation may or may not have happened, as in etcd itself).
+//! - ES2: a watch survives an etcd restart or a cut stream: its task reconnects with backoff
+//!   and resumes from one past the last revision it delivered, so no event is missed or
+//!   repeated; a compacted start ends the watch with `Compacted`.
+//! - ES3: lease ids are etcd's; a lease etcd no longer knows answers `LeaseExpired`.
+//!
+//! etcd's responses are trusted to be well-formed (etcd-client itself panics on an unknown
+//! event type or an empty txn response): etcd is part of the cluster, not a client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use crate::error::MetaError;
+use crate::store::{MetadataStore, check_ops};
+use crate::watch::{self, Watch, WatchSender};
+use crate::{Cond, Event, EventKind, LeaseId, Op, Page, Version, Versioned};
+
+/// Longest a single etcd call may take before it is `Unavailable` (ES1).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest pause between a watch's reconnection attempts (ES2).
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Where a cluster's metadata is: `etcd://host:port[,host:port...]/scope`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdUri {
+    /// `host:port` of each etcd member.
+    pub endpoints: Vec<String>,
+    /// The key space this cluster owns in etcd (`a` or `a/b`): keys live under `/<scope>/`.
+    pub scope: String,
+}
+
+impl EtcdUri {
+    /// Parses `etcd://host:port[,host:port...]/scope`.
+    pub fn parse(uri: &str) -> Result<EtcdUri, MetaError> {
+        let bad = |why: &str| MetaError::Invalid(format!("metadata URI {uri:?}: {why}"));
+        let rest = uri.strip_prefix("etcd://").ok_or_else(|| bad("expected etcd://host:port/scope"))?;
+        let (hosts, scope) = rest.split_once('/').ok_or_else(|| bad("missing /scope after the endpoints"))?;
+        let scope = scope.trim_end_matches('/');
+        if scope.is_empty()
+            || scope.split('/').any(str::is_empty)
+            || !scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        {
+            return Err(bad("scope must be non-empty path segments of [A-Za-z0-9._-]"));
+        }
+        let mut endpoints = Vec::new();
+        for host in hosts.split(',') {
+            let (name, port) = host.rsplit_once(':').ok_or_else(|| bad("endpoint without :port"))?;
+            if name.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad(&format!("bad endpoint {host:?}")));
+            }
+            endpoints.push(host.to_string());
+        }
+        Ok(EtcdUri { endpoints, scope: scope.to_string() })
+    }
+}
+
+/// A metadata store on etcd.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    /// `/<scope>/`: prepended to every key.
+    root: String,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// Maps an etcd-client failure: retryable transport trouble is `Unavailable`.
+fn map_err(e: etcd_client::Error) -> MetaError {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    match e {
+        E::GRpcStatus(status) => match status.code() {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::NotFound => {
+                MetaError::Invalid(status.message().to_string())
+            }
+            _ => MetaError::Unavailable(format!("etcd: {}", status.message())),
+        },
+        E::InvalidArgs(m) => MetaError::Invalid(m),
+        other => MetaError::Unavailable(format!("etcd: {other}")),
+    }
+}
+
+async fn bounded<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, MetaError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        Ok(r) => r.map_err(map_err),
+        Err(_) => Err(MetaError::Unavailable(format!("etcd: no answer within {REQUEST_TIMEOUT:?}"))),
+    }
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
+fn version(revision: i64) -> Version {
+    Version(u64::try_from(revision).unwrap_or(0))
+}
+
+impl EtcdStore {
+    /// Connects to `etcd://host:port[,...]/scope`. Connections are made lazily and remade
+    /// after failures; an unreachable etcd shows as `Unavailable` on calls.
+    pub async fn connect(uri: &str) -> Result<EtcdStore, MetaError> {
+        let uri = EtcdUri::parse(uri)?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&uri.endpoints, Some(options)).await.map_err(map_err)?;
+        Ok(EtcdStore { client, root: format!("/{}/", uri.scope) })
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.root)
+    }
+
+    /// The contract's key of an etcd key under the root; `None` for a foreign or non-UTF-8
+    /// key (skipped with a warning: something outside dlog wrote under its scope).
+    fn local_key(&self, key: &[u8]) -> Option<String> {
+        let key = key.strip_prefix(self.root.as_bytes())?;
+        match std::str::from_utf8(key) {
+            Ok(k) => Some(k.to_string()),
+            Err(_) => {
+                tracing::warn!(root = %self.root, key = ?key, "non-UTF-8 key under the scope skipped");
+                None
+            }
+        }
+    }
+
+    fn versioned(kv: &KeyValue) -> Versioned {
+        Versioned {
+            value: Bytes::copy_from_slice(kv.value()),
+            version: version(kv.mod_revision()),
+            created: version(kv.create_revision()),
+            lease: (kv.lease() != 0).then(|| LeaseId(kv.lease() as u64)),
+        }
+    }
+
+    /// The current revision (for `watch` from 0).
+    async fn revision(&self) -> Result<Version, MetaError> {
+        let mut kv = self.client.kv_client();
+        let r = bounded(kv.get(self.root.clone(), Some(GetOptions::new().with_count_only()))).await?;
+        Ok(version(r.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Names the failure of a txn whose compares did not all hold, from the state read in the
+    /// same revision (`gets`: one response per op, in op order).
+    fn conflict(ops: &[Op], gets: &[TxnOpResponse]) -> MetaError {
+        for (op, get) in ops.iter().zip(gets) {
+            let actual = match get {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| version(kv.mod_revision())),
+                _ => None,
+            };
+            let (key, cond, is_delete) = match op {
+                Op::Put { key, cond, .. } => (key, cond, false),
+                Op::Delete { key, cond } => (key, cond, true),
+            };
+            match (cond, actual) {
+                (Cond::Absent, Some(_)) => return MetaError::AlreadyExists(key.clone()),
+                (Cond::Any | Cond::Version(_), None) if is_delete => return MetaError::NotFound(key.clone()),
+                (Cond::Version(v), a) if a != Some(*v) => {
+                    return MetaError::VersionConflict { key: key.clone(), expected: Some(*v), actual: a };
+                }
+                _ => {}
+            }
+        }
+        // Every compare holds now but did not then: the state moved; the caller re-reads.
+        MetaError::Unavailable("etcd: transaction conflicted with a concurrent change; retry".into())
+    }
+}
+
+impl MetadataStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, MetaError> {
+        if key.is_empty() {
+            return Err(MetaError::Invalid("empty key".into()));
+        }
+        let mut kv = self.client.kv_client();
+        let r = bounded(kv.get(self.full(key), None)).await?;
+        Ok(r.kvs().first().map(EtcdStore::versioned))
+    }
+
+    async fn txn(&self, ops: Vec<Op>) -> Result<Version, MetaError> {
+        check_ops(&ops)?;
+        let mut compares = Vec::new();
+        let mut then = Vec::new();
+        let mut otherwise = Vec::new();
+        for op in &ops {
+            match op {
+                Op::Put { key, value, cond, lease } => {
+                    let full = self.full(key);
+                    match cond {
+                        Cond::Any => {}
+                        Cond::Absent => {
+                            compares.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0))
+                        }
+                        Cond::Version(v) => {
+                            compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, v.0 as i64))
+                        }
+                    }
+                    let options = lease.map(|l| PutOptions::new().with_lease(l.0 as i64));
+                    then.push(TxnOp::put(full.clone(), value.to_vec(), options));
+                    otherwise.push(TxnOp::get(full, None));
+                }
+                Op::Delete { key, cond } => {
+                    let full = self.full(key);
+                    // A delete needs the key (the contract's NotFound), whatever its cond.
+                    compares.push(Compare::create_revision(full.clone(), CompareOp::Greater, 0));
+                    if let Cond::Version(v) = cond {
+                        compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, v.0 as i64));
+                    }
+                    then.push(TxnOp::delete(full.clone(), None::<DeleteOptions>));
+                    otherwise.push(TxnOp::get(full, None));
+                }
+            }
+        }
+        let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
+        let mut kv = self.client.kv_client();
+        let r = match bounded(kv.txn(txn)).await {
+            Err(MetaError::Unavailable(m)) | Err(MetaError::Invalid(m)) if m.contains("lease not found") => {
+                let lease = ops.iter().find_map(|op| match op {
+                    Op::Put { lease: Some(l), .. } => Some(*l),
+                    _ => None,
+                });
+                return Err(MetaError::LeaseExpired(lease.unwrap_or(LeaseId(0))));
+            }
+            r => r?,
+        };
+        if !r.succeeded() {
+            return Err(EtcdStore::conflict(&ops, &r.op_responses()));
+        }
+        Ok(version(r.header().map_or(0, |h| h.revision())))
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page, MetaError> {
+        let full_prefix = self.full(prefix);
+        let mut start = full_prefix.clone().into_bytes();
+        if let Some(after) = after {
+            let mut past = self.full(after).into_bytes();
+            past.push(0);
+            start = start.max(past);
+        }
+        let mut options = GetOptions::new().with_range(prefix_end(full_prefix.as_bytes()));
+        if limit > 0 {
+            options = options.with_limit(limit as i64);
+        }
+        let mut kv = self.client.kv_client();
+        let r = bounded(kv.get(start, Some(options))).await?;
+        let items = r
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((self.local_key(kv.key())?, EtcdStore::versioned(kv))))
+            .collect();
+        Ok(Page { items, more: r.more(), revision: version(r.header().map_or(0, |h| h.revision())) })
+    }
+
+    async fn watch(&self, prefix: &str, from: Version) -> Result<Watch, MetaError> {
+        let from = if from == Version(0) { Version(self.revision().await?.0 + 1) } else { from };
+        let (events, watch) = watch::channel(from);
+        let task = WatchTask { store: self.clone(), prefix: self.full(prefix), next: from, events };
+        let handle = tokio::spawn(task.run());
+        Ok(watch.with_guard(handle.abort_handle()))
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        if ttl.is_zero() {
+            return Err(MetaError::Invalid("lease of zero ttl".into()));
+        }
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let secs = i64::try_from(secs).map_err(|_| MetaError::Invalid(format!("lease ttl {ttl:?}")))?;
+        let mut lease = self.client.lease_client();
+        let r = bounded(lease.grant(secs, None)).await?;
+        if !r.error().is_empty() {
+            return Err(MetaError::Unavailable(format!("etcd: lease grant: {}", r.error())));
+        }
+        Ok(LeaseId(r.id() as u64))
+    }
+
+    async fn keep_alive(&self, id: LeaseId) -> Result<(), MetaError> {
+        let mut lease = self.client.lease_client();
+        let once = async {
+            let (mut keeper, mut stream) = lease.keep_alive(id.0 as i64).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        let answer = match bounded(once).await {
+            Err(MetaError::Unavailable(m) | MetaError::Invalid(m)) if m.contains("lease not found") => {
+                return Err(MetaError::LeaseExpired(id));
+            }
+            r => r?,
+        };
+        match answer {
+            Some(r) if r.ttl() > 0 => Ok(()),
+            Some(_) => Err(MetaError::LeaseExpired(id)),
+            None => Err(MetaError::Unavailable("etcd: keep-alive stream ended".into())),
+        }
+    }
+
+    async fn revoke(&self, id: LeaseId) -> Result<Version, MetaError> {
+        let mut lease = self.client.lease_client();
+        match bounded(lease.revoke(id.0 as i64)).await {
+            Ok(r) => Ok(version(r.header().map_or(0, |h| h.revision()))),
+            Err(MetaError::Unavailable(m) | MetaError::Invalid(m)) if m.contains("lease not found") => {
+                Err(MetaError::LeaseExpired(id))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Feeds one `Watch` from etcd, reconnecting as needed (ES2).
+struct WatchTask {
+    store: EtcdStore,
+    /// The full key prefix watched.
+    prefix: String,
+    /// The next revision to deliver.
+    next: Version,
+    events: WatchSender,
+}
+
+impl WatchTask {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.stream().await {
+                Ok(Some(end)) => {
+                    self.events.fail(end);
+                    return;
+                }
+                Ok(None) => return, // the watcher is gone
+                Err(e) => {
+                    tracing::debug!(prefix = %self.prefix, next = self.next.0, error = %e, "watch reconnecting");
+                }
+            }
+            if self.events.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(WATCH_BACKOFF_MAX);
+        }
+    }
+
+    /// Follows one watch stream. Ok(Some(e)): the watch is over with `e`; Ok(None): the watcher
+    /// left; Err: the stream broke (reconnect).
+    async fn stream(&mut self) -> Result<Option<MetaError>, MetaError> {
+        let options = WatchOptions::new()
+            .with_range(prefix_end(self.prefix.as_bytes()))
+            .with_start_revision(self.next.0 as i64)
+            .with_progress_notify();
+        let mut client = self.store.client.watch_client();
+        let mut stream = bounded(client.watch(self.prefix.clone(), Some(options))).await?;
+        loop {
+            let Some(response) = stream.message().await.map_err(map_err)? else {
+                return Err(MetaError::Unavailable("etcd: watch stream ended".into()));
+            };
+            if response.compact_revision() > 0 {
+                return Ok(Some(MetaError::Compacted {
+                    requested: self.next,
+                    oldest: version(response.compact_revision()),
+                }));
+            }
+            if response.canceled() {
+                return Err(MetaError::Unavailable(format!(
+                    "etcd: watch canceled: {}",
+                    response.cancel_reason()
+                )));
+            }
+            for e in response.events() {
+                let Some(kv) = e.kv() else { continue };
+                let Some(key) = self.store.local_key(kv.key()) else { continue };
+                let event = match e.event_type() {
+                    EventType::Put => Event {
+                        kind: EventKind::Put,
+                        key,
+                        value: Bytes::copy_from_slice(kv.value()),
+                        version: version(kv.mod_revision()),
+                    },
+                    EventType::Delete => Event {
+                        kind: EventKind::Delete,
+                        key,
+                        value: Bytes::new(),
+                        version: version(kv.mod_revision()),
+                    },
+                };
+                if event.version < self.next {
+                    continue; // delivered before a reconnect
+                }
+                self.next = Version(event.version.0 + 1);
+                if !self.events.send(event) {
+                    return Ok(None);
+                }
+            }
+            if self.events.is_closed() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_or_say_why_not() {
+        let u = EtcdUri::parse("etcd://127.0.0.1:2379,localhost:2380/dlog/prod").unwrap();
+        assert_eq!(u.endpoints, vec!["127.0.0.1:2379", "localhost:2380"]);
+        assert_eq!(u.scope, "dlog/prod");
+        for bad in
+            ["etcd://h:1", "etcd://h:1/", "etcd://h/x", "etcd://h:x/x", "http://h:1/x", "etcd://h:1/a//b"]
+        {
+            assert!(matches!(EtcdUri::parse(bad), Err(MetaError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}

@@ -1,0 +1,173 @@
+//! `MetadataStore`: the contract both backends (etcd, embedded) implement and the conformance
+//! suite checks (metadata/tests/conformance.rs).
+//!
+//! Semantics every backend keeps:
+//! - MS1: versions are store revisions: each mutation (a whole transaction, a lease's end)
+//!   takes a new, higher revision; a key's version is the revision that last wrote it.
+//! - MS2: `txn` applies all its operations or none; every condition is checked against the
+//!   state before it. Failures name the first failing operation: `AlreadyExists` (create of a
+//!   present key), `VersionConflict{key, expected, actual}`, `NotFound` (delete of a missing
+//!   key), `LeaseExpired` (put bound to a lease that is gone).
+//! - MS3: an answered mutation is durable (the embedded store fsyncs; etcd commits through
+//!   its raft log); reads see every mutation answered before them.
+//! - MS4: a watch from version `v` delivers every change under its prefix with version ≥ `v`,
+//!   once, in revision order; `v = Version(0)` means changes after the current revision.
+//!   `Compacted` when the backend no longer holds `v`.
+//! - MS5: leases expire at the latest `ttl` after the last keep-alive answered (never
+//!   earlier than `ttl` after it); their keys vanish in one revision.
+//!
+//! Limits: keys at most `KEY_MAX` bytes, values at most `VALUE_MAX`, `TXN_OPS_MAX` operations
+//! per transaction (etcd's defaults), enforced by both backends with `Invalid`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::MetaError;
+use crate::watch::Watch;
+use crate::{Cond, LeaseId, Op, Page, Version, Versioned};
+
+/// A metadata store: versioned keys, atomic transactions, prefix listings and watches, leases.
+pub trait MetadataStore: Send + Sync {
+    /// A key's value and versions, `None` when absent.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Versioned>, MetaError>> + Send;
+
+    /// Applies `ops` atomically (MS2); the transaction's revision.
+    fn txn(&self, ops: Vec<Op>) -> impl Future<Output = Result<Version, MetaError>> + Send;
+
+    /// Keys under `prefix`, in key order, strictly after `after` if given, at most `limit`
+    /// (0: no limit).
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, MetaError>> + Send;
+
+    /// Changes under `prefix` from version `from` on (MS4).
+    fn watch(&self, prefix: &str, from: Version) -> impl Future<Output = Result<Watch, MetaError>> + Send;
+
+    /// A new lease of at least `ttl` (etcd rounds up to whole seconds, at least its minimum).
+    fn grant(&self, ttl: Duration) -> impl Future<Output = Result<LeaseId, MetaError>> + Send;
+
+    /// Restarts the lease's `ttl`. `LeaseExpired` when it is gone.
+    fn keep_alive(&self, lease: LeaseId) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    /// Ends the lease now, deleting its keys; the revision of the deletion. `LeaseExpired`
+    /// when it is gone already.
+    fn revoke(&self, lease: LeaseId) -> impl Future<Output = Result<Version, MetaError>> + Send;
+
+    /// Creates `key`; `AlreadyExists` when present.
+    fn create(
+        &self,
+        key: &str,
+        value: Bytes,
+        lease: Option<LeaseId>,
+    ) -> impl Future<Output = Result<Version, MetaError>> + Send {
+        self.txn(vec![Op::Put { key: key.to_string(), value, cond: Cond::Absent, lease }])
+    }
+
+    /// Replaces `key` if its version is `version` (compare-and-set).
+    fn put_if(
+        &self,
+        key: &str,
+        value: Bytes,
+        version: Version,
+    ) -> impl Future<Output = Result<Version, MetaError>> + Send {
+        self.txn(vec![Op::Put { key: key.to_string(), value, cond: Cond::Version(version), lease: None }])
+    }
+
+    /// Writes `key` whatever is there.
+    fn put(&self, key: &str, value: Bytes) -> impl Future<Output = Result<Version, MetaError>> + Send {
+        self.txn(vec![Op::Put { key: key.to_string(), value, cond: Cond::Any, lease: None }])
+    }
+
+    /// Deletes `key` if its version is `version`.
+    fn delete_if(
+        &self,
+        key: &str,
+        version: Version,
+    ) -> impl Future<Output = Result<Version, MetaError>> + Send {
+        self.txn(vec![Op::Delete { key: key.to_string(), cond: Cond::Version(version) }])
+    }
+
+    /// Deletes `key`; `NotFound` when absent.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<Version, MetaError>> + Send {
+        self.txn(vec![Op::Delete { key: key.to_string(), cond: Cond::Any }])
+    }
+
+    /// Every key under `prefix`, page by page, and the revision of the first page: watching
+    /// from one past it sees every change after the listing (a change between pages may show
+    /// in both the listing and the watch; applying events in order converges).
+    fn list_all(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<(Vec<(String, Versioned)>, Version), MetaError>> + Send {
+        async move {
+            let mut items: Vec<(String, Versioned)> = Vec::new();
+            let mut revision = None;
+            loop {
+                let after = items.last().map(|(k, _)| k.clone());
+                let page = self.list(prefix, after.as_deref(), LIST_PAGE).await?;
+                revision.get_or_insert(page.revision);
+                items.extend(page.items);
+                if !page.more {
+                    return Ok((items, revision.unwrap_or(page.revision)));
+                }
+            }
+        }
+    }
+}
+
+/// Keys per page of `list_all`.
+pub const LIST_PAGE: usize = 1000;
+
+/// Checks the limits every backend enforces (see the module doc).
+pub(crate) fn check_ops(ops: &[Op]) -> Result<(), MetaError> {
+    if ops.is_empty() {
+        return Err(MetaError::Invalid("empty transaction".into()));
+    }
+    if ops.len() > TXN_OPS_MAX {
+        return Err(MetaError::Invalid(format!(
+            "{} operations in one transaction (max {TXN_OPS_MAX})",
+            ops.len()
+        )));
+    }
+    let mut keys: Vec<&str> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = match op {
+            Op::Put { key, value, .. } => {
+                if value.len() > VALUE_MAX {
+                    return Err(MetaError::Invalid(format!(
+                        "value of {key} is {} bytes (max {VALUE_MAX})",
+                        value.len()
+                    )));
+                }
+                key
+            }
+            Op::Delete { key, cond } => {
+                if *cond == Cond::Absent {
+                    return Err(MetaError::Invalid(format!("delete of {key} on condition Absent")));
+                }
+                key
+            }
+        };
+        if key.is_empty() || key.len() > KEY_MAX {
+            return Err(MetaError::Invalid(format!("key of {} bytes (1..={KEY_MAX})", key.len())));
+        }
+        keys.push(key);
+    }
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(MetaError::Invalid(format!("transaction touches {} twice", w[0])));
+    }
+    Ok(())
+}
+
+/// Longest key, in bytes.
+pub const KEY_MAX: usize = 4096;
+/// Largest value, in bytes (etcd's default request limit is 1.5 MiB).
+pub const VALUE_MAX: usize = 1 << 20;
+/// Operations per transaction (etcd's default `--max-txn-ops`).
+pub const TXN_OPS_MAX: usize = 128;

@@ -1,0 +1,123 @@
+//! `Watch`: the receiving end of a prefix watch, shared by both backends.
+//!
+//! Owns: the channel a backend feeds events into and the position to resume from.
+//!
+//! Invariants:
+//! - W1: events arrive in revision order, each once; `resume_from` is one past the last event
+//!   handed out (or the watch's `from` before any), so re-watching from it after any error
+//!   neither misses nor repeats an event.
+//! - W2: a watcher that falls more than `WATCH_LAG_MAX` events behind is cut off with an error
+//!   rather than holding unbounded memory; one whose `Watch` was dropped is forgotten by the
+//!   backend at its next send.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::error::MetaError;
+use crate::{Event, Version};
+
+/// Events a watcher may have queued and unread before it is cut off (W2).
+pub const WATCH_LAG_MAX: usize = 1 << 20;
+
+/// A stream of changes under a prefix, in revision order (W1).
+#[derive(Debug)]
+pub struct Watch {
+    events: UnboundedReceiver<Result<Event, MetaError>>,
+    queued: Arc<AtomicUsize>,
+    resume: Version,
+    failed: bool,
+    guard: Option<tokio::task::AbortHandle>,
+}
+
+/// The backend's end of a watch.
+#[derive(Debug)]
+pub(crate) struct WatchSender {
+    events: UnboundedSender<Result<Event, MetaError>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A new watch starting at `from`.
+pub(crate) fn channel(from: Version) -> (WatchSender, Watch) {
+    let (tx, rx) = unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        WatchSender { events: tx, queued: queued.clone() },
+        Watch { events: rx, queued, resume: from, failed: false, guard: None },
+    )
+}
+
+impl WatchSender {
+    /// Queues `event`. False: the watcher is gone or was cut off (W2); forget it.
+    pub(crate) fn send(&self, event: Event) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= WATCH_LAG_MAX {
+            self.fail(MetaError::Unavailable(format!(
+                "watch fell more than {WATCH_LAG_MAX} events behind and was cut off"
+            )));
+            return false;
+        }
+        self.events.send(Ok(event)).is_ok()
+    }
+
+    /// Ends the watch with `error`.
+    pub(crate) fn fail(&self, error: MetaError) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.events.send(Err(error));
+    }
+
+    /// The watcher dropped its `Watch`.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.events.is_closed()
+    }
+}
+
+impl Watch {
+    /// Ties a backend task to the watch: it is aborted when the watch is dropped.
+    pub(crate) fn with_guard(mut self, guard: tokio::task::AbortHandle) -> Watch {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Sets where the watch starts once the backend resolved `from = 0` (live only) to a
+    /// revision.
+    pub(crate) fn set_start(&mut self, from: Version) {
+        self.resume = from;
+    }
+
+    /// The next change. After an error the watch is over: watch again from `resume_from()`
+    /// (after `Compacted`, list first and watch from the listed revision + 1).
+    pub async fn next(&mut self) -> Result<Event, MetaError> {
+        if self.failed {
+            return Err(MetaError::Unavailable("watch ended; watch again from resume_from()".into()));
+        }
+        match self.events.recv().await {
+            Some(Ok(event)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.resume = Version(event.version.0 + 1);
+                Ok(event)
+            }
+            Some(Err(e)) => {
+                self.failed = true;
+                Err(e)
+            }
+            None => {
+                self.failed = true;
+                Err(MetaError::Unavailable("watch ended: the store was closed".into()))
+            }
+        }
+    }
+
+    /// The version to watch from to continue exactly after the last event handed out (W1).
+    pub fn resume_from(&self) -> Version {
+        self.resume
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.abort();
+        }
+    }
+}
