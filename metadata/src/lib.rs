@@ -14,6 +14,7 @@ pub mod error;
 pub mod etcd_server;
 #[cfg(feature = "etcd")]
 pub mod etcd_store;
+pub mod lease_keeper;
 pub mod local_core;
 pub mod local_log;
 pub mod local_store;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 pub use error::MetaError;
 #[cfg(feature = "etcd")]
 pub use etcd_store::EtcdStore;
+pub use lease_keeper::LeaseKeeper;
 pub use local_core::LocalCore;
 pub use local_store::{LocalOptions, LocalStore};
 pub use store::MetadataStore;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_metadata::store::{KEY_MAX, TXN_OPS_MAX, VALUE_MAX};
-use dlog_metadata::{Cond, EventKind, LocalStore, MetaError, MetadataStore, Op, Version, Watch};
+use dlog_metadata::{Cond, EventKind, LeaseKeeper, LocalStore, MetaError, MetadataStore, Op, Version, Watch};
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -326,6 +326,24 @@ mod cases {
         assert_eq!(s.keep_alive(lease).await, Err(MetaError::LeaseExpired(lease)));
         s.revoke(other).await.unwrap();
     }
+
+    pub(crate) async fn a_lease_keeper_holds_and_reports_loss<S: MetadataStore + 'static>(
+        s: Arc<S>,
+        ttl: Duration,
+    ) {
+        let mut keeper = LeaseKeeper::grant(s.clone(), ttl).await.unwrap();
+        let op =
+            Op::Put { key: "k/held".into(), value: b("1"), cond: Cond::Absent, lease: Some(keeper.id()) };
+        s.txn(vec![op]).await.unwrap();
+        tokio::time::sleep(ttl * 3).await;
+        assert!(keeper.is_alive());
+        assert!(s.get("k/held").await.unwrap().is_some(), "kept alive for three ttls");
+        // Someone else ends the lease: the keeper says so at its next keep-alive.
+        s.revoke(keeper.id()).await.unwrap();
+        let lost = tokio::time::timeout(ttl * 2, keeper.lost()).await.expect("loss reported within two ttls");
+        assert_eq!(lost, MetaError::LeaseExpired(keeper.id()));
+        assert!(!keeper.is_alive());
+    }
 }
 
 macro_rules! suite {
@@ -379,6 +397,12 @@ macro_rules! suite {
             async fn leases_bind_keys_and_expire() {
                 let b = $make.await;
                 cases::leases_bind_keys_and_expire(&*b.store, b.ttl).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_lease_keeper_holds_and_reports_loss() {
+                let b = $make.await;
+                cases::a_lease_keeper_holds_and_reports_loss(b.store.clone(), b.ttl).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
