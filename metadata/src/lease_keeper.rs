@@ -62,7 +62,7 @@ impl LeaseKeeper {
     /// Resolves when the lease may be lost, with why (LK2).
     pub async fn lost(&mut self) -> MetaError {
         match self.state.wait_for(Option::is_some).await {
-            Ok(e) => e.clone().unwrap_or_else(|| MetaError::LeaseExpired(self.lease)),
+            Ok(e) => e.clone().unwrap_or(MetaError::LeaseExpired(self.lease)),
             Err(_) => MetaError::LeaseExpired(self.lease),
         }
     }
