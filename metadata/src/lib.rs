@@ -18,6 +18,7 @@ pub mod lease_keeper;
 pub mod local_core;
 pub mod local_log;
 pub mod local_store;
+pub mod schema;
 pub mod store;
 pub mod watch;
 
