@@ -14,24 +14,33 @@ pub mod error;
 pub mod etcd_server;
 #[cfg(feature = "etcd")]
 pub mod etcd_store;
+pub mod id_generator;
 pub mod lease_keeper;
 pub mod local_core;
 pub mod local_log;
 pub mod local_store;
+pub mod log_store;
 pub mod schema;
+pub mod segment_store;
 pub mod store;
+pub mod wall_clock;
 pub mod watch;
+pub mod writer_lock;
 
 use bytes::Bytes;
 
 pub use error::MetaError;
 #[cfg(feature = "etcd")]
 pub use etcd_store::EtcdStore;
+pub use id_generator::IdGenerator;
 pub use lease_keeper::LeaseKeeper;
 pub use local_core::LocalCore;
 pub use local_store::{LocalOptions, LocalStore};
+pub use log_store::LogMetadataStore;
+pub use segment_store::SegmentMetadataStore;
 pub use store::MetadataStore;
 pub use watch::Watch;
+pub use writer_lock::{LockHolder, WriterLock};
 
 /// A store revision: every mutation takes the next one; a key's version is the revision that
 /// last wrote it (etcd's `mod_revision`).

@@ -74,7 +74,10 @@ impl WatchSender {
 
 impl Watch {
     /// Ties a backend task to the watch: it is aborted when the watch is dropped.
-    #[cfg_attr(not(feature = "etcd"), expect(dead_code, reason = "only the etcd backend runs a task per watch"))]
+    #[cfg_attr(
+        not(feature = "etcd"),
+        expect(dead_code, reason = "only the etcd backend runs a task per watch")
+    )]
     pub(crate) fn with_guard(mut self, guard: tokio::task::AbortHandle) -> Watch {
         self.guard = Some(guard);
         self

@@ -1,0 +1,263 @@
+//! `LogMetadataStore`: namespaces, logs, and each log's ordered segment list, through typed,
+//! versioned operations.
+//!
+//! Invariants:
+//! - LM1: a log is created only in an existing namespace, and a namespace is deleted only
+//!   when empty: creating a log rewrites its namespace's value (same bytes) in the same
+//!   transaction, so a concurrent namespace delete (a compare-and-set on the namespace's
+//!   version) and a log creation cannot both succeed.
+//! - LM2: a segment is added to a log in one transaction with the log's `next_segment_seq`
+//!   bump (compare-and-set on the log's version): two writers cannot add the same or
+//!   out-of-order sequence numbers.
+//! - LM3: a log is deleted only when its segment list is empty (the caller removes segments,
+//!   and their data, first), so no segment is left without its log.
+//! - LM4: every update is a compare-and-set on the version read; undecodable values are
+//!   `Invalid` naming the key.
+
+use std::sync::Arc;
+
+use crate::error::MetaError;
+use crate::schema::{self, LogMetadata, LogSegment, NamespaceInfo, check_name, wire};
+use crate::store::MetadataStore;
+use crate::wall_clock::now_ms;
+use crate::watch::Watch;
+use crate::{Cond, Op, Version};
+
+/// Typed access to namespaces, logs and their segment lists.
+#[derive(Debug)]
+pub struct LogMetadataStore<S> {
+    store: Arc<S>,
+}
+
+impl<S> Clone for LogMetadataStore<S> {
+    fn clone(&self) -> LogMetadataStore<S> {
+        LogMetadataStore { store: self.store.clone() }
+    }
+}
+
+fn names(ns: &str, log: &str) -> Result<(), MetaError> {
+    check_name("namespace", ns)?;
+    check_name("log", log)
+}
+
+impl<S: MetadataStore> LogMetadataStore<S> {
+    /// Logs in `store`.
+    pub fn new(store: Arc<S>) -> LogMetadataStore<S> {
+        LogMetadataStore { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Creates namespace `ns`; `AlreadyExists` when it exists.
+    pub async fn create_namespace(&self, ns: &str) -> Result<Version, MetaError> {
+        check_name("namespace", ns)?;
+        let info = NamespaceInfo { created_ms: now_ms() };
+        self.store.create(&schema::namespace_key(ns), wire::encode(&info), None).await
+    }
+
+    /// A namespace's info and version.
+    pub async fn namespace(&self, ns: &str) -> Result<Option<(NamespaceInfo, Version)>, MetaError> {
+        check_name("namespace", ns)?;
+        let key = schema::namespace_key(ns);
+        match self.store.get(&key).await? {
+            Some(v) => Ok(Some((wire::decode(&key, &v.value)?, v.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every namespace, in name order.
+    pub async fn namespaces(&self) -> Result<Vec<String>, MetaError> {
+        let (items, _) = self.store.list_all(schema::NAMESPACES).await?;
+        Ok(items.into_iter().map(|(k, _)| k[schema::NAMESPACES.len()..].to_string()).collect())
+    }
+
+    /// Deletes an empty namespace (LM1); `Invalid` when it still has logs.
+    pub async fn delete_namespace(&self, ns: &str) -> Result<Version, MetaError> {
+        let (_, version) =
+            self.namespace(ns).await?.ok_or_else(|| MetaError::NotFound(schema::namespace_key(ns)))?;
+        let logs = self.store.list(&schema::logs_prefix(ns), None, 1).await?;
+        if !logs.items.is_empty() {
+            return Err(MetaError::Invalid(format!("namespace {ns} still has logs")));
+        }
+        // A log created since the listing rewrote the namespace: this fails (LM1).
+        self.store.delete_if(&schema::namespace_key(ns), version).await
+    }
+
+    /// Creates log `log` in namespace `ns` (LM1); its metadata and version. `NotFound` for a
+    /// missing namespace, `AlreadyExists` for an existing log.
+    pub async fn create_log(&self, ns: &str, log: &str) -> Result<(LogMetadata, Version), MetaError> {
+        names(ns, log)?;
+        let ns_key = schema::namespace_key(ns);
+        let ns_value = self.store.get(&ns_key).await?.ok_or_else(|| MetaError::NotFound(ns_key.clone()))?;
+        let meta = LogMetadata { created_ms: now_ms(), ..Default::default() };
+        let version = self
+            .store
+            .txn(vec![
+                Op::Put {
+                    key: ns_key,
+                    value: ns_value.value,
+                    cond: Cond::Version(ns_value.version),
+                    lease: None,
+                },
+                Op::Put {
+                    key: schema::log_key(ns, log),
+                    value: wire::encode(&meta),
+                    cond: Cond::Absent,
+                    lease: None,
+                },
+            ])
+            .await?;
+        Ok((meta, version))
+    }
+
+    /// A log's metadata and version.
+    pub async fn log(&self, ns: &str, log: &str) -> Result<Option<(LogMetadata, Version)>, MetaError> {
+        names(ns, log)?;
+        let key = schema::log_key(ns, log);
+        match self.store.get(&key).await? {
+            Some(v) => Ok(Some((wire::decode(&key, &v.value)?, v.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// The logs of namespace `ns`, in name order, with their metadata and versions.
+    pub async fn logs(&self, ns: &str) -> Result<Vec<(String, LogMetadata, Version)>, MetaError> {
+        check_name("namespace", ns)?;
+        let prefix = schema::logs_prefix(ns);
+        let (items, _) = self.store.list_all(&prefix).await?;
+        items
+            .into_iter()
+            .map(|(key, v)| Ok((key[prefix.len()..].to_string(), wire::decode(&key, &v.value)?, v.version)))
+            .collect()
+    }
+
+    /// Replaces a log's metadata if its version is still `version` (LM4).
+    pub async fn update_log(
+        &self,
+        ns: &str,
+        log: &str,
+        meta: &LogMetadata,
+        version: Version,
+    ) -> Result<Version, MetaError> {
+        names(ns, log)?;
+        self.store.put_if(&schema::log_key(ns, log), wire::encode(meta), version).await
+    }
+
+    /// Deletes a log whose segment list is empty (LM3), at version `version`.
+    pub async fn delete_log(&self, ns: &str, log: &str, version: Version) -> Result<Version, MetaError> {
+        names(ns, log)?;
+        let segments = self.store.list(&schema::log_segments_prefix(ns, log), None, 1).await?;
+        if !segments.items.is_empty() {
+            return Err(MetaError::Invalid(format!("log {ns}/{log} still has segments; remove them first")));
+        }
+        self.store.delete_if(&schema::log_key(ns, log), version).await
+    }
+
+    /// A log's segments in sequence order, with their versions.
+    pub async fn segments(&self, ns: &str, log: &str) -> Result<Vec<(LogSegment, Version)>, MetaError> {
+        names(ns, log)?;
+        let (items, _) = self.store.list_all(&schema::log_segments_prefix(ns, log)).await?;
+        items.into_iter().map(|(key, v)| Ok((LogSegment::decode(&key, &v.value)?, v.version))).collect()
+    }
+
+    /// Appends `segment` to the log's list (LM2): `segment.seq` must be the log's
+    /// `next_segment_seq` in `meta` read at `log_version`. The log's new metadata and the
+    /// transaction's version (the new version of both keys).
+    pub async fn add_segment(
+        &self,
+        ns: &str,
+        log: &str,
+        segment: &LogSegment,
+        meta: &LogMetadata,
+        log_version: Version,
+    ) -> Result<(LogMetadata, Version), MetaError> {
+        names(ns, log)?;
+        if segment.seq != meta.next_segment_seq {
+            return Err(MetaError::Invalid(format!(
+                "segment seq {} is not the log's next ({})",
+                segment.seq, meta.next_segment_seq
+            )));
+        }
+        let next = LogMetadata { next_segment_seq: segment.seq + 1, ..meta.clone() };
+        let version = self
+            .store
+            .txn(vec![
+                Op::Put {
+                    key: schema::log_segment_key(ns, log, segment.seq),
+                    value: segment.encode()?,
+                    cond: Cond::Absent,
+                    lease: None,
+                },
+                Op::Put {
+                    key: schema::log_key(ns, log),
+                    value: wire::encode(&next),
+                    cond: Cond::Version(log_version),
+                    lease: None,
+                },
+            ])
+            .await?;
+        Ok((next, version))
+    }
+
+    /// Replaces one segment of the list if its version is still `version`.
+    pub async fn update_segment(
+        &self,
+        ns: &str,
+        log: &str,
+        segment: &LogSegment,
+        version: Version,
+    ) -> Result<Version, MetaError> {
+        names(ns, log)?;
+        self.store.put_if(&schema::log_segment_key(ns, log, segment.seq), segment.encode()?, version).await
+    }
+
+    /// Replaces a segment of the list and the log's metadata in one transaction (completing a
+    /// segment moves the log's `next_txid`), each under its version.
+    pub async fn update_segment_and_log(
+        &self,
+        ns: &str,
+        log: &str,
+        segment: (&LogSegment, Version),
+        meta: (&LogMetadata, Version),
+    ) -> Result<Version, MetaError> {
+        names(ns, log)?;
+        self.store
+            .txn(vec![
+                Op::Put {
+                    key: schema::log_segment_key(ns, log, segment.0.seq),
+                    value: segment.0.encode()?,
+                    cond: Cond::Version(segment.1),
+                    lease: None,
+                },
+                Op::Put {
+                    key: schema::log_key(ns, log),
+                    value: wire::encode(meta.0),
+                    cond: Cond::Version(meta.1),
+                    lease: None,
+                },
+            ])
+            .await
+    }
+
+    /// Removes segment `seq` from the list if its version is still `version`.
+    pub async fn remove_segment(
+        &self,
+        ns: &str,
+        log: &str,
+        seq: u64,
+        version: Version,
+    ) -> Result<Version, MetaError> {
+        names(ns, log)?;
+        self.store.delete_if(&schema::log_segment_key(ns, log, seq), version).await
+    }
+
+    /// Changes to the log's segment list from version `from` (0: from now): how readers learn
+    /// of new and completed segments without polling.
+    pub async fn watch_segments(&self, ns: &str, log: &str, from: Version) -> Result<Watch, MetaError> {
+        names(ns, log)?;
+        self.store.watch(&schema::log_segments_prefix(ns, log), from).await
+    }
+}
