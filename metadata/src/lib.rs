@@ -9,6 +9,7 @@
 //! Today: the contract (`MetadataStore`, its types and errors), the embedded backend
 //! (`LocalStore` over the sans-I/O `LocalCore`), and, with the `etcd` feature, `EtcdStore`.
 
+pub mod any_store;
 pub mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd_server;
@@ -29,6 +30,7 @@ pub mod writer_lock;
 
 use bytes::Bytes;
 
+pub use any_store::AnyStore;
 pub use error::MetaError;
 #[cfg(feature = "etcd")]
 pub use etcd_store::EtcdStore;

@@ -14,6 +14,8 @@
 //!   its last image, as one State record (tmp file, fsync, rename, directory fsync): a crash
 //!   leaves the old log or the new one, never a mix.
 //! - LS4: the directory and the log file are fsynced into existence before the first answer.
+//! - LS5: one process at a time: the directory's `LOCK` file is flocked while the store is
+//!   open; a second `open` fails with `Unavailable` instead of interleaving two logs.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -111,6 +113,15 @@ impl LocalStore {
                 sync_dir(parent).map_err(unavailable)?;
             }
         }
+        // One process at a time (LS5): the lock is held as long as the file stays open.
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"));
+        let lock = lock.map_err(unavailable)?;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(MetaError::Unavailable(format!(
+                "{}: in use by another process (its LOCK file is locked)",
+                dir.display()
+            )));
+        }
         let path = dir.join("metadata.log");
         // A rewrite a crash interrupted before its rename (LS3).
         let _ = std::fs::remove_file(dir.join("metadata.log.tmp"));
@@ -142,7 +153,8 @@ impl LocalStore {
         file.set_len(valid as u64).map_err(unavailable)?;
         file.sync_all().map_err(unavailable)?;
         sync_dir(dir).map_err(unavailable)?; // LS4
-        let log = Log { file, path, dir: dir.to_path_buf(), bytes: valid as u64, image_bytes: 0 };
+        let log =
+            Log { file, path, dir: dir.to_path_buf(), bytes: valid as u64, image_bytes: 0, _lock: lock };
         LocalStore::start(core, Some(log), options)
     }
 
@@ -230,6 +242,8 @@ struct Log {
     /// Bytes in the log now, and in its image at the last rewrite.
     bytes: u64,
     image_bytes: u64,
+    /// The directory's LOCK file, flocked (LS5).
+    _lock: File,
 }
 
 struct Watcher {

@@ -139,3 +139,18 @@ async fn the_log_is_rewritten_as_an_image_and_replays_the_same() {
     store.keep_alive(lease).await.unwrap();
     assert!(matches!(store.watch("k/", Version(1)).await, Err(MetaError::Compacted { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    store.txn(vec![put("a", "1", Cond::Any)]).await.unwrap();
+    assert!(
+        matches!(LocalStore::open(dir.path()), Err(MetaError::Unavailable(_))),
+        "a second opener is refused"
+    );
+    assert!(store.get("a").await.unwrap().is_some(), "and the first is undisturbed");
+    store.close();
+    let store = LocalStore::open(dir.path()).unwrap();
+    assert!(store.get("a").await.unwrap().is_some());
+}

@@ -1,0 +1,117 @@
+//! `AnyStore`: the backend a metadata URI names, behind one type, so binaries and the log API
+//! take `--metadata URI` without generics.
+//!
+//! URIs:
+//! - `local:///abs/path` or `local://rel/path`: the embedded store in that directory;
+//! - `memory://`: the embedded store in memory (tests; gone with the process);
+//! - `etcd://host:port[,host:port...]/scope`: etcd (needs the `etcd` feature; without it the
+//!   URI is refused with a message saying so).
+
+use std::time::Duration;
+
+use crate::error::MetaError;
+use crate::local_store::LocalStore;
+use crate::store::MetadataStore;
+use crate::watch::Watch;
+use crate::{LeaseId, Op, Page, Version, Versioned};
+
+/// One of the backends.
+#[derive(Debug)]
+pub enum AnyStore {
+    /// The embedded store (on disk or in memory).
+    Local(LocalStore),
+    /// etcd.
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd_store::EtcdStore),
+}
+
+impl AnyStore {
+    /// Opens the store `uri` names (see the module doc).
+    pub async fn open(uri: &str) -> Result<AnyStore, MetaError> {
+        if let Some(path) = uri.strip_prefix("local://") {
+            if path.is_empty() {
+                return Err(MetaError::Invalid(format!("metadata URI {uri:?}: no directory after local://")));
+            }
+            return Ok(AnyStore::Local(LocalStore::open(std::path::Path::new(path))?));
+        }
+        if uri == "memory://" {
+            return Ok(AnyStore::Local(LocalStore::in_memory()?));
+        }
+        if uri.starts_with("etcd://") {
+            #[cfg(feature = "etcd")]
+            return Ok(AnyStore::Etcd(crate::etcd_store::EtcdStore::connect(uri).await?));
+            #[cfg(not(feature = "etcd"))]
+            return Err(MetaError::Invalid(format!(
+                "metadata URI {uri:?}: this build has no etcd backend (build with `--features etcd`)"
+            )));
+        }
+        Err(MetaError::Invalid(format!(
+            "metadata URI {uri:?}: expected local:///path, memory:// or etcd://host:port/scope"
+        )))
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Local($s) => $call,
+            #[cfg(feature = "etcd")]
+            AnyStore::Etcd($s) => $call,
+        }
+    };
+}
+
+impl MetadataStore for AnyStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, MetaError> {
+        each!(self, s => s.get(key).await)
+    }
+
+    async fn txn(&self, ops: Vec<Op>) -> Result<Version, MetaError> {
+        each!(self, s => s.txn(ops).await)
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page, MetaError> {
+        each!(self, s => s.list(prefix, after, limit).await)
+    }
+
+    async fn watch(&self, prefix: &str, from: Version) -> Result<Watch, MetaError> {
+        each!(self, s => s.watch(prefix, from).await)
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        each!(self, s => s.grant(ttl).await)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
+        each!(self, s => s.keep_alive(lease).await)
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<Version, MetaError> {
+        each!(self, s => s.revoke(lease).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn uris_open_their_backend_or_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("local://{}", dir.path().display());
+        let store = AnyStore::open(&uri).await.unwrap();
+        store.put("k", bytes::Bytes::from_static(b"v")).await.unwrap();
+        drop(store);
+        let store = AnyStore::open(&uri).await.unwrap();
+        assert!(store.get("k").await.unwrap().is_some(), "local:// is durable");
+        assert!(AnyStore::open("memory://").await.unwrap().get("k").await.unwrap().is_none());
+        for bad in ["local://", "zk://x:1/a", "", "memory://x"] {
+            assert!(matches!(AnyStore::open(bad).await, Err(MetaError::Invalid(_))), "{bad}");
+        }
+        #[cfg(not(feature = "etcd"))]
+        match AnyStore::open("etcd://127.0.0.1:2379/x").await {
+            Err(MetaError::Invalid(m)) => assert!(m.contains("--features etcd"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
