@@ -22,7 +22,7 @@ pub enum AnyStore {
     Local(LocalStore),
     /// etcd.
     #[cfg(feature = "etcd")]
-    Etcd(crate::etcd_store::EtcdStore),
+    Etcd(Box<crate::etcd_store::EtcdStore>),
 }
 
 impl AnyStore {
@@ -39,7 +39,7 @@ impl AnyStore {
         }
         if uri.starts_with("etcd://") {
             #[cfg(feature = "etcd")]
-            return Ok(AnyStore::Etcd(crate::etcd_store::EtcdStore::connect(uri).await?));
+            return Ok(AnyStore::Etcd(Box::new(crate::etcd_store::EtcdStore::connect(uri).await?)));
             #[cfg(not(feature = "etcd"))]
             return Err(MetaError::Invalid(format!(
                 "metadata URI {uri:?}: this build has no etcd backend (build with `--features etcd`)"
