@@ -3,22 +3,41 @@
 //! exact state, revisions included. Pure: no I/O.
 //!
 //! ```text
-//! record   u32 crc32c (over len and body), u32 len (of body), body
+//! frame    u32 crc32c (over len and body), u32 len (of body, 1..=RECORD_BODY_MAX), body
 //! body     u8 kind, then by kind:
-//!   1 Txn     u32 op count, ops: u8 op (1 put, 2 delete), key (u32 len + UTF-8),
-//!             put: value (u32 len + bytes), u8 has lease, u64 lease id
-//!   2 Grant   u64 lease id, u64 ttl in milliseconds
-//!   3 End     u32 count, u64 lease ids (revoked or expired leases, in one revision)
-//!   4 State   u64 revision, u64 next lease id, u32 key count, keys: key, value, u64 version,
-//!             u64 created, u8 has lease, u64 lease id; u32 lease count, leases: u64 id,
-//!             u64 ttl ms (only as the first record of a rewritten log)
+//!   1 Txn          u32 op count, ops: u8 op (1 put, 2 delete), key (u32 len + UTF-8),
+//!                  put: value (u32 len + bytes), u8 has lease, u64 lease id
+//!   2 Grant        u64 lease id, u64 ttl in milliseconds
+//!   3 End          u32 count, u64 lease ids (revoked or expired leases, in one revision)
+//!   4 State        u64 revision, u64 next lease id: opens an image
+//!   5 StateKeys    u32 count, keys: key, value, u64 version, u64 created, u8 has lease,
+//!                  u64 lease id
+//!   6 StateLeases  u32 count, leases: u64 id, u64 ttl ms
+//!   7 StateEnd     u64 key total, u64 lease total: closes the image
 //! ```
 //!
 //! Conditions are not logged: a record is written only for a transaction that passed them, and
-//! replay applies it unconditionally.
+//! replay applies it unconditionally. Ttls are logged in whole milliseconds, rounded up (the
+//! core keeps them whole, so nothing is lost).
 //!
-//! Invariant LL1: replaying the records a core produced, in order, into an empty core gives the
-//! same keys, versions, revision and leases (deadlines restart from the replay's `now`).
+//! A `LogRecord::State` (the whole state, first in a rewritten log) is written as several
+//! frames: a State frame, StateKeys and StateLeases frames of about `IMAGE_CHUNK_BYTES` each,
+//! and a StateEnd frame with the totals. So an image of any size is made of frames within
+//! `RECORD_BODY_MAX`, and `decode_log` joins them back into one record.
+//!
+//! Invariants:
+//! - LL1: replaying the records a core produced, in order, into an empty core gives the
+//!   same keys, versions, revision and leases (deadlines restart from the replay's `now`).
+//! - LL2: `encode` writes frames of at most `RECORD_BODY_MAX` body bytes: a Txn is bounded by
+//!   the core's limits (`local_core::TXN_OPS_MAX`, `TXN_BYTES_MAX`), an End by
+//!   `local_core::END_LEASES_MAX`, an image is chunked.
+//! - LL3: `decode_log` cuts a torn tail only: a bad frame (short, or failing its checksum) with
+//!   no frame with a valid checksum at any later offset. Anything else is `Damaged`: a frame
+//!   with a valid checksum whose body does not decode, a length above `RECORD_BODY_MAX` (no
+//!   append writes one, and a torn append only loses bytes), an image not closed by its
+//!   StateEnd (images are fsynced before they replace a log: never torn), or a search for a
+//!   later frame that ran out of its `SCAN_CRC_BUDGET` (refusing to open is safe, cutting
+//!   acknowledged records is not).
 
 use std::time::Duration;
 
@@ -45,6 +64,9 @@ pub enum LogRecord {
     State(Box<StateImage>),
 }
 
+/// One key of an image: (key, value, version, created, lease).
+pub type ImageKey = (String, Bytes, Version, Version, Option<LeaseId>);
+
 /// The whole state of a store, as a rewritten log starts with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateImage {
@@ -52,9 +74,9 @@ pub struct StateImage {
     pub revision: Version,
     /// The next lease id.
     pub lease_next: u64,
-    /// Every key: (key, value, version, created, lease).
-    pub keys: Vec<(String, Bytes, Version, Version, Option<LeaseId>)>,
-    /// Every live lease with its time to live (deadlines restart at open).
+    /// Every key, in key order.
+    pub keys: Vec<ImageKey>,
+    /// Every live lease with its time to live (deadlines restart at open), in id order.
     pub leases: Vec<(LeaseId, Duration)>,
 }
 
@@ -62,31 +84,59 @@ const KIND_TXN: u8 = 1;
 const KIND_GRANT: u8 = 2;
 const KIND_END: u8 = 3;
 const KIND_STATE: u8 = 4;
+const KIND_STATE_KEYS: u8 = 5;
+const KIND_STATE_LEASES: u8 = 6;
+const KIND_STATE_END: u8 = 7;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
-/// Largest record body accepted when decoding (a bound for damaged lengths).
+/// Smallest encoded op (a delete of an empty key), StateKeys key, StateLeases lease, End id.
+const OP_BYTES_MIN: usize = 1 + 4;
+const IMAGE_KEY_BYTES_MIN: usize = 4 + 4 + 8 + 8 + 1 + 8;
+const IMAGE_LEASE_BYTES: usize = 8 + 8;
+const END_ID_BYTES: usize = 8;
+/// Largest record body accepted when decoding (a bound for damaged lengths). `encode` never
+/// writes more (LL2).
 pub const RECORD_BODY_MAX: usize = 64 << 20;
+/// An image's StateKeys and StateLeases frames close once their body passes this size.
+pub const IMAGE_CHUNK_BYTES: usize = 4 << 20;
+/// Bytes `decode_log` may checksum while it looks for a valid frame after a bad one (LL3):
+/// bounds the search whatever the damage, so decoding stays linear in the log's size.
+pub const SCAN_CRC_BUDGET: usize = 256 << 20;
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    // Counts and lengths are bounded far below u32::MAX by the core's limits (LL2).
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    put_u32(out, bytes.len());
     out.extend_from_slice(bytes);
 }
 
-/// Appends `record`, framed, to `out`.
+fn put_lease(out: &mut Vec<u8>, lease: Option<LeaseId>) {
+    out.push(u8::from(lease.is_some()));
+    out.extend_from_slice(&lease.map_or(0, |l| l.0).to_le_bytes());
+}
+
+/// A ttl in whole milliseconds, rounded up (a sub-millisecond ttl is never logged as 0).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// Appends `record`, framed, to `out` (an image as several frames).
 pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
     let mut body = Vec::new();
     match record {
         LogRecord::Txn(ops) => {
             body.push(KIND_TXN);
-            body.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+            put_u32(&mut body, ops.len());
             for op in ops {
                 match op {
                     Op::Put { key, value, lease, .. } => {
                         body.push(OP_PUT);
                         put_bytes(&mut body, key.as_bytes());
                         put_bytes(&mut body, value);
-                        body.push(u8::from(lease.is_some()));
-                        body.extend_from_slice(&lease.map_or(0, |l| l.0).to_le_bytes());
+                        put_lease(&mut body, *lease);
                     }
                     Op::Delete { key, .. } => {
                         body.push(OP_DELETE);
@@ -98,56 +148,111 @@ pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
         LogRecord::Grant { id, ttl } => {
             body.push(KIND_GRANT);
             body.extend_from_slice(&id.0.to_le_bytes());
-            body.extend_from_slice(&(ttl.as_millis() as u64).to_le_bytes());
+            body.extend_from_slice(&ttl_ms(*ttl).to_le_bytes());
         }
         LogRecord::End(ids) => {
             body.push(KIND_END);
-            body.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+            put_u32(&mut body, ids.len());
             for id in ids {
                 body.extend_from_slice(&id.0.to_le_bytes());
             }
         }
-        LogRecord::State(image) => {
-            body.push(KIND_STATE);
-            body.extend_from_slice(&image.revision.0.to_le_bytes());
-            body.extend_from_slice(&image.lease_next.to_le_bytes());
-            body.extend_from_slice(&(image.keys.len() as u32).to_le_bytes());
-            for (key, value, version, created, lease) in &image.keys {
-                put_bytes(&mut body, key.as_bytes());
-                put_bytes(&mut body, value);
-                body.extend_from_slice(&version.0.to_le_bytes());
-                body.extend_from_slice(&created.0.to_le_bytes());
-                body.push(u8::from(lease.is_some()));
-                body.extend_from_slice(&lease.map_or(0, |l| l.0).to_le_bytes());
-            }
-            body.extend_from_slice(&(image.leases.len() as u32).to_le_bytes());
-            for (id, ttl) in &image.leases {
-                body.extend_from_slice(&id.0.to_le_bytes());
-                body.extend_from_slice(&(ttl.as_millis() as u64).to_le_bytes());
-            }
-        }
+        LogRecord::State(image) => return encode_image(image, IMAGE_CHUNK_BYTES, out),
     }
-    let len = (body.len() as u32).to_le_bytes();
-    let crc = crc32c_of(&len, &body);
+    frame(&body, out);
+}
+
+fn frame(body: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(!body.is_empty() && body.len() <= RECORD_BODY_MAX, "LL2: frame of {} bytes", body.len());
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let crc = crc32c_of(&len, body);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&len);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
+}
+
+/// Writes an image as State, StateKeys and StateLeases chunks closing past `chunk_bytes`,
+/// and StateEnd.
+fn encode_image(image: &StateImage, chunk_bytes: usize, out: &mut Vec<u8>) {
+    let mut body = vec![KIND_STATE];
+    body.extend_from_slice(&image.revision.0.to_le_bytes());
+    body.extend_from_slice(&image.lease_next.to_le_bytes());
+    frame(&body, out);
+    for chunk in
+        chunks(&image.keys, chunk_bytes, |(key, value, ..)| IMAGE_KEY_BYTES_MIN + key.len() + value.len())
+    {
+        body.clear();
+        body.push(KIND_STATE_KEYS);
+        put_u32(&mut body, chunk.len());
+        for (key, value, version, created, lease) in chunk {
+            put_bytes(&mut body, key.as_bytes());
+            put_bytes(&mut body, value);
+            body.extend_from_slice(&version.0.to_le_bytes());
+            body.extend_from_slice(&created.0.to_le_bytes());
+            put_lease(&mut body, *lease);
+        }
+        frame(&body, out);
+    }
+    for chunk in chunks(&image.leases, chunk_bytes, |_| IMAGE_LEASE_BYTES) {
+        body.clear();
+        body.push(KIND_STATE_LEASES);
+        put_u32(&mut body, chunk.len());
+        for (id, ttl) in chunk {
+            body.extend_from_slice(&id.0.to_le_bytes());
+            body.extend_from_slice(&ttl_ms(*ttl).to_le_bytes());
+        }
+        frame(&body, out);
+    }
+    body.clear();
+    body.push(KIND_STATE_END);
+    body.extend_from_slice(&(image.keys.len() as u64).to_le_bytes());
+    body.extend_from_slice(&(image.leases.len() as u64).to_le_bytes());
+    frame(&body, out);
+}
+
+/// Splits `items` into runs whose encoded sizes add up to at most `chunk_bytes` (a run holds
+/// at least one item).
+fn chunks<T>(items: &[T], chunk_bytes: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && bytes + n > chunk_bytes {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
 }
 
 fn crc32c_of(len: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(len), body)
 }
 
-/// How a log ends.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a log ends, and where its valid bytes end (what a shell truncates the file to before
+/// it appends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogEnd {
-    /// At a record boundary, followed by nothing or zeroes.
-    Clean,
-    /// A record cut short or failing its checksum at the very end: an append that a crash
-    /// interrupted (never acknowledged). Its offset.
-    Torn(usize),
-    /// Bytes that are not a record, with valid records after them: damage. Its offset.
-    Damaged(usize),
+    /// At a record boundary `end`, followed by nothing or zeroes only.
+    Clean {
+        /// Where the last valid frame ends.
+        end: usize,
+    },
+    /// A frame cut short or failing its checksum at `end` with no valid frame after it: an
+    /// append that a crash interrupted (never acknowledged). The valid bytes end at `end`.
+    Torn {
+        /// Where the last valid frame ends (the torn one starts).
+        end: usize,
+    },
+    /// Damage at `at` (LL3): the log cannot be trusted past it.
+    Damaged {
+        /// The offset of the first frame that is damaged (or of the image it belongs to).
+        at: usize,
+    },
 }
 
 struct Reader<'a> {
@@ -178,164 +283,223 @@ impl Reader<'_> {
         let n = self.u32()? as usize;
         self.take(n)
     }
+    fn string(&mut self) -> Option<String> {
+        std::str::from_utf8(self.bytes()?).ok().map(str::to_string)
+    }
+    fn lease(&mut self) -> Option<Option<LeaseId>> {
+        let has = self.u8()?;
+        let id = self.u64()?;
+        match has {
+            0 => Some(None),
+            1 => Some(Some(LeaseId(id))),
+            _ => None,
+        }
+    }
+    /// A count of items of at least `item_min` bytes each: refused when the rest of the body
+    /// cannot hold them, so it is safe to allocate for.
+    fn count(&mut self, item_min: usize) -> Option<usize> {
+        let n = self.u32()? as usize;
+        (n <= (self.bytes.len() - self.at) / item_min).then_some(n)
+    }
 }
 
-fn decode_body(body: &[u8]) -> Option<LogRecord> {
+/// One decoded frame: a whole record, or a piece of an image.
+enum Frame {
+    Record(LogRecord),
+    ImageStart { revision: Version, lease_next: u64 },
+    ImageKeys(Vec<ImageKey>),
+    ImageLeases(Vec<(LeaseId, Duration)>),
+    ImageEnd { keys: u64, leases: u64 },
+}
+
+fn decode_body(body: &[u8]) -> Option<Frame> {
     let mut r = Reader { bytes: body, at: 0 };
-    let record = match r.u8()? {
+    let frame = match r.u8()? {
         KIND_TXN => {
-            let n = r.u32()? as usize;
-            let mut ops = Vec::with_capacity(n.min(body.len()));
+            let n = r.count(OP_BYTES_MIN)?;
+            let mut ops = Vec::with_capacity(n);
             for _ in 0..n {
                 match r.u8()? {
                     OP_PUT => {
-                        let key = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+                        let key = r.string()?;
                         let value = Bytes::copy_from_slice(r.bytes()?);
-                        let has_lease = r.u8()?;
-                        let lease = r.u64()?;
-                        let lease = match has_lease {
-                            0 => None,
-                            1 => Some(LeaseId(lease)),
-                            _ => return None,
-                        };
+                        let lease = r.lease()?;
                         ops.push(Op::Put { key, value, cond: crate::Cond::Any, lease });
                     }
-                    OP_DELETE => {
-                        let key = std::str::from_utf8(r.bytes()?).ok()?.to_string();
-                        ops.push(Op::Delete { key, cond: crate::Cond::Any });
-                    }
+                    OP_DELETE => ops.push(Op::Delete { key: r.string()?, cond: crate::Cond::Any }),
                     _ => return None,
                 }
             }
-            LogRecord::Txn(ops)
+            Frame::Record(LogRecord::Txn(ops))
         }
-        KIND_GRANT => LogRecord::Grant { id: LeaseId(r.u64()?), ttl: Duration::from_millis(r.u64()?) },
+        KIND_GRANT => {
+            Frame::Record(LogRecord::Grant { id: LeaseId(r.u64()?), ttl: Duration::from_millis(r.u64()?) })
+        }
         KIND_END => {
-            let n = r.u32()? as usize;
-            let mut ids = Vec::with_capacity(n.min(body.len()));
+            let n = r.count(END_ID_BYTES)?;
+            let mut ids = Vec::with_capacity(n);
             for _ in 0..n {
                 ids.push(LeaseId(r.u64()?));
             }
-            LogRecord::End(ids)
+            Frame::Record(LogRecord::End(ids))
         }
-        KIND_STATE => {
-            let revision = Version(r.u64()?);
-            let lease_next = r.u64()?;
-            let n = r.u32()? as usize;
-            let mut keys = Vec::with_capacity(n.min(body.len()));
+        KIND_STATE => Frame::ImageStart { revision: Version(r.u64()?), lease_next: r.u64()? },
+        KIND_STATE_KEYS => {
+            let n = r.count(IMAGE_KEY_BYTES_MIN)?;
+            let mut keys = Vec::with_capacity(n);
             for _ in 0..n {
-                let key = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+                let key = r.string()?;
                 let value = Bytes::copy_from_slice(r.bytes()?);
                 let (version, created) = (Version(r.u64()?), Version(r.u64()?));
-                let has_lease = r.u8()?;
-                let lease = r.u64()?;
-                let lease = match has_lease {
-                    0 => None,
-                    1 => Some(LeaseId(lease)),
-                    _ => return None,
-                };
-                keys.push((key, value, version, created, lease));
+                keys.push((key, value, version, created, r.lease()?));
             }
-            let n = r.u32()? as usize;
-            let mut leases = Vec::with_capacity(n.min(body.len()));
+            Frame::ImageKeys(keys)
+        }
+        KIND_STATE_LEASES => {
+            let n = r.count(IMAGE_LEASE_BYTES)?;
+            let mut leases = Vec::with_capacity(n);
             for _ in 0..n {
                 leases.push((LeaseId(r.u64()?), Duration::from_millis(r.u64()?)));
             }
-            LogRecord::State(Box::new(StateImage { revision, lease_next, keys, leases }))
+            Frame::ImageLeases(leases)
         }
+        KIND_STATE_END => Frame::ImageEnd { keys: r.u64()?, leases: r.u64()? },
         _ => return None,
     };
-    (r.at == body.len()).then_some(record)
+    (r.at == body.len()).then_some(frame)
 }
 
-/// Decodes one framed record at the start of `bytes`: the record and its framed length.
-fn decode_one(bytes: &[u8]) -> Option<(LogRecord, usize)> {
-    let crc = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
-    let len_raw = bytes.get(4..8)?;
-    let len = u32::from_le_bytes(len_raw.try_into().ok()?) as usize;
-    if len == 0 || len > RECORD_BODY_MAX {
-        return None;
-    }
-    let body = bytes.get(8..8 + len)?;
-    if crc32c_of(len_raw, body) != crc {
-        return None;
-    }
-    Some((decode_body(body)?, 8 + len))
+/// What the bytes at an offset hold.
+enum Framed<'a> {
+    /// A frame with a valid checksum: its body and framed length.
+    Valid(&'a [u8], usize),
+    /// A length above `RECORD_BODY_MAX`: no append writes one (LL3).
+    Oversized,
+    /// Cut short or failing its checksum: torn, if nothing valid follows.
+    Bad,
 }
 
-/// Decodes a whole log: its valid records in order and how it ends. Never panics. A record
-/// that fails is a torn tail when nothing valid follows it, damage otherwise (telling them
-/// apart tries every later offset: quadratic in the bytes after the failure, which only
-/// damage makes long).
-pub fn decode_log(bytes: &[u8]) -> (Vec<LogRecord>, LogEnd) {
-    let mut records = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at..].iter().all(|b| *b == 0) {
-            return (records, LogEnd::Clean);
+fn frame_at(bytes: &[u8], at: usize) -> Framed<'_> {
+    let Some(header) = bytes.get(at..).and_then(|b| b.get(..8)) else {
+        return Framed::Bad;
+    };
+    let crc = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if len > RECORD_BODY_MAX {
+        return Framed::Oversized;
+    }
+    match bytes.get(at + 8..at + 8 + len) {
+        Some(body) if len > 0 && crc32c_of(&header[4..], body) == crc => Framed::Valid(body, 8 + len),
+        _ => Framed::Bad,
+    }
+}
+
+/// A cheap test that a body of `len` bytes starting with `kind` could be a record, so the
+/// search after a bad frame checksums only plausible candidates.
+fn plausible(kind: u8, len: usize) -> bool {
+    match kind {
+        KIND_GRANT | KIND_STATE | KIND_STATE_END => len == 17,
+        KIND_END => len >= 5 && (len - 5).is_multiple_of(END_ID_BYTES),
+        KIND_STATE_LEASES => len >= 5 && (len - 5).is_multiple_of(IMAGE_LEASE_BYTES),
+        KIND_TXN | KIND_STATE_KEYS => len >= 5,
+        _ => false,
+    }
+}
+
+/// Whether a frame with a valid checksum starts anywhere in `from..content_end`, each offset
+/// looked at once; true as well when the search spends `SCAN_CRC_BUDGET` without an answer
+/// (LL3: the caller then refuses the log rather than cut it).
+fn valid_frame_after(bytes: &[u8], from: usize, content_end: usize) -> bool {
+    let mut budget = SCAN_CRC_BUDGET;
+    for at in from..content_end {
+        let Some(header) = bytes.get(at..at + 9) else {
+            return false; // Too short for a frame here or at any later offset.
+        };
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if len == 0 || len > RECORD_BODY_MAX || at + 8 + len > bytes.len() || !plausible(header[8], len) {
+            continue;
         }
-        match decode_one(&bytes[at..]) {
-            Some((record, n)) => {
-                records.push(record);
+        let Some(left) = budget.checked_sub(len) else {
+            return true;
+        };
+        budget = left;
+        if matches!(frame_at(bytes, at), Framed::Valid(..)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Decodes a whole log: its valid records in order (an image's frames joined into one State
+/// record) and how it ends, with the offset its valid bytes end at (LL3). Never panics; linear
+/// in the log's size.
+pub fn decode_log(bytes: &[u8]) -> (Vec<LogRecord>, LogEnd) {
+    // Zero-filled space after the last frame is not data.
+    let content_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    // An image being joined: the offset of its State frame, and what it holds so far.
+    let mut image: Option<(usize, StateImage)> = None;
+    let mut at = 0;
+    let end = loop {
+        if at >= content_end {
+            break LogEnd::Clean { end: at };
+        }
+        match frame_at(bytes, at) {
+            Framed::Valid(body, n) => {
+                let joined = decode_body(body).and_then(|frame| join(frame, at, &mut image, &mut records));
+                if joined.is_none() {
+                    break LogEnd::Damaged { at };
+                }
                 at += n;
             }
-            None => {
-                // Anything valid later means acknowledged records after the bad bytes.
-                let later = (at + 1..bytes.len()).any(|i| decode_one(&bytes[i..]).is_some());
-                return (records, if later { LogEnd::Damaged(at) } else { LogEnd::Torn(at) });
+            Framed::Oversized => break LogEnd::Damaged { at },
+            Framed::Bad => {
+                // A body flipped in place leaves the next frame where the length says: try it
+                // first, then every later offset.
+                let next = match bytes.get(at + 4..at + 8) {
+                    Some(len) => at + 8 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize,
+                    None => bytes.len(),
+                };
+                let later = (next < content_end && matches!(frame_at(bytes, next), Framed::Valid(..)))
+                    || valid_frame_after(bytes, at + 1, content_end);
+                break if later { LogEnd::Damaged { at } } else { LogEnd::Torn { end: at } };
             }
         }
+    };
+    match image {
+        // An image is written whole before it replaces a log: one cut short is damage (LL3).
+        Some((start, _)) if !matches!(end, LogEnd::Damaged { .. }) => {
+            (records, LogEnd::Damaged { at: start })
+        }
+        _ => (records, end),
     }
-    (records, LogEnd::Clean)
+}
+
+/// Adds a decoded frame to the records, joining images; `None` when it is out of place.
+fn join(
+    frame: Frame,
+    at: usize,
+    image: &mut Option<(usize, StateImage)>,
+    records: &mut Vec<LogRecord>,
+) -> Option<()> {
+    match (frame, image.as_mut()) {
+        (Frame::Record(record), None) => records.push(record),
+        (Frame::ImageStart { revision, lease_next }, None) => {
+            *image = Some((at, StateImage { revision, lease_next, keys: Vec::new(), leases: Vec::new() }));
+        }
+        (Frame::ImageKeys(keys), Some((_, i))) => i.keys.extend(keys),
+        (Frame::ImageLeases(leases), Some((_, i))) => i.leases.extend(leases),
+        (Frame::ImageEnd { keys, leases }, Some((_, i))) => {
+            if i.keys.len() as u64 != keys || i.leases.len() as u64 != leases {
+                return None;
+            }
+            let (_, whole) = image.take()?;
+            records.push(LogRecord::State(Box::new(whole)));
+        }
+        _ => return None,
+    }
+    Some(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn sample() -> Vec<LogRecord> {
-        vec![
-            LogRecord::Grant { id: LeaseId(1), ttl: Duration::from_millis(5000) },
-            LogRecord::Txn(vec![
-                Op::Put {
-                    key: "bookies/1".into(),
-                    value: Bytes::from_static(b"addr"),
-                    cond: crate::Cond::Any,
-                    lease: Some(LeaseId(1)),
-                },
-                Op::Delete { key: "old".into(), cond: crate::Cond::Any },
-            ]),
-            LogRecord::End(vec![LeaseId(1)]),
-        ]
-    }
-
-    #[test]
-    fn round_trip_torn_tail_and_damage() {
-        let mut log = Vec::new();
-        for r in sample() {
-            encode(&r, &mut log);
-        }
-        assert_eq!(decode_log(&log), (sample(), LogEnd::Clean));
-        let mut padded = log.clone();
-        padded.extend_from_slice(&[0; 100]);
-        assert_eq!(decode_log(&padded).1, LogEnd::Clean);
-        // Cut inside the last record: torn.
-        let cut = &log[..log.len() - 3];
-        let (records, end) = decode_log(cut);
-        assert_eq!(records.len(), 2);
-        assert!(matches!(end, LogEnd::Torn(_)));
-        // A flipped byte in the first record, valid ones after: damage.
-        let mut bad = log.clone();
-        bad[10] ^= 1;
-        assert!(matches!(decode_log(&bad), (r, LogEnd::Damaged(0)) if r.is_empty()));
-    }
-
-    proptest! {
-        #[test]
-        fn decode_log_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = decode_log(&bytes);
-        }
-
-    }
-}
+mod tests;

@@ -132,11 +132,10 @@ impl LocalStore {
         };
         let (records, end) = local_log::decode_log(&bytes);
         let valid = match end {
-            LogEnd::Clean => bytes.iter().rposition(|b| *b != 0).map_or(0, |_| bytes.len()),
-            LogEnd::Torn(at) => at,
-            LogEnd::Damaged(at) => {
+            LogEnd::Clean { end } | LogEnd::Torn { end } => end,
+            LogEnd::Damaged { at } => {
                 return Err(MetaError::Invalid(format!(
-                    "{}: damaged at byte {at}, valid records follow; refusing to open",
+                    "{}: damaged at byte {at} (not a torn tail); refusing to open",
                     path.display()
                 )));
             }
