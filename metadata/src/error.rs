@@ -38,6 +38,10 @@ pub enum MetaError {
     /// The request is malformed (empty key, transaction touching a key twice, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A stored value (or the embedded store's log) is damaged or was written by something
+    /// that is not dlog: an operator must look. Never a reason to treat the key as absent.
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
     /// The store cannot be reached now; the operation may or may not have happened unless the
     /// error says otherwise. Retryable.
     #[error("metadata store unavailable: {0}")]

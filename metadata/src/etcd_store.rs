@@ -41,7 +41,7 @@ pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct EtcdUri {
     /// `host:port` of each etcd member.
     pub endpoints: Vec<String>,
-    /// The key space this cluster owns in etcd (`a` or `a/b`): keys live under `/<scope>/`.
+    /// The key space this cluster owns in etcd (one name): keys live under `/<scope>/`.
     pub scope: String,
 }
 
@@ -52,11 +52,9 @@ impl EtcdUri {
         let rest = uri.strip_prefix("etcd://").ok_or_else(|| bad("expected etcd://host:port/scope"))?;
         let (hosts, scope) = rest.split_once('/').ok_or_else(|| bad("missing /scope after the endpoints"))?;
         let scope = scope.trim_end_matches('/');
-        if scope.is_empty()
-            || scope.split('/').any(str::is_empty)
-            || !scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-        {
-            return Err(bad("scope must be non-empty path segments of [A-Za-z0-9._-]"));
+        // One segment: a nested scope (`a/segments`) would live inside another cluster's keys.
+        if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(bad("scope must be one name of [A-Za-z0-9._-] (no '/')"));
         }
         let mut endpoints = Vec::new();
         for host in hosts.split(',') {
@@ -390,6 +388,9 @@ impl WatchTask {
                     response.cancel_reason()
                 )));
             }
+            // One revision can hold many events (a transaction, a lease's end), all in one
+            // response: skip only what was delivered before this response, then move past it.
+            let delivered = self.next;
             for e in response.events() {
                 let Some(kv) = e.kv() else { continue };
                 let Some(key) = self.store.local_key(kv.key()) else { continue };
@@ -407,7 +408,7 @@ impl WatchTask {
                         version: version(kv.mod_revision()),
                     },
                 };
-                if event.version < self.next {
+                if event.version < delivered {
                     continue; // delivered before a reconnect
                 }
                 self.next = Version(event.version.0 + 1);
@@ -428,11 +429,11 @@ mod tests {
 
     #[test]
     fn uris_parse_or_say_why_not() {
-        let u = EtcdUri::parse("etcd://127.0.0.1:2379,localhost:2380/dlog/prod").unwrap();
+        let u = EtcdUri::parse("etcd://127.0.0.1:2379,localhost:2380/dlog-prod").unwrap();
         assert_eq!(u.endpoints, vec!["127.0.0.1:2379", "localhost:2380"]);
-        assert_eq!(u.scope, "dlog/prod");
+        assert_eq!(u.scope, "dlog-prod");
         for bad in
-            ["etcd://h:1", "etcd://h:1/", "etcd://h/x", "etcd://h:x/x", "http://h:1/x", "etcd://h:1/a//b"]
+            ["etcd://h:1", "etcd://h:1/", "etcd://h/x", "etcd://h:x/x", "http://h:1/x", "etcd://h:1/a/b"]
         {
             assert!(matches!(EtcdUri::parse(bad), Err(MetaError::Invalid(_))), "{bad}");
         }

@@ -47,13 +47,15 @@ use crate::{Cond, Event, EventKind, LeaseId, Op, Page, Version, Versioned};
 
 /// Longest key, in bytes.
 pub const KEY_BYTES_MAX: usize = 4 << 10;
-/// Largest value, in bytes (etcd's default request limit).
-pub const VALUE_BYTES_MAX: usize = 1536 << 10;
+/// Largest value, in bytes.
+pub const VALUE_BYTES_MAX: usize = 1 << 20;
 /// Operations in one transaction at most (etcd's default `--max-txn-ops`).
 pub const TXN_OPS_MAX: usize = 128;
 /// Key and value bytes of one transaction, all operations together, at most: keeps a logged
-/// transaction far below a log frame's limit (local_log.rs `RECORD_BODY_MAX`).
-pub const TXN_BYTES_MAX: usize = 2 << 20;
+/// transaction far below a log frame's limit (local_log.rs `RECORD_BODY_MAX`) and a request to
+/// etcd, with its key prefixes and framing, under etcd's default `--max-request-bytes`
+/// (1.5 MiB).
+pub const TXN_BYTES_MAX: usize = 1280 << 10;
 /// Longest lease ttl (etcd's `MaxLeaseTTL`, 9e9 seconds).
 pub const LEASE_TTL_MAX: Duration = Duration::from_secs(9_000_000_000);
 /// Leases one End record ends at most: expiring more takes one revision per this many.
@@ -99,8 +101,9 @@ fn op_key(op: &Op) -> &str {
     }
 }
 
-/// Checks a transaction's shape and limits (LC2, LC5), before any condition.
-fn validate(ops: &[Op]) -> Result<(), MetaError> {
+/// Checks a transaction's shape and limits (LC2, LC5), before any condition. Both backends
+/// apply it (store.rs `check_ops`).
+pub(crate) fn validate(ops: &[Op]) -> Result<(), MetaError> {
     if ops.len() > TXN_OPS_MAX {
         return Err(invalid(format!("{} operations in one transaction (max {TXN_OPS_MAX})", ops.len())));
     }
@@ -199,9 +202,9 @@ impl LocalCore {
             return Err(corrupt("lease grant", e));
         }
         let lease_next = self.lease_next;
-        // Ids only grow (a gap is harmless); `try_grant` takes `lease_next`, so `id`.
+        // Ids only grow (a gap is harmless); `grant` takes `lease_next`, so `id`.
         self.lease_next = id.0;
-        match self.try_grant(ttl, now) {
+        match self.grant(ttl, now) {
             Ok(granted) => {
                 debug_assert_eq!(granted, id);
                 Ok(())
@@ -436,7 +439,7 @@ impl LocalCore {
     /// Grants a lease of `ttl` (rounded up to whole milliseconds: LC5), alive until
     /// `now + ttl` unless kept alive. `Invalid` for a zero ttl, one above `LEASE_TTL_MAX`, or
     /// a deadline past the clock's range.
-    pub fn try_grant(&mut self, ttl: Duration, now: Instant) -> Result<LeaseId, MetaError> {
+    pub fn grant(&mut self, ttl: Duration, now: Instant) -> Result<LeaseId, MetaError> {
         let ttl = whole_ttl(ttl)?;
         let deadline = deadline(now, ttl)?;
         let id = LeaseId(self.lease_next);
@@ -444,20 +447,6 @@ impl LocalCore {
         self.leases.insert(id, Lease { ttl, deadline, keys: Vec::new() });
         self.log.push(LogRecord::Grant { id, ttl });
         Ok(id)
-    }
-
-    /// `try_grant` for a caller that cannot take an error yet: a ttl it would refuse is
-    /// brought into `1 ms..=LEASE_TTL_MAX` first, and a deadline past the clock's range makes
-    /// a lease that expires at once. Prefer `try_grant`; this goes once the shell uses it.
-    pub fn grant(&mut self, ttl: Duration, now: Instant) -> LeaseId {
-        let ttl = ttl.clamp(Duration::from_millis(1), LEASE_TTL_MAX);
-        self.try_grant(ttl, now).unwrap_or_else(|_| {
-            let id = LeaseId(self.lease_next);
-            self.lease_next += 1;
-            self.leases.insert(id, Lease { ttl: Duration::from_millis(1), deadline: now, keys: Vec::new() });
-            self.log.push(LogRecord::Grant { id, ttl: Duration::from_millis(1) });
-            id
-        })
     }
 
     /// Extends a lease to `now + ttl`. `LeaseExpired` when it is gone; `Invalid` when the new

@@ -329,7 +329,7 @@ impl Shell {
                 owed.push(Owed::List(reply, self.core.list(&prefix, after.as_deref(), limit)))
             }
             Request::Txn(ops, reply) => owed.push(Owed::Version(reply, self.core.txn(ops, at))),
-            Request::Grant(ttl, reply) => owed.push(Owed::Lease(reply, Ok(self.core.grant(ttl, at)))),
+            Request::Grant(ttl, reply) => owed.push(Owed::Lease(reply, self.core.grant(ttl, at))),
             Request::KeepAlive(lease, reply) => owed.push(Owed::Unit(reply, self.core.keep_alive(lease, at))),
             Request::Revoke(lease, reply) => owed.push(Owed::Version(reply, self.core.revoke(lease))),
             Request::Watch { prefix, from, events, reply } => {

@@ -10,9 +10,11 @@
 //!   bump (compare-and-set on the log's version): two writers cannot add the same or
 //!   out-of-order sequence numbers.
 //! - LM3: a log is deleted only when its segment list is empty (the caller removes segments,
-//!   and their data, first), so no segment is left without its log.
+//!   and their data, first), so no segment is left without its log, and when no writer holds
+//!   its lock (checked before the delete; a writer taking the lock in between finds the log
+//!   gone at its next compare-and-set on the log).
 //! - LM4: every update is a compare-and-set on the version read; undecodable values are
-//!   `Invalid` naming the key.
+//!   `Corrupt` naming the key.
 
 use std::sync::Arc;
 
@@ -146,9 +148,13 @@ impl<S: MetadataStore> LogMetadataStore<S> {
         self.store.put_if(&schema::log_key(ns, log), wire::encode(meta), version).await
     }
 
-    /// Deletes a log whose segment list is empty (LM3), at version `version`.
+    /// Deletes a log whose segment list is empty and that no writer holds (LM3), at version
+    /// `version`.
     pub async fn delete_log(&self, ns: &str, log: &str, version: Version) -> Result<Version, MetaError> {
         names(ns, log)?;
+        if self.store.get(&schema::lock_key(ns, log)).await?.is_some() {
+            return Err(MetaError::Invalid(format!("log {ns}/{log} has a writer; close it first")));
+        }
         let segments = self.store.list(&schema::log_segments_prefix(ns, log), None, 1).await?;
         if !segments.items.is_empty() {
             return Err(MetaError::Invalid(format!("log {ns}/{log} still has segments; remove them first")));
@@ -160,7 +166,18 @@ impl<S: MetadataStore> LogMetadataStore<S> {
     pub async fn segments(&self, ns: &str, log: &str) -> Result<Vec<(LogSegment, Version)>, MetaError> {
         names(ns, log)?;
         let (items, _) = self.store.list_all(&schema::log_segments_prefix(ns, log)).await?;
-        items.into_iter().map(|(key, v)| Ok((LogSegment::decode(&key, &v.value)?, v.version))).collect()
+        let prefix = schema::log_segments_prefix(ns, log);
+        items
+            .into_iter()
+            .map(|(key, v)| {
+                let segment = LogSegment::decode(&key, &v.value)?;
+                // The key names the sequence number too: they must agree.
+                if schema::parse_number(&key[prefix.len()..]) != Some(segment.seq) {
+                    return Err(MetaError::Corrupt(format!("{key}: holds segment seq {}", segment.seq)));
+                }
+                Ok((segment, v.version))
+            })
+            .collect()
     }
 
     /// Appends `segment` to the log's list (LM2): `segment.seq` must be the log's

@@ -5,7 +5,7 @@
 //! - SS1: every update and delete is a compare-and-set on the version the caller read; a lost
 //!   race is `VersionConflict`, never a silent overwrite. `modify` re-reads and retries.
 //! - SS2: only valid metadata is written (`SegmentMetadata::encode` validates), and a stored
-//!   value that does not decode is reported as `Invalid` naming its key, never skipped.
+//!   value that does not decode is reported as `Corrupt` naming its key, never skipped.
 //! - SS3: a segment's data may be dropped from bookies only when its key is gone
 //!   (`confirm_deleted`): any doubt (an error) keeps the data.
 
@@ -110,7 +110,7 @@ impl<S: MetadataStore> SegmentMetadataStore<S> {
         let mut out = Vec::with_capacity(page.items.len());
         for (key, v) in page.items {
             let id = schema::segment_id_of(&key)
-                .ok_or_else(|| MetaError::Invalid(format!("{key}: not a segment key")))?;
+                .ok_or_else(|| MetaError::Corrupt(format!("{key}: not a segment key")))?;
             let (meta, version) = decode(&key, v)?;
             out.push((id, meta, version));
         }

@@ -16,8 +16,9 @@
 //! - MS5: leases expire at the latest `ttl` after the last keep-alive answered (never
 //!   earlier than `ttl` after it); their keys vanish in one revision.
 //!
-//! Limits: keys at most `KEY_MAX` bytes, values at most `VALUE_MAX`, `TXN_OPS_MAX` operations
-//! per transaction (etcd's defaults), enforced by both backends with `Invalid`.
+//! Limits: keys at most `KEY_BYTES_MAX` bytes, values at most `VALUE_BYTES_MAX`, `TXN_OPS_MAX`
+//! operations and `TXN_BYTES_MAX` key and value bytes per transaction (within etcd's default
+//! request limits), enforced by both backends with `Invalid`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -123,51 +124,13 @@ pub trait MetadataStore: Send + Sync {
 /// Keys per page of `list_all`.
 pub const LIST_PAGE: usize = 1000;
 
-/// Checks the limits every backend enforces (see the module doc).
+pub use crate::local_core::{KEY_BYTES_MAX, TXN_BYTES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
+
+/// Checks the limits every backend enforces (see the module doc): the embedded core's own
+/// check, so both backends refuse exactly the same transactions.
 pub(crate) fn check_ops(ops: &[Op]) -> Result<(), MetaError> {
     if ops.is_empty() {
         return Err(MetaError::Invalid("empty transaction".into()));
     }
-    if ops.len() > TXN_OPS_MAX {
-        return Err(MetaError::Invalid(format!(
-            "{} operations in one transaction (max {TXN_OPS_MAX})",
-            ops.len()
-        )));
-    }
-    let mut keys: Vec<&str> = Vec::with_capacity(ops.len());
-    for op in ops {
-        let key = match op {
-            Op::Put { key, value, .. } => {
-                if value.len() > VALUE_MAX {
-                    return Err(MetaError::Invalid(format!(
-                        "value of {key} is {} bytes (max {VALUE_MAX})",
-                        value.len()
-                    )));
-                }
-                key
-            }
-            Op::Delete { key, cond } => {
-                if *cond == Cond::Absent {
-                    return Err(MetaError::Invalid(format!("delete of {key} on condition Absent")));
-                }
-                key
-            }
-        };
-        if key.is_empty() || key.len() > KEY_MAX {
-            return Err(MetaError::Invalid(format!("key of {} bytes (1..={KEY_MAX})", key.len())));
-        }
-        keys.push(key);
-    }
-    keys.sort_unstable();
-    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-        return Err(MetaError::Invalid(format!("transaction touches {} twice", w[0])));
-    }
-    Ok(())
+    crate::local_core::validate(ops)
 }
-
-/// Longest key, in bytes.
-pub const KEY_MAX: usize = 4096;
-/// Largest value, in bytes (etcd's default request limit is 1.5 MiB).
-pub const VALUE_MAX: usize = 1 << 20;
-/// Operations per transaction (etcd's default `--max-txn-ops`).
-pub const TXN_OPS_MAX: usize = 128;

@@ -114,10 +114,10 @@ mod cases {
         // A value someone else broke is reported with its key, not skipped.
         store.put(&schema::segment_key(7), Bytes::from_static(b"\x01\xff\xff")).await.unwrap();
         match segments.get(7).await {
-            Err(MetaError::Invalid(m)) => assert!(m.contains(&schema::segment_key(7)), "{m}"),
+            Err(MetaError::Corrupt(m)) => assert!(m.contains(&schema::segment_key(7)), "{m}"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(segments.list(None, 0).await, Err(MetaError::Invalid(_))));
+        assert!(matches!(segments.list(None, 0).await, Err(MetaError::Corrupt(_))));
     }
 
     pub(crate) async fn namespaces_hold_logs_and_delete_only_when_empty<S: MetadataStore + 'static>(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_metadata::store::{KEY_MAX, TXN_OPS_MAX, VALUE_MAX};
+use dlog_metadata::store::{KEY_BYTES_MAX, TXN_BYTES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
 use dlog_metadata::{Cond, EventKind, LeaseKeeper, LocalStore, MetaError, MetadataStore, Op, Version, Watch};
 
 fn b(s: &str) -> Bytes {
@@ -76,18 +76,24 @@ mod cases {
     }
 
     pub(crate) async fn limits_are_refused_not_truncated<S: MetadataStore>(s: &S) {
-        let big = Bytes::from(vec![7u8; VALUE_MAX + 1]);
+        let big = Bytes::from(vec![7u8; VALUE_BYTES_MAX + 1]);
         assert!(matches!(s.put("big", big).await, Err(MetaError::Invalid(_))));
-        let fits = Bytes::from(vec![7u8; VALUE_MAX]);
+        let fits = Bytes::from(vec![7u8; VALUE_BYTES_MAX]);
         s.put("fits", fits.clone()).await.unwrap();
         assert_eq!(s.get("fits").await.unwrap().unwrap().value, fits);
-        assert!(matches!(s.put(&"k".repeat(KEY_MAX + 1), b("v")).await, Err(MetaError::Invalid(_))));
+        assert!(matches!(s.put(&"k".repeat(KEY_BYTES_MAX + 1), b("v")).await, Err(MetaError::Invalid(_))));
         assert!(matches!(s.put("", b("v")).await, Err(MetaError::Invalid(_))));
         let many = (0..=TXN_OPS_MAX).map(|i| put(&format!("m/{i}"), "v", Cond::Any)).collect();
         assert!(matches!(s.txn(many).await, Err(MetaError::Invalid(_))));
         let twice = vec![put("t", "1", Cond::Any), put("t", "2", Cond::Any)];
         assert!(matches!(s.txn(twice).await, Err(MetaError::Invalid(_))));
         assert!(matches!(s.txn(vec![]).await, Err(MetaError::Invalid(_))));
+        let half = Bytes::from(vec![1u8; TXN_BYTES_MAX / 2 + 1]);
+        let heavy = vec![
+            Op::Put { key: "h/1".into(), value: half.clone(), cond: Cond::Any, lease: None },
+            Op::Put { key: "h/2".into(), value: half, cond: Cond::Any, lease: None },
+        ];
+        assert!(matches!(s.txn(heavy).await, Err(MetaError::Invalid(_))), "over TXN_BYTES_MAX");
         assert_eq!(s.get("big").await.unwrap(), None);
         assert_eq!(s.list("m/", None, 0).await.unwrap().items, vec![]);
     }
@@ -434,7 +440,7 @@ suite!(memory, memory());
 #[cfg(feature = "etcd")]
 async fn etcd() -> Backend<dlog_metadata::EtcdStore> {
     let server = dlog_metadata::etcd_server::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let store = dlog_metadata::EtcdStore::connect(&server.uri("conformance/test")).await.unwrap();
+    let store = dlog_metadata::EtcdStore::connect(&server.uri("conformance")).await.unwrap();
     Backend { store: Arc::new(store), ttl: Duration::from_secs(2), _guard: Box::new(server) }
 }
 

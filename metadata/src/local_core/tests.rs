@@ -240,7 +240,7 @@ fn history_trims_at_a_revision_boundary() {
 fn leases_delete_their_keys_when_they_expire_or_are_revoked() {
     let now = start();
     let mut core = LocalCore::new(100);
-    let lease = core.try_grant(Duration::from_secs(10), now).unwrap();
+    let lease = core.grant(Duration::from_secs(10), now).unwrap();
     core.txn(vec![leased("bookies/1", lease)], now).unwrap();
     core.keep_alive(lease, now + Duration::from_secs(8)).unwrap();
     assert!(core.expire(now + Duration::from_secs(12)).is_empty(), "kept alive");
@@ -252,7 +252,7 @@ fn leases_delete_their_keys_when_they_expire_or_are_revoked() {
     assert_eq!(events[0].kind, EventKind::Delete);
     assert_eq!(core.keep_alive(lease, now + Duration::from_secs(20)), Err(MetaError::LeaseExpired(lease)));
     assert_eq!(core.txn(vec![leased("x", lease)], now), Err(MetaError::LeaseExpired(lease)));
-    let other = core.try_grant(Duration::from_secs(10), now).unwrap();
+    let other = core.grant(Duration::from_secs(10), now).unwrap();
     core.txn(vec![leased("y", other)], now).unwrap();
     core.revoke(other).unwrap();
     assert!(core.get("y").is_none());
@@ -263,15 +263,12 @@ fn leases_delete_their_keys_when_they_expire_or_are_revoked() {
 fn lease_ttls_round_up_and_zero_is_invalid() {
     let now = start();
     let mut core = LocalCore::new(100);
-    assert!(matches!(core.try_grant(Duration::ZERO, now), Err(MetaError::Invalid(_))));
-    assert!(matches!(
-        core.try_grant(LEASE_TTL_MAX + Duration::from_nanos(1), now),
-        Err(MetaError::Invalid(_))
-    ));
+    assert!(matches!(core.grant(Duration::ZERO, now), Err(MetaError::Invalid(_))));
+    assert!(matches!(core.grant(LEASE_TTL_MAX + Duration::from_nanos(1), now), Err(MetaError::Invalid(_))));
     assert!(core.take_log().is_empty(), "nothing granted");
-    let lease = core.try_grant(Duration::from_micros(300), now).unwrap();
+    let lease = core.grant(Duration::from_micros(300), now).unwrap();
     assert_eq!(lease, LeaseId(1), "refused grants take no id");
-    core.try_grant(Duration::from_micros(1500), now).unwrap();
+    core.grant(Duration::from_micros(1500), now).unwrap();
     core.txn(vec![leased("k", lease)], now).unwrap();
     assert_eq!(
         core.image().leases,
@@ -313,15 +310,11 @@ fn deadlines_past_the_clock_are_invalid() {
         return; // A clock without that range: nothing can overflow.
     };
     let mut core = LocalCore::new(100);
-    let lease = core.try_grant(ttl, late).unwrap();
+    let lease = core.grant(ttl, late).unwrap();
     let later = late + ttl / 2;
     assert!(matches!(core.keep_alive(lease, later), Err(MetaError::Invalid(_))));
-    assert!(matches!(core.try_grant(ttl, later), Err(MetaError::Invalid(_))));
-    assert!(matches!(core.try_grant(Duration::MAX, now), Err(MetaError::Invalid(_))));
-    // The shell's `grant` brings the ttl in range and never panics either.
-    let quick = core.grant(Duration::ZERO, now);
-    assert_eq!(core.image().leases.last(), Some(&(quick, Duration::from_millis(1))));
-    core.grant(ttl, later);
+    assert!(matches!(core.grant(ttl, later), Err(MetaError::Invalid(_))));
+    assert!(matches!(core.grant(Duration::MAX, now), Err(MetaError::Invalid(_))));
     // Restoring an image whose deadlines cannot be represented is refused too.
     let mut restored = LocalCore::new(100);
     let image = core.image();
@@ -334,7 +327,7 @@ fn many_expiring_leases_end_in_bounded_records() {
     let now = start();
     let mut core = LocalCore::new(100);
     for _ in 0..END_LEASES_MAX + 3 {
-        core.try_grant(Duration::from_millis(5), now).unwrap();
+        core.grant(Duration::from_millis(5), now).unwrap();
     }
     core.take_log();
     assert_eq!(core.expire(now + Duration::from_secs(1)).len(), END_LEASES_MAX + 3);
@@ -416,7 +409,7 @@ fn drive(core: &mut LocalCore, ops: &[(u8, u8, u8)]) -> Vec<Version> {
                     0 => Duration::from_secs(u64::from(k) + 1),
                     _ => Duration::from_micros(u64::from(k) * 150 + 1),
                 };
-                let lease = core.try_grant(ttl, now).unwrap();
+                let lease = core.grant(ttl, now).unwrap();
                 let op = Op::Put { key, value: Bytes::from_static(b"l"), cond, lease: Some(lease) };
                 core.txn(vec![op], now).map(|_| ())
             }

@@ -5,6 +5,7 @@
 //! Invariants (checked at encode and decode):
 //! - LSG1: a completed segment with records has `first_txid <= last_txid` and a `last_dlsn` in
 //!   this segment; one without records has neither.
+//! - LSG2: an in-progress segment carries no completion field (decode refuses them).
 
 use bytes::Bytes;
 
@@ -99,8 +100,13 @@ impl LogSegment {
                 last_dlsn: w.last_dlsn,
                 completed_ms: w.completed_ms,
             },
-            s => return Err(MetaError::Invalid(format!("{key}: unknown log segment state {s}"))),
+            s => return Err(MetaError::Corrupt(format!("{key}: unknown log segment state {s}"))),
         };
+        if w.state == 1
+            && (w.last_txid != 0 || w.record_count != 0 || w.last_dlsn.is_some() || w.completed_ms != 0)
+        {
+            return Err(MetaError::Corrupt(format!("{key}: completion fields on an in-progress segment")));
+        }
         let segment = LogSegment {
             seq: w.seq,
             segment_id: w.segment_id,
@@ -109,7 +115,7 @@ impl LogSegment {
             created_ms: w.created_ms,
             state,
         };
-        segment.validate().map_err(|e| MetaError::Invalid(format!("{key}: {e}")))?;
+        segment.validate().map_err(|e| MetaError::Corrupt(format!("{key}: {e}")))?;
         Ok(segment)
     }
 }

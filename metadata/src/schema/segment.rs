@@ -5,7 +5,12 @@
 //! - SG1: 1 <= ack_quorum_size <= write_quorum_size <= ensemble_size <= `ENSEMBLE_MAX`.
 //! - SG2: the ensembles start at entry 0, each holds `ensemble_size` distinct valid bookie
 //!   ids, and their first entry ids strictly increase.
-//! - SG3: a closed segment's ensembles start no later than one past its last entry.
+//! - SG3: a closed segment's ensembles start no later than one past its last entry, which is
+//!   below `u64::MAX`.
+//! - SG4: the master key hash is at most `MASTER_KEY_HASH_MAX` bytes; the owner's namespace
+//!   and log are valid names.
+//! - SG5: decoding refuses fields that do not belong to the state (a length while open), so
+//!   a value means exactly one thing.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +21,8 @@ use crate::schema::{check_name, wire};
 
 /// Largest ensemble.
 pub const ENSEMBLE_MAX: u32 = 64;
+/// Longest master key hash, in bytes.
+pub const MASTER_KEY_HASH_MAX: usize = 64;
 
 /// How entries are checksummed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,8 +112,21 @@ impl SegmentMetadata {
                 }
             }
         }
+        if self.master_key_hash.len() > MASTER_KEY_HASH_MAX {
+            return Err(format!(
+                "master key hash of {} bytes (max {MASTER_KEY_HASH_MAX})",
+                self.master_key_hash.len()
+            ));
+        }
+        if let Some(o) = &self.owner {
+            check_name("namespace", &o.namespace).map_err(|e| e.to_string())?;
+            check_name("log", &o.log).map_err(|e| e.to_string())?;
+        }
         if let SegmentState::Closed { last_entry_id, .. } = self.state {
-            let end = last_entry_id.map_or(0, |l| l.saturating_add(1));
+            if last_entry_id == Some(u64::MAX) {
+                return Err("last entry id u64::MAX".into());
+            }
+            let end = last_entry_id.map_or(0, |l| l + 1);
             if let Some(first) = self.ensembles.keys().find(|f| **f > end) {
                 return Err(format!("ensemble at entry {first} is past the closed end {end}"));
             }
@@ -150,7 +170,7 @@ impl SegmentMetadata {
 
     /// Reads the value stored at `key`; `Invalid` naming the key when it is not a valid one.
     pub fn decode(key: &str, value: &[u8]) -> Result<SegmentMetadata, MetaError> {
-        let bad = |why: String| MetaError::Invalid(format!("{key}: {why}"));
+        let bad = |why: String| MetaError::Corrupt(format!("{key}: {why}"));
         let w: wire::SegmentMetadata = wire::decode(key, value)?;
         let digest_type = match w.digest_type {
             1 => DigestType::Crc32c,
@@ -162,6 +182,12 @@ impl SegmentMetadata {
             3 => SegmentState::Closed { last_entry_id: w.entry_count.checked_sub(1), length: w.length },
             s => return Err(bad(format!("unknown state {s}"))),
         };
+        if w.state != 3 && (w.entry_count != 0 || w.length != 0) {
+            return Err(bad("an entry count or length on a segment that is not closed".into())); // SG5
+        }
+        if w.log.is_empty() && w.log_seq != 0 {
+            return Err(bad("a log sequence number without a log".into())); // SG5
+        }
         let mut ensembles = BTreeMap::new();
         for e in w.ensembles {
             if ensembles.keys().next_back().is_some_and(|last| *last >= e.first_entry_id) {
@@ -245,6 +271,9 @@ mod tests {
                 s.ensembles.insert(20, vec!["a".into(), "b".into(), "c".into()]);
                 s.state = SegmentState::Closed { last_entry_id: Some(10), length: 1 };
             },
+            |s| s.state = SegmentState::Closed { last_entry_id: Some(u64::MAX), length: 1 },
+            |s| s.master_key_hash = Bytes::from(vec![0; 65]),
+            |s| s.owner = Some(SegmentOwner { namespace: "a/b".into(), log: "c".into(), seq: 1 }),
         ];
         for (i, break_it) in cases.into_iter().enumerate() {
             let mut s = sample();
@@ -254,13 +283,25 @@ mod tests {
         // A stored value with a broken invariant (written by a buggy or foreign writer).
         let mut w: wire::SegmentMetadata = wire::decode("k", &sample().encode().unwrap()).unwrap();
         w.ack_quorum_size = 9;
-        assert!(matches!(SegmentMetadata::decode("k", &wire::encode(&w)), Err(MetaError::Invalid(_))));
+        assert!(matches!(SegmentMetadata::decode("k", &wire::encode(&w)), Err(MetaError::Corrupt(_))));
         w.ack_quorum_size = 2;
+        let mut open_with_length = w.clone();
+        open_with_length.length = 5;
+        assert!(matches!(
+            SegmentMetadata::decode("k", &wire::encode(&open_with_length)),
+            Err(MetaError::Corrupt(_))
+        ));
+        let mut bad_owner = w.clone();
+        bad_owner.log = "ns/a/b".into();
+        assert!(matches!(
+            SegmentMetadata::decode("k", &wire::encode(&bad_owner)),
+            Err(MetaError::Corrupt(_))
+        ));
         w.ensembles
             .push(wire::Ensemble { first_entry_id: 0, bookies: vec!["x".into(), "y".into(), "z".into()] });
-        assert!(matches!(SegmentMetadata::decode("k", &wire::encode(&w)), Err(MetaError::Invalid(_))));
-        assert!(matches!(SegmentMetadata::decode("k", &[2, 0]), Err(MetaError::Invalid(_))));
-        assert!(matches!(SegmentMetadata::decode("k", &[]), Err(MetaError::Invalid(_))));
+        assert!(matches!(SegmentMetadata::decode("k", &wire::encode(&w)), Err(MetaError::Corrupt(_))));
+        assert!(matches!(SegmentMetadata::decode("k", &[2, 0]), Err(MetaError::Corrupt(_))));
+        assert!(matches!(SegmentMetadata::decode("k", &[]), Err(MetaError::Corrupt(_))));
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - WI1: decoding never panics and never trusts a count or length: any byte string gives a
-//!   value or `Invalid` naming the key.
+//!   value or `Corrupt` naming the key.
 //! - WI2: fields are only ever added, with new numbers; a reader skips fields it does not know
 //!   (protobuf), so older readers read newer values. A change older readers must not misread
 //!   takes a new format byte, which they refuse.
@@ -28,12 +28,12 @@ pub fn encode<M: Message>(message: &M) -> bytes::Bytes {
 pub fn decode<M: Message + Default>(key: &str, value: &[u8]) -> Result<M, MetaError> {
     match value.split_first() {
         Some((&FORMAT, body)) => {
-            M::decode(body).map_err(|e| MetaError::Invalid(format!("{key}: undecodable value: {e}")))
+            M::decode(body).map_err(|e| MetaError::Corrupt(format!("{key}: undecodable value: {e}")))
         }
         Some((format, _)) => {
-            Err(MetaError::Invalid(format!("{key}: value format {format}, this build reads format {FORMAT}")))
+            Err(MetaError::Corrupt(format!("{key}: value format {format}, this build reads format {FORMAT}")))
         }
-        None => Err(MetaError::Invalid(format!("{key}: empty value"))),
+        None => Err(MetaError::Corrupt(format!("{key}: empty value"))),
     }
 }
 
@@ -120,7 +120,8 @@ pub struct SegmentMetadata {
     /// 1 = CRC32C.
     #[prost(uint32, tag = "4")]
     pub digest_type: u32,
-    /// A hash of the segment's master key (the key itself is never stored).
+    /// A digest of the segment's master key, at most 64 bytes (the key itself is never
+    /// stored; the replication layer stores SHA-256, 32 bytes).
     #[prost(bytes = "bytes", tag = "5")]
     pub master_key_hash: bytes::Bytes,
     /// 1 = Open, 2 = InRecovery, 3 = Closed.
