@@ -28,6 +28,14 @@ pub mod wall_clock;
 pub mod watch;
 pub mod writer_lock;
 
+// Cluster identity, bookie registration and cookies, the under-replication queue.
+pub mod bookie_registry;
+pub mod cluster;
+pub mod replication_queue;
+pub use bookie_registry::{BookieRegistry, RegisteredBookie};
+pub use cluster::Cluster;
+pub use replication_queue::{AuditorWatch, ClaimHolder, QueuedSegment, ReplicationQueue};
+
 use bytes::Bytes;
 
 pub use any_store::AnyStore;

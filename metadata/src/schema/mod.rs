@@ -59,6 +59,8 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), MetaError> {
 pub const CLUSTER: &str = "cluster";
 /// The auditor's claim.
 pub const AUDITOR: &str = "auditor";
+/// Prefix of every bookie registration, writable and read-only.
+pub const BOOKIES: &str = "bookies/";
 /// Prefix of writable bookies.
 pub const BOOKIES_WRITABLE: &str = "bookies/writable/";
 /// Prefix of read-only bookies.
@@ -85,6 +87,14 @@ pub const UNDER_REPLICATED_LOCKS: &str = "underreplicated-locks/";
 /// `bookies/{writable|readonly}/<id>`.
 pub fn bookie_key(id: &str, read_only: bool) -> String {
     format!("{}{id}", if read_only { BOOKIES_READONLY } else { BOOKIES_WRITABLE })
+}
+
+/// The bookie id of a `bookies/{writable|readonly}/<id>` key, and whether it is read-only.
+pub fn bookie_of(key: &str) -> Option<(&str, bool)> {
+    match key.strip_prefix(BOOKIES_WRITABLE) {
+        Some(id) => Some((id, false)),
+        None => key.strip_prefix(BOOKIES_READONLY).map(|id| (id, true)),
+    }
 }
 
 /// `cookies/<id>`.
@@ -142,6 +152,11 @@ pub fn under_replicated_key(segment: u64) -> String {
     format!("{UNDER_REPLICATED}{segment:020}")
 }
 
+/// The segment id of an `underreplicated/` key.
+pub fn under_replicated_id_of(key: &str) -> Option<u64> {
+    parse_number(key.strip_prefix(UNDER_REPLICATED)?)
+}
+
 /// `underreplicated-locks/<id>`.
 pub fn under_replicated_lock_key(segment: u64) -> String {
     format!("{UNDER_REPLICATED_LOCKS}{segment:020}")
@@ -174,5 +189,15 @@ mod tests {
         assert_eq!(segment_id_of("segments/12"), None);
         assert_eq!(segment_id_of("segments/0000000000000000000x"), None);
         assert_eq!(idgen_key(17), "idgen/01");
+        assert_eq!(under_replicated_id_of(&under_replicated_key(42)), Some(42));
+        assert_eq!(under_replicated_id_of(&under_replicated_lock_key(42)), None);
+    }
+
+    #[test]
+    fn bookie_keys_parse_back() {
+        assert_eq!(bookie_of(&bookie_key("b:1", false)), Some(("b:1", false)));
+        assert_eq!(bookie_of(&bookie_key("b:1", true)), Some(("b:1", true)));
+        assert!(bookie_key("b", true).starts_with(BOOKIES) && bookie_key("b", false).starts_with(BOOKIES));
+        assert_eq!(bookie_of(&cookie_key("b")), None);
     }
 }
