@@ -14,30 +14,51 @@
 //!                  u64 lease id
 //!   6 StateLeases  u32 count, leases: u64 id, u64 ttl ms
 //!   7 StateEnd     u64 key total, u64 lease total: closes the image
+//!   8 Batch        u32 record count (>= 1), records: u8 kind (1 Txn, 2 Grant or 3 End),
+//!                  u32 len, then that record's body after its kind byte (no frame, no crc)
 //! ```
 //!
 //! Conditions are not logged: a record is written only for a transaction that passed them, and
 //! replay applies it unconditionally. Ttls are logged in whole milliseconds, rounded up (the
 //! core keeps them whole, so nothing is lost).
 //!
+//! A shell appends each group commit's records with `encode_batches`: one Batch frame (a lone
+//! record as its plain frame), or, past `BATCH_BYTES_MAX`, several Batch frames that it makes
+//! durable one at a time (LL4). Why one frame: a write spans pages, and a power loss before
+//! its fdatasync may keep a later page and lose an earlier one. Were the records framed one
+//! by one, the decoder would find a bad frame followed by valid ones, which it must call damage
+//! (LL3). Inside one frame the records carry no checksums, so nothing after the hole passes
+//! for a frame and the whole unacknowledged write is a torn tail. `encode` (one record as
+//! plain frames) writes images, and logs written before batches decode the same.
+//!
 //! A `LogRecord::State` (the whole state, first in a rewritten log) is written as several
 //! frames: a State frame, StateKeys and StateLeases frames of about `IMAGE_CHUNK_BYTES` each,
 //! and a StateEnd frame with the totals. So an image of any size is made of frames within
-//! `RECORD_BODY_MAX`, and `decode_log` joins them back into one record.
+//! `RECORD_BODY_MAX`, and `decode_log` joins them back into one record. A batch never holds
+//! an image or any of its frames.
 //!
 //! Invariants:
 //! - LL1: replaying the records a core produced, in order, into an empty core gives the
 //!   same keys, versions, revision and leases (deadlines restart from the replay's `now`).
-//! - LL2: `encode` writes frames of at most `RECORD_BODY_MAX` body bytes: a Txn is bounded by
-//!   the core's limits (`local_core::TXN_OPS_MAX`, `TXN_BYTES_MAX`), an End by
-//!   `local_core::END_LEASES_MAX`, an image is chunked.
+//! - LL2: frames have at most `RECORD_BODY_MAX` body bytes: a Txn is bounded by the core's
+//!   limits (`local_core::TXN_OPS_MAX`, `TXN_BYTES_MAX`), an End by
+//!   `local_core::END_LEASES_MAX`, an image is chunked, and a Batch holds at most
+//!   `BATCH_BYTES_MAX` body bytes (a record larger than that, which the limits rule out, would
+//!   go alone in a plain frame).
 //! - LL3: `decode_log` cuts a torn tail only: a bad frame (short, or failing its checksum) with
 //!   no frame with a valid checksum at any later offset. Anything else is `Damaged`: a frame
-//!   with a valid checksum whose body does not decode, a length above `RECORD_BODY_MAX` (no
-//!   append writes one, and a torn append only loses bytes), an image not closed by its
-//!   StateEnd (images are fsynced before they replace a log: never torn), or a search for a
-//!   later frame that ran out of its `SCAN_CRC_BUDGET` (refusing to open is safe, cutting
-//!   acknowledged records is not).
+//!   with a valid checksum whose body does not decode (a batch included: an empty one, one
+//!   holding an image piece or a batch, a record that does not fill its length), a length
+//!   above `RECORD_BODY_MAX` (no append writes one, and a torn append only loses bytes), an
+//!   image not closed by its StateEnd (images are fsynced before they replace a log: never
+//!   torn), or a search for a later frame that ran out of its `SCAN_CRC_BUDGET` (refusing to
+//!   open is safe, cutting acknowledged records is not).
+//! - LL4: a crash tears one frame at most, whichever of its pages it kept: each write of a
+//!   shell is one frame of `encode_batches`, durable (fdatasync) before the next is written,
+//!   and a Batch's records hold no frames of their own. So LL3 cuts a whole unacknowledged
+//!   group commit (or its last frames past `BATCH_BYTES_MAX`; none was acknowledged), and
+//!   never mistakes it for damage, except when the bytes of a record's key or value happen to
+//!   form a frame with a valid checksum (then it refuses to open: safe).
 
 use std::time::Duration;
 
@@ -87,6 +108,7 @@ const KIND_STATE: u8 = 4;
 const KIND_STATE_KEYS: u8 = 5;
 const KIND_STATE_LEASES: u8 = 6;
 const KIND_STATE_END: u8 = 7;
+const KIND_BATCH: u8 = 8;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 /// Smallest encoded op (a delete of an empty key), StateKeys key, StateLeases lease, End id.
@@ -94,11 +116,20 @@ const OP_BYTES_MIN: usize = 1 + 4;
 const IMAGE_KEY_BYTES_MIN: usize = 4 + 4 + 8 + 8 + 1 + 8;
 const IMAGE_LEASE_BYTES: usize = 8 + 8;
 const END_ID_BYTES: usize = 8;
+/// A Batch's kind byte and record count; each record's kind byte and length.
+const BATCH_HEADER_BYTES: usize = 1 + 4;
+const BATCH_ITEM_HEADER_BYTES: usize = 1 + 4;
+/// Smallest record in a batch: its header and a Txn or End of count 0.
+const BATCH_ITEM_BYTES_MIN: usize = BATCH_ITEM_HEADER_BYTES + 4;
 /// Largest record body accepted when decoding (a bound for damaged lengths). `encode` never
 /// writes more (LL2).
 pub const RECORD_BODY_MAX: usize = 64 << 20;
 /// An image's StateKeys and StateLeases frames close once their body passes this size.
 pub const IMAGE_CHUNK_BYTES: usize = 4 << 20;
+/// A group commit's records past this many body bytes go in several Batch frames (LL2, LL4).
+/// Far below `RECORD_BODY_MAX`, and far above one record (`local_core::TXN_BYTES_MAX`).
+pub const BATCH_BYTES_MAX: usize = 8 << 20;
+const _: () = assert!(BATCH_BYTES_MAX <= RECORD_BODY_MAX);
 /// Bytes `decode_log` may checksum while it looks for a valid frame after a bad one (LL3):
 /// bounds the search whatever the damage, so decoding stays linear in the log's size.
 pub const SCAN_CRC_BUDGET: usize = 256 << 20;
@@ -123,24 +154,96 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
-/// Appends `record`, framed, to `out` (an image as several frames).
+/// Appends `record`, framed, to `out` (an image as several frames): one record alone, as in
+/// an image write; a shell appends its group commits with `encode_batches` (LL4).
 pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
-    let mut body = Vec::new();
+    match record {
+        LogRecord::State(image) => encode_image(image, IMAGE_CHUNK_BYTES, out),
+        _ => {
+            let mut body = Vec::new();
+            encode_body(record, &mut body);
+            frame(&body, out);
+        }
+    }
+}
+
+/// Encodes one group commit's records as the frames to write, in order, each made durable
+/// before the next is written (LL4): one Batch frame, or several past `BATCH_BYTES_MAX`; a lone
+/// record as its plain frame. A group commit holds no image (only a rewrite writes one); were
+/// one there, it would come out as its own frames, between batches.
+pub fn encode_batches(records: &[LogRecord]) -> Vec<Vec<u8>> {
+    encode_batches_within(records, BATCH_BYTES_MAX)
+}
+
+fn encode_batches_within(records: &[LogRecord], batch_bytes: usize) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    // The bodies of the batch being filled (each starting with its kind), and its size.
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = BATCH_HEADER_BYTES;
+    for record in records {
+        if let LogRecord::State(image) = record {
+            debug_assert!(false, "LL4: an image in a group commit");
+            frames.extend(batch_frame(&std::mem::take(&mut bodies)));
+            bytes = BATCH_HEADER_BYTES;
+            let mut out = Vec::new();
+            encode_image(image, IMAGE_CHUNK_BYTES, &mut out);
+            frames.push(out);
+            continue;
+        }
+        let mut body = Vec::new();
+        encode_body(record, &mut body);
+        let n = BATCH_ITEM_HEADER_BYTES + body.len() - 1;
+        if !bodies.is_empty() && bytes + n > batch_bytes {
+            frames.extend(batch_frame(&std::mem::take(&mut bodies)));
+            bytes = BATCH_HEADER_BYTES;
+        }
+        bytes += n;
+        bodies.push(body);
+    }
+    frames.extend(batch_frame(&bodies));
+    frames
+}
+
+/// One frame holding record `bodies` (each starting with its kind): a Batch, or the plain
+/// frame of a lone record; none for no records.
+fn batch_frame(bodies: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match bodies {
+        [] => return None,
+        [body] => frame(body, &mut out),
+        _ => {
+            let size = bodies.iter().map(|b| BATCH_ITEM_HEADER_BYTES + b.len() - 1).sum::<usize>();
+            let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES + size);
+            batch.push(KIND_BATCH);
+            put_u32(&mut batch, bodies.len());
+            for body in bodies {
+                debug_assert!(matches!(body[0], KIND_TXN | KIND_GRANT | KIND_END), "LL4: kind {}", body[0]);
+                batch.push(body[0]);
+                put_bytes(&mut batch, &body[1..]);
+            }
+            frame(&batch, &mut out);
+        }
+    }
+    Some(out)
+}
+
+/// Appends the body of a Txn, Grant or End (its kind, then its fields) to `body`.
+fn encode_body(record: &LogRecord, body: &mut Vec<u8>) {
     match record {
         LogRecord::Txn(ops) => {
             body.push(KIND_TXN);
-            put_u32(&mut body, ops.len());
+            put_u32(body, ops.len());
             for op in ops {
                 match op {
                     Op::Put { key, value, lease, .. } => {
                         body.push(OP_PUT);
-                        put_bytes(&mut body, key.as_bytes());
-                        put_bytes(&mut body, value);
-                        put_lease(&mut body, *lease);
+                        put_bytes(body, key.as_bytes());
+                        put_bytes(body, value);
+                        put_lease(body, *lease);
                     }
                     Op::Delete { key, .. } => {
                         body.push(OP_DELETE);
-                        put_bytes(&mut body, key.as_bytes());
+                        put_bytes(body, key.as_bytes());
                     }
                 }
             }
@@ -152,14 +255,13 @@ pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
         }
         LogRecord::End(ids) => {
             body.push(KIND_END);
-            put_u32(&mut body, ids.len());
+            put_u32(body, ids.len());
             for id in ids {
                 body.extend_from_slice(&id.0.to_le_bytes());
             }
         }
-        LogRecord::State(image) => return encode_image(image, IMAGE_CHUNK_BYTES, out),
+        LogRecord::State(_) => debug_assert!(false, "an image is encoded by encode_image"),
     }
-    frame(&body, out);
 }
 
 fn frame(body: &[u8], out: &mut Vec<u8>) {
@@ -303,9 +405,10 @@ impl Reader<'_> {
     }
 }
 
-/// One decoded frame: a whole record, or a piece of an image.
+/// One decoded frame: a whole record, a batch of them, or a piece of an image.
 enum Frame {
     Record(LogRecord),
+    Batch(Vec<LogRecord>),
     ImageStart { revision: Version, lease_next: u64 },
     ImageKeys(Vec<ImageKey>),
     ImageLeases(Vec<(LeaseId, Duration)>),
@@ -315,33 +418,17 @@ enum Frame {
 fn decode_body(body: &[u8]) -> Option<Frame> {
     let mut r = Reader { bytes: body, at: 0 };
     let frame = match r.u8()? {
-        KIND_TXN => {
-            let n = r.count(OP_BYTES_MIN)?;
-            let mut ops = Vec::with_capacity(n);
-            for _ in 0..n {
-                match r.u8()? {
-                    OP_PUT => {
-                        let key = r.string()?;
-                        let value = Bytes::copy_from_slice(r.bytes()?);
-                        let lease = r.lease()?;
-                        ops.push(Op::Put { key, value, cond: crate::Cond::Any, lease });
-                    }
-                    OP_DELETE => ops.push(Op::Delete { key: r.string()?, cond: crate::Cond::Any }),
-                    _ => return None,
-                }
-            }
-            Frame::Record(LogRecord::Txn(ops))
+        kind @ (KIND_TXN | KIND_GRANT | KIND_END) => {
+            return decode_record(kind, &body[1..]).map(Frame::Record);
         }
-        KIND_GRANT => {
-            Frame::Record(LogRecord::Grant { id: LeaseId(r.u64()?), ttl: Duration::from_millis(r.u64()?) })
-        }
-        KIND_END => {
-            let n = r.count(END_ID_BYTES)?;
-            let mut ids = Vec::with_capacity(n);
+        KIND_BATCH => {
+            let n = r.count(BATCH_ITEM_BYTES_MIN).filter(|n| *n > 0)?;
+            let mut records = Vec::with_capacity(n);
             for _ in 0..n {
-                ids.push(LeaseId(r.u64()?));
+                let kind = r.u8()?;
+                records.push(decode_record(kind, r.bytes()?)?);
             }
-            Frame::Record(LogRecord::End(ids))
+            Frame::Batch(records)
         }
         KIND_STATE => Frame::ImageStart { revision: Version(r.u64()?), lease_next: r.u64()? },
         KIND_STATE_KEYS => {
@@ -367,6 +454,42 @@ fn decode_body(body: &[u8]) -> Option<Frame> {
         _ => return None,
     };
     (r.at == body.len()).then_some(frame)
+}
+
+/// A Txn, Grant or End from its `fields` (its body after the kind byte), which it must fill;
+/// `None` for any other kind (an image piece, a batch).
+fn decode_record(kind: u8, fields: &[u8]) -> Option<LogRecord> {
+    let mut r = Reader { bytes: fields, at: 0 };
+    let record = match kind {
+        KIND_TXN => {
+            let n = r.count(OP_BYTES_MIN)?;
+            let mut ops = Vec::with_capacity(n);
+            for _ in 0..n {
+                match r.u8()? {
+                    OP_PUT => {
+                        let key = r.string()?;
+                        let value = Bytes::copy_from_slice(r.bytes()?);
+                        let lease = r.lease()?;
+                        ops.push(Op::Put { key, value, cond: crate::Cond::Any, lease });
+                    }
+                    OP_DELETE => ops.push(Op::Delete { key: r.string()?, cond: crate::Cond::Any }),
+                    _ => return None,
+                }
+            }
+            LogRecord::Txn(ops)
+        }
+        KIND_GRANT => LogRecord::Grant { id: LeaseId(r.u64()?), ttl: Duration::from_millis(r.u64()?) },
+        KIND_END => {
+            let n = r.count(END_ID_BYTES)?;
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                ids.push(LeaseId(r.u64()?));
+            }
+            LogRecord::End(ids)
+        }
+        _ => return None,
+    };
+    (r.at == fields.len()).then_some(record)
 }
 
 /// What the bytes at an offset hold.
@@ -402,6 +525,7 @@ fn plausible(kind: u8, len: usize) -> bool {
         KIND_END => len >= 5 && (len - 5).is_multiple_of(END_ID_BYTES),
         KIND_STATE_LEASES => len >= 5 && (len - 5).is_multiple_of(IMAGE_LEASE_BYTES),
         KIND_TXN | KIND_STATE_KEYS => len >= 5,
+        KIND_BATCH => len >= BATCH_HEADER_BYTES + BATCH_ITEM_BYTES_MIN,
         _ => false,
     }
 }
@@ -484,6 +608,7 @@ fn join(
 ) -> Option<()> {
     match (frame, image.as_mut()) {
         (Frame::Record(record), None) => records.push(record),
+        (Frame::Batch(batch), None) => records.extend(batch),
         (Frame::ImageStart { revision, lease_next }, None) => {
             *image = Some((at, StateImage { revision, lease_next, keys: Vec::new(), leases: Vec::new() }));
         }

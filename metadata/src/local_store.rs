@@ -346,13 +346,14 @@ impl Shell {
         if let Some(log) = self.log.as_mut()
             && !records.is_empty()
         {
-            let mut bytes = Vec::new();
-            for r in &records {
-                local_log::encode(r, &mut bytes);
-            }
-            log.bytes += bytes.len() as u64;
-            if let Err(e) = log.file.write_all(&bytes).and_then(|()| log.file.sync_data()) {
-                failure = Some(unavailable(format!("{}: {e}", log.path.display())));
+            // One frame per write, durable before the next (local_log.rs LL4): usually one, so
+            // a crash tears only the last frame, whichever of its pages reached the disk.
+            for bytes in local_log::encode_batches(&records) {
+                log.bytes += bytes.len() as u64;
+                if let Err(e) = log.file.write_all(&bytes).and_then(|()| log.file.sync_data()) {
+                    failure = Some(unavailable(format!("{}: {e}", log.path.display())));
+                    break;
+                }
             }
         }
         for o in owed {
