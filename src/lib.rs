@@ -4,4 +4,5 @@
 //! (namespace, log, writer, reader, DLSN, transaction ids, truncation) arrives with the
 //! replication and metadata layers. The bookie storage engine is `dlog_engine`.
 
+pub mod admin;
 pub mod bench;

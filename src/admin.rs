@@ -1,0 +1,243 @@
+//! `dlog admin`: read commands over the cluster metadata (bookies, logs, a log's segments, one
+//! segment), printed for people or, with `--json`, for scripts. They read through the typed
+//! accessors of `dlog_metadata` only; nothing here builds a key by hand.
+//!
+//! A value that does not decode is reported with its key and the command fails (exit 1): an
+//! operator must see damage, not a shorter list.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, bail};
+use dlog_metadata::schema::{Dlsn, LogSegmentState, SegmentMetadata, SegmentState};
+use dlog_metadata::{AnyStore, BookieRegistry, LogMetadataStore, SegmentMetadataStore};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Where commands find the metadata when `--metadata` and `DLOG_METADATA` are not given.
+pub const DEFAULT_METADATA: &str = "local://dlog-data/metadata";
+
+/// `dlog admin` flags.
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// The metadata store: local:///path, memory:// or etcd://host:port[,host:port]/scope.
+    #[arg(long, env = "DLOG_METADATA", default_value = DEFAULT_METADATA, global = true)]
+    pub metadata: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to show.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// `dlog admin` commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Registered bookies (writable and read-only) and their endpoints.
+    Bookies,
+    /// Namespaces, or the logs of one namespace.
+    Logs {
+        /// The namespace (all namespaces when omitted).
+        namespace: Option<String>,
+    },
+    /// A log's segments in order: NAMESPACE/LOG.
+    Segments {
+        /// The log, as NAMESPACE/LOG.
+        log: String,
+    },
+    /// One segment's metadata: quorums, state, ensembles.
+    Segment {
+        /// The segment id.
+        id: u64,
+    },
+}
+
+/// Runs `dlog admin`.
+pub fn main(args: AdminArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let out = runtime.block_on(run(&args))?;
+    print!("{out}");
+    Ok(())
+}
+
+/// Runs one command and returns its output (text or JSON).
+pub async fn run(args: &AdminArgs) -> Result<String> {
+    let store = Arc::new(
+        AnyStore::open(&args.metadata)
+            .await
+            .with_context(|| format!("opening metadata {}", args.metadata))?,
+    );
+    let (text, json) = match &args.command {
+        AdminCommand::Bookies => bookies(store).await?,
+        AdminCommand::Logs { namespace } => logs(store, namespace.as_deref()).await?,
+        AdminCommand::Segments { log } => segments(store, log).await?,
+        AdminCommand::Segment { id } => segment(store, *id).await?,
+    };
+    Ok(if args.json { format!("{}\n", serde_json::to_string_pretty(&json)?) } else { text })
+}
+
+async fn bookies(store: Arc<AnyStore>) -> Result<(String, Value)> {
+    let registry = BookieRegistry::new(store);
+    let mut text = format!(
+        "{:<24} {:<10} {:<22} {:>6} {:<10} {:<10}\n",
+        "BOOKIE", "STATE", "ENDPOINT", "SHARDS", "RACK", "ZONE"
+    );
+    let mut rows = Vec::new();
+    let mut damaged = Vec::new();
+    for entry in registry.writable().await?.into_iter().chain(registry.read_only().await?) {
+        let b = match entry {
+            Ok(b) => b,
+            Err(e) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+        };
+        let state = if b.read_only { "read-only" } else { "writable" };
+        let info = &b.info;
+        let _ = writeln!(
+            text,
+            "{:<24} {state:<10} {:<22} {:>6} {:<10} {:<10}",
+            b.id, info.endpoint, info.shards, info.rack, info.zone
+        );
+        rows.push(json!({
+            "id": b.id, "state": state, "endpoint": info.endpoint, "shards": info.shards,
+            "rack": info.rack, "zone": info.zone, "version": info.version,
+            "registered_ms": info.registered_ms, "free_bytes": info.free_bytes,
+            "lease": b.lease.map(|l| l.0),
+        }));
+    }
+    // Damage is shown, and fails the command, after what could be read.
+    if !damaged.is_empty() {
+        print!("{text}");
+        bail!("damaged bookie registrations:\n  {}", damaged.join("\n  "));
+    }
+    Ok((text, json!({ "bookies": rows })))
+}
+
+async fn logs(store: Arc<AnyStore>, namespace: Option<&str>) -> Result<(String, Value)> {
+    let logs = LogMetadataStore::new(store);
+    let Some(ns) = namespace else {
+        let names = logs.namespaces().await?;
+        let text = names.iter().map(|n| format!("{n}\n")).collect();
+        return Ok((text, json!({ "namespaces": names })));
+    };
+    if logs.namespace(ns).await?.is_none() {
+        bail!("no namespace {ns:?}");
+    }
+    let mut text = format!(
+        "{:<32} {:>8} {:>12} {:>12} {:<20}\n",
+        "LOG", "EPOCH", "NEXT_SEQ", "NEXT_TXID", "TRUNCATED_BEFORE"
+    );
+    let mut rows = Vec::new();
+    for (name, meta, version) in logs.logs(ns).await? {
+        let truncated = meta.truncated_before.map(dlsn).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            text,
+            "{name:<32} {:>8} {:>12} {:>12} {truncated:<20}",
+            meta.writer_epoch, meta.next_segment_seq, meta.next_txid
+        );
+        rows.push(json!({
+            "log": name, "writer_epoch": meta.writer_epoch, "next_segment_seq": meta.next_segment_seq,
+            "next_txid": meta.next_txid, "truncated_before": meta.truncated_before.map(dlsn_json),
+            "created_ms": meta.created_ms, "version": version.0,
+        }));
+    }
+    Ok((text, json!({ "namespace": ns, "logs": rows })))
+}
+
+fn dlsn(d: Dlsn) -> String {
+    format!("{}:{}:{}", d.segment_seq, d.entry_id, d.slot)
+}
+
+fn dlsn_json(d: Dlsn) -> Value {
+    json!({ "segment_seq": d.segment_seq, "entry_id": d.entry_id, "slot": d.slot })
+}
+
+fn split_log(log: &str) -> Result<(&str, &str)> {
+    log.split_once('/').with_context(|| format!("log {log:?}: expected NAMESPACE/LOG"))
+}
+
+async fn segments(store: Arc<AnyStore>, log: &str) -> Result<(String, Value)> {
+    let (ns, name) = split_log(log)?;
+    let logs = LogMetadataStore::new(store);
+    if logs.log(ns, name).await?.is_none() {
+        bail!("no log {ns}/{name}");
+    }
+    let mut text = format!(
+        "{:>6} {:>20} {:<11} {:>6} {:>12} {:>12} {:>10} {:<16}\n",
+        "SEQ", "SEGMENT", "STATE", "EPOCH", "FIRST_TXID", "LAST_TXID", "RECORDS", "LAST_DLSN"
+    );
+    let mut rows = Vec::new();
+    for (s, version) in logs.segments(ns, name).await? {
+        let (state, last_txid, count, last) = match s.state {
+            LogSegmentState::InProgress => ("in-progress", None, None, None),
+            LogSegmentState::Completed { last_txid, record_count, last_dlsn, .. } => {
+                ("completed", Some(last_txid), Some(record_count), last_dlsn)
+            }
+        };
+        let dash = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        let _ = writeln!(
+            text,
+            "{:>6} {:>20} {state:<11} {:>6} {:>12} {:>12} {:>10} {:<16}",
+            s.seq,
+            s.segment_id,
+            s.epoch,
+            s.first_txid,
+            dash(last_txid),
+            dash(count),
+            last.map_or("-".into(), dlsn)
+        );
+        rows.push(json!({
+            "seq": s.seq, "segment_id": s.segment_id, "state": state, "epoch": s.epoch,
+            "first_txid": s.first_txid, "last_txid": last_txid, "record_count": count,
+            "last_dlsn": last.map(dlsn_json), "created_ms": s.created_ms, "version": version.0,
+        }));
+    }
+    Ok((text, json!({ "log": format!("{ns}/{name}"), "segments": rows })))
+}
+
+fn state_json(state: SegmentState) -> Value {
+    match state {
+        SegmentState::Open => json!("open"),
+        SegmentState::InRecovery => json!("in-recovery"),
+        SegmentState::Closed { last_entry_id, length } => {
+            json!({ "closed": { "last_entry_id": last_entry_id, "length": length } })
+        }
+    }
+}
+
+async fn segment(store: Arc<AnyStore>, id: u64) -> Result<(String, Value)> {
+    let segments = SegmentMetadataStore::new(store);
+    let Some((meta, version)) = segments.get(id).await? else { bail!("no segment {id}") };
+    let SegmentMetadata { ensemble_size, write_quorum_size, ack_quorum_size, .. } = meta;
+    let state = match meta.state {
+        SegmentState::Open => "open".to_string(),
+        SegmentState::InRecovery => "in recovery".to_string(),
+        SegmentState::Closed { last_entry_id: Some(l), length } => {
+            format!("closed at entry {l}, {length} bytes")
+        }
+        SegmentState::Closed { last_entry_id: None, .. } => "closed, empty".to_string(),
+    };
+    let owner = meta.owner.as_ref().map(|o| format!("{}/{} seq {}", o.namespace, o.log, o.seq));
+    let mut text = format!(
+        "segment {id} (version {})\n  state: {state}\n  ensemble_size {ensemble_size}, \
+         write_quorum_size {write_quorum_size}, ack_quorum_size {ack_quorum_size}, digest {:?}\n  log: {}\n  \
+         ensembles:\n",
+        version.0,
+        meta.digest_type,
+        owner.as_deref().unwrap_or("-")
+    );
+    for (first, bookies) in &meta.ensembles {
+        let _ = writeln!(text, "    from entry {first}: {}", bookies.join(", "));
+    }
+    let ensembles: Vec<Value> =
+        meta.ensembles.iter().map(|(first, b)| json!({ "first_entry_id": first, "bookies": b })).collect();
+    let json = json!({
+        "id": id, "version": version.0, "state": state_json(meta.state),
+        "ensemble_size": ensemble_size, "write_quorum_size": write_quorum_size,
+        "ack_quorum_size": ack_quorum_size, "digest_type": format!("{:?}", meta.digest_type),
+        "master_key_hash": meta.master_key_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "created_ms": meta.created_ms, "log": owner, "ensembles": ensembles,
+    });
+    Ok((text, json))
+}
