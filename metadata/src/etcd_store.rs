@@ -391,6 +391,7 @@ impl WatchTask {
             // One revision can hold many events (a transaction, a lease's end), all in one
             // response: skip only what was delivered before this response, then move past it.
             let delivered = self.next;
+            let mut batch = Vec::with_capacity(response.events().len());
             for e in response.events() {
                 let Some(kv) = e.kv() else { continue };
                 let Some(key) = self.store.local_key(kv.key()) else { continue };
@@ -412,9 +413,10 @@ impl WatchTask {
                     continue; // delivered before a reconnect
                 }
                 self.next = Version(event.version.0 + 1);
-                if !self.events.send(event) {
-                    return Ok(None);
-                }
+                batch.push(event);
+            }
+            if !self.events.send_all(&batch) {
+                return Ok(None);
             }
             if self.events.is_closed() {
                 return Ok(None);

@@ -394,7 +394,7 @@ impl Shell {
             }
             match self.core.events_since(&watcher.prefix, watcher.from.min(next)) {
                 Ok(history) => {
-                    if history.into_iter().all(|e| watcher.events.send(e)) {
+                    if watcher.events.send_all(&history) {
                         let _ = reply.send(Ok(watcher.from));
                         self.watchers.push(watcher);
                     }
@@ -417,10 +417,9 @@ impl Shell {
         match self.core.events_since("", Version(self.fed.0 + 1)) {
             Ok(events) => self.watchers.retain(|w| {
                 !w.events.is_closed()
-                    && events
-                        .iter()
-                        .filter(|e| e.version >= w.from && e.key.starts_with(w.prefix.as_str()))
-                        .all(|e| w.events.send(e.clone()))
+                    && w.events.send_all(
+                        events.iter().filter(|e| e.version >= w.from && e.key.starts_with(w.prefix.as_str())),
+                    )
             }),
             Err(e) => {
                 // More changes in one batch than the history holds: watchers must re-list.

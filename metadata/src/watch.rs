@@ -3,9 +3,12 @@
 //! Owns: the channel a backend feeds events into and the position to resume from.
 //!
 //! Invariants:
-//! - W1: events arrive in revision order, each once; `resume_from` is one past the last event
-//!   handed out (or the watch's `from` before any), so re-watching from it after any error
-//!   neither misses nor repeats an event.
+//! - W1: events arrive in revision order, each once. `resume_from` is one past the last
+//!   revision handed out whole (or the watch's `from` before any), so re-watching from it
+//!   after any error misses nothing and repeats nothing, except: a consumer that stops in the
+//!   middle of a revision holding several events (a transaction, a lease's end) gets that
+//!   revision again whole. Never a skip. Backends send each revision's events together and
+//!   mark its last one.
 //! - W2: a watcher that falls more than `WATCH_LAG_MAX` events behind is cut off with an error
 //!   rather than holding unbounded memory; one whose `Watch` was dropped is forgotten by the
 //!   backend at its next send.
@@ -24,7 +27,7 @@ pub const WATCH_LAG_MAX: usize = 1 << 20;
 /// A stream of changes under a prefix, in revision order (W1).
 #[derive(Debug)]
 pub struct Watch {
-    events: UnboundedReceiver<Result<Event, MetaError>>,
+    events: UnboundedReceiver<Result<(Event, bool), MetaError>>,
     queued: Arc<AtomicUsize>,
     resume: Version,
     failed: bool,
@@ -34,7 +37,7 @@ pub struct Watch {
 /// The backend's end of a watch.
 #[derive(Debug)]
 pub(crate) struct WatchSender {
-    events: UnboundedSender<Result<Event, MetaError>>,
+    events: UnboundedSender<Result<(Event, bool), MetaError>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -49,15 +52,23 @@ pub(crate) fn channel(from: Version) -> (WatchSender, Watch) {
 }
 
 impl WatchSender {
-    /// Queues `event`. False: the watcher is gone or was cut off (W2); forget it.
-    pub(crate) fn send(&self, event: Event) -> bool {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= WATCH_LAG_MAX {
-            self.fail(MetaError::Unavailable(format!(
-                "watch fell more than {WATCH_LAG_MAX} events behind and was cut off"
-            )));
-            return false;
+    /// Queues `events` (in revision order, each revision whole), marking each revision's last
+    /// event (W1). False: the watcher is gone or was cut off (W2); forget it.
+    pub(crate) fn send_all<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> bool {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
+            let last = events.peek().is_none_or(|next| next.version != event.version);
+            if self.queued.fetch_add(1, Ordering::Relaxed) >= WATCH_LAG_MAX {
+                self.fail(MetaError::Unavailable(format!(
+                    "watch fell more than {WATCH_LAG_MAX} events behind and was cut off"
+                )));
+                return false;
+            }
+            if self.events.send(Ok((event.clone(), last))).is_err() {
+                return false;
+            }
         }
-        self.events.send(Ok(event)).is_ok()
+        true
     }
 
     /// Ends the watch with `error`.
@@ -96,9 +107,10 @@ impl Watch {
             return Err(MetaError::Unavailable("watch ended; watch again from resume_from()".into()));
         }
         match self.events.recv().await {
-            Some(Ok(event)) => {
+            Some(Ok((event, last))) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.resume = Version(event.version.0 + 1);
+                // Past the revision only once its last event is out (W1).
+                self.resume = if last { Version(event.version.0 + 1) } else { event.version };
                 Ok(event)
             }
             Some(Err(e)) => {

@@ -260,6 +260,27 @@ mod cases {
         assert_eq!((e.value, e.version), (b("seen"), v));
     }
 
+    pub(crate) async fn a_multi_key_revision_is_never_half_skipped<S: MetadataStore>(s: &S) {
+        let mut watch = s.watch("m/", Version(0)).await.unwrap();
+        let v = s
+            .txn(vec![put("m/a", "1", Cond::Any), put("m/b", "1", Cond::Any), put("m/c", "1", Cond::Any)])
+            .await
+            .unwrap();
+        let first = next_event(&mut watch).await;
+        assert_eq!((first.key.as_str(), first.version), ("m/a", v));
+        assert_eq!(watch.resume_from(), v, "mid-revision: resuming repeats the revision, never skips it");
+        drop(watch);
+        let mut watch = s.watch("m/", v).await.unwrap();
+        let keys: Vec<String> =
+            [next_event(&mut watch).await, next_event(&mut watch).await, next_event(&mut watch).await]
+                .into_iter()
+                .inspect(|e| assert_eq!(e.version, v))
+                .map(|e| e.key)
+                .collect();
+        assert_eq!(keys, ["m/a", "m/b", "m/c"]);
+        assert_eq!(watch.resume_from(), Version(v.0 + 1), "the whole revision seen: past it");
+    }
+
     pub(crate) async fn many_events_reach_a_watch_in_order<S: MetadataStore + 'static>(s: Arc<S>) {
         let mut watch = s.watch("n/", Version(0)).await.unwrap();
         let writers: Vec<_> = (0..4)
@@ -391,6 +412,12 @@ macro_rules! suite {
             async fn watches_resume_without_gaps_or_repeats() {
                 let b = $make.await;
                 cases::watches_resume_without_gaps_or_repeats(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_multi_key_revision_is_never_half_skipped() {
+                let b = $make.await;
+                cases::a_multi_key_revision_is_never_half_skipped(&*b.store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
