@@ -1,5 +1,5 @@
-//! The `dlog` binary: `dlog bench journal` today; the bookie server, local cluster and CLI
-//! arrive with the replication and metadata layers.
+//! The `dlog` binary: `dlog bench journal` and `dlog bench metadata` today; the bookie server,
+//! local cluster and CLI arrive with the replication and metadata layers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +32,10 @@ enum Bench {
     /// 4 KiB latency at one in flight, replay, tail reads, catch-up reads); with either, runs
     /// that one workload.
     Journal(JournalArgs),
+    /// The metadata store: CAS updates of segment-like keys and watch latency, on the embedded
+    /// store (against a raw 4 KiB write + fdatasync) and on etcd (against plain etcd-client
+    /// puts; needs the `etcd` feature).
+    Metadata(dlog::bench::metadata::MetadataArgs),
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +128,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Bench { bench: Bench::Journal(args) } => bench_journal(args),
+        Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),
     }
 }
 

@@ -6,5 +6,6 @@ pub mod baseline;
 pub mod compaction;
 pub mod journal;
 pub mod load;
+pub mod metadata;
 pub mod reads;
 pub mod stats;
