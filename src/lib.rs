@@ -6,3 +6,4 @@
 
 pub mod admin;
 pub mod bench;
+pub mod deletion_check;
