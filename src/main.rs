@@ -1,4 +1,4 @@
-//! The `dlog` binary: `dlog bench journal` and `dlog bench metadata` today; the bookie server,
+//! The `dlog` binary: `dlog bench journal`, `dlog bench metadata` and `dlog admin` today; the bookie server,
 //! local cluster and CLI arrive with the replication and metadata layers.
 
 use std::path::PathBuf;
@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Read the cluster metadata: bookies, logs, a log's segments, one segment.
+    Admin(dlog::admin::AdminArgs),
     /// Benchmarks, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -119,7 +121,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // Errors are for people: the message and its causes, no backtrace.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -127,6 +140,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Admin(args) => dlog::admin::main(args),
         Command::Bench { bench: Bench::Journal(args) } => bench_journal(args),
         Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),
     }
