@@ -1,7 +1,8 @@
 //! The fuzz targets' checks (fuzz/src/lib.rs, included below as a module) over inputs from
 //! proptest, so they run in every `cargo test` without cargo-fuzz or nightly. Random bytes
 //! rarely get past a CRC, so besides raw bytes each check also gets well-formed inputs with a
-//! few corruptions. Longer runs: `cargo fuzz run -s none <target>` (fuzz/README.md).
+//! few corruptions (a metadata log, for one, written by a `LocalCore` or encoded from random
+//! records). Longer runs: `cargo fuzz run -s none <target>` (fuzz/README.md).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../fuzz/src/lib.rs"]
@@ -10,9 +11,15 @@ mod checks;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use dlog_engine::journal::file_header::FileHeader;
 use dlog_engine::journal::record::{self, RecordHeader, RecordKind};
 use dlog_engine::{FileSeq, ShardId};
+use dlog_metadata::local_log::{self, ImageKey, LogEnd, LogRecord, StateImage};
+use dlog_metadata::schema::{self, LogSegment, SegmentMetadata};
+use dlog_metadata::{Cond, LeaseId, LocalCore, Op, Version};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -56,7 +63,8 @@ proptest! {
         } else {
             (payload.len() as u32, &payload)
         };
-        let header = RecordHeader { kind, flags, payload_len, segment_id: segment, entry_id: entry, last_add_confirmed: lac };
+        let header =
+            RecordHeader { kind, flags, payload_len, segment_id: segment, entry_id: entry, last_add_confirmed: lac };
         let mut input = epoch.to_le_bytes().to_vec();
         input.resize(8 + record::record_bytes(payload.len()), 0);
         record::encode(&mut input[8..], epoch, &header, payload);
@@ -218,4 +226,236 @@ fn journal_replay_intact_entries_come_back() {
     assert_eq!(report.entries, entries);
     assert!(report.torn_tail.is_none() && report.damage.is_empty(), "{report:?}");
     bookie.close();
+}
+
+// The metadata targets: the embedded store's log, its replay, and the schema values.
+
+/// A log record without an image: small keys, values, lease ids and ttls, so that replaying
+/// them sometimes applies.
+fn log_record() -> impl Strategy<Value = LogRecord> {
+    let lease = proptest::option::of(0u64..6).prop_map(|l| l.map(LeaseId));
+    let op = prop_oneof![
+        ("[a-c/]{0,6}", proptest::collection::vec(any::<u8>(), 0..24), lease).prop_map(
+            |(key, value, lease)| Op::Put { key, value: Bytes::from(value), cond: Cond::Any, lease }
+        ),
+        "[a-c/]{0,6}".prop_map(|key| Op::Delete { key, cond: Cond::Any }),
+    ];
+    prop_oneof![
+        3 => proptest::collection::vec(op, 0..4).prop_map(LogRecord::Txn),
+        1 => (0u64..8, 0u64..100_000).prop_map(|(id, ms)| LogRecord::Grant {
+            id: LeaseId(id),
+            ttl: Duration::from_millis(ms),
+        }),
+        1 => proptest::collection::vec((0u64..8).prop_map(LeaseId), 0..4).prop_map(LogRecord::End),
+    ]
+}
+
+/// A state image of a few keys and leases (not always one a core would accept).
+fn state_image() -> impl Strategy<Value = StateImage> {
+    let key = ("[a-c/]{1,6}", proptest::collection::vec(any::<u8>(), 0..24), 1u64..20, 1u64..20, 0u64..4);
+    let keys = proptest::collection::vec(key, 0..5).prop_map(|keys| {
+        let mut keys: Vec<ImageKey> = keys
+            .into_iter()
+            .map(|(k, v, version, created, lease)| {
+                let lease = (lease > 0).then_some(LeaseId(lease));
+                (k, Bytes::from(v), Version(version.max(created)), Version(created.min(version)), lease)
+            })
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        keys
+    });
+    let leases = proptest::collection::btree_map(1u64..4, 1u64..100_000, 0..3)
+        .prop_map(|l| l.into_iter().map(|(id, ms)| (LeaseId(id), Duration::from_millis(ms))).collect());
+    (20u64..30, 4u64..6, keys, leases).prop_map(|(revision, lease_next, keys, leases)| StateImage {
+        revision: Version(revision),
+        lease_next,
+        keys,
+        leases,
+    })
+}
+
+/// How a well-formed metadata log is damaged.
+#[derive(Clone, Debug)]
+enum LogDamage {
+    /// XOR bytes.
+    Flip(Vec<(Index, u8)>),
+    /// Cut the log short.
+    Truncate(Index),
+    /// Zero a run of bytes (at, length).
+    Zero(Index, usize),
+    /// Append bytes (a torn append, or garbage).
+    Append(Vec<u8>),
+}
+
+fn log_damage() -> impl Strategy<Value = LogDamage> {
+    prop_oneof![
+        proptest::collection::vec((any::<Index>(), 1u8..), 1..4).prop_map(LogDamage::Flip),
+        any::<Index>().prop_map(LogDamage::Truncate),
+        (any::<Index>(), 1usize..64).prop_map(|(at, n)| LogDamage::Zero(at, n)),
+        proptest::collection::vec(any::<u8>(), 1..32).prop_map(LogDamage::Append),
+    ]
+}
+
+fn damage_log(log: &mut Vec<u8>, damage: &LogDamage) {
+    match damage {
+        LogDamage::Flip(flips) => corrupt(log, flips),
+        LogDamage::Truncate(at) => log.truncate(at.index(log.len() + 1)),
+        LogDamage::Zero(at, n) => {
+            let at = at.index(log.len() + 1);
+            let end = (at + n).min(log.len());
+            log[at..end].fill(0);
+        }
+        LogDamage::Append(bytes) => log.extend_from_slice(bytes),
+    }
+}
+
+/// Each group as one group commit (`encode_batches`: one frame here), after an image if any.
+fn encode_log(image: Option<&StateImage>, groups: &[Vec<LogRecord>]) -> (Vec<u8>, Vec<LogRecord>) {
+    let mut log = Vec::new();
+    let mut records = Vec::new();
+    if let Some(image) = image {
+        let image = LogRecord::State(Box::new(image.clone()));
+        local_log::encode(&image, &mut log);
+        records.push(image);
+    }
+    for group in groups {
+        log.extend(local_log::encode_batches(group).concat());
+        records.extend(group.iter().cloned());
+    }
+    (log, records)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn metadata_log_decode_raw(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        checks::metadata::check_log_decode(&data);
+        checks::metadata::check_replay(&data, checks::metadata::replay_now());
+    }
+
+    #[test]
+    fn metadata_log_decode_damaged(image in proptest::option::of(state_image()),
+                                   groups in proptest::collection::vec(
+                                       proptest::collection::vec(log_record(), 1..5), 0..6),
+                                   damage in proptest::option::of(log_damage())) {
+        let (mut log, records) = encode_log(image.as_ref(), &groups);
+        if damage.is_none() {
+            prop_assert_eq!(local_log::decode_log(&log), (records, LogEnd::Clean { end: log.len() }));
+        }
+        if let Some(damage) = &damage {
+            damage_log(&mut log, damage);
+        }
+        checks::metadata::check_log_decode(&log);
+        checks::metadata::check_replay(&log, checks::metadata::replay_now());
+    }
+
+    /// LL4: whatever a crash does to the last group commit's frame (cut short, or pages of it
+    /// lost as zeroes), the log ends at the frame before it, as a torn tail, never damaged.
+    #[test]
+    fn metadata_log_torn_last_commit(groups in proptest::collection::vec(
+                                         proptest::collection::vec(log_record(), 1..5), 1..6),
+                                     cut: Index, zero in proptest::option::of((any::<Index>(), 1usize..600))) {
+        let (before, kept) = encode_log(None, &groups[..groups.len() - 1]);
+        let (mut log, _) = encode_log(None, &groups);
+        let intact = log.clone();
+        let start = before.len();
+        match zero {
+            // Cut inside the last frame.
+            None => log.truncate(start + 1 + cut.index(log.len() - start - 1)),
+            // Zero a run of it.
+            Some((at, n)) => {
+                let at = start + at.index(log.len() - start);
+                let end = (at + n).min(log.len());
+                log[at..end].fill(0);
+            }
+        }
+        // Zeroes over zeroes leave the frame whole.
+        prop_assume!(log != intact);
+        let (records, end) = local_log::decode_log(&log);
+        prop_assert_eq!(records, kept);
+        prop_assert!(matches!(end, LogEnd::Torn { end } | LogEnd::Clean { end } if end == start), "{:?}", end);
+        checks::metadata::check_log_decode(&log);
+    }
+
+    /// LL1: a log a core wrote (group commits, leases, a rewrite) replays to the core's state;
+    /// damaged, it replays without a panic.
+    #[test]
+    fn metadata_replay_sample_logs(seed: u64, commits in 1usize..24, rewrite: Option<Index>,
+                                   damage in proptest::option::of(log_damage())) {
+        let rewrite = rewrite.map(|r| r.index(commits));
+        let (mut log, image) = checks::metadata::sample_log(seed, commits, rewrite);
+        let now = checks::metadata::replay_now();
+        if damage.is_none() {
+            let (records, end) = local_log::decode_log(&log);
+            prop_assert_eq!(end, LogEnd::Clean { end: log.len() });
+            let mut core = LocalCore::new(64);
+            for record in records {
+                core.replay(record, now).expect("a record a core logged replays");
+            }
+            prop_assert_eq!(core.image(), image);
+        }
+        if let Some(damage) = &damage {
+            damage_log(&mut log, damage);
+        }
+        checks::metadata::check_log_decode(&log);
+        checks::metadata::check_replay(&log, now);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn metadata_value_decode_raw(format: bool, data in proptest::collection::vec(any::<u8>(), 0..128)) {
+        // Most values start with the format byte; without it every decoder refuses at once.
+        let mut value = if format { vec![schema::wire::FORMAT] } else { Vec::new() };
+        value.extend_from_slice(&data);
+        checks::metadata::check_value_decode(&value);
+    }
+
+    #[test]
+    fn metadata_value_decode_encoded(seed: u64, log_segment: bool, cut: Option<Index>,
+                                     flips in proptest::collection::vec((any::<Index>(), any::<u8>()), 0..3)) {
+        let mut rng = checks::Rng::new(seed);
+        let mut value = if log_segment {
+            let segment = checks::metadata::sample_log_segment(&mut rng);
+            let value = segment.encode().expect("a sample log segment encodes");
+            prop_assert_eq!(LogSegment::decode("k", &value), Ok(segment));
+            value.to_vec()
+        } else {
+            let segment = checks::metadata::sample_segment(&mut rng);
+            let value = segment.encode().expect("a sample segment encodes");
+            prop_assert_eq!(SegmentMetadata::decode("k", &value), Ok(segment));
+            value.to_vec()
+        };
+        corrupt(&mut value, &flips);
+        if let Some(cut) = cut {
+            value.truncate(cut.index(value.len() + 1));
+        }
+        checks::metadata::check_value_decode(&value);
+    }
+}
+
+/// Crashes `metadata_replay` found, each a log whose frames all have valid checksums: a Grant
+/// of lease id `u64::MAX`, and an image at revision `u64::MAX` followed by a transaction.
+/// Replaying them overflows `LocalCore`'s counters (`lease_next += 1` in `grant`,
+/// `revision += 1` in `txn`): a panic with overflow checks, ids and revisions wrapping to 0
+/// without. Ignored until replay answers `Invalid` for them: then drop the `ignore`.
+#[test]
+#[ignore = "LocalCore::replay overflows at u64::MAX lease ids and revisions (metadata/src/local_core.rs)"]
+fn metadata_replay_counters_at_their_limit() {
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    };
+    let grant_max = "e81d111c1100000002ffffffffffffffffe803000000000000";
+    let revision_max = concat!(
+        "b196a4491100000004ffffffffffffffff0100000000000000",
+        "c0a0a589110000000700000000000000000000000000000000",
+        "bb7fe03718000000010100000001010000006b00000000000000000000000000",
+    );
+    for log in [grant_max, revision_max] {
+        checks::metadata::check_replay(&hex(log), checks::metadata::replay_now());
+    }
 }
