@@ -440,11 +440,9 @@ proptest! {
 
 /// Crashes `metadata_replay` found, each a log whose frames all have valid checksums: a Grant
 /// of lease id `u64::MAX`, and an image at revision `u64::MAX` followed by a transaction.
-/// Replaying them overflows `LocalCore`'s counters (`lease_next += 1` in `grant`,
-/// `revision += 1` in `txn`): a panic with overflow checks, ids and revisions wrapping to 0
-/// without. Ignored until replay answers `Invalid` for them: then drop the `ignore`.
+/// Replaying them used to overflow `LocalCore`'s counters (a panic with overflow checks, ids
+/// and revisions wrapping to 0 without); replay now refuses them as corrupt (LC6).
 #[test]
-#[ignore = "LocalCore::replay overflows at u64::MAX lease ids and revisions (metadata/src/local_core.rs)"]
 fn metadata_replay_counters_at_their_limit() {
     let hex = |s: &str| -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()

@@ -23,6 +23,8 @@
 //!   every ttl is a whole number of milliseconds in `1 ms..=LEASE_TTL_MAX`: so every log record
 //!   fits a frame (local_log.rs LL2) and replays exactly (LL1). Replay applies the same checks
 //!   and answers `Invalid` ("corrupt log") for a record that does not apply.
+//! - LC6: revisions and lease ids stay below `COUNTER_MAX`; a transaction, grant or image
+//!   that would pass it is `Invalid`, so no counter wraps whatever a log holds.
 //!
 //! Conditions (etcd's semantics; the etcd backend checks the same):
 //!
@@ -60,6 +62,10 @@ pub const TXN_BYTES_MAX: usize = 1280 << 10;
 pub const LEASE_TTL_MAX: Duration = Duration::from_secs(9_000_000_000);
 /// Leases one End record ends at most: expiring more takes one revision per this many.
 pub const END_LEASES_MAX: usize = 1 << 16;
+/// Revisions and lease ids stay below this (LC6): 2^63 mutations is out of reach of any real
+/// store (292,000 years at a million per second), so a log that claims more is corrupt, and
+/// the counters can never overflow, whatever a log says.
+pub const COUNTER_MAX: u64 = 1 << 63;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -234,8 +240,14 @@ impl LocalCore {
 
     /// Replaces the state of a fresh core with `image`, checked whole first (LC5).
     fn restore(&mut self, image: StateImage, now: Instant) -> Result<(), MetaError> {
-        if self.revision != 0 || !self.keys.is_empty() || !self.leases.is_empty() {
+        if self.revision != 0 || self.lease_next != 1 || !self.keys.is_empty() || !self.leases.is_empty() {
             return Err(invalid("an image after other records (an image starts a log)"));
+        }
+        if image.revision.0 >= COUNTER_MAX || image.lease_next == 0 || image.lease_next > COUNTER_MAX {
+            return Err(invalid(format!(
+                "revision {} or next lease {} out of range",
+                image.revision.0, image.lease_next
+            )));
         }
         let mut leases = HashMap::with_capacity(image.leases.len());
         for (id, ttl) in image.leases {
@@ -358,6 +370,9 @@ impl LocalCore {
         for op in &ops {
             self.check(op, now)?;
         }
+        if self.revision >= COUNTER_MAX {
+            return Err(invalid(format!("revision {} at the limit", self.revision))); // LC6
+        }
         self.revision += 1;
         let version = Version(self.revision);
         let logged = ops
@@ -442,6 +457,9 @@ impl LocalCore {
     pub fn grant(&mut self, ttl: Duration, now: Instant) -> Result<LeaseId, MetaError> {
         let ttl = whole_ttl(ttl)?;
         let deadline = deadline(now, ttl)?;
+        if self.lease_next >= COUNTER_MAX {
+            return Err(invalid(format!("lease id {} at the limit", self.lease_next))); // LC6
+        }
         let id = LeaseId(self.lease_next);
         self.lease_next += 1;
         self.leases.insert(id, Lease { ttl, deadline, keys: Vec::new() });
