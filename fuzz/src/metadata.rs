@@ -171,7 +171,7 @@ pub fn replay_now() -> Instant {
 /// `metadata_replay`: the records `decode_log` finds in `bytes` (their frames' checksums made
 /// valid first: `with_valid_checksums`), replayed in order into an empty `LocalCore`, must not
 /// panic. Beyond that (LC5, LL1):
-/// - a record that does not apply answers `Invalid` ("corrupt log") and changes nothing (the
+/// - a record that does not apply answers `Corrupt` and changes nothing (the
 ///   core's image is the same before and after);
 /// - the state replay built, as an image, replays into an empty core to the same image.
 ///
@@ -185,8 +185,8 @@ pub fn check_replay(bytes: &[u8], now: Instant) {
         let what = format!("{record:?}");
         if let Err(e) = core.replay(record, now) {
             assert!(
-                matches!(&e, MetaError::Invalid(m) if m.contains("corrupt log")),
-                "replaying {what:.200} failed with {e:?}, not Invalid(corrupt log)"
+                matches!(&e, MetaError::Corrupt(m) if m.contains("metadata log")),
+                "replaying {what:.200} failed with {e:?}, not Corrupt(metadata log)"
             );
             assert_eq!(core.image(), before, "replaying {what:.200} failed ({e}) but changed the state");
         }

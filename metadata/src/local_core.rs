@@ -22,7 +22,7 @@
 //! - LC5: every key, value and transaction in the state or the log is within the limits, and
 //!   every ttl is a whole number of milliseconds in `1 ms..=LEASE_TTL_MAX`: so every log record
 //!   fits a frame (local_log.rs LL2) and replays exactly (LL1). Replay applies the same checks
-//!   and answers `Invalid` ("corrupt log") for a record that does not apply.
+//!   and answers `Corrupt` for a record that does not apply.
 //! - LC6: revisions and lease ids stay below `COUNTER_MAX`; a transaction, grant or image
 //!   that would pass it is `Invalid`, so no counter wraps whatever a log holds.
 //!
@@ -158,7 +158,7 @@ fn deadline(now: Instant, ttl: Duration) -> Result<Instant, MetaError> {
 }
 
 fn corrupt(what: &str, e: MetaError) -> MetaError {
-    invalid(format!("corrupt log: a {what} record does not apply: {e}"))
+    MetaError::Corrupt(format!("metadata log: a {what} record does not apply: {e}"))
 }
 
 impl LocalCore {

@@ -134,7 +134,7 @@ impl LocalStore {
         let valid = match end {
             LogEnd::Clean { end } | LogEnd::Torn { end } => end,
             LogEnd::Damaged { at } => {
-                return Err(MetaError::Invalid(format!(
+                return Err(MetaError::Corrupt(format!(
                     "{}: damaged at byte {at} (not a torn tail); refusing to open",
                     path.display()
                 )));

@@ -115,7 +115,7 @@ async fn a_torn_tail_is_cut_and_damage_refuses_to_open() {
     let mut bad = std::fs::read(&log).unwrap();
     bad[12] ^= 0x10;
     std::fs::write(&log, &bad).unwrap();
-    assert!(matches!(LocalStore::open(dir.path()), Err(MetaError::Invalid(_))));
+    assert!(matches!(LocalStore::open(dir.path()), Err(MetaError::Corrupt(_))));
 }
 
 /// A power loss during a group commit's write (before its fdatasync, so nothing in it was

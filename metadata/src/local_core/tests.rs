@@ -318,7 +318,7 @@ fn deadlines_past_the_clock_are_invalid() {
     // Restoring an image whose deadlines cannot be represented is refused too.
     let mut restored = LocalCore::new(100);
     let image = core.image();
-    assert!(matches!(restored.replay(LogRecord::State(Box::new(image)), later), Err(MetaError::Invalid(_))));
+    assert!(matches!(restored.replay(LogRecord::State(Box::new(image)), later), Err(MetaError::Corrupt(_))));
 }
 
 /// Leases that expire together beyond `END_LEASES_MAX` end in several records.
@@ -342,7 +342,7 @@ fn many_expiring_leases_end_in_bounded_records() {
     assert_eq!(ends, [END_LEASES_MAX, 3]);
 }
 
-/// M2: a record that does not apply is corruption, reported as `Invalid`, never ignored.
+/// M2: a record that does not apply is corruption, reported as `Corrupt`, never ignored.
 #[test]
 fn records_that_do_not_apply_are_corruption() {
     let now = start();
@@ -375,7 +375,7 @@ fn records_that_do_not_apply_are_corruption() {
                 got.unwrap();
             } else {
                 assert!(
-                    matches!(&got, Err(MetaError::Invalid(m)) if m.starts_with("corrupt log")),
+                    matches!(&got, Err(MetaError::Corrupt(m)) if m.starts_with("metadata log")),
                     "{records:?}: {got:?}"
                 );
             }
