@@ -155,5 +155,10 @@ mod tests {
             assert!(s.encode().is_err(), "{bad:?}");
         }
         assert!(LogSegment::decode("k", &[1, 0x18, 9]).is_err(), "unknown state");
+        // LSG2: an in-progress value carrying a completion field is refused.
+        s.state = LogSegmentState::InProgress;
+        let mut w: wire::LogSegment = wire::decode("k", &s.encode().unwrap()).unwrap();
+        w.record_count = 1;
+        assert!(matches!(LogSegment::decode("k", &wire::encode(&w)), Err(MetaError::Corrupt(_))));
     }
 }

@@ -291,6 +291,12 @@ mod tests {
             SegmentMetadata::decode("k", &wire::encode(&open_with_length)),
             Err(MetaError::Corrupt(_))
         ));
+        let mut seq_without_log = w.clone();
+        (seq_without_log.log, seq_without_log.log_seq) = (String::new(), 3);
+        assert!(matches!(
+            SegmentMetadata::decode("k", &wire::encode(&seq_without_log)),
+            Err(MetaError::Corrupt(_))
+        ));
         let mut bad_owner = w.clone();
         bad_owner.log = "ns/a/b".into();
         assert!(matches!(
