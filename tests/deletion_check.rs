@@ -118,3 +118,59 @@ fn segment_data_is_dropped_only_once_its_metadata_is_gone() {
     }
     bookie.close();
 }
+
+/// A metadata store that cannot be reached.
+struct Down;
+
+fn down<T>() -> Result<T, dlog_metadata::MetaError> {
+    Err(dlog_metadata::MetaError::Unavailable("down".into()))
+}
+
+impl dlog_metadata::MetadataStore for Down {
+    async fn get(&self, _: &str) -> Result<Option<dlog_metadata::Versioned>, dlog_metadata::MetaError> {
+        down()
+    }
+    async fn txn(
+        &self,
+        _: Vec<dlog_metadata::Op>,
+    ) -> Result<dlog_metadata::Version, dlog_metadata::MetaError> {
+        down()
+    }
+    async fn list(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<dlog_metadata::Page, dlog_metadata::MetaError> {
+        down()
+    }
+    async fn watch(
+        &self,
+        _: &str,
+        _: dlog_metadata::Version,
+    ) -> Result<dlog_metadata::Watch, dlog_metadata::MetaError> {
+        down()
+    }
+    async fn grant(&self, _: Duration) -> Result<dlog_metadata::LeaseId, dlog_metadata::MetaError> {
+        down()
+    }
+    async fn keep_alive(&self, _: dlog_metadata::LeaseId) -> Result<(), dlog_metadata::MetaError> {
+        down()
+    }
+    async fn revoke(
+        &self,
+        _: dlog_metadata::LeaseId,
+    ) -> Result<dlog_metadata::Version, dlog_metadata::MetaError> {
+        down()
+    }
+}
+
+#[test]
+fn a_store_that_cannot_answer_keeps_the_data() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let unreachable = MetadataDeletionCheck::new(Arc::new(Down), runtime.handle().clone());
+    assert!(!unreachable.confirm_deleted(SegmentId(1)), "an unreachable store confirmed a deletion");
+    let empty =
+        MetadataDeletionCheck::new(Arc::new(LocalStore::in_memory().unwrap()), runtime.handle().clone());
+    assert!(empty.confirm_deleted(SegmentId(1)), "a segment with no metadata is confirmed deleted");
+}
