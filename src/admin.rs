@@ -68,7 +68,7 @@ pub async fn run(args: &AdminArgs) -> Result<String> {
             .with_context(|| format!("opening metadata {}", args.metadata))?,
     );
     let (text, json) = match &args.command {
-        AdminCommand::Bookies => bookies(store).await?,
+        AdminCommand::Bookies => bookies(store, args.json).await?,
         AdminCommand::Logs { namespace } => logs(store, namespace.as_deref()).await?,
         AdminCommand::Segments { log } => segments(store, log).await?,
         AdminCommand::Segment { id } => segment(store, *id).await?,
@@ -76,7 +76,7 @@ pub async fn run(args: &AdminArgs) -> Result<String> {
     Ok(if args.json { format!("{}\n", serde_json::to_string_pretty(&json)?) } else { text })
 }
 
-async fn bookies(store: Arc<AnyStore>) -> Result<(String, Value)> {
+async fn bookies(store: Arc<AnyStore>, json: bool) -> Result<(String, Value)> {
     let registry = BookieRegistry::new(store);
     let mut text = format!(
         "{:<24} {:<10} {:<22} {:>6} {:<10} {:<10}\n",
@@ -106,9 +106,13 @@ async fn bookies(store: Arc<AnyStore>) -> Result<(String, Value)> {
             "lease": b.lease.map(|l| l.0),
         }));
     }
-    // Damage is shown, and fails the command, after what could be read.
+    // Damage fails the command (on stderr), after what could be read (on stdout, as asked).
     if !damaged.is_empty() {
-        print!("{text}");
+        if json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "bookies": rows }))?);
+        } else {
+            print!("{text}");
+        }
         bail!("damaged bookie registrations:\n  {}", damaged.join("\n  "));
     }
     Ok((text, json!({ "bookies": rows })))

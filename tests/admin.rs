@@ -53,7 +53,7 @@ async fn populate(dir: &Path) -> u64 {
         seq: 0,
         segment_id: id,
         first_txid: 1,
-        epoch: 1,
+        epoch: 0,
         created_ms: 1,
         state: LogSegmentState::Completed {
             last_txid: 42,

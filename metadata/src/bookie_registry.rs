@@ -187,6 +187,10 @@ impl<S: MetadataStore> BookieRegistry<S> {
             let held_target = self.store.get(&target).await?;
             let ops = match (held_source, held_target) {
                 (Some(_), Some(_)) => {
+                    // Read across a move (the cookie changed since the guard was read): again.
+                    if !self.guard_holds(id, &guard).await? {
+                        continue;
+                    }
                     return Err(MetaError::Corrupt(format!("{source} and {target} both exist (BR1 broken)")));
                 }
                 (None, None) => return Err(MetaError::NotFound(source)),
@@ -242,22 +246,34 @@ impl<S: MetadataStore> BookieRegistry<S> {
         Err(gave_up(last, id))
     }
 
-    /// Bookie `id`'s registration; `None` when it is not registered.
+    /// Bookie `id`'s registration; `None` when it is not registered. The two paths are read
+    /// between two reads of the cookie: every move rewrites the cookie (BR1's guard), so an
+    /// unchanged cookie version means no move came between the reads (else they are retried).
     pub async fn bookie(&self, id: &str) -> Result<Option<RegisteredBookie>, MetaError> {
         schema::check_name("bookie", id)?;
-        let mut found = None;
-        for read_only in [false, true] {
-            let key = schema::bookie_key(id, read_only);
-            if let Some(stored) = self.store.get(&key).await? {
-                if found.is_some() {
-                    return Err(MetaError::Corrupt(format!(
-                        "bookie {id} is registered on both paths (BR1 broken)"
-                    )));
+        let cookie_key = schema::cookie_key(id);
+        for _ in 0..REGISTER_ATTEMPTS {
+            let before = self.store.get(&cookie_key).await?.map(|c| c.version);
+            let mut held = Vec::new();
+            for read_only in [false, true] {
+                let key = schema::bookie_key(id, read_only);
+                if let Some(stored) = self.store.get(&key).await? {
+                    held.push((key, stored));
                 }
-                found = Some(decode_registration(&key, stored)?);
             }
+            if self.store.get(&cookie_key).await?.map(|c| c.version) != before {
+                continue; // a registration moved meanwhile: read again
+            }
+            return match held.len() {
+                0 => Ok(None),
+                1 => {
+                    let (key, stored) = held.pop().expect("one");
+                    Ok(Some(decode_registration(&key, stored)?))
+                }
+                _ => Err(MetaError::Corrupt(format!("bookie {id} is registered on both paths (BR1 broken)"))),
+            };
         }
-        Ok(found)
+        Err(MetaError::Unavailable(format!("bookie {id}: registration kept moving while read")))
     }
 
     /// Writable bookies, in id order; an entry that does not decode is `Err(Corrupt)` naming
@@ -291,6 +307,12 @@ impl<S: MetadataStore> BookieRegistry<S> {
             Some(cookie) => Ok(put(key, cookie.value, Cond::Version(cookie.version), None)),
             None => Err(MetaError::NotFound(key)),
         }
+    }
+
+    /// The cookie is still at the version `guard` was made from.
+    async fn guard_holds(&self, id: &str, guard: &Op) -> Result<bool, MetaError> {
+        let Op::Put { cond: Cond::Version(v), .. } = guard else { return Ok(false) };
+        Ok(self.store.get(&schema::cookie_key(id)).await?.map(|c| c.version) == Some(*v))
     }
 
     /// Bookie `id`'s cookie and its version; `None` when it has none.

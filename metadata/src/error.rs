@@ -38,6 +38,16 @@ pub enum MetaError {
     /// The request is malformed (empty key, transaction touching a key twice, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A newer writer took the log (its writer epoch is higher): this writer must stop.
+    #[error("fenced: {key} belongs to writer epoch {current}, not {epoch}")]
+    Fenced {
+        /// The log's key.
+        key: String,
+        /// The epoch the caller wrote as.
+        epoch: u64,
+        /// The log's current writer epoch.
+        current: u64,
+    },
     /// A stored value (or the embedded store's log) is damaged or was written by something
     /// that is not dlog: an operator must look. Never a reason to treat the key as absent.
     #[error("corrupt metadata: {0}")]

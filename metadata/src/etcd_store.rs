@@ -9,8 +9,9 @@
 //! - ES1: every call is bounded by `REQUEST_TIMEOUT`; a timeout or a transport failure is
 //!   `Unavailable` (the mutation may or may not have happened, as in etcd itself).
 //! - ES2: a watch survives an etcd restart or a cut stream: its task reconnects with backoff
-//!   and resumes from one past the last revision it delivered, so no event is missed or
-//!   repeated; a compacted start ends the watch with `Compacted`.
+//!   and resumes from one past the last revision it delivered or etcd reported as sent
+//!   (progress notifications, asked for every `WATCH_PROGRESS_INTERVAL`), so no event is
+//!   missed or repeated; a compacted start ends the watch with `Compacted`.
 //! - ES3: lease ids are etcd's; a lease etcd no longer knows answers `LeaseExpired`.
 //!
 //! etcd's responses are trusted to be well-formed (etcd-client itself panics on an unknown
@@ -31,6 +32,13 @@ use crate::{Cond, Event, EventKind, LeaseId, Op, Page, Version, Versioned};
 
 /// Longest a single etcd call may take before it is `Unavailable` (ES1).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a watch asks etcd for a progress notification, so a watch on a quiet prefix keeps
+/// its resume position near the store's revision: after a reconnect it then resumes past
+/// revisions that compaction may have removed, instead of failing with `Compacted`.
+pub const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Largest response accepted from etcd (tonic's default is 4 MiB; a page of `LIST_PAGE` values
+/// of up to 1 MiB, or a watch catch-up batch, can be far larger).
+pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Longest a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between a watch's reconnection attempts (ES2).
@@ -88,9 +96,12 @@ fn map_err(e: etcd_client::Error) -> MetaError {
     use tonic::Code;
     match e {
         E::GRpcStatus(status) => match status.code() {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::NotFound => {
-                MetaError::Invalid(status.message().to_string())
-            }
+            // ResourceExhausted: a request over etcd's `--max-request-bytes` (retrying cannot help).
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::NotFound
+            | Code::ResourceExhausted => MetaError::Invalid(status.message().to_string()),
             _ => MetaError::Unavailable(format!("etcd: {}", status.message())),
         },
         E::InvalidArgs(m) => MetaError::Invalid(m),
@@ -134,6 +145,10 @@ impl EtcdStore {
         Ok(EtcdStore { client, root: format!("/{}/", uri.scope) })
     }
 
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
@@ -162,7 +177,7 @@ impl EtcdStore {
 
     /// The current revision (for `watch` from 0).
     async fn revision(&self) -> Result<Version, MetaError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let r = bounded(kv.get(self.root.clone(), Some(GetOptions::new().with_count_only()))).await?;
         Ok(version(r.header().map_or(0, |h| h.revision())))
     }
@@ -198,7 +213,7 @@ impl MetadataStore for EtcdStore {
         if key.is_empty() {
             return Err(MetaError::Invalid("empty key".into()));
         }
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let r = bounded(kv.get(self.full(key), None)).await?;
         Ok(r.kvs().first().map(EtcdStore::versioned))
     }
@@ -238,7 +253,7 @@ impl MetadataStore for EtcdStore {
             }
         }
         let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let r = match bounded(kv.txn(txn)).await {
             Err(MetaError::Unavailable(m)) | Err(MetaError::Invalid(m)) if m.contains("lease not found") => {
                 let lease = ops.iter().find_map(|op| match op {
@@ -267,7 +282,7 @@ impl MetadataStore for EtcdStore {
         if limit > 0 {
             options = options.with_limit(limit as i64);
         }
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let r = bounded(kv.get(start, Some(options))).await?;
         let items = r
             .kvs()
@@ -370,11 +385,29 @@ impl WatchTask {
             .with_range(prefix_end(self.prefix.as_bytes()))
             .with_start_revision(self.next.0 as i64)
             .with_progress_notify();
-        let mut client = self.store.client.watch_client();
+        let mut client = self.store.client.watch_client().max_decoding_message_size(RESPONSE_BYTES_MAX);
         let mut stream = bounded(client.watch(self.prefix.clone(), Some(options))).await?;
+        let mut progress = tokio::time::interval(WATCH_PROGRESS_INTERVAL);
+        progress.tick().await; // the first tick is immediate
         loop {
-            let Some(response) = stream.message().await.map_err(map_err)? else {
-                return Err(MetaError::Unavailable("etcd: watch stream ended".into()));
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = progress.tick() => {
+                    // Ask where the stream is (answered with a progress notification), so a
+                    // quiet watch's position keeps up with the store (see below).
+                    stream.request_progress().await.map_err(map_err)?;
+                    continue;
+                }
+            };
+            let response = match message.map_err(map_err) {
+                Ok(Some(response)) => response,
+                Ok(None) => return Err(MetaError::Unavailable("etcd: watch stream ended".into())),
+                // A response this client refuses (too large) would come again at every
+                // reconnect: end the watch rather than loop (the caller sees why).
+                Err(MetaError::Invalid(m)) => {
+                    return Ok(Some(MetaError::Unavailable(format!("etcd: watch response refused: {m}"))));
+                }
+                Err(e) => return Err(e),
             };
             if response.compact_revision() > 0 {
                 return Ok(Some(MetaError::Compacted {
@@ -387,6 +420,14 @@ impl WatchTask {
                     "etcd: watch canceled: {}",
                     response.cancel_reason()
                 )));
+            }
+            // A progress notification: every change up to its revision was sent. Moving `next`
+            // keeps a quiet watch from resuming at a revision compaction has passed (ES2).
+            if response.events().is_empty() && !response.created() {
+                if let Some(h) = response.header() {
+                    self.next = self.next.max(Version(version(h.revision()).0 + 1));
+                }
+                continue;
             }
             // One revision can hold many events (a transaction, a lease's end), all in one
             // response: skip only what was delivered before this response, then move past it.

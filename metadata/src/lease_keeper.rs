@@ -11,7 +11,7 @@
 //! - LK3: dropping the keeper stops the task without revoking (the lease then expires after
 //!   its ttl); `revoke` ends it now.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -27,7 +27,14 @@ pub struct LeaseKeeper {
     lease: LeaseId,
     ttl: Duration,
     state: watch::Receiver<Option<MetaError>>,
+    /// When the store may expire the lease: the last answered keep-alive's asking time + ttl.
+    /// Shared with the task, so the handle answers from it even when the task cannot run.
+    deadline: Arc<Mutex<Instant>>,
     task: tokio::task::AbortHandle,
+}
+
+fn read(deadline: &Mutex<Instant>) -> Instant {
+    *deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LeaseKeeper {
@@ -36,12 +43,13 @@ impl LeaseKeeper {
         store: Arc<S>,
         ttl: Duration,
     ) -> Result<LeaseKeeper, MetaError> {
-        let lease = store.grant(ttl).await?;
         // Counted from before the grant: the store's clock started no earlier.
-        let granted = Instant::now();
+        let asked = Instant::now();
+        let lease = store.grant(ttl).await?;
+        let deadline = Arc::new(Mutex::new(asked + ttl));
         let (tx, state) = watch::channel(None);
-        let task = tokio::spawn(keep(store, lease, ttl, granted, tx)).abort_handle();
-        Ok(LeaseKeeper { lease, ttl, state, task })
+        let task = tokio::spawn(keep(store, lease, ttl, deadline.clone(), tx)).abort_handle();
+        Ok(LeaseKeeper { lease, ttl, state, deadline, task })
     }
 
     /// The lease.
@@ -54,16 +62,33 @@ impl LeaseKeeper {
         self.ttl
     }
 
-    /// Not known to be lost (LK2).
+    /// Not known to be lost (LK2): no loss reported, and the deadline not passed (checked
+    /// here, so a starved task cannot make a lost lease look alive).
     pub fn is_alive(&self) -> bool {
-        self.state.borrow().is_none()
+        self.state.borrow().is_none() && Instant::now() < read(&self.deadline)
     }
 
-    /// Resolves when the lease may be lost, with why (LK2).
+    /// Resolves when the lease may be lost, with why (LK2): at a reported loss, or at the
+    /// deadline if no keep-alive moved it.
     pub async fn lost(&mut self) -> MetaError {
-        match self.state.wait_for(Option::is_some).await {
-            Ok(e) => e.clone().unwrap_or(MetaError::LeaseExpired(self.lease)),
-            Err(_) => MetaError::LeaseExpired(self.lease),
+        loop {
+            let deadline = read(&self.deadline);
+            tokio::select! {
+                changed = self.state.wait_for(Option::is_some) => {
+                    return match changed {
+                        Ok(e) => e.clone().unwrap_or(MetaError::LeaseExpired(self.lease)),
+                        Err(_) => MetaError::LeaseExpired(self.lease),
+                    };
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= read(&self.deadline) {
+                        return MetaError::Unavailable(format!(
+                            "lease {}: no keep-alive answered within {:?}; it may have expired",
+                            self.lease.0, self.ttl
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -84,7 +109,7 @@ async fn keep<S: MetadataStore>(
     store: Arc<S>,
     lease: LeaseId,
     ttl: Duration,
-    mut answered: Instant,
+    deadline: Arc<Mutex<Instant>>,
     state: watch::Sender<Option<MetaError>>,
 ) {
     let mut wait = ttl / 3;
@@ -94,26 +119,53 @@ async fn keep<S: MetadataStore>(
             .send(Some(MetaError::Unavailable(format!("lease {}: {why}; it may have expired", lease.0))));
     };
     loop {
-        // The store may expire the lease at `answered + ttl`: nothing waits past it.
-        let deadline = answered + ttl;
-        tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+        // The store may expire the lease at the deadline: nothing waits past it.
+        let until = read(&deadline);
+        tokio::time::sleep_until((Instant::now() + wait).min(until)).await;
         let asked = Instant::now();
-        match tokio::time::timeout_at(deadline, store.keep_alive(lease)).await {
+        match tokio::time::timeout_at(until, store.keep_alive(lease)).await {
             Ok(Ok(())) => {
                 // The store restarted the ttl no earlier than when it was asked.
-                answered = asked;
+                *deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = asked + ttl;
                 wait = ttl / 3;
             }
             Ok(Err(MetaError::LeaseExpired(_))) => {
                 let _ = state.send(Some(MetaError::LeaseExpired(lease)));
                 return;
             }
-            Ok(Err(e)) if Instant::now() < deadline => {
+            Ok(Err(e)) if Instant::now() < until => {
                 tracing::debug!(lease = lease.0, error = %e, "keep-alive failed; retrying");
                 wait = ttl / 10;
             }
             Ok(Err(e)) => return lost(format!("no keep-alive answered within {ttl:?} ({e})")),
             Err(_) => return lost(format!("no keep-alive answered within {ttl:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalStore;
+
+    /// LK2 when the keeper's task cannot run: the handle still says "lost" once the deadline
+    /// passed, as the store (its own thread) expires the lease.
+    #[test]
+    fn a_starved_keeper_never_says_alive_past_the_deadline() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = Arc::new(LocalStore::in_memory().unwrap());
+        let mut keeper =
+            runtime.block_on(LeaseKeeper::grant(store.clone(), Duration::from_millis(300))).unwrap();
+        assert!(keeper.is_alive());
+        // Block the runtime's only thread past the ttl: no keep-alive can be sent.
+        #[expect(clippy::disallowed_methods, reason = "the test starves the runtime on purpose")]
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(!keeper.is_alive(), "alive past the deadline");
+        assert_eq!(
+            runtime.block_on(store.keep_alive(keeper.id())),
+            Err(MetaError::LeaseExpired(keeper.id()))
+        );
+        let lost = runtime.block_on(keeper.lost());
+        assert!(matches!(lost, MetaError::Unavailable(_) | MetaError::LeaseExpired(_)), "{lost:?}");
     }
 }

@@ -120,7 +120,9 @@ pub(crate) fn validate(ops: &[Op]) -> Result<(), MetaError> {
         if key.is_empty() || key.len() > KEY_BYTES_MAX {
             return Err(invalid(format!("key of {} bytes (1..={KEY_BYTES_MAX})", key.len())));
         }
-        bytes += key.len();
+        // etcd's request carries a key up to four times (compares, the operation, the read in
+        // the else branch): counted so, both backends refuse the same transactions.
+        bytes += 4 * key.len();
         match op {
             Op::Put { value, .. } if value.len() > VALUE_BYTES_MAX => {
                 return Err(invalid(format!(
@@ -328,25 +330,29 @@ impl LocalCore {
         Page { items, more, revision: self.revision() }
     }
 
-    /// Checks one operation's lease and condition against the state (the module doc's table).
-    fn check(&self, op: &Op, now: Instant) -> Result<(), MetaError> {
+    /// A put's lease, checked after every condition of the transaction held (as etcd does:
+    /// compares first, then the operations).
+    fn check_lease(&self, op: &Op, now: Instant) -> Result<(), MetaError> {
+        if let Op::Put { lease: Some(l), .. } = op
+            && self.leases.get(l).is_none_or(|lease| lease.deadline <= now)
+        {
+            return Err(MetaError::LeaseExpired(*l));
+        }
+        Ok(())
+    }
+
+    /// Checks one operation's condition against the state (the module doc's table).
+    fn check(&self, op: &Op) -> Result<(), MetaError> {
         let actual = self.keys.get(op_key(op)).map(|e| e.version);
         match op {
-            Op::Put { key, cond, lease, .. } => {
-                if let Some(l) = lease
-                    && self.leases.get(l).is_none_or(|lease| lease.deadline <= now)
-                {
-                    return Err(MetaError::LeaseExpired(*l));
+            Op::Put { key, cond, .. } => match (cond, actual) {
+                (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
+                (Cond::Absent, Some(_)) => Err(MetaError::AlreadyExists(key.clone())),
+                (Cond::Version(v), a) if a == Some(*v) => Ok(()),
+                (Cond::Version(v), a) => {
+                    Err(MetaError::VersionConflict { key: key.clone(), expected: Some(*v), actual: a })
                 }
-                match (cond, actual) {
-                    (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
-                    (Cond::Absent, Some(_)) => Err(MetaError::AlreadyExists(key.clone())),
-                    (Cond::Version(v), a) if a == Some(*v) => Ok(()),
-                    (Cond::Version(v), a) => {
-                        Err(MetaError::VersionConflict { key: key.clone(), expected: Some(*v), actual: a })
-                    }
-                }
-            }
+            },
             Op::Delete { key, cond } => match (cond, actual) {
                 (Cond::Absent, _) => Err(invalid(format!("delete of {key} on condition Absent"))),
                 (_, None) => Err(MetaError::NotFound(key.clone())),
@@ -368,7 +374,10 @@ impl LocalCore {
             return Ok(self.revision());
         }
         for op in &ops {
-            self.check(op, now)?;
+            self.check(op)?;
+        }
+        for op in &ops {
+            self.check_lease(op, now)?;
         }
         if self.revision >= COUNTER_MAX {
             return Err(invalid(format!("revision {} at the limit", self.revision))); // LC6

@@ -15,11 +15,15 @@
 //!   gone at its next compare-and-set on the log).
 //! - LM4: every update is a compare-and-set on the version read; undecodable values are
 //!   `Corrupt` naming the key.
+//! - LM5: segments are added and completed only as the log's current writer epoch: a writer a
+//!   newer one deposed gets `Fenced` even after re-reading the log (the compare-and-set on the
+//!   log's version makes the epoch check atomic with the write).
 
 use std::sync::Arc;
 
 use crate::error::MetaError;
 use crate::schema::{self, LogMetadata, LogSegment, NamespaceInfo, check_name, wire};
+use crate::segment_store::MODIFY_ATTEMPTS;
 use crate::store::MetadataStore;
 use crate::wall_clock::now_ms;
 use crate::watch::Watch;
@@ -93,13 +97,15 @@ impl<S: MetadataStore> LogMetadataStore<S> {
     pub async fn create_log(&self, ns: &str, log: &str) -> Result<(LogMetadata, Version), MetaError> {
         names(ns, log)?;
         let ns_key = schema::namespace_key(ns);
-        let ns_value = self.store.get(&ns_key).await?.ok_or_else(|| MetaError::NotFound(ns_key.clone()))?;
         let meta = LogMetadata { created_ms: now_ms(), ..Default::default() };
-        let version = self
-            .store
-            .txn(vec![
+        let mut conflict = None;
+        // Concurrent creations of other logs rewrite the namespace too: re-read and retry.
+        for _ in 0..MODIFY_ATTEMPTS {
+            let ns_value =
+                self.store.get(&ns_key).await?.ok_or_else(|| MetaError::NotFound(ns_key.clone()))?;
+            let ops = vec![
                 Op::Put {
-                    key: ns_key,
+                    key: ns_key.clone(),
                     value: ns_value.value,
                     cond: Cond::Version(ns_value.version),
                     lease: None,
@@ -110,9 +116,14 @@ impl<S: MetadataStore> LogMetadataStore<S> {
                     cond: Cond::Absent,
                     lease: None,
                 },
-            ])
-            .await?;
-        Ok((meta, version))
+            ];
+            match self.store.txn(ops).await {
+                Ok(version) => return Ok((meta, version)),
+                Err(e @ MetaError::VersionConflict { .. }) => conflict = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(conflict.unwrap_or_else(|| MetaError::Unavailable("create_log: no attempt made".into())))
     }
 
     /// A log's metadata and version.
@@ -192,13 +203,28 @@ impl<S: MetadataStore> LogMetadataStore<S> {
         log_version: Version,
     ) -> Result<(LogMetadata, Version), MetaError> {
         names(ns, log)?;
+        if segment.epoch != meta.writer_epoch {
+            // A deposed writer that re-read the log: refused, whatever version it read (LM5).
+            return Err(MetaError::Fenced {
+                key: schema::log_key(ns, log),
+                epoch: segment.epoch,
+                current: meta.writer_epoch,
+            });
+        }
         if segment.seq != meta.next_segment_seq {
             return Err(MetaError::Invalid(format!(
                 "segment seq {} is not the log's next ({})",
                 segment.seq, meta.next_segment_seq
             )));
         }
-        let next = LogMetadata { next_segment_seq: segment.seq + 1, ..meta.clone() };
+        let next_seq = segment.seq.checked_add(1).ok_or_else(|| {
+            MetaError::Corrupt(format!(
+                "{}: segment seq {} at the limit",
+                schema::log_key(ns, log),
+                segment.seq
+            ))
+        })?;
+        let next = LogMetadata { next_segment_seq: next_seq, ..meta.clone() };
         let version = self
             .store
             .txn(vec![
@@ -232,15 +258,25 @@ impl<S: MetadataStore> LogMetadataStore<S> {
     }
 
     /// Replaces a segment of the list and the log's metadata in one transaction (completing a
-    /// segment moves the log's `next_txid`), each under its version.
+    /// segment moves the log's `next_txid`), each under its version, as the writer of epoch
+    /// `writer_epoch`: `Fenced` if a newer writer took the log (LM5; a recovering writer
+    /// completes its predecessor's segment with its own epoch).
     pub async fn update_segment_and_log(
         &self,
         ns: &str,
         log: &str,
+        writer_epoch: u64,
         segment: (&LogSegment, Version),
         meta: (&LogMetadata, Version),
     ) -> Result<Version, MetaError> {
         names(ns, log)?;
+        if meta.0.writer_epoch != writer_epoch {
+            return Err(MetaError::Fenced {
+                key: schema::log_key(ns, log),
+                epoch: writer_epoch,
+                current: meta.0.writer_epoch,
+            });
+        }
         self.store
             .txn(vec![
                 Op::Put {

@@ -13,8 +13,9 @@
 //! - MS4: a watch from version `v` delivers every change under its prefix with version ≥ `v`,
 //!   once, in revision order; `v = Version(0)` means changes after the current revision.
 //!   `Compacted` when the backend no longer holds `v`.
-//! - MS5: leases expire at the latest `ttl` after the last keep-alive answered (never
-//!   earlier than `ttl` after it); their keys vanish in one revision.
+//! - MS5: a lease expires no earlier than `ttl` after the store applied the last grant or
+//!   keep-alive (so no earlier than `ttl` after the caller asked: `LeaseKeeper` counts from
+//!   there); its keys vanish in one revision.
 //!
 //! Limits: keys at most `KEY_BYTES_MAX` bytes, values at most `VALUE_BYTES_MAX`, `TXN_OPS_MAX`
 //! operations and `TXN_BYTES_MAX` key and value bytes per transaction (within etcd's default
@@ -121,8 +122,9 @@ pub trait MetadataStore: Send + Sync {
     }
 }
 
-/// Keys per page of `list_all`.
-pub const LIST_PAGE: usize = 1000;
+/// Keys per page of `list_all` (with values of up to 1 MiB a page stays under etcd-client's
+/// response limit, `etcd_store::RESPONSE_BYTES_MAX`).
+pub const LIST_PAGE: usize = 128;
 
 pub use crate::local_core::{KEY_BYTES_MAX, TXN_BYTES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
 
@@ -131,6 +133,14 @@ pub use crate::local_core::{KEY_BYTES_MAX, TXN_BYTES_MAX, TXN_OPS_MAX, VALUE_BYT
 pub(crate) fn check_ops(ops: &[Op]) -> Result<(), MetaError> {
     if ops.is_empty() {
         return Err(MetaError::Invalid("empty transaction".into()));
+    }
+    for op in ops {
+        // No key ever has version 0 (revisions start at 1); etcd would read it as "absent".
+        if let Op::Put { cond: Cond::Version(Version(0)), key, .. }
+        | Op::Delete { cond: Cond::Version(Version(0)), key } = op
+        {
+            return Err(MetaError::Invalid(format!("{key}: version 0 (use Absent to create)")));
+        }
     }
     crate::local_core::validate(ops)
 }

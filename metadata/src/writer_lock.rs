@@ -59,7 +59,9 @@ impl<S: MetadataStore> LogMetadataStore<S> {
         for _ in 0..MODIFY_ATTEMPTS {
             let (meta, log_version) =
                 self.log(ns, log).await?.ok_or_else(|| MetaError::NotFound(schema::log_key(ns, log)))?;
-            let epoch = meta.writer_epoch + 1;
+            let epoch = meta.writer_epoch.checked_add(1).ok_or_else(|| {
+                MetaError::Corrupt(format!("{}: writer epoch at the limit", schema::log_key(ns, log)))
+            })?;
             let lock = wire::WriterLock { owner: owner.to_string(), epoch, acquired_ms: now_ms() };
             let next = LogMetadata { writer_epoch: epoch, ..meta };
             let ops = vec![

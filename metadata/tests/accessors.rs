@@ -31,12 +31,13 @@ fn segment() -> SegmentMetadata {
     }
 }
 
+/// Epoch 0: the logs in these tests are written without taking the writer lock.
 fn log_segment(seq: u64, segment_id: u64) -> LogSegment {
     LogSegment {
         seq,
         segment_id,
         first_txid: seq * 100,
-        epoch: 1,
+        epoch: 0,
         created_ms: 1,
         state: LogSegmentState::InProgress,
     }
@@ -191,8 +192,8 @@ mod cases {
         };
         let (_, log_v) = logs.log("ns", "l").await.unwrap().unwrap();
         let next = schema::LogMetadata { next_txid: 5, ..meta };
-        logs.update_segment_and_log("ns", "l", (&seg0, seg_v), (&next, log_v)).await.unwrap();
-        let stale = logs.update_segment_and_log("ns", "l", (&seg0, seg_v), (&next, log_v)).await;
+        logs.update_segment_and_log("ns", "l", 0, (&seg0, seg_v), (&next, log_v)).await.unwrap();
+        let stale = logs.update_segment_and_log("ns", "l", 0, (&seg0, seg_v), (&next, log_v)).await;
         assert!(matches!(stale, Err(MetaError::VersionConflict { .. })));
         assert_eq!(logs.log("ns", "l").await.unwrap().unwrap().0.next_txid, 5);
         // The watch saw each change of the list, in order: added 0, 1, 2, then 0 completed.
@@ -251,9 +252,30 @@ mod cases {
         // The old holder cannot release the new holder's lock.
         assert!(logs.release_writer_lock(&first).await.is_err());
         logs.check_writer_lock(&second).await.unwrap();
+        // The deposed writer re-reads the log and tries to add or complete a segment: fenced.
+        let (meta, v) = logs.log("ns", "l").await.unwrap().unwrap();
+        let stale = LogSegment { epoch: first.epoch, ..log_segment(0, 5) };
+        let fenced = logs.add_segment("ns", "l", &stale, &meta, v).await;
+        assert!(matches!(fenced, Err(MetaError::Fenced { epoch: 1, current: 2, .. })), "{fenced:?}");
+        let mine = LogSegment { epoch: second.epoch, ..log_segment(0, 5) };
+        let (meta, v) = logs.add_segment("ns", "l", &mine, &meta, v).await.unwrap();
+        let (seg, seg_v) = logs.segments("ns", "l").await.unwrap().remove(0);
+        let fenced = logs.update_segment_and_log("ns", "l", first.epoch, (&seg, seg_v), (&meta, v)).await;
+        assert!(matches!(fenced, Err(MetaError::Fenced { .. })), "{fenced:?}");
+        logs.update_segment_and_log("ns", "l", second.epoch, (&seg, seg_v), (&meta, v)).await.unwrap();
         logs.release_writer_lock(&second).await.unwrap();
         assert!(logs.writer_lock("ns", "l").await.unwrap().is_none());
         assert_eq!(logs.acquire_writer_lock("ns", "l", "w10", lease2).await.unwrap().epoch, 3);
+        // Many logs created at once in one namespace: all succeed (each rewrites the namespace).
+        let creators: Vec<_> = (0..8)
+            .map(|i| {
+                let logs = logs.clone();
+                tokio::spawn(async move { logs.create_log("ns", &format!("c{i}")).await })
+            })
+            .collect();
+        for c in creators {
+            c.await.unwrap().unwrap();
+        }
     }
 }
 

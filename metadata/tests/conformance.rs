@@ -88,6 +88,8 @@ mod cases {
         let twice = vec![put("t", "1", Cond::Any), put("t", "2", Cond::Any)];
         assert!(matches!(s.txn(twice).await, Err(MetaError::Invalid(_))));
         assert!(matches!(s.txn(vec![]).await, Err(MetaError::Invalid(_))));
+        assert!(matches!(s.put_if("v0", b("x"), Version(0)).await, Err(MetaError::Invalid(_))), "version 0");
+        assert_eq!(s.get("v0").await.unwrap(), None);
         let half = Bytes::from(vec![1u8; TXN_BYTES_MAX / 2 + 1]);
         let heavy = vec![
             Op::Put { key: "h/1".into(), value: half.clone(), cond: Cond::Any, lease: None },
@@ -281,6 +283,22 @@ mod cases {
         assert_eq!(watch.resume_from(), Version(v.0 + 1), "the whole revision seen: past it");
     }
 
+    pub(crate) async fn large_values_list_and_watch<S: MetadataStore>(s: &S) {
+        let from = s.put("big-marker", b("x")).await.unwrap();
+        let mut watch = s.watch("big/", from).await.unwrap();
+        let value = Bytes::from(vec![9u8; VALUE_BYTES_MAX]);
+        for i in 0..6 {
+            s.put(&format!("big/{i}"), value.clone()).await.unwrap();
+        }
+        let (all, _) = s.list_all("big/").await.unwrap();
+        assert_eq!(all.len(), 6);
+        assert!(all.iter().all(|(_, v)| v.value == value));
+        for i in 0..6 {
+            let e = next_event(&mut watch).await;
+            assert_eq!((e.key, e.value.len()), (format!("big/{i}"), VALUE_BYTES_MAX));
+        }
+    }
+
     pub(crate) async fn many_events_reach_a_watch_in_order<S: MetadataStore + 'static>(s: Arc<S>) {
         let mut watch = s.watch("n/", Version(0)).await.unwrap();
         let writers: Vec<_> = (0..4)
@@ -351,6 +369,9 @@ mod cases {
         assert!(page.revision >= v);
         assert_eq!(s.revoke(lease).await, Err(MetaError::LeaseExpired(lease)));
         assert_eq!(s.keep_alive(lease).await, Err(MetaError::LeaseExpired(lease)));
+        // Conditions are checked before leases, on every backend (as etcd does).
+        let held = Op::Put { key: "r/c".into(), value: b("2"), cond: Cond::Absent, lease: Some(lease) };
+        assert_eq!(s.txn(vec![held]).await, Err(MetaError::AlreadyExists("r/c".into())));
         s.revoke(other).await.unwrap();
     }
 
@@ -418,6 +439,12 @@ macro_rules! suite {
             async fn a_multi_key_revision_is_never_half_skipped() {
                 let b = $make.await;
                 cases::a_multi_key_revision_is_never_half_skipped(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_values_list_and_watch() {
+                let b = $make.await;
+                cases::large_values_list_and_watch(&*b.store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

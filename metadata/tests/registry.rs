@@ -216,6 +216,30 @@ mod cases {
         );
     }
 
+    pub(crate) async fn reads_racing_moves_see_one_registration<S: MetadataStore + 'static>(store: Arc<S>) {
+        let registry = Arc::new(BookieRegistry::new(store.clone()));
+        let lease = store.grant(Duration::from_secs(60)).await.unwrap();
+        registry.create_cookie(&cookie("b1")).await.unwrap();
+        registry.register("b1", &info("h:1"), lease, false).await.unwrap();
+        let mover = {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                for i in 0..150 {
+                    registry.set_read_only("b1", &info("h:1"), lease, i % 2 == 0).await.unwrap();
+                }
+            })
+        };
+        let mut reads = 0;
+        while !mover.is_finished() {
+            match registry.bookie("b1").await {
+                Ok(Some(_)) => reads += 1,
+                other => panic!("a healthy, moving bookie read as {other:?}"),
+            }
+        }
+        mover.await.unwrap();
+        assert!(reads > 0);
+    }
+
     pub(crate) async fn registration_vanishes_with_its_lease<S: MetadataStore + 'static>(
         store: Arc<S>,
         ttl: Duration,
@@ -555,6 +579,12 @@ macro_rules! suite {
             async fn registration_refuses_a_reused_id_on_either_path() {
                 let b = $make.await;
                 cases::registration_refuses_a_reused_id_on_either_path(b.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reads_racing_moves_see_one_registration() {
+                let b = $make.await;
+                cases::reads_racing_moves_see_one_registration(b.store.clone()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
