@@ -1,15 +1,17 @@
 //! Smoke tests of `dlog bench metadata`: the binary runs a short benchmark and its JSON report
-//! has every figure (CAS and watch latency, throughput, baselines, ratios, targets). The etcd
-//! case runs a real etcd (`EtcdServer`) and needs the `etcd` feature; without it the binary must
-//! refuse `--backend etcd` with a message saying how to get it.
+//! has every figure (CAS updates of real segment metadata and their watch latency, throughput,
+//! baselines, ratios, targets, the encoded segment metadata's size). The etcd case runs a real
+//! etcd (`EtcdServer::start_in`, its data under `--dir`) and needs the `etcd` feature; without
+//! it the binary must refuse `--backend etcd` with a message saying how to get it.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-/// Runs `dlog bench metadata` with `args` plus a short load and a JSON report; the report.
-fn bench(dir: &Path, args: &[&str]) -> Value {
+/// Runs `dlog bench metadata` with `args` plus a short load and a JSON report, its data under
+/// `dir/data`; the report and the standard error.
+fn bench(dir: &Path, args: &[&str]) -> (Value, String) {
     let json = dir.join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
         .args(["bench", "metadata", "--duration", "300ms", "--warmup", "0s", "--dir"])
@@ -23,8 +25,32 @@ fn bench(dir: &Path, args: &[&str]) -> Value {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "dlog bench metadata {args:?} failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ours/baseline"), "no results table:\n{stdout}");
+    assert!(stdout.contains("segment metadata:"), "no segment value size:\n{stdout}");
     let text = std::fs::read_to_string(&json).expect("the JSON report");
-    serde_json::from_str(&text).expect("valid JSON")
+    let report: Value = serde_json::from_str(&text).expect("valid JSON");
+    check_settings(&report["settings"]);
+    // Whatever was started (store, scratch files, etcd) is removed; the directory given is kept.
+    let left: Vec<_> = std::fs::read_dir(dir.join("data")).expect("data dir").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    (report, stderr.into_owned())
+}
+
+/// The segment values' sizes: a cycle of growing encoded sizes (1 to 4 ensembles of three
+/// bookies), their mean reported as `segment_value_bytes`.
+fn check_settings(s: &Value) {
+    let sizes: Vec<u64> = s["segment_value_sizes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("segment_value_sizes missing in {s:#}"))
+        .iter()
+        .map(|v| v.as_u64().expect("a size"))
+        .collect();
+    assert_eq!(sizes.len(), 4, "{s:#}");
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    // A real segment's metadata: about a hundred bytes with one ensemble, more with each change.
+    assert!((80..200).contains(&sizes[0]) && sizes[3] < 400, "{sizes:?}");
+    let mean = positive(s, "/segment_value_bytes") as u64;
+    assert!(sizes[0] <= mean && mean <= sizes[3], "{mean} outside {sizes:?}");
+    assert!(s.get("value_size").is_none(), "--value-size no longer applies: {s:#}");
 }
 
 /// The scratch directory: under the target directory (on a disk: a tmpfs /tmp has no O_DIRECT).
@@ -67,7 +93,7 @@ fn check_backend(r: &Value, backend: &str) {
 #[test]
 fn local_backend_reports_every_figure() {
     let dir = scratch();
-    let report = bench(dir.path(), &["--backend", "local"]);
+    let (report, _) = bench(dir.path(), &["--backend", "local"]);
     assert_eq!(report["settings"]["inflight"], 1);
     assert_eq!(report["settings"]["keys"], 64);
     let backends = report["backends"].as_array().expect("backends");
@@ -75,17 +101,14 @@ fn local_backend_reports_every_figure() {
     let r = &backends[0];
     check_backend(r, "local");
     assert!(r["baseline_watch"].is_null());
-    // The store and the scratch files are removed; the directory given is kept.
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("data")).expect("data dir").collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
 fn local_backend_with_clients_in_flight() {
     let dir = scratch();
-    let report =
-        bench(dir.path(), &["--backend", "local", "--inflight", "4", "--keys", "8", "--value-size", "400"]);
+    let (report, _) = bench(dir.path(), &["--backend", "local", "--inflight", "4", "--keys", "8"]);
     assert_eq!(report["settings"]["inflight"], 4);
+    assert_eq!(report["settings"]["keys"], 8);
     check_backend(&report["backends"][0], "local");
 }
 
@@ -93,7 +116,7 @@ fn local_backend_with_clients_in_flight() {
 #[test]
 fn etcd_backend_reports_every_figure() {
     let dir = scratch();
-    let report = bench(dir.path(), &["--backend", "etcd"]);
+    let (report, stderr) = bench(dir.path(), &["--backend", "etcd"]);
     let backends = report["backends"].as_array().expect("backends");
     assert_eq!(backends.len(), 1);
     let r = &backends[0];
@@ -101,6 +124,10 @@ fn etcd_backend_reports_every_figure() {
     assert_eq!(r["started"], true);
     positive(r, "/baseline_watch/latency_us/p99");
     assert_eq!(positive(r, "/baseline_watch/events"), positive(r, "/baseline_writes/ops"));
+    // The started etcd keeps its data on the disk under test (`--dir`), not in $TMPDIR.
+    let data = dir.path().join("data");
+    let line = stderr.lines().find(|l| l.contains("started etcd")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&format!("data in {}", data.display())), "{line}");
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -1,5 +1,6 @@
 //! `EtcdServer`: a real single-member etcd started for tests and benchmarks: free 127.0.0.1
-//! ports, a temporary data directory, stopped (killed and reaped) when dropped.
+//! ports, a temporary data directory (`start`) or one under a directory the caller owns
+//! (`start_in`, e.g. on the disk a benchmark measures), stopped (killed and reaped) when dropped.
 //!
 //! The binary is `$DLOG_ETCD_BIN` or `etcd` on the PATH (Debian's `etcd-server`). When it is
 //! missing `start` fails with a message saying how to install it: tests fail, they never skip.
@@ -40,21 +41,29 @@ fn now() -> Instant {
 }
 
 impl EtcdServer {
-    /// Starts etcd on free ports with a fresh temporary data directory.
+    /// Starts etcd on free ports with a fresh temporary data directory (in `$TMPDIR`), removed
+    /// when dropped.
     pub fn start() -> Result<EtcdServer, String> {
         let temp = tempfile::tempdir().map_err(|e| format!("etcd data dir: {e}"))?;
+        let mut server = EtcdServer::start_in(temp.path())?;
+        server._temp = Some(temp);
+        Ok(server)
+    }
+
+    /// Starts etcd on free ports with its data in `dir/etcd` and its log in `dir/etcd.log`.
+    /// `dir` must exist and is the caller's: nothing in it is removed when the server drops, and
+    /// the caller must not remove it before (a failed start removes its own `dir/etcd`). `dir/etcd`
+    /// should not hold an earlier member's data.
+    pub fn start_in(dir: &Path) -> Result<EtcdServer, String> {
         let mut last = String::new();
         // A port found free may be taken before etcd binds it: try a few pairs.
         for _ in 0..3 {
             let (client_port, peer_port) =
                 (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-            let data = temp.path().join("etcd");
+            let data = dir.join("etcd");
             let mut server = EtcdServer { child: None, client_port, peer_port, data, _temp: None };
             match server.launch() {
-                Ok(()) => {
-                    server._temp = Some(temp);
-                    return Ok(server);
-                }
+                Ok(()) => return Ok(server),
                 Err(e) => {
                     last = e;
                     server.kill();

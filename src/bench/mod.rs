@@ -7,5 +7,6 @@ pub mod compaction;
 pub mod journal;
 pub mod load;
 pub mod metadata;
+mod metadata_workload;
 pub mod reads;
 pub mod stats;
