@@ -105,20 +105,12 @@ struct JournalArgs {
     json: Option<PathBuf>,
 }
 
+/// A duration flag that must not be zero ("10s", "500ms", "1m").
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) =
-        s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 10s or 500ms"))?;
-    let secs = match unit {
-        "s" => value,
-        "ms" => value / 1e3,
-        "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
-    };
-    if !(secs > 0.0 && secs <= 3600.0) {
-        return Err(format!("duration {s:?} must be within (0, 1h]"));
+    match dlog::bench::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("duration {s:?} must be within (0, 1h]")),
+        d => Ok(d),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> std::process::ExitCode {

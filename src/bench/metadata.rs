@@ -79,10 +79,10 @@ pub struct MetadataArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Measured time per side (ours, baseline), split over the rounds, e.g. "10s", "500ms".
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::bench::parse_duration)]
     duration: Duration,
     /// Unmeasured load per side before the rounds ("0s": none).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::bench::parse_duration)]
     warmup: Duration,
     /// Clients with one update in flight each.
     #[arg(long, default_value_t = 1)]
@@ -96,23 +96,6 @@ pub struct MetadataArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-/// A duration such as "10s", "500ms" or "1m"; zero is allowed (checked by the caller).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) =
-        s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 10s or 500ms"))?;
-    let secs = match unit {
-        "s" => value,
-        "ms" => value / 1e3,
-        "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
-    };
-    if !(0.0..=3600.0).contains(&secs) {
-        return Err(format!("duration {s:?} must be within [0, 1h]"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The load every backend gets.

@@ -10,3 +10,22 @@ pub mod metadata;
 mod metadata_workload;
 pub mod reads;
 pub mod stats;
+
+use std::time::Duration;
+
+/// A duration such as "10s", "500ms" or "1m"; zero is allowed (checked by the caller).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) =
+        s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 10s or 500ms"))?;
+    let secs = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
+    };
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("duration {s:?} must be within [0, 1h]"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
