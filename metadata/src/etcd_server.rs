@@ -5,6 +5,7 @@
 //! The binary is `$DLOG_ETCD_BIN` or `etcd` on the PATH (Debian's `etcd-server`). When it is
 //! missing `start` fails with a message saying how to install it: tests fail, they never skip.
 //! `restart` keeps the data directory and the ports, so clients reconnect to the same place.
+//! `EtcdCluster` runs several members the same way, for failover tests.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +20,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct EtcdServer {
     child: Option<Child>,
+    /// The member's name, and `--initial-cluster` (every member's `name=peer-url`).
+    name: String,
+    cluster: String,
     client_port: u16,
     peer_port: u16,
     data: PathBuf,
@@ -61,7 +65,10 @@ impl EtcdServer {
             let (client_port, peer_port) =
                 (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
             let data = dir.join("etcd");
-            let mut server = EtcdServer { child: None, client_port, peer_port, data, _temp: None };
+            let name = "dlog-test".to_string();
+            let cluster = format!("{name}=http://127.0.0.1:{peer_port}");
+            let mut server =
+                EtcdServer { child: None, name, cluster, client_port, peer_port, data, _temp: None };
             match server.launch() {
                 Ok(()) => return Ok(server),
                 Err(e) => {
@@ -80,15 +87,25 @@ impl EtcdServer {
     }
 
     fn launch(&mut self) -> Result<(), String> {
+        self.spawn()?;
+        self.wait_healthy()
+    }
+
+    /// Starts the process (a member of a cluster is healthy only once a quorum runs).
+    fn spawn(&mut self) -> Result<(), String> {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.log_path()).map_err(|e| format!("etcd log: {e}"))?;
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("etcd log: {e}"))?;
         let child = Command::new(EtcdServer::binary())
-            .args(["--name", "dlog-test", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(&self.data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("dlog-test={peer}")])
+            .args(["--initial-cluster", &self.cluster])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,6 +118,10 @@ impl EtcdServer {
                 )
             })?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -170,5 +191,65 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A real etcd cluster of several members on 127.0.0.1 (temporary data), for failover tests:
+/// members are killed and restarted one by one; the others keep their quorum.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<EtcdServer>,
+    _temp: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until each is healthy (they elect a leader first).
+    pub fn start(n: usize) -> Result<EtcdCluster, String> {
+        let temp = tempfile::tempdir().map_err(|e| format!("etcd data dir: {e}"))?;
+        let mut ports = Vec::with_capacity(n);
+        for _ in 0..n {
+            ports.push((free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?));
+        }
+        let cluster: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+        let cluster = cluster.join(",");
+        let mut members = Vec::with_capacity(n);
+        for (i, (client_port, peer_port)) in ports.into_iter().enumerate() {
+            let data = temp.path().join(format!("m{i}"));
+            let name = format!("m{i}");
+            let mut member = EtcdServer {
+                child: None,
+                name,
+                cluster: cluster.clone(),
+                client_port,
+                peer_port,
+                data,
+                _temp: None,
+            };
+            member.spawn()?;
+            members.push(member);
+        }
+        for m in &mut members {
+            m.wait_healthy()?;
+        }
+        Ok(EtcdCluster { members, _temp: temp })
+    }
+
+    /// A metadata URI naming every member, with key scope `scope`.
+    pub fn uri(&self, scope: &str) -> String {
+        let endpoints: Vec<String> = self.members.iter().map(EtcdServer::endpoint).collect();
+        format!("etcd://{}/{scope}", endpoints.join(","))
+    }
+
+    /// Member `i`.
+    pub fn member(&mut self, i: usize) -> &mut EtcdServer {
+        &mut self.members[i]
+    }
+
+    /// Starts member `i` again after a `kill` and, unlike `EtcdServer::restart`, does not wait
+    /// for its health (it rejoins the others in the background).
+    pub fn rejoin(&mut self, i: usize) -> Result<(), String> {
+        self.members[i].kill();
+        self.members[i].spawn()
     }
 }
