@@ -3,7 +3,8 @@
 //! accessors of `dlog_metadata` only; nothing here builds a key by hand.
 //!
 //! A value that does not decode is reported with its key and the command fails (exit 1): an
-//! operator must see damage, not a shorter list.
+//! operator must see damage, not a shorter list. A `local://` store is read as a snapshot
+//! without its lock, so it can be inspected while the process that owns it runs.
 
 use std::fmt::Write as _;
 
@@ -62,8 +63,9 @@ pub fn main(args: AdminArgs) -> Result<()> {
 
 /// Runs one command and returns its output (text or JSON).
 pub async fn run(args: &AdminArgs) -> Result<String> {
+    // Read-only: a local store owned by a running process is read as a snapshot.
     let store = Arc::new(
-        AnyStore::open(&args.metadata)
+        AnyStore::open_read_only(&args.metadata)
             .await
             .with_context(|| format!("opening metadata {}", args.metadata))?,
     );

@@ -137,6 +137,12 @@ async fn admin_prints_what_the_accessors_wrote() {
         assert!(!ok && err.starts_with("error: ") && !err.contains("panicked"), "{args:?}: {err}");
     }
 
+    // A store another process owns (its lock held) is read as a snapshot.
+    let owner = LocalStore::open(dir.path()).unwrap();
+    let (ok, out, err) = admin(dir.path(), &["logs"]);
+    assert!(ok && out == "ns\n", "{err}");
+    owner.close();
+
     // A damaged value fails the command and names its key.
     let store = LocalStore::open(dir.path()).unwrap();
     store.put(&schema::segment_key(id), Bytes::from_static(b"\x01\x08")).await.unwrap();

@@ -51,6 +51,19 @@ impl AnyStore {
     }
 }
 
+impl AnyStore {
+    /// Opens `uri` for reading only: for `local://`, a snapshot that does not take the
+    /// directory's lock (`LocalStore::open_read_only`), so a store another process owns can
+    /// be inspected; other backends open as `open` does (reads never conflict there).
+    pub async fn open_read_only(uri: &str) -> Result<AnyStore, MetaError> {
+        match uri.strip_prefix("local://") {
+            Some("") => Err(MetaError::Invalid(format!("metadata URI {uri:?}: no directory after local://"))),
+            Some(path) => Ok(AnyStore::Local(LocalStore::open_read_only(std::path::Path::new(path))?)),
+            None => AnyStore::open(uri).await,
+        }
+    }
+}
+
 macro_rules! each {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {

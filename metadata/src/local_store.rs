@@ -16,6 +16,9 @@
 //! - LS4: the directory and the log file are fsynced into existence before the first answer.
 //! - LS5: one process at a time: the directory's `LOCK` file is flocked while the store is
 //!   open; a second `open` fails with `Unavailable` instead of interleaving two logs.
+//! - LS6: `open_read_only` reads a snapshot without the lock and never writes: no log, no
+//!   mutation, no lease expiry, the directory untouched (not even an interrupted rewrite's tmp
+//!   file, which belongs to the owner).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -105,6 +108,36 @@ impl LocalStore {
         LocalStore::start(LocalCore::new(HISTORY_MAX), None, LocalOptions::default())
     }
 
+    /// A read-only snapshot of the store in `dir` as its log holds it now, without taking the
+    /// directory's lock: for inspecting a store another process owns (`dlog admin` while a
+    /// local cluster runs). It changes nothing on disk (a torn tail, say an append in progress,
+    /// is left out, not cut); reads and watches work, mutations answer `Invalid`, and leases
+    /// do not expire in it (LS6).
+    pub fn open_read_only(dir: &Path) -> Result<LocalStore, MetaError> {
+        if !dir.is_dir() {
+            return Err(MetaError::Unavailable(format!("{}: no metadata store here", dir.display())));
+        }
+        let path = dir.join("metadata.log");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let (records, end) = local_log::decode_log(&bytes);
+        if let LogEnd::Damaged { at } = end {
+            return Err(MetaError::Corrupt(format!(
+                "{}: damaged at byte {at} (not a torn tail)",
+                path.display()
+            )));
+        }
+        let mut core = LocalCore::new(HISTORY_MAX);
+        let opened = now();
+        for record in records {
+            core.replay(record, opened)?;
+        }
+        LocalStore::start_shell(core, None, LocalOptions::default(), true)
+    }
+
     /// `open` with options.
     pub fn open_with(dir: &Path, options: LocalOptions) -> Result<LocalStore, MetaError> {
         if !dir.exists() {
@@ -158,9 +191,18 @@ impl LocalStore {
     }
 
     fn start(core: LocalCore, log: Option<Log>, options: LocalOptions) -> Result<LocalStore, MetaError> {
+        LocalStore::start_shell(core, log, options, false)
+    }
+
+    fn start_shell(
+        core: LocalCore,
+        log: Option<Log>,
+        options: LocalOptions,
+        read_only: bool,
+    ) -> Result<LocalStore, MetaError> {
         let (requests, rx) = unbounded();
         let fed = core.revision();
-        let shell = Shell { core, log, options, watchers: Vec::new(), joining: Vec::new(), fed };
+        let shell = Shell { core, log, options, read_only, watchers: Vec::new(), joining: Vec::new(), fed };
         let thread = std::thread::Builder::new()
             .name("dlog-metadata".into())
             .spawn(move || shell.run(rx))
@@ -256,6 +298,8 @@ struct Shell {
     core: LocalCore,
     log: Option<Log>,
     options: LocalOptions,
+    /// A snapshot (`open_read_only`): no mutation, no lease expiry (LS6).
+    read_only: bool,
     watchers: Vec<Watcher>,
     /// Watches asked for in the batch being applied: registered once it is durable.
     joining: Vec<(Watcher, Reply<Version>)>,
@@ -311,7 +355,9 @@ impl Shell {
                 }
             }
             let at = now();
-            self.core.expire(at);
+            if !self.read_only {
+                self.core.expire(at);
+            }
             for request in batch {
                 self.apply(request, at, &mut owed);
             }
@@ -322,7 +368,13 @@ impl Shell {
     }
 
     fn apply(&mut self, request: Request, at: Instant, owed: &mut Vec<Owed>) {
+        let refuse = || MetaError::Invalid("a read-only snapshot of the metadata store".into());
         match request {
+            Request::Txn(_, reply) | Request::Revoke(_, reply) if self.read_only => {
+                owed.push(Owed::Version(reply, Err(refuse())))
+            }
+            Request::Grant(_, reply) if self.read_only => owed.push(Owed::Lease(reply, Err(refuse()))),
+            Request::KeepAlive(_, reply) if self.read_only => owed.push(Owed::Unit(reply, Err(refuse()))),
             // Reads are answered with the batch (LS1): they may see its mutations.
             Request::Get(key, reply) => owed.push(Owed::Get(reply, self.core.get(&key))),
             Request::List { prefix, after, limit, reply } => {

@@ -193,3 +193,36 @@ async fn one_process_at_a_time() {
     let store = LocalStore::open(dir.path()).unwrap();
     assert!(store.get("a").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_snapshot_reads_a_store_another_opener_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = LocalStore::open(dir.path()).unwrap();
+    let lease = owner.grant(Duration::from_millis(200)).await.unwrap();
+    let leased =
+        Op::Put { key: "leased".into(), value: Bytes::new(), cond: Cond::Absent, lease: Some(lease) };
+    let v = owner.txn(vec![put("a", "1", Cond::Any), leased]).await.unwrap();
+    // An interrupted rewrite's tmp file belongs to the owner: the snapshot must leave it.
+    std::fs::write(dir.path().join("metadata.log.tmp"), b"owner's").unwrap();
+    let log_before = std::fs::read(dir.path().join("metadata.log")).unwrap();
+
+    let snapshot = LocalStore::open_read_only(dir.path()).unwrap();
+    let a = snapshot.get("a").await.unwrap().unwrap();
+    assert_eq!((a.value, a.version), (Bytes::from_static(b"1"), v));
+    assert!(matches!(snapshot.put("b", Bytes::new()).await, Err(MetaError::Invalid(_))));
+    assert!(matches!(snapshot.grant(Duration::from_secs(1)).await, Err(MetaError::Invalid(_))));
+    assert!(matches!(snapshot.revoke(lease).await, Err(MetaError::Invalid(_))));
+    // A snapshot: the owner's later writes are not in it, and its leases do not expire.
+    owner.txn(vec![put("a", "2", Cond::Any)]).await.unwrap();
+    pause(400).await;
+    assert_eq!(snapshot.get("a").await.unwrap().unwrap().value, Bytes::from_static(b"1"));
+    assert!(snapshot.get("leased").await.unwrap().is_some(), "no expiry in a snapshot");
+    assert!(owner.get("leased").await.unwrap().is_none(), "the owner expired it");
+    drop(snapshot);
+    // Nothing on disk changed but for the owner's own write; the owner still holds the lock.
+    assert!(std::fs::read(dir.path().join("metadata.log")).unwrap().starts_with(&log_before));
+    assert_eq!(std::fs::read(dir.path().join("metadata.log.tmp")).unwrap(), b"owner's");
+    assert!(matches!(LocalStore::open(dir.path()), Err(MetaError::Unavailable(_))));
+    owner.close();
+    assert!(matches!(LocalStore::open_read_only(&dir.path().join("none")), Err(MetaError::Unavailable(_))));
+}
