@@ -92,6 +92,32 @@ fn unavailable(e: impl std::fmt::Display) -> MetaError {
     MetaError::Unavailable(e.to_string())
 }
 
+/// Replays the log at `path` (none: an empty store); the state and where the valid bytes end
+/// (a torn tail or zero-filled space after them). Damage is `Corrupt`: metadata must be exact.
+fn replay_log(path: &Path) -> Result<(LocalCore, usize), MetaError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(unavailable(e)),
+    };
+    let (records, end) = local_log::decode_log(&bytes);
+    let valid = match end {
+        LogEnd::Clean { end } | LogEnd::Torn { end } => end,
+        LogEnd::Damaged { at } => {
+            return Err(MetaError::Corrupt(format!(
+                "{}: damaged at byte {at} (not a torn tail); refusing to open",
+                path.display()
+            )));
+        }
+    };
+    let mut core = LocalCore::new(HISTORY_MAX);
+    let opened = now();
+    for record in records {
+        core.replay(record, opened)?;
+    }
+    Ok((core, valid))
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -117,24 +143,7 @@ impl LocalStore {
         if !dir.is_dir() {
             return Err(MetaError::Unavailable(format!("{}: no metadata store here", dir.display())));
         }
-        let path = dir.join("metadata.log");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(unavailable(e)),
-        };
-        let (records, end) = local_log::decode_log(&bytes);
-        if let LogEnd::Damaged { at } = end {
-            return Err(MetaError::Corrupt(format!(
-                "{}: damaged at byte {at} (not a torn tail)",
-                path.display()
-            )));
-        }
-        let mut core = LocalCore::new(HISTORY_MAX);
-        let opened = now();
-        for record in records {
-            core.replay(record, opened)?;
-        }
+        let (core, _) = replay_log(&dir.join("metadata.log"))?;
         LocalStore::start_shell(core, None, LocalOptions::default(), true)
     }
 
@@ -158,26 +167,7 @@ impl LocalStore {
         let path = dir.join("metadata.log");
         // A rewrite a crash interrupted before its rename (LS3).
         let _ = std::fs::remove_file(dir.join("metadata.log.tmp"));
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(unavailable(e)),
-        };
-        let (records, end) = local_log::decode_log(&bytes);
-        let valid = match end {
-            LogEnd::Clean { end } | LogEnd::Torn { end } => end,
-            LogEnd::Damaged { at } => {
-                return Err(MetaError::Corrupt(format!(
-                    "{}: damaged at byte {at} (not a torn tail); refusing to open",
-                    path.display()
-                )));
-            }
-        };
-        let mut core = LocalCore::new(HISTORY_MAX);
-        let opened = now();
-        for record in records {
-            core.replay(record, opened)?;
-        }
+        let (core, valid) = replay_log(&path)?;
         let file =
             OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(unavailable)?;
         // Cut a torn tail (an append a crash interrupted; never acknowledged) and zero-filled
