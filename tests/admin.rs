@@ -32,7 +32,10 @@ async fn populate(dir: &Path) -> u64 {
     let store = Arc::new(LocalStore::open(dir).unwrap());
     let logs = LogMetadataStore::new(store.clone());
     logs.create_namespace("ns").await.unwrap();
-    let (meta, v) = logs.create_log("ns", "orders").await.unwrap();
+    logs.create_log("ns", "orders").await.unwrap();
+    let lease = store.grant(Duration::from_secs(600)).await.unwrap();
+    let mut lock = logs.acquire_writer_lock("ns", "orders", "admin-test", lease).await.unwrap();
+    let (meta, v) = logs.log("ns", "orders").await.unwrap().unwrap();
     let segments = SegmentMetadataStore::new(store.clone());
     let segment = SegmentMetadata {
         ensemble_size: 3,
@@ -53,7 +56,7 @@ async fn populate(dir: &Path) -> u64 {
         seq: 0,
         segment_id: id,
         first_txid: 1,
-        epoch: 0,
+        epoch: 1,
         created_ms: 1,
         state: LogSegmentState::Completed {
             last_txid: 42,
@@ -62,11 +65,12 @@ async fn populate(dir: &Path) -> u64 {
             completed_ms: 2,
         },
     };
-    let (meta, v) = logs.add_segment("ns", "orders", &done, &meta, v).await.unwrap();
+    let (meta, v) = logs.add_segment(&mut lock, &done, &meta, v).await.unwrap();
     let open =
         LogSegment { seq: 1, segment_id: id + 1, first_txid: 43, state: LogSegmentState::InProgress, ..done };
-    logs.add_segment("ns", "orders", &open, &meta, v).await.unwrap();
+    logs.add_segment(&mut lock, &open, &meta, v).await.unwrap();
     let registry = BookieRegistry::new(store.clone());
+    drop(lock);
     let cookie = Cookie {
         bookie_id: "b1".into(),
         instance_id: "0".repeat(32),
@@ -75,7 +79,6 @@ async fn populate(dir: &Path) -> u64 {
         ledger_dirs: vec!["/l".into()],
     };
     registry.create_cookie(&cookie).await.unwrap();
-    let lease = store.grant(Duration::from_secs(600)).await.unwrap();
     let info =
         BookieInfo { endpoint: "127.0.0.1:3181".into(), shards: 2, zone: "z1".into(), ..Default::default() };
     registry.register("b1", &info, lease, false).await.unwrap();

@@ -193,7 +193,13 @@ impl<S: MetadataStore> BookieRegistry<S> {
                     }
                     return Err(MetaError::Corrupt(format!("{source} and {target} both exist (BR1 broken)")));
                 }
-                (None, None) => return Err(MetaError::NotFound(source)),
+                (None, None) => {
+                    // Read across a move (the cookie changed since the guard was read): again.
+                    if !self.guard_holds(id, &guard).await? {
+                        continue;
+                    }
+                    return Err(MetaError::NotFound(source));
+                }
                 (None, Some(held)) => {
                     if held.lease != Some(lease) {
                         return Err(MetaError::AlreadyExists(target));

@@ -9,9 +9,10 @@
 //! - ES1: every call is bounded by `REQUEST_TIMEOUT`; a timeout or a transport failure is
 //!   `Unavailable` (the mutation may or may not have happened, as in etcd itself).
 //! - ES2: a watch survives an etcd restart or a cut stream: its task reconnects with backoff
-//!   and resumes from one past the last revision it delivered or etcd reported as sent
-//!   (progress notifications, asked for every `WATCH_PROGRESS_INTERVAL`), so no event is
-//!   missed or repeated; a compacted start ends the watch with `Compacted`.
+//!   and resumes from one past the last revision it delivered or etcd reported as sent to it
+//!   (etcd's periodic progress notifications, `--experimental-watch-progress-notify-interval`,
+//!   10 minutes by default), so no event is missed or repeated; a compacted start ends the
+//!   watch with `Compacted`.
 //! - ES3: lease ids are etcd's; a lease etcd no longer knows answers `LeaseExpired`.
 //!
 //! etcd's responses are trusted to be well-formed (etcd-client itself panics on an unknown
@@ -32,10 +33,6 @@ use crate::{Cond, Event, EventKind, LeaseId, Op, Page, Version, Versioned};
 
 /// Longest a single etcd call may take before it is `Unavailable` (ES1).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a watch asks etcd for a progress notification, so a watch on a quiet prefix keeps
-/// its resume position near the store's revision: after a reconnect it then resumes past
-/// revisions that compaction may have removed, instead of failing with `Compacted`.
-pub const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Largest response accepted from etcd (tonic's default is 4 MiB; a page of `LIST_PAGE` values
 /// of up to 1 MiB, or a watch catch-up batch, can be far larger).
 pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
@@ -387,19 +384,8 @@ impl WatchTask {
             .with_progress_notify();
         let mut client = self.store.client.watch_client().max_decoding_message_size(RESPONSE_BYTES_MAX);
         let mut stream = bounded(client.watch(self.prefix.clone(), Some(options))).await?;
-        let mut progress = tokio::time::interval(WATCH_PROGRESS_INTERVAL);
-        progress.tick().await; // the first tick is immediate
         loop {
-            let message = tokio::select! {
-                message = stream.message() => message,
-                _ = progress.tick() => {
-                    // Ask where the stream is (answered with a progress notification), so a
-                    // quiet watch's position keeps up with the store (see below).
-                    stream.request_progress().await.map_err(map_err)?;
-                    continue;
-                }
-            };
-            let response = match message.map_err(map_err) {
+            let response = match stream.message().await.map_err(map_err) {
                 Ok(Some(response)) => response,
                 Ok(None) => return Err(MetaError::Unavailable("etcd: watch stream ended".into())),
                 // A response this client refuses (too large) would come again at every
@@ -421,10 +407,15 @@ impl WatchTask {
                     response.cancel_reason()
                 )));
             }
-            // A progress notification: every change up to its revision was sent. Moving `next`
+            // A progress notification for this watcher (etcd's periodic ones carry its id and
+            // come only once it has been sent everything up to the revision): moving `next`
             // keeps a quiet watch from resuming at a revision compaction has passed (ES2).
+            // Answers to a client's progress request (id -1) are not used: before etcd 3.4.24
+            // and 3.5.8 they could overtake events still on their way (etcd issue 15220).
             if response.events().is_empty() && !response.created() {
-                if let Some(h) = response.header() {
+                if response.watch_id() >= 0
+                    && let Some(h) = response.header()
+                {
                     self.next = self.next.max(Version(version(h.revision()).0 + 1));
                 }
                 continue;

@@ -19,7 +19,8 @@
 //!   any later version sees each event exactly once; older requests get `Compacted`.
 //! - LC4: a key bound to a lease is deleted (an event) in the revision that expires or revokes
 //!   the lease; a put with a lease that is gone fails with `LeaseExpired`.
-//! - LC5: every key, value and transaction in the state or the log is within the limits, and
+//! - LC5: every key, value and transaction a request brings is within the limits (replay
+//!   checks only a logged transaction's structure, so limits may change between builds), and
 //!   every ttl is a whole number of milliseconds in `1 ms..=LEASE_TTL_MAX`: so every log record
 //!   fits a frame (local_log.rs LL2) and replays exactly (LL1). Replay applies the same checks
 //!   and answers `Corrupt` for a record that does not apply.
@@ -146,6 +147,22 @@ pub(crate) fn validate(ops: &[Op]) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// The structure replay still requires of a logged transaction (no request limits): a
+/// non-empty key at most once, no delete on condition Absent.
+fn validate_structure(ops: &[Op]) -> Result<(), MetaError> {
+    let mut seen = HashSet::with_capacity(ops.len().min(TXN_OPS_MAX));
+    for op in ops {
+        let key = op_key(op);
+        if key.is_empty() || !seen.insert(key) {
+            return Err(invalid(format!("key {key:?} empty or touched twice")));
+        }
+        if let Op::Delete { cond: Cond::Absent, .. } = op {
+            return Err(invalid(format!("delete of {key} on condition Absent")));
+        }
+    }
+    Ok(())
+}
+
 /// A ttl as the core keeps it (LC5): whole milliseconds, rounded up, in `1 ms..=LEASE_TTL_MAX`.
 fn whole_ttl(ttl: Duration) -> Result<Duration, MetaError> {
     if ttl.is_zero() || ttl > LEASE_TTL_MAX {
@@ -189,7 +206,12 @@ impl LocalCore {
     /// first, ...) answers `Invalid` naming the log corrupt, and changes nothing (LC5).
     pub fn replay(&mut self, record: LogRecord, now: Instant) -> Result<(), MetaError> {
         let result = match record {
-            LogRecord::Txn(ops) => self.txn(ops, now).map(|_| ()).map_err(|e| corrupt("transaction", e)),
+            // Request limits are not applied: a transaction durable under other limits (an
+            // older build's) must replay; only its structure is checked.
+            LogRecord::Txn(ops) => validate_structure(&ops)
+                .and_then(|()| self.apply_txn(ops, now))
+                .map(|_| ())
+                .map_err(|e| corrupt("transaction", e)),
             LogRecord::Grant { id, ttl } => self.replay_grant(id, ttl, now),
             LogRecord::End(ids) => match ids.iter().find(|id| !self.leases.contains_key(id)) {
                 Some(id) => Err(corrupt("lease end", MetaError::LeaseExpired(*id))),
@@ -370,6 +392,11 @@ impl LocalCore {
     /// that revision (the current one for no operations).
     pub fn txn(&mut self, ops: Vec<Op>, now: Instant) -> Result<Version, MetaError> {
         validate(&ops)?;
+        self.apply_txn(ops, now)
+    }
+
+    /// `txn` after its checks of shape and limits.
+    fn apply_txn(&mut self, ops: Vec<Op>, now: Instant) -> Result<Version, MetaError> {
         if ops.is_empty() {
             return Ok(self.revision());
         }

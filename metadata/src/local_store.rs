@@ -324,7 +324,9 @@ impl Owed {
 impl Shell {
     fn run(mut self, requests: Receiver<Request>) {
         loop {
-            let timeout = self.core.next_deadline().map(|d| d.saturating_duration_since(now()));
+            // A snapshot expires nothing (LS6): it waits for requests only.
+            let deadline = if self.read_only { None } else { self.core.next_deadline() };
+            let timeout = deadline.map(|d| d.saturating_duration_since(now()));
             let first = match timeout {
                 Some(t) => match requests.recv_timeout(t) {
                     Ok(r) => Some(r),

@@ -15,9 +15,10 @@
 //!   gone at its next compare-and-set on the log).
 //! - LM4: every update is a compare-and-set on the version read; undecodable values are
 //!   `Corrupt` naming the key.
-//! - LM5: segments are added and completed only as the log's current writer epoch: a writer a
-//!   newer one deposed gets `Fenced` even after re-reading the log (the compare-and-set on the
-//!   log's version makes the epoch check atomic with the write).
+//! - LM5: segments are added and completed only by the holder of the log's writer lock: each
+//!   such transaction also rewrites the lock key unchanged on the condition that its version is
+//!   still the holder's, so a writer whose lock expired or was taken over gets `Fenced`, even
+//!   after re-reading the log or retrying at a newer log version.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use crate::segment_store::MODIFY_ATTEMPTS;
 use crate::store::MetadataStore;
 use crate::wall_clock::now_ms;
 use crate::watch::Watch;
+use crate::writer_lock::WriterLock;
 use crate::{Cond, Op, Version};
 
 /// Typed access to namespaces, logs and their segment lists.
@@ -191,25 +193,28 @@ impl<S: MetadataStore> LogMetadataStore<S> {
             .collect()
     }
 
-    /// Appends `segment` to the log's list (LM2): `segment.seq` must be the log's
-    /// `next_segment_seq` in `meta` read at `log_version`. The log's new metadata and the
-    /// transaction's version (the new version of both keys).
+    /// Appends `segment` to the log's list (LM2) as the holder of `lock` (LM5): `segment.seq`
+    /// must be the log's `next_segment_seq` in `meta` read at `log_version`, and
+    /// `segment.epoch` the lock's. The log's new metadata and the transaction's version (the
+    /// new version of every key it wrote; `lock.version` moves to it).
     pub async fn add_segment(
         &self,
-        ns: &str,
-        log: &str,
+        lock: &mut WriterLock,
         segment: &LogSegment,
         meta: &LogMetadata,
         log_version: Version,
     ) -> Result<(LogMetadata, Version), MetaError> {
-        names(ns, log)?;
-        if segment.epoch != meta.writer_epoch {
-            // A deposed writer that re-read the log: refused, whatever version it read (LM5).
-            return Err(MetaError::Fenced {
-                key: schema::log_key(ns, log),
-                epoch: segment.epoch,
-                current: meta.writer_epoch,
-            });
+        let (ns, log) = (lock.namespace.clone(), lock.log.clone());
+        names(&ns, &log)?;
+        if segment.epoch != lock.epoch {
+            return Err(MetaError::Invalid(format!(
+                "segment epoch {} is not the lock's {}",
+                segment.epoch, lock.epoch
+            )));
+        }
+        if meta.writer_epoch != lock.epoch {
+            let key = schema::log_key(&ns, &log);
+            return Err(MetaError::Fenced { key, epoch: lock.epoch, current: meta.writer_epoch });
         }
         if segment.seq != meta.next_segment_seq {
             return Err(MetaError::Invalid(format!(
@@ -220,28 +225,27 @@ impl<S: MetadataStore> LogMetadataStore<S> {
         let next_seq = segment.seq.checked_add(1).ok_or_else(|| {
             MetaError::Corrupt(format!(
                 "{}: segment seq {} at the limit",
-                schema::log_key(ns, log),
+                schema::log_key(&ns, &log),
                 segment.seq
             ))
         })?;
         let next = LogMetadata { next_segment_seq: next_seq, ..meta.clone() };
-        let version = self
-            .store
-            .txn(vec![
-                Op::Put {
-                    key: schema::log_segment_key(ns, log, segment.seq),
-                    value: segment.encode()?,
-                    cond: Cond::Absent,
-                    lease: None,
-                },
-                Op::Put {
-                    key: schema::log_key(ns, log),
-                    value: wire::encode(&next),
-                    cond: Cond::Version(log_version),
-                    lease: None,
-                },
-            ])
-            .await?;
+        let ops = vec![
+            Op::Put {
+                key: schema::log_segment_key(&ns, &log, segment.seq),
+                value: segment.encode()?,
+                cond: Cond::Absent,
+                lease: None,
+            },
+            Op::Put {
+                key: schema::log_key(&ns, &log),
+                value: wire::encode(&next),
+                cond: Cond::Version(log_version),
+                lease: None,
+            },
+            lock.fence(),
+        ];
+        let version = self.fenced_txn(lock, ops).await?;
         Ok((next, version))
     }
 
@@ -258,41 +262,60 @@ impl<S: MetadataStore> LogMetadataStore<S> {
     }
 
     /// Replaces a segment of the list and the log's metadata in one transaction (completing a
-    /// segment moves the log's `next_txid`), each under its version, as the writer of epoch
-    /// `writer_epoch`: `Fenced` if a newer writer took the log (LM5; a recovering writer
-    /// completes its predecessor's segment with its own epoch).
+    /// segment moves the log's `next_txid`), each under its version, as the holder of `lock`
+    /// (LM5; a recovering writer completes its predecessor's segment under its own lock).
+    /// `lock.version` moves to the transaction's version.
     pub async fn update_segment_and_log(
         &self,
-        ns: &str,
-        log: &str,
-        writer_epoch: u64,
+        lock: &mut WriterLock,
         segment: (&LogSegment, Version),
         meta: (&LogMetadata, Version),
     ) -> Result<Version, MetaError> {
-        names(ns, log)?;
-        if meta.0.writer_epoch != writer_epoch {
-            return Err(MetaError::Fenced {
-                key: schema::log_key(ns, log),
-                epoch: writer_epoch,
-                current: meta.0.writer_epoch,
-            });
+        let (ns, log) = (lock.namespace.clone(), lock.log.clone());
+        names(&ns, &log)?;
+        if meta.0.writer_epoch != lock.epoch {
+            let key = schema::log_key(&ns, &log);
+            return Err(MetaError::Fenced { key, epoch: lock.epoch, current: meta.0.writer_epoch });
         }
-        self.store
-            .txn(vec![
-                Op::Put {
-                    key: schema::log_segment_key(ns, log, segment.0.seq),
-                    value: segment.0.encode()?,
-                    cond: Cond::Version(segment.1),
-                    lease: None,
-                },
-                Op::Put {
-                    key: schema::log_key(ns, log),
-                    value: wire::encode(meta.0),
-                    cond: Cond::Version(meta.1),
-                    lease: None,
-                },
-            ])
-            .await
+        let ops = vec![
+            Op::Put {
+                key: schema::log_segment_key(&ns, &log, segment.0.seq),
+                value: segment.0.encode()?,
+                cond: Cond::Version(segment.1),
+                lease: None,
+            },
+            Op::Put {
+                key: schema::log_key(&ns, &log),
+                value: wire::encode(meta.0),
+                cond: Cond::Version(meta.1),
+                lease: None,
+            },
+            lock.fence(),
+        ];
+        self.fenced_txn(lock, ops).await
+    }
+
+    /// Runs a transaction that ends with `lock.fence()`: success moves the lock's version;
+    /// the lock no longer this holder's (taken over, or gone with its lease) is `Fenced`.
+    async fn fenced_txn(&self, lock: &mut WriterLock, ops: Vec<Op>) -> Result<Version, MetaError> {
+        let lock_key = schema::lock_key(&lock.namespace, &lock.log);
+        match self.store.txn(ops).await {
+            Ok(version) => {
+                lock.version = version;
+                Ok(version)
+            }
+            Err(MetaError::VersionConflict { key, .. }) if key == lock_key => Err(self.fenced(lock).await),
+            Err(MetaError::LeaseExpired(l)) if l == lock.lease => Err(self.fenced(lock).await),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fenced(&self, lock: &WriterLock) -> MetaError {
+        let current = match self.log(&lock.namespace, &lock.log).await {
+            Ok(Some((meta, _))) => meta.writer_epoch,
+            _ => 0,
+        };
+        MetaError::Fenced { key: schema::log_key(&lock.namespace, &lock.log), epoch: lock.epoch, current }
     }
 
     /// Removes segment `seq` from the list if its version is still `version`.

@@ -11,6 +11,8 @@
 //! - WL3: release deletes the lock only at the version this holder created: a lock that
 //!   expired and was taken by another writer is never released by the old one.
 
+use bytes::Bytes;
+
 use crate::error::MetaError;
 use crate::log_store::LogMetadataStore;
 use crate::schema::{self, LogMetadata, wire};
@@ -30,8 +32,23 @@ pub struct WriterLock {
     pub epoch: u64,
     /// The lease the lock is bound to.
     pub lease: LeaseId,
-    /// The lock key's version (WL3).
+    /// The lock key's version (WL3); writes fenced by the lock move it (LM5).
     pub version: Version,
+    /// The lock key's value, rewritten unchanged by every write the lock fences.
+    value: Bytes,
+}
+
+impl WriterLock {
+    /// The operation that fences a write with this lock: the lock key rewritten unchanged,
+    /// on the condition that it is still this holder's (its version) and bound to its lease.
+    pub(crate) fn fence(&self) -> Op {
+        Op::Put {
+            key: schema::lock_key(&self.namespace, &self.log),
+            value: self.value.clone(),
+            cond: Cond::Version(self.version),
+            lease: Some(self.lease),
+        }
+    }
 }
 
 /// Who holds a log's lock.
@@ -62,12 +79,13 @@ impl<S: MetadataStore> LogMetadataStore<S> {
             let epoch = meta.writer_epoch.checked_add(1).ok_or_else(|| {
                 MetaError::Corrupt(format!("{}: writer epoch at the limit", schema::log_key(ns, log)))
             })?;
-            let lock = wire::WriterLock { owner: owner.to_string(), epoch, acquired_ms: now_ms() };
+            let lock =
+                wire::encode(&wire::WriterLock { owner: owner.to_string(), epoch, acquired_ms: now_ms() });
             let next = LogMetadata { writer_epoch: epoch, ..meta };
             let ops = vec![
                 Op::Put {
                     key: schema::lock_key(ns, log),
-                    value: wire::encode(&lock),
+                    value: lock.clone(),
                     cond: Cond::Absent,
                     lease: Some(lease),
                 },
@@ -80,7 +98,14 @@ impl<S: MetadataStore> LogMetadataStore<S> {
             ];
             match self.store().txn(ops).await {
                 Ok(version) => {
-                    return Ok(WriterLock { namespace: ns.into(), log: log.into(), epoch, lease, version });
+                    return Ok(WriterLock {
+                        namespace: ns.into(),
+                        log: log.into(),
+                        epoch,
+                        lease,
+                        version,
+                        value: lock,
+                    });
                 }
                 // The log changed (another writer's segment, a truncation): re-read.
                 Err(e @ MetaError::VersionConflict { .. }) => conflict = Some(e),

@@ -31,13 +31,13 @@ fn segment() -> SegmentMetadata {
     }
 }
 
-/// Epoch 0: the logs in these tests are written without taking the writer lock.
+/// Epoch 1: the first writer lock's.
 fn log_segment(seq: u64, segment_id: u64) -> LogSegment {
     LogSegment {
         seq,
         segment_id,
         first_txid: seq * 100,
-        epoch: 0,
+        epoch: 1,
         created_ms: 1,
         state: LogSegmentState::InProgress,
     }
@@ -163,23 +163,30 @@ mod cases {
     pub(crate) async fn segment_lists_grow_in_order_under_cas<S: MetadataStore + 'static>(store: Arc<S>) {
         let logs = LogMetadataStore::new(store.clone());
         logs.create_namespace("ns").await.unwrap();
-        let (meta, v) = logs.create_log("ns", "l").await.unwrap();
+        logs.create_log("ns", "l").await.unwrap();
+        let lease = store.grant(Duration::from_secs(60)).await.unwrap();
+        let mut lock = logs.acquire_writer_lock("ns", "l", "w", lease).await.unwrap();
+        let (meta, v) = logs.log("ns", "l").await.unwrap().unwrap();
         assert!(matches!(
-            logs.add_segment("ns", "l", &log_segment(1, 10), &meta, v).await,
+            logs.add_segment(&mut lock, &log_segment(1, 10), &meta, v).await,
             Err(MetaError::Invalid(_))
         ));
         let mut watch = logs.watch_segments("ns", "l", Version(0)).await.unwrap();
-        let (meta, v) = logs.add_segment("ns", "l", &log_segment(0, 10), &meta, v).await.unwrap();
+        let (meta, v) = logs.add_segment(&mut lock, &log_segment(0, 10), &meta, v).await.unwrap();
         assert_eq!(meta.next_segment_seq, 1);
-        // Two writers adding seq 1 from the same read: one wins.
+        // Two adds of seq 1 from the same read (one lock, two tasks): one wins.
         let (a, b) = (logs.clone(), logs.clone());
         let (ma, mb) = (meta.clone(), meta.clone());
-        let first = tokio::spawn(async move { a.add_segment("ns", "l", &log_segment(1, 11), &ma, v).await });
-        let second = tokio::spawn(async move { b.add_segment("ns", "l", &log_segment(1, 12), &mb, v).await });
+        let (mut la, mut lb) = (lock.clone(), lock.clone());
+        let first =
+            tokio::spawn(async move { (a.add_segment(&mut la, &log_segment(1, 11), &ma, v).await, la) });
+        let second =
+            tokio::spawn(async move { (b.add_segment(&mut lb, &log_segment(1, 12), &mb, v).await, lb) });
         let results = [first.await.unwrap(), second.await.unwrap()];
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert_eq!(results.iter().filter(|(r, _)| r.is_ok()).count(), 1, "{results:?}");
+        let mut lock = results.into_iter().find(|(r, _)| r.is_ok()).unwrap().1;
         let (meta, v) = logs.log("ns", "l").await.unwrap().unwrap();
-        let (meta, _) = logs.add_segment("ns", "l", &log_segment(2, 13), &meta, v).await.unwrap();
+        let (meta, _) = logs.add_segment(&mut lock, &log_segment(2, 13), &meta, v).await.unwrap();
         let segments = logs.segments("ns", "l").await.unwrap();
         assert_eq!(segments.iter().map(|(s, _)| s.seq).collect::<Vec<_>>(), [0, 1, 2]);
         // Complete seq 0 and move the log's next txid in one transaction.
@@ -192,8 +199,8 @@ mod cases {
         };
         let (_, log_v) = logs.log("ns", "l").await.unwrap().unwrap();
         let next = schema::LogMetadata { next_txid: 5, ..meta };
-        logs.update_segment_and_log("ns", "l", 0, (&seg0, seg_v), (&next, log_v)).await.unwrap();
-        let stale = logs.update_segment_and_log("ns", "l", 0, (&seg0, seg_v), (&next, log_v)).await;
+        logs.update_segment_and_log(&mut lock, (&seg0, seg_v), (&next, log_v)).await.unwrap();
+        let stale = logs.update_segment_and_log(&mut lock, (&seg0, seg_v), (&next, log_v)).await;
         assert!(matches!(stale, Err(MetaError::VersionConflict { .. })));
         assert_eq!(logs.log("ns", "l").await.unwrap().unwrap().0.next_txid, 5);
         // The watch saw each change of the list, in order: added 0, 1, 2, then 0 completed.
@@ -207,6 +214,7 @@ mod cases {
         // A log with segments cannot be deleted.
         let (_, log_v) = logs.log("ns", "l").await.unwrap().unwrap();
         assert!(matches!(logs.delete_log("ns", "l", log_v).await, Err(MetaError::Invalid(_))));
+        logs.release_writer_lock(&lock).await.unwrap();
         for (s, v) in logs.segments("ns", "l").await.unwrap() {
             logs.remove_segment("ns", "l", s.seq, v).await.unwrap();
         }
@@ -237,14 +245,15 @@ mod cases {
             }
         }
         assert_eq!(held.len(), 1, "one holder");
-        let first = held.pop().unwrap();
+        let mut first = held.pop().unwrap();
         assert_eq!(first.epoch, 1);
+        let (cached, _) = logs.log("ns", "l").await.unwrap().unwrap();
         logs.check_writer_lock(&first).await.unwrap();
         // The holder's lease ends: the lock goes with it, and the next holder's epoch is higher.
         store.revoke(lease).await.unwrap();
         assert!(matches!(logs.check_writer_lock(&first).await, Err(MetaError::LeaseExpired(_))));
         let lease2 = store.grant(Duration::from_secs(60)).await.unwrap();
-        let second = logs.acquire_writer_lock("ns", "l", "w9", lease2).await.unwrap();
+        let mut second = logs.acquire_writer_lock("ns", "l", "w9", lease2).await.unwrap();
         assert_eq!(second.epoch, 2);
         assert_eq!(logs.log("ns", "l").await.unwrap().unwrap().0.writer_epoch, 2);
         let holder = logs.writer_lock("ns", "l").await.unwrap().unwrap();
@@ -255,14 +264,20 @@ mod cases {
         // The deposed writer re-reads the log and tries to add or complete a segment: fenced.
         let (meta, v) = logs.log("ns", "l").await.unwrap().unwrap();
         let stale = LogSegment { epoch: first.epoch, ..log_segment(0, 5) };
-        let fenced = logs.add_segment("ns", "l", &stale, &meta, v).await;
+        let fenced = logs.add_segment(&mut first, &stale, &meta, v).await;
         assert!(matches!(fenced, Err(MetaError::Fenced { epoch: 1, current: 2, .. })), "{fenced:?}");
+        // Nor with its cached metadata (its own epoch) at the log's newest version: the lock
+        // fences the write, and the log's epoch never goes back.
+        let fenced = logs.add_segment(&mut first, &stale, &cached, v).await;
+        assert!(matches!(fenced, Err(MetaError::Fenced { epoch: 1, current: 2, .. })), "{fenced:?}");
+        assert_eq!(logs.log("ns", "l").await.unwrap().unwrap().0.writer_epoch, 2);
         let mine = LogSegment { epoch: second.epoch, ..log_segment(0, 5) };
-        let (meta, v) = logs.add_segment("ns", "l", &mine, &meta, v).await.unwrap();
+        let (meta, v) = logs.add_segment(&mut second, &mine, &meta, v).await.unwrap();
+        logs.check_writer_lock(&second).await.unwrap();
         let (seg, seg_v) = logs.segments("ns", "l").await.unwrap().remove(0);
-        let fenced = logs.update_segment_and_log("ns", "l", first.epoch, (&seg, seg_v), (&meta, v)).await;
+        let fenced = logs.update_segment_and_log(&mut first, (&seg, seg_v), (&meta, v)).await;
         assert!(matches!(fenced, Err(MetaError::Fenced { .. })), "{fenced:?}");
-        logs.update_segment_and_log("ns", "l", second.epoch, (&seg, seg_v), (&meta, v)).await.unwrap();
+        logs.update_segment_and_log(&mut second, (&seg, seg_v), (&meta, v)).await.unwrap();
         logs.release_writer_lock(&second).await.unwrap();
         assert!(logs.writer_lock("ns", "l").await.unwrap().is_none());
         assert_eq!(logs.acquire_writer_lock("ns", "l", "w10", lease2).await.unwrap().epoch, 3);

@@ -498,3 +498,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(everything(&replayed(&rewritten)), everything(&core));
     }
 }
+
+/// A transaction durable under other limits (an older build's) replays: replay checks the
+/// structure of a logged transaction, not today's request limits.
+#[test]
+fn replay_does_not_apply_request_limits() {
+    let now = start();
+    let ops: Vec<Op> =
+        (0..100).map(|i| put(&format!("{i:04}{}", "k".repeat(4000)), "v", Cond::Any)).collect();
+    let mut live = LocalCore::new(100);
+    assert!(matches!(live.txn(ops.clone(), now), Err(MetaError::Invalid(_))), "over today's limit");
+    let mut replayed = LocalCore::new(100);
+    replayed.replay(LogRecord::Txn(ops), now).unwrap();
+    assert_eq!(replayed.revision(), Version(1));
+    let twice = vec![put("a", "1", Cond::Any), put("a", "2", Cond::Any)];
+    assert!(matches!(replayed.replay(LogRecord::Txn(twice), now), Err(MetaError::Corrupt(_))));
+}
