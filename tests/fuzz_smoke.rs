@@ -457,3 +457,49 @@ fn metadata_replay_counters_at_their_limit() {
         checks::metadata::check_replay(&hex(log), checks::metadata::replay_now());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wire_frame_decode_raw(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        checks::protocol::check_wire_decode(&data);
+    }
+
+    /// Well-formed streams of every op, with a few bytes flipped and maybe cut short, decoded
+    /// whole and in pieces.
+    #[test]
+    fn wire_frame_decode_encoded(seed: u64, frames in 1usize..12, responses: bool, small: bool, piece: u8,
+                                 cut: Option<Index>,
+                                 flips in proptest::collection::vec((any::<Index>(), any::<u8>()), 0..3)) {
+        let mut input = checks::protocol::sample_wire_input(seed, frames, responses, piece);
+        input[0] |= u8::from(small) << 1;
+        if flips.is_empty() && cut.is_none() && !small {
+            // Intact, default limits: every frame decodes.
+            let mut buf = bytes::BytesMut::from(&input[2..]);
+            for _ in 0..frames {
+                let decoded = if responses {
+                    dlog_protocol::decode_response(&mut buf, &dlog_protocol::Limits::default()).map(|r| r.is_some())
+                } else {
+                    dlog_protocol::decode_request(&mut buf, &dlog_protocol::Limits::default()).map(|r| r.is_some())
+                };
+                prop_assert_eq!(decoded, Ok(true));
+            }
+            prop_assert!(buf.is_empty());
+        }
+        corrupt(&mut input[2..], &flips);
+        if let Some(cut) = cut {
+            input.truncate(2 + cut.index(input.len() - 1));
+        }
+        checks::protocol::check_wire_decode(&input);
+    }
+}
+
+/// The protocol's copies of engine limits match the engine's.
+#[test]
+fn wire_limits_match_the_engine() {
+    assert_eq!(dlog_protocol::MASTER_KEY_BYTES_MAX, dlog_engine::constants::MASTER_KEY_BYTES_MAX);
+    let config = dlog_engine::BookieConfig::new("unused");
+    assert_eq!(dlog_protocol::Limits::default().entry_bytes_max as usize, config.entry_bytes_max);
+    assert_eq!(dlog_protocol::LAC_NONE, record::LAC_NONE);
+}

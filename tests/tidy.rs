@@ -1,12 +1,12 @@
 //! Source hygiene checks over the workspace's library and binary sources: module docs, where
 //! `unsafe` may live and that it is justified, no debugging macros, line and file length.
 //!
-//! Scans every `.rs` file under engine/src, replication/src, metadata/src and src (skipping
-//! `target/` and `fuzz/`). Each rule is its own test and lists every violation it finds.
+//! Scans every `.rs` file under engine/src, replication/src, metadata/src, protocol/src and src
+//! (skipping `target/` and `fuzz/`). Each rule is its own test and lists every violation it finds.
 
 use std::path::{Path, PathBuf};
 
-const ROOTS: [&str; 4] = ["engine/src", "replication/src", "metadata/src", "src"];
+const ROOTS: [&str; 5] = ["engine/src", "replication/src", "metadata/src", "protocol/src", "src"];
 const SKIP_DIRS: [&str; 2] = ["target", "fuzz"];
 /// The only files allowed to contain `unsafe` code.
 const UNSAFE_FILES: [&str; 2] = ["engine/src/io/uring.rs", "engine/src/io/buf.rs"];

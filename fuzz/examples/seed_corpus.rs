@@ -1,6 +1,6 @@
 //! Writes seed inputs that get past the checksums into `corpus/<target>/` (next to this
 //! crate's Cargo.toml), so the fuzzer starts from well-formed records, headers, journals,
-//! metadata logs and values instead of having to find a CRC32C by itself:
+//! metadata logs and values, and wire frames, instead of having to find a CRC32C by itself:
 //!
 //! ```text
 //! cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dlog_engine::journal::record::{self, LAC_NONE, RecordHeader, RecordKind};
 use dlog_fuzz::metadata::{sample_log, sample_log_segment, sample_segment};
+use dlog_fuzz::protocol::sample_wire_input;
 use dlog_fuzz::{Rng, replay_file_header, sample_journal_body};
 use dlog_metadata::schema::wire;
 use dlog_metadata::{LocalOptions, LocalStore, MetadataStore};
@@ -75,6 +76,18 @@ fn main() {
         write("journal_replay", format!("batches-{batches}"), &body);
     }
     metadata_seeds(&write);
+    for (seed, frames, responses, piece) in [
+        (1u64, 1usize, false, 0u8),
+        (2, 8, false, 7),
+        (3, 16, false, 1),
+        (4, 1, true, 0),
+        (5, 8, true, 13),
+        (6, 16, true, 1),
+    ] {
+        let direction = if responses { "responses" } else { "requests" };
+        let input = sample_wire_input(seed, frames, responses, piece);
+        write("wire_frame_decode", format!("{direction}-{frames}-piece-{piece}"), &input);
+    }
     println!("seeds written under {}", corpus.display());
 }
 

@@ -1,12 +1,15 @@
 //! The checks behind the fuzz targets, shared with `tests/fuzz_smoke.rs` in the main workspace
 //! (which includes this file as a module with `#[path]`, so it must depend on nothing the main
-//! crate's tests lack: `dlog_engine`, `dlog_metadata`, `bytes`, `crc32c` and `std`). The
-//! metadata targets' checks are in `metadata.rs`.
+//! crate's tests lack: `dlog_engine`, `dlog_metadata`, `dlog_protocol`, `bytes`, `crc32c` and
+//! `std`). The metadata targets' checks are in `metadata.rs`, the wire protocol's in
+//! `protocol.rs`.
 //!
 //! Each `check_*` function takes raw fuzz input and panics only when the code under test
-//! misbehaves: a panic inside the engine or the metadata layer, or a broken round trip.
+//! misbehaves: a panic inside the engine, the metadata layer or the wire codec, or a broken
+//! round trip.
 
 pub mod metadata;
+pub mod protocol;
 
 use std::fs;
 use std::path::Path;
