@@ -6,4 +6,5 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bookie;
 pub mod deletion_check;

@@ -1,0 +1,769 @@
+//! The `dlog bookie` server's configuration: clap flags (`BookieArgs`), a TOML file
+//! (`--config FILE`, example with every key in docs/bookie.example.toml), defaults, and
+//! validation, resolved into one `ServerConfig`; plus the engine configuration derived from it
+//! (`ServerConfig::engine_config`).
+//!
+//! Owns: where each setting comes from, its default, its bounds, and error messages that name
+//! it. Does not own: the server (listeners, shard event loops, registration, cookies, metrics;
+//! not written yet, and the `bookie` subcommand is not in src/main.rs yet), the engine's own
+//! bounds (checked by `dlog_engine::BookieConfig::validate`, which `resolve` calls), or opening
+//! the metadata store (only the URI's syntax is checked here; `AnyStore::open` connects).
+//!
+//! Defaults: listen `127.0.0.1:3181`; ledger dirs = the journal dirs (the engine keeps
+//! `shard-n` and `storage-n` side by side); metadata `local://<parent of the first journal
+//! dir>/metadata` (next to the journal, not inside it: the engine owns the journal dir; a
+//! relative journal dir gives a relative store path, as `local://` allows); shards = CPUs;
+//! bookie id = the listen `ip:port` (refused for an unspecified address, port 0 or IPv6,
+//! which give no usable id: give `--bookie-id`); no metrics listener; limits as
+//! `ServerLimits::default`; engine knobs as `BookieConfig::new`.
+//!
+//! Paths are taken as written (relative ones against the working directory), in the file as
+//! on the command line.
+//!
+//! Invariants:
+//! - C1: a `ServerConfig` from `resolve` is valid: at least one journal and one ledger dir,
+//!   shards in 1..=1024, a bookie id `check_name` accepts, a metadata URI of a scheme
+//!   `AnyStore` opens (`local://DIR`, `memory://`, `etcd://host:port[,...]/scope`), protocol
+//!   limits `dlog_protocol::Limits::validate` accepts, and an `engine_config()` that
+//!   `BookieConfig::validate` accepts.
+//! - C2: per setting, a flag beats the file, and the file beats the default. A repeatable
+//!   flag (`--journal-dir`, `--ledger-dir`) given at least once replaces the file's list.
+//! - C3: every refusal is a `ConfigError` naming the setting and where its value came from
+//!   (the flag, `FILE:LINE`, or the default); no input panics.
+//! - C4: unknown keys in the file are refused, so a misspelt key is never silently ignored.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dlog_engine::{Backend, BookieConfig, DirectIo};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// Listen address when neither `--listen` nor `listen` is given (BookKeeper's port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3181";
+/// Most shards a bookie runs (the engine's bound).
+pub const SHARDS_MAX: u32 = 1024;
+/// Default bound on requests in flight per connection (the RFC's `max_in_flight`).
+pub const IN_FLIGHT_MAX_DEFAULT: u32 = 1024;
+/// Largest accepted `in_flight_max`.
+pub const IN_FLIGHT_MAX_BOUND: u32 = 1 << 16;
+/// Default idle timeout, in seconds (5 min).
+pub const IDLE_TIMEOUT_S_DEFAULT: u64 = 300;
+/// Largest accepted idle timeout, in seconds (one day).
+pub const IDLE_TIMEOUT_S_BOUND: u64 = 86_400;
+
+/// `dlog bookie` flags. Every one of them overrides the same setting in `--config`'s file.
+#[derive(clap::Args, Debug, Default, Clone, PartialEq, Eq)]
+pub struct BookieArgs {
+    /// TOML configuration file (see docs/bookie.example.toml); flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve the bookie protocol on, ip:port [default: 127.0.0.1:3181].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Journal directory; repeat for several (shard n uses dir n % count).
+    #[arg(long = "journal-dir", value_name = "DIR")]
+    pub journal_dirs: Vec<PathBuf>,
+    /// Entry log (ledger) directory; repeat for several [default: the journal dirs].
+    #[arg(long = "ledger-dir", value_name = "DIR")]
+    pub ledger_dirs: Vec<PathBuf>,
+    /// Metadata store: local:///path, memory:// or etcd://host:port[,host:port]/scope
+    /// [default: local://<parent of the first journal dir>/metadata].
+    #[arg(long, value_name = "URI")]
+    pub metadata: Option<String>,
+    /// Storage shards (threads) [default: the number of CPUs]. Fixed for the directories'
+    /// life: the engine refuses to reopen them with another count.
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// The bookie's id in the metadata: [A-Za-z0-9._:-], at most 255 bytes
+    /// [default: the listen ip:port].
+    #[arg(long, value_name = "ID")]
+    pub bookie_id: Option<String>,
+    /// Address to serve Prometheus metrics on, ip:port [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// I/O backend of the storage shards [default: auto].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+}
+
+/// The engine's I/O backend as the flag and the file spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendChoice {
+    /// io_uring where the kernel allows it, else portable.
+    Auto,
+    /// io_uring only.
+    IoUring,
+    /// pwrite + fdatasync.
+    Portable,
+}
+
+impl From<BackendChoice> for Backend {
+    fn from(choice: BackendChoice) -> Backend {
+        match choice {
+            BackendChoice::Auto => Backend::Auto,
+            BackendChoice::IoUring => Backend::IoUring,
+            BackendChoice::Portable => Backend::Portable,
+        }
+    }
+}
+
+/// The engine's direct I/O policy as the file spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectIoChoice {
+    /// O_DIRECT or refuse to open.
+    Required,
+    /// O_DIRECT where the filesystem supports it.
+    Optional,
+    /// Buffered I/O with fdatasync.
+    Disabled,
+}
+
+impl From<DirectIoChoice> for DirectIo {
+    fn from(choice: DirectIoChoice) -> DirectIo {
+        match choice {
+            DirectIoChoice::Required => DirectIo::Required,
+            DirectIoChoice::Optional => DirectIo::Optional,
+            DirectIoChoice::Disabled => DirectIo::Disabled,
+        }
+    }
+}
+
+/// Per-connection and per-frame bounds of the server (the file's `[limits]` table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest frame, header included, in bytes. Default 16 MiB + 16.
+    pub frame_bytes_max: u32,
+    /// Largest entry payload, in bytes; also the engine's `entry_bytes_max`. Default 1 MiB;
+    /// at most 256 MiB (the engine's bound).
+    pub entry_bytes_max: u32,
+    /// Most payload bytes one READ_RANGE is served with. Default 8 MiB.
+    pub range_bytes_max: u32,
+    /// Requests in flight per connection; past it the server stops reading that connection.
+    /// Default 1024; 1 to 65536.
+    pub in_flight_max: u32,
+    /// A connection with nothing in flight for this long is closed. Default 300 s; 1 s to
+    /// one day.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        let protocol = dlog_protocol::Limits::default();
+        ServerLimits {
+            frame_bytes_max: protocol.frame_bytes_max,
+            entry_bytes_max: protocol.entry_bytes_max,
+            range_bytes_max: protocol.range_bytes_max,
+            in_flight_max: IN_FLIGHT_MAX_DEFAULT,
+            idle_timeout: Duration::from_secs(IDLE_TIMEOUT_S_DEFAULT),
+        }
+    }
+}
+
+impl ServerLimits {
+    /// The codec's limits.
+    pub fn protocol(&self) -> dlog_protocol::Limits {
+        dlog_protocol::Limits {
+            frame_bytes_max: self.frame_bytes_max,
+            entry_bytes_max: self.entry_bytes_max,
+            range_bytes_max: self.range_bytes_max,
+        }
+    }
+}
+
+/// Engine knobs the server passes through (the file's `[engine]` table; `--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineKnobs {
+    /// I/O backend. Default auto.
+    pub backend: BackendChoice,
+    /// Direct I/O policy. Default optional.
+    pub direct_io: DirectIoChoice,
+    /// Write cache per shard, in bytes. Default 256 MiB.
+    pub write_cache_bytes_max: u64,
+    /// Free bytes under which a shard turns read-only. Default 1 GiB.
+    pub disk_free_bytes_min: u64,
+    /// Free bytes at which it turns writable again. Default 2 GiB.
+    pub disk_free_bytes_resume: u64,
+}
+
+impl Default for EngineKnobs {
+    fn default() -> Self {
+        let engine = BookieConfig::new(".");
+        EngineKnobs {
+            backend: BackendChoice::Auto,
+            direct_io: DirectIoChoice::Optional,
+            write_cache_bytes_max: engine.write_cache_bytes_max as u64,
+            disk_free_bytes_min: engine.disk_free_bytes_min,
+            disk_free_bytes_resume: engine.disk_free_bytes_resume,
+        }
+    }
+}
+
+/// Everything `dlog bookie` needs, resolved and valid (C1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where the bookie protocol is served.
+    pub listen: SocketAddr,
+    /// Journal directories (at least one).
+    pub journal_dirs: Vec<PathBuf>,
+    /// Entry log directories (at least one; by default the journal dirs).
+    pub ledger_dirs: Vec<PathBuf>,
+    /// The metadata store's URI.
+    pub metadata: String,
+    /// Storage shards.
+    pub shards: u32,
+    /// The id the bookie registers under.
+    pub bookie_id: String,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Frame and connection bounds.
+    pub limits: ServerLimits,
+    /// Engine knobs passed through.
+    pub engine: EngineKnobs,
+}
+
+/// Where a setting's value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, e.g. `--listen`.
+    Flag(&'static str),
+    /// The configuration file, at this 1-based line.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line of the value.
+        line: usize,
+    },
+    /// The built-in default.
+    Default,
+}
+
+/// Why a configuration was refused (C3).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, has an unknown key, or a value of the wrong type.
+    #[error("config file {}:{line}:{column}: {message} (in `{text}`)", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when the parser gave no position).
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// The parser's message.
+        message: String,
+        /// The offending line, trimmed.
+        text: String,
+    },
+    /// A value is out of bounds or malformed.
+    #[error("{}: {reason}", describe(field, at))]
+    Invalid {
+        /// The setting, as the file spells it (`listen`, `journal_dirs`, `limits.in_flight_max`).
+        field: &'static str,
+        /// Where the value came from.
+        at: Origin,
+        /// What is wrong, with the value.
+        reason: String,
+    },
+    /// No journal directory anywhere.
+    #[error("no journal directory: give --journal-dir DIR or `journal_dirs` in the config file")]
+    NoJournalDir,
+    /// The engine refused the derived configuration (its message names the engine field).
+    #[error("engine configuration: {0}")]
+    Engine(String),
+}
+
+fn describe(field: &str, at: &Origin) -> String {
+    match at {
+        Origin::Flag(flag) => flag.to_string(),
+        Origin::File { path, line } => format!("{}:{line}: {field}", path.display()),
+        Origin::Default => format!("{field} (default)"),
+    }
+}
+
+impl ConfigError {
+    /// The setting the error is about, as the file spells it; `None` for a file that cannot be
+    /// read or parsed and for engine refusals.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            ConfigError::NoJournalDir => Some("journal_dirs"),
+            _ => None,
+        }
+    }
+}
+
+/// The file's schema. Every value is spanned so a refusal can cite its line (C3).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listen: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal_dirs: Option<Spanned<Vec<PathBuf>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_dirs: Option<Spanned<Vec<PathBuf>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shards: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bookie_id: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    engine: Option<EngineFile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frame_bytes_max: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entry_bytes_max: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range_bytes_max: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_flight_max: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_timeout_s: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<Spanned<BackendChoice>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    direct_io: Option<Spanned<DirectIoChoice>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    write_cache_bytes_max: Option<Spanned<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disk_free_bytes_min: Option<Spanned<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disk_free_bytes_resume: Option<Spanned<u64>>,
+}
+
+/// The file being read, to turn byte spans into lines.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// 1-based (line, column) of byte `offset`, clamped to the text.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        (line, before[line_start..].chars().count() + 1)
+    }
+
+    fn origin(&self, span: Range<usize>) -> Origin {
+        Origin::File { path: self.path.to_path_buf(), line: self.position(span.start).0 }
+    }
+
+    fn syntax(&self, error: &toml::de::Error) -> ConfigError {
+        let (line, column, text) = match error.span() {
+            Some(span) => {
+                let (line, column) = self.position(span.start);
+                let text = self.text.lines().nth(line - 1).unwrap_or_default().trim().to_string();
+                (line, column, text)
+            }
+            None => (0, 0, String::new()),
+        };
+        ConfigError::Syntax {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: error.message().trim().to_string(),
+            text,
+        }
+    }
+}
+
+/// A setting's value and where it came from: the flag if given, else the file, else none.
+fn pick<T>(
+    flag: Option<T>,
+    flag_name: &'static str,
+    file: Option<Spanned<T>>,
+    source: Option<&Source<'_>>,
+) -> Option<(T, Origin)> {
+    if let Some(value) = flag {
+        return Some((value, Origin::Flag(flag_name)));
+    }
+    let (file, source) = (file?, source?);
+    let origin = source.origin(file.span());
+    Some((file.into_inner(), origin))
+}
+
+/// A value from the file, or the default.
+fn file_or<T>(file: Option<Spanned<T>>, source: Option<&Source<'_>>, default: T) -> (T, Origin) {
+    pick(None, "", file, source).unwrap_or((default, Origin::Default))
+}
+
+fn invalid(field: &'static str, at: Origin, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, at, reason: reason.into() }
+}
+
+fn parse_addr(field: &'static str, (text, at): (String, Origin)) -> Result<SocketAddr, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| invalid(field, at, format!("{text:?} is not a socket address (expected ip:port)")))
+}
+
+/// Checks `uri` against the schemes `dlog_metadata::AnyStore::open` accepts, without opening
+/// it (the etcd rules mirror `EtcdUri::parse`, which exists only with the `etcd` feature).
+pub fn check_metadata_uri(uri: &str) -> Result<(), String> {
+    if let Some(dir) = uri.strip_prefix("local://") {
+        return if dir.is_empty() { Err(format!("{uri:?}: no directory after local://")) } else { Ok(()) };
+    }
+    if uri == "memory://" {
+        return Ok(());
+    }
+    let Some(rest) = uri.strip_prefix("etcd://") else {
+        return Err(format!(
+            "{uri:?}: expected local:///path, memory:// or etcd://host:port[,host:port...]/scope"
+        ));
+    };
+    let (hosts, scope) =
+        rest.split_once('/').ok_or_else(|| format!("{uri:?}: missing /scope after the endpoints"))?;
+    let scope = scope.trim_end_matches('/');
+    if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!("{uri:?}: the scope must be one name of [A-Za-z0-9._-] (no '/')"));
+    }
+    for host in hosts.split(',') {
+        let good =
+            host.rsplit_once(':').is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+        if !good {
+            return Err(format!("{uri:?}: bad endpoint {host:?} (expected host:port)"));
+        }
+    }
+    Ok(())
+}
+
+/// The default metadata URI: `local://<parent of the first journal dir>/metadata`.
+fn default_metadata(first_journal_dir: &Path) -> String {
+    let parent = first_journal_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    format!("local://{}", parent.join("metadata").display())
+}
+
+/// The default bookie id: the listen `ip:port`, when that names this bookie.
+fn default_bookie_id(listen: SocketAddr) -> Result<String, String> {
+    let why = if listen.ip().is_unspecified() {
+        "is unspecified (any interface), which names no bookie"
+    } else if listen.port() == 0 {
+        "has port 0 (chosen at bind), which names no bookie"
+    } else if listen.ip().is_ipv6() {
+        "is IPv6, and '[' ']' are not allowed in ids"
+    } else {
+        return Ok(listen.to_string());
+    };
+    Err(format!("the listen address {listen} {why}: give --bookie-id"))
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+}
+
+impl ServerConfig {
+    /// Resolves flags over the file (if `--config` is given) over the defaults (C2), and
+    /// validates the result (C1); every refusal names its setting (C3).
+    pub fn resolve(args: BookieArgs) -> Result<ServerConfig, ConfigError> {
+        let text = match &args.config {
+            Some(path) => Some(read_file(path)?),
+            None => None,
+        };
+        let source = args.config.as_deref().zip(text.as_deref()).map(|(path, text)| Source { path, text });
+        let file: FileConfig = match &source {
+            Some(source) => toml::from_str(source.text).map_err(|e| source.syntax(&e))?,
+            None => FileConfig::default(),
+        };
+        let source = source.as_ref();
+        let limits_file = file.limits.unwrap_or_default();
+        let engine_file = file.engine.unwrap_or_default();
+
+        let listen = match pick(args.listen, "--listen", file.listen, source) {
+            Some(value) => parse_addr("listen", value)?,
+            None => DEFAULT_LISTEN.parse().map_err(|_| invalid("listen", Origin::Default, DEFAULT_LISTEN))?,
+        };
+        let metrics_listen = match pick(args.metrics_listen, "--metrics-listen", file.metrics_listen, source)
+        {
+            Some((text, at)) => {
+                let addr = parse_addr("metrics_listen", (text, at.clone()))?;
+                if addr == listen {
+                    return Err(invalid(
+                        "metrics_listen",
+                        at,
+                        format!("{addr} is the bookie's listen address"),
+                    ));
+                }
+                Some(addr)
+            }
+            None => None,
+        };
+
+        let nonempty =
+            |flag: Vec<PathBuf>, flag_name| (!flag.is_empty()).then_some(flag).map(|f| (f, flag_name));
+        let journal_dirs = match nonempty(args.journal_dirs, "--journal-dir") {
+            Some((dirs, name)) => (dirs, Origin::Flag(name)),
+            None => pick(None, "", file.journal_dirs, source).ok_or(ConfigError::NoJournalDir)?,
+        };
+        let journal_dirs = check_dirs("journal_dirs", journal_dirs)?;
+        let ledger_dirs = match nonempty(args.ledger_dirs, "--ledger-dir") {
+            Some((dirs, name)) => check_dirs("ledger_dirs", (dirs, Origin::Flag(name)))?,
+            None => match pick(None, "", file.ledger_dirs, source) {
+                Some(value) => check_dirs("ledger_dirs", value)?,
+                None => journal_dirs.clone(),
+            },
+        };
+
+        let (metadata, at) = pick(args.metadata, "--metadata", file.metadata, source)
+            .unwrap_or_else(|| (default_metadata(&journal_dirs[0]), Origin::Default));
+        check_metadata_uri(&metadata).map_err(|reason| invalid("metadata", at, reason))?;
+
+        let cpus =
+            std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(SHARDS_MAX));
+        let (shards, at) = pick(args.shards, "--shards", file.shards, source)
+            .unwrap_or((cpus.min(SHARDS_MAX), Origin::Default));
+        if !(1..=SHARDS_MAX).contains(&shards) {
+            return Err(invalid("shards", at, format!("{shards} is not in 1..={SHARDS_MAX}")));
+        }
+
+        let bookie_id = match pick(args.bookie_id, "--bookie-id", file.bookie_id, source) {
+            Some((id, at)) => {
+                dlog_metadata::schema::check_name("bookie", &id).map_err(|e| match e {
+                    dlog_metadata::MetaError::Invalid(why) => invalid("bookie_id", at, why),
+                    other => invalid("bookie_id", at, other.to_string()),
+                })?;
+                id
+            }
+            None => {
+                default_bookie_id(listen).map_err(|reason| invalid("bookie_id", Origin::Default, reason))?
+            }
+        };
+
+        let limits = resolve_limits(limits_file, source)?;
+        let engine = resolve_engine(engine_file, args.backend, source)?;
+        let config = ServerConfig {
+            listen,
+            journal_dirs,
+            ledger_dirs,
+            metadata,
+            shards,
+            bookie_id,
+            metrics_listen,
+            limits,
+            engine,
+        };
+        config.engine_config().validate().map_err(|e| ConfigError::Engine(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The storage engine's configuration: the directories, shards, entry size bound and the
+    /// engine knobs; everything else at the engine's defaults. The deletion check
+    /// (`MetadataDeletionCheck`) is the server's to install.
+    pub fn engine_config(&self) -> BookieConfig {
+        let mut engine = BookieConfig::new(self.journal_dirs[0].clone());
+        engine.journal_dirs = self.journal_dirs.clone();
+        engine.storage_dirs = self.ledger_dirs.clone();
+        engine.shard_count = self.shards;
+        engine.entry_bytes_max = self.limits.entry_bytes_max as usize;
+        engine.backend = self.engine.backend.into();
+        engine.direct_io = self.engine.direct_io.into();
+        engine.write_cache_bytes_max =
+            usize::try_from(self.engine.write_cache_bytes_max).unwrap_or(usize::MAX);
+        engine.disk_free_bytes_min = self.engine.disk_free_bytes_min;
+        engine.disk_free_bytes_resume = self.engine.disk_free_bytes_resume;
+        engine
+    }
+
+    /// The configuration as a TOML file with every key set: `--config` of it resolves to the
+    /// same `ServerConfig`.
+    pub fn to_toml(&self) -> String {
+        let at = |v| Some(Spanned::new(0..0, v));
+        let file = FileConfig {
+            listen: at(self.listen.to_string()),
+            journal_dirs: Some(Spanned::new(0..0, self.journal_dirs.clone())),
+            ledger_dirs: Some(Spanned::new(0..0, self.ledger_dirs.clone())),
+            metadata: at(self.metadata.clone()),
+            shards: Some(Spanned::new(0..0, self.shards)),
+            bookie_id: at(self.bookie_id.clone()),
+            metrics_listen: self.metrics_listen.map(|a| Spanned::new(0..0, a.to_string())),
+            limits: Some(LimitsFile {
+                frame_bytes_max: Some(Spanned::new(0..0, self.limits.frame_bytes_max)),
+                entry_bytes_max: Some(Spanned::new(0..0, self.limits.entry_bytes_max)),
+                range_bytes_max: Some(Spanned::new(0..0, self.limits.range_bytes_max)),
+                in_flight_max: Some(Spanned::new(0..0, self.limits.in_flight_max)),
+                idle_timeout_s: Some(Spanned::new(0..0, self.limits.idle_timeout.as_secs())),
+            }),
+            engine: Some(EngineFile {
+                backend: Some(Spanned::new(0..0, self.engine.backend)),
+                direct_io: Some(Spanned::new(0..0, self.engine.direct_io)),
+                write_cache_bytes_max: Some(Spanned::new(0..0, self.engine.write_cache_bytes_max)),
+                disk_free_bytes_min: Some(Spanned::new(0..0, self.engine.disk_free_bytes_min)),
+                disk_free_bytes_resume: Some(Spanned::new(0..0, self.engine.disk_free_bytes_resume)),
+            }),
+        };
+        // Serializing plain strings, integers and tables cannot fail; an empty string would
+        // only ever show up as a resolve error on reading it back.
+        toml::to_string(&file).unwrap_or_default()
+    }
+}
+
+fn check_dirs(field: &'static str, (dirs, at): (Vec<PathBuf>, Origin)) -> Result<Vec<PathBuf>, ConfigError> {
+    if dirs.is_empty() {
+        return Err(invalid(field, at, "the list is empty (give at least one directory)"));
+    }
+    if let Some(i) = dirs.iter().position(|d| d.as_os_str().is_empty()) {
+        return Err(invalid(field, at, format!("entry {i} is an empty path")));
+    }
+    Ok(dirs)
+}
+
+fn resolve_limits(file: LimitsFile, source: Option<&Source<'_>>) -> Result<ServerLimits, ConfigError> {
+    let defaults = ServerLimits::default();
+    let (frame_bytes_max, frame_at) = file_or(file.frame_bytes_max, source, defaults.frame_bytes_max);
+    let (entry_bytes_max, entry_at) = file_or(file.entry_bytes_max, source, defaults.entry_bytes_max);
+    let (range_bytes_max, range_at) = file_or(file.range_bytes_max, source, defaults.range_bytes_max);
+    let (in_flight_max, at) = file_or(file.in_flight_max, source, defaults.in_flight_max);
+    if !(1..=IN_FLIGHT_MAX_BOUND).contains(&in_flight_max) {
+        let reason = format!("{in_flight_max} is not in 1..={IN_FLIGHT_MAX_BOUND}");
+        return Err(invalid("limits.in_flight_max", at, reason));
+    }
+    let (idle_timeout_s, at) = file_or(file.idle_timeout_s, source, IDLE_TIMEOUT_S_DEFAULT);
+    if !(1..=IDLE_TIMEOUT_S_BOUND).contains(&idle_timeout_s) {
+        let reason = format!("{idle_timeout_s} is not in 1..={IDLE_TIMEOUT_S_BOUND} seconds");
+        return Err(invalid("limits.idle_timeout_s", at, reason));
+    }
+    let limits = ServerLimits {
+        frame_bytes_max,
+        entry_bytes_max,
+        range_bytes_max,
+        in_flight_max,
+        idle_timeout: Duration::from_secs(idle_timeout_s),
+    };
+    limits.protocol().validate().map_err(|e| match e {
+        dlog_protocol::LimitsError::Zero("range_bytes_max") => {
+            invalid("limits.range_bytes_max", range_at, e.to_string())
+        }
+        dlog_protocol::LimitsError::Zero(_) => invalid("limits.entry_bytes_max", entry_at, e.to_string()),
+        dlog_protocol::LimitsError::FrameTooSmall { .. } => {
+            invalid("limits.frame_bytes_max", frame_at, e.to_string())
+        }
+    })?;
+    Ok(limits)
+}
+
+fn resolve_engine(
+    file: EngineFile,
+    backend_flag: Option<BackendChoice>,
+    source: Option<&Source<'_>>,
+) -> Result<EngineKnobs, ConfigError> {
+    let defaults = EngineKnobs::default();
+    let (backend, _) =
+        pick(backend_flag, "--backend", file.backend, source).unwrap_or((defaults.backend, Origin::Default));
+    let (direct_io, _) = file_or(file.direct_io, source, defaults.direct_io);
+    let (write_cache_bytes_max, at) =
+        file_or(file.write_cache_bytes_max, source, defaults.write_cache_bytes_max);
+    if usize::try_from(write_cache_bytes_max).is_err() {
+        return Err(invalid(
+            "engine.write_cache_bytes_max",
+            at,
+            format!("{write_cache_bytes_max} does not fit memory"),
+        ));
+    }
+    let (disk_free_bytes_min, _) = file_or(file.disk_free_bytes_min, source, defaults.disk_free_bytes_min);
+    let (disk_free_bytes_resume, at) =
+        file_or(file.disk_free_bytes_resume, source, defaults.disk_free_bytes_resume);
+    if disk_free_bytes_resume < disk_free_bytes_min {
+        let reason = format!("{disk_free_bytes_resume} is below disk_free_bytes_min {disk_free_bytes_min}");
+        return Err(invalid("engine.disk_free_bytes_resume", at, reason));
+    }
+    Ok(EngineKnobs { backend, direct_io, write_cache_bytes_max, disk_free_bytes_min, disk_free_bytes_resume })
+}
+
+/// What a future `dlog bookie --check-config` prints: resolves and validates the
+/// configuration as `dlog bookie` would, also refusing an `etcd://` store in a build without
+/// the `etcd` feature, and returns the effective configuration as TOML. Touches no directory
+/// and no store.
+pub fn check_config(args: BookieArgs) -> Result<String, ConfigError> {
+    let config = ServerConfig::resolve(args)?;
+    if !cfg!(feature = "etcd") && config.metadata.starts_with("etcd://") {
+        let reason =
+            format!("{:?}: this build has no etcd backend (build with `--features etcd`)", config.metadata);
+        return Err(invalid("metadata", Origin::Default, reason));
+    }
+    Ok(config.to_toml())
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_and_clamped() {
+        let source = Source { path: Path::new("f.toml"), text: "a = 1\nbé = 2\n" };
+        assert_eq!(source.position(0), (1, 1));
+        assert_eq!(source.position(6), (2, 1));
+        assert_eq!(source.position(9), (2, 3), "columns count characters");
+        assert_eq!(source.position(8), (2, 2), "a byte inside a character backs up to its start");
+        assert_eq!(source.position(1000), (3, 1));
+    }
+
+    #[test]
+    fn metadata_uris_follow_any_store() {
+        for good in ["local:///var/lib/dlog/metadata", "local://rel", "memory://", "etcd://h:1,k:2/scope"] {
+            assert_eq!(check_metadata_uri(good), Ok(()), "{good}");
+        }
+        for bad in ["", "local://", "memory://x", "zk://h:1/a", "etcd://h:1", "etcd://h/x", "etcd://h:1/a/b"]
+        {
+            assert!(check_metadata_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_metadata_sits_beside_the_journal() {
+        assert_eq!(default_metadata(Path::new("/var/lib/dlog/journal")), "local:///var/lib/dlog/metadata");
+        assert_eq!(default_metadata(Path::new("journal")), "local://./metadata");
+    }
+
+    #[test]
+    fn default_bookie_id_needs_a_concrete_ipv4_address() {
+        assert_eq!(default_bookie_id("10.0.0.7:3181".parse().unwrap()).unwrap(), "10.0.0.7:3181");
+        for addr in ["0.0.0.0:3181", "127.0.0.1:0", "[::1]:3181"] {
+            let err = default_bookie_id(addr.parse().unwrap()).unwrap_err();
+            assert!(err.contains("--bookie-id"), "{addr}: {err}");
+        }
+    }
+}
