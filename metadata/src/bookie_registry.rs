@@ -252,34 +252,25 @@ impl<S: MetadataStore> BookieRegistry<S> {
         Err(gave_up(last, id))
     }
 
-    /// Bookie `id`'s registration; `None` when it is not registered. The two paths are read
-    /// between two reads of the cookie: every move rewrites the cookie (BR1's guard), so an
-    /// unchanged cookie version means no move came between the reads (else they are retried).
+    /// Bookie `id`'s registration; `None` when it is not registered. Both paths are read in one
+    /// listing of `bookies/` (one revision on both backends), so a move can never show the
+    /// bookie on both paths or on neither.
     pub async fn bookie(&self, id: &str) -> Result<Option<RegisteredBookie>, MetaError> {
         schema::check_name("bookie", id)?;
-        let cookie_key = schema::cookie_key(id);
-        for _ in 0..REGISTER_ATTEMPTS {
-            let before = self.store.get(&cookie_key).await?.map(|c| c.version);
-            let mut held = Vec::new();
-            for read_only in [false, true] {
-                let key = schema::bookie_key(id, read_only);
-                if let Some(stored) = self.store.get(&key).await? {
-                    held.push((key, stored));
-                }
+        let page = self.store.list(schema::BOOKIES, None, 0).await?;
+        let mut held: Vec<(String, Versioned)> = page
+            .items
+            .into_iter()
+            .filter(|(key, _)| schema::bookie_of(key).is_some_and(|(b, _)| b == id))
+            .collect();
+        match held.len() {
+            0 => Ok(None),
+            1 => {
+                let (key, stored) = held.pop().expect("one");
+                Ok(Some(decode_registration(&key, stored)?))
             }
-            if self.store.get(&cookie_key).await?.map(|c| c.version) != before {
-                continue; // a registration moved meanwhile: read again
-            }
-            return match held.len() {
-                0 => Ok(None),
-                1 => {
-                    let (key, stored) = held.pop().expect("one");
-                    Ok(Some(decode_registration(&key, stored)?))
-                }
-                _ => Err(MetaError::Corrupt(format!("bookie {id} is registered on both paths (BR1 broken)"))),
-            };
+            _ => Err(MetaError::Corrupt(format!("bookie {id} is registered on both paths (BR1 broken)"))),
         }
-        Err(MetaError::Unavailable(format!("bookie {id}: registration kept moving while read")))
     }
 
     /// Writable bookies, in id order; an entry that does not decode is `Err(Corrupt)` naming
