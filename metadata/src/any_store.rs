@@ -1,16 +1,15 @@
 //! `AnyStore`: the backend a metadata URI names, behind one type, so binaries and the log API
 //! take `--metadata URI` without generics.
 //!
-//! URIs:
-//! - `local:///abs/path` or `local://rel/path`: the embedded store in that directory;
-//! - `memory://`: the embedded store in memory (tests; gone with the process);
-//! - `etcd://host:port[,host:port...]/scope`: etcd (needs the `etcd` feature; without it the
-//!   URI is refused with a message saying so).
+//! URIs are parsed by `MetadataUri` (metadata_uri.rs): `local://DIR`, `memory://` (tests;
+//! gone with the process), `etcd://host:port[,...]/scope` (needs the `etcd` feature; without
+//! it the URI is refused with a message saying so).
 
 use std::time::Duration;
 
 use crate::error::MetaError;
 use crate::local_store::LocalStore;
+use crate::metadata_uri::MetadataUri;
 use crate::store::MetadataStore;
 use crate::watch::Watch;
 use crate::{LeaseId, Op, Page, Version, Versioned};
@@ -28,38 +27,33 @@ pub enum AnyStore {
 impl AnyStore {
     /// Opens the store `uri` names (see the module doc).
     pub async fn open(uri: &str) -> Result<AnyStore, MetaError> {
-        if let Some(path) = uri.strip_prefix("local://") {
-            if path.is_empty() {
-                return Err(MetaError::Invalid(format!("metadata URI {uri:?}: no directory after local://")));
-            }
-            return Ok(AnyStore::Local(LocalStore::open(std::path::Path::new(path))?));
-        }
-        if uri == "memory://" {
-            return Ok(AnyStore::Local(LocalStore::in_memory()?));
-        }
-        if uri.starts_with("etcd://") {
-            #[cfg(feature = "etcd")]
-            return Ok(AnyStore::Etcd(Box::new(crate::etcd_store::EtcdStore::connect(uri).await?)));
-            #[cfg(not(feature = "etcd"))]
-            return Err(MetaError::Invalid(format!(
-                "metadata URI {uri:?}: this build has no etcd backend (build with `--features etcd`)"
-            )));
-        }
-        Err(MetaError::Invalid(format!(
-            "metadata URI {uri:?}: expected local:///path, memory:// or etcd://host:port/scope"
-        )))
+        AnyStore::open_parsed(uri, MetadataUri::parse(uri)?, false).await
     }
-}
 
-impl AnyStore {
     /// Opens `uri` for reading only: for `local://`, a snapshot that does not take the
     /// directory's lock (`LocalStore::open_read_only`), so a store another process owns can
     /// be inspected; other backends open as `open` does (reads never conflict there).
     pub async fn open_read_only(uri: &str) -> Result<AnyStore, MetaError> {
-        match uri.strip_prefix("local://") {
-            Some("") => Err(MetaError::Invalid(format!("metadata URI {uri:?}: no directory after local://"))),
-            Some(path) => Ok(AnyStore::Local(LocalStore::open_read_only(std::path::Path::new(path))?)),
-            None => AnyStore::open(uri).await,
+        AnyStore::open_parsed(uri, MetadataUri::parse(uri)?, true).await
+    }
+
+    #[cfg_attr(
+        feature = "etcd",
+        expect(unused_variables, reason = "`uri` names the store only in the no-etcd refusal")
+    )]
+    async fn open_parsed(uri: &str, parsed: MetadataUri, read_only: bool) -> Result<AnyStore, MetaError> {
+        match parsed {
+            MetadataUri::Local(dir) if read_only => Ok(AnyStore::Local(LocalStore::open_read_only(&dir)?)),
+            MetadataUri::Local(dir) => Ok(AnyStore::Local(LocalStore::open(&dir)?)),
+            MetadataUri::Memory => Ok(AnyStore::Local(LocalStore::in_memory()?)),
+            #[cfg(feature = "etcd")]
+            MetadataUri::Etcd(etcd) => {
+                Ok(AnyStore::Etcd(Box::new(crate::etcd_store::EtcdStore::connect_to(&etcd).await?)))
+            }
+            #[cfg(not(feature = "etcd"))]
+            MetadataUri::Etcd(_) => Err(MetaError::Invalid(format!(
+                "metadata URI {uri:?}: this build has no etcd backend (build with `--features etcd`)"
+            ))),
         }
     }
 }

@@ -27,6 +27,7 @@ use etcd_client::{
 };
 
 use crate::error::MetaError;
+pub use crate::metadata_uri::EtcdUri;
 use crate::store::{MetadataStore, check_ops};
 use crate::watch::{self, Watch, WatchSender};
 use crate::{Cond, Event, EventKind, LeaseId, Op, Page, Version, Versioned};
@@ -40,38 +41,6 @@ pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between a watch's reconnection attempts (ES2).
 pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Where a cluster's metadata is: `etcd://host:port[,host:port...]/scope`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EtcdUri {
-    /// `host:port` of each etcd member.
-    pub endpoints: Vec<String>,
-    /// The key space this cluster owns in etcd (one name): keys live under `/<scope>/`.
-    pub scope: String,
-}
-
-impl EtcdUri {
-    /// Parses `etcd://host:port[,host:port...]/scope`.
-    pub fn parse(uri: &str) -> Result<EtcdUri, MetaError> {
-        let bad = |why: &str| MetaError::Invalid(format!("metadata URI {uri:?}: {why}"));
-        let rest = uri.strip_prefix("etcd://").ok_or_else(|| bad("expected etcd://host:port/scope"))?;
-        let (hosts, scope) = rest.split_once('/').ok_or_else(|| bad("missing /scope after the endpoints"))?;
-        let scope = scope.trim_end_matches('/');
-        // One segment: a nested scope (`a/segments`) would live inside another cluster's keys.
-        if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(bad("scope must be one name of [A-Za-z0-9._-] (no '/')"));
-        }
-        let mut endpoints = Vec::new();
-        for host in hosts.split(',') {
-            let (name, port) = host.rsplit_once(':').ok_or_else(|| bad("endpoint without :port"))?;
-            if name.is_empty() || port.parse::<u16>().is_err() {
-                return Err(bad(&format!("bad endpoint {host:?}")));
-            }
-            endpoints.push(host.to_string());
-        }
-        Ok(EtcdUri { endpoints, scope: scope.to_string() })
-    }
-}
 
 /// A metadata store on etcd.
 #[derive(Clone)]
@@ -133,7 +102,11 @@ impl EtcdStore {
     /// Connects to `etcd://host:port[,...]/scope`. Connections are made lazily and remade
     /// after failures; an unreachable etcd shows as `Unavailable` on calls.
     pub async fn connect(uri: &str) -> Result<EtcdStore, MetaError> {
-        let uri = EtcdUri::parse(uri)?;
+        EtcdStore::connect_to(&EtcdUri::parse(uri)?).await
+    }
+
+    /// `connect` with the URI already parsed.
+    pub async fn connect_to(uri: &EtcdUri) -> Result<EtcdStore, MetaError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
@@ -460,18 +433,6 @@ impl WatchTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uris_parse_or_say_why_not() {
-        let u = EtcdUri::parse("etcd://127.0.0.1:2379,localhost:2380/dlog-prod").unwrap();
-        assert_eq!(u.endpoints, vec!["127.0.0.1:2379", "localhost:2380"]);
-        assert_eq!(u.scope, "dlog-prod");
-        for bad in
-            ["etcd://h:1", "etcd://h:1/", "etcd://h/x", "etcd://h:x/x", "http://h:1/x", "etcd://h:1/a/b"]
-        {
-            assert!(matches!(EtcdUri::parse(bad), Err(MetaError::Invalid(_))), "{bad}");
-        }
-    }
 
     #[test]
     fn prefix_end_is_the_first_key_past_the_prefix() {

@@ -433,33 +433,9 @@ fn parse_addr(field: &'static str, (text, at): (String, Origin)) -> Result<Socke
 }
 
 /// Checks `uri` against the schemes `dlog_metadata::AnyStore::open` accepts, without opening
-/// it (the etcd rules mirror `EtcdUri::parse`, which exists only with the `etcd` feature).
+/// it (`dlog_metadata::MetadataUri`, the parser `AnyStore` uses, in every build).
 pub fn check_metadata_uri(uri: &str) -> Result<(), String> {
-    if let Some(dir) = uri.strip_prefix("local://") {
-        return if dir.is_empty() { Err(format!("{uri:?}: no directory after local://")) } else { Ok(()) };
-    }
-    if uri == "memory://" {
-        return Ok(());
-    }
-    let Some(rest) = uri.strip_prefix("etcd://") else {
-        return Err(format!(
-            "{uri:?}: expected local:///path, memory:// or etcd://host:port[,host:port...]/scope"
-        ));
-    };
-    let (hosts, scope) =
-        rest.split_once('/').ok_or_else(|| format!("{uri:?}: missing /scope after the endpoints"))?;
-    let scope = scope.trim_end_matches('/');
-    if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(format!("{uri:?}: the scope must be one name of [A-Za-z0-9._-] (no '/')"));
-    }
-    for host in hosts.split(',') {
-        let good =
-            host.rsplit_once(':').is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
-        if !good {
-            return Err(format!("{uri:?}: bad endpoint {host:?} (expected host:port)"));
-        }
-    }
-    Ok(())
+    dlog_metadata::MetadataUri::parse(uri).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The default metadata URI: `local://<parent of the first journal dir>/metadata`.
