@@ -183,23 +183,15 @@ impl<S: MetadataStore> BookieRegistry<S> {
         let mut last = None;
         for _ in 0..REGISTER_ATTEMPTS {
             let guard = self.guard(id).await?;
-            let held_source = self.store.get(&source).await?;
-            let held_target = self.store.get(&target).await?;
+            // Both paths at one revision; a move after the guard's read fails the txn (guard).
+            let [held_writable, held_read_only] = self.paths(id).await?;
+            let (held_source, held_target) =
+                if read_only { (held_writable, held_read_only) } else { (held_read_only, held_writable) };
             let ops = match (held_source, held_target) {
                 (Some(_), Some(_)) => {
-                    // Read across a move (the cookie changed since the guard was read): again.
-                    if !self.guard_holds(id, &guard).await? {
-                        continue;
-                    }
                     return Err(MetaError::Corrupt(format!("{source} and {target} both exist (BR1 broken)")));
                 }
-                (None, None) => {
-                    // Read across a move (the cookie changed since the guard was read): again.
-                    if !self.guard_holds(id, &guard).await? {
-                        continue;
-                    }
-                    return Err(MetaError::NotFound(source));
-                }
+                (None, None) => return Err(MetaError::NotFound(source)),
                 (None, Some(held)) => {
                     if held.lease != Some(lease) {
                         return Err(MetaError::AlreadyExists(target));
@@ -233,13 +225,15 @@ impl<S: MetadataStore> BookieRegistry<S> {
         schema::check_name("bookie", id)?;
         let mut last = None;
         for _ in 0..REGISTER_ATTEMPTS {
-            let mut ops = Vec::new();
-            for read_only in [false, true] {
-                let key = schema::bookie_key(id, read_only);
-                if let Some(held) = self.store.get(&key).await? {
-                    ops.push(Op::Delete { key, cond: Cond::Version(held.version) });
-                }
-            }
+            let held = self.paths(id).await?;
+            let ops: Vec<Op> = [false, true]
+                .into_iter()
+                .zip(held)
+                .filter_map(|(read_only, held)| {
+                    let key = schema::bookie_key(id, read_only);
+                    held.map(|held| Op::Delete { key, cond: Cond::Version(held.version) })
+                })
+                .collect();
             if ops.is_empty() {
                 return Err(MetaError::NotFound(schema::bookie_key(id, false)));
             }
@@ -252,25 +246,32 @@ impl<S: MetadataStore> BookieRegistry<S> {
         Err(gave_up(last, id))
     }
 
-    /// Bookie `id`'s registration; `None` when it is not registered. Both paths are read in one
-    /// listing of `bookies/` (one revision on both backends), so a move can never show the
-    /// bookie on both paths or on neither.
+    /// Bookie `id`'s registration; `None` when it is not registered. Both paths are read at one
+    /// revision (`paths`), so a move can never show the bookie on both paths or on neither.
     pub async fn bookie(&self, id: &str) -> Result<Option<RegisteredBookie>, MetaError> {
         schema::check_name("bookie", id)?;
-        let page = self.store.list(schema::BOOKIES, None, 0).await?;
-        let mut held: Vec<(String, Versioned)> = page
-            .items
-            .into_iter()
-            .filter(|(key, _)| schema::bookie_of(key).is_some_and(|(b, _)| b == id))
-            .collect();
-        match held.len() {
-            0 => Ok(None),
-            1 => {
-                let (key, stored) = held.pop().expect("one");
-                Ok(Some(decode_registration(&key, stored)?))
+        match self.paths(id).await? {
+            [None, None] => Ok(None),
+            [Some(stored), None] => Ok(Some(decode_registration(&schema::bookie_key(id, false), stored)?)),
+            [None, Some(stored)] => Ok(Some(decode_registration(&schema::bookie_key(id, true), stored)?)),
+            [Some(_), Some(_)] => {
+                Err(MetaError::Corrupt(format!("bookie {id} is registered on both paths (BR1 broken)")))
             }
-            _ => Err(MetaError::Corrupt(format!("bookie {id} is registered on both paths (BR1 broken)"))),
         }
+    }
+
+    /// Bookie `id`'s registration keys, `[writable, read_only]`, read in one listing of
+    /// `bookies/` (one revision on both backends).
+    async fn paths(&self, id: &str) -> Result<[Option<Versioned>; 2], MetaError> {
+        let mut held = [None, None];
+        for (key, stored) in self.store.list(schema::BOOKIES, None, 0).await?.items {
+            if let Some((b, read_only)) = schema::bookie_of(&key)
+                && b == id
+            {
+                held[usize::from(read_only)] = Some(stored);
+            }
+        }
+        Ok(held)
     }
 
     /// Writable bookies, in id order; an entry that does not decode is `Err(Corrupt)` naming
@@ -304,12 +305,6 @@ impl<S: MetadataStore> BookieRegistry<S> {
             Some(cookie) => Ok(put(key, cookie.value, Cond::Version(cookie.version), None)),
             None => Err(MetaError::NotFound(key)),
         }
-    }
-
-    /// The cookie is still at the version `guard` was made from.
-    async fn guard_holds(&self, id: &str, guard: &Op) -> Result<bool, MetaError> {
-        let Op::Put { cond: Cond::Version(v), .. } = guard else { return Ok(false) };
-        Ok(self.store.get(&schema::cookie_key(id)).await?.map(|c| c.version) == Some(*v))
     }
 
     /// Bookie `id`'s cookie and its version; `None` when it has none.
