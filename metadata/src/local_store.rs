@@ -131,7 +131,7 @@ impl LocalStore {
 
     /// A store that keeps nothing on disk: same semantics while the process runs (tests).
     pub fn in_memory() -> Result<LocalStore, MetaError> {
-        LocalStore::start(LocalCore::new(HISTORY_MAX), None, LocalOptions::default())
+        LocalStore::start_shell(LocalCore::new(HISTORY_MAX), None, LocalOptions::default(), false)
     }
 
     /// A read-only snapshot of the store in `dir` as its log holds it now, without taking the
@@ -177,11 +177,7 @@ impl LocalStore {
         sync_dir(dir).map_err(unavailable)?; // LS4
         let log =
             Log { file, path, dir: dir.to_path_buf(), bytes: valid as u64, image_bytes: 0, _lock: lock };
-        LocalStore::start(core, Some(log), options)
-    }
-
-    fn start(core: LocalCore, log: Option<Log>, options: LocalOptions) -> Result<LocalStore, MetaError> {
-        LocalStore::start_shell(core, log, options, false)
+        LocalStore::start_shell(core, Some(log), options, false)
     }
 
     fn start_shell(
