@@ -512,6 +512,11 @@ impl Bookie {
         pending.into_iter().try_for_each(Pending::wait)
     }
 
+    /// Requests queued for a shard and not yet taken by it (for metrics).
+    pub fn queue_depth(&self, shard: ShardId) -> usize {
+        self.shards.get(shard.0 as usize).map_or(0, |handle| handle.requests.len())
+    }
+
     /// Counters of a shard.
     pub fn stats(&self, shard: ShardId) -> Result<CoreStats, Error> {
         let (tx, rx) = oneshot::channel();

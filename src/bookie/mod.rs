@@ -1,9 +1,15 @@
 //! `dlog bookie`: the bookie server (docs/rfcs/2026-11-26-bookie-server.md, issue 5).
 //!
-//! Today: its configuration only (`config`: flags, the TOML file, defaults, validation, and
-//! the engine configuration derived from them). Missing: the server itself (listeners, the
-//! per-shard event loops, registration, metrics) and the `bookie` subcommand in src/main.rs.
+//! `config` resolves flags and the TOML file; `server` runs the network threads over an open
+//! engine, `connection` serves one client, `dispatch` maps requests to the engine, `auth` is
+//! the handshake hook, `metrics` names what is published; `run` is the process around them.
 
+pub mod auth;
 pub mod config;
+pub mod connection;
+pub mod dispatch;
+pub mod metrics;
+pub mod server;
 
 pub use config::{BookieArgs, ConfigError, Origin, ServerConfig, ServerLimits, check_config};
+pub use server::{BookieServer, ServerError, ServerOptions};

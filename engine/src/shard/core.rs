@@ -122,6 +122,8 @@ struct FlightBatch<T> {
     waiters: Vec<Waiter<T>>,
     effects: Vec<Effect>,
     outcome: Option<Result<(), Error>>,
+    /// When the write was submitted: its write+flush time feeds `CoreStats::journal_sync_ns`.
+    submitted: Instant,
 }
 
 #[derive(Debug)]
@@ -350,7 +352,7 @@ impl<T> ShardCore<T> {
     /// A disk operation completed.
     pub fn on_completion(&mut self, completion: Completion, now: Instant) {
         match completion.op & ((1 << OP_KIND_BITS) - 1) {
-            OP_WRITE => self.on_write_completed(completion),
+            OP_WRITE => self.on_write_completed(completion, now),
             OP_FLUSH => self.on_flush_completed(completion, now),
             OP_COMPACT => self.on_compaction_read(completion, now),
             _ => self.on_read_completed(completion),
@@ -639,7 +641,7 @@ impl<T> ShardCore<T> {
 
     /// Closes and submits the open batch if a write slot is free (C2). `force`: close even if
     /// under the byte bound. Returns whether no open batch remains.
-    fn try_close_batch(&mut self, _now: Instant, force: bool) -> bool {
+    fn try_close_batch(&mut self, now: Instant, force: bool) -> bool {
         let Some(batch) = &self.batch else { return true };
         if batch.builder.is_empty() {
             return true;
@@ -675,6 +677,7 @@ impl<T> ShardCore<T> {
             waiters: batch.waiters,
             effects: batch.effects,
             outcome: None,
+            submitted: now,
         });
         // Ask for the next file early, so rotation never waits for zeroing.
         if self.active.as_ref().is_some_and(|a| a.offset * 2 >= self.settings.journal_file_bytes) {
@@ -683,7 +686,7 @@ impl<T> ShardCore<T> {
         true
     }
 
-    fn on_write_completed(&mut self, completion: Completion) {
+    fn on_write_completed(&mut self, completion: Completion, now: Instant) {
         let Completion { op, result, buf, .. } = completion;
         // Writes complete in any order; at most `writes_in_flight_max` are searched.
         let index = self
@@ -693,6 +696,8 @@ impl<T> ShardCore<T> {
             .expect("a write completion belongs to a batch in flight");
         let oldest = self.in_flight.front().map(|b| b.seq);
         let batch = &mut self.in_flight[index];
+        let took = now.saturating_duration_since(batch.submitted);
+        self.stats.journal_sync_ns += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         batch.outcome = Some(match result {
             Ok(()) => Ok(()),
             Err((op, source)) => {

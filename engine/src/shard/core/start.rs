@@ -73,6 +73,9 @@ pub struct CoreStats {
     pub batch_bytes: u64,
     /// Entries acknowledged.
     pub entries: u64,
+    /// Nanoseconds journal batches spent between submission and their write+flush completing,
+    /// summed (divide by `batches` for the mean).
+    pub journal_sync_ns: u64,
     /// Flushes completed (runs written to entry logs).
     pub flushes: u64,
     /// Bytes of runs written by flushes.
