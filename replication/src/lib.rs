@@ -1,10 +1,14 @@
 //! dlog-replication: the client side of a segment.
 //!
-//! Will own (not yet written; see docs/ARCHITECTURE.md and the open issues): striping a segment's
-//! entries over an ensemble of `ensemble_size` bookies, writing each entry to `write_quorum_size`
-//! of them and acknowledging it at `ack_quorum_size`; advancing `last_add_confirmed`; fencing and
-//! recovery so that every recoverer closes a segment at the same last entry; ensemble change when
-//! a bookie fails; re-replication of lost replicas. Its cores will be sans-I/O state machines
-//! driven by thin TCP and clock shells, like the engine's shard core.
+//! Today: the client transport (`transport`), the client side of the bookie wire protocol
+//! (docs/protocol.md): pipelined connections to bookies inside compio runtimes, a client per
+//! bookie that reconnects with backoff, and a thread-safe pool for callers outside compio.
 //!
-//! This crate exports nothing yet: there are no placeholder APIs.
+//! Still to come (the next issue; see docs/ARCHITECTURE.md): striping a segment's entries over
+//! an ensemble of `ensemble_size` bookies, writing each entry to `write_quorum_size` of them and
+//! acknowledging it at `ack_quorum_size`; advancing `last_add_confirmed`; fencing and recovery so
+//! that every recoverer closes a segment at the same last entry; ensemble change when a bookie
+//! fails; re-replication of lost replicas. Those cores will be sans-I/O state machines driven by
+//! thin shells (this transport and a clock), like the engine's shard core.
+
+pub mod transport;

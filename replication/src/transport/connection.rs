@@ -1,0 +1,527 @@
+//! `Connection`: one pipelined TCP connection to a bookie, inside one compio runtime (`!Send`).
+//!
+//! Owns: the request ids of the connection, the table of requests in flight, the queue of
+//! frames not yet sent, the writer task (every queued frame in one vectored write: many
+//! requests, one send, ADD payloads sent from the caller's own `Bytes`), the reader task
+//! (responses decoded from one receive buffer and handed to their callers by id, in any order),
+//! and the death of the connection.
+//! Does not own: reconnecting (bookie_client.rs), what statuses mean (the caller's).
+//!
+//! Invariants:
+//! - C1: a request id is used once per connection (ids only grow); a response is delivered
+//!   only to the request with its id, and only if it answers the same op.
+//! - C2: `pending.len() <= in_flight_max` (T2). Frames in the queue all have an entry in
+//!   `pending`; a request that ends early removes both (T3), so queued bytes are bounded by
+//!   `in_flight_max` frames, plus the one batch being written.
+//! - C3: once dead (EOF, I/O error, broken frame, stalled write, `close`), a connection never
+//!   comes back: every request in flight fails with the cause, later ones fail at once, and
+//!   both tasks end.
+//! - C4: nothing the peer sends panics: decode errors are values, unknown ids are logged and
+//!   dropped (they may answer requests that timed out).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use compio::runtime::JoinHandle;
+use dlog_protocol::{
+    AUTH_TOKEN_BYTES_MAX, BodyError, DecodeError, LAC_NONE, MASTER_KEY_BYTES_MAX, Request, Response,
+    decode_response, encode_request_chunks,
+};
+
+use super::slots::Waiters;
+use super::{ClientConfig, TransportError, now};
+
+/// Most buffers in one vectored write (Linux's `IOV_MAX`).
+const WRITE_CHUNKS_MAX: usize = 1024;
+/// Bytes after which a batch stops taking more frames (its first frame always goes).
+const WRITE_BATCH_BYTES_MAX: usize = 4 << 20;
+/// Free room the receive buffer keeps before each read.
+const READ_BYTES_MIN: usize = 64 << 10;
+
+/// A pipelined connection to one bookie. Requests take `&self`, so any number of tasks on the
+/// runtime may have requests in flight at once (share it with `Rc`). Dropping it (or `close`)
+/// closes the socket and fails the requests in flight with `TransportError::Closed`.
+pub struct Connection {
+    addr: SocketAddr,
+    shared: Rc<Shared>,
+    tasks: RefCell<Vec<JoinHandle<()>>>,
+}
+
+/// What the caller, the writer task and the reader task share.
+struct Shared {
+    config: ClientConfig,
+    state: RefCell<State>,
+}
+
+struct State {
+    /// Why the connection died (C3); `None` while it lives.
+    dead: Option<TransportError>,
+    next_id: u64,
+    pending: HashMap<u64, InFlight>,
+    queue: VecDeque<Frame>,
+    /// The writer task, when it waits for frames.
+    writer: Option<Waker>,
+    /// The reader task, woken when the connection dies of something else, to end its read.
+    reader: Option<Waker>,
+    /// Callers waiting for room under `in_flight_max`.
+    room: Waiters,
+    stats: ConnectionStats,
+}
+
+/// Counters of one connection, since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Request frames handed to the socket.
+    pub frames_sent: u64,
+    /// Vectored writes that carried them (batching: many frames per write under load).
+    pub writes: u64,
+    /// Responses delivered to their requests (refusals and malformed bodies included).
+    pub responses: u64,
+    /// Responses dropped because no request with their id was in flight (timed out).
+    pub responses_unknown: u64,
+}
+
+/// A request registered on the connection, waiting for its response.
+struct InFlight {
+    /// Its op byte, which the response must repeat.
+    op: u8,
+    reply: oneshot::Sender<Result<Response, TransportError>>,
+}
+
+/// An encoded request, not yet sent.
+struct Frame {
+    id: u64,
+    chunks: Vec<Bytes>,
+}
+
+impl Connection {
+    /// Connects to the bookie at `addr` within `config.connect_timeout`, with TCP_NODELAY, and
+    /// starts its writer and reader tasks on the current compio runtime.
+    pub async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Connection, TransportError> {
+        config.validate()?;
+        let connect_error = |source| TransportError::Connect { addr, source: Arc::new(source) };
+        let stream = match compio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(connect_error(error)),
+            Err(_) => {
+                let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect_timeout passed");
+                return Err(connect_error(timed_out));
+            }
+        };
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let shared = Rc::new(Shared {
+            config: config.clone(),
+            state: RefCell::new(State {
+                dead: None,
+                next_id: 1,
+                pending: HashMap::new(),
+                queue: VecDeque::new(),
+                writer: None,
+                reader: None,
+                room: Waiters::default(),
+                stats: ConnectionStats::default(),
+            }),
+        });
+        let (read_half, write_half) = stream.into_split();
+        let reader = compio::runtime::spawn(read_loop(Rc::clone(&shared), read_half));
+        let writer = compio::runtime::spawn(write_loop(Rc::clone(&shared), write_half));
+        tracing::debug!(%addr, "connected to bookie");
+        Ok(Connection { addr, shared, tasks: RefCell::new(vec![reader, writer]) })
+    }
+
+    /// Sends `request` and waits for its response, within `config.request_timeout` (plus the
+    /// request's own `timeout_ms` for a LONG_POLL), waiting for room first when
+    /// `in_flight_max` requests are in flight. A refusal is `Ok(Response::Refused { .. })`.
+    pub async fn request(&self, request: Request) -> Result<Response, TransportError> {
+        let deadline = now() + request_timeout(&self.shared.config, &request);
+        self.request_until(request, deadline).await
+    }
+
+    /// `request`, ending with `TransportError::Timeout` at `deadline`.
+    pub(crate) async fn request_until(
+        &self,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        check(&request, &self.shared.config)?;
+        let shared = &*self.shared;
+        let exchange = async {
+            let (id, response) = Acquire { shared, request: Some(request), ticket: None }.await?;
+            let _registered = Registered { shared, id };
+            response.await.unwrap_or(Err(TransportError::Closed))
+        };
+        compio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(TransportError::Timeout))
+    }
+
+    /// The bookie's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the connection is dead (C3): requests on it fail at once.
+    pub fn is_dead(&self) -> bool {
+        self.shared.state.borrow().dead.is_some()
+    }
+
+    /// Requests registered now (queued or sent, not yet answered).
+    pub fn in_flight(&self) -> usize {
+        self.shared.state.borrow().pending.len()
+    }
+
+    /// The connection's counters.
+    pub fn stats(&self) -> ConnectionStats {
+        self.shared.state.borrow().stats
+    }
+
+    /// Closes the connection: requests in flight and later ones fail with `Closed`, both tasks
+    /// are cancelled and the socket is closed.
+    pub fn close(&self) {
+        self.shared.fail(TransportError::Closed);
+        self.shared.state.borrow_mut().dead = Some(TransportError::Closed);
+        // Dropping a compio JoinHandle cancels its task; the tasks own the socket's halves.
+        self.tasks.borrow_mut().clear();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .field("dead", &self.is_dead())
+            .finish()
+    }
+}
+
+/// How long `request` may take under `config`: the request timeout, plus the wait a LONG_POLL
+/// asks the bookie for.
+pub(crate) fn request_timeout(config: &ClientConfig, request: &Request) -> Duration {
+    match request {
+        Request::LongPoll { timeout_ms, .. } => {
+            config.request_timeout.saturating_add(Duration::from_millis(u64::from(*timeout_ms)))
+        }
+        _ => config.request_timeout,
+    }
+}
+
+/// Refuses, before anything is sent, a request the bookie would refuse for its size or that
+/// the encoder cannot encode.
+pub(crate) fn check(request: &Request, config: &ClientConfig) -> Result<(), TransportError> {
+    let limits = &config.limits;
+    let too_large = |what, bytes: usize, max: u64| {
+        let bytes = bytes as u64;
+        if bytes > max { Err(TransportError::TooLarge { what, bytes, max }) } else { Ok(()) }
+    };
+    let key = |key: &Bytes| {
+        if key.len() > MASTER_KEY_BYTES_MAX {
+            Err(TransportError::Invalid("master key over 64 bytes"))
+        } else {
+            Ok(())
+        }
+    };
+    match request {
+        Request::Add { master_key, payload, .. } => {
+            key(master_key)?;
+            too_large("payload", payload.len(), u64::from(limits.entry_bytes_max))?;
+        }
+        Request::Read { fence: Some(master_key), .. }
+        | Request::ReadLastAddConfirmed { fence: Some(master_key), .. } => key(master_key)?,
+        Request::WriteLastAddConfirmed { last_add_confirmed, master_key, .. } => {
+            key(master_key)?;
+            if *last_add_confirmed == LAC_NONE {
+                return Err(TransportError::Invalid("explicit last_add_confirmed of LAC_NONE"));
+            }
+        }
+        Request::ReadRange { first, last, .. } if last < first => {
+            return Err(TransportError::Invalid("READ_RANGE with last before first"));
+        }
+        Request::Auth { token, .. } => too_large("token", token.len(), AUTH_TOKEN_BYTES_MAX as u64)?,
+        _ => {}
+    }
+    too_large("frame", request.encoded_len(), u64::from(limits.frame_bytes_max))
+}
+
+impl Shared {
+    /// Kills the connection (C3): records the cause, fails every request in flight with
+    /// `error`, drops the queue and wakes the writer and every caller waiting for room.
+    fn fail(&self, error: TransportError) {
+        let pending = {
+            let mut state = self.state.borrow_mut();
+            if state.dead.is_none() {
+                tracing::debug!(%error, in_flight = state.pending.len(), "bookie connection dead");
+                state.dead = Some(error.clone());
+            }
+            state.queue.clear();
+            if let Some(writer) = state.writer.take() {
+                writer.wake();
+            }
+            if let Some(reader) = state.reader.take() {
+                reader.wake();
+            }
+            state.room.wake_all();
+            std::mem::take(&mut state.pending)
+        };
+        for (_, in_flight) in pending {
+            // The caller may have gone (its future dropped): nobody to tell.
+            let _ = in_flight.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Hands `result` to the request `id`, if it is still in flight; a response to another op
+    /// than the request's is malformed (C1).
+    fn complete(&self, id: u64, result: Result<Response, TransportError>) {
+        let in_flight = {
+            let mut state = self.state.borrow_mut();
+            let Some(in_flight) = state.pending.remove(&id) else {
+                state.stats.responses_unknown += 1;
+                tracing::warn!(request_id = id, "response for no request in flight (timed out?): dropped");
+                return;
+            };
+            state.stats.responses += 1;
+            state.room.wake_first();
+            in_flight
+        };
+        let result = match result {
+            Ok(response) if response.op() != in_flight.op => {
+                let error = BodyError::Invalid("response op (not the request's)");
+                let op = response.op() | dlog_protocol::RESPONSE_BIT;
+                Err(TransportError::Protocol(DecodeError::Malformed { request_id: id, op, error }))
+            }
+            other => other,
+        };
+        let _ = in_flight.reply.send(result);
+    }
+
+    /// Forgets request `id` (its caller stopped waiting: T3): frees its slot, and unsends it
+    /// if still queued.
+    fn forget(&self, id: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.pending.remove(&id).is_none() {
+            return;
+        }
+        if let Some(at) = state.queue.iter().position(|frame| frame.id == id) {
+            state.queue.remove(at);
+        }
+        state.room.wake_first();
+    }
+
+    /// Waits for queued frames and moves a batch of them into `batch`; false once dead.
+    async fn next_batch(&self, batch: &mut Vec<Bytes>) -> bool {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.dead.is_some() {
+                return Poll::Ready(false);
+            }
+            if state.queue.is_empty() {
+                state.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let mut bytes = 0;
+            let mut frames = 0;
+            while let Some(frame) = state.queue.front() {
+                let full =
+                    batch.len() + frame.chunks.len() > WRITE_CHUNKS_MAX || bytes >= WRITE_BATCH_BYTES_MAX;
+                if full && !batch.is_empty() {
+                    break;
+                }
+                let Some(frame) = state.queue.pop_front() else { break };
+                bytes += frame.chunks.iter().map(Bytes::len).sum::<usize>();
+                frames += 1;
+                batch.extend(frame.chunks);
+            }
+            state.stats.frames_sent += frames;
+            state.stats.writes += 1;
+            Poll::Ready(true)
+        })
+        .await
+    }
+
+    /// Decodes every whole response in `buf` and delivers it; false when the stream broke.
+    fn deliver(&self, buf: &mut BytesMut) -> bool {
+        loop {
+            match decode_response(buf, &self.config.limits) {
+                Ok(None) => return true,
+                Ok(Some((id, response))) => self.complete(id, Ok(response)),
+                Err(error @ DecodeError::Malformed { request_id, .. }) => {
+                    tracing::warn!(%error, "malformed response from bookie");
+                    self.complete(request_id, Err(error.into()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "broken frame from bookie: closing the connection");
+                    self.fail(TransportError::Protocol(error));
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The error a request gets on a connection that died of `cause` before it was registered.
+fn after_death(cause: &TransportError) -> TransportError {
+    match cause {
+        TransportError::Closed => TransportError::Closed,
+        TransportError::Disconnected { .. } => cause.clone(),
+        other => TransportError::Disconnected { reason: format!("connection dead: {other}") },
+    }
+}
+
+/// Registers a request once there is room (T2, in arrival order): its id, encoded frame in the
+/// queue, and the receiver of its response.
+struct Acquire<'a> {
+    shared: &'a Shared,
+    request: Option<Request>,
+    /// Our place in line, while we wait for room.
+    ticket: Option<u64>,
+}
+
+type ResponseReceiver = oneshot::Receiver<Result<Response, TransportError>>;
+
+impl Future for Acquire<'_> {
+    type Output = Result<(u64, ResponseReceiver), TransportError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut state = this.shared.state.borrow_mut();
+        if let Some(cause) = &state.dead {
+            let error = after_death(cause);
+            if let Some(ticket) = this.ticket.take() {
+                state.room.leave(ticket);
+            }
+            return Poll::Ready(Err(error));
+        }
+        let in_flight_max = this.shared.config.in_flight_max;
+        let first = match this.ticket {
+            None => state.room.is_empty(),
+            Some(ticket) => state.room.is_first(ticket),
+        };
+        if !first || state.pending.len() >= in_flight_max {
+            match this.ticket {
+                None => this.ticket = Some(state.room.join(cx.waker())),
+                Some(ticket) => state.room.update(ticket, cx.waker()),
+            }
+            return Poll::Pending;
+        }
+        if let Some(ticket) = this.ticket.take() {
+            state.room.leave(ticket);
+        }
+        let Some(request) = this.request.take() else {
+            return Poll::Ready(Err(TransportError::Invalid("request polled after it was registered")));
+        };
+        let id = state.next_id;
+        state.next_id += 1;
+        let mut chunks = Vec::with_capacity(2);
+        encode_request_chunks(&request, id, &mut chunks);
+        let (reply, response) = oneshot::channel();
+        state.pending.insert(id, InFlight { op: request.op().as_u8(), reply });
+        state.queue.push_back(Frame { id, chunks });
+        if let Some(writer) = state.writer.take() {
+            writer.wake();
+        }
+        if state.pending.len() < in_flight_max {
+            state.room.wake_first();
+        }
+        Poll::Ready(Ok((id, response)))
+    }
+}
+
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else { return };
+        let mut state = self.shared.state.borrow_mut();
+        if state.room.leave(ticket) && state.pending.len() < self.shared.config.in_flight_max {
+            state.room.wake_first();
+        }
+    }
+}
+
+/// A registered request whose caller waits for the response: dropping it (answered, timed out
+/// or abandoned) gives the slot back (T3).
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.forget(self.id);
+    }
+}
+
+/// The writer task: batches of queued frames, one vectored write each.
+async fn write_loop(shared: Rc<Shared>, mut stream: TcpStream) {
+    let mut batch = Vec::new();
+    while shared.next_batch(&mut batch).await {
+        let write = stream.write_vectored_all(std::mem::take(&mut batch));
+        // A write that cannot finish within the request timeout has outlived every request in
+        // it; half a frame may be on the wire, so the connection cannot go on.
+        match compio::time::timeout(shared.config.request_timeout, write).await {
+            Ok(BufResult(Ok(()), mut chunks)) => {
+                chunks.clear();
+                batch = chunks;
+            }
+            Ok(BufResult(Err(error), _)) => {
+                shared.fail(TransportError::Disconnected { reason: format!("write failed: {error}") });
+                return;
+            }
+            Err(_) => {
+                let reason = "write stalled for request_timeout".to_owned();
+                shared.fail(TransportError::Disconnected { reason });
+                return;
+            }
+        }
+    }
+}
+
+/// The reader task: reads into one buffer and delivers every whole response; ends when the
+/// stream ends or breaks, or when the connection dies of something else (a failed or stalled
+/// write), so that both halves of the socket are dropped and it closes.
+async fn read_loop(shared: Rc<Shared>, mut stream: TcpStream) {
+    let mut buf = BytesMut::with_capacity(2 * READ_BYTES_MIN);
+    loop {
+        if buf.capacity() - buf.len() < READ_BYTES_MIN {
+            buf.reserve(2 * READ_BYTES_MIN);
+        }
+        let mut read = pin!(stream.append(buf));
+        let read = poll_fn(|cx| {
+            {
+                let mut state = shared.state.borrow_mut();
+                if state.dead.is_some() {
+                    return Poll::Ready(None);
+                }
+                state.reader = Some(cx.waker().clone());
+            }
+            read.as_mut().poll(cx).map(Some)
+        });
+        let Some(BufResult(result, returned)) = read.await else { return };
+        buf = returned;
+        let reason = match result {
+            Ok(0) => "closed by the bookie".to_owned(),
+            Ok(_) => {
+                if shared.deliver(&mut buf) {
+                    continue;
+                }
+                return;
+            }
+            Err(error) => format!("read failed: {error}"),
+        };
+        shared.fail(TransportError::Disconnected { reason });
+        return;
+    }
+}
