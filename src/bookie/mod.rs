@@ -7,8 +7,10 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod cookie_file;
 pub mod dispatch;
 pub mod metrics;
+pub mod registration;
 pub mod server;
 
 pub use config::{BookieArgs, ConfigError, Origin, ServerConfig, ServerLimits, check_config};
