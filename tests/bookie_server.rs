@@ -67,7 +67,9 @@ impl Client {
     /// The next response; `None` once the server closed the connection.
     fn recv(&mut self) -> Option<(u64, Response)> {
         loop {
-            if let Some(decoded) = decode_response(&mut self.buf, &Limits::default()).expect("well-formed response") {
+            if let Some(decoded) =
+                decode_response(&mut self.buf, &Limits::default()).expect("well-formed response")
+            {
                 return Some(decoded);
             }
             let mut chunk = [0u8; 64 << 10];
@@ -108,7 +110,10 @@ fn every_operation_round_trips_over_tcp() {
     let fixture = Fixture::start(ServerLimits::default());
     let mut c = fixture.client();
     for entry in 0..5 {
-        assert_eq!(c.call(add(7, entry, format!("e{entry}").as_bytes())), Response::Add { segment: 7, entry });
+        assert_eq!(
+            c.call(add(7, entry, format!("e{entry}").as_bytes())),
+            Response::Add { segment: 7, entry }
+        );
     }
     match c.call(Request::Read { segment: 7, entry: 3, fence: None }) {
         Response::Read { payload, .. } => assert_eq!(&payload[..], b"e3"),
@@ -133,7 +138,9 @@ fn every_operation_round_trips_over_tcp() {
     }
     // A long poll behind the LAC answers at once with the next entry.
     match c.call(Request::LongPoll { segment: 7, known: Some(2), timeout_ms: 5_000 }) {
-        Response::LongPoll { last_add_confirmed: Some(4), entry: Some((3, payload)) } => assert_eq!(&payload[..], b"e3"),
+        Response::LongPoll { last_add_confirmed: Some(4), entry: Some((3, payload)) } => {
+            assert_eq!(&payload[..], b"e3")
+        }
         other => panic!("{other:?}"),
     }
     // A long poll at the LAC waits for the next add (sent on another connection).
@@ -153,7 +160,10 @@ fn every_operation_round_trips_over_tcp() {
     assert_eq!(c.call(Request::DeleteSegment { segment: 7 }), Response::DeleteSegment);
     assert_eq!(c.call(Request::Read { segment: 7, entry: 0, fence: None }).status(), Status::NoSuchSegment);
     assert_eq!(c.call(add(7, 7, b"late")).status(), Status::NoSuchSegment);
-    assert_eq!(c.call(Request::Auth { mechanism: 0, token: Bytes::new() }), Response::Auth { token: Bytes::new() });
+    assert_eq!(
+        c.call(Request::Auth { mechanism: 0, token: Bytes::new() }),
+        Response::Auth { token: Bytes::new() }
+    );
 }
 
 #[test]
@@ -189,11 +199,16 @@ fn fencing_over_the_wire_stops_the_old_writer_but_not_recovery() {
     assert_eq!(fenced, Response::ReadLastAddConfirmed { last_add_confirmed: Some(0) });
     assert_eq!(old_writer.call(add(5, 2, b"c")).status(), Status::Fenced);
     assert_eq!(
-        recoverer.call(Request::ReadLastAddConfirmed { segment: 5, fence: Some(Bytes::from_static(b"other")) }).status(),
+        recoverer
+            .call(Request::ReadLastAddConfirmed { segment: 5, fence: Some(Bytes::from_static(b"other")) })
+            .status(),
         Status::WrongMasterKey
     );
     // A fenced read answers the entry; a recovery add is still accepted.
-    assert_eq!(recoverer.call(Request::Read { segment: 5, entry: 1, fence: Some(key()) }).status(), Status::Ok);
+    assert_eq!(
+        recoverer.call(Request::Read { segment: 5, entry: 1, fence: Some(key()) }).status(),
+        Status::Ok
+    );
     let recovery = Request::Add {
         segment: 5,
         entry: 1,
@@ -320,7 +335,11 @@ fn shutdown_answers_what_was_read_then_closes() {
     }
     assert_eq!(acked.len(), 200, "every request read before the drain is answered");
     for entry in 0..200 {
-        fixture.bookie.read_entry(dlog_engine::SegmentId(11), dlog_engine::EntryId(entry)).wait().expect("durable");
+        fixture
+            .bookie
+            .read_entry(dlog_engine::SegmentId(11), dlog_engine::EntryId(entry))
+            .wait()
+            .expect("durable");
     }
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }

@@ -3,6 +3,7 @@
 //! numbers from different runs do not compare).
 
 pub mod baseline;
+pub mod bookie;
 pub mod compaction;
 pub mod journal;
 pub mod load;

@@ -293,7 +293,12 @@ fn decode_all(
                         DecodeError::Malformed { op, .. } => *op,
                         DecodeError::Frame { .. } => header_op,
                     };
-                    answer_now(out, ctx, request_id, Response::refused(op, error.status(), error.to_string()));
+                    answer_now(
+                        out,
+                        ctx,
+                        request_id,
+                        Response::refused(op, error.status(), error.to_string()),
+                    );
                 }
                 if error.is_fatal() {
                     tracing::debug!(%error, "closing a connection whose framing broke");
@@ -309,7 +314,8 @@ fn decode_all(
         }
         match request {
             Request::Add { segment, entry, last_add_confirmed, master_key, payload, recovery } => {
-                let add = dispatch::add_entry(segment, entry, last_add_confirmed, master_key, payload, recovery);
+                let add =
+                    dispatch::add_entry(segment, entry, last_add_confirmed, master_key, payload, recovery);
                 adds.push((request_id, add));
             }
             Request::Auth { mechanism, token } => {
@@ -352,7 +358,8 @@ fn submit_adds(adds: Vec<(u64, AddEntry)>, out: &Rc<Outbox>, ctx: &Rc<ThreadCont
     }
     started(out, ctx, adds.len());
     let at = clock();
-    let ids: Vec<(u64, (u64, u64))> = adds.iter().map(|(id, add)| (*id, (add.segment.0, add.entry.0))).collect();
+    let ids: Vec<(u64, (u64, u64))> =
+        adds.iter().map(|(id, add)| (*id, (add.segment.0, add.entry.0))).collect();
     let pending = ctx.bookie.add_entries(adds.into_iter().map(|(_, add)| add).collect());
     let (out, ctx) = (out.clone(), ctx.clone());
     compio::runtime::spawn(async move {

@@ -107,12 +107,16 @@ pub async fn serve(bookie: &Bookie, request: Request, range_bytes: impl Fn(u32) 
             .write_last_add_confirmed(SegmentId(segment), master_key, EntryId(last_add_confirmed))
             .await
             .map(|()| Response::WriteLastAddConfirmed),
-        Request::LongPoll { segment, known, timeout_ms } => long_poll(bookie, segment, known, timeout_ms).await,
+        Request::LongPoll { segment, known, timeout_ms } => {
+            long_poll(bookie, segment, known, timeout_ms).await
+        }
         Request::ReadRange { segment, first, last, max_bytes } => {
             let max_bytes = range_bytes(max_bytes) as usize;
-            bookie.read_range(SegmentId(segment), EntryId(first), EntryId(last), max_bytes).await.map(|entries| {
-                Response::ReadRange { entries: entries.into_iter().map(|(e, payload)| (e.0, payload)).collect() }
-            })
+            bookie.read_range(SegmentId(segment), EntryId(first), EntryId(last), max_bytes).await.map(
+                |entries| Response::ReadRange {
+                    entries: entries.into_iter().map(|(e, payload)| (e.0, payload)).collect(),
+                },
+            )
         }
         Request::DeleteSegment { segment } => {
             bookie.delete_segment(SegmentId(segment)).await.map(|()| Response::DeleteSegment)
@@ -134,7 +138,12 @@ async fn read(bookie: &Bookie, segment: u64, entry: u64, fence: Option<Bytes>) -
 
 /// Waits for the LAC to pass `known`, then reads the entry after `known` if the LAC covers it.
 /// A failed read of that entry still answers the LAC (the reader asks for the entry again).
-async fn long_poll(bookie: &Bookie, segment: u64, known: Option<u64>, timeout_ms: u32) -> Result<Response, Error> {
+async fn long_poll(
+    bookie: &Bookie,
+    segment: u64,
+    known: Option<u64>,
+    timeout_ms: u32,
+) -> Result<Response, Error> {
     let timeout = Duration::from_millis(u64::from(timeout_ms)).min(LONG_POLL_MAX);
     let lac = bookie.wait_for_last_add_confirmed(SegmentId(segment), known.map(EntryId), timeout).await?;
     let next = match known {
@@ -142,13 +151,15 @@ async fn long_poll(bookie: &Bookie, segment: u64, known: Option<u64>, timeout_ms
         None => Some(0),
     };
     let entry = match (lac, next) {
-        (Some(lac), Some(next)) if lac.0 >= next => match bookie.read_entry(SegmentId(segment), EntryId(next)).await {
-            Ok(payload) => Some((next, payload)),
-            Err(error) => {
-                tracing::debug!(segment, entry = next, %error, "long poll: entry after the LAC not read");
-                None
+        (Some(lac), Some(next)) if lac.0 >= next => {
+            match bookie.read_entry(SegmentId(segment), EntryId(next)).await {
+                Ok(payload) => Some((next, payload)),
+                Err(error) => {
+                    tracing::debug!(segment, entry = next, %error, "long poll: entry after the LAC not read");
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     Ok(Response::LongPoll { last_add_confirmed: lac.map(|e| e.0), entry })

@@ -95,7 +95,9 @@ impl ServerMetrics {
         ServerMetrics {
             requests: (0..OPS)
                 .map(|slot| {
-                    Status::ALL.map(|status| counter!(REQUESTS, "op" => op_label(slot), "status" => status.to_string()))
+                    Status::ALL.map(
+                        |status| counter!(REQUESTS, "op" => op_label(slot), "status" => status.to_string()),
+                    )
                 })
                 .collect(),
             latency: (0..OPS).map(|slot| histogram!(REQUEST_SECONDS, "op" => op_label(slot))).collect(),

@@ -11,6 +11,7 @@ pub mod cookie_file;
 pub mod dispatch;
 pub mod metrics;
 pub mod registration;
+pub mod run;
 pub mod server;
 
 pub use config::{BookieArgs, ConfigError, Origin, ServerConfig, ServerLimits, check_config};

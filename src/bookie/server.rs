@@ -90,7 +90,10 @@ pub struct BookieServer {
 
 impl std::fmt::Debug for BookieServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BookieServer").field("addr", &self.addr).field("threads", &self.threads.len()).finish()
+        f.debug_struct("BookieServer")
+            .field("addr", &self.addr)
+            .field("threads", &self.threads.len())
+            .finish()
     }
 }
 
@@ -99,9 +102,10 @@ impl BookieServer {
     pub fn start(bookie: Arc<Bookie>, options: ServerOptions) -> Result<BookieServer, ServerError> {
         let protocol = options.limits.protocol();
         protocol.validate().map_err(|e| ServerError::Limits(e.to_string()))?;
-        let listener =
-            TcpListener::bind(options.listen).map_err(|source| ServerError::Bind { addr: options.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: options.listen, source })?;
+        let listener = TcpListener::bind(options.listen)
+            .map_err(|source| ServerError::Bind { addr: options.listen, source })?;
+        let addr =
+            listener.local_addr().map_err(|source| ServerError::Bind { addr: options.listen, source })?;
         let count = options.threads.unwrap_or(bookie.shard_count()).max(1);
         let mut threads = Vec::new();
         for thread in 0..count {
@@ -228,7 +232,10 @@ fn network_thread(
             }
         };
         if compio::time::timeout(deadline, drained).await.is_err() {
-            tracing::warn!(connections = live.get(), "drain deadline passed; closing connections with requests in flight");
+            tracing::warn!(
+                connections = live.get(),
+                "drain deadline passed; closing connections with requests in flight"
+            );
         }
     });
     // Dropping the runtime cancels whatever is left (SV1).

@@ -42,6 +42,13 @@ pub enum TransportError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// `Connection::submit` found `in_flight_max` requests in flight (or callers waiting for
+    /// room): nothing was queued; submit again after taking completions.
+    #[error("connection busy: {in_flight_max} requests in flight")]
+    Busy {
+        /// The bound.
+        in_flight_max: usize,
+    },
     /// The bookie sent bytes that do not decode: a broken frame (the connection is closed and
     /// every request in flight on it fails with this) or a malformed response body (only the
     /// request it answers fails).

@@ -1,0 +1,394 @@
+//! `dlog bench bookie`: ADDs over TCP against the same bookie's embedded API, in one run.
+//!
+//! Owns: the two figures of the bookie server (issue 5): ADD throughput of 1 KiB entries over
+//! TCP as a ratio of the embedded throughput, and the p50 of one ADD in flight over TCP minus
+//! the embedded durable add p50. Rounds alternate embedded and TCP on one engine, so a noisy
+//! disk moves both.
+//!
+//! The server runs in this process on 127.0.0.1 over the same `Bookie` the embedded rounds
+//! use; the client is `dlog_replication::transport::Connection` on compio threads of its own
+//! (real TCP over loopback: the kernel, the codec, the server's threads and batching are all
+//! on the path). With `--target ADDR` only the TCP rounds run, against that bookie.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use dlog_engine::{Bookie, BookieConfig, SegmentId};
+use dlog_protocol::{Request, Response};
+use dlog_replication::transport::{ClientConfig, Connection};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::bench::load::{self, LoadSpec, Segments};
+use crate::bench::stats::{histogram, latency};
+use crate::bookie::{BookieServer, ServerLimits, ServerOptions};
+
+/// `dlog bench bookie` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BookieBenchArgs {
+    /// Directory for the bookie under test (on the disk under test; emptied afterwards).
+    #[arg(long, default_value = "dlog-bench-data")]
+    pub dir: PathBuf,
+    /// Benchmark a running bookie at ADDR over TCP only (no embedded baseline).
+    #[arg(long, value_name = "ADDR")]
+    pub target: Option<SocketAddr>,
+    /// Payload bytes per entry.
+    #[arg(long, default_value_t = 1024)]
+    pub entry_size: usize,
+    /// Entries in flight in the throughput rounds (embedded and TCP alike).
+    #[arg(long, default_value_t = 4096)]
+    pub concurrency: usize,
+    /// TCP connections the throughput rounds spread their entries over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Client threads (each a compio runtime) the connections are spread over.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Entries per embedded `add_entries` call (the server batches what one read brings).
+    #[arg(long, default_value_t = 256)]
+    pub embedded_batch: usize,
+    /// Load time per round and side, e.g. "5s".
+    #[arg(long, default_value = "4s", value_parser = crate::bench::parse_duration)]
+    pub duration: Duration,
+    /// Rounds of (embedded, TCP) per figure.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Storage shards (default: number of CPUs).
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[expect(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// One throughput measurement.
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    entries_per_s: f64,
+    mb_per_s: f64,
+}
+
+fn rate(entries: u64, entry_bytes: usize, elapsed: Duration) -> Rate {
+    let s = elapsed.as_secs_f64().max(1e-9);
+    Rate { entries_per_s: entries as f64 / s, mb_per_s: (entries * entry_bytes as u64) as f64 / s / 1e6 }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs the benchmark and prints (and optionally writes) the report.
+pub fn main(args: BookieBenchArgs) -> Result<()> {
+    if args.concurrency == 0 || args.connections == 0 || args.rounds == 0 || args.embedded_batch == 0 {
+        bail!("--concurrency, --connections, --rounds and --embedded-batch must be at least 1");
+    }
+    if args.entry_size == 0 {
+        bail!("--entry-size must be at least 1");
+    }
+    let base = segment_base();
+    let report = match args.target {
+        Some(target) => remote(&args, target, base)?,
+        None => local(&args, base)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Segment ids for this run: from the clock, so runs against a live bookie do not collide.
+fn segment_base() -> u64 {
+    #[expect(clippy::disallowed_methods, reason = "a run's segment ids come from the wall clock")]
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (since.as_secs() % 1_000_000) * 1_000_000
+}
+
+fn remote(args: &BookieBenchArgs, target: SocketAddr, base: u64) -> Result<serde_json::Value> {
+    let mut rates = Vec::new();
+    let mut next = base;
+    for _ in 0..args.rounds {
+        rates.push(tcp_throughput(target, args, &mut next)?);
+    }
+    let (tcp_latency, _) = tcp_one_in_flight(target, args, next + 1_000_000)?;
+    let l = latency(&tcp_latency);
+    Ok(json!({
+        "target": target.to_string(),
+        "entry_bytes": args.entry_size,
+        "tcp": {
+            "entries_per_s": median(rates.iter().map(|r| r.entries_per_s).collect()),
+            "mb_per_s": median(rates.iter().map(|r| r.mb_per_s).collect()),
+            "one_in_flight_us": {"p50": l.p50, "p99": l.p99},
+        },
+        "baseline": "none: run without --target to compare with the embedded engine",
+    }))
+}
+
+fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir).with_context(|| format!("emptying {}", args.dir.display()))?;
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let mut config = BookieConfig::new(args.dir.join("journal"));
+    config.shard_count = args.shards.unwrap_or(cpus);
+    let bookie = Arc::new(Bookie::open(config).context("opening the bookie")?);
+    let server = BookieServer::start(
+        bookie.clone(),
+        ServerOptions::new("127.0.0.1:0".parse().expect("a literal address"), ServerLimits::default()),
+    )?;
+    let addr = server.local_addr();
+    eprintln!("bookie: {} shards, backend {}, server {addr}", bookie.shard_count(), bookie.backend());
+
+    let per_shard = 32;
+    let mut segments = Segments::new(&bookie, per_shard, base, args.entry_size);
+    let spec = LoadSpec {
+        entry_bytes: args.entry_size,
+        concurrency: args.concurrency,
+        batch: args.embedded_batch,
+        duration: args.duration,
+        spin: false,
+    };
+    let (mut embedded, mut tcp) = (Vec::new(), Vec::new());
+    let mut next = base + 1_000_000;
+    for round in 0..args.rounds {
+        let e = load::run(&bookie, &mut segments, &spec, None)?;
+        let e = rate(e.entries, args.entry_size, e.elapsed);
+        let t = tcp_throughput(addr, args, &mut next)?;
+        eprintln!(
+            "round {round}: embedded {:.0} entries/s ({:.0} MB/s), tcp {:.0} entries/s ({:.0} MB/s): {:.2}x",
+            e.entries_per_s,
+            e.mb_per_s,
+            t.entries_per_s,
+            t.mb_per_s,
+            t.entries_per_s / e.entries_per_s
+        );
+        embedded.push(e);
+        tcp.push(t);
+    }
+
+    // One in flight: the embedded appender on its shard's CPU (as the journal benchmark), the
+    // TCP client on a thread of its own.
+    let (mut embedded_p50, mut tcp_p50) = (Vec::new(), Vec::new());
+    let (mut embedded_hist, mut tcp_hist) = (histogram(), histogram());
+    let one = LoadSpec { concurrency: 1, batch: 1, ..spec.clone() };
+    let shard0 = bookie.shard_of(SegmentId(base));
+    let cpu = bookie.shard_cpu(shard0);
+    for round in 0..args.rounds {
+        let mut single =
+            Segments::on_shards(&bookie, 1, base + 5_000_000 + u64::from(round) * 1000, args.entry_size, 1);
+        let e = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<load::LoadResult> {
+                    if let Some(cpu) = cpu {
+                        load::pin_to(cpu)?;
+                    }
+                    load::run(&bookie, &mut single, &one, None)
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("embedded latency thread panicked"))?
+        })?;
+        let (t, _) = tcp_one_in_flight(addr, args, next)?;
+        next += 1;
+        let (el, tl) = (latency(&e.histogram), latency(&t));
+        eprintln!("round {round}: one in flight p50 embedded {:.1} us, tcp {:.1} us", el.p50, tl.p50);
+        embedded_p50.push(el.p50);
+        tcp_p50.push(tl.p50);
+        embedded_hist.add(&e.histogram).ok();
+        tcp_hist.add(&t).ok();
+    }
+    server.shutdown(Duration::from_secs(5));
+    drop(segments);
+    match Arc::try_unwrap(bookie) {
+        Ok(bookie) => bookie.close(),
+        Err(_) => bail!("bookie still referenced"),
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+
+    let ratios: Vec<f64> =
+        tcp.iter().zip(&embedded).map(|(t, e)| t.entries_per_s / e.entries_per_s).collect();
+    let (el, tl) = (latency(&embedded_hist), latency(&tcp_hist));
+    let added_p50 = median(tcp_p50.clone()) - median(embedded_p50.clone());
+    Ok(json!({
+        "entry_bytes": args.entry_size,
+        "concurrency": args.concurrency,
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "throughput": {
+            "embedded_entries_per_s": median(embedded.iter().map(|r| r.entries_per_s).collect()),
+            "embedded_mb_per_s": median(embedded.iter().map(|r| r.mb_per_s).collect()),
+            "tcp_entries_per_s": median(tcp.iter().map(|r| r.entries_per_s).collect()),
+            "tcp_mb_per_s": median(tcp.iter().map(|r| r.mb_per_s).collect()),
+            "ratio_per_round": ratios,
+            "ratio_median": median(ratios.clone()),
+            "target_ratio_min": 0.7,
+        },
+        "one_in_flight": {
+            "embedded_us": {"p50": el.p50, "p99": el.p99, "p50_per_round": embedded_p50},
+            "tcp_us": {"p50": tl.p50, "p99": tl.p99, "p50_per_round": tcp_p50},
+            "tcp_minus_embedded_p50_us": added_p50,
+            "target_added_p50_us_max": 60,
+        },
+    }))
+}
+
+fn master_key() -> Bytes {
+    Bytes::from_static(b"dlog-bench-master-key")
+}
+
+/// A payload whose clones cost no atomic operation (static bytes, leaked once per call: the
+/// benchmark makes a handful).
+fn payload(entry_bytes: usize) -> Bytes {
+    let bytes: Vec<u8> = (0..entry_bytes).map(|i| (i * 31 + 7) as u8).collect();
+    Bytes::from_static(Box::leak(bytes.into_boxed_slice()))
+}
+
+/// Runs `work` on a fresh compio runtime thread and returns its result.
+fn on_compio_thread<T: Send + 'static>(
+    work: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
+) -> Result<T> {
+    std::thread::Builder::new()
+        .name("dlog-bench-client".into())
+        .spawn(move || compio::runtime::Runtime::new().context("client runtime")?.block_on(work()))
+        .context("client thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+}
+
+/// `concurrency` entries in flight over `connections` connections for `duration`; each task
+/// keeps one ADD in flight on its own segment's next entry.
+fn tcp_throughput(addr: SocketAddr, args: &BookieBenchArgs, next_segment: &mut u64) -> Result<Rate> {
+    let threads = args.client_threads.clamp(1, args.connections);
+    let started = now();
+    let results: Vec<Result<Rate>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let connections = args.connections / threads + usize::from(t < args.connections % threads);
+                let concurrency = args.concurrency / threads;
+                let first = *next_segment + t as u64 * 100_000;
+                let (duration, entry_bytes) = (args.duration, args.entry_size);
+                scope.spawn(move || client_load(addr, connections, concurrency, duration, entry_bytes, first))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("client thread panicked"))).collect()
+    });
+    *next_segment += threads as u64 * 100_000;
+    let elapsed = now() - started;
+    let mut entries = 0.0;
+    for result in results {
+        entries += result?.entries_per_s;
+    }
+    let _ = elapsed;
+    Ok(Rate { entries_per_s: entries, mb_per_s: entries * args.entry_size as f64 / 1e6 })
+}
+
+/// One client thread's share of the throughput load: `concurrency` ADDs in flight over
+/// `connections` connections, each driven by one task through `Connection::submit` and
+/// `Connection::completions` (the interface the replication cores' shell uses: no task or
+/// channel per request).
+fn client_load(
+    addr: SocketAddr,
+    connections: usize,
+    concurrency: usize,
+    duration: Duration,
+    entry_bytes: usize,
+    first: u64,
+) -> Result<Rate> {
+    let per_connection = (concurrency / connections.max(1)).max(1);
+    on_compio_thread(move || {
+        Box::pin(async move {
+            let config = ClientConfig { in_flight_max: per_connection, ..ClientConfig::default() };
+            let payload = payload(entry_bytes);
+            let started = now();
+            let deadline = started + duration;
+            let mut tasks = Vec::new();
+            for c in 0..connections {
+                let conn = Connection::connect(addr, &config).await?;
+                let payload = payload.clone();
+                let segments: Vec<u64> = (0..16).map(|s| first + c as u64 * 16 + s).collect();
+                tasks.push(compio::runtime::spawn(async move {
+                    let mut next = vec![0u64; segments.len()];
+                    let (mut in_flight, mut acked, mut turn) = (0usize, 0u64, 0usize);
+                    loop {
+                        while in_flight < per_connection && now() < deadline {
+                            let slot = turn % segments.len();
+                            turn += 1;
+                            let add = Request::Add {
+                                segment: segments[slot],
+                                entry: next[slot],
+                                last_add_confirmed: None,
+                                master_key: master_key(),
+                                payload: payload.clone(),
+                                recovery: false,
+                            };
+                            next[slot] += 1;
+                            conn.submit(0, add)?;
+                            in_flight += 1;
+                        }
+                        if in_flight == 0 {
+                            return Ok::<u64, anyhow::Error>(acked);
+                        }
+                        for (_, result) in conn.completions().await? {
+                            in_flight -= 1;
+                            match result? {
+                                Response::Add { .. } => acked += 1,
+                                other => bail!("ADD refused: {other:?}"),
+                            }
+                        }
+                    }
+                }));
+            }
+            let mut acked = 0;
+            for task in tasks {
+                acked += task.await.map_err(|_| anyhow::anyhow!("client task panicked"))??;
+            }
+            Ok(rate(acked, entry_bytes, now() - started))
+        })
+    })
+}
+
+/// One connection, one ADD in flight, for `duration`: per-ADD latency in ns.
+fn tcp_one_in_flight(
+    addr: SocketAddr,
+    args: &BookieBenchArgs,
+    segment: u64,
+) -> Result<(Histogram<u64>, u64)> {
+    let (duration, entry_bytes) = (args.duration, args.entry_size);
+    on_compio_thread(move || {
+        Box::pin(async move {
+            let conn = Connection::connect(addr, &ClientConfig::default()).await?;
+            let payload = payload(entry_bytes);
+            let mut hist = histogram();
+            let deadline = now() + duration;
+            let mut entry = 0u64;
+            while now() < deadline {
+                let add = Request::Add {
+                    segment,
+                    entry,
+                    last_add_confirmed: entry.checked_sub(1),
+                    master_key: master_key(),
+                    payload: payload.clone(),
+                    recovery: false,
+                };
+                let sent = now();
+                match conn.request(add).await? {
+                    Response::Add { .. } => {}
+                    other => bail!("ADD refused: {other:?}"),
+                }
+                hist.record((now() - sent).as_nanos() as u64).ok();
+                entry += 1;
+            }
+            Ok((hist, entry))
+        })
+    })
+}

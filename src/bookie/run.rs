@@ -1,0 +1,235 @@
+//! `run`: the `dlog bookie` process: engine, server, registration, metrics, signals.
+//!
+//! Owns: the order things start and stop in, the control thread (a small tokio runtime for the
+//! metadata store, the registration, the metrics endpoint and the signals), and sampling the
+//! engine for the read-only signal and the metrics.
+//! Does not own: serving (server.rs), cookies and the registry (registration.rs), the engine.
+//!
+//! Start: resolve the configuration; install the metrics exporter (before any handle is
+//! made); open the metadata store; open the engine (its deletion check asks the store); start
+//! the network threads; check the cookies and register under a lease; print one `serving`
+//! line on stdout. Stop on SIGTERM or SIGINT: stop accepting and reading, answer what was read
+//! (up to `DRAIN_TIMEOUT`), deregister, close the engine. A SIGKILL loses nothing acknowledged:
+//! an answered ADD is durable before it is answered.
+//!
+//! Invariant RN1: the bookie is registered only while it can serve: the network threads start
+//! before registering, and deregistration comes after the drain (clients that still choose it
+//! meanwhile get refused connections and pick another bookie).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_engine::{Bookie, DeletionHook, OpenError, ShardId};
+use dlog_metadata::{AnyStore, MetaError};
+use tokio::sync::watch;
+
+use crate::bookie::config::{BookieArgs, ConfigError, ServerConfig};
+use crate::bookie::metrics;
+use crate::bookie::registration::{Registration, RegistrationConfig, RegistrationError};
+use crate::bookie::server::{BookieServer, ServerError, ServerOptions};
+use crate::deletion_check::MetadataDeletionCheck;
+
+/// How long a shutdown waits for requests already read to be answered.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the engine is sampled for the read-only signal and the metrics.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the bookie stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The metadata store could not be opened.
+    #[error("metadata store {uri}: {source}")]
+    Metadata {
+        /// Its URI.
+        uri: String,
+        /// Why.
+        source: MetaError,
+    },
+    /// The engine did not open.
+    #[error("storage engine: {0}")]
+    Open(#[from] OpenError),
+    /// The server did not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Cookies or registration failed.
+    #[error("registration: {0}")]
+    Registration(#[from] RegistrationError),
+    /// The metrics endpoint did not start.
+    #[error("metrics on {addr}: {why}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        why: String,
+    },
+    /// The process could not set itself up (runtime, signals).
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs a bookie until SIGTERM or SIGINT (or a registration failure retrying cannot mend).
+pub fn run(args: BookieArgs) -> Result<(), RunError> {
+    let config = ServerConfig::resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("dlog-control")
+        .enable_all()
+        .build()
+        .map_err(|source| RunError::Setup { what: "control runtime", source })?;
+    let handle = runtime.handle().clone();
+    runtime.block_on(serve(config, handle))
+}
+
+async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<(), RunError> {
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| RunError::Metrics { addr, why: e.to_string() })?;
+    }
+    let store = Arc::new(
+        AnyStore::open(&config.metadata)
+            .await
+            .map_err(|source| RunError::Metadata { uri: config.metadata.clone(), source })?,
+    );
+    let mut engine = config.engine_config();
+    engine.deletion_check = Some(DeletionHook(Arc::new(MetadataDeletionCheck::new(store.clone(), runtime))));
+    let bookie = tokio::task::spawn_blocking(move || Bookie::open(engine))
+        .await
+        .map_err(|e| RunError::Setup { what: "opening the engine", source: std::io::Error::other(e) })??;
+    let bookie = Arc::new(bookie);
+    for (shard, report) in bookie.replay_reports().iter().enumerate() {
+        tracing::info!(shard, ?report, "journal replayed");
+    }
+    let options = ServerOptions::new(config.listen, config.limits);
+    let server = BookieServer::start(bookie.clone(), options)?;
+    let addr = server.local_addr();
+    let mut registration_config = RegistrationConfig::for_server(&config);
+    registration_config.endpoint = endpoint(&config, addr);
+    let (read_only_tx, read_only_rx) = watch::channel(read_only(&bookie));
+    registration_config.read_only = *read_only_rx.borrow();
+    let registration = Registration::start(store.clone(), registration_config).await;
+    let mut registration = match registration {
+        Ok(registration) => registration,
+        Err(e) => {
+            stop(server, bookie).await;
+            return Err(e.into());
+        }
+    };
+    println!(
+        "bookie {} serving on {addr} (backend {}, {} shards)",
+        config.bookie_id,
+        bookie.backend(),
+        bookie.shard_count()
+    );
+    tracing::info!(bookie = %config.bookie_id, %addr, "registered and serving");
+    let (stop_sampling, sampling_stopped) = tokio::sync::oneshot::channel();
+    let sampler = tokio::spawn(sample(bookie.clone(), config.clone(), read_only_tx, sampling_stopped));
+    let signals = shutdown_signal()?;
+    let outcome = registration.run(read_only_rx, signals).await;
+    let _ = stop_sampling.send(());
+    let _ = sampler.await; // its engine handle is gone after this
+    tracing::info!(bookie = %config.bookie_id, "shutting down: draining");
+    stop(server, bookie).await;
+    if let Err(e) = registration.deregister().await {
+        tracing::warn!(error = %e, "deregistration failed; the registration vanishes with its lease");
+    }
+    outcome.map_err(RunError::from)
+}
+
+/// Drains the server and closes the engine (blocking work, off the runtime's threads).
+async fn stop(server: BookieServer, bookie: Arc<Bookie>) {
+    let closing = tokio::task::spawn_blocking(move || {
+        server.shutdown(DRAIN_TIMEOUT);
+        match Arc::try_unwrap(bookie) {
+            Ok(bookie) => bookie.close(),
+            Err(_) => tracing::warn!("engine still referenced at shutdown; it closes when dropped"),
+        }
+    });
+    if closing.await.is_err() {
+        tracing::error!("shutdown panicked");
+    }
+}
+
+/// What clients are told to connect to: the listen address, or, when it is a wildcard, the
+/// bookie id if that is an address.
+fn endpoint(config: &ServerConfig, addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    match config.bookie_id.parse::<SocketAddr>() {
+        Ok(id) if !id.ip().is_unspecified() => id.to_string(),
+        _ => {
+            tracing::warn!(%addr, "wildcard listen address: give --bookie-id ip:port");
+            addr.to_string()
+        }
+    }
+}
+
+fn read_only(bookie: &Bookie) -> bool {
+    (0..bookie.shard_count()).any(|s| bookie.stats(ShardId(s)).is_ok_and(|stats| stats.read_only))
+}
+
+/// Every `SAMPLE_EVERY`: the engine's counters and queue depths and the disks' usage to the
+/// metrics, and the read-only state to the registration.
+async fn sample(
+    bookie: Arc<Bookie>,
+    config: ServerConfig,
+    read_only_tx: watch::Sender<bool>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut stop => return,
+        }
+        let bookie = bookie.clone();
+        let dirs: Vec<_> = config.journal_dirs.iter().chain(&config.ledger_dirs).cloned().collect();
+        let sampled = tokio::task::spawn_blocking(move || {
+            let mut any_read_only = false;
+            for shard in 0..bookie.shard_count() {
+                if let Ok(stats) = bookie.stats(ShardId(shard)) {
+                    any_read_only |= stats.read_only;
+                    metrics::record_shard(shard, &stats, bookie.queue_depth(ShardId(shard)));
+                }
+            }
+            for dir in dirs {
+                if let Ok(fs) = rustix::fs::statvfs(&dir) {
+                    let total = fs.f_blocks.saturating_mul(fs.f_frsize);
+                    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+                    metrics::record_disk(&dir.display().to_string(), total, free);
+                }
+            }
+            any_read_only
+        })
+        .await;
+        if let Ok(read_only) = sampled {
+            read_only_tx.send_if_modified(|was| std::mem::replace(was, read_only) != read_only);
+        }
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let setup = |source| RunError::Setup { what: "signal handlers", source };
+    let mut term = signal(SignalKind::terminate()).map_err(setup)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(setup)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
+}
