@@ -320,7 +320,8 @@ fn client_load(
                     let mut next = vec![0u64; segments.len()];
                     let (mut in_flight, mut acked, mut turn) = (0usize, 0u64, 0usize);
                     loop {
-                        while in_flight < per_connection && now() < deadline {
+                        let open = now() < deadline;
+                        while open && in_flight < per_connection {
                             let slot = turn % segments.len();
                             turn += 1;
                             let add = Request::Add {

@@ -19,6 +19,13 @@
 //! - CN4: a connection closes only after every request it decoded was answered and sent, or
 //!   the socket failed, or the server's drain deadline passed (server.rs drops the runtime).
 //! - CN5: a connection with nothing in flight for `idle_timeout` is closed.
+//! - CN6: an ADD payload handed to the engine is a slice of the receive buffer (no copy) only
+//!   when the ADD payloads of its batch are at least half the bytes decoded with them; else it
+//!   is copied out. The write cache keeps payloads until their run is flushed, and a slice
+//!   keeps its whole allocation alive: this bounds that allocation to about twice the payload
+//!   bytes it holds, so a client mixing tiny ADDs with other traffic cannot make the cache pin
+//!   many times its charged size. (The engine copies master keys it keeps, for the same
+//!   reason.)
 
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
@@ -42,9 +49,14 @@ use crate::bookie::config::ServerLimits;
 use crate::bookie::dispatch;
 use crate::bookie::metrics::{CloseReason, ServerMetrics};
 
-/// Free room a read asks for: most reads of small requests fit; a frame larger than this is
-/// read into room the decoder reserves from its header (at most `frame_bytes_max`).
+/// Free room a read asks for at first: an idle connection costs little. A frame larger than
+/// this is read into room the decoder reserves from its header (at most `frame_bytes_max`).
 const READ_CHUNK: usize = 16 << 10;
+
+/// Free room a read asks for at most: a read that fills its room doubles the next one's, up
+/// to this, so a busy connection hands the engine large batches (one queue hand-off per read);
+/// a read of under an eighth halves it again, so a connection that calms down shrinks back.
+const READ_CHUNK_MAX: usize = 512 << 10;
 
 /// Responses waiting for the socket beyond which the connection stops reading (CN1).
 const OUT_BYTES_MAX: usize = 32 << 20;
@@ -199,6 +211,7 @@ pub async fn serve_connection(stream: TcpStream, ctx: Rc<ThreadContext>) -> Clos
 
 async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) -> CloseReason {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut chunk = READ_CHUNK;
     let mut authenticated = !ctx.auth.required();
     let in_flight_max = ctx.limits.in_flight_max as usize;
     loop {
@@ -212,16 +225,26 @@ async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadConte
         if out.broken.get() {
             return CloseReason::Io;
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
         }
+        let room = buf.capacity() - buf.len();
         let read = match read_some(&mut reader, buf, out, ctx).await {
             Ok(read) => read,
             Err(reason) => return reason,
         };
         buf = match read {
             BufResult(Ok(0), _) => return CloseReason::Eof,
-            BufResult(Ok(_), buf) => buf,
+            BufResult(Ok(n), buf) => {
+                chunk = if n == room {
+                    (chunk * 2).min(READ_CHUNK_MAX)
+                } else if n < chunk / 8 {
+                    (chunk / 2).max(READ_CHUNK)
+                } else {
+                    chunk
+                };
+                buf
+            }
             BufResult(Err(error), _) => {
                 tracing::debug!(%error, "connection read failed");
                 return CloseReason::Io;
@@ -282,6 +305,8 @@ fn decode_all(
     authenticated: &mut bool,
 ) -> Result<(), CloseReason> {
     let mut adds: Vec<(u64, AddEntry)> = Vec::new();
+    // Bytes of frames decoded since the last batch was submitted (CN6).
+    let mut mark = buf.len();
     let result = loop {
         let (request_id, request) = match decode_request(buf, &ctx.protocol) {
             Ok(Some(decoded)) => decoded,
@@ -331,12 +356,14 @@ fn decode_all(
                 answer_now(out, ctx, request_id, response);
             }
             other => {
-                submit_adds(std::mem::take(&mut adds), out, ctx); // CN2
+                let decoded = mark - buf.len();
+                mark = buf.len();
+                submit_adds(std::mem::take(&mut adds), decoded, out, ctx); // CN2
                 spawn_request(request_id, other, out, ctx);
             }
         }
     };
-    submit_adds(adds, out, ctx);
+    submit_adds(adds, mark - buf.len(), out, ctx);
     result
 }
 
@@ -352,9 +379,18 @@ fn answer_now(out: &Outbox, ctx: &ThreadContext, request_id: u64, response: Resp
 }
 
 /// Hands a batch of ADDs to the engine in one call and answers each when the batch is durable.
-fn submit_adds(adds: Vec<(u64, AddEntry)>, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) {
+/// `decoded`: bytes of the frames decoded since the previous batch, this one's included.
+fn submit_adds(mut adds: Vec<(u64, AddEntry)>, decoded: usize, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) {
     if adds.is_empty() {
         return;
+    }
+    // CN6: payloads are slices of the receive buffer, which the write cache then keeps alive
+    // whole. Where they are under half of what was decoded with them, copy them out instead.
+    let payload_bytes: usize = adds.iter().map(|(_, add)| add.payload.len()).sum();
+    if payload_bytes.saturating_mul(2) < decoded {
+        for (_, add) in &mut adds {
+            add.payload = Bytes::copy_from_slice(&add.payload);
+        }
     }
     started(out, ctx, adds.len());
     let at = clock();

@@ -72,7 +72,7 @@ struct State {
     /// Why the connection died (C3); `None` while it lives.
     dead: Option<TransportError>,
     next_id: u64,
-    pending: HashMap<u64, InFlight>,
+    pending: HashMap<u64, InFlight, foldhash::fast::RandomState>,
     queue: VecDeque<Frame>,
     /// The writer task, when it waits for frames.
     writer: Option<Waker>,
@@ -143,7 +143,7 @@ impl Connection {
             state: RefCell::new(State {
                 dead: None,
                 next_id: 1,
-                pending: HashMap::new(),
+                pending: HashMap::default(),
                 queue: VecDeque::new(),
                 writer: None,
                 reader: None,

@@ -68,12 +68,16 @@ impl<T> ShardCore<T> {
         if !self.ensure_room(need, now) {
             return Ok(None);
         }
-        let state =
-            self.segments.entry(add.segment).or_insert_with(|| SegmentState::new(add.master_key.clone()));
+        // The kept key is a copy: the caller's `Bytes` may be a slice of a larger buffer (a
+        // network receive buffer) that a long-lived segment would otherwise pin.
+        let state = self
+            .segments
+            .entry(add.segment)
+            .or_insert_with(|| SegmentState::new(Bytes::copy_from_slice(&add.master_key)));
         let batch = self.batch.as_mut().expect("ensure_room opened a batch");
         if key_needed {
             state.key_journaled = true;
-            state.master_key = Some(add.master_key.clone());
+            state.master_key = Some(Bytes::copy_from_slice(&add.master_key));
             let header = control_header(RecordKind::MasterKey, add.segment, 0, add.master_key.len());
             batch.builder.push(&header, &add.master_key);
         }
@@ -119,11 +123,12 @@ impl<T> ShardCore<T> {
         if !self.ensure_room(key_bytes + RECORD_HEADER_BYTES, now) {
             return Ok(None);
         }
-        let state = self.segments.entry(segment).or_insert_with(|| SegmentState::new(master_key.clone()));
+        let state =
+            self.segments.entry(segment).or_insert_with(|| SegmentState::new(Bytes::copy_from_slice(master_key)));
         let batch = self.batch.as_mut().expect("ensure_room opened a batch");
         if key_needed {
             state.key_journaled = true;
-            state.master_key = Some(master_key.clone());
+            state.master_key = Some(Bytes::copy_from_slice(master_key));
             let header = control_header(RecordKind::MasterKey, segment, 0, master_key.len());
             batch.builder.push(&header, master_key);
         }
