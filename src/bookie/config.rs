@@ -4,10 +4,10 @@
 //! (`ServerConfig::engine_config`).
 //!
 //! Owns: where each setting comes from, its default, its bounds, and error messages that name
-//! it. Does not own: the server (listeners, shard event loops, registration, cookies, metrics;
-//! not written yet, and the `bookie` subcommand is not in src/main.rs yet), the engine's own
-//! bounds (checked by `dlog_engine::BookieConfig::validate`, which `resolve` calls), or opening
-//! the metadata store (only the URI's syntax is checked here; `AnyStore::open` connects).
+//! it. Does not own: the server (listeners, shard event loops, registration, cookies, metrics:
+//! server.rs, registration.rs, run.rs), the engine's own bounds (checked by
+//! `dlog_engine::BookieConfig::validate`, which `resolve` calls), or opening the metadata store
+//! (only the URI's syntax is checked here; `AnyStore::open` connects).
 //!
 //! Defaults: listen `127.0.0.1:3181`; ledger dirs = the journal dirs (the engine keeps
 //! `shard-n` and `storage-n` side by side); metadata `local://<parent of the first journal
@@ -15,7 +15,7 @@
 //! relative journal dir gives a relative store path, as `local://` allows); shards = CPUs;
 //! bookie id = the listen `ip:port` (refused for an unspecified address, port 0 or IPv6,
 //! which give no usable id: give `--bookie-id`); no metrics listener; limits as
-//! `ServerLimits::default`; engine knobs as `BookieConfig::new`.
+//! `ServerLimits::default`; engine knobs as `BookieConfig::new`; registration lease ttl 10 s.
 //!
 //! Paths are taken as written (relative ones against the working directory), in the file as
 //! on the command line.
@@ -54,6 +54,8 @@ pub const IN_FLIGHT_MAX_BOUND: u32 = 1 << 16;
 pub const IDLE_TIMEOUT_S_DEFAULT: u64 = 300;
 /// Largest accepted idle timeout, in seconds (one day).
 pub const IDLE_TIMEOUT_S_BOUND: u64 = 86_400;
+/// Accepted registration lease ttls, in milliseconds (`LEASE_TTL_MIN` to 10 min).
+pub const LEASE_TTL_MS_BOUNDS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// `dlog bookie` flags. Every one of them overrides the same setting in `--config`'s file.
 #[derive(clap::Args, Debug, Default, Clone, PartialEq, Eq)]
@@ -225,6 +227,10 @@ pub struct ServerConfig {
     pub limits: ServerLimits,
     /// Engine knobs passed through.
     pub engine: EngineKnobs,
+    /// The registration's lease ttl: a bookie that stops renewing disappears from the
+    /// metadata after it, and a restarted one waits up to two of them for its predecessor's
+    /// registration to expire. Default 10 s (`LEASE_TTL_DEFAULT`).
+    pub lease_ttl: Duration,
 }
 
 /// Where a setting's value came from.
@@ -328,6 +334,15 @@ struct FileConfig {
     limits: Option<LimitsFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     engine: Option<EngineFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registration: Option<RegistrationFile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_ttl_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -478,6 +493,7 @@ impl ServerConfig {
         let source = source.as_ref();
         let limits_file = file.limits.unwrap_or_default();
         let engine_file = file.engine.unwrap_or_default();
+        let registration_file = file.registration.unwrap_or_default();
 
         let listen = match pick(args.listen, "--listen", file.listen, source) {
             Some(value) => parse_addr("listen", value)?,
@@ -541,6 +557,12 @@ impl ServerConfig {
 
         let limits = resolve_limits(limits_file, source)?;
         let engine = resolve_engine(engine_file, args.backend, source)?;
+        let default_ttl = crate::bookie::registration::LEASE_TTL_DEFAULT.as_millis() as u64;
+        let (lease_ttl_ms, at) = file_or(registration_file.lease_ttl_ms, source, default_ttl);
+        if !LEASE_TTL_MS_BOUNDS.contains(&lease_ttl_ms) {
+            let reason = format!("{lease_ttl_ms} is not in {LEASE_TTL_MS_BOUNDS:?} milliseconds");
+            return Err(invalid("registration.lease_ttl_ms", at, reason));
+        }
         let config = ServerConfig {
             listen,
             journal_dirs,
@@ -551,6 +573,7 @@ impl ServerConfig {
             metrics_listen,
             limits,
             engine,
+            lease_ttl: Duration::from_millis(lease_ttl_ms),
         };
         config.engine_config().validate().map_err(|e| ConfigError::Engine(e.to_string()))?;
         Ok(config)
@@ -599,6 +622,9 @@ impl ServerConfig {
                 write_cache_bytes_max: Some(Spanned::new(0..0, self.engine.write_cache_bytes_max)),
                 disk_free_bytes_min: Some(Spanned::new(0..0, self.engine.disk_free_bytes_min)),
                 disk_free_bytes_resume: Some(Spanned::new(0..0, self.engine.disk_free_bytes_resume)),
+            }),
+            registration: Some(RegistrationFile {
+                lease_ttl_ms: Some(Spanned::new(0..0, self.lease_ttl.as_millis() as u64)),
             }),
         };
         // Serializing plain strings, integers and tables cannot fail; an empty string would
@@ -679,7 +705,7 @@ fn resolve_engine(
     Ok(EngineKnobs { backend, direct_io, write_cache_bytes_max, disk_free_bytes_min, disk_free_bytes_resume })
 }
 
-/// What a future `dlog bookie --check-config` prints: resolves and validates the
+/// What `dlog bookie --check-config` prints: resolves and validates the
 /// configuration as `dlog bookie` would, also refusing an `etcd://` store in a build without
 /// the `etcd` feature, and returns the effective configuration as TOML. Touches no directory
 /// and no store.

@@ -199,11 +199,13 @@ impl RegistrationConfig {
         }
     }
 
-    /// The server's: its id, directories and shards, with the listen address as the endpoint
-    /// (refused at start if it is unspecified, `0.0.0.0`: clients could not connect to it).
+    /// The server's: its id, directories, shards and lease ttl, with the listen address as the
+    /// endpoint (refused at start if it is unspecified, `0.0.0.0`: clients could not connect
+    /// to it).
     pub fn for_server(config: &ServerConfig) -> RegistrationConfig {
         RegistrationConfig {
             shards: config.shards,
+            lease_ttl: config.lease_ttl,
             ..RegistrationConfig::new(
                 config.bookie_id.clone(),
                 config.listen.to_string(),

@@ -111,6 +111,9 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     for (shard, report) in bookie.replay_reports().iter().enumerate() {
         tracing::info!(shard, ?report, "journal replayed");
     }
+    // Caught from here on: a signal while registering (which may wait out a previous
+    // incarnation's lease) or right after the serving line stops the bookie cleanly.
+    let mut signals = std::pin::pin!(shutdown_signal()?);
     let options = ServerOptions::new(config.listen, config.limits);
     let server = BookieServer::start(bookie.clone(), options)?;
     let addr = server.local_addr();
@@ -118,7 +121,14 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     registration_config.endpoint = endpoint(&config, addr);
     let (read_only_tx, read_only_rx) = watch::channel(read_only(&bookie));
     registration_config.read_only = *read_only_rx.borrow();
-    let registration = Registration::start(store.clone(), registration_config).await;
+    let registration = tokio::select! {
+        registration = Registration::start(store.clone(), registration_config) => registration,
+        () = &mut signals => {
+            tracing::info!(bookie = %config.bookie_id, "stopped before registering");
+            stop(server, bookie).await;
+            return Ok(());
+        }
+    };
     let mut registration = match registration {
         Ok(registration) => registration,
         Err(e) => {
@@ -135,7 +145,6 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     tracing::info!(bookie = %config.bookie_id, %addr, "registered and serving");
     let (stop_sampling, sampling_stopped) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(sample(bookie.clone(), config.clone(), read_only_tx, sampling_stopped));
-    let signals = shutdown_signal()?;
     let outcome = registration.run(read_only_rx, signals).await;
     let _ = stop_sampling.send(());
     let _ = sampler.await; // its engine handle is gone after this
