@@ -343,3 +343,91 @@ fn shutdown_answers_what_was_read_then_closes() {
     }
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }
+
+/// Frames sent in one write, to be decoded from one read.
+fn send_together(c: &mut Client, requests: &[Request]) -> Vec<u64> {
+    let mut frames = BytesMut::new();
+    let mut ids = Vec::new();
+    for request in requests {
+        let id = c.next_id;
+        c.next_id += 1;
+        encode_request(request, id, &mut frames);
+        ids.push(id);
+    }
+    c.stream.write_all(&frames).expect("send");
+    ids
+}
+
+fn answers(c: &mut Client, count: usize) -> std::collections::HashMap<u64, Response> {
+    (0..count).map(|_| c.recv().expect("answered")).collect()
+}
+
+#[test]
+fn requests_of_one_read_reach_the_engine_in_order() {
+    let fixture = Fixture::start(ServerLimits::default());
+    let mut c = fixture.client();
+    assert_eq!(c.call(add(21, 0, b"a")).status(), Status::Ok);
+    assert_eq!(c.call(add(22, 0, b"a")).status(), Status::Ok);
+    // A fence then a plain add in one read: the add comes after the fence.
+    let ids = send_together(
+        &mut c,
+        &[Request::ReadLastAddConfirmed { segment: 21, fence: Some(key()) }, add(21, 1, b"b")],
+    );
+    let got = answers(&mut c, 2);
+    assert_eq!(got[&ids[0]].status(), Status::Ok);
+    assert_eq!(
+        got[&ids[1]].status(),
+        Status::Fenced,
+        "the add must come after the fence: {:?}",
+        got[&ids[1]]
+    );
+    // A delete then an add in one read: the add finds the segment deleted.
+    let ids = send_together(&mut c, &[Request::DeleteSegment { segment: 22 }, add(22, 1, b"b")]);
+    let got = answers(&mut c, 2);
+    assert_eq!(got[&ids[0]], Response::DeleteSegment);
+    assert_eq!(got[&ids[1]].status(), Status::NoSuchSegment);
+}
+
+#[test]
+fn the_in_flight_bound_holds_within_one_read() {
+    let limits = ServerLimits { in_flight_max: 2, ..ServerLimits::default() };
+    let fixture = Fixture::start(limits);
+    let mut c = fixture.client();
+    assert_eq!(c.call(add(23, 0, b"a")).status(), Status::Ok);
+    // Six long polls that each wait their full 400 ms, sent in one write: two at a time means
+    // three rounds, so no sooner than 1.2 s (a lower bound only: a slow machine passes too).
+    let polls: Vec<Request> =
+        (0..6).map(|_| Request::LongPoll { segment: 23, known: Some(0), timeout_ms: 400 }).collect();
+    #[expect(clippy::disallowed_methods, reason = "the test measures that waits were serialized")]
+    let started = std::time::Instant::now();
+    send_together(&mut c, &polls);
+    let got = answers(&mut c, 6);
+    assert!(got.values().all(|r| r.status() == Status::Ok));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1150),
+        "only 2 may be in flight: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_broken_frame_with_a_response_op_is_answered_and_drain_is_not_held_up() {
+    let mut fixture = Fixture::start(ServerLimits::default());
+    for op in [0x81u8, 0xff] {
+        let mut c = fixture.client();
+        // A request frame carrying a response's op byte: the framing is broken (wrong
+        // direction); the refusal names the op without the response bit.
+        let header = [&12u32.to_le_bytes()[..], &[1, op, 0, 0], &42u64.to_le_bytes()].concat();
+        c.stream.write_all(&header).expect("send");
+        let (id, response) = c.recv().expect("answered, not a panicked task");
+        assert_eq!((id, response.status()), (42, Status::BadRequest));
+        assert_eq!(response.op(), op & 0x7f);
+        assert!(c.recv().is_none(), "closed after a broken frame");
+    }
+    // No connection was left counted as live: the drain ends at once, not at its deadline.
+    let server = fixture.server.take().expect("running");
+    #[expect(clippy::disallowed_methods, reason = "the test checks the drain did not wait out its deadline")]
+    let started = std::time::Instant::now();
+    server.shutdown(Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(10), "drain waited {:?}", started.elapsed());
+}

@@ -87,10 +87,10 @@ impl<R> Pending<R> {
                 // Polled as a future before: finish on this thread.
                 Receiving::Async(future) => block_on(future).ok(),
             };
-            match reply {
-                Some(reply) => self.done.push((reply, indices)),
-                None => return self.stopped(),
-            }
+            // A part whose shard stopped is refused for all of its entries; the other parts
+            // keep their own answers.
+            let reply = reply.unwrap_or(Reply::Refused(Error::ShardStopped(self.shard)));
+            self.done.push((reply, indices));
         }
         (self.map)(std::mem::take(&mut self.done))
     }
@@ -137,17 +137,14 @@ impl<R> Pending<R> {
                     let (_, indices) = self.parts.swap_remove(i);
                     self.done.push((reply, indices));
                 }
-                Some(Err(())) => return Some(self.stopped()),
+                Some(Err(())) => {
+                    let (_, indices) = self.parts.swap_remove(i);
+                    self.done.push((Reply::Refused(Error::ShardStopped(self.shard)), indices));
+                }
                 None => i += 1,
             }
         }
         self.parts.is_empty().then(|| (self.map)(std::mem::take(&mut self.done)))
-    }
-
-    fn stopped(&mut self) -> R {
-        self.parts.clear();
-        let shard = self.shard;
-        (self.map)(vec![(Reply::Refused(Error::ShardStopped(shard)), None)])
     }
 }
 
@@ -198,13 +195,17 @@ fn map_add(replies: Replies) -> Result<(), Error> {
     }
 }
 
+/// Every entry of a batch is accounted for: a part refused as a whole (its shard stopped, or
+/// its queue refused it) refuses each of its entries by index, never only the first.
 fn map_add_batch(replies: Replies) -> Result<(), Vec<(usize, Error)>> {
-    if let Some(e) = single_error(&replies) {
-        return Err(vec![(0, e)]);
-    }
     let mut all = Vec::new();
     for (reply, indices) in replies {
         match reply {
+            Reply::Refused(e) => match &indices {
+                Some(indices) => all.extend(indices.iter().map(|i| (*i, crate::error::clone_error(&e)))),
+                // Batches always carry their indices (`add_entries`); refuse everything.
+                None => all.push((usize::MAX, e)),
+            },
             Reply::Added(Ok(())) => {}
             Reply::Added(Err(errors)) => {
                 for (i, error) in errors {
@@ -378,7 +379,25 @@ impl Bookie {
         let count = self.shard_count();
         let first = entries.first().map_or(ShardId(0), |e| e.segment.shard(count));
         if entries.iter().all(|e| e.segment.shard(count) == first) {
-            return self.send(first, map_add_batch, |reply| Request::Add { entries, reply });
+            let indices: Vec<usize> = (0..entries.len()).collect();
+            let (tx, rx) = oneshot::channel();
+            let sent = match self.shards.get(first.0 as usize) {
+                Some(handle) => handle.send(Msg::Request(Request::Add { entries, reply: tx })),
+                None => Err(Error::ShardStopped(first)),
+            };
+            return match sent {
+                Ok(()) => Pending {
+                    parts: vec![(Receiving::Blocking(rx), Some(indices))],
+                    shard: first,
+                    map: map_add_batch,
+                    done: Vec::new(),
+                    failed: None,
+                },
+                Err(e) => {
+                    let refused = map_add_batch(vec![(Reply::Refused(e), Some(indices))]);
+                    Pending::failed(refused, first, map_add_batch)
+                }
+            };
         }
         let mut per_shard: Vec<(Vec<AddEntry>, Vec<usize>)> =
             (0..count).map(|_| (Vec::new(), Vec::new())).collect();
@@ -548,5 +567,38 @@ impl Bookie {
 impl Drop for Bookie {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_refused_as_a_whole_refuses_every_entry_of_it() {
+        let stopped = Reply::Refused(Error::ShardStopped(ShardId(1)));
+        let fenced = Reply::Added(Err(vec![(0, Error::Fenced(SegmentId(4)))]));
+        let result = map_add_batch(vec![(stopped, Some(vec![0, 2, 5])), (fenced, Some(vec![1, 3, 4]))]);
+        let refused: Vec<usize> = result.expect_err("refused").iter().map(|(i, _)| *i).collect();
+        assert_eq!(refused, vec![0, 1, 2, 5], "every entry of the stopped part, and the fenced one");
+    }
+
+    #[test]
+    fn a_part_whose_shard_stopped_keeps_the_other_parts_answers() {
+        let (tx, rx) = oneshot::channel::<Reply>();
+        drop(tx);
+        let (tx_ok, rx_ok) = oneshot::channel::<Reply>();
+        tx_ok.send(Reply::Added(Ok(()))).expect("receiver alive");
+        let mut pending = Pending {
+            parts: Vec::new(),
+            shard: ShardId(0),
+            map: map_add_batch,
+            done: Vec::new(),
+            failed: None,
+        };
+        pending.push_part(rx, Some(vec![0, 1]));
+        pending.push_part(rx_ok, Some(vec![2]));
+        let refused: Vec<usize> = pending.wait().expect_err("refused").iter().map(|(i, _)| *i).collect();
+        assert_eq!(refused, vec![0, 1]);
     }
 }

@@ -35,8 +35,8 @@ pub use frame::{
     FLAG_FENCE, FLAG_RECOVERY_ADD, FRAME_HEADER_BYTES, FrameHeader, Op, PROTOCOL_VERSION, RESPONSE_BIT,
 };
 pub use limits::{
-    AUTH_TOKEN_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, LAC_NONE, Limits, LimitsError, MASTER_KEY_BYTES_MAX,
-    RANGE_ENTRIES_MAX,
+    ADD_OVERHEAD_BYTES_MAX, AUTH_TOKEN_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, LAC_NONE, Limits, LimitsError,
+    MASTER_KEY_BYTES_MAX, RANGE_ENTRIES_MAX, RANGE_ENTRY_OVERHEAD_BYTES,
 };
 pub use request::{Request, encode_request, encode_request_chunks};
 pub use response::{Response, encode_response, encode_response_chunks};

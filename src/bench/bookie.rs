@@ -162,15 +162,20 @@ fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
     let (mut embedded, mut tcp) = (Vec::new(), Vec::new());
     let mut next = base + 1_000_000;
     for round in 0..args.rounds {
+        let s0 = journal_totals(&bookie);
         let e = load::run(&bookie, &mut segments, &spec, None)?;
         let e = rate(e.entries, args.entry_size, e.elapsed);
+        let s1 = journal_totals(&bookie);
         let t = tcp_throughput(addr, args, &mut next)?;
+        let s2 = journal_totals(&bookie);
         eprintln!(
-            "round {round}: embedded {:.0} entries/s ({:.0} MB/s), tcp {:.0} entries/s ({:.0} MB/s): {:.2}x",
+            "round {round}: embedded {:.0} entries/s ({:.0} MB/s; {}), tcp {:.0} entries/s ({:.0} MB/s; {}): {:.2}x",
             e.entries_per_s,
             e.mb_per_s,
+            s1.since(&s0),
             t.entries_per_s,
             t.mb_per_s,
+            s2.since(&s1),
             t.entries_per_s / e.entries_per_s
         );
         embedded.push(e);
@@ -240,6 +245,36 @@ fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
             "target_added_p50_us_max": 60,
         },
     }))
+}
+
+/// Journal counters summed over the shards.
+#[derive(Clone, Copy, Default)]
+struct JournalTotals {
+    batches: u64,
+    entries: u64,
+    sync_ns: u64,
+}
+
+impl JournalTotals {
+    /// Entries per journal batch and mean write+flush time between two samples.
+    fn since(&self, before: &JournalTotals) -> String {
+        let batches = (self.batches - before.batches).max(1);
+        let entries = self.entries - before.entries;
+        let sync_us = (self.sync_ns - before.sync_ns) as f64 / batches as f64 / 1000.0;
+        format!("{:.0} entries/batch, {sync_us:.0} us/batch", entries as f64 / batches as f64)
+    }
+}
+
+fn journal_totals(bookie: &Bookie) -> JournalTotals {
+    let mut totals = JournalTotals::default();
+    for shard in 0..bookie.shard_count() {
+        if let Ok(stats) = bookie.stats(dlog_engine::ShardId(shard)) {
+            totals.batches += stats.batches;
+            totals.entries += stats.entries;
+            totals.sync_ns += stats.journal_sync_ns;
+        }
+    }
+    totals
 }
 
 fn master_key() -> Bytes {

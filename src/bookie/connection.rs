@@ -1,56 +1,59 @@
 //! `serve_connection`: one client connection on a network thread.
 //!
-//! Owns: reading and decoding a connection's frames, batching its ADDs into one engine hand-off
-//! per read, running its other requests as tasks, and sending responses batched (every
-//! response ready when the socket is free goes out in one send).
-//! Does not own: what a request does (dispatch.rs), accepting and draining (server.rs).
+//! Owns: reading a connection's bytes, decoding its frames, admitting each request against the
+//! connection's bounds, handing its ADDs to the engine in one call per run of ADDs and its
+//! other requests one by one, in decode order.
+//! Does not own: what a request does (dispatch.rs), sending and the in-flight accounting
+//! (outbox.rs), accepting and draining (server.rs).
 //!
 //! Invariants:
-//! - CN1: at most `in_flight_max` requests of a connection are decoded and not yet answered
-//!   and sent; past it the connection stops reading (backpressure), so a client that sends
-//!   without reading cannot grow the server's memory beyond the bound (nor beyond
-//!   `OUT_BYTES_MAX` of responses waiting for the socket, checked before each read).
-//! - CN2: requests reach each shard's queue in the order they were decoded: a batch of ADDs is
-//!   handed to the engine before any later request of the connection is dispatched.
+//! - CN1: a frame is decoded only when the outbox admits another request (OB1); past the
+//!   bound the connection stops decoding and reading (backpressure) until responses are sent.
+//! - CN2: requests reach the engine in the order they were decoded: a run of ADDs is handed to
+//!   the engine before any later request, and every other request's first engine call is made
+//!   at its place in the order (dispatch DP4).
 //! - CN3: a frame that breaks the framing (`DecodeError::Frame`) is answered when its request
 //!   id is known, then nothing more is read; responses already in flight are still sent, then
 //!   the connection closes. A malformed body is answered (`BadRequest`/`TooLarge`) and decoding
 //!   goes on. Nothing a peer sends panics the thread.
-//! - CN4: a connection closes only after every request it decoded was answered and sent, or
+//! - CN4: a connection closes only after every request it admitted was answered and sent, or
 //!   the socket failed, or the server's drain deadline passed (server.rs drops the runtime).
-//! - CN5: a connection with nothing in flight for `idle_timeout` is closed.
-//! - CN6: an ADD payload handed to the engine is a slice of the receive buffer (no copy) only
-//!   when the ADD payloads of its batch are at least half the bytes decoded with them; else it
-//!   is copied out. The write cache keeps payloads until their run is flushed, and a slice
-//!   keeps its whole allocation alive: this bounds that allocation to about twice the payload
-//!   bytes it holds, so a client mixing tiny ADDs with other traffic cannot make the cache pin
-//!   many times its charged size. (The engine copies master keys it keeps, for the same
-//!   reason.)
+//! - CN5: a connection with nothing in flight and nothing read for `idle_timeout` is closed.
+//! - CN6: ADD payloads handed to the engine are slices of the receive buffer (no copy) only
+//!   when they are at least half of the receive allocation they live in; else they are copied
+//!   out, and after slices were kept the next read starts a fresh allocation. The write cache
+//!   keeps payloads until their run is flushed and a slice keeps its whole allocation alive:
+//!   this bounds what the cache pins to about twice what it is charged. (The engine copies the
+//!   master keys it keeps, for the same reason.)
+//! - CN7: the server decodes requests under a frame limit of the largest legal request (an ADD
+//!   of `entry_bytes_max`, or an AUTH), not the response limit: a peer cannot make a
+//!   connection reserve more.
 
-use std::cell::{Cell, RefCell};
-use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::AsyncReadExt;
 use compio::net::TcpStream;
 use compio::runtime::CancelToken;
 use dlog_engine::{AddEntry, Bookie};
-use dlog_protocol::{DecodeError, Op, Request, Response, Status, decode_request, encode_response};
+use dlog_protocol::{
+    ADD_OVERHEAD_BYTES_MAX, AUTH_TOKEN_BYTES_MAX, DecodeError, FRAME_HEADER_BYTES, Op, RESPONSE_BIT, Request,
+    Response, Status, decode_request,
+};
 use futures_util::future::{Either, select};
 
 use crate::bookie::auth::{AuthStep, Authenticator};
 use crate::bookie::config::ServerLimits;
 use crate::bookie::dispatch;
 use crate::bookie::metrics::{CloseReason, ServerMetrics};
+use crate::bookie::outbox::{Outbox, RESPONSE_BUDGET_BYTES, reservation, write_loop};
 
 /// Free room a read asks for at first: an idle connection costs little. A frame larger than
-/// this is read into room the decoder reserves from its header (at most `frame_bytes_max`).
+/// this is read into room the decoder reserves from its header (at most the request limit).
 const READ_CHUNK: usize = 16 << 10;
 
 /// Free room a read asks for at most: a read that fills its room doubles the next one's, up
@@ -58,24 +61,16 @@ const READ_CHUNK: usize = 16 << 10;
 /// a read of under an eighth halves it again, so a connection that calms down shrinks back.
 const READ_CHUNK_MAX: usize = 512 << 10;
 
-/// Responses waiting for the socket beyond which the connection stops reading (CN1).
-const OUT_BYTES_MAX: usize = 32 << 20;
-
-/// Response payloads at least this large are sent from their own buffer (no copy into the send
-/// buffer); smaller responses are encoded into it.
-const ZERO_COPY_BYTES_MIN: usize = 4 << 10;
-
-/// Chunks per vectored send: under the kernel's `IOV_MAX` (1024).
-const IOVECS_PER_SEND: usize = 512;
-
 /// What every connection of a network thread shares.
 pub struct ThreadContext {
     /// The engine.
     pub bookie: Arc<Bookie>,
     /// Frame and connection bounds.
     pub limits: ServerLimits,
-    /// The codec's limits, derived from `limits`.
+    /// The codec's limits, derived from `limits` (responses).
     pub protocol: dlog_protocol::Limits,
+    /// The limits requests are decoded under (CN7).
+    pub requests: dlog_protocol::Limits,
     /// The AUTH hook.
     pub auth: Arc<dyn Authenticator>,
     /// Cancelled when the server drains: connections stop reading.
@@ -84,108 +79,78 @@ pub struct ThreadContext {
     pub metrics: ServerMetrics,
 }
 
-/// Wakes one waiting task; remembers a notification given while nobody waits.
-#[derive(Default)]
-struct Notify {
-    notified: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+impl ThreadContext {
+    /// The context of one network thread.
+    pub fn new(bookie: Arc<Bookie>, limits: ServerLimits, auth: Arc<dyn Authenticator>) -> ThreadContext {
+        let protocol = limits.protocol();
+        let largest_request = (ADD_OVERHEAD_BYTES_MAX + protocol.entry_bytes_max as usize)
+            .max(FRAME_HEADER_BYTES + 1 + AUTH_TOKEN_BYTES_MAX);
+        let frame_bytes_max =
+            protocol.frame_bytes_max.min(u32::try_from(largest_request).unwrap_or(u32::MAX));
+        ThreadContext {
+            bookie,
+            limits,
+            protocol,
+            requests: dlog_protocol::Limits { frame_bytes_max, ..protocol },
+            auth,
+            drain: CancelToken::new(),
+            metrics: ServerMetrics::new(),
+        }
+    }
 }
 
-impl Notify {
-    fn notify(&self) {
-        self.notified.set(true);
-        if let Some(waker) = self.waker.borrow_mut().take() {
-            waker.wake();
+/// The receive buffer and what CN6 needs to know about its allocation.
+struct Receive {
+    buf: BytesMut,
+    /// Room the next read asks for (adaptive, `READ_CHUNK..=READ_CHUNK_MAX`).
+    chunk: usize,
+    /// Bytes of the allocation `buf` lives in: split-off bytes plus `buf`'s capacity.
+    allocation: usize,
+    /// Bytes split off the allocation so far.
+    split: usize,
+    /// Slices of the allocation were handed to the engine: the next read starts a fresh one.
+    pinned: bool,
+}
+
+impl Receive {
+    fn new() -> Receive {
+        Receive {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            chunk: READ_CHUNK,
+            allocation: READ_CHUNK,
+            split: 0,
+            pinned: false,
         }
     }
 
-    fn notified(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| {
-            if self.notified.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-    }
-}
-
-/// Responses on their way to the socket, and the connection's in-flight accounting (CN1).
-struct Outbox {
-    /// Small responses, encoded back to back.
-    small: RefCell<BytesMut>,
-    /// Whole frames ready to send, in order (`small` is split off into it before a payload).
-    chunks: RefCell<Vec<Bytes>>,
-    /// Bytes in `small` and `chunks`.
-    queued_bytes: Cell<usize>,
-    /// Responses in `small` and `chunks`.
-    queued: Cell<usize>,
-    /// Requests decoded and not yet answered and sent.
-    in_flight: Cell<usize>,
-    /// The socket failed: nothing more is sent.
-    broken: Cell<bool>,
-    /// The reader is done: the writer exits once everything is sent.
-    reading_done: Cell<bool>,
-    /// When the connection last read bytes or had something in flight (CN5).
-    last_active: Cell<Instant>,
-    /// Wakes the writer.
-    to_writer: Notify,
-    /// Wakes the reader (room again, or the writer failed).
-    to_reader: Notify,
-}
-
-impl Outbox {
-    fn new() -> Outbox {
-        Outbox {
-            small: RefCell::default(),
-            chunks: RefCell::default(),
-            queued_bytes: Cell::new(0),
-            queued: Cell::new(0),
-            in_flight: Cell::new(0),
-            broken: Cell::new(false),
-            reading_done: Cell::new(false),
-            last_active: Cell::new(clock()),
-            to_writer: Notify::default(),
-            to_reader: Notify::default(),
+    /// Room for the next read: a fresh allocation (the partial frame copied over) when the
+    /// current one is pinned or nearly full.
+    fn prepare(&mut self) {
+        if self.pinned || self.buf.capacity() - self.buf.len() < self.chunk / 4 {
+            let mut fresh = BytesMut::with_capacity(self.buf.len() + self.chunk);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+            self.allocation = self.buf.capacity();
+            self.split = 0;
+            self.pinned = false;
         }
     }
 
-    fn push(&self, request_id: u64, response: &Response) {
-        let payload = match response {
-            Response::Read { payload, .. } => payload.len(),
-            Response::LongPoll { entry: Some((_, payload)), .. } => payload.len(),
-            Response::ReadRange { entries } => entries.iter().map(|(_, p)| p.len()).sum(),
-            _ => 0,
-        };
-        let len = response.encoded_len();
-        if payload >= ZERO_COPY_BYTES_MIN {
-            let mut chunks = self.chunks.borrow_mut();
-            let mut small = self.small.borrow_mut();
-            if !small.is_empty() {
-                chunks.push(small.split().freeze());
-            }
-            dlog_protocol::encode_response_chunks(response, request_id, &mut chunks);
+    /// After a read of `n` bytes into `room`: the next read's room.
+    fn adapt(&mut self, n: usize, room: usize) {
+        self.chunk = if n == room {
+            (self.chunk * 2).min(READ_CHUNK_MAX)
+        } else if n < self.chunk / 8 {
+            (self.chunk / 2).max(READ_CHUNK)
         } else {
-            encode_response(response, request_id, &mut self.small.borrow_mut());
-        }
-        self.queued_bytes.set(self.queued_bytes.get() + len);
-        self.queued.set(self.queued.get() + 1);
-        self.to_writer.notify();
+            self.chunk
+        };
     }
 
-    /// Everything queued, as one list of chunks, with its response and byte counts.
-    fn take(&self) -> (Vec<Bytes>, usize, usize) {
-        let mut chunks = std::mem::take(&mut *self.chunks.borrow_mut());
-        let mut small = self.small.borrow_mut();
-        if !small.is_empty() {
-            chunks.push(small.split().freeze());
-        }
-        (chunks, self.queued.replace(0), self.queued_bytes.replace(0))
-    }
-
-    fn has_room(&self, in_flight_max: usize) -> bool {
-        self.in_flight.get() < in_flight_max && self.queued_bytes.get() < OUT_BYTES_MAX
+    /// The allocation's size as far as CN6 can tell. The decoder may have reallocated (for a
+    /// large frame); the larger figure is the safe one (it copies more, never pins more).
+    fn allocation(&self) -> usize {
+        self.allocation.max(self.split + self.buf.capacity())
     }
 }
 
@@ -196,11 +161,12 @@ pub async fn serve_connection(stream: TcpStream, ctx: Rc<ThreadContext>) -> Clos
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
     let (reader, writer) = stream.into_split();
-    let out = Rc::new(Outbox::new());
+    let budget = RESPONSE_BUDGET_BYTES.max(2 * ctx.protocol.range_response_bytes_max() as usize);
+    let out = Rc::new(Outbox::new(ctx.limits.in_flight_max as usize, budget));
     let writing = compio::runtime::spawn(write_loop(writer, out.clone(), ctx.clone()));
     let reason = read_loop(reader, &out, &ctx).await;
     // CN4: wait for every response still in flight, then let the writer finish.
-    while out.in_flight.get() > 0 && !out.broken.get() {
+    while out.in_flight() > 0 && !out.broken.get() {
         out.to_reader.notified().await;
     }
     out.reading_done.set(true);
@@ -209,40 +175,45 @@ pub async fn serve_connection(stream: TcpStream, ctx: Rc<ThreadContext>) -> Clos
     if out.broken.get() && reason != CloseReason::BadFrame { CloseReason::Io } else { reason }
 }
 
+/// Why decoding stopped.
+enum Decoded {
+    /// No whole frame left: read more.
+    NeedBytes,
+    /// The outbox admits no more requests now (CN1).
+    NoRoom,
+}
+
 async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) -> CloseReason {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut chunk = READ_CHUNK;
+    let mut receive = Receive::new();
     let mut authenticated = !ctx.auth.required();
-    let in_flight_max = ctx.limits.in_flight_max as usize;
+    let mut last_read = clock();
     loop {
-        // CN1: no reading while the connection is at its bound.
-        while !out.has_room(in_flight_max) && !out.broken.get() {
-            let drained = pin!(ctx.drain.clone().wait());
-            if let Either::Right(_) = select(pin!(out.to_reader.notified()), drained).await {
-                return CloseReason::Drain;
+        match decode(&mut receive, out, ctx, &mut authenticated) {
+            Err(reason) => return reason,
+            Ok(Decoded::NeedBytes) if out.has_room() => {}
+            Ok(_) => {
+                // CN1: neither decode nor read until responses are sent.
+                let drained = pin!(ctx.drain.clone().wait());
+                if let Either::Right(_) = select(pin!(out.to_reader.notified()), drained).await {
+                    return CloseReason::Drain;
+                }
+                if out.broken.get() {
+                    return CloseReason::Io;
+                }
+                continue;
             }
         }
-        if out.broken.get() {
-            return CloseReason::Io;
-        }
-        if buf.capacity() - buf.len() < chunk / 4 {
-            buf.reserve(chunk);
-        }
-        let room = buf.capacity() - buf.len();
-        let read = match read_some(&mut reader, buf, out, ctx).await {
+        receive.prepare();
+        let room = receive.buf.capacity() - receive.buf.len();
+        let buf = std::mem::take(&mut receive.buf);
+        let read = match read_some(&mut reader, buf, out, ctx, &mut last_read).await {
             Ok(read) => read,
             Err(reason) => return reason,
         };
-        buf = match read {
+        receive.buf = match read {
             BufResult(Ok(0), _) => return CloseReason::Eof,
             BufResult(Ok(n), buf) => {
-                chunk = if n == room {
-                    (chunk * 2).min(READ_CHUNK_MAX)
-                } else if n < chunk / 8 {
-                    (chunk / 2).max(READ_CHUNK)
-                } else {
-                    chunk
-                };
+                receive.adapt(n, room);
                 buf
             }
             BufResult(Err(error), _) => {
@@ -250,72 +221,82 @@ async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadConte
                 return CloseReason::Io;
             }
         };
-        if let Err(reason) = decode_all(&mut buf, out, ctx, &mut authenticated) {
-            return reason;
-        }
     }
 }
 
-/// One read, raced with the drain and the idle timeout (CN5). The read is cancelled only when
-/// it loses, and then its buffer goes with it, which is fine: the connection is closing and
-/// nothing in the buffer was acknowledged.
+/// One read, raced with the drain, the idle timeout (CN5) and the socket failing on the write
+/// side. The read is cancelled only when it loses, and its buffer goes with it, which is fine:
+/// the connection is closing and nothing in the buffer was admitted.
 async fn read_some(
     reader: &mut TcpStream,
     buf: BytesMut,
     out: &Outbox,
     ctx: &Rc<ThreadContext>,
+    last_read: &mut Instant,
 ) -> Result<BufResult<usize, BytesMut>, CloseReason> {
     let read = pin!(reader.append(buf));
     let drained = pin!(ctx.drain.clone().wait());
+    let since = *last_read;
     let idle = pin!(async {
-        // Idle means nothing in flight and no byte read for `idle_timeout`: requests in flight
-        // (a long poll) keep a connection open, however long they take.
+        // Idle: nothing in flight and no byte read for `idle_timeout`. Requests in flight (a
+        // long poll) keep the connection open; a writer stalled that long breaks it (OB3).
+        let mut since = since;
         loop {
-            let since = out.last_active.get();
             let left = ctx.limits.idle_timeout.saturating_sub(clock().saturating_duration_since(since));
-            if left.is_zero() && out.in_flight.get() == 0 {
-                return;
+            if left.is_zero() && out.in_flight() == 0 {
+                return CloseReason::Idle;
             }
             compio::time::sleep(left.max(Duration::from_millis(1))).await;
-            if out.in_flight.get() > 0 {
-                out.last_active.set(clock());
+            if out.in_flight() > 0 {
+                since = clock();
             }
         }
     });
+    let broken = pin!(async {
+        while !out.broken.get() {
+            out.to_reader.notified().await;
+        }
+        CloseReason::Io
+    });
     let stop = async {
-        match select(drained, idle).await {
+        match select(drained, select(idle, broken)).await {
             Either::Left(_) => CloseReason::Drain,
-            Either::Right(_) => CloseReason::Idle,
+            Either::Right((Either::Left((reason, _)) | Either::Right((reason, _)), _)) => reason,
         }
     };
     match select(read, pin!(stop)).await {
         Either::Left((read, _)) => {
-            out.last_active.set(clock());
+            *last_read = clock();
             Ok(read)
         }
         Either::Right((reason, _)) => Err(reason),
     }
 }
 
-/// Decodes and dispatches every whole frame in `buf` (CN2, CN3).
-fn decode_all(
-    buf: &mut BytesMut,
+/// Decodes and starts frames from the receive buffer while the outbox admits them (CN1-CN3).
+fn decode(
+    receive: &mut Receive,
     out: &Rc<Outbox>,
     ctx: &Rc<ThreadContext>,
     authenticated: &mut bool,
-) -> Result<(), CloseReason> {
-    let mut adds: Vec<(u64, AddEntry)> = Vec::new();
-    // Bytes of frames decoded since the last batch was submitted (CN6).
-    let mut mark = buf.len();
+) -> Result<Decoded, CloseReason> {
+    let mut adds = Adds::default();
     let result = loop {
-        let (request_id, request) = match decode_request(buf, &ctx.protocol) {
+        if !out.has_room() {
+            break Ok(Decoded::NoRoom);
+        }
+        let before = receive.buf.len();
+        let decoded = decode_request(&mut receive.buf, &ctx.requests);
+        receive.split += before - receive.buf.len();
+        let (request_id, request) = match decoded {
             Ok(Some(decoded)) => decoded,
-            Ok(None) => break Ok(()),
+            Ok(None) => break Ok(Decoded::NeedBytes),
             Err(error) => {
-                let header_op = buf.get(5).copied().unwrap_or(0);
+                // The op byte as sent, without the response bit (a refusal is a response).
+                let header_op = receive.buf.get(5).copied().unwrap_or(0) & !RESPONSE_BIT;
                 if let Some(request_id) = error.request_id() {
                     let op = match &error {
-                        DecodeError::Malformed { op, .. } => *op,
+                        DecodeError::Malformed { op, .. } => *op & !RESPONSE_BIT,
                         DecodeError::Frame { .. } => header_op,
                     };
                     answer_now(
@@ -337,11 +318,22 @@ fn decode_all(
             answer_now(out, ctx, request_id, refusal);
             continue;
         }
+        let reserve = reservation(&request, &ctx.protocol);
         match request {
             Request::Add { segment, entry, last_add_confirmed, master_key, payload, recovery } => {
-                let add =
-                    dispatch::add_entry(segment, entry, last_add_confirmed, master_key, payload, recovery);
-                adds.push((request_id, add));
+                if out.admit(reserve, ctx) {
+                    adds.bytes += payload.len();
+                    adds.reserved += reserve;
+                    let add = dispatch::add_entry(
+                        segment,
+                        entry,
+                        last_add_confirmed,
+                        master_key,
+                        payload,
+                        recovery,
+                    );
+                    adds.entries.push((request_id, add));
+                }
             }
             Request::Auth { mechanism, token } => {
                 let response = match ctx.auth.step(mechanism, &token) {
@@ -356,108 +348,94 @@ fn decode_all(
                 answer_now(out, ctx, request_id, response);
             }
             other => {
-                let decoded = mark - buf.len();
-                mark = buf.len();
-                submit_adds(std::mem::take(&mut adds), decoded, out, ctx); // CN2
-                spawn_request(request_id, other, out, ctx);
+                submit_adds(std::mem::take(&mut adds), receive, out, ctx); // CN2
+                if out.admit(reserve, ctx) {
+                    let answer = dispatch::start(&ctx.bookie, other, &ctx.protocol);
+                    spawn_answer(request_id, answer, reserve, out, ctx);
+                }
             }
         }
     };
-    submit_adds(adds, mark - buf.len(), out, ctx);
+    submit_adds(adds, receive, out, ctx);
     result
 }
 
-fn started(out: &Outbox, ctx: &ThreadContext, requests: usize) {
-    out.in_flight.set(out.in_flight.get() + requests);
-    ctx.metrics.in_flight(requests as f64);
+/// A run of decoded ADDs, not yet handed to the engine.
+#[derive(Default)]
+struct Adds {
+    entries: Vec<(u64, AddEntry)>,
+    /// Their payload bytes (CN6).
+    bytes: usize,
+    /// Their reserved response bytes.
+    reserved: usize,
 }
 
 fn answer_now(out: &Outbox, ctx: &ThreadContext, request_id: u64, response: Response) {
-    started(out, ctx, 1);
-    ctx.metrics.answered(response.op(), response.status(), Duration::ZERO);
-    out.push(request_id, &response);
+    let reserve = dlog_protocol::ERROR_MESSAGE_BYTES_MAX + FRAME_HEADER_BYTES + 64;
+    if out.admit(reserve, ctx) {
+        ctx.metrics.answered(response.op(), response.status(), Duration::ZERO);
+        out.push(request_id, &response, reserve);
+    }
 }
 
-/// Hands a batch of ADDs to the engine in one call and answers each when the batch is durable.
-/// `decoded`: bytes of the frames decoded since the previous batch, this one's included.
-fn submit_adds(mut adds: Vec<(u64, AddEntry)>, decoded: usize, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) {
-    if adds.is_empty() {
+/// Hands a run of ADDs to the engine in one call and answers each when the batch is durable.
+fn submit_adds(mut adds: Adds, receive: &mut Receive, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) {
+    if adds.entries.is_empty() {
         return;
     }
-    // CN6: payloads are slices of the receive buffer, which the write cache then keeps alive
-    // whole. Where they are under half of what was decoded with them, copy them out instead.
-    let payload_bytes: usize = adds.iter().map(|(_, add)| add.payload.len()).sum();
-    if payload_bytes.saturating_mul(2) < decoded {
-        for (_, add) in &mut adds {
+    // CN6: slices only where the payloads are at least half of their allocation.
+    if adds.bytes.saturating_mul(2) >= receive.allocation() {
+        receive.pinned = true;
+    } else {
+        for (_, add) in &mut adds.entries {
             add.payload = Bytes::copy_from_slice(&add.payload);
         }
     }
-    started(out, ctx, adds.len());
     let at = clock();
     let ids: Vec<(u64, (u64, u64))> =
-        adds.iter().map(|(id, add)| (*id, (add.segment.0, add.entry.0))).collect();
-    let pending = ctx.bookie.add_entries(adds.into_iter().map(|(_, add)| add).collect());
+        adds.entries.iter().map(|(id, add)| (*id, (add.segment.0, add.entry.0))).collect();
+    let pending = ctx.bookie.add_entries(adds.entries.into_iter().map(|(_, add)| add).collect());
     let (out, ctx) = (out.clone(), ctx.clone());
+    let count = ids.len().max(1);
+    let reserved = adds.reserved;
     compio::runtime::spawn(async move {
         let result = pending.await;
         let entries: Vec<(u64, u64)> = ids.iter().map(|(_, e)| *e).collect();
         let took = clock().saturating_duration_since(at);
-        for ((request_id, _), response) in ids.iter().zip(dispatch::add_responses(&entries, result)) {
+        for (i, ((request_id, _), response)) in
+            ids.iter().zip(dispatch::add_responses(&entries, result)).enumerate()
+        {
             ctx.metrics.answered(Op::Add.as_u8(), response.status(), took);
-            out.push(*request_id, &response);
+            // The batch's reservation, spread over its responses (the last takes the rest).
+            let share = if i + 1 == count { reserved - (reserved / count) * i } else { reserved / count };
+            out.push(*request_id, &response, share);
         }
     })
     .detach();
 }
 
-fn spawn_request(request_id: u64, request: Request, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) {
-    started(out, ctx, 1);
+fn spawn_answer(
+    request_id: u64,
+    answer: dispatch::Answer,
+    reserved: usize,
+    out: &Rc<Outbox>,
+    ctx: &Rc<ThreadContext>,
+) {
     let (out, ctx) = (out.clone(), ctx.clone());
+    let at = clock();
     compio::runtime::spawn(async move {
-        let at = clock();
-        let response = dispatch::serve(&ctx.bookie, request, |asked| ctx.protocol.range_bytes(asked)).await;
+        let response = answer.await;
         ctx.metrics.answered(response.op(), response.status(), clock().saturating_duration_since(at));
-        out.push(request_id, &response);
+        out.push(request_id, &response, reserved);
     })
     .detach();
 }
 
-/// Sends whatever is queued, all at once, until the reader is done and nothing is left.
-async fn write_loop(mut writer: TcpStream, out: Rc<Outbox>, ctx: Rc<ThreadContext>) {
-    loop {
-        let (mut chunks, responses, _) = out.take();
-        if chunks.is_empty() {
-            if out.reading_done.get() && out.in_flight.get() == 0 {
-                return;
-            }
-            if out.reading_done.get() && out.broken.get() {
-                return;
-            }
-            out.to_writer.notified().await;
-            continue;
-        }
-        while !chunks.is_empty() {
-            let rest = chunks.split_off(chunks.len().min(IOVECS_PER_SEND));
-            let BufResult(result, _) = writer.write_vectored_all(chunks).await;
-            chunks = rest;
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection write failed");
-                out.broken.set(true);
-                ctx.metrics.in_flight(-(out.in_flight.get() as f64));
-                out.in_flight.set(0);
-                out.to_reader.notify();
-                return;
-            }
-        }
-        ctx.metrics.sent(responses);
-        ctx.metrics.in_flight(-(responses as f64));
-        out.in_flight.set(out.in_flight.get().saturating_sub(responses));
-        out.to_reader.notify();
-    }
-}
-
-/// The clock for request latencies.
-#[expect(clippy::disallowed_methods, reason = "the server's latency metrics read the wall clock here only")]
+/// The clock for request latencies and the idle timeout.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the server's latency metrics and idle timer read the clock here"
+)]
 fn clock() -> Instant {
-    std::time::Instant::now()
+    Instant::now()
 }

@@ -13,7 +13,11 @@
 //!   telling the two apart).
 //! - DP3: a fenced read fences first and reads after the fence is durable, so a writer that was
 //!   fenced can never have an entry acknowledged by this bookie after the read answered.
+//! - DP4: `start` hands the request to the engine before it returns (only a second step, the
+//!   read after a fence or after a long poll's wait, comes later): the connection calls it in
+//!   decode order, so each shard's queue sees a connection's requests in the order they came.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +76,12 @@ pub fn add_responses(entries: &[(u64, u64)], result: Result<(), Vec<(usize, Erro
         Ok(()) => Vec::new(),
         Err(errors) => errors,
     };
+    // An error the batch cannot place refuses the whole batch: an entry is answered `Ok` only
+    // where the engine said so (DP1).
+    if let Some(unplaced) = errors.iter().position(|(i, _)| *i >= entries.len()) {
+        let (_, error) = errors.swap_remove(unplaced);
+        return entries.iter().map(|_| refusal(Op::Add, &error)).collect();
+    }
     // The engine answers refusals in index order; sort anyway, so a change there cannot
     // misattribute one.
     errors.sort_by_key(|(i, _)| *i);
@@ -91,61 +101,95 @@ pub fn add_responses(entries: &[(u64, u64)], result: Result<(), Vec<(usize, Erro
         .collect()
 }
 
-/// Serves every request but ADD (batched by the connection) and AUTH (the connection's).
-pub async fn serve(bookie: &Bookie, request: Request, range_bytes: impl Fn(u32) -> u32) -> Response {
+/// A request's answer on its way: the engine already has the request (DP4).
+pub type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Response>>>;
+
+/// Starts every request but ADD (batched by the connection) and AUTH (the connection's): the
+/// first engine call is made now, before this returns (DP4), and the answer awaited later.
+/// `limits` caps a READ_RANGE's `max_bytes` (`Limits::range_bytes`).
+pub fn start(bookie: &Arc<Bookie>, request: Request, limits: &dlog_protocol::Limits) -> Answer {
     let op = request.op();
-    let answer = match request {
-        Request::Read { segment, entry, fence } => read(bookie, segment, entry, fence).await,
+    let refused = move |error: Error| refusal(op, &error);
+    match request {
+        Request::Read { segment, entry, fence: Some(master_key) } => {
+            let fenced = bookie.fence(SegmentId(segment), master_key); // DP3
+            let bookie = bookie.clone();
+            Box::pin(async move {
+                if let Err(error) = fenced.await {
+                    return refused(error);
+                }
+                match bookie.read_entry(SegmentId(segment), EntryId(entry)).await {
+                    Ok(payload) => Response::Read { segment, entry, payload },
+                    Err(error) => refused(error),
+                }
+            })
+        }
+        Request::Read { segment, entry, fence: None } => {
+            let read = bookie.read_entry(SegmentId(segment), EntryId(entry));
+            Box::pin(async move {
+                read.await.map(|payload| Response::Read { segment, entry, payload }).unwrap_or_else(refused)
+            })
+        }
         Request::ReadLastAddConfirmed { segment, fence } => {
             let lac = match fence {
-                Some(master_key) => bookie.fence(SegmentId(segment), master_key).await,
-                None => bookie.read_last_add_confirmed(SegmentId(segment)).await,
+                Some(master_key) => bookie.fence(SegmentId(segment), master_key),
+                None => bookie.read_last_add_confirmed(SegmentId(segment)),
             };
-            lac.map(|lac| Response::ReadLastAddConfirmed { last_add_confirmed: lac.map(|e| e.0) })
+            Box::pin(async move {
+                lac.await
+                    .map(|lac| Response::ReadLastAddConfirmed { last_add_confirmed: lac.map(|e| e.0) })
+                    .unwrap_or_else(refused)
+            })
         }
-        Request::WriteLastAddConfirmed { segment, last_add_confirmed, master_key } => bookie
-            .write_last_add_confirmed(SegmentId(segment), master_key, EntryId(last_add_confirmed))
-            .await
-            .map(|()| Response::WriteLastAddConfirmed),
+        Request::WriteLastAddConfirmed { segment, last_add_confirmed, master_key } => {
+            let written =
+                bookie.write_last_add_confirmed(SegmentId(segment), master_key, EntryId(last_add_confirmed));
+            Box::pin(async move {
+                written.await.map(|()| Response::WriteLastAddConfirmed).unwrap_or_else(refused)
+            })
+        }
         Request::LongPoll { segment, known, timeout_ms } => {
-            long_poll(bookie, segment, known, timeout_ms).await
+            let timeout = Duration::from_millis(u64::from(timeout_ms)).min(LONG_POLL_MAX);
+            let waited = bookie.wait_for_last_add_confirmed(SegmentId(segment), known.map(EntryId), timeout);
+            let bookie = bookie.clone();
+            Box::pin(async move {
+                match waited.await {
+                    Ok(lac) => long_poll_answer(&bookie, segment, known, lac).await,
+                    Err(error) => refused(error),
+                }
+            })
         }
         Request::ReadRange { segment, first, last, max_bytes } => {
-            let max_bytes = range_bytes(max_bytes) as usize;
-            bookie.read_range(SegmentId(segment), EntryId(first), EntryId(last), max_bytes).await.map(
-                |entries| Response::ReadRange {
-                    entries: entries.into_iter().map(|(e, payload)| (e.0, payload)).collect(),
-                },
-            )
+            let max_bytes = limits.range_bytes(max_bytes) as usize;
+            let read = bookie.read_range(SegmentId(segment), EntryId(first), EntryId(last), max_bytes);
+            Box::pin(async move {
+                read.await
+                    .map(|entries| Response::ReadRange {
+                        entries: entries.into_iter().map(|(e, payload)| (e.0, payload)).collect(),
+                    })
+                    .unwrap_or_else(refused)
+            })
         }
         Request::DeleteSegment { segment } => {
-            bookie.delete_segment(SegmentId(segment)).await.map(|()| Response::DeleteSegment)
+            let deleted = bookie.delete_segment(SegmentId(segment));
+            Box::pin(async move { deleted.await.map(|()| Response::DeleteSegment).unwrap_or_else(refused) })
         }
         Request::Add { .. } | Request::Auth { .. } => {
-            return Response::refused(op.as_u8(), Status::Internal, "served by the connection, not dispatch");
+            let refusal =
+                Response::refused(op.as_u8(), Status::Internal, "served by the connection, not dispatch");
+            Box::pin(std::future::ready(refusal))
         }
-    };
-    answer.unwrap_or_else(|error| refusal(op, &error))
-}
-
-async fn read(bookie: &Bookie, segment: u64, entry: u64, fence: Option<Bytes>) -> Result<Response, Error> {
-    if let Some(master_key) = fence {
-        bookie.fence(SegmentId(segment), master_key).await?; // DP3
     }
-    let payload = bookie.read_entry(SegmentId(segment), EntryId(entry)).await?;
-    Ok(Response::Read { segment, entry, payload })
 }
 
-/// Waits for the LAC to pass `known`, then reads the entry after `known` if the LAC covers it.
-/// A failed read of that entry still answers the LAC (the reader asks for the entry again).
-async fn long_poll(
+/// After a long poll's wait: the LAC, and the entry after `known` if the LAC covers it. A
+/// failed read of that entry still answers the LAC (the reader asks for the entry again).
+async fn long_poll_answer(
     bookie: &Bookie,
     segment: u64,
     known: Option<u64>,
-    timeout_ms: u32,
-) -> Result<Response, Error> {
-    let timeout = Duration::from_millis(u64::from(timeout_ms)).min(LONG_POLL_MAX);
-    let lac = bookie.wait_for_last_add_confirmed(SegmentId(segment), known.map(EntryId), timeout).await?;
+    lac: Option<EntryId>,
+) -> Response {
     let next = match known {
         Some(known) => known.checked_add(1),
         None => Some(0),
@@ -162,7 +206,7 @@ async fn long_poll(
         }
         _ => None,
     };
-    Ok(Response::LongPoll { last_add_confirmed: lac.map(|e| e.0), entry })
+    Response::LongPoll { last_add_confirmed: lac.map(|e| e.0), entry }
 }
 
 #[cfg(test)]

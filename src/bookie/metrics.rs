@@ -26,6 +26,15 @@ pub const IN_FLIGHT: &str = "dlog_bookie_requests_in_flight";
 /// Responses sent per send call (how well acknowledgements are batched).
 pub const RESPONSES_PER_SEND: &str = "dlog_bookie_responses_per_send";
 
+/// Bucket bounds of `REQUEST_SECONDS`: 50 us to 10 s.
+pub const REQUEST_SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
+
+/// Bucket bounds of `RESPONSES_PER_SEND`.
+pub const RESPONSES_PER_SEND_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
 /// The label value of an op byte.
 pub fn op_name(op: u8) -> &'static str {
     match Op::from_u8(op) {

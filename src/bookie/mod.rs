@@ -10,6 +10,7 @@ pub mod connection;
 pub mod cookie_file;
 pub mod dispatch;
 pub mod metrics;
+pub mod outbox;
 pub mod registration;
 pub mod run;
 pub mod server;

@@ -92,16 +92,41 @@ pub fn run(args: BookieArgs) -> Result<(), RunError> {
 
 async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<(), RunError> {
     if let Some(addr) = config.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
+        // Histograms with buckets, not summaries: buckets add up across bookies and over time
+        // windows, and count and sum cover the same samples as the buckets.
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let refused =
+            |e: metrics_exporter_prometheus::BuildError| RunError::Metrics { addr, why: e.to_string() };
+        PrometheusBuilder::new()
             .with_http_listener(addr)
+            .set_buckets_for_metric(
+                Matcher::Full(metrics::REQUEST_SECONDS.into()),
+                metrics::REQUEST_SECONDS_BUCKETS,
+            )
+            .map_err(refused)?
+            .set_buckets_for_metric(
+                Matcher::Full(metrics::RESPONSES_PER_SEND.into()),
+                metrics::RESPONSES_PER_SEND_BUCKETS,
+            )
+            .map_err(refused)?
             .install()
-            .map_err(|e| RunError::Metrics { addr, why: e.to_string() })?;
+            .map_err(refused)?;
     }
     let store = Arc::new(
         AnyStore::open(&config.metadata)
             .await
             .map_err(|source| RunError::Metadata { uri: config.metadata.clone(), source })?,
     );
+    // The disks' identity first: a bookie on a wiped or foreign disk must not replay it, nor
+    // answer a single request (a recovery counting its "no such entry" could cut a segment
+    // short). Registration checks again, on the same files.
+    crate::bookie::cookie_file::check_or_create(
+        &store,
+        &config.bookie_id,
+        &config.journal_dirs,
+        &config.ledger_dirs,
+    )
+    .await?;
     let mut engine = config.engine_config();
     engine.deletion_check = Some(DeletionHook(Arc::new(MetadataDeletionCheck::new(store.clone(), runtime))));
     let bookie = tokio::task::spawn_blocking(move || Bookie::open(engine))
@@ -185,8 +210,12 @@ fn endpoint(config: &ServerConfig, addr: SocketAddr) -> String {
     }
 }
 
+/// Whether the bookie cannot take plain adds: a shard read-only (disk nearly full), poisoned
+/// (a journal write failed) or stopped. Any of them makes it register read-only, so placement
+/// stops choosing it.
 fn read_only(bookie: &Bookie) -> bool {
-    (0..bookie.shard_count()).any(|s| bookie.stats(ShardId(s)).is_ok_and(|stats| stats.read_only))
+    (0..bookie.shard_count())
+        .any(|s| bookie.stats(ShardId(s)).ok().is_none_or(|stats| stats.read_only || stats.poisoned))
 }
 
 /// Every `SAMPLE_EVERY`: the engine's counters and queue depths and the disks' usage to the
@@ -208,9 +237,12 @@ async fn sample(
         let sampled = tokio::task::spawn_blocking(move || {
             let mut any_read_only = false;
             for shard in 0..bookie.shard_count() {
-                if let Ok(stats) = bookie.stats(ShardId(shard)) {
-                    any_read_only |= stats.read_only;
-                    metrics::record_shard(shard, &stats, bookie.queue_depth(ShardId(shard)));
+                match bookie.stats(ShardId(shard)) {
+                    Ok(stats) => {
+                        any_read_only |= stats.read_only || stats.poisoned;
+                        metrics::record_shard(shard, &stats, bookie.queue_depth(ShardId(shard)));
+                    }
+                    Err(_) => any_read_only = true, // a stopped shard takes no adds
                 }
             }
             for dir in dirs {

@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use compio::runtime::{CancelToken, RuntimeBuilder};
+use compio::runtime::RuntimeBuilder;
 use dlog_engine::{Bookie, ShardId};
 use futures_util::future::{Either, select};
 
 use crate::bookie::auth::{AllowAll, Authenticator};
 use crate::bookie::config::ServerLimits;
 use crate::bookie::connection::{ThreadContext, serve_connection};
-use crate::bookie::metrics::ServerMetrics;
+use crate::bookie::metrics::CloseReason;
 
 /// How the server runs.
 #[derive(Clone)]
@@ -159,6 +159,28 @@ impl Drop for BookieServer {
     }
 }
 
+/// Counts a connection as live until dropped, whatever ends its task (a panic included: compio
+/// catches panics per task), so a drain never waits for a connection that is gone.
+struct Live {
+    live: Rc<std::cell::Cell<usize>>,
+    ctx: Rc<ThreadContext>,
+    reason: CloseReason,
+}
+
+impl Live {
+    fn enter(live: &Rc<std::cell::Cell<usize>>, ctx: &Rc<ThreadContext>) -> Live {
+        live.set(live.get() + 1);
+        Live { live: live.clone(), ctx: ctx.clone(), reason: CloseReason::Io }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.live.set(self.live.get().saturating_sub(1));
+        self.ctx.metrics.closed(self.reason);
+    }
+}
+
 fn network_thread(
     listener: TcpListener,
     cpu: Option<usize>,
@@ -187,14 +209,7 @@ fn network_thread(
             }
         };
         let _ = ready.send(Ok(()));
-        let ctx = Rc::new(ThreadContext {
-            bookie,
-            protocol: options.limits.protocol(),
-            limits: options.limits,
-            auth: options.auth,
-            drain: CancelToken::new(),
-            metrics: ServerMetrics::new(),
-        });
+        let ctx = Rc::new(ThreadContext::new(bookie, options.limits, options.auth));
         let live = Rc::new(std::cell::Cell::new(0usize));
         let mut stop = stop;
         let deadline = loop {
@@ -202,13 +217,13 @@ fn network_thread(
                 Either::Left((Ok((stream, peer)), _)) => {
                     tracing::debug!(%peer, "connection accepted");
                     ctx.metrics.opened();
-                    live.set(live.get() + 1);
-                    let (ctx, live) = (ctx.clone(), live.clone());
+                    let guard = Live::enter(&live, &ctx);
+                    let ctx = ctx.clone();
                     compio::runtime::spawn(async move {
-                        let reason = serve_connection(stream, ctx.clone()).await;
+                        let mut guard = guard;
+                        let reason = serve_connection(stream, ctx).await;
                         tracing::debug!(%peer, ?reason, "connection closed");
-                        ctx.metrics.closed(reason);
-                        live.set(live.get() - 1);
+                        guard.reason = reason;
                     })
                     .detach();
                 }

@@ -253,7 +253,7 @@ impl<T> ShardCore<T> {
 
     /// Counters.
     pub fn stats(&self) -> CoreStats {
-        self.stats
+        CoreStats { poisoned: self.poisoned.is_some(), ..self.stats }
     }
 
     /// Whether the shell should hand over more requests now. False applies backpressure: the

@@ -123,8 +123,10 @@ impl<T> ShardCore<T> {
         if !self.ensure_room(key_bytes + RECORD_HEADER_BYTES, now) {
             return Ok(None);
         }
-        let state =
-            self.segments.entry(segment).or_insert_with(|| SegmentState::new(Bytes::copy_from_slice(master_key)));
+        let state = self
+            .segments
+            .entry(segment)
+            .or_insert_with(|| SegmentState::new(Bytes::copy_from_slice(master_key)));
         let batch = self.batch.as_mut().expect("ensure_room opened a batch");
         if key_needed {
             state.key_journaled = true;

@@ -107,4 +107,6 @@ pub struct CoreStats {
     pub read_only: bool,
     /// Times the shard turned read-only.
     pub read_only_entered: u64,
+    /// A journal write or flush failed: the shard refuses writes until the bookie restarts.
+    pub poisoned: bool,
 }
