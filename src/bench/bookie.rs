@@ -43,21 +43,23 @@ pub struct BookieBenchArgs {
     #[arg(long, default_value_t = 4096)]
     pub concurrency: usize,
     /// TCP connections the throughput rounds spread their entries over.
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
-    /// Client threads (each a compio runtime) the connections are spread over.
     #[arg(long, default_value_t = 2)]
-    pub client_threads: usize,
+    pub connections: usize,
+    /// Client threads (each a compio runtime) the connections are spread over (default: half
+    /// the CPUs, at least one).
+    #[arg(long)]
+    pub client_threads: Option<usize>,
     /// Entries per embedded `add_entries` call (the server batches what one read brings).
     #[arg(long, default_value_t = 256)]
     pub embedded_batch: usize,
     /// Load time per round and side, e.g. "5s".
-    #[arg(long, default_value = "4s", value_parser = crate::bench::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::bench::parse_duration)]
     pub duration: Duration,
-    /// Rounds of (embedded, TCP) per figure.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds of (embedded, TCP) per figure; the figures are medians over rounds.
+    #[arg(long, default_value_t = 5)]
     pub rounds: u32,
-    /// Storage shards (default: number of CPUs).
+    /// Storage shards (default: half the CPUs, at least one: the client runs on this machine
+    /// too, on the other half; a bookie with a machine to itself runs one shard per CPU).
     #[arg(long)]
     pub shards: Option<u32>,
     /// Write the report as JSON to this file.
@@ -68,6 +70,10 @@ pub struct BookieBenchArgs {
 #[expect(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
 fn now() -> Instant {
     Instant::now()
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// One throughput measurement.
@@ -139,16 +145,16 @@ fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir).with_context(|| format!("emptying {}", args.dir.display()))?;
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let mut config = BookieConfig::new(args.dir.join("journal"));
-    config.shard_count = args.shards.unwrap_or(cpus);
+    config.shard_count = args.shards.unwrap_or((cpus() / 2).max(1) as u32);
     let bookie = Arc::new(Bookie::open(config).context("opening the bookie")?);
     let server = BookieServer::start(
         bookie.clone(),
         ServerOptions::new("127.0.0.1:0".parse().expect("a literal address"), ServerLimits::default()),
     )?;
     let addr = server.local_addr();
-    eprintln!("bookie: {} shards, backend {}, server {addr}", bookie.shard_count(), bookie.backend());
+    let shards = bookie.shard_count();
+    eprintln!("bookie: {shards} shards, backend {}, server {addr}", bookie.backend());
 
     let per_shard = 32;
     let mut segments = Segments::new(&bookie, per_shard, base, args.entry_size);
@@ -226,6 +232,8 @@ fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
     let added_p50 = median(tcp_p50.clone()) - median(embedded_p50.clone());
     Ok(json!({
         "entry_bytes": args.entry_size,
+        "shards": shards,
+        "client_threads": args.client_threads.unwrap_or((cpus() / 2).max(1)),
         "concurrency": args.concurrency,
         "connections": args.connections,
         "rounds": args.rounds,
@@ -303,7 +311,7 @@ fn on_compio_thread<T: Send + 'static>(
 /// `concurrency` entries in flight over `connections` connections for `duration`; each task
 /// keeps one ADD in flight on its own segment's next entry.
 fn tcp_throughput(addr: SocketAddr, args: &BookieBenchArgs, next_segment: &mut u64) -> Result<Rate> {
-    let threads = args.client_threads.clamp(1, args.connections);
+    let threads = args.client_threads.unwrap_or((cpus() / 2).max(1)).clamp(1, args.connections);
     let started = now();
     let results: Vec<Result<Rate>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)

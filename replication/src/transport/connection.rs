@@ -84,6 +84,8 @@ struct State {
     completed: Vec<(u64, Result<Response, TransportError>)>,
     /// The task waiting in `completions`.
     completions: Option<Waker>,
+    /// Where small frames are encoded (`encode_frame`).
+    staging: BytesMut,
     stats: ConnectionStats,
 }
 
@@ -120,7 +122,43 @@ enum Reply {
 /// An encoded request, not yet sent.
 struct Frame {
     id: u64,
+    /// A small frame, encoded whole (payload copied) into the connection's staging buffer.
+    whole: Option<Bytes>,
+    /// A large frame: fields in small buffers, the payload as the caller's own `Bytes`.
     chunks: Vec<Bytes>,
+}
+
+impl Frame {
+    fn chunk_count(&self) -> usize {
+        usize::from(self.whole.is_some()) + self.chunks.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.whole.as_ref().map_or(0, Bytes::len) + self.chunks.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// Frames up to this size are copied whole into the staging buffer (one allocation shared by
+/// many frames, one iovec each); larger ones keep their payload as the caller's `Bytes`.
+const COPY_FRAME_BYTES_MAX: usize = 4 << 10;
+
+/// Room the staging buffer is refilled with.
+const STAGING_BYTES: usize = 64 << 10;
+
+/// Encodes `request` as frame `id`: small frames whole into `staging`, large ones as chunks.
+fn encode_frame(staging: &mut BytesMut, request: &Request, id: u64) -> Frame {
+    let len = request.encoded_len();
+    if len <= COPY_FRAME_BYTES_MAX {
+        if staging.capacity() - staging.len() < len {
+            *staging = BytesMut::with_capacity(STAGING_BYTES.max(len));
+        }
+        dlog_protocol::encode_request(request, id, staging);
+        Frame { id, whole: Some(staging.split().freeze()), chunks: Vec::new() }
+    } else {
+        let mut chunks = Vec::with_capacity(2);
+        encode_request_chunks(request, id, &mut chunks);
+        Frame { id, whole: None, chunks }
+    }
 }
 
 impl Connection {
@@ -150,6 +188,7 @@ impl Connection {
                 room: Waiters::default(),
                 completed: Vec::new(),
                 completions: None,
+                staging: BytesMut::new(),
                 stats: ConnectionStats::default(),
             }),
         });
@@ -210,10 +249,9 @@ impl Connection {
         }
         let id = state.next_id;
         state.next_id += 1;
-        let mut chunks = Vec::with_capacity(2);
-        encode_request_chunks(&request, id, &mut chunks);
+        let frame = encode_frame(&mut state.staging, &request, id);
         state.pending.insert(id, InFlight { op: request.op().as_u8(), deadline, reply: Reply::Tagged(tag) });
-        state.queue.push_back(Frame { id, chunks });
+        state.queue.push_back(frame);
         if let Some(writer) = state.writer.take() {
             writer.wake();
         }
@@ -429,13 +467,14 @@ impl Shared {
             let mut frames = 0;
             while let Some(frame) = state.queue.front() {
                 let full =
-                    batch.len() + frame.chunks.len() > WRITE_CHUNKS_MAX || bytes >= WRITE_BATCH_BYTES_MAX;
+                    batch.len() + frame.chunk_count() > WRITE_CHUNKS_MAX || bytes >= WRITE_BATCH_BYTES_MAX;
                 if full && !batch.is_empty() {
                     break;
                 }
                 let Some(frame) = state.queue.pop_front() else { break };
-                bytes += frame.chunks.iter().map(Bytes::len).sum::<usize>();
+                bytes += frame.bytes();
                 frames += 1;
+                batch.extend(frame.whole);
                 batch.extend(frame.chunks);
             }
             state.stats.frames_sent += frames;
@@ -520,12 +559,11 @@ impl Future for Acquire<'_> {
         };
         let id = state.next_id;
         state.next_id += 1;
-        let mut chunks = Vec::with_capacity(2);
-        encode_request_chunks(&request, id, &mut chunks);
+        let frame = encode_frame(&mut state.staging, &request, id);
         let (reply, response) = oneshot::channel();
         let reply = Reply::Caller(reply);
         state.pending.insert(id, InFlight { op: request.op().as_u8(), deadline: this.deadline, reply });
-        state.queue.push_back(Frame { id, chunks });
+        state.queue.push_back(frame);
         if let Some(writer) = state.writer.take() {
             writer.wake();
         }
