@@ -431,3 +431,65 @@ fn a_broken_frame_with_a_response_op_is_answered_and_drain_is_not_held_up() {
     server.shutdown(Duration::from_secs(20));
     assert!(started.elapsed() < Duration::from_secs(10), "drain waited {:?}", started.elapsed());
 }
+
+#[test]
+fn parked_long_polls_do_not_hold_up_other_requests() {
+    let fixture = Fixture::start(ServerLimits::default());
+    let mut c = fixture.client();
+    assert_eq!(c.call(add(31, 0, b"a")).status(), Status::Ok);
+    // 100 long polls parked for 5 s each, then an ADD to another segment, in one write: the
+    // ADD is answered first, long before any poll times out.
+    let mut requests: Vec<Request> =
+        (0..100).map(|_| Request::LongPoll { segment: 31, known: Some(0), timeout_ms: 5_000 }).collect();
+    requests.push(add(32, 0, b"b"));
+    let ids = send_together(&mut c, &requests);
+    let (id, response) = c.recv().expect("answered");
+    assert_eq!((id, response.status()), (ids[100], Status::Ok), "the ADD came first");
+}
+
+#[test]
+fn idleness_counts_from_the_last_response_sent() {
+    let limits = ServerLimits { idle_timeout: Duration::from_millis(1000), ..ServerLimits::default() };
+    let fixture = Fixture::start(limits);
+    let mut c = fixture.client();
+    assert_eq!(c.call(add(33, 0, b"a")).status(), Status::Ok);
+    // A long poll answered at its 900 ms timeout, then a request 300 ms later: the connection
+    // was busy until the answer, so it is not idle yet.
+    assert_eq!(
+        c.call(Request::LongPoll { segment: 33, known: Some(0), timeout_ms: 900 }).status(),
+        Status::Ok
+    );
+    #[expect(clippy::disallowed_methods, reason = "the test waits less than the idle timeout")]
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.call(add(33, 1, b"b")).status(), Status::Ok);
+}
+
+#[test]
+fn a_slow_steady_reader_is_served_and_not_cut_off() {
+    let limits = ServerLimits { idle_timeout: Duration::from_millis(1000), ..ServerLimits::default() };
+    let fixture = Fixture::start(limits);
+    let mut c = fixture.client();
+    let big = vec![7u8; 1 << 20];
+    assert_eq!(c.call(add(34, 0, &big)).status(), Status::Ok);
+    // 12 reads of a 1 MiB entry (12 MiB of answers), read back at about 4 MiB/s: about 3 s, well
+    // past the idle timeout, but every write makes progress.
+    let reads: Vec<Request> = (0..12).map(|_| Request::Read { segment: 34, entry: 0, fence: None }).collect();
+    send_together(&mut c, &reads);
+    let mut answered = 0;
+    let mut chunk = vec![0u8; 256 << 10];
+    while answered < 12 {
+        while let Some((_, response)) = decode_response(&mut c.buf, &Limits::default()).expect("well formed")
+        {
+            assert_eq!(response.status(), Status::Ok);
+            answered += 1;
+        }
+        if answered == 12 {
+            break;
+        }
+        let n = c.stream.read(&mut chunk).expect("the server keeps the connection");
+        assert!(n > 0, "closed after {answered} answers");
+        c.buf.extend_from_slice(&chunk[..n]);
+        #[expect(clippy::disallowed_methods, reason = "the test reads slowly on purpose")]
+        std::thread::sleep(Duration::from_millis(60));
+    }
+}

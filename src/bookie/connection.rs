@@ -18,7 +18,8 @@
 //!   goes on. Nothing a peer sends panics the thread.
 //! - CN4: a connection closes only after every request it admitted was answered and sent, or
 //!   the socket failed, or the server's drain deadline passed (server.rs drops the runtime).
-//! - CN5: a connection with nothing in flight and nothing read for `idle_timeout` is closed.
+//! - CN5: a connection with nothing in flight, and nothing read nor sent for `idle_timeout`, is
+//!   closed.
 //! - CN6: ADD payloads handed to the engine are slices of the receive buffer (no copy) only
 //!   when they are at least half of the receive allocation they live in; else they are copied
 //!   out, and after slices were kept the next read starts a fresh allocation. The write cache
@@ -186,7 +187,6 @@ enum Decoded {
 async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) -> CloseReason {
     let mut receive = Receive::new();
     let mut authenticated = !ctx.auth.required();
-    let mut last_read = clock();
     loop {
         match decode(&mut receive, out, ctx, &mut authenticated) {
             Err(reason) => return reason,
@@ -206,7 +206,7 @@ async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadConte
         receive.prepare();
         let room = receive.buf.capacity() - receive.buf.len();
         let buf = std::mem::take(&mut receive.buf);
-        let read = match read_some(&mut reader, buf, out, ctx, &mut last_read).await {
+        let read = match read_some(&mut reader, buf, out, ctx).await {
             Ok(read) => read,
             Err(reason) => return reason,
         };
@@ -232,24 +232,20 @@ async fn read_some(
     buf: BytesMut,
     out: &Outbox,
     ctx: &Rc<ThreadContext>,
-    last_read: &mut Instant,
 ) -> Result<BufResult<usize, BytesMut>, CloseReason> {
     let read = pin!(reader.append(buf));
     let drained = pin!(ctx.drain.clone().wait());
-    let since = *last_read;
     let idle = pin!(async {
-        // Idle: nothing in flight and no byte read for `idle_timeout`. Requests in flight (a
-        // long poll) keep the connection open; a writer stalled that long breaks it (OB3).
-        let mut since = since;
+        // Idle: nothing in flight, and nothing read nor sent for `idle_timeout` (counted from
+        // the later of the last read and the last response sent). Requests in flight (a long
+        // poll) keep the connection open; a writer stalled that long breaks it (OB3).
         loop {
-            let left = ctx.limits.idle_timeout.saturating_sub(clock().saturating_duration_since(since));
+            let since = clock().saturating_duration_since(out.last_active());
+            let left = ctx.limits.idle_timeout.saturating_sub(since);
             if left.is_zero() && out.in_flight() == 0 {
                 return CloseReason::Idle;
             }
-            compio::time::sleep(left.max(Duration::from_millis(1))).await;
-            if out.in_flight() > 0 {
-                since = clock();
-            }
+            compio::time::sleep(left.max(Duration::from_millis(1)).min(ctx.limits.idle_timeout)).await;
         }
     });
     let broken = pin!(async {
@@ -266,7 +262,7 @@ async fn read_some(
     };
     match select(read, pin!(stop)).await {
         Either::Left((read, _)) => {
-            *last_read = clock();
+            out.touch(clock());
             Ok(read)
         }
         Either::Right((reason, _)) => Err(reason),
@@ -350,7 +346,9 @@ fn decode(
             other => {
                 submit_adds(std::mem::take(&mut adds), receive, out, ctx); // CN2
                 if out.admit(reserve, ctx) {
-                    let answer = dispatch::start(&ctx.bookie, other, &ctx.protocol);
+                    let room = Rc::downgrade(out);
+                    let room_for_entry = move || room.upgrade().is_some_and(|out| out.room_for_entry());
+                    let answer = dispatch::start(&ctx.bookie, other, &ctx.protocol, room_for_entry);
                     spawn_answer(request_id, answer, reserve, out, ctx);
                 }
             }
@@ -436,6 +434,6 @@ fn spawn_answer(
     clippy::disallowed_methods,
     reason = "the server's latency metrics and idle timer read the clock here"
 )]
-fn clock() -> Instant {
+pub(crate) fn clock() -> Instant {
     Instant::now()
 }

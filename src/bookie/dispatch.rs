@@ -107,7 +107,13 @@ pub type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Response>>>
 /// Starts every request but ADD (batched by the connection) and AUTH (the connection's): the
 /// first engine call is made now, before this returns (DP4), and the answer awaited later.
 /// `limits` caps a READ_RANGE's `max_bytes` (`Limits::range_bytes`).
-pub fn start(bookie: &Arc<Bookie>, request: Request, limits: &dlog_protocol::Limits) -> Answer {
+/// `room_for_entry` says, when a long poll wakes, whether its answer may carry the entry.
+pub fn start(
+    bookie: &Arc<Bookie>,
+    request: Request,
+    limits: &dlog_protocol::Limits,
+    room_for_entry: impl Fn() -> bool + 'static,
+) -> Answer {
     let op = request.op();
     let refused = move |error: Error| refusal(op, &error);
     match request {
@@ -154,7 +160,7 @@ pub fn start(bookie: &Arc<Bookie>, request: Request, limits: &dlog_protocol::Lim
             let bookie = bookie.clone();
             Box::pin(async move {
                 match waited.await {
-                    Ok(lac) => long_poll_answer(&bookie, segment, known, lac).await,
+                    Ok(lac) => long_poll_answer(&bookie, segment, known, lac, room_for_entry()).await,
                     Err(error) => refused(error),
                 }
             })
@@ -182,20 +188,22 @@ pub fn start(bookie: &Arc<Bookie>, request: Request, limits: &dlog_protocol::Lim
     }
 }
 
-/// After a long poll's wait: the LAC, and the entry after `known` if the LAC covers it. A
-/// failed read of that entry still answers the LAC (the reader asks for the entry again).
+/// After a long poll's wait: the LAC, and the entry after `known` if the LAC covers it and
+/// `with_entry`. A failed read of that entry still answers the LAC (the reader asks for the
+/// entry again).
 async fn long_poll_answer(
     bookie: &Bookie,
     segment: u64,
     known: Option<u64>,
     lac: Option<EntryId>,
+    with_entry: bool,
 ) -> Response {
     let next = match known {
         Some(known) => known.checked_add(1),
         None => Some(0),
     };
     let entry = match (lac, next) {
-        (Some(lac), Some(next)) if lac.0 >= next => {
+        (Some(lac), Some(next)) if with_entry && lac.0 >= next => {
             match bookie.read_entry(SegmentId(segment), EntryId(next)).await {
                 Ok(payload) => Some((next, payload)),
                 Err(error) => {

@@ -13,17 +13,19 @@
 //!   response of responses, however slowly its client reads.
 //! - OB2: responses go out in the order they were queued; every queued response is sent, or
 //!   the socket failed (`broken`) and nothing more is sent.
-//! - OB3: a send that makes no progress for the idle timeout breaks the connection: a client
-//!   that stops reading cannot hold its requests and buffers for ever.
+//! - OB3: a write that makes no progress for the idle timeout breaks the connection: a client
+//!   that stops reading cannot hold its requests and buffers for ever; one that reads slowly
+//!   but steadily is served.
 
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use compio::buf::BufResult;
-use compio::io::AsyncWriteExt;
+use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use dlog_protocol::{
     ERROR_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, Limits, RANGE_ENTRIES_MAX, RANGE_ENTRY_OVERHEAD_BYTES,
@@ -46,7 +48,9 @@ pub const RESPONSE_BUDGET_BYTES: usize = 64 << 20;
 pub fn reservation(request: &Request, limits: &Limits) -> usize {
     let small = FRAME_HEADER_BYTES + 1 + 32 + ERROR_MESSAGE_BYTES_MAX;
     let payload = match request {
-        Request::Read { .. } | Request::LongPoll { .. } => limits.entry_bytes_max as usize,
+        // A LONG_POLL may wait a minute: it reserves only its small answer while it waits, and
+        // includes its entry only if the connection has room then (`Outbox::room_for_entry`).
+        Request::Read { .. } => limits.entry_bytes_max as usize,
         Request::ReadRange { max_bytes, .. } => {
             let bytes = limits.range_bytes(*max_bytes).max(limits.entry_bytes_max) as usize;
             bytes + RANGE_ENTRIES_MAX * RANGE_ENTRY_OVERHEAD_BYTES
@@ -107,6 +111,8 @@ pub struct Outbox {
     pub to_writer: Notify,
     /// Wakes the reader (room again, or the socket failed).
     pub to_reader: Notify,
+    /// See `last_active`.
+    last_active: Cell<Instant>,
 }
 
 impl Outbox {
@@ -124,6 +130,7 @@ impl Outbox {
             reading_done: Cell::new(false),
             to_writer: Notify::default(),
             to_reader: Notify::default(),
+            last_active: Cell::new(crate::bookie::connection::clock()),
         }
     }
 
@@ -150,6 +157,24 @@ impl Outbox {
         self.in_flight.get()
     }
 
+    /// Whether a long poll that woke up may include its entry: the connection's reserved
+    /// bytes are under the budget. Else it answers the LAC alone (the client then reads the
+    /// entry), so parked long polls never hold entry-sized reservations (OB1).
+    pub fn room_for_entry(&self) -> bool {
+        self.reserved.get() < self.budget
+    }
+
+    /// When the connection last had something to do: a read, or its last response sent
+    /// (CN5 counts idleness from there).
+    pub fn last_active(&self) -> Instant {
+        self.last_active.get()
+    }
+
+    /// A read completed.
+    pub fn touch(&self, now: Instant) {
+        self.last_active.set(now);
+    }
+
     /// Queues the response to an admitted request that reserved `reserved` bytes (OB2).
     pub fn push(&self, request_id: u64, response: &Response, reserved: usize) {
         if self.broken.get() {
@@ -171,8 +196,11 @@ impl Outbox {
         } else {
             encode_response(response, request_id, &mut self.small.borrow_mut());
         }
+        // A response larger than its reservation (a long poll's entry) is charged the rest.
+        let charged = reserved.max(response.encoded_len());
+        self.reserved.set(self.reserved.get() + (charged - reserved));
         let (count, bytes) = self.queued.get();
-        self.queued.set((count + 1, bytes + reserved));
+        self.queued.set((count + 1, bytes + charged));
         self.to_writer.notify();
     }
 
@@ -190,6 +218,9 @@ impl Outbox {
     /// `count` responses that reserved `reserved` bytes were sent: their room is free again.
     fn sent(&self, count: usize, reserved: usize, ctx: &ThreadContext) {
         self.in_flight.set(self.in_flight.get().saturating_sub(count));
+        if self.in_flight.get() == 0 {
+            self.last_active.set(crate::bookie::connection::clock());
+        }
         self.reserved.set(self.reserved.get().saturating_sub(reserved));
         ctx.metrics.in_flight(-(count as f64));
         ctx.metrics.sent(count);
@@ -205,11 +236,44 @@ impl Outbox {
     }
 }
 
+/// Sends `chunks` in vectored writes of at most `IOVECS_PER_SEND` buffers. Each write must
+/// make progress within the idle timeout (OB3): a slow reader that keeps reading is never cut
+/// off, one that stopped is.
+async fn send_all(writer: &mut TcpStream, chunks: Vec<Bytes>, ctx: &ThreadContext) -> Result<(), String> {
+    let mut rest = std::collections::VecDeque::from(chunks);
+    while !rest.is_empty() {
+        let batch: Vec<Bytes> = rest.drain(..rest.len().min(IOVECS_PER_SEND)).collect();
+        let written = match compio::time::timeout(ctx.limits.idle_timeout, writer.write_vectored(batch)).await
+        {
+            Ok(BufResult(Ok(0), _)) => return Err("the socket took no bytes".to_owned()),
+            Ok(BufResult(Ok(n), batch)) => (n, batch),
+            Ok(BufResult(Err(error), _)) => return Err(error.to_string()),
+            Err(_) => return Err("the client read nothing for the idle timeout".to_owned()),
+        };
+        // Put back what was not written, the partly written buffer cut to its rest.
+        let (mut n, batch) = written;
+        let mut unwritten = Vec::new();
+        for mut chunk in batch {
+            if n >= chunk.len() {
+                n -= chunk.len();
+            } else {
+                chunk.advance(n);
+                n = 0;
+                unwritten.push(chunk);
+            }
+        }
+        for chunk in unwritten.into_iter().rev() {
+            rest.push_front(chunk);
+        }
+    }
+    Ok(())
+}
+
 /// Sends whatever is queued, all at once, until the reader is done and nothing is left in
 /// flight, or the socket fails (OB2, OB3).
 pub async fn write_loop(mut writer: TcpStream, out: Rc<Outbox>, ctx: Rc<ThreadContext>) {
     loop {
-        let (mut chunks, count, reserved) = out.take();
+        let (chunks, count, reserved) = out.take();
         if chunks.is_empty() {
             if out.reading_done.get() && (out.in_flight() == 0 || out.broken.get()) {
                 return;
@@ -217,20 +281,10 @@ pub async fn write_loop(mut writer: TcpStream, out: Rc<Outbox>, ctx: Rc<ThreadCo
             out.to_writer.notified().await;
             continue;
         }
-        while !chunks.is_empty() {
-            let rest = chunks.split_off(chunks.len().min(IOVECS_PER_SEND));
-            let write = writer.write_vectored_all(chunks);
-            let failure = match compio::time::timeout(ctx.limits.idle_timeout, write).await {
-                Ok(BufResult(Ok(()), _)) => None,
-                Ok(BufResult(Err(error), _)) => Some(error.to_string()),
-                Err(_) => Some("the client read nothing for the idle timeout".to_owned()),
-            };
-            if let Some(why) = failure {
-                tracing::debug!(why, "connection write failed");
-                out.break_off(&ctx);
-                return;
-            }
-            chunks = rest;
+        if let Err(why) = send_all(&mut writer, chunks, &ctx).await {
+            tracing::debug!(why, "connection write failed");
+            out.break_off(&ctx);
+            return;
         }
         out.sent(count, reserved, &ctx);
     }
