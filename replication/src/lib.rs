@@ -11,4 +11,5 @@
 //! fails; re-replication of lost replicas. Those cores will be sans-I/O state machines driven by
 //! thin shells (this transport and a clock), like the engine's shard core.
 
+pub mod quorum;
 pub mod transport;
