@@ -2,9 +2,11 @@
 //!
 //! Today: the client transport (`transport`), the client side of the bookie wire protocol
 //! (docs/protocol.md): pipelined connections to bookies inside compio runtimes, a client per
-//! bookie that reconnects with backoff, and a thread-safe pool for callers outside compio.
+//! bookie that reconnects with backoff, and a thread-safe pool for callers outside compio; and
+//! the quorum arithmetic (`quorum`): write sets, ack sets, fence coverage and recovery's
+//! absence verdict, pure and exhaustively tested.
 //!
-//! Still to come (the next issue; see docs/ARCHITECTURE.md): striping a segment's entries over
+//! Still to come (issue 6; docs/rfcs/2026-11-26-replication.md): striping a segment's entries over
 //! an ensemble of `ensemble_size` bookies, writing each entry to `write_quorum_size` of them and
 //! acknowledging it at `ack_quorum_size`; advancing `last_add_confirmed`; fencing and recovery so
 //! that every recoverer closes a segment at the same last entry; ensemble change when a bookie
