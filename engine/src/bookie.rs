@@ -56,8 +56,8 @@ enum Receiving {
 /// Replies on their way from one or more shards; `map` turns them into the caller's result.
 /// Every part is awaited: the result is built only once all have answered.
 pub struct Pending<R> {
-    parts: Vec<(Receiving, Indices)>,
-    shard: ShardId,
+    /// Reply channels still awaited, each with its entries' indices and its shard.
+    parts: Vec<(Receiving, Indices, ShardId)>,
     map: Mapper<R>,
     done: Replies,
     failed: Option<R>,
@@ -65,15 +65,15 @@ pub struct Pending<R> {
 
 impl<R> Pending<R> {
     fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: Mapper<R>) -> Self {
-        Pending { parts: vec![(Receiving::Blocking(rx), None)], shard, map, done: Vec::new(), failed: None }
+        Pending { parts: vec![(Receiving::Blocking(rx), None, shard)], map, done: Vec::new(), failed: None }
     }
 
-    fn failed(result: R, shard: ShardId, map: Mapper<R>) -> Self {
-        Pending { parts: Vec::new(), shard, map, done: Vec::new(), failed: Some(result) }
+    fn failed(result: R, map: Mapper<R>) -> Self {
+        Pending { parts: Vec::new(), map, done: Vec::new(), failed: Some(result) }
     }
 
-    fn push_part(&mut self, rx: oneshot::Receiver<Reply>, indices: Indices) {
-        self.parts.push((Receiving::Blocking(rx), indices));
+    fn push_part(&mut self, rx: oneshot::Receiver<Reply>, indices: Indices, shard: ShardId) {
+        self.parts.push((Receiving::Blocking(rx), indices, shard));
     }
 
     /// Blocks the calling thread until the result is ready.
@@ -81,7 +81,7 @@ impl<R> Pending<R> {
         if let Some(result) = self.failed.take() {
             return result;
         }
-        for (rx, indices) in std::mem::take(&mut self.parts) {
+        for (rx, indices, shard) in std::mem::take(&mut self.parts) {
             let reply = match rx {
                 Receiving::Blocking(rx) => rx.recv().ok(),
                 // Polled as a future before: finish on this thread.
@@ -89,7 +89,7 @@ impl<R> Pending<R> {
             };
             // A part whose shard stopped is refused for all of its entries; the other parts
             // keep their own answers.
-            let reply = reply.unwrap_or(Reply::Refused(Error::ShardStopped(self.shard)));
+            let reply = reply.unwrap_or(Reply::Refused(Error::ShardStopped(shard)));
             self.done.push((reply, indices));
         }
         (self.map)(std::mem::take(&mut self.done))
@@ -134,12 +134,12 @@ impl<R> Pending<R> {
             };
             match answer {
                 Some(Ok(reply)) => {
-                    let (_, indices) = self.parts.swap_remove(i);
+                    let (_, indices, _) = self.parts.swap_remove(i);
                     self.done.push((reply, indices));
                 }
                 Some(Err(())) => {
-                    let (_, indices) = self.parts.swap_remove(i);
-                    self.done.push((Reply::Refused(Error::ShardStopped(self.shard)), indices));
+                    let (_, indices, shard) = self.parts.swap_remove(i);
+                    self.done.push((Reply::Refused(Error::ShardStopped(shard)), indices));
                 }
                 None => i += 1,
             }
@@ -359,7 +359,7 @@ impl Bookie {
         };
         match sent {
             Ok(()) => Pending::new(rx, shard, map),
-            Err(e) => Pending::failed(map(vec![(Reply::Refused(e), None)]), shard, map),
+            Err(e) => Pending::failed(map(vec![(Reply::Refused(e), None)]), map),
         }
     }
 
@@ -387,15 +387,14 @@ impl Bookie {
             };
             return match sent {
                 Ok(()) => Pending {
-                    parts: vec![(Receiving::Blocking(rx), Some(indices))],
-                    shard: first,
+                    parts: vec![(Receiving::Blocking(rx), Some(indices), first)],
                     map: map_add_batch,
                     done: Vec::new(),
                     failed: None,
                 },
                 Err(e) => {
                     let refused = map_add_batch(vec![(Reply::Refused(e), Some(indices))]);
-                    Pending::failed(refused, first, map_add_batch)
+                    Pending::failed(refused, map_add_batch)
                 }
             };
         }
@@ -406,8 +405,7 @@ impl Bookie {
             part.0.push(entry);
             part.1.push(i);
         }
-        let mut pending =
-            Pending { parts: Vec::new(), shard: first, map: map_add_batch, done: Vec::new(), failed: None };
+        let mut pending = Pending { parts: Vec::new(), map: map_add_batch, done: Vec::new(), failed: None };
         for (shard, (entries, indices)) in per_shard.into_iter().enumerate() {
             if entries.is_empty() {
                 continue;
@@ -419,7 +417,7 @@ impl Bookie {
                 pending.done.push((Reply::Added(Err(errors)), None));
                 continue;
             }
-            pending.push_part(rx, Some(indices));
+            pending.push_part(rx, Some(indices), ShardId(shard as u32));
         }
         pending
     }
@@ -589,16 +587,14 @@ mod tests {
         drop(tx);
         let (tx_ok, rx_ok) = oneshot::channel::<Reply>();
         tx_ok.send(Reply::Added(Ok(()))).expect("receiver alive");
-        let mut pending = Pending {
-            parts: Vec::new(),
-            shard: ShardId(0),
-            map: map_add_batch,
-            done: Vec::new(),
-            failed: None,
-        };
-        pending.push_part(rx, Some(vec![0, 1]));
-        pending.push_part(rx_ok, Some(vec![2]));
-        let refused: Vec<usize> = pending.wait().expect_err("refused").iter().map(|(i, _)| *i).collect();
-        assert_eq!(refused, vec![0, 1]);
+        let mut pending = Pending { parts: Vec::new(), map: map_add_batch, done: Vec::new(), failed: None };
+        pending.push_part(rx, Some(vec![0, 1]), ShardId(1));
+        pending.push_part(rx_ok, Some(vec![2]), ShardId(0));
+        let refused = pending.wait().expect_err("refused");
+        assert_eq!(refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(
+            refused.iter().all(|(_, e)| matches!(e, Error::ShardStopped(ShardId(1)))),
+            "names the stopped shard"
+        );
     }
 }
