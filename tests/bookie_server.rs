@@ -493,3 +493,24 @@ fn a_slow_steady_reader_is_served_and_not_cut_off() {
         std::thread::sleep(Duration::from_millis(60));
     }
 }
+
+#[test]
+fn an_entry_over_the_limit_is_refused_too_large() {
+    // Under the request frame limit (set by the largest AUTH here): answered, and the
+    // connection goes on.
+    let limits = ServerLimits { entry_bytes_max: 4096, ..ServerLimits::default() };
+    let fixture = Fixture::start(limits);
+    let mut c = fixture.client();
+    assert_eq!(c.call(add(35, 0, &[1; 4096])).status(), Status::Ok, "at the limit");
+    assert_eq!(c.call(add(35, 1, &[1; 4097])).status(), Status::TooLarge);
+    assert_eq!(c.call(Request::Read { segment: 35, entry: 1, fence: None }).status(), Status::NoSuchEntry);
+    // Over the request frame limit (the default entry limit, 1 MiB, sets it): answered, then
+    // the connection is closed without reading the frame's body.
+    let fixture = Fixture::start(ServerLimits::default());
+    let mut c = fixture.client();
+    let id = c.send(&add(36, 0, &vec![1; (1 << 20) + 200]));
+    let (got, response) = c.recv().expect("answered");
+    assert_eq!((got, response.status()), (id, Status::TooLarge));
+    assert!(c.recv().is_none(), "closed");
+    assert_eq!(fixture.client().call(add(36, 0, b"small")).status(), Status::Ok);
+}
