@@ -4,7 +4,9 @@
 //! (docs/protocol.md): pipelined connections to bookies inside compio runtimes, a client per
 //! bookie that reconnects with backoff, and a thread-safe pool for callers outside compio; and
 //! the quorum arithmetic (`quorum`): write sets, ack sets, fence coverage and recovery's
-//! absence verdict, pure and exhaustively tested.
+//! absence verdict, pure and exhaustively tested; and the sans-I/O write path core
+//! (`segment_writer`): adds, acks, in-order completion, LAC, fencing, close, without ensemble
+//! change and not yet wired to a shell.
 //!
 //! Still to come (issue 6; docs/rfcs/2026-11-26-replication.md): striping a segment's entries over
 //! an ensemble of `ensemble_size` bookies, writing each entry to `write_quorum_size` of them and
@@ -14,4 +16,5 @@
 //! thin shells (this transport and a clock), like the engine's shard core.
 
 pub mod quorum;
+pub mod segment_writer;
 pub mod transport;
