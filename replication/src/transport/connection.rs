@@ -247,14 +247,7 @@ impl Connection {
         if state.pending.len() >= in_flight_max || !state.room.is_empty() {
             return Err(TransportError::Busy { in_flight_max });
         }
-        let id = state.next_id;
-        state.next_id += 1;
-        let frame = encode_frame(&mut state.staging, &request, id);
-        state.pending.insert(id, InFlight { op: request.op().as_u8(), deadline, reply: Reply::Tagged(tag) });
-        state.queue.push_back(frame);
-        if let Some(writer) = state.writer.take() {
-            writer.wake();
-        }
+        state.register(&request, deadline, Reply::Tagged(tag));
         Ok(())
     }
 
@@ -369,6 +362,22 @@ pub(crate) fn check(request: &Request, config: &ClientConfig) -> Result<(), Tran
     too_large("frame", request.encoded_len(), u64::from(limits.frame_bytes_max))
 }
 
+impl State {
+    /// Registers `request` under the next id: in flight with its deadline and reply, its frame
+    /// queued, the writer woken. The caller has checked the room (C2).
+    fn register(&mut self, request: &Request, deadline: Instant, reply: Reply) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = encode_frame(&mut self.staging, request, id);
+        self.pending.insert(id, InFlight { op: request.op().as_u8(), deadline, reply });
+        self.queue.push_back(frame);
+        if let Some(writer) = self.writer.take() {
+            writer.wake();
+        }
+        id
+    }
+}
+
 impl Shared {
     /// Kills the connection (C3): records the cause, fails every request in flight with
     /// `error`, drops the queue and wakes the writer and every caller waiting for room.
@@ -439,17 +448,16 @@ impl Shared {
         }
     }
 
-    /// Forgets request `id` (its caller stopped waiting: T3): frees its slot, and unsends it
-    /// if still queued.
-    fn forget(&self, id: u64) {
+    /// Forgets request `id` (its caller stopped waiting, T3, or its deadline passed, C5): frees
+    /// its slot, unsends it if still queued, and hands back its entry if it was in flight.
+    fn forget(&self, id: u64) -> Option<InFlight> {
         let mut state = self.state.borrow_mut();
-        if state.pending.remove(&id).is_none() {
-            return;
-        }
+        let in_flight = state.pending.remove(&id)?;
         if let Some(at) = state.queue.iter().position(|frame| frame.id == id) {
             state.queue.remove(at);
         }
         state.room.wake_first();
+        Some(in_flight)
     }
 
     /// Waits for queued frames and moves a batch of them into `batch`; false once dead.
@@ -557,16 +565,8 @@ impl Future for Acquire<'_> {
         let Some(request) = this.request.take() else {
             return Poll::Ready(Err(TransportError::Invalid("request polled after it was registered")));
         };
-        let id = state.next_id;
-        state.next_id += 1;
-        let frame = encode_frame(&mut state.staging, &request, id);
         let (reply, response) = oneshot::channel();
-        let reply = Reply::Caller(reply);
-        state.pending.insert(id, InFlight { op: request.op().as_u8(), deadline: this.deadline, reply });
-        state.queue.push_back(frame);
-        if let Some(writer) = state.writer.take() {
-            writer.wake();
-        }
+        let id = state.register(&request, this.deadline, Reply::Caller(reply));
         if state.pending.len() < in_flight_max {
             state.room.wake_first();
         }
@@ -622,16 +622,9 @@ async fn sweep_loop(shared: std::rc::Weak<Shared>) {
             state.pending.iter().filter(|(_, f)| f.deadline <= time).map(|(id, _)| *id).collect()
         };
         for id in expired {
-            let in_flight = {
-                let mut state = shared.state.borrow_mut();
-                let Some(in_flight) = state.pending.remove(&id) else { continue };
-                if let Some(at) = state.queue.iter().position(|frame| frame.id == id) {
-                    state.queue.remove(at);
-                }
-                state.room.wake_first();
-                in_flight
-            };
-            shared.reply(in_flight.reply, Err(TransportError::Timeout));
+            if let Some(in_flight) = shared.forget(id) {
+                shared.reply(in_flight.reply, Err(TransportError::Timeout));
+            }
         }
     }
 }
