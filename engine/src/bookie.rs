@@ -64,8 +64,13 @@ pub struct Pending<R> {
 }
 
 impl<R> Pending<R> {
-    fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: Mapper<R>) -> Self {
-        Pending { parts: vec![(Receiving::Blocking(rx), None, shard)], map, done: Vec::new(), failed: None }
+    fn new(rx: oneshot::Receiver<Reply>, shard: ShardId, map: Mapper<R>, indices: Indices) -> Self {
+        Pending {
+            parts: vec![(Receiving::Blocking(rx), indices, shard)],
+            map,
+            done: Vec::new(),
+            failed: None,
+        }
     }
 
     fn failed(result: R, map: Mapper<R>) -> Self {
@@ -352,14 +357,25 @@ impl Bookie {
         map: Mapper<R>,
         make: impl FnOnce(crate::shard::ReplyTo) -> Request<crate::shard::ReplyTo>,
     ) -> Pending<R> {
+        self.send_indexed(shard, map, None, make)
+    }
+
+    /// `send`, for a request whose reply `map` reads by the caller's `indices` (a batch).
+    fn send_indexed<R>(
+        &self,
+        shard: ShardId,
+        map: Mapper<R>,
+        indices: Indices,
+        make: impl FnOnce(crate::shard::ReplyTo) -> Request<crate::shard::ReplyTo>,
+    ) -> Pending<R> {
         let (tx, rx) = oneshot::channel();
         let sent = match self.shards.get(shard.0 as usize) {
             Some(handle) => handle.send(Msg::Request(make(tx))),
             None => Err(Error::InvalidRequest(format!("no {shard}: this bookie has {}", self.shards.len()))),
         };
         match sent {
-            Ok(()) => Pending::new(rx, shard, map),
-            Err(e) => Pending::failed(map(vec![(Reply::Refused(e), None)]), map),
+            Ok(()) => Pending::new(rx, shard, map, indices),
+            Err(e) => Pending::failed(map(vec![(Reply::Refused(e), indices)]), map),
         }
     }
 
@@ -379,24 +395,8 @@ impl Bookie {
         let count = self.shard_count();
         let first = entries.first().map_or(ShardId(0), |e| e.segment.shard(count));
         if entries.iter().all(|e| e.segment.shard(count) == first) {
-            let indices: Vec<usize> = (0..entries.len()).collect();
-            let (tx, rx) = oneshot::channel();
-            let sent = match self.shards.get(first.0 as usize) {
-                Some(handle) => handle.send(Msg::Request(Request::Add { entries, reply: tx })),
-                None => Err(Error::ShardStopped(first)),
-            };
-            return match sent {
-                Ok(()) => Pending {
-                    parts: vec![(Receiving::Blocking(rx), Some(indices), first)],
-                    map: map_add_batch,
-                    done: Vec::new(),
-                    failed: None,
-                },
-                Err(e) => {
-                    let refused = map_add_batch(vec![(Reply::Refused(e), Some(indices))]);
-                    Pending::failed(refused, map_add_batch)
-                }
-            };
+            let indices = Some((0..entries.len()).collect());
+            return self.send_indexed(first, map_add_batch, indices, |reply| Request::Add { entries, reply });
         }
         let mut per_shard: Vec<(Vec<AddEntry>, Vec<usize>)> =
             (0..count).map(|_| (Vec::new(), Vec::new())).collect();
