@@ -72,8 +72,10 @@ fn now() -> Instant {
     Instant::now()
 }
 
-fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+/// The default share of the bookie's shards and of the client's threads: half the CPUs each,
+/// at least one, since both run on this machine.
+fn half_the_cpus() -> usize {
+    (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1)
 }
 
 /// One throughput measurement.
@@ -146,7 +148,7 @@ fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
         std::fs::remove_dir_all(&args.dir).with_context(|| format!("emptying {}", args.dir.display()))?;
     }
     let mut config = BookieConfig::new(args.dir.join("journal"));
-    config.shard_count = args.shards.unwrap_or((cpus() / 2).max(1) as u32);
+    config.shard_count = args.shards.unwrap_or(half_the_cpus() as u32);
     let bookie = Arc::new(Bookie::open(config).context("opening the bookie")?);
     let server = BookieServer::start(
         bookie.clone(),
@@ -233,7 +235,7 @@ fn local(args: &BookieBenchArgs, base: u64) -> Result<serde_json::Value> {
     Ok(json!({
         "entry_bytes": args.entry_size,
         "shards": shards,
-        "client_threads": args.client_threads.unwrap_or((cpus() / 2).max(1)),
+        "client_threads": args.client_threads.unwrap_or(half_the_cpus()),
         "concurrency": args.concurrency,
         "connections": args.connections,
         "rounds": args.rounds,
@@ -311,8 +313,7 @@ fn on_compio_thread<T: Send + 'static>(
 /// `concurrency` entries in flight over `connections` connections for `duration`; each task
 /// keeps one ADD in flight on its own segment's next entry.
 fn tcp_throughput(addr: SocketAddr, args: &BookieBenchArgs, next_segment: &mut u64) -> Result<Rate> {
-    let threads = args.client_threads.unwrap_or((cpus() / 2).max(1)).clamp(1, args.connections);
-    let started = now();
+    let threads = args.client_threads.unwrap_or(half_the_cpus()).clamp(1, args.connections);
     let results: Vec<Result<Rate>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -326,12 +327,10 @@ fn tcp_throughput(addr: SocketAddr, args: &BookieBenchArgs, next_segment: &mut u
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("client thread panicked"))).collect()
     });
     *next_segment += threads as u64 * 100_000;
-    let elapsed = now() - started;
     let mut entries = 0.0;
     for result in results {
         entries += result?.entries_per_s;
     }
-    let _ = elapsed;
     Ok(Rate { entries_per_s: entries, mb_per_s: entries * args.entry_size as f64 / 1e6 })
 }
 

@@ -51,7 +51,7 @@ use crate::bookie::auth::{AuthStep, Authenticator};
 use crate::bookie::config::ServerLimits;
 use crate::bookie::dispatch;
 use crate::bookie::metrics::{CloseReason, ServerMetrics};
-use crate::bookie::outbox::{Outbox, RESPONSE_BUDGET_BYTES, reservation, write_loop};
+use crate::bookie::outbox::{Outbox, RESPONSE_BUDGET_BYTES, SMALL_RESPONSE_BYTES, reservation, write_loop};
 
 /// Free room a read asks for at first: an idle connection costs little. A frame larger than
 /// this is read into room the decoder reserves from its header (at most the request limit).
@@ -369,7 +369,7 @@ struct Adds {
 }
 
 fn answer_now(out: &Outbox, ctx: &ThreadContext, request_id: u64, response: Response) {
-    let reserve = dlog_protocol::ERROR_MESSAGE_BYTES_MAX + FRAME_HEADER_BYTES + 64;
+    let reserve = SMALL_RESPONSE_BYTES;
     if out.admit(reserve, ctx) {
         ctx.metrics.answered(response.op(), response.status(), Duration::ZERO);
         out.push(request_id, &response, reserve);

@@ -44,9 +44,13 @@ const IOVECS_PER_SEND: usize = 512;
 /// Response bytes a connection may have reserved (OB1), unless one request alone needs more.
 pub const RESPONSE_BUDGET_BYTES: usize = 64 << 20;
 
+/// The reservation of a response without a payload: a refusal (status and message) or a
+/// small result (the largest, LONG_POLL's, is under 64 bytes of fields).
+pub const SMALL_RESPONSE_BYTES: usize = FRAME_HEADER_BYTES + 64 + ERROR_MESSAGE_BYTES_MAX;
+
 /// The largest response `request` can get, in bytes (OB1): a refusal, or the op's result.
 pub fn reservation(request: &Request, limits: &Limits) -> usize {
-    let small = FRAME_HEADER_BYTES + 1 + 32 + ERROR_MESSAGE_BYTES_MAX;
+    let small = SMALL_RESPONSE_BYTES;
     let payload = match request {
         // A LONG_POLL may wait a minute: it reserves only its small answer while it waits, and
         // includes its entry only if the connection has room then (`Outbox::room_for_entry`).

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_engine::{Bookie, DeletionHook, OpenError, ShardId};
+use dlog_engine::{Bookie, CoreStats, DeletionHook, OpenError, ShardId};
 use dlog_metadata::{AnyStore, MetaError};
 use tokio::sync::watch;
 
@@ -214,8 +214,12 @@ fn endpoint(config: &ServerConfig, addr: SocketAddr) -> String {
 /// (a journal write failed) or stopped. Any of them makes it register read-only, so placement
 /// stops choosing it.
 fn read_only(bookie: &Bookie) -> bool {
-    (0..bookie.shard_count())
-        .any(|s| bookie.stats(ShardId(s)).ok().is_none_or(|stats| stats.read_only || stats.poisoned))
+    (0..bookie.shard_count()).any(|s| takes_no_adds(bookie.stats(ShardId(s)).as_ref().ok()))
+}
+
+/// Whether a shard, by its stats (`None`: it has stopped), takes no plain adds.
+fn takes_no_adds(stats: Option<&CoreStats>) -> bool {
+    stats.is_none_or(|stats| stats.read_only || stats.poisoned)
 }
 
 /// Every `SAMPLE_EVERY`: the engine's counters and queue depths and the disks' usage to the
@@ -237,12 +241,10 @@ async fn sample(
         let sampled = tokio::task::spawn_blocking(move || {
             let mut any_read_only = false;
             for shard in 0..bookie.shard_count() {
-                match bookie.stats(ShardId(shard)) {
-                    Ok(stats) => {
-                        any_read_only |= stats.read_only || stats.poisoned;
-                        metrics::record_shard(shard, &stats, bookie.queue_depth(ShardId(shard)));
-                    }
-                    Err(_) => any_read_only = true, // a stopped shard takes no adds
+                let stats = bookie.stats(ShardId(shard)).ok();
+                any_read_only |= takes_no_adds(stats.as_ref());
+                if let Some(stats) = stats {
+                    metrics::record_shard(shard, &stats, bookie.queue_depth(ShardId(shard)));
                 }
             }
             for dir in dirs {
