@@ -319,7 +319,6 @@ fn decode(
             Request::Add { segment, entry, last_add_confirmed, master_key, payload, recovery } => {
                 if out.admit(reserve, ctx) {
                     adds.bytes += payload.len();
-                    adds.reserved += reserve;
                     let add = dispatch::add_entry(
                         segment,
                         entry,
@@ -328,7 +327,7 @@ fn decode(
                         payload,
                         recovery,
                     );
-                    adds.entries.push((request_id, add));
+                    adds.entries.push((request_id, reserve, add));
                 }
             }
             Request::Auth { mechanism, token } => {
@@ -361,11 +360,10 @@ fn decode(
 /// A run of decoded ADDs, not yet handed to the engine.
 #[derive(Default)]
 struct Adds {
-    entries: Vec<(u64, AddEntry)>,
+    /// Request id, reserved response bytes, and the entry.
+    entries: Vec<(u64, usize, AddEntry)>,
     /// Their payload bytes (CN6).
     bytes: usize,
-    /// Their reserved response bytes.
-    reserved: usize,
 }
 
 fn answer_now(out: &Outbox, ctx: &ThreadContext, request_id: u64, response: Response) {
@@ -385,28 +383,29 @@ fn submit_adds(mut adds: Adds, receive: &mut Receive, out: &Rc<Outbox>, ctx: &Rc
     if adds.bytes.saturating_mul(2) >= receive.allocation() {
         receive.pinned = true;
     } else {
-        for (_, add) in &mut adds.entries {
+        for (_, _, add) in &mut adds.entries {
             add.payload = Bytes::copy_from_slice(&add.payload);
         }
     }
     let at = clock();
-    let ids: Vec<(u64, (u64, u64))> =
-        adds.entries.iter().map(|(id, add)| (*id, (add.segment.0, add.entry.0))).collect();
-    let pending = ctx.bookie.add_entries(adds.entries.into_iter().map(|(_, add)| add).collect());
+    let mut answers = Vec::with_capacity(adds.entries.len());
+    let mut keys = Vec::with_capacity(adds.entries.len());
+    let mut entries = Vec::with_capacity(adds.entries.len());
+    for (request_id, reserved, add) in adds.entries {
+        answers.push((request_id, reserved));
+        keys.push((add.segment.0, add.entry.0));
+        entries.push(add);
+    }
+    let pending = ctx.bookie.add_entries(entries);
     let (out, ctx) = (out.clone(), ctx.clone());
-    let count = ids.len().max(1);
-    let reserved = adds.reserved;
     compio::runtime::spawn(async move {
         let result = pending.await;
-        let entries: Vec<(u64, u64)> = ids.iter().map(|(_, e)| *e).collect();
         let took = clock().saturating_duration_since(at);
-        for (i, ((request_id, _), response)) in
-            ids.iter().zip(dispatch::add_responses(&entries, result)).enumerate()
+        for ((request_id, reserved), response) in
+            answers.into_iter().zip(dispatch::add_responses(&keys, result))
         {
             ctx.metrics.answered(Op::Add.as_u8(), response.status(), took);
-            // The batch's reservation, spread over its responses (the last takes the rest).
-            let share = if i + 1 == count { reserved - (reserved / count) * i } else { reserved / count };
-            out.push(*request_id, &response, share);
+            out.push(request_id, &response, reserved);
         }
     })
     .detach();
