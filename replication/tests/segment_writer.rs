@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_protocol::{Request, Response, Status};
-use dlog_replication::quorum::QuorumSizes;
+use dlog_replication::quorum::{BookieSet, QuorumSizes};
 use dlog_replication::segment_writer::{
-    Output, SegmentWriter, Tag, TagKind, TransportFailure, WriterError, WriterSettings,
+    EnsembleChangeError, Output, SegmentWriter, Tag, TagKind, TransportFailure, WriterError, WriterSettings,
 };
 use proptest::prelude::*;
 
 const SEGMENT: u64 = 7;
 const FLUSH: Duration = Duration::from_millis(1);
+const RETRY: Duration = Duration::from_millis(2);
 
 #[expect(clippy::disallowed_methods, reason = "a base instant for the test clock")]
 fn base() -> Instant {
@@ -24,8 +25,9 @@ fn base() -> Instant {
 struct Harness {
     writer: SegmentWriter<u32>,
     t0: Instant,
-    /// Requests sent and not answered yet, by tag, in sending order of their raw value.
-    in_flight: BTreeMap<u64, (usize, Request)>,
+    /// Requests sent and not answered yet, by tag: the ensemble index, the bookie it went to,
+    /// the request. (A request re-sent to a replacement overwrites the replaced one's.)
+    in_flight: BTreeMap<u64, (usize, u32, Request)>,
     /// Every Send seen.
     sent: Vec<(usize, Tag, Request)>,
     completed: Vec<(u64, Result<(), WriterError>)>,
@@ -33,6 +35,12 @@ struct Harness {
     failed: Vec<(usize, u64)>,
     close_requests: Vec<(Option<u64>, u64)>,
     closed: Vec<Result<(), WriterError>>,
+    /// Every `ChangeEnsemble`; `pending_change` is the one not answered yet.
+    changes: Vec<(u64, BookieSet)>,
+    pending_change: Option<(u64, BookieSet)>,
+    /// The ensembles as the metadata would hold them after the changes answered `Ok`.
+    ensembles: BTreeMap<u64, Vec<u32>>,
+    next_bookie: u32,
 }
 
 impl Harness {
@@ -41,16 +49,21 @@ impl Harness {
             e,
             qw,
             qa,
-            WriterSettings { lac_flush_delay: FLUSH, ..WriterSettings::default() },
+            WriterSettings {
+                lac_flush_delay: FLUSH,
+                ensemble_change_retry: RETRY,
+                ..WriterSettings::default()
+            },
         )
     }
 
     fn with_settings(e: usize, qw: usize, qa: usize, settings: WriterSettings) -> Harness {
         let t0 = base();
         let quorum = QuorumSizes::new(e, qw, qa).expect("valid sizes");
-        let ensemble = (0..e as u32).collect();
-        let writer = SegmentWriter::new(SEGMENT, Bytes::from_static(b"key"), quorum, ensemble, settings, t0)
-            .expect("valid writer");
+        let ensemble: Vec<u32> = (0..e as u32).collect();
+        let writer =
+            SegmentWriter::new(SEGMENT, Bytes::from_static(b"key"), quorum, ensemble.clone(), settings, t0)
+                .expect("valid writer");
         Harness {
             writer,
             t0,
@@ -61,6 +74,10 @@ impl Harness {
             failed: Vec::new(),
             close_requests: Vec::new(),
             closed: Vec::new(),
+            changes: Vec::new(),
+            pending_change: None,
+            ensembles: BTreeMap::from([(0, ensemble)]),
+            next_bookie: 100,
         }
     }
 
@@ -73,7 +90,13 @@ impl Harness {
             match output {
                 Output::Send { bookie_index, tag, request } => {
                     assert_eq!(tag.bookie_index(), bookie_index);
-                    self.in_flight.insert(tag.raw(), (bookie_index, request.clone()));
+                    let entry = match &request {
+                        Request::Add { entry, .. } => *entry,
+                        Request::WriteLastAddConfirmed { last_add_confirmed, .. } => *last_add_confirmed,
+                        other => panic!("the writer sent {other:?}"),
+                    };
+                    let bookie = self.writer.ensemble_of(entry)[bookie_index];
+                    self.in_flight.insert(tag.raw(), (bookie_index, bookie, request.clone()));
                     self.sent.push((bookie_index, tag, request));
                 }
                 Output::Completed { entry, result } => self.completed.push((entry, result)),
@@ -83,6 +106,11 @@ impl Harness {
                     self.close_requests.push((last_entry, length))
                 }
                 Output::Closed(result) => self.closed.push(result),
+                Output::ChangeEnsemble { first_entry, replace } => {
+                    assert!(self.pending_change.is_none(), "W7: one change in flight");
+                    self.changes.push((first_entry, replace));
+                    self.pending_change = Some((first_entry, replace));
+                }
             }
         }
     }
@@ -114,8 +142,33 @@ impl Harness {
         result: Result<Response, TransportFailure>,
     ) {
         let tag = Self::tag(kind, entry, bookie);
-        self.in_flight.remove(&tag.raw());
-        self.writer.on_response(tag, result, self.t0);
+        let from = match self.in_flight.remove(&tag.raw()) {
+            Some((_, from, _)) => from,
+            None => self.writer.ensemble_of(entry)[bookie],
+        };
+        self.writer.on_response(tag, &from, result, self.t0);
+        self.pump();
+    }
+
+    /// Answers the pending `ChangeEnsemble` with a new ensemble: fresh bookies at the replaced
+    /// indexes. Returns it.
+    fn change_ok(&mut self) -> Vec<u32> {
+        let (first, replace) = self.pending_change.take().expect("a change in flight");
+        let mut ensemble = self.writer.ensemble().to_vec();
+        for index in replace.iter() {
+            ensemble[index] = self.next_bookie;
+            self.next_bookie += 1;
+        }
+        let _ = self.ensembles.split_off(&first);
+        self.ensembles.insert(first, ensemble.clone());
+        self.writer.on_ensemble_changed(Ok(ensemble.clone()), self.t0);
+        self.pump();
+        ensemble
+    }
+
+    fn change_err(&mut self, error: EnsembleChangeError, now: Instant) {
+        self.pending_change.take().expect("a change in flight");
+        self.writer.on_ensemble_changed(Err(error), now);
         self.pump();
     }
 
@@ -267,7 +320,12 @@ fn explicit_lac_after_idle() {
 /// entries complete and every request for them was answered.
 #[test]
 fn window_full() {
-    let settings = WriterSettings { window_entries_max: 2, window_bytes_max: 10, lac_flush_delay: FLUSH };
+    let settings = WriterSettings {
+        window_entries_max: 2,
+        window_bytes_max: 10,
+        lac_flush_delay: FLUSH,
+        ensemble_change_retry: RETRY,
+    };
     let mut h = Harness::with_settings(3, 3, 2, settings);
     assert_eq!(h.add(b"0123456789a"), Err(WriterError::EntryTooLarge { bytes: 11, max: 10 }));
     assert_eq!(h.add(b"012345"), Ok(0));
@@ -284,29 +342,154 @@ fn window_full() {
     assert_eq!(h.writer.next_entry(), 3);
 }
 
-/// One bookie refuses or times out; every entry still has Qa reachable members and completes.
+/// One bookie refuses or times out: the writer replaces it from the first entry not completed,
+/// holds completions until the change lands (W7), re-sends to the replacement, and the
+/// replaced bookie's later answers count for nothing (W6).
 #[test]
-fn one_bookie_failing_with_qa_reachable() {
+fn failed_bookie_is_replaced_and_entries_resent() {
     let mut h = Harness::new(3, 3, 2);
     h.adds(3);
-    h.refuse(0, 1, Status::ReadOnly);
-    h.answer(TagKind::Add, 1, 1, Err(TransportFailure::Disconnected));
-    h.refuse(2, 1, Status::Internal);
-    assert_eq!(h.failed, vec![(1, 0), (1, 1), (1, 2)]);
-    assert!(h.completed.is_empty());
-    for entry in 0..3 {
+    h.ack(0, 0);
+    h.ack(0, 1);
+    assert_eq!(h.completed_ok(), vec![0]);
+    h.refuse(1, 1, Status::ReadOnly);
+    assert_eq!(h.failed, vec![(1, 1)]);
+    assert_eq!(h.changes, vec![(1, BookieSet::from_iter([1]))]);
+    h.answer(TagKind::Add, 2, 1, Err(TransportFailure::Disconnected));
+    assert_eq!(h.changes.len(), 1, "bookie 1 is already being replaced");
+    for entry in 1..3 {
         h.ack(entry, 0);
         h.ack(entry, 2);
     }
+    assert_eq!(h.completed_ok(), vec![0], "W7: completions wait for the change");
+    // A new entry meanwhile goes to the members that did not fail.
+    h.adds(1);
+    let sent_to: Vec<_> = h.sent.iter().filter(|(_, t, _)| t.entry() == 3).map(|(b, _, _)| *b).collect();
+    assert_eq!(sent_to, vec![0, 2]);
+    let before = h.sent.len();
+    let ensemble = h.change_ok();
+    assert_eq!(ensemble, vec![0, 100, 2]);
+    // Entries 1, 2 and 3 go to the replacement; 1 and 2 had Qa acks from members kept.
+    let resent: Vec<_> = h.sent[before..].iter().map(|(b, t, _)| (*b, t.entry())).collect();
+    assert_eq!(resent, vec![(1, 1), (1, 2), (1, 3)]);
+    assert_eq!(h.writer.stats().resent_adds, 3);
     assert_eq!(h.completed_ok(), vec![0, 1, 2]);
-    assert_eq!(h.writer.stats().add_failures, 3);
-    assert_eq!(h.writer.failure(), None);
+    // The replaced bookie 1 acks entry 3: ignored; the replacement's ack counts.
+    let tag = Harness::tag(TagKind::Add, 3, 1);
+    let ignored = h.writer.stats().ignored_responses;
+    h.writer.on_response(tag, &1, Ok(Response::Add { segment: SEGMENT, entry: 3 }), h.t0);
+    h.pump();
+    assert_eq!(h.writer.stats().ignored_responses, ignored + 1);
+    assert_eq!(h.completed_ok(), vec![0, 1, 2]);
+    h.ack(3, 1);
+    h.ack(3, 0);
+    assert_eq!(h.completed_ok(), vec![0, 1, 2, 3]);
+    assert_eq!(h.writer.ensemble(), &[0, 100, 2]);
+    assert_eq!(h.writer.stats().ensemble_changes, 1);
+    // Entry 0's late ack from bookie 2 counts as late (its ensemble is the first one).
+    h.ack(0, 2);
+    assert_eq!(h.writer.stats().late_acks, 1);
 }
 
-/// With Qw = Qa, one failure makes the entry unreachable: it and every later entry fail with
-/// `QuorumUnreachable`, in order, while entries before it still complete.
+/// A failure after the entry completed still replaces the bookie (BookKeeper's #1390); from
+/// the next entry when the writer is idle.
 #[test]
-fn one_bookie_failing_with_qa_unreachable() {
+fn failure_after_completion_replaces_the_bookie() {
+    let mut h = Harness::new(3, 3, 2);
+    h.adds(1);
+    h.ack(0, 0);
+    h.ack(0, 1);
+    h.refuse(0, 2, Status::Internal);
+    assert_eq!(h.changes, vec![(1, BookieSet::from_iter([2]))]);
+    h.change_ok();
+    assert_eq!(h.writer.ensemble(), &[0, 1, 100]);
+    h.adds(1);
+    h.ack(1, 2);
+    h.ack(1, 0);
+    assert_eq!(h.completed_ok(), vec![0, 1]);
+}
+
+/// A member failing while a change is in flight goes into the next change, from the first
+/// entry not completed then.
+#[test]
+fn failures_during_a_change_make_the_next_change() {
+    let mut h = Harness::new(4, 3, 2);
+    h.adds(4);
+    h.refuse(0, 1, Status::Internal);
+    h.answer(TagKind::Add, 1, 2, Err(TransportFailure::Timeout));
+    assert_eq!(h.changes, vec![(0, BookieSet::from_iter([1]))]);
+    for entry in 0..4 {
+        for index in [0, 3] {
+            if QuorumSizes::new(4, 3, 2).expect("valid").in_write_set(entry, index) {
+                h.ack(entry, index);
+            }
+        }
+    }
+    h.change_ok();
+    assert_eq!(h.changes.len(), 2);
+    assert_eq!(h.changes[1], (0, BookieSet::from_iter([2])), "nothing completed: W(0) lacks acks");
+    h.change_ok();
+    assert_eq!(h.writer.ensemble(), &[0, 100, 101, 3]);
+    for entry in 0..4 {
+        for index in [1, 2] {
+            h.ack(entry, index);
+        }
+    }
+    assert_eq!(h.completed_ok(), vec![0, 1, 2, 3]);
+}
+
+/// The metadata was fenced: the change answers `Fenced` and every pending entry fails with it.
+#[test]
+fn change_finding_the_segment_fenced_stops_the_writer() {
+    let mut h = Harness::new(3, 3, 2);
+    h.adds(2);
+    h.ack(0, 0);
+    h.ack(0, 2);
+    h.ack(1, 0);
+    h.ack(1, 2);
+    h.refuse(0, 1, Status::Internal);
+    assert_eq!(h.completed_ok(), vec![0, 1], "completed before the failure");
+    h.adds(1);
+    h.change_err(EnsembleChangeError::Fenced, h.t0);
+    assert_eq!(h.completed.last(), Some(&(2, Err(WriterError::Fenced))));
+    assert_eq!(h.add(b"x"), Err(WriterError::Fenced));
+}
+
+/// No replacement: the writer goes on with the members it has while entries can reach Qa
+/// (E=3 Qw=3 Qa=2 with one bookie down), and tries the change again after the retry delay.
+#[test]
+fn no_replacement_degrades_then_retries() {
+    let mut h = Harness::new(3, 3, 2);
+    h.adds(2);
+    h.answer(TagKind::Add, 0, 2, Err(TransportFailure::Disconnected));
+    h.change_err(EnsembleChangeError::Unavailable("no bookie".into()), h.t0);
+    assert_eq!(h.writer.stats().ensemble_change_failures, 1);
+    assert_eq!(h.writer.next_deadline(), Some(h.t0 + RETRY));
+    for entry in 0..2 {
+        h.ack(entry, 0);
+        h.ack(entry, 1);
+    }
+    assert_eq!(h.completed_ok(), vec![0, 1]);
+    h.adds(1);
+    assert!(h.sent.iter().all(|(b, t, _)| t.entry() != 2 || *b != 2), "no ADD to the failed member");
+    h.ack(2, 0);
+    h.ack(2, 1);
+    assert_eq!(h.completed_ok(), vec![0, 1, 2]);
+    h.writer.on_tick(h.t0 + RETRY);
+    h.pump();
+    assert_eq!(h.changes.len(), 2);
+    assert_eq!(h.changes[1], (3, BookieSet::from_iter([2])));
+    h.change_ok();
+    h.adds(1);
+    h.ack(3, 2);
+    h.ack(3, 0);
+    assert_eq!(h.completed_ok(), vec![0, 1, 2, 3]);
+}
+
+/// With Qw = Qa, one failure and no replacement: the entries that cannot reach Qa fail with
+/// `QuorumUnreachable`, and every entry after them, while entries before still complete.
+#[test]
+fn no_replacement_with_qa_unreachable_fails_from_the_stuck_entry() {
     let mut h = Harness::new(3, 2, 2);
     h.adds(4);
     h.ack(1, 1);
@@ -316,7 +499,8 @@ fn one_bookie_failing_with_qa_unreachable() {
     h.answer(TagKind::Add, 2, 2, Err(TransportFailure::Timeout));
     assert_eq!(h.failed, vec![(2, 2)]);
     assert!(h.completed.is_empty(), "entry 0 is still pending");
-    let unreachable = WriterError::QuorumUnreachable { entry: 2 };
+    h.change_err(EnsembleChangeError::Unavailable("no bookie".into()), h.t0);
+    let unreachable = WriterError::QuorumUnreachable { entry: 2, reason: "no bookie".into() };
     assert_eq!(h.add(b"x"), Err(unreachable.clone()));
     assert_eq!(h.writer.close(h.t0), Err(unreachable.clone()));
     h.ack(0, 0);
@@ -324,7 +508,6 @@ fn one_bookie_failing_with_qa_unreachable() {
     let expected = vec![(0, Ok(())), (1, Ok(())), (2, Err(unreachable.clone())), (3, Err(unreachable))];
     assert_eq!(h.completed, expected);
     assert_eq!(h.lacs, vec![1]);
-    // The other member of W(2) = {2, 0} acks after the entry failed: nothing changes.
     h.ack(2, 0);
     assert_eq!(h.completed.len(), 4);
 }
@@ -380,13 +563,13 @@ fn duplicate_and_stale_responses_are_ignored() {
     h.ack(0, 1);
     h.ack(5, 0);
     h.ack(1, 0);
-    h.writer.on_response(Tag::from_raw(u64::MAX), Err(TransportFailure::Other), h.t0);
+    h.writer.on_response(Tag::from_raw(u64::MAX), &0, Err(TransportFailure::Other), h.t0);
     h.answer(TagKind::WriteLastAddConfirmed, 0, 0, Ok(Response::WriteLastAddConfirmed));
     assert_eq!(h.writer.stats().ignored_responses, 7);
     // An answer that does not match its request is that bookie's failure, not an ack.
     h.answer(TagKind::Add, 1, 1, Ok(Response::Add { segment: SEGMENT + 1, entry: 1 }));
     assert_eq!(h.failed, vec![(1, 1)]);
-    assert_eq!(h.completed.last(), Some(&(1, Err(WriterError::QuorumUnreachable { entry: 1 }))));
+    assert_eq!(h.changes, vec![(1, BookieSet::from_iter([1]))]);
 }
 
 /// Close waits for pending entries, requests the CAS at the last completed entry with the
@@ -458,25 +641,42 @@ proptest! {
         answers in prop::collection::vec((answer_strategy(), any::<usize>(), any::<bool>()), 0..200),
     ) {
         let mut h = Harness::new(e, qw, qa);
-        let mut acked: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        // Acks by entry: the bookies (not indexes) that acked it.
+        let mut acked: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         let mut fenced = false;
         let mut added = 0;
         let mut answers = answers.into_iter();
         let mut step = 0u64;
         loop {
+            prop_assert!(step < 10_000, "the writer must finish");
             if added < entries && h.add(b"p").is_ok() {
                 added += 1;
             }
             let ok_before = h.completed_ok().len();
-            if h.in_flight.is_empty() {
-                if added == entries || h.writer.failure().is_some() { break; }
+            let done = h.writer.failure().is_some() || h.completed.len() == entries;
+            if h.in_flight.is_empty() && h.pending_change.is_none() {
+                if done && added == h.completed.len() { break; }
+                step += 1;
+                h.writer.on_tick(h.at(step));
+                h.pump();
                 continue;
             }
-            // Once the script runs out, every request left is acked.
+            // Once the script runs out, every request left is acked and every change lands.
             let (answer, pick, duplicate) = answers.next().unwrap_or((Answer::Ack, 0, false));
+            if h.pending_change.is_some() && (h.in_flight.is_empty() || pick % 3 == 0) {
+                match answer {
+                    Answer::Refuse(Status::Fenced) => {
+                        fenced = true;
+                        h.change_err(EnsembleChangeError::Fenced, h.at(step));
+                    }
+                    Answer::Lost(_) => h.change_err(EnsembleChangeError::Unavailable("none".into()), h.at(step)),
+                    _ => { h.change_ok(); }
+                }
+                continue;
+            }
             let raw = *h.in_flight.keys().nth(pick % h.in_flight.len()).expect("picked in range");
             let tag = Tag::from_raw(raw);
-            let (bookie, request) = h.in_flight[&raw].clone();
+            let (_, bookie, request) = h.in_flight[&raw].clone();
             let response = match (answer, &request) {
                 (Answer::Ack, Request::Add { entry, .. }) => Ok(Response::Add { segment: SEGMENT, entry: *entry }),
                 (Answer::Ack, _) => Ok(Response::WriteLastAddConfirmed),
@@ -490,7 +690,7 @@ proptest! {
             let repeat = if duplicate { 2 } else { 1 };
             for _ in 0..repeat {
                 h.in_flight.remove(&raw);
-                h.writer.on_response(tag, response.clone(), h.at(step));
+                h.writer.on_response(tag, &bookie, response.clone(), h.at(step));
                 h.pump();
             }
             step += 1;
@@ -508,11 +708,17 @@ proptest! {
         prop_assert_eq!(h.lacs.last().copied(), ok.last().copied());
         prop_assert_eq!(h.writer.last_add_confirmed(), ok.last().copied());
         prop_assert!(ok.iter().enumerate().all(|(i, e)| *e == i as u64));
-        // W3: every Ok entry had Qa distinct acks from its write set.
+        // W3, W7: every Ok entry had Qa distinct acks from its write set in the ensemble the
+        // metadata names for it.
         let quorum = QuorumSizes::new(e, qw, qa).expect("valid");
         for entry in ok {
-            let members = acked.get(&entry).map(|b| b.iter().filter(|i| quorum.in_write_set(entry, **i)).count());
-            prop_assert!(members.unwrap_or(0) >= qa, "entry {} completed with {:?} acks", entry, acked.get(&entry));
+            let ensemble = h.ensembles.range(..=entry).next_back().expect("an ensemble").1;
+            let members: Vec<u32> = quorum.write_set(entry).iter().map(|i| ensemble[i]).collect();
+            let mut counted: Vec<u32> = acked.get(&entry).cloned().unwrap_or_default();
+            counted.retain(|b| members.contains(b));
+            counted.sort_unstable();
+            counted.dedup();
+            prop_assert!(counted.len() >= qa, "entry {} completed with {:?} acks", entry, acked.get(&entry));
         }
         prop_assert_eq!(h.writer.held_entries(), 0);
     }

@@ -1,22 +1,28 @@
-//! `SegmentWriter`: the sans-I/O write path of one open segment, **without ensemble change** yet
+//! `SegmentWriter`: the sans-I/O write path of one open segment
 //! (docs/rfcs/2026-11-26-replication.md, "Write path").
 //!
 //! Owns: entry ids, the window of entries held, each entry's acks (`AckSet`), completions in
 //! entry order, `last_add_confirmed` (LAC) piggybacked on ADDs and written explicitly
 //! (WRITE_LAC) when idle, what a bookie's answer means (ack, a failure of that bookie for that
-//! entry, or fatal: `Fenced`, `WrongMasterKey`), and the close request.
-//! Does not own: sockets, clocks, timers, retries, placement, the segment metadata. Inputs are
-//! method calls (`add`, `on_response`, `on_tick`, `close`, `on_closed`) that take the time as
-//! `now`; outputs queue up and the shell drains them with `poll_output`: requests to send to an
-//! ensemble index under a `Tag`, completions, LAC advances, bookie failures, and the close CAS
-//! to perform. The shell (later) maps ensemble indexes to connections and feeds
-//! `Connection::completions()` back in as `on_response`.
+//! entry, or fatal: `Fenced`, `WrongMasterKey`), ensemble changes (which members to replace and
+//! from which entry, re-sending to the replacements), and the close request.
+//! Does not own: sockets, clocks, timers, placement, the segment metadata. Inputs are method
+//! calls (`add`, `on_response`, `on_ensemble_changed`, `on_tick`, `close`, `on_closed`) that
+//! take the time as `now`; outputs queue up and the shell drains them with `poll_output`:
+//! requests to send to an ensemble index under a `Tag`, completions, LAC advances, bookie
+//! failures, the ensemble change and the close to perform on the metadata. The shell maps
+//! ensemble indexes to connections and feeds `Connection::completions()` back in as
+//! `on_response`, naming the bookie that answered.
 //!
-//! Not there yet: ensemble change. A failing bookie is reported (`Output::BookieFailed`) and
-//! its entries stay pending on the other members of their write sets. An entry whose write set
-//! can no longer reach Qa acks (`AckSet::can_complete` false) fails with
-//! `WriterError::QuorumUnreachable`, and so does every entry after it (a log has no holes): the
-//! writer is failed and refuses new adds. The ensemble change will replace the bookie instead.
+//! Ensemble change (BookKeeper's): when a member fails an ADD (error answer or none), the
+//! writer stops sending to it and asks the shell to replace it from the first entry not yet
+//! completed (`Output::ChangeEnsemble`). Completions wait until the shell answers. If the new
+//! ensemble landed in the metadata, every held entry from that first entry is re-sent to the
+//! replacements, and their acks count instead of the replaced members'. If the metadata is no
+//! longer Open, the writer stops with `Fenced`. If no replacement could be had, the writer goes
+//! on with the members it has, as long as every entry can still reach Qa, and tries again
+//! after `ensemble_change_retry`; an entry that cannot reach Qa fails (`QuorumUnreachable`),
+//! and so does every entry after it (a log has no holes).
 //!
 //! Invariants:
 //! - W1 (order): `Output::Completed` comes out for entries 0, 1, 2, ... in order, exactly once
@@ -25,265 +31,38 @@
 //!   `Ok`; it never moves back. `Output::LastAddConfirmed` reports each advance. The LAC sent on
 //!   an ADD or a WRITE_LAC is the LAC at the time it is sent.
 //! - W3 (acknowledgement): an entry completes `Ok` only once Qa distinct members of its write
-//!   set answered its ADD with success (`AckSet::is_complete`); nothing else counts.
-//! - W4 (fencing): once any bookie answers `Fenced` (or `WrongMasterKey`), no entry completes
-//!   `Ok` any more: every entry not yet completed completes with that error, in order, and new
-//!   adds are refused with it.
+//!   set, in the ensemble that holds the entry, answered its ADD with success
+//!   (`AckSet::is_complete`); nothing else counts.
+//! - W4 (fencing): once any bookie answers `Fenced` (or `WrongMasterKey`), or an ensemble change
+//!   finds the segment no longer Open, no entry completes `Ok` any more: every entry not yet
+//!   completed completes with that error, in order, and new adds are refused with it.
 //! - W5 (memory): at most `window_entries_max` entries are held (not completed, or with a
 //!   request still in flight: a record is kept until every request for it was answered, so
 //!   answers are deduplicated), and the payload bytes of the entries not yet completed are at
 //!   most `window_bytes_max`. `add` refuses beyond (`WindowFull`); it never queues.
 //! - W6 (answers): each request sent is answered at most once: an answer whose tag names no
-//!   request in flight (a duplicate, a stale answer, a made-up tag) is ignored and counted in
-//!   `WriterStats::ignored_responses`.
+//!   request in flight (a duplicate, a stale answer, a made-up tag), or that comes from a
+//!   bookie other than the one the tag's index names in the ensemble holding the entry (a
+//!   replaced member), is ignored and counted in `WriterStats::ignored_responses`.
+//! - W7 (ensemble change): while a change from entry F is in flight, no entry completes `Ok`
+//!   (every entry from F waits for it). Once it landed, the acks of the replaced members for
+//!   entries from F are forgotten and those entries are sent to the replacements, so an entry
+//!   from F completes with Qa acks of members of the new ensemble: the one the metadata names
+//!   for it. At most one change is in flight; members failing meanwhile go into the next.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dlog_protocol::{MASTER_KEY_BYTES_MAX, Request, Response, Status};
 
 use crate::quorum::{AckOutcome, AckSet, BookieSet, FailureOutcome, QuorumSizes};
-use crate::transport::TransportError;
 
-/// Entry ids are below this (2^56): the rest of a `Tag` holds the ensemble index and the kind.
-pub const ENTRY_ID_LIMIT: u64 = 1 << ENTRY_BITS;
+mod tag;
+mod types;
 
-const ENTRY_BITS: u32 = 56;
-const INDEX_BITS: u32 = 6;
-const KIND_BIT: u64 = 1 << (ENTRY_BITS + INDEX_BITS);
-/// Not set by the writer; left to the shell (a tag with it set is never the writer's).
-const RESERVED_BIT: u64 = 1 << 63;
-
-/// What a request to a bookie was: the `Tag` says it, so its answer maps back (W6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TagKind {
-    /// An ADD of the tag's entry.
-    Add,
-    /// A WRITE_LAC of the tag's LAC.
-    WriteLastAddConfirmed,
-}
-
-/// The `u64` a request is submitted with (`Connection::submit(tag, ..)`): bits 0..56 the entry
-/// (for a WRITE_LAC, the LAC written), bits 56..62 the ensemble index, bit 62 the kind, bit 63
-/// clear.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Tag(u64);
-
-impl Tag {
-    fn new(kind: TagKind, entry: u64, bookie_index: usize) -> Tag {
-        assert!(entry < ENTRY_ID_LIMIT, "entry {entry} does not fit a tag");
-        assert!(bookie_index < 1 << INDEX_BITS, "ensemble index {bookie_index} does not fit a tag");
-        let kind_bit = match kind {
-            TagKind::Add => 0,
-            TagKind::WriteLastAddConfirmed => KIND_BIT,
-        };
-        Tag(entry | (bookie_index as u64) << ENTRY_BITS | kind_bit)
-    }
-
-    /// The tag a transport completion carries.
-    pub fn from_raw(raw: u64) -> Tag {
-        Tag(raw)
-    }
-
-    /// The value to submit the request with.
-    pub fn raw(self) -> u64 {
-        self.0
-    }
-
-    /// The request's kind, or `None` for a tag the writer never makes (bit 63 set).
-    pub fn kind(self) -> Option<TagKind> {
-        if self.0 & RESERVED_BIT != 0 {
-            None
-        } else if self.0 & KIND_BIT != 0 {
-            Some(TagKind::WriteLastAddConfirmed)
-        } else {
-            Some(TagKind::Add)
-        }
-    }
-
-    /// The entry of an ADD, or the LAC of a WRITE_LAC.
-    pub fn entry(self) -> u64 {
-        self.0 & (ENTRY_ID_LIMIT - 1)
-    }
-
-    /// The ensemble index the request went to.
-    pub fn bookie_index(self) -> usize {
-        ((self.0 >> ENTRY_BITS) & ((1 << INDEX_BITS) - 1)) as usize
-    }
-}
-
-impl std::fmt::Debug for Tag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tag({:?} entry {} bookie {})", self.kind(), self.entry(), self.bookie_index())
-    }
-}
-
-/// Why a request got no answer from its bookie (the writer's view of a `TransportError`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransportFailure {
-    /// No answer within the request timeout.
-    Timeout,
-    /// The connection was lost with the request in flight (or could not be made).
-    Disconnected,
-    /// Anything else (malformed answer, busy, closed, ...).
-    Other,
-}
-
-impl From<&TransportError> for TransportFailure {
-    fn from(error: &TransportError) -> Self {
-        match error {
-            TransportError::Timeout => TransportFailure::Timeout,
-            TransportError::Disconnected { .. }
-            | TransportError::Connect { .. }
-            | TransportError::Unavailable { .. } => TransportFailure::Disconnected,
-            _ => TransportFailure::Other,
-        }
-    }
-}
-
-/// How the writer bounds its window and flushes its LAC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WriterSettings {
-    /// Most entries held (W5). Default 1024; at least 1.
-    pub window_entries_max: usize,
-    /// Most payload bytes of entries not yet completed (W5); also the largest entry. Default
-    /// 64 MiB; at least 1.
-    pub window_bytes_max: u64,
-    /// After no add for this long, a LAC not yet sent is written with WRITE_LAC to the write
-    /// set of the last entry. Default 1 ms.
-    pub lac_flush_delay: Duration,
-}
-
-impl Default for WriterSettings {
-    fn default() -> Self {
-        WriterSettings {
-            window_entries_max: 1024,
-            window_bytes_max: 64 << 20,
-            lac_flush_delay: Duration::from_millis(1),
-        }
-    }
-}
-
-/// Why `SegmentWriter::new` refused its arguments.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SetupError {
-    /// The ensemble does not have `ensemble_size` members.
-    #[error("ensemble of {actual} bookies for ensemble_size {expected}")]
-    EnsembleSize {
-        /// `QuorumSizes::ensemble_size`.
-        expected: usize,
-        /// The ensemble's length.
-        actual: usize,
-    },
-    /// A window bound is zero.
-    #[error("{0} must be more than zero")]
-    Zero(&'static str),
-    /// The master key is longer than the wire allows.
-    #[error("master key of {0} bytes is over {MASTER_KEY_BYTES_MAX}")]
-    MasterKeyTooLong(usize),
-}
-
-/// Why an add was refused or failed, or why the writer stopped.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WriterError {
-    /// The window is full (W5): add again after completions.
-    #[error("write window full")]
-    WindowFull,
-    /// The payload is larger than `window_bytes_max`.
-    #[error("entry of {bytes} bytes is over the window of {max}")]
-    EntryTooLarge {
-        /// The payload's length.
-        bytes: u64,
-        /// `window_bytes_max`.
-        max: u64,
-    },
-    /// The segment has used every entry id (`ENTRY_ID_LIMIT`).
-    #[error("entry ids exhausted")]
-    EntryIdsExhausted,
-    /// A bookie answered `Fenced`: a recoverer took the segment over (W4).
-    #[error("segment fenced")]
-    Fenced,
-    /// A bookie answered `WrongMasterKey`: this writer does not own the segment.
-    #[error("wrong master key")]
-    WrongMasterKey,
-    /// The write set of `entry` cannot reach Qa acks any more; with no ensemble change, that
-    /// entry and every one after it fail.
-    #[error("entry {entry} cannot reach its ack quorum")]
-    QuorumUnreachable {
-        /// The first entry that could not reach Qa.
-        entry: u64,
-    },
-    /// The writer is closing or closed.
-    #[error("writer closed")]
-    Closed,
-    /// The close's metadata update failed (given to `on_closed` by the shell).
-    #[error("closing the segment metadata failed: {0}")]
-    Metadata(String),
-}
-
-impl WriterError {
-    fn is_fatal(&self) -> bool {
-        matches!(self, WriterError::Fenced | WriterError::WrongMasterKey)
-    }
-}
-
-/// Work for the shell, drained with `SegmentWriter::poll_output`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Send `request` to the bookie at `bookie_index` of the ensemble, tagged `tag`; give its
-    /// answer to `on_response` with the same tag.
-    Send {
-        /// The ensemble index.
-        bookie_index: usize,
-        /// The tag to submit with.
-        tag: Tag,
-        /// An ADD or a WRITE_LAC.
-        request: Request,
-    },
-    /// Entry `entry` is done (W1): acknowledged, or failed with the error.
-    Completed {
-        /// The entry.
-        entry: u64,
-        /// `Ok` once Qa members of its write set acked it (W3).
-        result: Result<(), WriterError>,
-    },
-    /// The LAC advanced to this entry (W2).
-    LastAddConfirmed(u64),
-    /// The bookie at `bookie_index` failed `entry` (an error answer or no answer). What the
-    /// ensemble change will act on; for now the entry waits for the rest of its write set.
-    BookieFailed {
-        /// The ensemble index.
-        bookie_index: usize,
-        /// The entry it failed.
-        entry: u64,
-    },
-    /// Every entry completed `Ok`: compare-and-set the metadata to Closed at `last_entry`
-    /// (`None`: the segment is empty) and `length`, then call `on_closed`.
-    CloseRequested {
-        /// The LAC: the last entry.
-        last_entry: Option<u64>,
-        /// The total payload bytes of entries `0..=last_entry`.
-        length: u64,
-    },
-    /// The close ended: `Ok` once the metadata says Closed at `last_entry`.
-    Closed(Result<(), WriterError>),
-}
-
-/// Counters, for tests and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Answers ignored because their tag named no request in flight (W6).
-    pub ignored_responses: u64,
-    /// Acks that arrived after their entry had completed (normal when Qw > Qa).
-    pub late_acks: u64,
-    /// Failed ADDs (error answers, no answers, answers that do not match the request).
-    pub add_failures: u64,
-    /// WRITE_LAC requests sent (one per member of the write set).
-    pub lac_writes: u64,
-    /// WRITE_LACs that failed (harmless: the next ADD carries the LAC too).
-    pub lac_write_failures: u64,
-}
+pub use tag::{ENTRY_ID_LIMIT, Tag, TagKind, TransportFailure};
+pub use types::{EnsembleChangeError, Output, SetupError, WriterError, WriterSettings, WriterStats};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -326,13 +105,14 @@ fn judge(result: Result<Response, TransportFailure>, expected: impl Fn(&Response
 }
 
 /// The write path of one segment (see the module doc for its invariants). `B` is whatever the
-/// shell identifies a bookie by; the writer only uses ensemble indexes.
+/// shell identifies a bookie by; the writer sends by ensemble index and checks who answered.
 #[derive(Debug)]
 pub struct SegmentWriter<B> {
     segment_id: u64,
     master_key: Bytes,
     quorum: QuorumSizes,
-    ensemble: Vec<B>,
+    /// The ensembles of the held entries, by first entry; the last one is the current one.
+    ensembles: BTreeMap<u64, Vec<B>>,
     settings: WriterSettings,
     phase: Phase,
     /// The first entry that fails, and with what. Entries from it on complete with the error.
@@ -353,11 +133,18 @@ pub struct SegmentWriter<B> {
     last_add_at: Instant,
     /// WRITE_LACs in flight: (LAC, ensemble index).
     lac_writes: BTreeSet<(u64, usize)>,
+    /// Members of the current ensemble that failed and are not replaced yet: no ADD goes to
+    /// them (each new entry records them as failed at once).
+    failed_members: BookieSet,
+    /// The ensemble change in flight: its first entry and the indexes it replaces (W7).
+    change: Option<(u64, BookieSet)>,
+    /// After a failed change: when to try again, and why it failed.
+    change_retry: Option<(Instant, String)>,
     outputs: VecDeque<Output>,
     stats: WriterStats,
 }
 
-impl<B> SegmentWriter<B> {
+impl<B: Clone + PartialEq> SegmentWriter<B> {
     /// A writer for the open segment `segment_id` (no entry written yet) over `ensemble`
     /// (`quorum.ensemble_size()` bookies, by ensemble index).
     pub fn new(
@@ -387,7 +174,7 @@ impl<B> SegmentWriter<B> {
             segment_id,
             master_key,
             quorum,
-            ensemble,
+            ensembles: BTreeMap::from([(0, ensemble)]),
             settings,
             phase: Phase::Open,
             failure: None,
@@ -401,6 +188,9 @@ impl<B> SegmentWriter<B> {
             lac_sent: None,
             last_add_at: now,
             lac_writes: BTreeSet::new(),
+            failed_members: BookieSet::EMPTY,
+            change: None,
+            change_retry: None,
             outputs: VecDeque::new(),
             stats: WriterStats::default(),
         })
@@ -416,9 +206,20 @@ impl<B> SegmentWriter<B> {
         self.quorum
     }
 
-    /// The ensemble, by index.
+    /// The current ensemble (new entries go to it), by index.
     pub fn ensemble(&self) -> &[B] {
-        &self.ensemble
+        self.ensembles.values().next_back().expect("there is always an ensemble")
+    }
+
+    /// The ensemble holding `entry`, as far as the writer still knows it (entries before the
+    /// first held one may have been forgotten).
+    pub fn ensemble_of(&self, entry: u64) -> &[B] {
+        self.ensembles
+            .range(..=entry)
+            .next_back()
+            .or_else(|| self.ensembles.iter().next())
+            .map(|(_, e)| e.as_slice())
+            .expect("there is always an ensemble")
     }
 
     /// The LAC: the last entry completed `Ok` (W2).
@@ -446,6 +247,16 @@ impl<B> SegmentWriter<B> {
         self.failure.as_ref().map(|(_, error)| error)
     }
 
+    /// The members of the current ensemble that failed and are not replaced yet.
+    pub fn failed_members(&self) -> BookieSet {
+        self.failed_members
+    }
+
+    /// Whether an ensemble change is in flight.
+    pub fn changing_ensemble(&self) -> bool {
+        self.change.is_some()
+    }
+
     /// The counters.
     pub fn stats(&self) -> WriterStats {
         self.stats
@@ -456,16 +267,25 @@ impl<B> SegmentWriter<B> {
         self.outputs.pop_front()
     }
 
-    /// When `on_tick` has something to do (a WRITE_LAC), if ever without another input.
+    /// When `on_tick` has something to do (a WRITE_LAC, a retried ensemble change), if ever
+    /// without another input.
     pub fn next_deadline(&self) -> Option<Instant> {
         let writing = matches!(self.phase, Phase::Open | Phase::Draining) && self.failure.is_none();
-        (writing && self.last_add_confirmed > self.lac_sent)
-            .then(|| self.last_add_at + self.settings.lac_flush_delay)
+        if !writing {
+            return None;
+        }
+        let lac = (self.last_add_confirmed > self.lac_sent)
+            .then(|| self.last_add_at + self.settings.lac_flush_delay);
+        let retry = self.change_retry.as_ref().map(|(at, _)| *at);
+        match (lac, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Accepts `payload` as the next entry and emits its ADDs to its write set, carrying the
-    /// LAC. Refuses when the writer failed (its error), is closing (`Closed`), or the window is
-    /// full (`WindowFull`, W5).
+    /// Accepts `payload` as the next entry and emits its ADDs to its write set (but not to
+    /// failed members), carrying the LAC. Refuses when the writer failed (its error), is
+    /// closing (`Closed`), or the window is full (`WindowFull`, W5).
     pub fn add(&mut self, payload: Bytes, now: Instant) -> Result<u64, WriterError> {
         if let Some((_, error)) = &self.failure {
             return Err(error.clone());
@@ -486,54 +306,99 @@ impl<B> SegmentWriter<B> {
             return Err(WriterError::EntryIdsExhausted);
         }
         let entry = self.next_entry;
-        let write_set = self.quorum.write_set(entry);
-        for bookie_index in write_set.iter() {
-            let request = Request::Add {
-                segment: self.segment_id,
-                entry,
-                last_add_confirmed: self.last_add_confirmed,
-                master_key: self.master_key.clone(),
-                payload: payload.clone(),
-                recovery: false,
-            };
-            let tag = Tag::new(TagKind::Add, entry, bookie_index);
-            self.outputs.push_back(Output::Send { bookie_index, tag, request });
-        }
-        self.lac_sent = self.lac_sent.max(self.last_add_confirmed);
-        self.records.push_back(Record {
+        let mut record = Record {
             payload,
             acks: self.quorum.ack_set(entry),
-            outstanding: write_set.members(),
+            outstanding: BookieSet::EMPTY,
             completed: false,
-        });
+        };
+        for bookie_index in self.quorum.write_set(entry).iter() {
+            if self.failed_members.contains(bookie_index) {
+                record.acks.record_failure(bookie_index);
+            } else {
+                self.send_add(entry, bookie_index, &mut record);
+            }
+        }
+        self.lac_sent = self.lac_sent.max(self.last_add_confirmed);
+        self.records.push_back(record);
         self.uncompleted_bytes += bytes;
         self.next_entry += 1;
         self.last_add_at = now;
         Ok(entry)
     }
 
-    /// The answer to the request sent with `tag`: the bookie's response (a refusal is a
-    /// `Response::Refused`), or why there was none. `now` is unused until ensemble changes.
-    pub fn on_response(&mut self, tag: Tag, result: Result<Response, TransportFailure>, _now: Instant) {
+    /// The answer to the request sent with `tag`, from the bookie `from`: its response (a
+    /// refusal is a `Response::Refused`), or why there was none.
+    pub fn on_response(
+        &mut self,
+        tag: Tag,
+        from: &B,
+        result: Result<Response, TransportFailure>,
+        now: Instant,
+    ) {
         match tag.kind() {
-            Some(TagKind::Add) => self.on_add_answer(tag.entry(), tag.bookie_index(), result),
+            Some(TagKind::Add) => {
+                let entry = tag.entry();
+                if self.ensemble_of(entry).get(tag.bookie_index()) == Some(from) {
+                    self.on_add_answer(entry, tag.bookie_index(), result);
+                } else {
+                    self.stats.ignored_responses += 1;
+                }
+            }
             Some(TagKind::WriteLastAddConfirmed) => {
                 self.on_lac_answer(tag.entry(), tag.bookie_index(), result)
             }
             None => self.stats.ignored_responses += 1,
         }
         self.complete_in_order();
+        self.maybe_change_ensemble(now);
+    }
+
+    /// The shell's answer to `ChangeEnsemble`: the new ensemble, now in the metadata from the
+    /// change's first entry (it must differ from the current one exactly at the replaced
+    /// indexes), or why not. Ignored when no change is in flight.
+    pub fn on_ensemble_changed(&mut self, result: Result<Vec<B>, EnsembleChangeError>, now: Instant) {
+        let Some((first_entry, replaced)) = self.change.take() else { return };
+        match result {
+            Err(EnsembleChangeError::Fenced) => self.fail(WriterError::Fenced),
+            Err(EnsembleChangeError::Unavailable(reason)) => {
+                self.stats.ensemble_change_failures += 1;
+                self.change_retry = Some((now + self.settings.ensemble_change_retry, reason.clone()));
+                self.fail_stuck_entries(&reason);
+            }
+            Ok(ensemble) => {
+                let current = self.ensemble();
+                let fits = ensemble.len() == current.len()
+                    && (0..ensemble.len()).all(|i| {
+                        (ensemble[i] == current[i]) != replaced.contains(i)
+                            && !ensemble[..i].contains(&ensemble[i])
+                    });
+                if !fits {
+                    let error = WriterError::Metadata("the new ensemble does not match the change".into());
+                    self.fail_from(first_entry, error);
+                } else if self.failure.is_none() {
+                    self.land_change(first_entry, replaced, ensemble);
+                }
+            }
+        }
+        self.complete_in_order();
+        self.maybe_change_ensemble(now);
     }
 
     /// Time passed: writes the LAC explicitly if the writer was idle for `lac_flush_delay`
-    /// with a LAC not yet sent.
+    /// with a LAC not yet sent, and retries a failed ensemble change when its time came.
     pub fn on_tick(&mut self, now: Instant) {
+        if self.change_retry.as_ref().is_some_and(|(at, _)| now >= *at) {
+            self.change_retry = None;
+            self.maybe_change_ensemble(now);
+        }
         let Some(deadline) = self.next_deadline() else { return };
         let Some(lac) = self.last_add_confirmed else { return };
-        if now < deadline {
+        if now < deadline || self.last_add_confirmed <= self.lac_sent {
             return;
         }
-        for bookie_index in self.quorum.write_set(lac).iter() {
+        let ensemble_index_count = self.ensemble_of(lac).len();
+        for bookie_index in self.quorum.write_set(lac).iter().filter(|i| *i < ensemble_index_count) {
             let request = Request::WriteLastAddConfirmed {
                 segment: self.segment_id,
                 last_add_confirmed: lac,
@@ -573,6 +438,20 @@ impl<B> SegmentWriter<B> {
         }
     }
 
+    fn send_add(&mut self, entry: u64, bookie_index: usize, record: &mut Record) {
+        let request = Request::Add {
+            segment: self.segment_id,
+            entry,
+            last_add_confirmed: self.last_add_confirmed,
+            master_key: self.master_key.clone(),
+            payload: record.payload.clone(),
+            recovery: false,
+        };
+        let tag = Tag::new(TagKind::Add, entry, bookie_index);
+        record.outstanding.insert(bookie_index);
+        self.outputs.push_back(Output::Send { bookie_index, tag, request });
+    }
+
     fn on_add_answer(&mut self, entry: u64, bookie_index: usize, result: Result<Response, TransportFailure>) {
         let segment = self.segment_id;
         let Some(record) = entry
@@ -600,12 +479,18 @@ impl<B> SegmentWriter<B> {
             Verdict::Failure => {
                 self.stats.add_failures += 1;
                 if record.acks.record_failure(bookie_index) == FailureOutcome::Counted {
-                    // An entry already completed still reports it: BookKeeper's issue #1390,
-                    // the bookie is replaced on the next add.
-                    let unreachable = !record.completed && !record.acks.can_complete();
                     self.outputs.push_back(Output::BookieFailed { bookie_index, entry });
-                    if unreachable {
-                        self.fail_from(entry, WriterError::QuorumUnreachable { entry });
+                    // A member of an ensemble since replaced needs no change; a current one
+                    // is replaced even if the entry completed (BookKeeper's issue #1390).
+                    let current = self.ensemble();
+                    if entry >= self.current_start()
+                        || self.ensemble_of(entry)[bookie_index] == current[bookie_index]
+                    {
+                        self.failed_members.insert(bookie_index);
+                    }
+                    if self.failure.is_some() {
+                        // No change will come any more.
+                        self.fail_stuck_entries("the writer failed");
                     }
                 }
             }
@@ -613,6 +498,8 @@ impl<B> SegmentWriter<B> {
     }
 
     fn on_lac_answer(&mut self, lac: u64, bookie_index: usize, result: Result<Response, TransportFailure>) {
+        // No check of who answered: a WRITE_LAC changes nothing the writer counts, and a
+        // `Fenced` from any bookie that ever held the segment is true.
         if !self.lac_writes.remove(&(lac, bookie_index)) {
             self.stats.ignored_responses += 1;
             return;
@@ -621,6 +508,63 @@ impl<B> SegmentWriter<B> {
             Verdict::Success => {}
             Verdict::Fatal(error) => self.fail(error),
             Verdict::Failure => self.stats.lac_write_failures += 1,
+        }
+    }
+
+    fn current_start(&self) -> u64 {
+        *self.ensembles.keys().next_back().expect("there is always an ensemble")
+    }
+
+    /// Starts an ensemble change for the failed members, unless one is in flight, a failed
+    /// one waits for its retry, or the writer is done.
+    fn maybe_change_ensemble(&mut self, _now: Instant) {
+        let writing = matches!(self.phase, Phase::Open | Phase::Draining) && self.failure.is_none();
+        if !writing || self.change.is_some() || self.change_retry.is_some() || self.failed_members.is_empty()
+        {
+            return;
+        }
+        let first_entry = self.first_uncompleted;
+        let replace = self.failed_members;
+        self.change = Some((first_entry, replace));
+        self.outputs.push_back(Output::ChangeEnsemble { first_entry, replace });
+    }
+
+    /// The change from `first_entry` landed (W7): the replacements take the replaced members'
+    /// place for every held entry from `first_entry`.
+    fn land_change(&mut self, first_entry: u64, replaced: BookieSet, ensemble: Vec<B>) {
+        self.stats.ensemble_changes += 1;
+        let _ = self.ensembles.split_off(&first_entry);
+        self.ensembles.insert(first_entry, ensemble);
+        for index in replaced.iter() {
+            self.failed_members.remove(index);
+        }
+        let start = usize::try_from(first_entry.saturating_sub(self.first_held)).unwrap_or(usize::MAX);
+        let mut records = std::mem::take(&mut self.records);
+        for record in records.iter_mut().skip(start) {
+            debug_assert!(!record.completed, "entries from the change's first entry wait for it (W7)");
+            let entry = record.acks.entry();
+            for index in replaced.intersection(record.acks.write_set().members()).iter() {
+                record.acks.reset_member(index);
+                // An ADD still in flight to the replaced member is forgotten: its answer comes
+                // from a bookie no longer in this entry's ensemble and is ignored (W6).
+                record.outstanding.remove(index);
+                if self.failed_members.contains(index) {
+                    record.acks.record_failure(index);
+                } else {
+                    self.send_add(entry, index, record);
+                    self.stats.resent_adds += 1;
+                }
+            }
+        }
+        self.records = records;
+    }
+
+    /// Degraded (W7): the first entry that cannot reach Qa without the failed members fails,
+    /// and every one after it.
+    fn fail_stuck_entries(&mut self, reason: &str) {
+        let stuck = self.records.iter().find(|r| !r.completed && !r.acks.can_complete());
+        if let Some(entry) = stuck.map(|r| r.acks.entry()) {
+            self.fail_from(entry, WriterError::QuorumUnreachable { entry, reason: reason.to_owned() });
         }
     }
 
@@ -638,12 +582,12 @@ impl<B> SegmentWriter<B> {
     /// earlier entry already failed.
     fn fail_from(&mut self, entry: u64, error: WriterError) {
         if self.failure.as_ref().is_none_or(|(from, _)| entry < *from) {
-            self.failure = Some((entry, error));
+            self.failure = Some((entry.max(self.first_uncompleted), error));
         }
     }
 
-    /// Completes entries in order (W1), advances the LAC (W2), drops records no longer needed
-    /// (W5) and moves the close on.
+    /// Completes entries in order (W1), advances the LAC (W2), drops records and ensembles no
+    /// longer needed (W5) and moves the close on.
     fn complete_in_order(&mut self) {
         let lac_before = self.last_add_confirmed;
         while self.first_uncompleted < self.next_entry {
@@ -652,7 +596,7 @@ impl<B> SegmentWriter<B> {
             let record = self.records.get_mut(offset).expect("every uncompleted entry is held");
             let result = match &self.failure {
                 Some((from, error)) if entry >= *from => Err(error.clone()),
-                _ if record.acks.is_complete() => Ok(()),
+                _ if self.change.is_none() && record.acks.is_complete() => Ok(()),
                 _ => break,
             };
             record.completed = true;
@@ -673,6 +617,13 @@ impl<B> SegmentWriter<B> {
             self.records.pop_front();
             self.first_held += 1;
         }
+        // Keep the ensemble holding the first held entry and every later one.
+        while let Some(second) = self.ensembles.keys().nth(1).copied() {
+            if second > self.first_held {
+                break;
+            }
+            self.ensembles.pop_first();
+        }
         if self.phase == Phase::Draining && self.first_uncompleted == self.next_entry {
             match &self.failure {
                 Some((_, error)) => {
@@ -686,24 +637,5 @@ impl<B> SegmentWriter<B> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_round_trip() {
-        for (kind, entry, index) in [
-            (TagKind::Add, 0, 0),
-            (TagKind::Add, ENTRY_ID_LIMIT - 1, 63),
-            (TagKind::WriteLastAddConfirmed, 12345, 7),
-        ] {
-            let tag = Tag::from_raw(Tag::new(kind, entry, index).raw());
-            assert_eq!((tag.kind(), tag.entry(), tag.bookie_index()), (Some(kind), entry, index));
-            assert_eq!(tag.raw() & RESERVED_BIT, 0);
-        }
-        assert_eq!(Tag::from_raw(RESERVED_BIT).kind(), None);
     }
 }
