@@ -1,7 +1,8 @@
 //! `SegmentWriter`: the sans-I/O write path of one open segment
 //! (docs/rfcs/2026-11-26-replication.md, "Write path").
 //!
-//! Owns: entry ids, the window of entries held, each entry's acks (`AckSet`), completions in
+//! Owns: entry ids, the stored form of each entry (`entry_envelope`: checksum and cumulative
+//! length), the window of entries held, each entry's acks (`AckSet`), completions in
 //! entry order, `last_add_confirmed` (LAC) piggybacked on ADDs and written explicitly
 //! (WRITE_LAC) when idle, what a bookie's answer means (ack, a failure of that bookie for that
 //! entry, or fatal: `Fenced`, `WrongMasterKey`), ensemble changes (which members to replace and
@@ -56,6 +57,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use dlog_protocol::{MASTER_KEY_BYTES_MAX, Request, Response, Status};
 
+use crate::entry_envelope;
 use crate::quorum::{AckOutcome, AckSet, BookieSet, FailureOutcome, QuorumSizes};
 
 mod tag;
@@ -76,8 +78,11 @@ enum Phase {
 
 #[derive(Debug)]
 struct Record {
-    /// Emptied once the entry completed (no ensemble change re-sends it).
+    /// The stored bytes (`entry_envelope`); emptied once the entry completed (no ensemble
+    /// change re-sends it).
     payload: Bytes,
+    /// The caller's payload bytes.
+    user_bytes: u64,
     acks: AckSet,
     /// The members with an ADD of this entry in flight.
     outstanding: BookieSet,
@@ -128,6 +133,8 @@ pub struct SegmentWriter<B> {
     last_add_confirmed: Option<u64>,
     /// Payload bytes of entries `0..=last_add_confirmed`.
     length: u64,
+    /// Payload bytes of entries `0..next_entry`.
+    added_length: u64,
     /// The largest LAC sent, piggybacked or explicit.
     lac_sent: Option<u64>,
     last_add_at: Instant,
@@ -185,6 +192,7 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
             uncompleted_bytes: 0,
             last_add_confirmed: None,
             length: 0,
+            added_length: 0,
             lac_sent: None,
             last_add_at: now,
             lac_writes: BTreeSet::new(),
@@ -306,8 +314,10 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
             return Err(WriterError::EntryIdsExhausted);
         }
         let entry = self.next_entry;
+        let cumulative_length = self.added_length + bytes;
         let mut record = Record {
-            payload,
+            payload: entry_envelope::encode(self.segment_id, entry, cumulative_length, &payload),
+            user_bytes: bytes,
             acks: self.quorum.ack_set(entry),
             outstanding: BookieSet::EMPTY,
             completed: false,
@@ -321,6 +331,7 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
         }
         self.lac_sent = self.lac_sent.max(self.last_add_confirmed);
         self.records.push_back(record);
+        self.added_length = cumulative_length;
         self.uncompleted_bytes += bytes;
         self.next_entry += 1;
         self.last_add_at = now;
@@ -600,12 +611,12 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
                 _ => break,
             };
             record.completed = true;
-            let payload = std::mem::take(&mut record.payload);
-            self.uncompleted_bytes -= payload.len() as u64;
+            record.payload = Bytes::new();
+            self.uncompleted_bytes -= record.user_bytes;
             if result.is_ok() {
                 debug_assert!(self.failure.as_ref().is_none_or(|(from, _)| entry < *from));
                 self.last_add_confirmed = Some(entry);
-                self.length += payload.len() as u64;
+                self.length += record.user_bytes;
             }
             self.outputs.push_back(Output::Completed { entry, result });
             self.first_uncompleted += 1;
