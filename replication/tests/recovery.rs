@@ -64,7 +64,9 @@ impl ModelBookie {
                     return refused(Status::Corrupt);
                 }
                 match self.entries.get(entry) {
-                    Some(payload) => Response::Read { segment: SEGMENT, entry: *entry, payload: payload.clone() },
+                    Some(payload) => {
+                        Response::Read { segment: SEGMENT, entry: *entry, payload: payload.clone() }
+                    }
                     None => refused(Status::NoSuchEntry),
                 }
             }
@@ -126,9 +128,11 @@ impl World {
         let quorum = QuorumSizes::new(e, qw, qa).expect("valid sizes");
         let t0 = base();
         let ensemble: Vec<u32> = (0..e as u32).collect();
-        let settings = WriterSettings { ensemble_change_retry: Duration::from_millis(5), ..Default::default() };
-        let writer = SegmentWriter::new(SEGMENT, Bytes::from_static(KEY), quorum, ensemble.clone(), settings, t0)
-            .expect("valid writer");
+        let settings =
+            WriterSettings { ensemble_change_retry: Duration::from_millis(5), ..Default::default() };
+        let writer =
+            SegmentWriter::new(SEGMENT, Bytes::from_static(KEY), quorum, ensemble.clone(), settings, t0)
+                .expect("valid writer");
         let total = e as u32 + spares;
         World {
             quorum,
@@ -268,11 +272,12 @@ impl World {
             }
         } else if !self.requests.is_empty() {
             let (client, bookie, raw, request) = self.requests.swap_remove(pick % self.requests.len());
-            let result = if drop || self.down[bookie as usize] > self.now || self.cut.contains(&(client, bookie)) {
-                Err(TransportFailure::Disconnected)
-            } else {
-                Ok(self.bookies[bookie as usize].handle(&request))
-            };
+            let result =
+                if drop || self.down[bookie as usize] > self.now || self.cut.contains(&(client, bookie)) {
+                    Err(TransportFailure::Disconnected)
+                } else {
+                    Ok(self.bookies[bookie as usize].handle(&request))
+                };
             self.answers.push((client, bookie, raw, result));
         }
     }
@@ -305,13 +310,19 @@ impl World {
                 self.tick();
             } else {
                 self.step(r as usize, r & 1 == 0, false);
-                if r % 7 == 0 {
+                if r.is_multiple_of(7) {
                     self.tick();
                 }
             }
         }
         for (i, b) in self.bookies.iter().enumerate() {
-            eprintln!("bookie {i}: lac {:?} fenced {} entries {:?} corrupt {:?}", b.lac, b.fenced, b.entries.keys(), b.corrupt);
+            eprintln!(
+                "bookie {i}: lac {:?} fenced {} entries {:?} corrupt {:?}",
+                b.lac,
+                b.fenced,
+                b.entries.keys(),
+                b.corrupt
+            );
         }
         eprintln!("ensembles {:?} acknowledged {:?} state {:?}", self.ensembles, self.writer_ok, self.state);
         panic!("recovery did not finish: {:?}\n{:#?}", self.recovered, self.recoverers);
@@ -352,8 +363,12 @@ impl World {
         // write sets in the last ensemble: no entry may find Qa bookies that accept it (Q5).
         let last_ensemble = self.ensembles.values().next_back().expect("ensemble");
         for entry in count..count + self.quorum.ensemble_size() as u64 {
-            let accepting =
-                self.quorum.write_set(entry).iter().filter(|i| !self.bookies[last_ensemble[*i] as usize].fenced).count();
+            let accepting = self
+                .quorum
+                .write_set(entry)
+                .iter()
+                .filter(|i| !self.bookies[last_ensemble[*i] as usize].fenced)
+                .count();
             assert!(accepting < self.quorum.ack_quorum_size(), "entry {entry} could still be acknowledged");
         }
     }
@@ -417,12 +432,12 @@ proptest! {
                 world.pump_writer();
             }
             let r = next(&mut rng);
-            if r % 97 == 0 {
+            if r.is_multiple_of(97) {
                 let bookie = (r / 97) as usize % world.bookies.len();
                 world.down[bookie] = world.now + 20;
             }
-            world.step((r >> 8) as usize, r & 1 == 0, r % 23 == 0);
-            if r % 5 == 0 {
+            world.step((r >> 8) as usize, r & 1 == 0, r.is_multiple_of(23));
+            if r.is_multiple_of(5) {
                 world.tick();
             }
         }
@@ -502,8 +517,10 @@ fn racing_recoverers_adopt_the_first_close() {
         if world.recovered[0].is_some() {
             break;
         }
-        let own: Vec<usize> = (0..world.requests.len()).filter(|i| world.requests[*i].0 == Client::Recoverer(0)).collect();
-        let answers: Vec<usize> = (0..world.answers.len()).filter(|i| world.answers[*i].0 == Client::Recoverer(0)).collect();
+        let own: Vec<usize> =
+            (0..world.requests.len()).filter(|i| world.requests[*i].0 == Client::Recoverer(0)).collect();
+        let answers: Vec<usize> =
+            (0..world.answers.len()).filter(|i| world.answers[*i].0 == Client::Recoverer(0)).collect();
         let r = next(&mut rng) as usize;
         if !answers.is_empty() && (r & 1 == 0 || own.is_empty()) {
             let (client, bookie, raw, result) = world.answers.swap_remove(answers[r % answers.len()]);

@@ -37,7 +37,8 @@ use bytes::Bytes;
 use dlog_protocol::{Request, Response, Status};
 
 pub use types::{
-    RecoveredEnd, RecoveryError, RecoveryOutput, RecoverySettings, RecoveryStats, RecoveryTag, RecoveryTagKind,
+    RecoveredEnd, RecoveryError, RecoveryOutput, RecoverySettings, RecoveryStats, RecoveryTag,
+    RecoveryTagKind,
 };
 
 use crate::entry_envelope;
@@ -202,7 +203,8 @@ impl<B: Clone + PartialEq> Recovery<B> {
             None => return self.stats.ignored_responses += 1,
         };
         let ensemble_entry = if kind == RecoveryTagKind::FenceLastAddConfirmed { u64::MAX } else { entry };
-        let in_flight = self.ensemble_of(ensemble_entry).get(index) == Some(from) && self.take_in_flight(kind, entry, index);
+        let in_flight = self.ensemble_of(ensemble_entry).get(index) == Some(from)
+            && self.take_in_flight(kind, entry, index);
         if !in_flight || matches!(self.phase, Phase::Done | Phase::Closing) {
             self.stats.ignored_responses += 1;
             return;
@@ -300,7 +302,12 @@ impl<B: Clone + PartialEq> Recovery<B> {
         }
     }
 
-    fn judge(&mut self, kind: RecoveryTagKind, entry: u64, result: Result<Response, TransportFailure>) -> Answer {
+    fn judge(
+        &mut self,
+        kind: RecoveryTagKind,
+        entry: u64,
+        result: Result<Response, TransportFailure>,
+    ) -> Answer {
         let response = match result {
             Ok(Response::Refused { status: Status::WrongMasterKey, .. }) => return Answer::WrongMasterKey,
             Ok(response) => response,
@@ -319,7 +326,9 @@ impl<B: Clone + PartialEq> Recovery<B> {
             RecoveryTagKind::Read => match response {
                 Response::Read { segment, entry: e, payload } if segment == self.segment_id && e == entry => {
                     match entry_envelope::decode(self.segment_id, entry, &payload) {
-                        Ok((cumulative, _)) => Answer::Replica(ReplicaAnswer::Present, Some((payload, cumulative))),
+                        Ok((cumulative, _)) => {
+                            Answer::Replica(ReplicaAnswer::Present, Some((payload, cumulative)))
+                        }
                         Err(_) => {
                             self.stats.corrupt_replicas += 1;
                             Answer::Failed
@@ -331,7 +340,9 @@ impl<B: Clone + PartialEq> Recovery<B> {
                 _ => Answer::Failed,
             },
             RecoveryTagKind::Add => match response {
-                Response::Add { segment, entry: e } if segment == self.segment_id && e == entry => Answer::Acked,
+                Response::Add { segment, entry: e } if segment == self.segment_id && e == entry => {
+                    Answer::Acked
+                }
                 _ => Answer::Failed,
             },
         }
@@ -390,19 +401,20 @@ impl<B: Clone + PartialEq> Recovery<B> {
                 let entry = self.entries[offset].entry;
                 let known_acknowledged = acknowledged_upto.is_some_and(|a| entry <= a);
                 match self.entries[offset].answers.verdict() {
-                    EntryVerdict::Present => {
-                        if !known_acknowledged && self.entries[offset].acks.is_none() {
-                            self.entries[offset].acks = Some(self.quorum.ack_set(entry));
-                            self.stats.entries_recovered += 1;
-                            for index in self.quorum.write_set(entry).iter() {
-                                self.send(RecoveryTagKind::Add, entry, index);
-                            }
+                    EntryVerdict::Present if !known_acknowledged && self.entries[offset].acks.is_none() => {
+                        self.entries[offset].acks = Some(self.quorum.ack_set(entry));
+                        self.stats.entries_recovered += 1;
+                        for index in self.quorum.write_set(entry).iter() {
+                            self.send(RecoveryTagKind::Add, entry, index);
                         }
                     }
                     EntryVerdict::ConfirmedAbsent if !known_acknowledged => {
                         // RC2: the first absent entry with every entry before it Present.
-                        let all_present =
-                            self.entries.iter().take(offset).all(|s| s.answers.verdict() == EntryVerdict::Present);
+                        let all_present = self
+                            .entries
+                            .iter()
+                            .take(offset)
+                            .all(|s| s.answers.verdict() == EntryVerdict::Present);
                         if all_present && self.end.is_none() {
                             // Its state goes too: a late copy of it must not be recovery-added
                             // past the end (RC4).
@@ -449,14 +461,13 @@ impl<B: Clone + PartialEq> Recovery<B> {
             }
         }
         // RC3: every entry up to the end is finished.
-        if let Some(last_entry) = self.end {
-            if self.entries.is_empty() {
-                self.phase = Phase::Closing;
-                self.retries.clear();
-                self.entries.clear();
-                let length = if last_entry.is_some() { self.length } else { 0 };
-                self.outputs.push_back(RecoveryOutput::CloseRequested(RecoveredEnd { last_entry, length }));
-            }
+        if let Some(last_entry) = self.end
+            && self.entries.is_empty()
+        {
+            self.phase = Phase::Closing;
+            self.retries.clear();
+            let length = if last_entry.is_some() { self.length } else { 0 };
+            self.outputs.push_back(RecoveryOutput::CloseRequested(RecoveredEnd { last_entry, length }));
         }
     }
 }
