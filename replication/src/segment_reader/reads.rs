@@ -1,0 +1,296 @@
+//! Reading entries: filling the window (a READ per entry, a READ_RANGE to catch up), what
+//! their answers mean, speculative reads and retry rounds, and delivery in entry order.
+
+use std::fmt;
+use std::time::Instant;
+
+use dlog_protocol::{RANGE_ENTRIES_MAX, Request, Response, Status};
+
+use super::ensembles::pick;
+use super::window::{EntryRead, Pending, RangeRead, Slot};
+use super::{Output, Phase, ReaderError, SegmentEnd, SegmentReader, TransportFailure};
+
+impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
+    /// The answer to a request still waited for (R6).
+    pub(super) fn on_answer(
+        &mut self,
+        tag: u64,
+        pending: Pending<B>,
+        result: Result<Response, TransportFailure>,
+        now: Instant,
+    ) {
+        match pending {
+            Pending::Read { entry, bookie } => self.on_read_answer(tag, entry, bookie, result, now),
+            Pending::Range => self.on_range_answer(result, now),
+            Pending::LongPoll { known, bookie } => self.on_poll_answer(known, bookie, result, now),
+            Pending::ReadLac { bookie } => self.on_lac_answer(tag, bookie, result, now),
+        }
+    }
+
+    /// Delivers the entries ready in order (R1, R5), then the error of an unreadable entry in
+    /// its place, or the end of a closed segment.
+    pub(super) fn deliver(&mut self) {
+        while self.phase == Phase::Reading {
+            let entry = self.next_deliver;
+            if let Some(payload) = self.window.deliver(entry) {
+                self.outbox.outputs.push_back(Output::Entry { entry, payload });
+                self.next_deliver += 1;
+            } else if matches!(self.window.get(entry), Some(Slot::Unreadable)) {
+                let rounds = self.settings.read_rounds_max;
+                self.stop(Phase::Failed(ReaderError::Unreadable { entry, rounds }));
+            } else {
+                break;
+            }
+        }
+        if self.phase == Phase::Reading
+            && let SegmentEnd::Closed { last_entry } = self.end
+            && last_entry.is_none_or(|last| self.next_deliver > last)
+        {
+            self.stop(Phase::Ended);
+        }
+    }
+
+    /// The shortest run read with READ_RANGE, when ranges are on and every bookie of an
+    /// ensemble holds every entry of it (E == Qw).
+    fn range_min(&self) -> Option<u64> {
+        let whole = self.quorum.write_quorum_size() == self.quorum.ensemble_size();
+        self.settings.range_read_entries_min.filter(|_| whole).map(|min| min as u64)
+    }
+
+    /// Starts reading the next entries while the window has room (R4), up to the known end
+    /// (R2), and not past an unreadable entry (R5).
+    pub(super) fn fill(&mut self, now: Instant) {
+        while self.phase == Phase::Reading && self.unreadable.is_none() && self.range.is_none() {
+            let next = self.window.end();
+            let Some(end) = self.readable_end().filter(|end| next <= *end) else { return };
+            let room = self.settings.read_ahead_entries.saturating_sub(self.window.len()) as u64;
+            if room == 0 || self.window.bytes() >= self.settings.read_ahead_bytes {
+                return;
+            }
+            // A range stays within one ensemble: the next one may have other bookies.
+            let run_last = self.ensembles.last_of(next).map_or(end, |last| last.min(end));
+            let remaining = run_last - next + 1;
+            if let Some(min) = self.range_min().filter(|min| remaining >= *min) {
+                // Catching up: wait for room for a whole range rather than read one by one.
+                let count = remaining.min(room).min(RANGE_ENTRIES_MAX as u64);
+                if count >= min {
+                    self.send_range(next, next + count - 1, now);
+                }
+                return;
+            }
+            self.window.push(Slot::Reading(EntryRead::new(Vec::new())));
+            self.ask_next(next, now);
+        }
+    }
+
+    fn send_range(&mut self, first: u64, last: u64, now: Instant) {
+        // Ensemble order, not W(first)'s, so that rotating moves to another bookie.
+        let members = self.ensembles.members(first, &self.health, now);
+        let bookie = pick(&members, &self.health, self.range_rotation, now);
+        self.range_rotation = self.range_rotation.wrapping_add(1);
+        let bytes_left = self.settings.read_ahead_bytes - self.window.bytes();
+        let max_bytes = u32::try_from(bytes_left).unwrap_or(u32::MAX);
+        let request = Request::ReadRange { segment: self.segment_id, first, last, max_bytes };
+        let tag = self.outbox.send(bookie.clone(), Pending::Range, request);
+        for _ in first..=last {
+            self.window.push(Slot::Ranged);
+        }
+        let give_up_at = now + self.settings.range_read_timeout;
+        self.range = Some(RangeRead { tag, first, last, bookie, give_up_at });
+        self.stats.range_reads += 1;
+    }
+
+    /// Asks the next member of the write set of `entry` not asked in this round, healthy ones
+    /// first; arms the speculative read if another is left. False if none is left.
+    fn ask_next(&mut self, entry: u64, now: Instant) -> bool {
+        let candidates = self.ensembles.candidates(&self.quorum, entry, &self.health, now);
+        let Some(read) = self.window.reading_mut(entry) else { return false };
+        let mut untried = candidates.into_iter().filter(|bookie| !read.asked.contains(bookie));
+        let Some(bookie) = untried.next() else {
+            read.speculate_at = None;
+            return false;
+        };
+        read.speculate_at = untried.next().map(|_| now + self.settings.speculative_timeout);
+        read.asked.push(bookie.clone());
+        let request = Request::Read { segment: self.segment_id, entry, fence: None };
+        let tag = self.outbox.send(bookie.clone(), Pending::Read { entry, bookie }, request);
+        read.in_flight.push(tag);
+        self.stats.reads += 1;
+        true
+    }
+
+    /// A member failed `entry`: ask the next; when none is left and none is in flight, the
+    /// round failed.
+    fn after_failure(&mut self, entry: u64, now: Instant) {
+        if self.ask_next(entry, now) {
+            return;
+        }
+        if self
+            .window
+            .reading_mut(entry)
+            .is_some_and(|read| read.in_flight.is_empty() && read.retry_at.is_none())
+        {
+            self.round_failed(entry, now);
+        }
+    }
+
+    /// Every member of the write set failed `entry` in this round: a new round after the
+    /// backoff, or, after `read_rounds_max` rounds, the entry is unreadable and nothing after
+    /// it is read (R5).
+    fn round_failed(&mut self, entry: u64, now: Instant) {
+        let Some(read) = self.window.reading_mut(entry) else { return };
+        read.round += 1;
+        if read.round < self.settings.read_rounds_max {
+            read.asked.clear();
+            read.speculate_at = None;
+            read.retry_at = Some(now + self.settings.backoff(read.round));
+            return;
+        }
+        if let Some(slot) = self.window.get_mut(entry) {
+            *slot = Slot::Unreadable;
+        }
+        self.unreadable = Some(entry);
+        let forget = self.window.truncate(entry + 1);
+        self.outbox.forget(forget);
+        if let Some(range) = self.range.take() {
+            // Ranged entries come after every entry read on its own: they were just dropped.
+            debug_assert!(range.first > entry);
+            self.outbox.forget([range.tag]);
+        }
+    }
+
+    fn on_read_answer(
+        &mut self,
+        tag: u64,
+        entry: u64,
+        bookie: B,
+        result: Result<Response, TransportFailure>,
+        now: Instant,
+    ) {
+        // A READ is waited for only while its entry is being read (`Window::resolve` and
+        // `truncate` hand back the tags to forget).
+        let Some(read) = self.window.reading_mut(entry) else {
+            unreachable!("a READ of entry {entry} waited for, but the entry is not being read")
+        };
+        read.in_flight.retain(|other| *other != tag);
+        match result {
+            Ok(Response::Read { segment, entry: got, payload })
+                if segment == self.segment_id && got == entry =>
+            {
+                let forget = self.window.resolve(entry, payload).unwrap_or_default();
+                // The other replicas' answers will be stale (R6).
+                self.outbox.forget(forget);
+                return;
+            }
+            Ok(Response::Refused { status: Status::NoSuchEntry | Status::NoSuchSegment, .. }) => {
+                self.stats.missing_replies += 1;
+            }
+            Ok(Response::Refused { status: Status::Corrupt, .. }) => {
+                self.stats.corrupt_replies += 1;
+                self.health.suspect(&bookie, now, self.settings.suspect_duration);
+                self.outbox.outputs.push_back(Output::BadReplica { entry, bookie });
+            }
+            Ok(_) | Err(_) => {
+                self.stats.read_failures += 1;
+                self.health.suspect(&bookie, now, self.settings.suspect_duration);
+            }
+        }
+        self.after_failure(entry, now);
+    }
+
+    fn on_range_answer(&mut self, result: Result<Response, TransportFailure>, now: Instant) {
+        let Some(RangeRead { first, last, bookie, .. }) = self.range.take() else {
+            unreachable!("a READ_RANGE waited for without its range")
+        };
+        let mut next = first;
+        match result {
+            Ok(Response::ReadRange { entries }) => {
+                // Consecutive entries from `first`, within `last`; anything else ends the batch.
+                for (entry, payload) in entries {
+                    if entry != next || entry > last {
+                        break;
+                    }
+                    let forget = self.window.resolve(entry, payload);
+                    debug_assert_eq!(forget, Some(Vec::new()), "ranged entries are read by their range only");
+                    next += 1;
+                }
+                if next <= last {
+                    self.stats.short_ranges += 1;
+                }
+            }
+            Ok(Response::Refused { status: Status::NoSuchEntry | Status::NoSuchSegment, .. }) => {
+                self.stats.missing_replies += 1;
+            }
+            Ok(Response::Refused { status: Status::Corrupt, .. }) => {
+                // A range answers Corrupt only for its first entry.
+                self.stats.corrupt_replies += 1;
+                self.health.suspect(&bookie, now, self.settings.suspect_duration);
+                self.outbox.outputs.push_back(Output::BadReplica { entry: first, bookie: bookie.clone() });
+            }
+            Ok(_) | Err(_) => {
+                self.stats.read_failures += 1;
+                self.health.suspect(&bookie, now, self.settings.suspect_duration);
+            }
+        }
+        if next == first {
+            self.stats.failed_ranges += 1;
+            self.range_to_entry_read(first, bookie, now);
+        } else {
+            // The rest goes in the next range (`fill`), within the bytes left then (R4).
+            let forget = self.window.truncate(next);
+            debug_assert!(forget.is_empty());
+        }
+    }
+
+    /// The range from `first` gave nothing: `first` is read on its own (`bookie` counted as
+    /// asked), the rest by the next range.
+    fn range_to_entry_read(&mut self, first: u64, bookie: B, now: Instant) {
+        let forget = self.window.truncate(first + 1);
+        debug_assert!(forget.is_empty());
+        if let Some(slot) = self.window.get_mut(first) {
+            *slot = Slot::Reading(EntryRead::new(vec![bookie]));
+        }
+        self.after_failure(first, now);
+    }
+
+    /// Gives up the READ_RANGE in flight if it had no answer in time: its answer will be stale.
+    pub(super) fn tick_range(&mut self, now: Instant) {
+        let Some(range) = self.range.take_if(|range| range.give_up_at <= now) else { return };
+        self.outbox.forget([range.tag]);
+        self.health.suspect(&range.bookie, now, self.settings.suspect_duration);
+        self.stats.failed_ranges += 1;
+        self.range_to_entry_read(range.first, range.bookie, now);
+    }
+
+    /// Starts the rounds whose backoff ended, and speculative reads whose time came (the
+    /// members still silent become suspect).
+    pub(super) fn tick_entries(&mut self, now: Instant) {
+        let due: Vec<(u64, bool)> = self
+            .window
+            .reading()
+            .filter_map(|(entry, read)| {
+                let retry = read.retry_at.is_some_and(|at| at <= now);
+                let speculate = read.speculate_at.is_some_and(|at| at <= now);
+                (retry || speculate).then_some((entry, retry))
+            })
+            .collect();
+        for (entry, retry) in due {
+            let Some(read) = self.window.reading_mut(entry) else { continue };
+            if retry {
+                read.retry_at = None;
+                self.stats.retry_rounds += 1;
+                self.after_failure(entry, now);
+                continue;
+            }
+            read.speculate_at = None;
+            for tag in &read.in_flight {
+                if let Some(Pending::Read { bookie, .. }) = self.outbox.get(*tag) {
+                    self.health.suspect(bookie, now, self.settings.suspect_duration);
+                }
+            }
+            if self.ask_next(entry, now) {
+                self.stats.speculative_reads += 1;
+            }
+        }
+    }
+}
