@@ -5,11 +5,13 @@
 //! segment, the last entry of a closed one), which replica of each to ask and when to ask
 //! another (speculative reads, retry rounds with backoff), what an answer means (the entry, a
 //! replica that lacks it, a corrupt replica, a failure), the read-ahead window and delivery in
-//! entry order, the LAC (READ_LAC at start, LONG_POLL while tailing, the shell's updates), and
-//! the segment's end. Does not own: sockets, clocks, timers, the segment metadata, checking an
-//! entry's digest. Inputs are method calls that take the time as `now` (`on_response`,
-//! `on_tick`, `consumed`, `on_last_add_confirmed`, `on_metadata`); outputs queue up and the shell
-//! drains them with `poll_output`: requests to send to a bookie (named by the shell's identity
+//! entry order, the LAC (READ_LAC at start, LONG_POLL while tailing, the shell's updates), the
+//! segment's end, and each entry's envelope check (`entry_envelope`: a CRC32C over the segment
+//! id, entry id, cumulative length and payload) before the caller's payload is handed out.
+//! Does not own: sockets, clocks, timers, the segment metadata. Inputs are method calls that
+//! take the time as `now` (`on_response`, `on_tick`, `consumed`, `on_last_add_confirmed`,
+//! `on_metadata`); outputs queue up and the shell drains them with `poll_output`: requests to
+//! send to a bookie (named by the shell's identity
 //! `B`, since ensembles change across entries) under a `Tag`, entries in order, bad replicas for
 //! the auditor, LAC advances, the end, or the error that stopped the reader. `next_deadline`
 //! says when to call `on_tick`. The shell must answer every `Send` exactly once (the transport's
@@ -47,6 +49,14 @@
 //! - Answers that do not match their request (another segment or entry) are failures of that
 //!   bookie. `NoSuchEntry` / `NoSuchSegment` (a replica without the entry: normal when Qa < Qw)
 //!   does not make the bookie suspect; `Corrupt` does and is reported as `Output::BadReplica`.
+//! - Envelopes: the bytes of every entry a bookie sends (READ, each entry of a READ_RANGE, the
+//!   entry on a LONG_POLL) are checked with `entry_envelope::decode` under this segment and
+//!   the entry's id. Bytes that fail (damaged, or another entry's or segment's envelope) count
+//!   as a `Corrupt` answer of that bookie: `BadReplica`, suspect, the next member asked; never
+//!   the entry, never its absence. A READ_RANGE keeps its entries before the first that fails
+//!   and gives that one to the per-entry path (that bookie counted as asked). Held bytes count
+//!   the caller's payloads, not the 12-byte headers; a READ_RANGE's `max_bytes` caps stored
+//!   bytes, which are more, so R4's bound holds.
 //!
 //! Invariants:
 //! - R1 (order): `Output::Entry` comes out for `first_entry`, `first_entry + 1`, ... in order,
@@ -69,6 +79,10 @@
 //! - R6 (answers): each request's answer is used at most once: an answer whose tag names no
 //!   request the reader still waits for is ignored and counted, as `stale_answers` (a request
 //!   it sent: a duplicate, the slower replica of a speculative read) or `unknown_answers`.
+//! - R7 (integrity): only entries whose envelope checks under this segment and their own entry
+//!   id are delivered, and what `Output::Entry` carries is the caller's payload (the envelope's,
+//!   without its header); bytes that do not check are a corrupt replica, reported as
+//!   `BadReplica`, and the entry is read from another member (or, R5, is `Unreadable`).
 
 mod ensembles;
 mod reads;
@@ -279,10 +293,12 @@ pub enum Output<B> {
     Entry {
         /// The entry id.
         entry: u64,
-        /// Its bytes, as the bookie sent them.
+        /// The caller's payload: the envelope's, checked (R7), a slice of the bytes the bookie
+        /// sent (no copy).
         payload: Bytes,
     },
-    /// `bookie` answered `Corrupt` for `entry`: for the auditor's queue.
+    /// `bookie` answered `Corrupt` for `entry`, or bytes that are not its envelope (R7): for the
+    /// auditor's queue.
     BadReplica {
         /// The entry.
         entry: u64,
@@ -312,8 +328,11 @@ pub struct ReaderStats {
     pub failed_ranges: u64,
     /// `NoSuchEntry` / `NoSuchSegment` answers to reads.
     pub missing_replies: u64,
-    /// `Corrupt` answers to reads.
+    /// `Corrupt` answers to reads, and entries whose envelope did not check (R7).
     pub corrupt_replies: u64,
+    /// Entries (READ, READ_RANGE, LONG_POLL) whose envelope did not check (R7): counted in
+    /// `corrupt_replies` too.
+    pub bad_envelopes: u64,
     /// Other failed reads: refusals, transport failures, answers that do not match.
     pub read_failures: u64,
     /// Rounds started again after every member of a write set failed.

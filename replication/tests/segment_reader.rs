@@ -1,7 +1,10 @@
 //! `SegmentReader` driven by a scripted harness that plays the bookies (segment_reader/
-//! harness.rs): scenarios for each behaviour, then a proptest over random answer orders,
-//! failures, ticks, LAC growth and closes that checks R1 to R5.
+//! harness.rs): scenarios for each behaviour (envelope checks in segment_reader/envelopes.rs),
+//! then a proptest over random answer orders, failures, damaged replicas, ticks, LAC growth and
+//! closes that checks R1 to R5 and R7.
 
+#[path = "segment_reader/envelopes.rs"]
+mod envelopes;
 #[path = "segment_reader/harness.rs"]
 mod harness;
 
@@ -13,7 +16,7 @@ use dlog_replication::quorum::QuorumSizes;
 use dlog_replication::segment_reader::{
     ReaderError, ReaderSettings, SegmentEnd, SegmentReader, SetupError, Tag, TransportFailure,
 };
-use harness::{Harness, SEGMENT, base, ensembles, payload, settings};
+use harness::{Harness, SEGMENT, base, damaged, ensembles, payload, settings, stored};
 use proptest::prelude::*;
 
 /// Answers arriving newest first still come out 0..=4 in order, once each, then `End`.
@@ -91,7 +94,7 @@ fn missing_replica_with_qa_below_qw_asks_the_next() {
     assert_eq!(h.reader.stats().missing_replies, 2);
     // An answer for another entry is that bookie's failure, not the entry.
     let mut h = Harness::new((3, 2, 2), &[(0, &[10, 11, 12])], SegmentEnd::Closed { last_entry: Some(0) });
-    h.answer_read(0, 10, Ok(Response::Read { segment: SEGMENT, entry: 1, payload: payload(1) }));
+    h.answer_read(0, 10, Ok(Response::Read { segment: SEGMENT, entry: 1, payload: stored(1) }));
     assert!(h.entries.is_empty());
     assert_eq!(h.reads_of(0), vec![11]);
 }
@@ -131,7 +134,7 @@ fn tailing_with_long_poll() {
     assert_eq!(polls.iter().map(|p| (p.1, p.2.clone())).collect::<Vec<_>>(), vec![(12, known(1))]);
     h.read_ok(0, 10);
     h.read_ok(1, 11);
-    let entry = Some((2, payload(2)));
+    let entry = Some((2, stored(2)));
     h.respond(polls[0].0, Ok(Response::LongPoll { last_add_confirmed: Some(3), entry }));
     assert_eq!(h.delivered(), vec![0, 1, 2]);
     assert_eq!(h.reader.stats().piggybacked_entries, 1);
@@ -182,7 +185,7 @@ fn tailing_from_past_the_lac() {
     let polls = h.polls();
     let request = Request::LongPoll { segment: SEGMENT, known: Some(9), timeout_ms: 10_000 };
     assert_eq!(polls.iter().map(|p| (p.1, p.2.clone())).collect::<Vec<_>>(), vec![(11, request)]);
-    let entry = Some((10, payload(10)));
+    let entry = Some((10, stored(10)));
     h.respond(polls[0].0, Ok(Response::LongPoll { last_add_confirmed: Some(10), entry }));
     assert_eq!((h.delivered(), h.lacs.clone()), (vec![10], vec![10]));
     assert_eq!(h.sent.len(), 2, "entry 10 came with the poll; the next poll waits past it");
@@ -268,7 +271,7 @@ fn duplicate_and_stale_answers_are_ignored() {
     let mut h = Harness::new((3, 3, 2), &[(0, &[10, 11, 12])], SegmentEnd::Closed { last_entry: Some(1) });
     h.tick(50);
     let raw = h.pending(|r| matches!(r, Request::Read { entry: 0, .. }))[0].0;
-    let read = |entry| Ok(Response::Read { segment: SEGMENT, entry, payload: payload(entry) });
+    let read = |entry| Ok(Response::Read { segment: SEGMENT, entry, payload: stored(entry) });
     h.respond(raw, read(0));
     h.respond(raw, read(0));
     h.respond(raw, Ok(Response::refused(2, Status::Corrupt, "")));
@@ -318,7 +321,7 @@ fn catch_up_with_read_range() {
     let mut h = Harness::with((3, 3, 2), &[(0, &[10, 11, 12])], 0, end, ranges);
     let range = |first, last| Request::ReadRange { segment: SEGMENT, first, last, max_bytes: 16 << 20 };
     let answer = |first: u64, last: u64| {
-        Ok(Response::ReadRange { entries: (first..=last).map(|entry| (entry, payload(entry))).collect() })
+        Ok(Response::ReadRange { entries: (first..=last).map(|entry| (entry, stored(entry))).collect() })
     };
     let first = h.pending(|r| matches!(r, Request::ReadRange { .. }));
     assert_eq!(first.iter().map(|p| p.2.clone()).collect::<Vec<_>>(), vec![range(0, 7)]);
@@ -426,7 +429,8 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 /// What the bookies store and what the writer has confirmed.
 struct World {
     written: u64,
-    /// Per (entry, bookie): 0 missing, 1 corrupt, anything else held.
+    /// Per (entry, bookie): 0 missing, 1 `Corrupt`, 2 a flipped bit, 3 the next entry's
+    /// envelope, anything else held (`HELD`).
     fates: Vec<u8>,
     writer_lac: Option<u64>,
     closed: bool,
@@ -434,12 +438,24 @@ struct World {
     told: Option<u64>,
 }
 
+/// The first fate of a replica that holds the entry intact.
+const HELD: u8 = 4;
+
 impl World {
     fn fate(&self, entry: u64, bookie: u32) -> u8 {
         if entry >= self.written {
             return 0;
         }
-        self.fates[(entry as usize * 7 + bookie as usize) % self.fates.len()] % 6
+        self.fates[(entry as usize * 7 + bookie as usize) % self.fates.len()] % 7
+    }
+
+    /// The bytes a bookie with fate 2 or more sends for `entry`: only `HELD` ones check.
+    fn bytes(fate: u8, entry: u64) -> Bytes {
+        match fate {
+            2 => damaged(entry),
+            3 => stored(entry + 1),
+            _ => stored(entry),
+        }
     }
 
     fn tell(&mut self, lac: Option<u64>) -> Option<u64> {
@@ -456,18 +472,20 @@ impl World {
         match *request {
             Request::Read { entry, .. } => match self.fate(entry, bookie) {
                 fate @ (0 | 1) => World::refusal(fate),
-                _ => Response::Read { segment: SEGMENT, entry, payload: payload(entry) },
+                fate => Response::Read { segment: SEGMENT, entry, payload: World::bytes(fate, entry) },
             },
             Request::ReadRange { first, last, max_bytes, .. } => {
                 let mut entries: Vec<(u64, Bytes)> = Vec::new();
                 let mut bytes = 0;
                 for entry in first..=last {
-                    let fits = entries.is_empty() || bytes + payload(entry).len() <= max_bytes as usize;
+                    // The bookie does not know its bytes are bad: it sends them like good ones.
+                    let data = World::bytes(self.fate(entry, bookie), entry);
+                    let fits = entries.is_empty() || bytes + data.len() <= max_bytes as usize;
                     if self.fate(entry, bookie) < 2 || !fits {
                         break;
                     }
-                    bytes += payload(entry).len();
-                    entries.push((entry, payload(entry)));
+                    bytes += data.len();
+                    entries.push((entry, data));
                 }
                 if entries.is_empty() {
                     return World::refusal(self.fate(first, bookie));
@@ -477,7 +495,8 @@ impl World {
             Request::LongPoll { known, .. } => {
                 let lac = self.tell(self.writer_lac);
                 let next = known.map_or(0, |k| k + 1);
-                let entry = (lac > known && self.fate(next, bookie) >= 2).then(|| (next, payload(next)));
+                let fate = self.fate(next, bookie);
+                let entry = (lac > known && fate >= 2).then(|| (next, World::bytes(fate, next)));
                 Response::LongPoll { last_add_confirmed: lac, entry }
             }
             Request::ReadLastAddConfirmed { .. } => {
@@ -656,9 +675,13 @@ proptest! {
             // With no fault injected, only an entry no member holds is unreadable.
             let ensemble = if next >= split { &second } else { &first };
             let quorum = QuorumSizes::new(sizes.0, sizes.1, sizes.2).unwrap();
-            let held = quorum.write_set(next).iter().any(|i| world.fate(next, ensemble[i]) >= 2);
+            let held = quorum.write_set(next).iter().any(|i| world.fate(next, ensemble[i]) >= HELD);
             prop_assert!(faults || !held, "entry {} has a replica but was unreadable", next);
         }
         h.reads_hit_write_sets();
+        for (entry, bookie) in &h.bad {
+            let fate = world.fate(*entry, *bookie);
+            prop_assert!((1..HELD).contains(&fate), "R7: good replica {} of {} reported", bookie, entry);
+        }
     }
 }

@@ -4,11 +4,13 @@
 use std::fmt;
 use std::time::Instant;
 
+use bytes::Bytes;
 use dlog_protocol::{RANGE_ENTRIES_MAX, Request, Response, Status};
 
 use super::ensembles::pick;
 use super::window::{EntryRead, Pending, RangeRead, Slot};
 use super::{Output, Phase, ReaderError, SegmentEnd, SegmentReader, TransportFailure};
+use crate::entry_envelope;
 
 impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
     /// The answer to a request still waited for (R6).
@@ -25,6 +27,27 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             Pending::LongPoll { known, bookie } => self.on_poll_answer(known, bookie, result, now),
             Pending::ReadLac { bookie } => self.on_lac_answer(tag, bookie, result, now),
         }
+    }
+
+    /// The caller's payload of `entry` (a slice of `stored`, no copy) if `stored` is that
+    /// entry's envelope in this segment (R7); `None`, counted, if it is not: damaged bytes, or
+    /// another entry's or segment's. The caller treats `None` as a `Corrupt` answer.
+    pub(super) fn open_envelope(&mut self, entry: u64, stored: &Bytes) -> Option<Bytes> {
+        match entry_envelope::decode(self.segment_id, entry, stored) {
+            Ok((_, payload)) => Some(payload),
+            Err(_) => {
+                self.stats.bad_envelopes += 1;
+                None
+            }
+        }
+    }
+
+    /// `bookie` answered `Corrupt` for `entry`, or bytes that are not its envelope (R7): it is
+    /// asked last for a while and reported for the auditor.
+    pub(super) fn corrupt_reply(&mut self, entry: u64, bookie: B, now: Instant) {
+        self.stats.corrupt_replies += 1;
+        self.health.suspect(&bookie, now, self.settings.suspect_duration);
+        self.outbox.outputs.push_back(Output::BadReplica { entry, bookie });
     }
 
     /// Delivers the entries ready in order (R1, R5), then the error of an unreadable entry in
@@ -121,7 +144,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
 
     /// A member failed `entry`: ask the next; when none is left and none is in flight, the
     /// round failed.
-    fn after_failure(&mut self, entry: u64, now: Instant) {
+    pub(super) fn after_failure(&mut self, entry: u64, now: Instant) {
         if self.ask_next(entry, now) {
             return;
         }
@@ -174,9 +197,15 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         };
         read.in_flight.retain(|other| *other != tag);
         match result {
-            Ok(Response::Read { segment, entry: got, payload })
+            Ok(Response::Read { segment, entry: got, payload: stored })
                 if segment == self.segment_id && got == entry =>
             {
+                let Some(payload) = self.open_envelope(entry, &stored) else {
+                    // Bad bytes are a corrupt replica, never the entry nor its absence (R7).
+                    self.corrupt_reply(entry, bookie, now);
+                    self.after_failure(entry, now);
+                    return;
+                };
                 let forget = self.window.resolve(entry, payload).unwrap_or_default();
                 // The other replicas' answers will be stale (R6).
                 self.outbox.forget(forget);
@@ -185,11 +214,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             Ok(Response::Refused { status: Status::NoSuchEntry | Status::NoSuchSegment, .. }) => {
                 self.stats.missing_replies += 1;
             }
-            Ok(Response::Refused { status: Status::Corrupt, .. }) => {
-                self.stats.corrupt_replies += 1;
-                self.health.suspect(&bookie, now, self.settings.suspect_duration);
-                self.outbox.outputs.push_back(Output::BadReplica { entry, bookie });
-            }
+            Ok(Response::Refused { status: Status::Corrupt, .. }) => self.corrupt_reply(entry, bookie, now),
             Ok(_) | Err(_) => {
                 self.stats.read_failures += 1;
                 self.health.suspect(&bookie, now, self.settings.suspect_duration);
@@ -203,13 +228,21 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             unreachable!("a READ_RANGE waited for without its range")
         };
         let mut next = first;
+        // `next` came back corrupt from `bookie`: a Corrupt status, or bytes that are not its
+        // envelope (R7).
+        let mut corrupt = false;
         match result {
             Ok(Response::ReadRange { entries }) => {
-                // Consecutive entries from `first`, within `last`; anything else ends the batch.
-                for (entry, payload) in entries {
+                // Consecutive entries from `first`, within `last`; anything else ends the batch,
+                // and so does an entry whose envelope does not check (the good prefix is kept).
+                for (entry, stored) in entries {
                     if entry != next || entry > last {
                         break;
                     }
+                    let Some(payload) = self.open_envelope(entry, &stored) else {
+                        corrupt = true;
+                        break;
+                    };
                     let forget = self.window.resolve(entry, payload);
                     debug_assert_eq!(forget, Some(Vec::new()), "ranged entries are read by their range only");
                     next += 1;
@@ -221,20 +254,21 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             Ok(Response::Refused { status: Status::NoSuchEntry | Status::NoSuchSegment, .. }) => {
                 self.stats.missing_replies += 1;
             }
-            Ok(Response::Refused { status: Status::Corrupt, .. }) => {
-                // A range answers Corrupt only for its first entry.
-                self.stats.corrupt_replies += 1;
-                self.health.suspect(&bookie, now, self.settings.suspect_duration);
-                self.outbox.outputs.push_back(Output::BadReplica { entry: first, bookie: bookie.clone() });
-            }
+            // A range answers Corrupt only for its first entry.
+            Ok(Response::Refused { status: Status::Corrupt, .. }) => corrupt = true,
             Ok(_) | Err(_) => {
                 self.stats.read_failures += 1;
                 self.health.suspect(&bookie, now, self.settings.suspect_duration);
             }
         }
+        if corrupt {
+            self.corrupt_reply(next, bookie.clone(), now);
+        }
         if next == first {
             self.stats.failed_ranges += 1;
-            self.range_to_entry_read(first, bookie, now);
+        }
+        if next == first || corrupt {
+            self.range_to_entry_read(next, bookie, now);
         } else {
             // The rest goes in the next range (`fill`), within the bytes left then (R4).
             let forget = self.window.truncate(next);
@@ -242,15 +276,16 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         }
     }
 
-    /// The range from `first` gave nothing: `first` is read on its own (`bookie` counted as
-    /// asked), the rest by the next range.
-    fn range_to_entry_read(&mut self, first: u64, bookie: B, now: Instant) {
-        let forget = self.window.truncate(first + 1);
+    /// The range gave nothing usable for `entry` (its first, or the first whose envelope
+    /// failed): `entry` is read on its own (`bookie` counted as asked), the rest by the next
+    /// range.
+    fn range_to_entry_read(&mut self, entry: u64, bookie: B, now: Instant) {
+        let forget = self.window.truncate(entry + 1);
         debug_assert!(forget.is_empty());
-        if let Some(slot) = self.window.get_mut(first) {
+        if let Some(slot) = self.window.get_mut(entry) {
             *slot = Slot::Reading(EntryRead::new(vec![bookie]));
         }
-        self.after_failure(first, now);
+        self.after_failure(entry, now);
     }
 
     /// Gives up the READ_RANGE in flight if it had no answer in time: its answer will be stale.

@@ -150,8 +150,8 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
                 if !self.advance_lac(last_add_confirmed) {
                     self.stats.long_poll_timeouts += 1;
                 }
-                if let Some((id, payload)) = entry {
-                    self.take_piggyback(known, id, payload);
+                if let Some((id, stored)) = entry {
+                    self.take_piggyback(known, id, stored, bookie, now);
                 }
                 return;
             }
@@ -165,24 +165,44 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         self.tail.retry_at = Some(now + self.settings.backoff(self.tail.failures));
     }
 
-    /// The entry after `known` that came with a LONG_POLL answer: taken if within the LAC
-    /// (R2) and it is the next entry to read (with room in the window, R4) or one being read.
-    fn take_piggyback(&mut self, known: Option<u64>, entry: u64, payload: Bytes) {
+    /// The entry after `known` that came with a LONG_POLL answer from `bookie`: taken if within
+    /// the LAC (R2), it is the next entry to read (with room in the window, R4) or one being
+    /// read, and its envelope checks (R7). Bytes that do not check are a corrupt replica: not
+    /// taken, `bookie` reported and asked last; an entry being read counts it as asked in its
+    /// round and asks the next member, as for a `Corrupt` READ answer.
+    fn take_piggyback(&mut self, known: Option<u64>, entry: u64, stored: Bytes, bookie: B, now: Instant) {
         let expected = known.map_or(Some(0), |lac| lac.checked_add(1));
         if Some(entry) != expected || self.readable_end().is_none_or(|end| entry > end) {
             return;
         }
-        if entry == self.window.end() {
-            let room = self.window.len() < self.settings.read_ahead_entries
-                && self.window.bytes() < self.settings.read_ahead_bytes;
-            if room && self.unreadable.is_none() {
-                self.window.push(Slot::Ready(payload));
-                self.stats.piggybacked_entries += 1;
+        let next = entry == self.window.end();
+        let room = self.window.len() < self.settings.read_ahead_entries
+            && self.window.bytes() < self.settings.read_ahead_bytes
+            && self.unreadable.is_none();
+        if !(next && room) && self.window.reading_mut(entry).is_none() {
+            return;
+        }
+        let Some(payload) = self.open_envelope(entry, &stored) else {
+            let mut ask_next = false;
+            if let Some(read) = self.window.reading_mut(entry)
+                && read.retry_at.is_none()
+                && !read.asked.contains(&bookie)
+            {
+                read.asked.push(bookie.clone());
+                ask_next = true;
             }
-        } else if self.window.reading_mut(entry).is_some() {
+            self.corrupt_reply(entry, bookie, now);
+            if ask_next {
+                self.after_failure(entry, now);
+            }
+            return;
+        };
+        if next {
+            self.window.push(Slot::Ready(payload));
+        } else {
             let forget = self.window.resolve(entry, payload).unwrap_or_default();
             self.outbox.forget(forget);
-            self.stats.piggybacked_entries += 1;
         }
+        self.stats.piggybacked_entries += 1;
     }
 }

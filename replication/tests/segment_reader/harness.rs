@@ -2,13 +2,15 @@
 //! `Output::Send` is kept as a request in flight, and each test answers the ones it wants, in
 //! the order it wants, with an entry, a refusal or a transport failure. Time is a base `Instant`
 //! plus offsets. Bookies are `u32` ids from 10 up, so they are never mistaken for ensemble
-//! indexes.
+//! indexes. Bookies store what the writer stores: `entry_envelope::encode` of the caller's
+//! `payload(entry)` (`stored`); the reader must deliver `payload(entry)`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_protocol::{Request, Response, Status};
+use dlog_replication::entry_envelope;
 use dlog_replication::quorum::QuorumSizes;
 use dlog_replication::segment_reader::{
     Output, ReaderError, ReaderSettings, SegmentEnd, SegmentReader, Tag, TransportFailure,
@@ -21,8 +23,23 @@ pub(crate) fn base() -> Instant {
     Instant::now()
 }
 
+/// The caller's payload of `entry`.
 pub(crate) fn payload(entry: u64) -> Bytes {
     Bytes::from(format!("entry-{entry}"))
+}
+
+/// What the bookies hold for `entry`: its envelope, with the segment's length through it.
+pub(crate) fn stored(entry: u64) -> Bytes {
+    let cumulative: u64 = (0..=entry).map(|e| payload(e).len() as u64).sum();
+    entry_envelope::encode(SEGMENT, entry, cumulative, &payload(entry))
+}
+
+/// `stored(entry)` with one bit of its payload flipped: the CRC no longer matches.
+pub(crate) fn damaged(entry: u64) -> Bytes {
+    let mut bytes = stored(entry).to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    Bytes::from(bytes)
 }
 
 /// Per-entry reads only (no READ_RANGE), unless a test turns ranges on.
@@ -166,7 +183,7 @@ impl Harness {
     }
 
     pub(crate) fn read_ok(&mut self, entry: u64, bookie: u32) {
-        let response = Response::Read { segment: SEGMENT, entry, payload: payload(entry) };
+        let response = Response::Read { segment: SEGMENT, entry, payload: stored(entry) };
         self.answer_read(entry, bookie, Ok(response));
     }
 
