@@ -15,9 +15,11 @@
 //! fails; re-replication of lost replicas. Those cores will be sans-I/O state machines driven by
 //! thin shells (this transport and a clock), like the engine's shard core.
 
+pub mod client;
 pub mod entry_envelope;
 pub mod placement;
 pub mod quorum;
 pub mod recovery;
+pub mod segment_reader;
 pub mod segment_writer;
 pub mod transport;

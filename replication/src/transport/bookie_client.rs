@@ -121,6 +121,25 @@ impl BookieClient {
         connection.request_until(request, deadline).await
     }
 
+    /// A live connection: the current one, or a new one once connected (connecting or
+    /// failing fast while backing off, as `request` does). For shells that `submit` on the
+    /// connection themselves.
+    pub async fn connected(&self) -> Result<Rc<Connection>, TransportError> {
+        let deadline = now() + self.inner.config.connect_timeout;
+        match compio::time::timeout_at(deadline, self.connection()).await {
+            Ok(connection) => connection,
+            Err(_) => Err(TransportError::Timeout),
+        }
+    }
+
+    /// The live connection, if one is open now (no connect is started).
+    pub fn live(&self) -> Option<Rc<Connection>> {
+        match &*self.inner.link.borrow() {
+            Link::Up(connection) if !connection.is_dead() => Some(connection.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether a live connection is open now.
     pub fn is_connected(&self) -> bool {
         matches!(&*self.inner.link.borrow(), Link::Up(connection) if !connection.is_dead())

@@ -1,0 +1,525 @@
+//! The client's I/O thread: one compio runtime that hosts a connection per bookie and drives
+//! the sans-I/O cores (`SegmentWriter`, `Recovery`) hosted on it. Requests go out with
+//! `Connection::submit` under a shell tag; one task per connection takes its completions in
+//! batches and routes each to its core; one ticker task calls the cores' `on_tick`. There is
+//! no task per request. Metadata work runs on the tokio runtime and comes back as a command.
+//!
+//! Invariants:
+//! - IO1: every request a core emits gets exactly one answer into that core: the bookie's, or
+//!   a transport failure (also when its connection cannot be made, or when it dies).
+//! - IO2: no core input is given while another input of the same core is being handled (no
+//!   re-entrancy): failures found while sending are queued and given afterwards.
+//! - IO3: an add's reply goes out in entry order, once, when the writer completes the entry.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dlog_protocol::{Request, Response};
+
+use super::metadata_ops::BookieAddr;
+use super::{Command, Inner, MetadataRunner, Reply};
+use crate::recovery::{RecoveredEnd, Recovery, RecoveryError, RecoveryOutput, RecoveryTag};
+use crate::segment_writer::{Output, SegmentWriter, Tag, TransportFailure, WriterError};
+use crate::transport::{BookieClient, ClientConfig, Connection, TransportError};
+
+/// A bookie on this thread: its id, its client, and requests waiting for a connection or
+/// for room on it.
+struct Link {
+    id: String,
+    client: Option<BookieClient>,
+    waiting: VecDeque<(u64, Request)>,
+    connecting: bool,
+    /// The connection a completion task runs for.
+    pumped: Option<Rc<Connection>>,
+}
+
+struct WriterCore {
+    writer: SegmentWriter<u32>,
+    /// Adds not yet accepted by the writer (its window was full), in order.
+    queued: VecDeque<(Bytes, Reply<Result<u64, WriterError>>)>,
+    /// Replies of accepted adds, in entry order (IO3).
+    replies: VecDeque<Reply<Result<u64, WriterError>>>,
+    close: Option<Reply<Result<(), WriterError>>>,
+}
+
+struct RecoveryCore {
+    recovery: Recovery<u32>,
+    segment: u64,
+    reply: Option<Reply<Result<RecoveredEnd, RecoveryError>>>,
+}
+
+enum Core {
+    Writer(Box<WriterCore>),
+    Recovery(Box<RecoveryCore>),
+}
+
+pub(crate) struct State {
+    config: ClientConfig,
+    links: Vec<Link>,
+    by_id: HashMap<String, u32>,
+    cores: HashMap<u64, Core>,
+    next_core: u64,
+    /// Shell tag -> (core, the core's tag, the bookie).
+    routes: HashMap<u64, (u64, u64, u32), foldhash::fast::RandomState>,
+    next_tag: u64,
+    /// Failures found while sending, given after the current input (IO2).
+    deferred: VecDeque<(u64, u32, Result<Response, TransportError>)>,
+    metadata: Arc<dyn MetadataRunner>,
+    inner: Arc<Inner>,
+}
+
+type Shared = Rc<RefCell<State>>;
+
+#[expect(clippy::disallowed_methods, reason = "the I/O thread is a shell and owns the clock")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn failure(error: &TransportError) -> TransportFailure {
+    TransportFailure::from(error)
+}
+
+/// Runs the I/O thread until the mailbox closes.
+pub(crate) async fn run(inner: Arc<Inner>, config: ClientConfig, metadata: Arc<dyn MetadataRunner>) {
+    let state = Rc::new(RefCell::new(State {
+        config,
+        links: Vec::new(),
+        by_id: HashMap::new(),
+        cores: HashMap::new(),
+        next_core: 0,
+        routes: HashMap::default(),
+        next_tag: 0,
+        deferred: VecDeque::new(),
+        metadata,
+        inner: inner.clone(),
+    }));
+    let ticker = compio::runtime::spawn(tick(state.clone()));
+    while let Some(commands) = inner.mailbox.take().await {
+        for command in commands {
+            handle(&state, command);
+        }
+        settle(&state);
+    }
+    drop(ticker);
+    let mut state = state.borrow_mut();
+    for link in &state.links {
+        if let Some(client) = &link.client {
+            client.close();
+        }
+    }
+    state.cores.clear();
+}
+
+fn handle(shared: &Shared, command: Command) {
+    let mut state = shared.borrow_mut();
+    match command {
+        Command::OpenWriter { segment, master_key, quorum, ensemble, settings, reply } => {
+            let ensemble: Vec<u32> = ensemble.iter().map(|b| state.intern(b)).collect();
+            match SegmentWriter::new(segment, master_key, quorum, ensemble, settings, now()) {
+                Ok(writer) => {
+                    let id = state.next_core;
+                    state.next_core += 1;
+                    let core =
+                        WriterCore { writer, queued: VecDeque::new(), replies: VecDeque::new(), close: None };
+                    state.cores.insert(id, Core::Writer(Box::new(core)));
+                    reply.send(Ok(id));
+                }
+                Err(e) => reply.send(Err(e.to_string())),
+            }
+        }
+        Command::Add { core, payload, reply } => match state.cores.get_mut(&core) {
+            Some(Core::Writer(w)) => {
+                w.queued.push_back((payload, reply));
+                state.drive(shared, core);
+            }
+            _ => reply.send(Err(WriterError::Closed)),
+        },
+        Command::Close { core, reply } => match state.cores.get_mut(&core) {
+            Some(Core::Writer(w)) if w.close.is_none() => {
+                w.close = Some(reply);
+                // Adds queued before the close are accepted first.
+                state.drive(shared, core);
+                if let Some(Core::Writer(w)) = state.cores.get_mut(&core)
+                    && let Err(e) = w.writer.close(now())
+                    && let Some(reply) = w.close.take()
+                {
+                    reply.send(Err(e));
+                }
+                state.drive(shared, core);
+            }
+            _ => reply.send(Err(WriterError::Closed)),
+        },
+        Command::Recover { segment, master_key, quorum, ensembles, settings, reply } => {
+            let ensembles = ensembles
+                .into_iter()
+                .map(|(first, bookies)| (first, bookies.iter().map(|b| state.intern(b)).collect()))
+                .collect();
+            match Recovery::new(segment, master_key, quorum, ensembles, settings) {
+                Ok(mut recovery) => {
+                    recovery.start(now());
+                    let id = state.next_core;
+                    state.next_core += 1;
+                    let core = RecoveryCore { recovery, segment, reply: Some(reply) };
+                    state.cores.insert(id, Core::Recovery(Box::new(core)));
+                    state.drive(shared, id);
+                }
+                Err(e) => reply.send(Err(e)),
+            }
+        }
+        Command::EnsembleChanged { core, result } => {
+            let result = result.map(|bookies| bookies.iter().map(|b| state.intern(b)).collect());
+            if let Some(Core::Writer(w)) = state.cores.get_mut(&core) {
+                w.writer.on_ensemble_changed(result, now());
+                state.drive(shared, core);
+            }
+        }
+        Command::WriterClosed { core, result } => {
+            if let Some(Core::Writer(w)) = state.cores.get_mut(&core) {
+                w.writer.on_closed(result);
+                state.drive(shared, core);
+            }
+        }
+        Command::RecoveryClosed { core, result } => {
+            if let Some(Core::Recovery(r)) = state.cores.get_mut(&core) {
+                r.recovery.on_closed(result.map_err(RecoveryError::Metadata));
+                state.drive(shared, core);
+            }
+        }
+    }
+}
+
+/// Gives the deferred failures (IO2), until none are left.
+fn settle(shared: &Shared) {
+    loop {
+        let mut state = shared.borrow_mut();
+        let Some((tag, bookie, result)) = state.deferred.pop_front() else { return };
+        state.answer(shared, tag, bookie, result);
+    }
+}
+
+/// Calls every core's `on_tick` when its deadline passed; sleeps until the nearest deadline,
+/// at most 1 ms (the LAC flush delay's scale).
+async fn tick(shared: Shared) {
+    loop {
+        compio::time::sleep(Duration::from_millis(1)).await;
+        let at = now();
+        let mut state = shared.borrow_mut();
+        let due: Vec<u64> = state
+            .cores
+            .iter()
+            .filter(|(_, core)| match core {
+                Core::Writer(w) => w.writer.next_deadline().is_some_and(|d| d <= at),
+                Core::Recovery(r) => r.recovery.next_deadline().is_some_and(|d| d <= at),
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            match state.cores.get_mut(&id) {
+                Some(Core::Writer(w)) => w.writer.on_tick(at),
+                Some(Core::Recovery(r)) => r.recovery.on_tick(at),
+                None => continue,
+            }
+            state.drive(&shared, id);
+        }
+        drop(state);
+        settle(&shared);
+    }
+}
+
+/// Takes one connection's completions in batches and routes them (IO1).
+async fn pump(shared: Shared, bookie: u32, connection: Rc<Connection>) {
+    loop {
+        let batch = connection.completions().await;
+        let mut state = shared.borrow_mut();
+        match batch {
+            Ok(results) => {
+                for (tag, result) in results {
+                    state.answer(&shared, tag, bookie, result);
+                }
+                state.flush(&shared, bookie);
+            }
+            Err(_) => {
+                if state.links[bookie as usize].pumped.as_ref().is_some_and(|c| Rc::ptr_eq(c, &connection)) {
+                    state.links[bookie as usize].pumped = None;
+                }
+                // Requests that waited for room on this connection go to the next one.
+                state.flush(&shared, bookie);
+                drop(state);
+                settle(&shared);
+                return;
+            }
+        }
+        drop(state);
+        settle(&shared);
+    }
+}
+
+impl State {
+    fn intern(&mut self, bookie: &BookieAddr) -> u32 {
+        if let Some(index) = self.by_id.get(&bookie.id) {
+            let link = &mut self.links[*index as usize];
+            if link.client.is_none()
+                && let Some(addr) = bookie.addr
+            {
+                link.client = Some(BookieClient::with_valid_config(addr, self.config.clone()));
+            }
+            return *index;
+        }
+        let index = self.links.len() as u32;
+        let client =
+            bookie.addr.map(|addr: SocketAddr| BookieClient::with_valid_config(addr, self.config.clone()));
+        self.links.push(Link {
+            id: bookie.id.clone(),
+            client,
+            waiting: VecDeque::new(),
+            connecting: false,
+            pumped: None,
+        });
+        self.by_id.insert(bookie.id.clone(), index);
+        index
+    }
+
+    /// Sends `request` for `core` (its tag `core_tag`) to `bookie`; a failure to send is
+    /// deferred (IO2).
+    fn submit(&mut self, shared: &Shared, core: u64, core_tag: u64, bookie: u32, request: Request) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.routes.insert(tag, (core, core_tag, bookie));
+        let link = &mut self.links[bookie as usize];
+        let Some(client) = &link.client else {
+            // Not registered: no address to try (the writer replaces it; recovery retries).
+            let error =
+                TransportError::Disconnected { reason: format!("bookie {} is not registered", link.id) };
+            self.deferred.push_back((tag, bookie, Err(error)));
+            return;
+        };
+        if link.waiting.is_empty()
+            && let Some(connection) = client.live()
+        {
+            if link.pumped.as_ref().is_none_or(|c| !Rc::ptr_eq(c, &connection)) {
+                link.pumped = Some(connection.clone());
+                compio::runtime::spawn(pump(shared.clone(), bookie, connection.clone())).detach();
+            }
+            // A clone (two reference counts) so that a Busy connection leaves the request here.
+            match connection.submit(tag, request.clone()) {
+                Ok(()) => return,
+                Err(TransportError::Busy { .. }) => {}
+                Err(error) => {
+                    self.deferred.push_back((tag, bookie, Err(error)));
+                    return;
+                }
+            }
+        }
+        self.wait(shared, bookie, tag, request);
+    }
+
+    fn wait(&mut self, shared: &Shared, bookie: u32, tag: u64, request: Request) {
+        let link = &mut self.links[bookie as usize];
+        link.waiting.push_back((tag, request));
+        if link.connecting || link.client.as_ref().is_some_and(|c| c.live().is_some()) {
+            return;
+        }
+        link.connecting = true;
+        let client = link.client.clone().expect("waiting requests have a client");
+        let shared = shared.clone();
+        compio::runtime::spawn(async move {
+            let result = client.connected().await;
+            let mut state = shared.borrow_mut();
+            state.links[bookie as usize].connecting = false;
+            match result {
+                Ok(_) => state.flush(&shared, bookie),
+                Err(error) => {
+                    let waiting = std::mem::take(&mut state.links[bookie as usize].waiting);
+                    for (tag, _) in waiting {
+                        state.deferred.push_back((tag, bookie, Err(error.clone())));
+                    }
+                }
+            }
+            drop(state);
+            settle(&shared);
+        })
+        .detach();
+    }
+
+    /// Sends what waits for `bookie` while its connection has room.
+    fn flush(&mut self, shared: &Shared, bookie: u32) {
+        let link = &mut self.links[bookie as usize];
+        if link.waiting.is_empty() {
+            return;
+        }
+        let Some(connection) = link.client.as_ref().and_then(BookieClient::live) else {
+            if !link.connecting
+                && let Some((tag, request)) = link.waiting.pop_front()
+            {
+                // Reconnect: `wait` starts a connect.
+                self.wait(shared, bookie, tag, request);
+            }
+            return;
+        };
+        if link.pumped.as_ref().is_none_or(|c| !Rc::ptr_eq(c, &connection)) {
+            link.pumped = Some(connection.clone());
+            compio::runtime::spawn(pump(shared.clone(), bookie, connection.clone())).detach();
+        }
+        while let Some((tag, request)) = link.waiting.pop_front() {
+            match connection.submit(tag, request.clone()) {
+                Ok(()) => {}
+                Err(TransportError::Busy { .. }) => {
+                    link.waiting.push_front((tag, request));
+                    return;
+                }
+                Err(error) => self.deferred.push_back((tag, bookie, Err(error))),
+            }
+        }
+    }
+
+    /// Routes one answer to its core (IO1) and drives it.
+    fn answer(&mut self, shared: &Shared, tag: u64, bookie: u32, result: Result<Response, TransportError>) {
+        let Some((core, core_tag, to)) = self.routes.remove(&tag) else { return };
+        debug_assert_eq!(to, bookie);
+        let result = result.map_err(|e| failure(&e));
+        match self.cores.get_mut(&core) {
+            Some(Core::Writer(w)) => w.writer.on_response(Tag::from_raw(core_tag), &bookie, result, now()),
+            Some(Core::Recovery(r)) => {
+                r.recovery.on_response(RecoveryTag::from_raw(core_tag), &bookie, result, now())
+            }
+            None => return,
+        }
+        self.drive(shared, core);
+    }
+
+    /// Acts on everything `core` has to say.
+    fn drive(&mut self, shared: &Shared, core: u64) {
+        match self.cores.remove(&core) {
+            Some(Core::Writer(mut w)) => {
+                let done = self.drive_writer(shared, core, &mut w);
+                if !done {
+                    self.cores.insert(core, Core::Writer(w));
+                }
+            }
+            Some(Core::Recovery(mut r)) => {
+                let done = self.drive_recovery(shared, core, &mut r);
+                if !done {
+                    self.cores.insert(core, Core::Recovery(r));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// True when the writer is done (closed or failed and drained).
+    fn drive_writer(&mut self, shared: &Shared, core: u64, w: &mut WriterCore) -> bool {
+        let at = now();
+        loop {
+            // Feed queued adds while the window has room.
+            while let Some((payload, _)) = w.queued.front() {
+                match w.writer.add(payload.clone(), at) {
+                    Ok(_) => {
+                        let (_, reply) = w.queued.pop_front().expect("front");
+                        w.replies.push_back(reply);
+                    }
+                    Err(WriterError::WindowFull) => break,
+                    Err(error) => {
+                        for (_, reply) in w.queued.drain(..) {
+                            reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+            let Some(output) = w.writer.poll_output() else { break };
+            match output {
+                Output::Send { bookie_index, tag, request } => {
+                    let entry = match &request {
+                        Request::Add { entry, .. } => *entry,
+                        Request::WriteLastAddConfirmed { last_add_confirmed, .. } => *last_add_confirmed,
+                        _ => unreachable!("the writer sends ADD and WRITE_LAC only"),
+                    };
+                    let bookie = w.writer.ensemble_of(entry)[bookie_index];
+                    self.submit(shared, core, tag.raw(), bookie, request);
+                }
+                Output::Completed { entry, result } => {
+                    if let Some(reply) = w.replies.pop_front() {
+                        reply.send(result.map(|()| entry));
+                    }
+                }
+                Output::ChangeEnsemble { first_entry, replace } => {
+                    let current: Vec<String> =
+                        w.writer.ensemble().iter().map(|b| self.links[*b as usize].id.clone()).collect();
+                    let segment = w.writer.segment_id();
+                    let inner = self.inner.clone();
+                    let replace: Vec<usize> = replace.iter().collect();
+                    tracing::info!(segment, first_entry, ?replace, "ensemble change");
+                    self.metadata.change_ensemble(
+                        segment,
+                        first_entry,
+                        current,
+                        replace,
+                        Box::new(move |result| {
+                            let _ = inner.mailbox.push(Command::EnsembleChanged { core, result });
+                        }),
+                    );
+                }
+                Output::CloseRequested { last_entry, length } => {
+                    let segment = w.writer.segment_id();
+                    let inner = self.inner.clone();
+                    self.metadata.close_written(
+                        segment,
+                        last_entry,
+                        length,
+                        Box::new(move |result| {
+                            let _ = inner.mailbox.push(Command::WriterClosed { core, result });
+                        }),
+                    );
+                }
+                Output::Closed(result) => {
+                    if let Some(reply) = w.close.take() {
+                        reply.send(result);
+                    }
+                }
+                Output::BookieFailed { bookie_index, entry } => {
+                    let bookie = w.writer.ensemble_of(entry).get(bookie_index).copied();
+                    let id = bookie.map(|b| self.links[b as usize].id.as_str()).unwrap_or("?");
+                    tracing::debug!(
+                        segment = w.writer.segment_id(),
+                        entry,
+                        bookie = id,
+                        "bookie failed an add"
+                    );
+                }
+                Output::LastAddConfirmed(_) => {}
+            }
+        }
+        false
+    }
+
+    fn drive_recovery(&mut self, shared: &Shared, core: u64, r: &mut RecoveryCore) -> bool {
+        while let Some(output) = r.recovery.poll_output() {
+            match output {
+                RecoveryOutput::Send { bookie, tag, request } => {
+                    self.submit(shared, core, tag.raw(), bookie, request)
+                }
+                RecoveryOutput::CloseRequested(end) => {
+                    let inner = self.inner.clone();
+                    self.metadata.close_recovered(
+                        r.segment,
+                        end,
+                        Box::new(move |result| {
+                            let _ = inner.mailbox.push(Command::RecoveryClosed { core, result });
+                        }),
+                    );
+                }
+                RecoveryOutput::Done(result) => {
+                    if let Some(reply) = r.reply.take() {
+                        reply.send(result);
+                    }
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,76 @@
+//! `Mailbox<T>`: commands from any thread to the client's compio I/O thread: a mutex-guarded
+//! queue plus the waker of the thread's receiving task. Pushing wakes it; it takes every queued
+//! command at once.
+//!
+//! Invariant: MB1: once closed, pushes are refused (the command comes back) and `take` ends
+//! with `None` after the commands queued before the close were taken.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+pub(crate) struct Mailbox<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl<T> Mailbox<T> {
+    pub(crate) fn new() -> Mailbox<T> {
+        Mailbox { state: Mutex::new(State { queue: VecDeque::new(), waker: None, closed: false }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding the lock leaves a queue that is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `command` and wakes the I/O thread; gives it back if the mailbox is closed.
+    pub(crate) fn push(&self, command: T) -> Result<(), T> {
+        let waker = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(command);
+            }
+            state.queue.push_back(command);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Refuses further pushes (MB1) and wakes the I/O thread.
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Every queued command, once there is one; `None` once closed and empty.
+    pub(crate) async fn take(&self) -> Option<Vec<T>> {
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if !state.queue.is_empty() {
+                return Poll::Ready(Some(state.queue.drain(..).collect()));
+            }
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}

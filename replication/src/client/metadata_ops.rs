@@ -1,0 +1,268 @@
+//! `MetadataOps`: what the replication client asks of the metadata store, as async functions
+//! run on the tokio runtime: create a segment (placement over the writable bookies), change
+//! an ensemble, close a written segment, mark one InRecovery, close a recovered one, and find
+//! bookies' addresses.
+//!
+//! Invariants:
+//! - MO1: every change is a compare-and-set on the version read (a lost race re-reads and
+//!   decides again; nothing is overwritten blindly).
+//! - MO2: an ensemble change and a writer's close happen only while the segment is Open; any
+//!   other state means a recoverer took over: `Fenced`.
+//! - MO3: a recoverer's close goes from InRecovery to Closed; if the segment is Closed already,
+//!   its stored end is the answer (the first close wins, Q7).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dlog_metadata::schema::{DigestType, SegmentMetadata, SegmentOwner, SegmentState};
+use dlog_metadata::{BookieRegistry, MetaError, MetadataStore, SegmentMetadataStore, Version};
+
+use super::ReplicationError;
+use crate::placement::{self, Candidate};
+use crate::quorum::QuorumSizes;
+use crate::recovery::RecoveredEnd;
+use crate::segment_writer::{EnsembleChangeError, WriterError};
+
+/// Compare-and-set attempts before giving up with the last conflict.
+const CAS_ATTEMPTS: usize = 16;
+
+/// A bookie id and, when it is registered, where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookieAddr {
+    /// The bookie's id.
+    pub id: String,
+    /// Its endpoint; `None` when it is not registered now (requests to it fail at once).
+    pub addr: Option<SocketAddr>,
+}
+
+/// A segment as recovery starts it.
+pub(crate) enum RecoveryStart {
+    /// Closed already: its end.
+    Closed(RecoveredEnd),
+    /// InRecovery now: its quorum sizes and ensembles.
+    Recover { quorum: QuorumSizes, ensembles: BTreeMap<u64, Vec<String>> },
+}
+
+pub(crate) struct MetadataOps<S> {
+    segments: SegmentMetadataStore<S>,
+    registry: BookieRegistry<S>,
+}
+
+/// A short hash of the master key for the metadata (the key itself is never stored).
+pub(crate) fn master_key_hash(master_key: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(&crc32c::crc32c(master_key).to_le_bytes())
+}
+
+fn endpoint(endpoint: &str) -> Option<SocketAddr> {
+    endpoint.to_socket_addrs().ok()?.next()
+}
+
+fn quorum_of(meta: &SegmentMetadata) -> Result<QuorumSizes, ReplicationError> {
+    QuorumSizes::new(
+        meta.ensemble_size as usize,
+        meta.write_quorum_size as usize,
+        meta.ack_quorum_size as usize,
+    )
+    .map_err(|e| ReplicationError::BadMetadata(e.to_string()))
+}
+
+impl<S: MetadataStore + 'static> MetadataOps<S> {
+    pub(crate) fn new(store: Arc<S>) -> MetadataOps<S> {
+        MetadataOps {
+            segments: SegmentMetadataStore::new(store.clone()),
+            registry: BookieRegistry::new(store),
+        }
+    }
+
+    /// The writable bookies as placement candidates, and their addresses.
+    async fn candidates(&self) -> Result<(Vec<Candidate>, HashMap<String, SocketAddr>), MetaError> {
+        let mut candidates = Vec::new();
+        let mut addrs = HashMap::new();
+        for bookie in self.registry.writable().await?.into_iter().flatten() {
+            let Some(addr) = endpoint(&bookie.info.endpoint) else { continue };
+            addrs.insert(bookie.id.clone(), addr);
+            candidates.push(Candidate {
+                id: bookie.id,
+                zone: bookie.info.zone,
+                rack: bookie.info.rack,
+                free_bytes: bookie.info.free_bytes,
+                load: 0,
+            });
+        }
+        Ok((candidates, addrs))
+    }
+
+    /// Where each bookie listens, looked up in the registry (writable or read-only).
+    pub(crate) async fn addresses(&self, ids: &[String]) -> Result<Vec<BookieAddr>, MetaError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let addr = self.registry.bookie(id).await?.and_then(|b| endpoint(&b.info.endpoint));
+            out.push(BookieAddr { id: id.clone(), addr });
+        }
+        Ok(out)
+    }
+
+    /// Creates an Open segment over an ensemble chosen by placement; its id and ensemble.
+    pub(crate) async fn create(
+        &self,
+        quorum: QuorumSizes,
+        master_key: &[u8],
+        owner: Option<SegmentOwner>,
+        seed: u64,
+    ) -> Result<(u64, Vec<BookieAddr>), ReplicationError> {
+        let (candidates, addrs) = self.candidates().await?;
+        let ensemble = placement::choose_ensemble(quorum, &candidates, &[], seed)?;
+        let meta = SegmentMetadata {
+            ensemble_size: quorum.ensemble_size() as u32,
+            write_quorum_size: quorum.write_quorum_size() as u32,
+            ack_quorum_size: quorum.ack_quorum_size() as u32,
+            digest_type: DigestType::Crc32c,
+            master_key_hash: master_key_hash(master_key),
+            state: SegmentState::Open,
+            ensembles: BTreeMap::from([(0, ensemble.clone())]),
+            created_ms: dlog_metadata::wall_clock::now_ms(),
+            owner,
+        };
+        let (id, _) = self.segments.create(&meta).await?;
+        let bookies =
+            ensemble.into_iter().map(|id| BookieAddr { addr: addrs.get(&id).copied(), id }).collect();
+        Ok((id, bookies))
+    }
+
+    async fn read(&self, segment: u64) -> Result<(SegmentMetadata, Version), ReplicationError> {
+        self.segments.get(segment).await?.ok_or(ReplicationError::NoSuchSegment(segment))
+    }
+
+    /// Replaces `replace` (indexes of `current`, the writer's current ensemble) from
+    /// `first_entry` on, if the segment is still Open (MO2); the new ensemble.
+    pub(crate) async fn change_ensemble(
+        &self,
+        segment: u64,
+        first_entry: u64,
+        current: Vec<String>,
+        replace: Vec<usize>,
+        seed: u64,
+    ) -> Result<Vec<BookieAddr>, EnsembleChangeError> {
+        let unavailable = |e: &dyn std::fmt::Display| EnsembleChangeError::Unavailable(e.to_string());
+        let (candidates, addrs) = self.candidates().await.map_err(|e| unavailable(&e))?;
+        let mut conflict = None;
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut meta, version) = self.read(segment).await.map_err(|e| unavailable(&e))?;
+            if meta.state != SegmentState::Open {
+                return Err(EnsembleChangeError::Fenced);
+            }
+            if meta.current_ensemble() != current.as_slice() {
+                return Err(EnsembleChangeError::Unavailable(format!(
+                    "segment {segment}: the stored ensemble {:?} is not the writer's {current:?}",
+                    meta.current_ensemble()
+                )));
+            }
+            let quorum = quorum_of(&meta).map_err(|e| unavailable(&e))?;
+            let ensemble = placement::choose_replacements(quorum, &current, &replace, &candidates, &[], seed)
+                .map_err(|e| unavailable(&e))?;
+            let _ = meta.ensembles.split_off(&first_entry);
+            meta.ensembles.insert(first_entry, ensemble.clone());
+            match self.segments.update(segment, &meta, version).await {
+                Ok(_) => {
+                    return Ok(ensemble
+                        .into_iter()
+                        .map(|id| BookieAddr { addr: addrs.get(&id).copied(), id })
+                        .collect());
+                }
+                Err(e @ MetaError::VersionConflict { .. }) => conflict = Some(e),
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        Err(unavailable(&conflict.map_or_else(|| "no attempt".to_owned(), |e| e.to_string())))
+    }
+
+    /// The writer's close: Open to Closed at `last_entry` (MO2); Closed at the same entry
+    /// already is success.
+    pub(crate) async fn close_written(
+        &self,
+        segment: u64,
+        last_entry: Option<u64>,
+        length: u64,
+    ) -> Result<(), WriterError> {
+        let metadata = |e: &dyn std::fmt::Display| WriterError::Metadata(e.to_string());
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut meta, version) = self.read(segment).await.map_err(|e| metadata(&e))?;
+            match meta.state {
+                SegmentState::Open => {}
+                SegmentState::Closed { last_entry_id, .. } if last_entry_id == last_entry => return Ok(()),
+                _ => return Err(WriterError::Fenced),
+            }
+            meta.state = SegmentState::Closed { last_entry_id: last_entry, length };
+            let end = last_entry.map_or(0, |l| l + 1);
+            let _ = meta.ensembles.split_off(&(end + 1));
+            match self.segments.update(segment, &meta, version).await {
+                Ok(_) => return Ok(()),
+                Err(MetaError::VersionConflict { .. }) => continue,
+                Err(e) => return Err(metadata(&e)),
+            }
+        }
+        Err(WriterError::Metadata(format!("segment {segment}: close lost {CAS_ATTEMPTS} races")))
+    }
+
+    /// Starts a recovery: a Closed segment's end, or the segment marked InRecovery (kept if it
+    /// already is: another recoverer's run may have died) with what recovery needs.
+    pub(crate) async fn begin_recovery(&self, segment: u64) -> Result<RecoveryStart, ReplicationError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut meta, version) = self.read(segment).await?;
+            let quorum = quorum_of(&meta)?;
+            match meta.state {
+                SegmentState::Closed { last_entry_id, length } => {
+                    return Ok(RecoveryStart::Closed(RecoveredEnd { last_entry: last_entry_id, length }));
+                }
+                SegmentState::InRecovery => {
+                    return Ok(RecoveryStart::Recover { quorum, ensembles: meta.ensembles });
+                }
+                SegmentState::Open => {
+                    meta.state = SegmentState::InRecovery;
+                    match self.segments.update(segment, &meta, version).await {
+                        Ok(_) => return Ok(RecoveryStart::Recover { quorum, ensembles: meta.ensembles }),
+                        Err(MetaError::VersionConflict { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(ReplicationError::BadMetadata(format!(
+            "segment {segment}: recovery start lost {CAS_ATTEMPTS} races"
+        )))
+    }
+
+    /// A recoverer's close (MO3): the end the metadata holds afterwards.
+    pub(crate) async fn close_recovered(
+        &self,
+        segment: u64,
+        end: RecoveredEnd,
+    ) -> Result<RecoveredEnd, String> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut meta, version) = self.read(segment).await.map_err(|e| e.to_string())?;
+            match meta.state {
+                SegmentState::Closed { last_entry_id, length } => {
+                    return Ok(RecoveredEnd { last_entry: last_entry_id, length });
+                }
+                SegmentState::Open => return Err(format!("segment {segment} is Open again")),
+                SegmentState::InRecovery => {}
+            }
+            meta.state = SegmentState::Closed { last_entry_id: end.last_entry, length: end.length };
+            let next = end.last_entry.map_or(0, |l| l + 1);
+            let _ = meta.ensembles.split_off(&(next + 1));
+            match self.segments.update(segment, &meta, version).await {
+                Ok(_) => return Ok(end),
+                Err(MetaError::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!("segment {segment}: close lost {CAS_ATTEMPTS} races"))
+    }
+
+    /// A segment's metadata, for readers.
+    pub(crate) async fn get(&self, segment: u64) -> Result<SegmentMetadata, ReplicationError> {
+        Ok(self.read(segment).await?.0)
+    }
+}

@@ -1,0 +1,395 @@
+//! `ReplicationClient`: the shell that connects the sans-I/O cores to bookies and to the
+//! metadata store (docs/rfcs/2026-11-26-replication.md, "Shape"). `Send + Sync`; callers on
+//! any thread or runtime.
+//!
+//! Owns: one compio I/O thread (io_thread.rs) hosting a connection per bookie and every core
+//! started through this client; the commands that reach it (a mailbox); the metadata work,
+//! run on the tokio runtime given at `new` (metadata_ops.rs).
+//! Gives: `create_segment` (placement, metadata, then a `SegmentHandle` whose `add`s are
+//! acknowledged at Qa in entry order, with ensemble changes and `close`), and
+//! `recover_segment` (fence, recover, close: the end every recoverer agrees on).
+//!
+//! Invariants:
+//! - CL1: an add's future resolves once, with its entry id when the writer completed it Ok
+//!   (Qa acks in its write set, every earlier entry acknowledged), or with the error; adds
+//!   resolve in the order they were made.
+//! - CL2: when the client closes (or its last clone drops), every pending future resolves
+//!   (`Closed`), and the I/O thread ends.
+
+mod io_thread;
+mod mailbox;
+mod metadata_ops;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use dlog_metadata::schema::SegmentOwner;
+use dlog_metadata::{MetaError, MetadataStore};
+
+pub use metadata_ops::BookieAddr;
+use metadata_ops::{MetadataOps, RecoveryStart};
+
+use crate::placement::PlacementError;
+use crate::quorum::{QuorumError, QuorumSizes};
+use crate::recovery::{RecoveredEnd, RecoveryError, RecoverySettings};
+use crate::segment_writer::{EnsembleChangeError, WriterError, WriterSettings};
+use crate::transport::{ClientConfig, ConfigError};
+
+/// Why a replication client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The metadata store failed.
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetaError),
+    /// Placement found no ensemble (too few writable bookies).
+    #[error("placement: {0}")]
+    Placement(#[from] PlacementError),
+    /// The quorum sizes are invalid.
+    #[error("quorum sizes: {0}")]
+    Quorum(#[from] QuorumError),
+    /// The client config is invalid.
+    #[error("client config: {0}")]
+    Config(#[from] ConfigError),
+    /// No such segment in the metadata.
+    #[error("no segment {0}")]
+    NoSuchSegment(u64),
+    /// The segment's metadata is not usable.
+    #[error("bad segment metadata: {0}")]
+    BadMetadata(String),
+    /// The writer failed.
+    #[error("writer: {0}")]
+    Writer(#[from] WriterError),
+    /// Recovery failed.
+    #[error("recovery: {0}")]
+    Recovery(#[from] RecoveryError),
+    /// The client is closed.
+    #[error("replication client closed")]
+    Closed,
+    /// The I/O thread could not start.
+    #[error("cannot start the client I/O thread: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// How the client talks to bookies, writes and recovers.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicationConfig {
+    /// Connections, timeouts and backoff (a bookie that does not answer an ADD within
+    /// `request_timeout` is replaced).
+    pub transport: ClientConfig,
+    /// The writers' windows and LAC flush.
+    pub writer: WriterSettings,
+    /// Recovery's window and retries.
+    pub recovery: RecoverySettings,
+}
+
+/// The sending half of a one-shot answer; dropping it resolves the future with `Closed`.
+pub(crate) struct Reply<T>(oneshot::Sender<T>);
+
+impl<T> Reply<T> {
+    fn new() -> (Reply<T>, oneshot::Receiver<T>) {
+        let (tx, rx) = oneshot::channel();
+        (Reply(tx), rx)
+    }
+
+    pub(crate) fn send(self, value: T) {
+        // The caller may have stopped waiting: nothing to do then.
+        let _ = self.0.send(value);
+    }
+}
+
+/// Commands for the I/O thread.
+pub(crate) enum Command {
+    OpenWriter {
+        segment: u64,
+        master_key: Bytes,
+        quorum: QuorumSizes,
+        ensemble: Vec<BookieAddr>,
+        settings: WriterSettings,
+        reply: Reply<Result<u64, String>>,
+    },
+    Add {
+        core: u64,
+        payload: Bytes,
+        reply: Reply<Result<u64, WriterError>>,
+    },
+    Close {
+        core: u64,
+        reply: Reply<Result<(), WriterError>>,
+    },
+    Recover {
+        segment: u64,
+        master_key: Bytes,
+        quorum: QuorumSizes,
+        ensembles: BTreeMap<u64, Vec<BookieAddr>>,
+        settings: RecoverySettings,
+        reply: Reply<Result<RecoveredEnd, RecoveryError>>,
+    },
+    EnsembleChanged {
+        core: u64,
+        result: Result<Vec<BookieAddr>, EnsembleChangeError>,
+    },
+    WriterClosed {
+        core: u64,
+        result: Result<(), WriterError>,
+    },
+    RecoveryClosed {
+        core: u64,
+        result: Result<RecoveredEnd, String>,
+    },
+}
+
+pub(crate) struct Inner {
+    mailbox: mailbox::Mailbox<Command>,
+}
+
+type Done<T> = Box<dyn FnOnce(T) + Send>;
+
+/// The metadata work the I/O thread asks for, run elsewhere (on tokio); each answer comes back
+/// through `done`.
+pub(crate) trait MetadataRunner: Send + Sync {
+    fn change_ensemble(
+        &self,
+        segment: u64,
+        first_entry: u64,
+        current: Vec<String>,
+        replace: Vec<usize>,
+        done: Done<Result<Vec<BookieAddr>, EnsembleChangeError>>,
+    );
+    fn close_written(
+        &self,
+        segment: u64,
+        last_entry: Option<u64>,
+        length: u64,
+        done: Done<Result<(), WriterError>>,
+    );
+    fn close_recovered(&self, segment: u64, end: RecoveredEnd, done: Done<Result<RecoveredEnd, String>>);
+}
+
+struct TokioMetadata<S> {
+    ops: Arc<MetadataOps<S>>,
+    runtime: tokio::runtime::Handle,
+    seed: AtomicU64,
+}
+
+impl<S: MetadataStore + 'static> MetadataRunner for TokioMetadata<S> {
+    fn change_ensemble(
+        &self,
+        segment: u64,
+        first_entry: u64,
+        current: Vec<String>,
+        replace: Vec<usize>,
+        done: Done<Result<Vec<BookieAddr>, EnsembleChangeError>>,
+    ) {
+        let ops = self.ops.clone();
+        let seed = self.seed.fetch_add(1, Ordering::Relaxed);
+        self.runtime.spawn(async move {
+            done(ops.change_ensemble(segment, first_entry, current, replace, seed).await);
+        });
+    }
+
+    fn close_written(
+        &self,
+        segment: u64,
+        last_entry: Option<u64>,
+        length: u64,
+        done: Done<Result<(), WriterError>>,
+    ) {
+        let ops = self.ops.clone();
+        self.runtime.spawn(async move { done(ops.close_written(segment, last_entry, length).await) });
+    }
+
+    fn close_recovered(&self, segment: u64, end: RecoveredEnd, done: Done<Result<RecoveredEnd, String>>) {
+        let ops = self.ops.clone();
+        self.runtime.spawn(async move { done(ops.close_recovered(segment, end).await) });
+    }
+}
+
+/// The replication client (see the module doc). Clones share the I/O thread.
+pub struct ReplicationClient<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for ReplicationClient<S> {
+    fn clone(&self) -> Self {
+        ReplicationClient { shared: self.shared.clone() }
+    }
+}
+
+struct Shared<S> {
+    inner: Arc<Inner>,
+    ops: Arc<MetadataOps<S>>,
+    runtime: tokio::runtime::Handle,
+    config: ReplicationConfig,
+    seed: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        self.inner.mailbox.close();
+        let thread = self.thread.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<S: MetadataStore + 'static> ReplicationClient<S> {
+    /// A client over `store`, whose async operations run on `runtime`.
+    pub fn new(
+        store: Arc<S>,
+        runtime: tokio::runtime::Handle,
+        config: ReplicationConfig,
+    ) -> Result<ReplicationClient<S>, ReplicationError> {
+        config.transport.validate()?;
+        let inner = Arc::new(Inner { mailbox: mailbox::Mailbox::new() });
+        let ops = Arc::new(MetadataOps::new(store));
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+        let metadata: Arc<dyn MetadataRunner> = Arc::new(TokioMetadata {
+            ops: ops.clone(),
+            runtime: runtime.clone(),
+            seed: AtomicU64::new(seed),
+        });
+        let runtime_inner = inner.clone();
+        let transport = config.transport.clone();
+        let thread = std::thread::Builder::new()
+            .name("dlog-replication".into())
+            .spawn(move || {
+                let runtime = match compio::runtime::Runtime::new() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the replication client's runtime");
+                        runtime_inner.mailbox.close();
+                        return;
+                    }
+                };
+                runtime.block_on(io_thread::run(runtime_inner, transport, metadata));
+            })
+            .map_err(ReplicationError::Runtime)?;
+        Ok(ReplicationClient {
+            shared: Arc::new(Shared {
+                inner,
+                ops,
+                runtime,
+                seed: AtomicU64::new(seed ^ 0x5555),
+                config,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    async fn on_tokio<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, ReplicationError>> + Send + 'static,
+    ) -> Result<T, ReplicationError> {
+        self.shared.runtime.spawn(work).await.map_err(|_| ReplicationError::Closed)?
+    }
+
+    fn push(&self, command: Command) -> Result<(), ReplicationError> {
+        self.shared.inner.mailbox.push(command).map_err(|_| ReplicationError::Closed)
+    }
+
+    /// Creates a segment (placement over the writable bookies, metadata Open) and a writer
+    /// for it.
+    pub async fn create_segment(
+        &self,
+        quorum: QuorumSizes,
+        master_key: Bytes,
+        owner: Option<SegmentOwner>,
+    ) -> Result<SegmentHandle, ReplicationError> {
+        let ops = self.shared.ops.clone();
+        let seed = self.shared.seed.fetch_add(1, Ordering::Relaxed);
+        let key = master_key.clone();
+        let (segment, ensemble) =
+            self.on_tokio(async move { ops.create(quorum, &key, owner, seed).await }).await?;
+        let (reply, answer) = Reply::new();
+        let settings = self.shared.config.writer;
+        self.push(Command::OpenWriter { segment, master_key, quorum, ensemble, settings, reply })?;
+        let core =
+            answer.await.map_err(|_| ReplicationError::Closed)?.map_err(ReplicationError::BadMetadata)?;
+        Ok(SegmentHandle { segment, core, inner: self.shared.inner.clone() })
+    }
+
+    /// Fences and recovers `segment` (unless it is closed already) and closes it; the end the
+    /// metadata holds, the same whoever recovers (Q7).
+    pub async fn recover_segment(
+        &self,
+        segment: u64,
+        master_key: Bytes,
+    ) -> Result<RecoveredEnd, ReplicationError> {
+        let ops = self.shared.ops.clone();
+        let start = self
+            .on_tokio(async move {
+                match ops.begin_recovery(segment).await? {
+                    RecoveryStart::Closed(end) => Ok(Err(end)),
+                    RecoveryStart::Recover { quorum, ensembles } => {
+                        let mut resolved = BTreeMap::new();
+                        for (first, ids) in ensembles {
+                            resolved.insert(first, ops.addresses(&ids).await?);
+                        }
+                        Ok(Ok((quorum, resolved)))
+                    }
+                }
+            })
+            .await?;
+        let (quorum, ensembles) = match start {
+            Err(end) => return Ok(end),
+            Ok(start) => start,
+        };
+        let (reply, answer) = Reply::new();
+        let settings = self.shared.config.recovery;
+        self.push(Command::Recover { segment, master_key, quorum, ensembles, settings, reply })?;
+        Ok(answer.await.map_err(|_| ReplicationError::Closed)??)
+    }
+
+    /// A segment's metadata.
+    pub async fn segment(
+        &self,
+        segment: u64,
+    ) -> Result<dlog_metadata::schema::SegmentMetadata, ReplicationError> {
+        let ops = self.shared.ops.clone();
+        self.on_tokio(async move { ops.get(segment).await }).await
+    }
+}
+
+/// The writer of one segment, hosted on the client's I/O thread. `Send + Sync`.
+pub struct SegmentHandle {
+    segment: u64,
+    core: u64,
+    inner: Arc<Inner>,
+}
+
+impl SegmentHandle {
+    /// The segment's id.
+    pub fn id(&self) -> u64 {
+        self.segment
+    }
+
+    /// Adds `payload` as the next entry now (the order of calls is the entry order); the future
+    /// resolves with its entry id once acknowledged (CL1). Adds beyond the writer's window wait
+    /// on the I/O thread.
+    pub fn add(&self, payload: Bytes) -> impl Future<Output = Result<u64, WriterError>> + Send + 'static {
+        let (reply, answer) = Reply::new();
+        let pushed = self.inner.mailbox.push(Command::Add { core: self.core, payload, reply }).is_ok();
+        async move {
+            if !pushed {
+                return Err(WriterError::Closed);
+            }
+            answer.await.unwrap_or(Err(WriterError::Closed))
+        }
+    }
+
+    /// Closes the segment once every add made before completed: Closed in the metadata at the
+    /// last entry.
+    pub async fn close(&self) -> Result<(), WriterError> {
+        let (reply, answer) = Reply::new();
+        self.inner
+            .mailbox
+            .push(Command::Close { core: self.core, reply })
+            .map_err(|_| WriterError::Closed)?;
+        answer.await.unwrap_or(Err(WriterError::Closed))
+    }
+}

@@ -1,0 +1,266 @@
+//! The replication client (`dlog_replication::client`) against real bookie servers in this
+//! process, registered in an embedded metadata store: a segment written at E=3 Qw=3 Qa=2 reads
+//! back from every replica and closes in the metadata; a bookie stopped mid-write is replaced
+//! (ensemble change) with nothing acknowledged lost; a recoverer takes over from a live writer,
+//! which then gets `Fenced` and never a success; two recoverers end at the same entry.
+//! (Separate processes, SIGKILL and etcd: tests/replication_process.rs.)
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog::bookie::registration::{Registration, RegistrationConfig};
+use dlog::bookie::{BookieServer, ServerLimits, ServerOptions};
+use dlog_engine::{Bookie, BookieConfig};
+use dlog_metadata::schema::SegmentState;
+use dlog_metadata::{AnyStore, MetadataStore};
+use dlog_protocol::{Request, Response};
+use dlog_replication::client::{ReplicationClient, ReplicationConfig};
+use dlog_replication::entry_envelope;
+use dlog_replication::quorum::QuorumSizes;
+use dlog_replication::segment_writer::WriterError;
+use dlog_replication::transport::{ClientConfig, ClientPool};
+
+const KEY: &[u8] = b"test-master-key";
+
+struct Node {
+    id: String,
+    server: Option<BookieServer>,
+    registration: Option<Registration<AnyStore>>,
+    _bookie: Arc<Bookie>,
+    _dir: tempfile::TempDir,
+}
+
+struct Cluster {
+    store: Arc<AnyStore>,
+    nodes: Vec<Node>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn start(bookies: usize) -> Cluster {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let store = Arc::new(runtime.block_on(AnyStore::open("memory://")).unwrap());
+        let mut cluster = Cluster { store, nodes: Vec::new(), runtime };
+        for i in 0..bookies {
+            cluster.add_bookie(&format!("bookie-{i}"));
+        }
+        cluster
+    }
+
+    fn add_bookie(&mut self, id: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BookieConfig::new(dir.path().join("journal"));
+        config.shard_count = 1;
+        config.pin_shards = false;
+        let bookie = Arc::new(Bookie::open(config).unwrap());
+        let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), ServerLimits::default());
+        options.threads = Some(1);
+        let server = BookieServer::start(bookie.clone(), options).unwrap();
+        let cookies: Vec<PathBuf> = vec![dir.path().join("cookie")];
+        let config = RegistrationConfig {
+            lease_ttl: Duration::from_secs(30),
+            ..RegistrationConfig::new(id, server.local_addr().to_string(), cookies.clone(), cookies)
+        };
+        let registration = self.runtime.block_on(Registration::start(self.store.clone(), config)).unwrap();
+        self.nodes.push(Node {
+            id: id.to_owned(),
+            server: Some(server),
+            registration: Some(registration),
+            _bookie: bookie,
+            _dir: dir,
+        });
+    }
+
+    /// Stops a bookie's server and its registration, as a crash would (no drain).
+    fn stop(&mut self, id: &str) {
+        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("known bookie");
+        if let Some(server) = node.server.take() {
+            server.shutdown(Duration::ZERO);
+        }
+        if let Some(registration) = node.registration.take() {
+            let _ = self.runtime.block_on(registration.deregister());
+        }
+    }
+
+    fn client(&self, config: ReplicationConfig) -> ReplicationClient<AnyStore> {
+        ReplicationClient::new(self.store.clone(), self.runtime.handle().clone(), config).unwrap()
+    }
+
+    fn addr_of(&self, id: &str) -> Option<std::net::SocketAddr> {
+        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.server.as_ref()).map(BookieServer::local_addr)
+    }
+
+    /// Checks a closed segment on every live replica: each entry up to the end is on Qa+
+    /// members of its write set with the same bytes (`expected`), and no entry past the end
+    /// is readable anywhere in the last ensemble (entries past it were never acknowledged).
+    fn check_closed(&self, segment: u64, expected: &BTreeMap<u64, Bytes>) -> Option<u64> {
+        let pool = ClientPool::new(ClientConfig::default()).unwrap();
+        let meta = self.runtime.block_on(self.store_get(segment));
+        let SegmentState::Closed { last_entry_id, length } = meta.state else {
+            panic!("not closed: {meta:?}")
+        };
+        let quorum = QuorumSizes::new(
+            meta.ensemble_size as usize,
+            meta.write_quorum_size as usize,
+            meta.ack_quorum_size as usize,
+        )
+        .unwrap();
+        let count = last_entry_id.map_or(0, |l| l + 1);
+        let mut total = 0;
+        for entry in 0..count {
+            let ensemble = meta.ensemble_at(entry);
+            let (mut copies, mut live, mut bytes_of_entry) = (0, 0, None);
+            for index in quorum.write_set(entry).iter() {
+                let Some(addr) = self.addr_of(&ensemble[index]) else { continue };
+                live += 1;
+                let answer = pool.submit(addr, Request::Read { segment, entry, fence: None }).wait();
+                if let Ok(Response::Read { payload, .. }) = answer {
+                    let (_, bytes) = entry_envelope::decode(segment, entry, &payload).expect("intact");
+                    if let Some(want) = expected.get(&entry) {
+                        assert_eq!(&bytes, want, "entry {entry} on {}", ensemble[index]);
+                    }
+                    assert!(bytes_of_entry.as_ref().is_none_or(|b| *b == bytes), "replicas of {entry} agree");
+                    bytes_of_entry = Some(bytes);
+                    copies += 1;
+                }
+            }
+            // Qa copies, less the members stopped since (their copies are out of reach).
+            let stopped = quorum.write_quorum_size() - live;
+            assert!(
+                copies + stopped >= quorum.ack_quorum_size() && copies >= 1,
+                "entry {entry}: {copies} copies"
+            );
+            total += bytes_of_entry.map_or(0, |b| b.len() as u64);
+        }
+        assert_eq!(total, length, "the closed length");
+        if let Some((entry, _)) = expected.range(count..).next() {
+            panic!("entry {entry} was acknowledged but is past the end {last_entry_id:?}");
+        }
+        pool.close();
+        last_entry_id
+    }
+
+    async fn store_get(&self, segment: u64) -> dlog_metadata::schema::SegmentMetadata {
+        let value = self.store.get(&dlog_metadata::schema::segment_key(segment)).await.unwrap().unwrap();
+        dlog_metadata::schema::SegmentMetadata::decode("segment", &value.value).unwrap()
+    }
+}
+
+#[expect(clippy::disallowed_methods, reason = "waits out the request timeout of a stopped bookie")]
+fn sleep(duration: Duration) {
+    std::thread::sleep(duration);
+}
+
+fn quorum(e: usize, w: usize, a: usize) -> QuorumSizes {
+    QuorumSizes::new(e, w, a).unwrap()
+}
+
+fn payload(i: u64) -> Bytes {
+    Bytes::from(format!("record-{i:08}-").repeat(8))
+}
+
+#[test]
+fn write_close_and_read_back() {
+    let cluster = Cluster::start(3);
+    let client = cluster.client(ReplicationConfig::default());
+    let handle = cluster
+        .runtime
+        .block_on(client.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None))
+        .unwrap();
+    let mut expected = BTreeMap::new();
+    let futures: Vec<_> = (0..2000).map(|i| (i, handle.add(payload(i)))).collect();
+    cluster.runtime.block_on(async {
+        for (i, future) in futures {
+            assert_eq!(future.await, Ok(i), "entries complete in order with their ids");
+            expected.insert(i, payload(i));
+        }
+        handle.close().await.unwrap();
+    });
+    assert_eq!(cluster.check_closed(handle.id(), &expected), Some(1999));
+}
+
+#[test]
+fn a_stopped_bookie_is_replaced() {
+    let mut cluster = Cluster::start(4);
+    let config = ReplicationConfig {
+        transport: ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() },
+        ..ReplicationConfig::default()
+    };
+    let client = cluster.client(config);
+    let handle = cluster
+        .runtime
+        .block_on(client.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None))
+        .unwrap();
+    let before = cluster.runtime.block_on(cluster.store_get(handle.id()));
+    let victim = before.current_ensemble()[1].clone();
+    let mut expected = BTreeMap::new();
+    let mut futures: Vec<_> = (0..1000u64).map(|i| (i, handle.add(payload(i)))).collect();
+    // Stopped with adds in flight; later adds find it gone.
+    cluster.stop(&victim);
+    futures.extend((1000..2000u64).map(|i| (i, handle.add(payload(i)))));
+    // Past the request timeout, the stopped bookie's adds have failed and it is replaced.
+    sleep(Duration::from_millis(2500));
+    futures.extend((2000..3000u64).map(|i| (i, handle.add(payload(i)))));
+    cluster.runtime.block_on(async {
+        for (i, future) in futures {
+            assert_eq!(future.await, Ok(i));
+            expected.insert(i, payload(i));
+        }
+        handle.close().await.unwrap();
+    });
+    let after = cluster.runtime.block_on(cluster.store_get(handle.id()));
+    // Replaced from the first entry not acknowledged when it failed (from entry 0 the first
+    // ensemble itself is replaced).
+    assert!(!after.current_ensemble().contains(&victim), "{victim} replaced: {:?}", after.ensembles);
+    assert_eq!(cluster.check_closed(handle.id(), &expected), Some(2999));
+}
+
+#[test]
+fn recovery_fences_a_live_writer() {
+    let cluster = Cluster::start(3);
+    let old = cluster.client(ReplicationConfig::default());
+    let new = cluster.client(ReplicationConfig::default());
+    let handle =
+        cluster.runtime.block_on(old.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None)).unwrap();
+    let segment = handle.id();
+    let mut acknowledged = BTreeMap::new();
+    cluster.runtime.block_on(async {
+        for i in 0..100 {
+            assert_eq!(handle.add(payload(i)).await, Ok(i));
+            acknowledged.insert(i, payload(i));
+        }
+    });
+    // The old writer keeps 1,000 adds in flight while two recoverers take over.
+    let in_flight: Vec<_> = (100..1100).map(|i| (i, handle.add(payload(i)))).collect();
+    let other = cluster.client(ReplicationConfig::default());
+    let (a, b) = cluster.runtime.block_on(async {
+        let a = new.recover_segment(segment, Bytes::from_static(KEY));
+        let b = other.recover_segment(segment, Bytes::from_static(KEY));
+        tokio::join!(a, b)
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "both recoverers end at the same entry");
+    let mut fenced = 0;
+    cluster.runtime.block_on(async {
+        for (i, future) in in_flight {
+            match future.await {
+                Ok(entry) => {
+                    assert_eq!(entry, i);
+                    acknowledged.insert(i, payload(i));
+                }
+                Err(WriterError::Fenced) => fenced += 1,
+                Err(other) => panic!("entry {i}: {other}"),
+            }
+        }
+        // After the fence, the old writer never succeeds again.
+        assert_eq!(handle.add(payload(5000)).await, Err(WriterError::Fenced));
+    });
+    let last = cluster.check_closed(segment, &acknowledged);
+    assert_eq!(last, a.last_entry);
+    assert!(last.is_some_and(|l| l >= 99));
+    eprintln!("closed at {last:?}; {fenced} adds fenced");
+}
