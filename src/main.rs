@@ -54,6 +54,9 @@ enum Bench {
     /// alternating in one run (server in process on 127.0.0.1); with --target, TCP only
     /// against a running bookie.
     Bookie(dlog::bench::bookie::BookieBenchArgs),
+    /// A replicated segment over bookie processes on 127.0.0.1 against one bookie alone,
+    /// alternating in one run: one add in flight (p50, p99) and pipelined throughput.
+    Replication(dlog::bench::replication::ReplicationBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +177,7 @@ fn run() -> Result<()> {
         Command::Bench { bench: Bench::Journal(args) } => bench_journal(args),
         Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),
         Command::Bench { bench: Bench::Bookie(args) } => dlog::bench::bookie::main(args),
+        Command::Bench { bench: Bench::Replication(args) } => dlog::bench::replication::main(args),
     }
 }
 

@@ -80,9 +80,9 @@ fn half_the_cpus() -> usize {
 
 /// One throughput measurement.
 #[derive(Clone, Copy, Debug)]
-struct Rate {
-    entries_per_s: f64,
-    mb_per_s: f64,
+pub(crate) struct Rate {
+    pub(crate) entries_per_s: f64,
+    pub(crate) mb_per_s: f64,
 }
 
 fn rate(entries: u64, entry_bytes: usize, elapsed: Duration) -> Rate {
@@ -90,7 +90,7 @@ fn rate(entries: u64, entry_bytes: usize, elapsed: Duration) -> Rate {
     Rate { entries_per_s: entries as f64 / s, mb_per_s: (entries * entry_bytes as u64) as f64 / s / 1e6 }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
@@ -293,7 +293,7 @@ fn master_key() -> Bytes {
 
 /// A payload whose clones cost no atomic operation (static bytes, leaked once per call: the
 /// benchmark makes a handful).
-fn payload(entry_bytes: usize) -> Bytes {
+pub(crate) fn payload(entry_bytes: usize) -> Bytes {
     let bytes: Vec<u8> = (0..entry_bytes).map(|i| (i * 31 + 7) as u8).collect();
     Bytes::from_static(Box::leak(bytes.into_boxed_slice()))
 }
@@ -338,7 +338,7 @@ fn tcp_throughput(addr: SocketAddr, args: &BookieBenchArgs, next_segment: &mut u
 /// `connections` connections, each driven by one task through `Connection::submit` and
 /// `Connection::completions` (the interface the replication cores' shell uses: no task or
 /// channel per request).
-fn client_load(
+pub(crate) fn client_load(
     addr: SocketAddr,
     connections: usize,
     concurrency: usize,
@@ -406,7 +406,17 @@ fn tcp_one_in_flight(
     args: &BookieBenchArgs,
     segment: u64,
 ) -> Result<(Histogram<u64>, u64)> {
-    let (duration, entry_bytes) = (args.duration, args.entry_size);
+    one_in_flight(addr, args.duration, args.entry_size, segment)
+}
+
+/// One connection to `addr`, one ADD of `entry_bytes` in flight on `segment`, for `duration`:
+/// per-ADD latency in ns, and the entries added.
+pub(crate) fn one_in_flight(
+    addr: SocketAddr,
+    duration: Duration,
+    entry_bytes: usize,
+    segment: u64,
+) -> Result<(Histogram<u64>, u64)> {
     on_compio_thread(move || {
         Box::pin(async move {
             let conn = Connection::connect(addr, &ClientConfig::default()).await?;

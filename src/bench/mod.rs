@@ -10,6 +10,7 @@ pub mod load;
 pub mod metadata;
 mod metadata_workload;
 pub mod reads;
+pub mod replication;
 pub mod stats;
 
 use std::time::Duration;

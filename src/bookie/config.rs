@@ -90,6 +90,10 @@ pub struct BookieArgs {
     /// I/O backend of the storage shards [default: auto].
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
+    /// Pin shard n (and its network thread) to CPU n: true or false [default: true]. Set false
+    /// when several bookies share one machine, or they all pin to the same CPUs.
+    #[arg(long, value_name = "BOOL")]
+    pub pin_shards: Option<bool>,
 }
 
 /// The engine's I/O backend as the flag and the file spell it.
@@ -191,6 +195,8 @@ pub struct EngineKnobs {
     pub disk_free_bytes_min: u64,
     /// Free bytes at which it turns writable again. Default 2 GiB.
     pub disk_free_bytes_resume: u64,
+    /// Pin shard n and its network thread to CPU n. Default true.
+    pub pin_shards: bool,
 }
 
 impl Default for EngineKnobs {
@@ -202,6 +208,7 @@ impl Default for EngineKnobs {
             write_cache_bytes_max: engine.write_cache_bytes_max as u64,
             disk_free_bytes_min: engine.disk_free_bytes_min,
             disk_free_bytes_resume: engine.disk_free_bytes_resume,
+            pin_shards: engine.pin_shards,
         }
     }
 }
@@ -373,6 +380,8 @@ struct EngineFile {
     disk_free_bytes_min: Option<Spanned<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     disk_free_bytes_resume: Option<Spanned<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pin_shards: Option<Spanned<bool>>,
 }
 
 /// The file being read, to turn byte spans into lines.
@@ -556,7 +565,7 @@ impl ServerConfig {
         };
 
         let limits = resolve_limits(limits_file, source)?;
-        let engine = resolve_engine(engine_file, args.backend, source)?;
+        let engine = resolve_engine(engine_file, args.backend, args.pin_shards, source)?;
         let default_ttl = crate::bookie::registration::LEASE_TTL_DEFAULT.as_millis() as u64;
         let (lease_ttl_ms, at) = file_or(registration_file.lease_ttl_ms, source, default_ttl);
         if !LEASE_TTL_MS_BOUNDS.contains(&lease_ttl_ms) {
@@ -594,6 +603,7 @@ impl ServerConfig {
             usize::try_from(self.engine.write_cache_bytes_max).unwrap_or(usize::MAX);
         engine.disk_free_bytes_min = self.engine.disk_free_bytes_min;
         engine.disk_free_bytes_resume = self.engine.disk_free_bytes_resume;
+        engine.pin_shards = self.engine.pin_shards;
         engine
     }
 
@@ -622,6 +632,7 @@ impl ServerConfig {
                 write_cache_bytes_max: Some(Spanned::new(0..0, self.engine.write_cache_bytes_max)),
                 disk_free_bytes_min: Some(Spanned::new(0..0, self.engine.disk_free_bytes_min)),
                 disk_free_bytes_resume: Some(Spanned::new(0..0, self.engine.disk_free_bytes_resume)),
+                pin_shards: Some(Spanned::new(0..0, self.engine.pin_shards)),
             }),
             registration: Some(RegistrationFile {
                 lease_ttl_ms: Some(Spanned::new(0..0, self.lease_ttl.as_millis() as u64)),
@@ -680,9 +691,12 @@ fn resolve_limits(file: LimitsFile, source: Option<&Source<'_>>) -> Result<Serve
 fn resolve_engine(
     file: EngineFile,
     backend_flag: Option<BackendChoice>,
+    pin_flag: Option<bool>,
     source: Option<&Source<'_>>,
 ) -> Result<EngineKnobs, ConfigError> {
     let defaults = EngineKnobs::default();
+    let (pin_shards, _) = pick(pin_flag, "--pin-shards", file.pin_shards, source)
+        .unwrap_or((defaults.pin_shards, Origin::Default));
     let (backend, _) =
         pick(backend_flag, "--backend", file.backend, source).unwrap_or((defaults.backend, Origin::Default));
     let (direct_io, _) = file_or(file.direct_io, source, defaults.direct_io);
@@ -702,7 +716,14 @@ fn resolve_engine(
         let reason = format!("{disk_free_bytes_resume} is below disk_free_bytes_min {disk_free_bytes_min}");
         return Err(invalid("engine.disk_free_bytes_resume", at, reason));
     }
-    Ok(EngineKnobs { backend, direct_io, write_cache_bytes_max, disk_free_bytes_min, disk_free_bytes_resume })
+    Ok(EngineKnobs {
+        backend,
+        direct_io,
+        write_cache_bytes_max,
+        disk_free_bytes_min,
+        disk_free_bytes_resume,
+        pin_shards,
+    })
 }
 
 /// What `dlog bookie --check-config` prints: resolves and validates the
