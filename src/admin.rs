@@ -242,7 +242,7 @@ async fn segment(store: Arc<AnyStore>, id: u64) -> Result<(String, Value)> {
         "id": id, "version": version.0, "state": state_json(meta.state),
         "ensemble_size": ensemble_size, "write_quorum_size": write_quorum_size,
         "ack_quorum_size": ack_quorum_size, "digest_type": format!("{:?}", meta.digest_type),
-        "master_key_hash": meta.master_key_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "master_key": meta.master_key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         "created_ms": meta.created_ms, "log": owner, "ensembles": ensembles,
     });
     Ok((text, json))

@@ -42,7 +42,7 @@ async fn populate(dir: &Path) -> u64 {
         write_quorum_size: 3,
         ack_quorum_size: 2,
         digest_type: DigestType::Crc32c,
-        master_key_hash: Bytes::from_static(&[0xab; 32]),
+        master_key: Bytes::from_static(&[0xab; 32]),
         state: SegmentState::Closed { last_entry_id: Some(41), length: 4200 },
         ensembles: BTreeMap::from([
             (0, vec!["b1".into(), "b2".into(), "b3".into()]),

@@ -48,7 +48,7 @@ fn segment() -> SegmentMetadata {
         write_quorum_size: 1,
         ack_quorum_size: 1,
         digest_type: DigestType::Crc32c,
-        master_key_hash: Bytes::new(),
+        master_key: Bytes::new(),
         state: SegmentState::Open,
         ensembles: BTreeMap::from([(0, vec!["b1".into()])]),
         created_ms: 0,

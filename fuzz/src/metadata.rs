@@ -371,7 +371,7 @@ pub fn sample_segment(rng: &mut Rng) -> SegmentMetadata {
         write_quorum_size: w,
         ack_quorum_size: a,
         digest_type: DigestType::Crc32c,
-        master_key_hash: Bytes::from((0..rng.below(33)).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()),
+        master_key: Bytes::from((0..rng.below(33)).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()),
         state,
         ensembles,
         created_ms: rng.next_u64() >> 20,

@@ -23,7 +23,7 @@ fn segment() -> SegmentMetadata {
         write_quorum_size: 2,
         ack_quorum_size: 2,
         digest_type: DigestType::Crc32c,
-        master_key_hash: Bytes::from_static(b"hash"),
+        master_key: Bytes::from_static(b"key"),
         state: SegmentState::Open,
         ensembles: BTreeMap::from([(0, vec!["b1".into(), "b2".into(), "b3".into()])]),
         created_ms: 1,

@@ -3,7 +3,7 @@
 //! delimit each round's events.
 //!
 //! Ours (`SegmentTarget`): `--keys` real segments created with `SegmentMetadataStore::create`,
-//! each as a writer creates one: E=3, Qw=3, Qa=2, CRC32C, a 32-byte master key hash, Open, one
+//! each as a writer creates one: E=3, Qw=3, Qa=2, CRC32C, a 32-byte master key, Open, one
 //! ensemble of three bookies (`bookie-<n>:3181`, a pool of nine), owned by log
 //! `bench-<pid>/log-<n>` at seq 1..=4. Each update is `SegmentMetadataStore::update(id, &meta,
 //! version)` on the version the previous update returned (no read before a write); the store
@@ -76,13 +76,13 @@ fn bookie(i: usize) -> String {
 
 /// Segment `index`'s metadata as created (see the module doc).
 pub(crate) fn new_segment(namespace: &str, index: usize) -> SegmentMetadata {
-    let master_key_hash: Vec<u8> = (0..32).map(|i| (index.wrapping_mul(131) + i * 37) as u8).collect();
+    let master_key: Vec<u8> = (0..32).map(|i| (index.wrapping_mul(131) + i * 37) as u8).collect();
     SegmentMetadata {
         ensemble_size: 3,
         write_quorum_size: 3,
         ack_quorum_size: 2,
         digest_type: DigestType::Crc32c,
-        master_key_hash: Bytes::from(master_key_hash),
+        master_key: Bytes::from(master_key),
         state: SegmentState::Open,
         ensembles: BTreeMap::from([(0, (0..3).map(|i| bookie(index + i)).collect())]),
         created_ms: STAMP_OFFSET,

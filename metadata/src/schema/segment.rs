@@ -1,5 +1,13 @@
 //! `SegmentMetadata`: what the cluster knows about one segment (BookKeeper's ledger metadata):
-//! quorum sizes, digest, master key hash, state, and its ensembles by first entry id.
+//! quorum sizes, digest, master key, state, and its ensembles by first entry id.
+//!
+//! The master key is stored as it is, as BookKeeper stores a ledger's password in its
+//! metadata: re-replication writes lost replicas with recovery ADDs, which bookies accept only
+//! with the segment's key, long after its writer is gone. Whoever can read `segments/` can
+//! therefore write to (and fence) any segment: the metadata store's access control (etcd's
+//! authentication and role permissions, the embedded store's file permissions) protects the
+//! keys, as ZooKeeper ACLs do in BookKeeper. The key guards against mistakes (a writer
+//! addressing the wrong segment), not against a client that can read the metadata.
 //!
 //! Invariants (checked by `validate`, so by every encode and decode):
 //! - SG1: 1 <= ack_quorum_size <= write_quorum_size <= ensemble_size <= `ENSEMBLE_MAX`.
@@ -7,8 +15,8 @@
 //!   ids, and their first entry ids strictly increase.
 //! - SG3: a closed segment's ensembles start no later than one past its last entry, which is
 //!   below `u64::MAX`.
-//! - SG4: the master key hash is at most `MASTER_KEY_HASH_MAX` bytes; the owner's namespace
-//!   and log are valid names.
+//! - SG4: the master key is at most `MASTER_KEY_BYTES_MAX` bytes; the owner's namespace and
+//!   log are valid names.
 //! - SG5: decoding refuses fields that do not belong to the state (a length while open), so
 //!   a value means exactly one thing.
 
@@ -21,8 +29,9 @@ use crate::schema::{check_name, wire};
 
 /// Largest ensemble.
 pub const ENSEMBLE_MAX: u32 = 64;
-/// Longest master key hash, in bytes.
-pub const MASTER_KEY_HASH_MAX: usize = 64;
+/// Longest master key, in bytes: the wire protocol's and the engine's limit
+/// (`dlog_protocol::MASTER_KEY_BYTES_MAX`; dlog-replication asserts they are equal).
+pub const MASTER_KEY_BYTES_MAX: usize = 64;
 
 /// How entries are checksummed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +78,9 @@ pub struct SegmentMetadata {
     pub ack_quorum_size: u32,
     /// The entries' checksum.
     pub digest_type: DigestType,
-    /// A hash of the master key (the key itself is never stored).
-    pub master_key_hash: Bytes,
+    /// The segment's master key, which bookies check on every ADD (see the module doc for who
+    /// may read it).
+    pub master_key: Bytes,
     /// Open, in recovery, or closed.
     pub state: SegmentState,
     /// Bookie ids by the first entry they hold (SG2).
@@ -112,10 +122,10 @@ impl SegmentMetadata {
                 }
             }
         }
-        if self.master_key_hash.len() > MASTER_KEY_HASH_MAX {
+        if self.master_key.len() > MASTER_KEY_BYTES_MAX {
             return Err(format!(
-                "master key hash of {} bytes (max {MASTER_KEY_HASH_MAX})",
-                self.master_key_hash.len()
+                "master key of {} bytes (max {MASTER_KEY_BYTES_MAX})",
+                self.master_key.len()
             ));
         }
         if let Some(o) = &self.owner {
@@ -153,7 +163,7 @@ impl SegmentMetadata {
             digest_type: match self.digest_type {
                 DigestType::Crc32c => 1,
             },
-            master_key_hash: self.master_key_hash.clone(),
+            master_key: self.master_key.clone(),
             state,
             entry_count,
             length,
@@ -207,7 +217,7 @@ impl SegmentMetadata {
             write_quorum_size: w.write_quorum_size,
             ack_quorum_size: w.ack_quorum_size,
             digest_type,
-            master_key_hash: w.master_key_hash,
+            master_key: w.master_key,
             state,
             ensembles,
             created_ms: w.created_ms,
@@ -229,7 +239,7 @@ mod tests {
             write_quorum_size: 3,
             ack_quorum_size: 2,
             digest_type: DigestType::Crc32c,
-            master_key_hash: Bytes::from_static(&[7; 32]),
+            master_key: Bytes::from_static(&[7; 32]),
             state: SegmentState::Open,
             ensembles: BTreeMap::from([(0, vec!["b1".into(), "b2".into(), "b3".into()])]),
             created_ms: 1_700_000_000_000,
@@ -272,7 +282,7 @@ mod tests {
                 s.state = SegmentState::Closed { last_entry_id: Some(10), length: 1 };
             },
             |s| s.state = SegmentState::Closed { last_entry_id: Some(u64::MAX), length: 1 },
-            |s| s.master_key_hash = Bytes::from(vec![0; 65]),
+            |s| s.master_key = Bytes::from(vec![0; 65]),
             |s| s.owner = Some(SegmentOwner { namespace: "a/b".into(), log: "c".into(), seq: 1 }),
         ];
         for (i, break_it) in cases.into_iter().enumerate() {

@@ -120,10 +120,10 @@ pub struct SegmentMetadata {
     /// 1 = CRC32C.
     #[prost(uint32, tag = "4")]
     pub digest_type: u32,
-    /// A digest of the segment's master key, at most 64 bytes (the key itself is never
-    /// stored; the replication layer stores SHA-256, 32 bytes).
+    /// The segment's master key, at most 64 bytes (field 5 held a digest of it before; the
+    /// tag is kept).
     #[prost(bytes = "bytes", tag = "5")]
-    pub master_key_hash: bytes::Bytes,
+    pub master_key: bytes::Bytes,
     /// 1 = Open, 2 = InRecovery, 3 = Closed.
     #[prost(uint32, tag = "6")]
     pub state: u32,

@@ -50,11 +50,6 @@ pub(crate) struct MetadataOps<S> {
     registry: BookieRegistry<S>,
 }
 
-/// A short hash of the master key for the metadata (the key itself is never stored).
-pub(crate) fn master_key_hash(master_key: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(&crc32c::crc32c(master_key).to_le_bytes())
-}
-
 fn endpoint(endpoint: &str) -> Option<SocketAddr> {
     endpoint.to_socket_addrs().ok()?.next()
 }
@@ -119,7 +114,9 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
             write_quorum_size: quorum.write_quorum_size() as u32,
             ack_quorum_size: quorum.ack_quorum_size() as u32,
             digest_type: DigestType::Crc32c,
-            master_key_hash: master_key_hash(master_key),
+            // Stored as it is: re-replication writes with it (schema/segment.rs says who may
+            // read it).
+            master_key: Bytes::copy_from_slice(master_key),
             state: SegmentState::Open,
             ensembles: BTreeMap::from([(0, ensemble.clone())]),
             created_ms: dlog_metadata::wall_clock::now_ms(),
