@@ -264,3 +264,42 @@ fn recovery_fences_a_live_writer() {
     assert!(last.is_some_and(|l| l >= 99));
     eprintln!("closed at {last:?}; {fenced} adds fenced");
 }
+
+/// A closed segment read through the client's reader: every entry in order with the writer's
+/// bytes, then the end. A tailing reader started before the writes sees each entry once it
+/// is acknowledged, and the end once the segment closes.
+#[test]
+fn readers_catch_up_and_tail() {
+    use dlog_replication::client::ReadItem;
+    let cluster = Cluster::start(3);
+    let client = cluster.client(ReplicationConfig::default());
+    let handle = cluster
+        .runtime
+        .block_on(client.create_segment(quorum(3, 2, 2), Bytes::from_static(KEY), None))
+        .unwrap();
+    let segment = handle.id();
+    let mut tail = cluster.runtime.block_on(client.open_reader(segment, 0)).unwrap();
+    let count = 500u64;
+    cluster.runtime.block_on(async {
+        let writes: Vec<_> = (0..count).map(|i| handle.add(payload(i))).collect();
+        for (i, write) in writes.into_iter().enumerate() {
+            assert_eq!(write.await, Ok(i as u64));
+        }
+        for i in 0..count {
+            match tokio::time::timeout(Duration::from_secs(10), tail.next()).await {
+                Ok(Some(ReadItem::Entry(entry, bytes))) => {
+                    assert_eq!((entry, bytes), (i, payload(i)), "tailing: in order, once, intact");
+                }
+                other => panic!("tailing entry {i}: {other:?}"),
+            }
+        }
+        handle.close().await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), tail.next()).await;
+        assert!(matches!(end, Ok(Some(ReadItem::End))), "the tail ends with the close: {end:?}");
+        let mut reader = client.open_reader(segment, 100).await.unwrap();
+        for i in 100..count {
+            assert_eq!(reader.next().await, Some(ReadItem::Entry(i, payload(i))));
+        }
+        assert_eq!(reader.next().await, Some(ReadItem::End));
+    });
+}

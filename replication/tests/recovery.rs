@@ -164,12 +164,11 @@ impl World {
         while let Some(output) = self.writer.poll_output() {
             match output {
                 Output::Send { bookie_index, tag, request } => {
-                    let entry = match &request {
-                        Request::Add { entry, .. } => *entry,
-                        Request::WriteLastAddConfirmed { last_add_confirmed, .. } => *last_add_confirmed,
+                    let bookie = match &request {
+                        Request::Add { entry, .. } => self.writer.ensemble_of(*entry)[bookie_index],
+                        Request::WriteLastAddConfirmed { .. } => self.writer.ensemble()[bookie_index],
                         other => panic!("writer sent {other:?}"),
                     };
-                    let bookie = self.writer.ensemble_of(entry)[bookie_index];
                     self.requests.push((Client::Writer, bookie, tag.raw(), request));
                 }
                 Output::Completed { entry, result } => {

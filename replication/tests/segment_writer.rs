@@ -90,12 +90,11 @@ impl Harness {
             match output {
                 Output::Send { bookie_index, tag, request } => {
                     assert_eq!(tag.bookie_index(), bookie_index);
-                    let entry = match &request {
-                        Request::Add { entry, .. } => *entry,
-                        Request::WriteLastAddConfirmed { last_add_confirmed, .. } => *last_add_confirmed,
+                    let bookie = match &request {
+                        Request::Add { entry, .. } => self.writer.ensemble_of(*entry)[bookie_index],
+                        Request::WriteLastAddConfirmed { .. } => self.writer.ensemble()[bookie_index],
                         other => panic!("the writer sent {other:?}"),
                     };
-                    let bookie = self.writer.ensemble_of(entry)[bookie_index];
                     self.in_flight.insert(tag.raw(), (bookie_index, bookie, request.clone()));
                     self.sent.push((bookie_index, tag, request));
                 }
@@ -272,8 +271,8 @@ fn lac_is_piggybacked_and_monotonic() {
     assert_eq!(h.writer.last_add_confirmed(), Some(2));
 }
 
-/// After `lac_flush_delay` without adds, the LAC goes out once as WRITE_LAC to the write set
-/// of the last entry; not before, and not again for the same LAC.
+/// After `lac_flush_delay` without adds, the LAC goes out once as WRITE_LAC to every member of
+/// the ensemble; not before, and not again for the same LAC.
 #[test]
 fn explicit_lac_after_idle() {
     let mut h = Harness::new(3, 2, 2);
@@ -297,16 +296,16 @@ fn explicit_lac_after_idle() {
         };
         (b, Some(TagKind::WriteLastAddConfirmed), r)
     };
-    assert_eq!(lac_writes, vec![request(1), request(2)]);
+    assert_eq!(lac_writes, vec![request(0), request(1), request(2)]);
     assert_eq!(h.writer.next_deadline(), None);
     h.writer.on_tick(h.at(5));
     h.pump();
-    assert_eq!(h.sent.len(), 6, "the same LAC is written once");
+    assert_eq!(h.sent.len(), 7, "the same LAC is written once");
     h.answer(TagKind::WriteLastAddConfirmed, 1, 1, Ok(Response::WriteLastAddConfirmed));
     h.answer(TagKind::WriteLastAddConfirmed, 1, 2, Err(TransportFailure::Timeout));
     h.answer(TagKind::WriteLastAddConfirmed, 1, 2, Ok(Response::WriteLastAddConfirmed));
     let stats = h.writer.stats();
-    assert_eq!((stats.lac_writes, stats.lac_write_failures, stats.ignored_responses), (2, 1, 1));
+    assert_eq!((stats.lac_writes, stats.lac_write_failures, stats.ignored_responses), (3, 1, 1));
     // A LAC already piggybacked is not written again.
     h.adds(1);
     h.ack(2, 2);

@@ -22,8 +22,10 @@ use bytes::Bytes;
 use dlog_protocol::{Request, Response};
 
 use super::metadata_ops::BookieAddr;
+use super::reader_queue::{ReadItem, ReaderQueue};
 use super::{Command, Inner, MetadataRunner, Reply};
 use crate::recovery::{RecoveredEnd, Recovery, RecoveryError, RecoveryOutput, RecoveryTag};
+use crate::segment_reader::{self, SegmentReader};
 use crate::segment_writer::{Output, SegmentWriter, Tag, TransportFailure, WriterError};
 use crate::transport::{BookieClient, ClientConfig, Connection, TransportError};
 
@@ -53,9 +55,15 @@ struct RecoveryCore {
     reply: Option<Reply<Result<RecoveredEnd, RecoveryError>>>,
 }
 
+struct ReaderCore {
+    reader: SegmentReader<u32>,
+    queue: Arc<ReaderQueue>,
+}
+
 enum Core {
     Writer(Box<WriterCore>),
     Recovery(Box<RecoveryCore>),
+    Reader(Box<ReaderCore>),
 }
 
 pub(crate) struct State {
@@ -107,6 +115,11 @@ pub(crate) async fn run(inner: Arc<Inner>, config: ClientConfig, metadata: Arc<d
     }
     drop(ticker);
     let mut state = state.borrow_mut();
+    for core in state.cores.values() {
+        if let Core::Reader(r) = core {
+            r.queue.close();
+        }
+    }
     for link in &state.links {
         if let Some(client) = &link.client {
             client.close();
@@ -171,6 +184,45 @@ fn handle(shared: &Shared, command: Command) {
                 Err(e) => reply.send(Err(e)),
             }
         }
+        Command::OpenReader { segment, quorum, ensembles, first_entry, end, settings, queue, reply } => {
+            let ensembles = ensembles
+                .into_iter()
+                .map(|(first, bookies)| (first, bookies.iter().map(|b| state.intern(b)).collect()))
+                .collect();
+            match SegmentReader::new(segment, quorum, ensembles, first_entry, end, settings, now()) {
+                Ok(reader) => {
+                    let id = state.next_core;
+                    state.next_core += 1;
+                    state.cores.insert(id, Core::Reader(Box::new(ReaderCore { reader, queue })));
+                    reply.send(Ok(id));
+                    state.drive(shared, id);
+                }
+                Err(e) => reply.send(Err(e.to_string())),
+            }
+        }
+        Command::Consumed { core, through } => {
+            if let Some(Core::Reader(r)) = state.cores.get_mut(&core) {
+                r.reader.consumed(through, now());
+                state.drive(shared, core);
+            }
+        }
+        Command::ReaderMetadata { core, ensembles, end } => {
+            let ensembles = ensembles
+                .into_iter()
+                .map(|(first, bookies)| (first, bookies.iter().map(|b| state.intern(b)).collect()))
+                .collect();
+            if let Some(Core::Reader(r)) = state.cores.get_mut(&core) {
+                if let Err(error) = r.reader.on_metadata(ensembles, end, now()) {
+                    tracing::warn!(segment = r.reader.segment_id(), %error, "segment metadata refused by its reader");
+                }
+                state.drive(shared, core);
+            }
+        }
+        Command::CloseReader { core } => {
+            if let Some(Core::Reader(r)) = state.cores.remove(&core) {
+                r.queue.close();
+            }
+        }
         Command::EnsembleChanged { core, result } => {
             let result = result.map(|bookies| bookies.iter().map(|b| state.intern(b)).collect());
             if let Some(Core::Writer(w)) = state.cores.get_mut(&core) {
@@ -215,6 +267,7 @@ async fn tick(shared: Shared) {
             .filter(|(_, core)| match core {
                 Core::Writer(w) => w.writer.next_deadline().is_some_and(|d| d <= at),
                 Core::Recovery(r) => r.recovery.next_deadline().is_some_and(|d| d <= at),
+                Core::Reader(r) => r.reader.next_deadline().is_some_and(|d| d <= at),
             })
             .map(|(id, _)| *id)
             .collect();
@@ -222,6 +275,7 @@ async fn tick(shared: Shared) {
             match state.cores.get_mut(&id) {
                 Some(Core::Writer(w)) => w.writer.on_tick(at),
                 Some(Core::Recovery(r)) => r.recovery.on_tick(at),
+                Some(Core::Reader(r)) => r.reader.on_tick(at),
                 None => continue,
             }
             state.drive(&shared, id);
@@ -387,6 +441,9 @@ impl State {
             Some(Core::Recovery(r)) => {
                 r.recovery.on_response(RecoveryTag::from_raw(core_tag), &bookie, result, now())
             }
+            Some(Core::Reader(r)) => {
+                r.reader.on_response(segment_reader::Tag::from_raw(core_tag), result, now())
+            }
             None => return,
         }
         self.drive(shared, core);
@@ -406,6 +463,10 @@ impl State {
                 if !done {
                     self.cores.insert(core, Core::Recovery(r));
                 }
+            }
+            Some(Core::Reader(mut r)) => {
+                self.drive_reader(shared, core, &mut r);
+                self.cores.insert(core, Core::Reader(r));
             }
             None => {}
         }
@@ -433,12 +494,10 @@ impl State {
             let Some(output) = w.writer.poll_output() else { break };
             match output {
                 Output::Send { bookie_index, tag, request } => {
-                    let entry = match &request {
-                        Request::Add { entry, .. } => *entry,
-                        Request::WriteLastAddConfirmed { last_add_confirmed, .. } => *last_add_confirmed,
-                        _ => unreachable!("the writer sends ADD and WRITE_LAC only"),
+                    let bookie = match &request {
+                        Request::Add { entry, .. } => w.writer.ensemble_of(*entry)[bookie_index],
+                        _ => w.writer.ensemble()[bookie_index],
                     };
-                    let bookie = w.writer.ensemble_of(entry)[bookie_index];
                     self.submit(shared, core, tag.raw(), bookie, request);
                 }
                 Output::Completed { entry, result } => {
@@ -494,6 +553,26 @@ impl State {
             }
         }
         false
+    }
+
+    fn drive_reader(&mut self, shared: &Shared, core: u64, r: &mut ReaderCore) {
+        while let Some(output) = r.reader.poll_output() {
+            match output {
+                segment_reader::Output::Send { bookie, tag, request } => {
+                    self.submit(shared, core, tag.raw(), bookie, request)
+                }
+                segment_reader::Output::Entry { entry, payload } => {
+                    r.queue.push(ReadItem::Entry(entry, payload))
+                }
+                segment_reader::Output::End => r.queue.push(ReadItem::End),
+                segment_reader::Output::Failed(error) => r.queue.push(ReadItem::Failed(error)),
+                segment_reader::Output::BadReplica { entry, bookie } => {
+                    let id = &self.links[bookie as usize].id;
+                    tracing::warn!(segment = r.reader.segment_id(), entry, bookie = %id, "bad replica");
+                }
+                segment_reader::Output::LastAddConfirmed(_) => {}
+            }
+        }
     }
 
     fn drive_recovery(&mut self, shared: &Shared, core: u64, r: &mut RecoveryCore) -> bool {

@@ -19,6 +19,7 @@
 mod io_thread;
 mod mailbox;
 mod metadata_ops;
+mod reader_queue;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -31,10 +32,13 @@ use dlog_metadata::{MetaError, MetadataStore};
 
 pub use metadata_ops::BookieAddr;
 use metadata_ops::{MetadataOps, RecoveryStart};
+pub use reader_queue::ReadItem;
+use reader_queue::ReaderQueue;
 
 use crate::placement::PlacementError;
 use crate::quorum::{QuorumError, QuorumSizes};
 use crate::recovery::{RecoveredEnd, RecoveryError, RecoverySettings};
+use crate::segment_reader::{ReaderError, ReaderSettings, SegmentEnd};
 use crate::segment_writer::{EnsembleChangeError, WriterError, WriterSettings};
 use crate::transport::{ClientConfig, ConfigError};
 
@@ -83,6 +87,8 @@ pub struct ReplicationConfig {
     pub writer: WriterSettings,
     /// Recovery's window and retries.
     pub recovery: RecoverySettings,
+    /// Readers' speculation, read-ahead and long polls.
+    pub reader: ReaderSettings,
 }
 
 /// The sending half of a one-shot answer; dropping it resolves the future with `Closed`.
@@ -138,6 +144,28 @@ pub(crate) enum Command {
     RecoveryClosed {
         core: u64,
         result: Result<RecoveredEnd, String>,
+    },
+    OpenReader {
+        segment: u64,
+        quorum: QuorumSizes,
+        ensembles: BTreeMap<u64, Vec<BookieAddr>>,
+        first_entry: u64,
+        end: SegmentEnd,
+        settings: ReaderSettings,
+        queue: Arc<ReaderQueue>,
+        reply: Reply<Result<u64, String>>,
+    },
+    Consumed {
+        core: u64,
+        through: u64,
+    },
+    ReaderMetadata {
+        core: u64,
+        ensembles: BTreeMap<u64, Vec<BookieAddr>>,
+        end: SegmentEnd,
+    },
+    CloseReader {
+        core: u64,
     },
 }
 
@@ -219,6 +247,7 @@ impl<S> Clone for ReplicationClient<S> {
 }
 
 struct Shared<S> {
+    store: Arc<S>,
     inner: Arc<Inner>,
     ops: Arc<MetadataOps<S>>,
     runtime: tokio::runtime::Handle,
@@ -246,7 +275,7 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
     ) -> Result<ReplicationClient<S>, ReplicationError> {
         config.transport.validate()?;
         let inner = Arc::new(Inner { mailbox: mailbox::Mailbox::new() });
-        let ops = Arc::new(MetadataOps::new(store));
+        let ops = Arc::new(MetadataOps::new(store.clone()));
         let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
         let metadata: Arc<dyn MetadataRunner> = Arc::new(TokioMetadata {
             ops: ops.clone(),
@@ -271,6 +300,7 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
             .map_err(ReplicationError::Runtime)?;
         Ok(ReplicationClient {
             shared: Arc::new(Shared {
+                store,
                 inner,
                 ops,
                 runtime,
@@ -345,6 +375,56 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
         Ok(answer.await.map_err(|_| ReplicationError::Closed)??)
     }
 
+    /// A reader of `segment` from `first_entry` on: a closed segment is read to its last entry
+    /// (then `ReadItem::End`); an open one up to its LAC, tailing it (long polls) and following
+    /// its metadata (ensemble changes, the close).
+    pub async fn open_reader(
+        &self,
+        segment: u64,
+        first_entry: u64,
+    ) -> Result<SegmentReaderHandle, ReplicationError> {
+        let ops = self.shared.ops.clone();
+        let store = self.shared.store.clone();
+        let (meta, version, ensembles) = self
+            .on_tokio(async move {
+                let segments = dlog_metadata::SegmentMetadataStore::new(store);
+                let (meta, version) =
+                    segments.get(segment).await?.ok_or(ReplicationError::NoSuchSegment(segment))?;
+                let ensembles = resolve(&ops, &meta).await?;
+                Ok((meta, version, ensembles))
+            })
+            .await?;
+        let quorum = QuorumSizes::new(
+            meta.ensemble_size as usize,
+            meta.write_quorum_size as usize,
+            meta.ack_quorum_size as usize,
+        )?;
+        let end = end_of(&meta);
+        let queue = Arc::new(ReaderQueue::default());
+        let (reply, answer) = Reply::new();
+        let settings = self.shared.config.reader;
+        let queue_for_core = queue.clone();
+        self.push(Command::OpenReader {
+            segment,
+            quorum,
+            ensembles,
+            first_entry,
+            end,
+            settings,
+            queue: queue_for_core,
+            reply,
+        })?;
+        let core =
+            answer.await.map_err(|_| ReplicationError::Closed)?.map_err(ReplicationError::BadMetadata)?;
+        let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        if matches!(end, SegmentEnd::Open { .. }) {
+            let (ops, inner, flag) = (self.shared.ops.clone(), self.shared.inner.clone(), watching.clone());
+            let store = self.shared.store.clone();
+            self.shared.runtime.spawn(follow(store, ops, inner, segment, version, core, flag));
+        }
+        Ok(SegmentReaderHandle { core, queue, inner: self.shared.inner.clone(), reported: None, watching })
+    }
+
     /// A segment's metadata.
     pub async fn segment(
         &self,
@@ -393,3 +473,102 @@ impl SegmentHandle {
         answer.await.unwrap_or(Err(WriterError::Closed))
     }
 }
+
+fn end_of(meta: &dlog_metadata::schema::SegmentMetadata) -> SegmentEnd {
+    match meta.state {
+        dlog_metadata::schema::SegmentState::Closed { last_entry_id, .. } => {
+            SegmentEnd::Closed { last_entry: last_entry_id }
+        }
+        _ => SegmentEnd::Open { last_add_confirmed: None },
+    }
+}
+
+async fn resolve<S: MetadataStore + 'static>(
+    ops: &MetadataOps<S>,
+    meta: &dlog_metadata::schema::SegmentMetadata,
+) -> Result<BTreeMap<u64, Vec<BookieAddr>>, ReplicationError> {
+    let mut resolved = BTreeMap::new();
+    for (first, ids) in &meta.ensembles {
+        resolved.insert(*first, ops.addresses(ids).await?);
+    }
+    Ok(resolved)
+}
+
+/// Follows an open segment's metadata for its reader until the segment closes, the reader is
+/// dropped or the watch fails (then the reader goes on tailing with what it knows).
+async fn follow<S: MetadataStore + 'static>(
+    store: Arc<S>,
+    ops: Arc<MetadataOps<S>>,
+    inner: Arc<Inner>,
+    segment: u64,
+    version: dlog_metadata::Version,
+    core: u64,
+    watching: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let segments = dlog_metadata::SegmentMetadataStore::new(store);
+    let mut watch = match segments.watch(segment, dlog_metadata::Version(version.0 + 1)).await {
+        Ok(watch) => watch,
+        Err(error) => return tracing::warn!(segment, %error, "cannot follow the segment's metadata"),
+    };
+    while watching.load(Ordering::Relaxed) {
+        let event = match watch.next().await {
+            Ok(event) => event,
+            Err(error) => return tracing::warn!(segment, %error, "lost the segment's metadata watch"),
+        };
+        if event.kind != dlog_metadata::EventKind::Put {
+            return;
+        }
+        let meta = match dlog_metadata::schema::SegmentMetadata::decode(&event.key, &event.value) {
+            Ok(meta) => meta,
+            Err(error) => return tracing::warn!(segment, %error, "undecodable segment metadata"),
+        };
+        let Ok(ensembles) = resolve(&ops, &meta).await else { continue };
+        let end = end_of(&meta);
+        if inner.mailbox.push(Command::ReaderMetadata { core, ensembles, end }).is_err() {
+            return;
+        }
+        if matches!(end, SegmentEnd::Closed { .. }) {
+            return;
+        }
+    }
+}
+
+/// A reader of one segment, hosted on the client's I/O thread. Dropping it stops the reader.
+pub struct SegmentReaderHandle {
+    core: u64,
+    queue: Arc<ReaderQueue>,
+    inner: Arc<Inner>,
+    /// The last entry reported consumed to the reader core.
+    reported: Option<u64>,
+    watching: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Entries taken between two reports of consumption to the reader core (its window frees
+/// room then; also when the queue runs dry).
+const CONSUMED_REPORT_EVERY: u64 = 16;
+
+impl SegmentReaderHandle {
+    /// The next entry (`Entry(id, payload)`, in entry order, each once), then `End` for a closed
+    /// segment, or `Failed`; `None` once the client closed.
+    pub async fn next(&mut self) -> Option<ReadItem> {
+        let (item, drained) = std::future::poll_fn(|cx| self.queue.poll_next(cx)).await?;
+        if let ReadItem::Entry(entry, _) = &item {
+            let due = self.reported.is_none_or(|r| entry - r >= CONSUMED_REPORT_EVERY);
+            if drained || due {
+                self.reported = Some(*entry);
+                let _ = self.inner.mailbox.push(Command::Consumed { core: self.core, through: *entry });
+            }
+        }
+        Some(item)
+    }
+}
+
+impl Drop for SegmentReaderHandle {
+    fn drop(&mut self) {
+        self.watching.store(false, Ordering::Relaxed);
+        let _ = self.inner.mailbox.push(Command::CloseReader { core: self.core });
+    }
+}
+
+/// Why reading stopped, for callers matching on `ReadItem::Failed`.
+pub type ReadError = ReaderError;

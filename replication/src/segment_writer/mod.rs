@@ -30,7 +30,8 @@
 //!   each: an entry completes only after every entry before it completed.
 //! - W2 (LAC): the LAC is the last entry that completed `Ok`, and every entry up to it completed
 //!   `Ok`; it never moves back. `Output::LastAddConfirmed` reports each advance. The LAC sent on
-//!   an ADD or a WRITE_LAC is the LAC at the time it is sent.
+//!   an ADD or a WRITE_LAC is the LAC at the time it is sent. An idle writer writes its LAC to
+//!   every member of the current ensemble.
 //! - W3 (acknowledgement): an entry completes `Ok` only once Qa distinct members of its write
 //!   set, in the ensemble that holds the entry, answered its ADD with success
 //!   (`AckSet::is_complete`); nothing else counts.
@@ -408,8 +409,10 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
         if now < deadline || self.last_add_confirmed <= self.lac_sent {
             return;
         }
-        let ensemble_index_count = self.ensemble_of(lac).len();
-        for bookie_index in self.quorum.write_set(lac).iter().filter(|i| *i < ensemble_index_count) {
+        // Every member of the current ensemble, not only the write set of the LAC: a tailing
+        // reader waits on a member of the write set of the entry after the LAC it knows, and
+        // when the window was sent at once every ADD carried a stale LAC.
+        for bookie_index in 0..self.quorum.ensemble_size() {
             let request = Request::WriteLastAddConfirmed {
                 segment: self.segment_id,
                 last_add_confirmed: lac,

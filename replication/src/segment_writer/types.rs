@@ -15,8 +15,8 @@ pub struct WriterSettings {
     /// Most payload bytes of entries not yet completed (W5); also the largest entry. Default
     /// 64 MiB; at least 1.
     pub window_bytes_max: u64,
-    /// After no add for this long, a LAC not yet sent is written with WRITE_LAC to the write
-    /// set of the last entry. Default 1 ms.
+    /// After no add for this long, a LAC not yet sent is written with WRITE_LAC to every
+    /// member of the current ensemble. Default 1 ms.
     pub lac_flush_delay: Duration,
     /// After an ensemble change failed for want of a replacement or a store, the next attempt
     /// waits this long (the writer goes on with the members it has meanwhile, W7). Default 1 s.
@@ -103,10 +103,11 @@ impl WriterError {
 /// Work for the shell, drained with `SegmentWriter::poll_output`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send `request` to the bookie at `bookie_index` of the ensemble, tagged `tag`; give its
+    /// Send `request` to the bookie at `bookie_index` of an ensemble, tagged `tag`; give its
     /// answer to `on_response` with the same tag.
     Send {
-        /// The ensemble index.
+        /// The index in the ensemble holding the entry for an ADD (`ensemble_of(entry)`), in
+        /// the current ensemble (`ensemble()`) for a WRITE_LAC.
         bookie_index: usize,
         /// The tag to submit with.
         tag: Tag,
@@ -175,7 +176,7 @@ pub struct WriterStats {
     pub late_acks: u64,
     /// Failed ADDs (error answers, no answers, answers that do not match the request).
     pub add_failures: u64,
-    /// WRITE_LAC requests sent (one per member of the write set).
+    /// WRITE_LAC requests sent (one per member of the current ensemble).
     pub lac_writes: u64,
     /// WRITE_LACs that failed (harmless: the next ADD carries the LAC too).
     pub lac_write_failures: u64,
