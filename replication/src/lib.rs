@@ -15,6 +15,7 @@
 //! fails; re-replication of lost replicas. Those cores will be sans-I/O state machines driven by
 //! thin shells (this transport and a clock), like the engine's shard core.
 
+pub mod autorecovery;
 pub mod client;
 pub mod entry_envelope;
 pub mod placement;
