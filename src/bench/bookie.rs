@@ -299,7 +299,7 @@ pub(crate) fn payload(entry_bytes: usize) -> Bytes {
 }
 
 /// Runs `work` on a fresh compio runtime thread and returns its result.
-fn on_compio_thread<T: Send + 'static>(
+pub(crate) fn on_compio_thread<T: Send + 'static>(
     work: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
 ) -> Result<T> {
     std::thread::Builder::new()
