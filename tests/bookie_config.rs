@@ -391,3 +391,18 @@ fn check_config_renders_the_effective_configuration() {
     }
     assert!(matches!(check_config(BookieArgs::default()), Err(ConfigError::NoJournalDir)));
 }
+
+#[test]
+fn placement_labels_come_from_flags_or_the_file_and_are_checked() {
+    let config =
+        resolve_file("journal_dirs = [\"/j\"]\n[registration]\nzone = \"z1\"\n", &["--rack", "r-2"]).unwrap();
+    assert_eq!((config.zone.as_str(), config.rack.as_str()), ("z1", "r-2"));
+    let config = resolve_file("journal_dirs = [\"/j\"]\n", &["--zone", "eu-1a"]).unwrap();
+    assert_eq!((config.zone.as_str(), config.rack.as_str()), ("eu-1a", ""));
+    assert_refused(resolve_file("journal_dirs = [\"/j\"]\n", &["--zone", "a/b"]), "registration.zone", "");
+    assert_refused(
+        resolve_file("journal_dirs = [\"/j\"]\n[registration]\nrack = \"r 1\"\n", &[]),
+        "registration.rack",
+        "",
+    );
+}

@@ -52,6 +52,10 @@ impl Cluster {
     }
 
     fn add_bookie(&mut self, id: &str) {
+        self.add_bookie_in(id, "");
+    }
+
+    fn add_bookie_in(&mut self, id: &str, zone: &str) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = BookieConfig::new(dir.path().join("journal"));
         config.shard_count = 1;
@@ -63,6 +67,7 @@ impl Cluster {
         let cookies: Vec<PathBuf> = vec![dir.path().join("cookie")];
         let config = RegistrationConfig {
             lease_ttl: Duration::from_secs(30),
+            zone: zone.to_owned(),
             ..RegistrationConfig::new(id, server.local_addr().to_string(), cookies.clone(), cookies)
         };
         let registration = self.runtime.block_on(Registration::start(self.store.clone(), config)).unwrap();
@@ -302,4 +307,28 @@ fn readers_catch_up_and_tail() {
         }
         assert_eq!(reader.next().await, Some(ReadItem::End));
     });
+}
+
+/// Bookies registered with zone labels: every segment's write sets span distinct zones, and the
+/// replacement after a lost bookie keeps them so.
+#[test]
+fn ensembles_spread_over_zones() {
+    let mut cluster = Cluster::start(0);
+    for (i, zone) in ["a", "a", "b", "b", "c", "c", "c"].iter().enumerate() {
+        cluster.add_bookie_in(&format!("bookie-{i}"), zone);
+    }
+    let zone_of = |id: &str| {
+        ["a", "a", "b", "b", "c", "c", "c"][id.trim_start_matches("bookie-").parse::<usize>().unwrap()]
+    };
+    let client = cluster.client(ReplicationConfig::default());
+    for _ in 0..10 {
+        let handle = cluster
+            .runtime
+            .block_on(client.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None))
+            .unwrap();
+        let meta = cluster.runtime.block_on(cluster.store_get(handle.id()));
+        let mut zones: Vec<&str> = meta.current_ensemble().iter().map(|b| zone_of(b)).collect();
+        zones.sort_unstable();
+        assert_eq!(zones, ["a", "b", "c"], "{:?}", meta.current_ensemble());
+    }
 }

@@ -94,6 +94,13 @@ pub struct BookieArgs {
     /// when several bookies share one machine, or they all pin to the same CPUs.
     #[arg(long, value_name = "BOOL")]
     pub pin_shards: Option<bool>,
+    /// Placement label: the zone (availability zone, data centre) the bookie is in; segments
+    /// spread their replicas over zones [default: none].
+    #[arg(long, value_name = "LABEL")]
+    pub zone: Option<String>,
+    /// Placement label: the rack within its zone [default: none].
+    #[arg(long, value_name = "LABEL")]
+    pub rack: Option<String>,
 }
 
 /// The engine's I/O backend as the flag and the file spell it.
@@ -238,6 +245,10 @@ pub struct ServerConfig {
     /// metadata after it, and a restarted one waits up to two of them for its predecessor's
     /// registration to expire. Default 10 s (`LEASE_TTL_DEFAULT`).
     pub lease_ttl: Duration,
+    /// Placement labels registered with the bookie (empty: unknown).
+    pub zone: String,
+    /// See `zone`.
+    pub rack: String,
 }
 
 /// Where a setting's value came from.
@@ -350,6 +361,10 @@ struct FileConfig {
 struct RegistrationFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease_ttl_ms: Option<Spanned<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rack: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -572,6 +587,24 @@ impl ServerConfig {
             let reason = format!("{lease_ttl_ms} is not in {LEASE_TTL_MS_BOUNDS:?} milliseconds");
             return Err(invalid("registration.lease_ttl_ms", at, reason));
         }
+        let label = |field: &'static str, (value, at): (String, Origin)| -> Result<String, ConfigError> {
+            if value.is_empty() {
+                return Ok(value);
+            }
+            dlog_metadata::schema::check_name("label", &value)
+                .map_err(|e| invalid(field, at, e.to_string()))?;
+            Ok(value)
+        };
+        let zone = label(
+            "registration.zone",
+            pick(args.zone, "--zone", registration_file.zone, source)
+                .unwrap_or((String::new(), Origin::Default)),
+        )?;
+        let rack = label(
+            "registration.rack",
+            pick(args.rack, "--rack", registration_file.rack, source)
+                .unwrap_or((String::new(), Origin::Default)),
+        )?;
         let config = ServerConfig {
             listen,
             journal_dirs,
@@ -583,6 +616,8 @@ impl ServerConfig {
             limits,
             engine,
             lease_ttl: Duration::from_millis(lease_ttl_ms),
+            zone,
+            rack,
         };
         config.engine_config().validate().map_err(|e| ConfigError::Engine(e.to_string()))?;
         Ok(config)
@@ -636,6 +671,8 @@ impl ServerConfig {
             }),
             registration: Some(RegistrationFile {
                 lease_ttl_ms: Some(Spanned::new(0..0, self.lease_ttl.as_millis() as u64)),
+                zone: (!self.zone.is_empty()).then(|| Spanned::new(0..0, self.zone.clone())),
+                rack: (!self.rack.is_empty()).then(|| Spanned::new(0..0, self.rack.clone())),
             }),
         };
         // Serializing plain strings, integers and tables cannot fail; an empty string would

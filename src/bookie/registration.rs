@@ -178,6 +178,19 @@ pub struct RegistrationConfig {
     pub lease_ttl: Duration,
     /// Register read-only at start.
     pub read_only: bool,
+    /// Placement labels (empty: unknown).
+    pub zone: String,
+    /// See `zone`.
+    pub rack: String,
+}
+
+/// Free bytes on the fullest ledger disk (a placement hint; 0 when none can be read).
+fn free_bytes(dirs: &[PathBuf]) -> u64 {
+    dirs.iter()
+        .filter_map(|dir| rustix::fs::statvfs(dir).ok())
+        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+        .min()
+        .unwrap_or(0)
 }
 
 impl RegistrationConfig {
@@ -196,6 +209,8 @@ impl RegistrationConfig {
             ledger_dirs,
             lease_ttl: LEASE_TTL_DEFAULT,
             read_only: false,
+            zone: String::new(),
+            rack: String::new(),
         }
     }
 
@@ -206,6 +221,8 @@ impl RegistrationConfig {
         RegistrationConfig {
             shards: config.shards,
             lease_ttl: config.lease_ttl,
+            zone: config.zone.clone(),
+            rack: config.rack.clone(),
             ..RegistrationConfig::new(
                 config.bookie_id.clone(),
                 config.listen.to_string(),
@@ -313,7 +330,9 @@ impl<S: MetadataStore + 'static> Registration<S> {
             shards: config.shards,
             version: env!("CARGO_PKG_VERSION").to_string(),
             registered_ms: dlog_metadata::wall_clock::now_ms(),
-            ..BookieInfo::default()
+            zone: config.zone.clone(),
+            rack: config.rack.clone(),
+            free_bytes: free_bytes(&config.ledger_dirs),
         };
         let (state, _) = watch::channel(RegistrationState::Unregistered);
         let mut registration = Registration {
