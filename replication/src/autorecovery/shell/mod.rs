@@ -12,10 +12,11 @@ mod audit;
 mod copy;
 mod replicate;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use dlog_metadata::{LeaseKeeper, MetadataStore};
 use tokio::sync::watch;
 
 use crate::client::{ReplicationClient, ReplicationConfig, ReplicationError};
+use crate::recovery::RecoveredEnd;
 use crate::transport::{ClientPool, PoolError};
 
 /// How autorecovery runs. `AutorecoveryConfig::new` gives the defaults.
@@ -162,6 +164,19 @@ struct Context<S> {
     /// The worker's bookie clients (`None` when the worker is off).
     pool: Option<ClientPool>,
     client: Option<ReplicationClient<S>>,
+    /// Recoveries of open segments started by the worker, by segment (at most one each).
+    recoveries: Mutex<BTreeMap<u64, RecoveryTask>>,
+}
+
+/// A recovery running as its own task, and where its end (or error) will be.
+struct RecoveryTask {
+    result: watch::Receiver<Option<Result<RecoveredEnd, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded map is left consistent by every holder (plain inserts and removes).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Autorecovery running on a tokio runtime (see the module docs). Dropping it stops the tasks
@@ -191,7 +206,9 @@ impl Autorecovery {
             (None, None)
         };
         let counters = Arc::new(Counters::default());
-        let context = Arc::new(Context { store, config, counters: counters.clone(), pool, client });
+        let recoveries = Mutex::new(BTreeMap::new());
+        let context =
+            Arc::new(Context { store, config, counters: counters.clone(), pool, client, recoveries });
         let (stop, stopped) = watch::channel(false);
         let task = runtime.spawn(supervise(context, stopped));
         Ok(Autorecovery { stop, task: Some(task), counters })
@@ -280,6 +297,13 @@ async fn supervise<S: MetadataStore + 'static>(context: Arc<Context<S>>, mut sto
                 break;
             }
         }
+    }
+    // Recoveries still running are abandoned (the segment stays queued); their tasks hold
+    // client clones, which must be gone before the last one is dropped below.
+    let running: Vec<RecoveryTask> = std::mem::take(&mut *lock(&context.recoveries)).into_values().collect();
+    for recovery in running {
+        recovery.task.abort();
+        let _ = recovery.task.await;
     }
     // The clients join their I/O threads when dropped: not on a runtime worker.
     let _ = tokio::task::spawn_blocking(move || drop(context)).await;

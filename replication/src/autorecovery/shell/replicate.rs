@@ -15,7 +15,9 @@ use dlog_metadata::{
 };
 
 use super::copy::{CopyError, CopyJob, CopySettings, copy_fragment};
-use super::{Context, Either, bump, first, now, sleep_until};
+use tokio::sync::watch;
+
+use super::{Context, Either, RecoveryTask, bump, first, lock, now, sleep_until};
 use crate::autorecovery::worker::{self, Fragment, LastEnsemble, PlanError, ReplaceDecision};
 use crate::placement::{self, Candidate, PlacementError};
 
@@ -210,24 +212,47 @@ async fn replicate<S: MetadataStore + 'static>(
 }
 
 /// Fences and closes an open segment whose last ensemble names a missing bookie, after the
-/// open-segment grace (AR3).
+/// open-segment grace (AR3). The recovery runs as its own task, at most one per segment: one
+/// that outlives `recovery_timeout` is waited for again by the next attempt rather than
+/// started twice (a recovery cannot be cancelled on the client's I/O thread).
 async fn recover<S: MetadataStore + 'static>(
     context: &Context<S>,
     segment: u64,
     meta: &SegmentMetadata,
 ) -> Result<(), WorkError> {
-    let client = context.client.as_ref().ok_or_else(|| WorkError::Recovery("no client".into()))?;
-    tracing::info!(segment, "autorecovery worker: recovering the open segment (fence and close)");
-    let recovery = client.recover_segment(segment, meta.master_key.clone());
-    match tokio::time::timeout(context.config.recovery_timeout, recovery).await {
-        Ok(Ok(end)) => {
-            tracing::info!(segment, ?end, "autorecovery worker: segment closed");
-            bump(&context.counters.segments_recovered, 1);
-            Ok(())
+    let client = context.client.clone().ok_or_else(|| WorkError::Recovery("no client".into()))?;
+    let mut result = {
+        let mut running = lock(&context.recoveries);
+        running
+            .entry(segment)
+            .or_insert_with(|| {
+                tracing::info!(segment, "autorecovery worker: recovering the open segment (fence and close)");
+                let (done, result) = watch::channel(None);
+                let master_key = meta.master_key.clone();
+                let task = tokio::spawn(async move {
+                    let end = client.recover_segment(segment, master_key).await.map_err(|e| e.to_string());
+                    let _ = done.send(Some(end));
+                });
+                RecoveryTask { result, task }
+            })
+            .result
+            .clone()
+    };
+    let finished =
+        tokio::time::timeout(context.config.recovery_timeout, result.wait_for(Option::is_some)).await;
+    let end = match finished {
+        Ok(Ok(end)) => end.clone().unwrap_or_else(|| Err("no result".into())),
+        Ok(Err(_)) => Err("the recovery task ended without a result".into()),
+        Err(_) => {
+            let timeout = context.config.recovery_timeout;
+            return Err(WorkError::Recovery(format!("not done within {timeout:?}; still running")));
         }
-        Ok(Err(e)) => Err(WorkError::Recovery(e.to_string())),
-        Err(_) => Err(WorkError::Recovery(format!("not done within {:?}", context.config.recovery_timeout))),
-    }
+    };
+    lock(&context.recoveries).remove(&segment);
+    let end = end.map_err(WorkError::Recovery)?;
+    tracing::info!(segment, ?end, "autorecovery worker: segment closed");
+    bump(&context.counters.segments_recovered, 1);
+    Ok(())
 }
 
 /// Copies `fragment` to a replacement chosen by placement and compare-and-sets it into the
