@@ -4,6 +4,8 @@
 //!   closed with full write sets, one left open by an idle writer) are queued, copied and
 //!   changed in the metadata, and every acknowledged entry then reads back with its bytes from
 //!   every member of its write set, none of them the lost bookie, with nothing past the ends;
+//!   the auditor and two workers share the work, skipping values that do not decode;
+//! - an entry no member can supply keeps its segment queued, unchanged, until a copy is back;
 //! - a bookie that comes back within the grace is never queued (and one that stays away is);
 //! - one auditor at a time, and a standby takes over when it stops.
 
@@ -15,10 +17,10 @@ use bytes::Bytes;
 use dlog::bookie::registration::{Registration, RegistrationConfig};
 use dlog::bookie::{BookieServer, ServerLimits, ServerOptions};
 use dlog_engine::{Bookie, BookieConfig};
-use dlog_metadata::schema::{SegmentMetadata, SegmentState};
-use dlog_metadata::{AnyStore, ReplicationQueue, SegmentMetadataStore};
+use dlog_metadata::schema::{self, SegmentMetadata, SegmentState};
+use dlog_metadata::{AnyStore, MetadataStore, ReplicationQueue, SegmentMetadataStore};
 use dlog_protocol::{Request, Response, Status};
-use dlog_replication::autorecovery::{Autorecovery, AutorecoveryConfig};
+use dlog_replication::autorecovery::{Autorecovery, AutorecoveryConfig, AutorecoveryStats};
 use dlog_replication::client::{ReplicationClient, ReplicationConfig, SegmentHandle};
 use dlog_replication::entry_envelope;
 use dlog_replication::quorum::QuorumSizes;
@@ -31,7 +33,7 @@ struct Node {
     server: Option<BookieServer>,
     registration: Option<Registration<AnyStore>>,
     config: RegistrationConfig,
-    _bookie: Arc<Bookie>,
+    bookie: Arc<Bookie>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,7 +76,7 @@ impl Cluster {
             server: Some(server),
             registration: Some(registration),
             config,
-            _bookie: bookie,
+            bookie,
             _dir: dir,
         });
     }
@@ -107,6 +109,19 @@ impl Cluster {
         self.node(id).registration = Some(registration);
     }
 
+    /// Starts a new server for a stopped one (same storage, a new port) and registers it there
+    /// (its old registration, if any, is removed first).
+    fn restart_server(&mut self, id: &str) {
+        self.deregister(id);
+        let node = self.node(id);
+        let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), ServerLimits::default());
+        options.threads = Some(1);
+        let server = BookieServer::start(node.bookie.clone(), options).unwrap();
+        node.config.endpoint = server.local_addr().to_string();
+        node.server = Some(server);
+        self.register(id);
+    }
+
     fn client(&self) -> ReplicationClient<AnyStore> {
         let config = ReplicationConfig {
             transport: ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() },
@@ -127,7 +142,7 @@ impl Cluster {
     fn queue(&self) -> Vec<(u64, Vec<String>)> {
         let queue = ReplicationQueue::new(self.store.clone());
         let entries = self.runtime.block_on(queue.under_replicated()).unwrap();
-        entries.into_iter().map(|e| e.unwrap()).map(|q| (q.segment, q.missing)).collect()
+        entries.into_iter().filter_map(Result::ok).map(|q| (q.segment, q.missing)).collect()
     }
 
     /// Checks a closed segment after re-replication: every entry up to the end is on every
@@ -261,9 +276,33 @@ fn a_lost_bookie_is_re_replicated() {
         .collect();
     assert!(naming.len() >= 5, "{lost} is in {naming:?}");
 
+    // Values autorecovery cannot decode, to be logged and skipped (AR8): a segment, a queue
+    // entry, a registration.
+    cluster.runtime.block_on(async {
+        let garbage = Bytes::from_static(b"\xffnot a value");
+        cluster.store.put(&schema::segment_key(u64::MAX - 1), garbage.clone()).await.unwrap();
+        cluster.store.put(&schema::under_replicated_key(u64::MAX - 1), garbage.clone()).await.unwrap();
+        cluster.store.put(&schema::bookie_key("ghost", false), garbage).await.unwrap();
+    });
+
     cluster.stop(&lost);
-    let autorecovery =
-        Autorecovery::start(cluster.store.clone(), cluster.runtime.handle().clone(), config("ar-0")).unwrap();
+    // Two processes: one auditor, two workers sharing the queue through their claims.
+    let start = |owner| {
+        Autorecovery::start(cluster.store.clone(), cluster.runtime.handle().clone(), config(owner)).unwrap()
+    };
+    let processes = [start("ar-0"), start("ar-1")];
+    let stats = || {
+        let [a, b] = processes.each_ref().map(Autorecovery::stats);
+        AutorecoveryStats {
+            bookies_lost: a.bookies_lost + b.bookies_lost,
+            segments_marked: a.segments_marked + b.segments_marked,
+            segments_completed: a.segments_completed + b.segments_completed,
+            members_replaced: a.members_replaced + b.members_replaced,
+            entries_copied: a.entries_copied + b.entries_copied,
+            segments_recovered: a.segments_recovered + b.segments_recovered,
+            failures: a.failures + b.failures,
+        }
+    };
     let settled = eventually(Duration::from_secs(25), || {
         let named = closed
             .iter()
@@ -272,13 +311,13 @@ fn a_lost_bookie_is_re_replicated() {
             .any(|id| cluster.segment(id).ensembles.values().flatten().any(|b| *b == lost));
         !named && cluster.queue().is_empty()
     });
-    let stats = autorecovery.stats();
+    let stats = stats();
     assert!(settled, "not re-replicated in time: {stats:?}, queue {:?}", cluster.queue());
     eprintln!("{stats:?}");
     assert_eq!(stats.bookies_lost, 1);
-    assert_eq!(stats.segments_recovered, 1, "the open segment was fenced and closed");
+    assert!(stats.segments_recovered >= 1, "the open segment was fenced and closed");
     assert!(stats.segments_completed >= naming.len() as u64, "{stats:?}");
-    assert!(stats.members_replaced >= naming.len() as u64, "{stats:?}");
+    assert_eq!(stats.members_replaced, naming.len() as u64, "one slot per segment: {stats:?}");
     assert!(stats.entries_copied > 0);
     assert_eq!(stats.failures, 0);
 
@@ -289,9 +328,41 @@ fn a_lost_bookie_is_re_replicated() {
     // The writer was fenced.
     assert!(cluster.runtime.block_on(open.add(Bytes::from_static(b"late"))).is_err());
 
-    cluster.runtime.block_on(autorecovery.stop());
+    let [a, b] = processes;
+    cluster.runtime.block_on(async { tokio::join!(a.stop(), b.stop()) });
     let queue = ReplicationQueue::new(cluster.store.clone());
     assert_eq!(cluster.runtime.block_on(queue.auditor()).unwrap(), None, "the lease ended with stop");
+}
+
+#[test]
+fn an_unreadable_entry_keeps_its_segment_queued() {
+    let mut cluster = Cluster::start(4);
+    let client = cluster.client();
+    // E=3, Qw=2: W(e) = {e % 3, (e + 1) % 3}. With index 0 lost and index 1 down, entries
+    // 0, 3, 6, ... have no copy in reach; entries 2, 5, ... are on index 2.
+    let (handle, payloads) = write(&cluster, &client, (3, 2, 2), 30);
+    cluster.runtime.block_on(handle.close()).unwrap();
+    let ensemble = cluster.segment(handle.id()).ensembles[&0].clone();
+    let (lost, down) = (ensemble[0].clone(), ensemble[1].clone());
+    cluster.stop(&lost);
+    let node = cluster.node(&down);
+    node.server.take().unwrap().shutdown(Duration::ZERO); // still registered: not lost
+    let mut config = config("ar-0");
+    config.lost_bookie_grace = Duration::from_secs(1);
+    let autorecovery =
+        Autorecovery::start(cluster.store.clone(), cluster.runtime.handle().clone(), config).unwrap();
+    assert!(eventually(Duration::from_secs(15), || autorecovery.stats().failures >= 2));
+    // Not completed, and the metadata still names the lost bookie: nothing was half-done.
+    assert_eq!(cluster.queue(), vec![(handle.id(), vec![lost.clone()])]);
+    assert_eq!(cluster.segment(handle.id()).ensembles[&0], ensemble);
+    assert_eq!(autorecovery.stats().members_replaced, 0);
+
+    // The other copy comes back (restarted on a new port): the next attempt succeeds.
+    cluster.restart_server(&down);
+    assert!(eventually(Duration::from_secs(15), || cluster.queue().is_empty()), "{:?}", autorecovery.stats());
+    assert_eq!(autorecovery.stats().bookies_lost, 1, "the restarted bookie was not lost");
+    cluster.check_replicated(handle.id(), &payloads, &lost);
+    cluster.runtime.block_on(autorecovery.stop());
 }
 
 #[test]
