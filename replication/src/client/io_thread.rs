@@ -70,7 +70,9 @@ pub(crate) struct State {
     config: ClientConfig,
     links: Vec<Link>,
     by_id: HashMap<String, u32>,
-    cores: HashMap<u64, Core>,
+    cores: HashMap<u64, Core, foldhash::fast::RandomState>,
+    /// The time of the input being handled: read once per batch of answers or commands.
+    clock: Instant,
     next_core: u64,
     /// Shell tag -> (core, the core's tag, the bookie).
     routes: HashMap<u64, (u64, u64, u32), foldhash::fast::RandomState>,
@@ -98,7 +100,8 @@ pub(crate) async fn run(inner: Arc<Inner>, config: ClientConfig, metadata: Arc<d
         config,
         links: Vec::new(),
         by_id: HashMap::new(),
-        cores: HashMap::new(),
+        cores: HashMap::default(),
+        clock: now(),
         next_core: 0,
         routes: HashMap::default(),
         next_tag: 0,
@@ -130,6 +133,7 @@ pub(crate) async fn run(inner: Arc<Inner>, config: ClientConfig, metadata: Arc<d
 
 fn handle(shared: &Shared, command: Command) {
     let mut state = shared.borrow_mut();
+    state.clock = now();
     match command {
         Command::OpenWriter { segment, master_key, quorum, ensemble, settings, reply } => {
             let ensemble: Vec<u32> = ensemble.iter().map(|b| state.intern(b)).collect();
@@ -261,6 +265,7 @@ async fn tick(shared: Shared) {
         compio::time::sleep(Duration::from_millis(1)).await;
         let at = now();
         let mut state = shared.borrow_mut();
+        state.clock = at;
         let due: Vec<u64> = state
             .cores
             .iter()
@@ -290,10 +295,20 @@ async fn pump(shared: Shared, bookie: u32, connection: Rc<Connection>) {
     loop {
         let batch = connection.completions().await;
         let mut state = shared.borrow_mut();
+        state.clock = now();
         match batch {
             Ok(results) => {
+                let mut touched: Vec<u64> = Vec::new();
                 for (tag, result) in results {
-                    state.answer(&shared, tag, bookie, result);
+                    if let Some(core) = state.give(tag, bookie, result)
+                        && touched.last() != Some(&core)
+                        && !touched.contains(&core)
+                    {
+                        touched.push(core);
+                    }
+                }
+                for core in touched {
+                    state.drive(&shared, core);
                 }
                 state.flush(&shared, bookie);
             }
@@ -359,14 +374,12 @@ impl State {
                 link.pumped = Some(connection.clone());
                 compio::runtime::spawn(pump(shared.clone(), bookie, connection.clone())).detach();
             }
-            // A clone (two reference counts) so that a Busy connection leaves the request here.
-            match connection.submit(tag, request.clone()) {
-                Ok(()) => return,
-                Err(TransportError::Busy { .. }) => {}
-                Err(error) => {
+            // Only this thread submits on the connection, so room checked is room had.
+            if connection.in_flight() < self.config.in_flight_max {
+                if let Err(error) = connection.submit(tag, request) {
                     self.deferred.push_back((tag, bookie, Err(error)));
-                    return;
                 }
+                return;
             }
         }
         self.wait(shared, bookie, tag, request);
@@ -419,34 +432,42 @@ impl State {
             link.pumped = Some(connection.clone());
             compio::runtime::spawn(pump(shared.clone(), bookie, connection.clone())).detach();
         }
-        while let Some((tag, request)) = link.waiting.pop_front() {
-            match connection.submit(tag, request.clone()) {
-                Ok(()) => {}
-                Err(TransportError::Busy { .. }) => {
-                    link.waiting.push_front((tag, request));
-                    return;
-                }
-                Err(error) => self.deferred.push_back((tag, bookie, Err(error))),
+        // Only this thread submits on the connection, so room checked is room had: no
+        // request is lost to a Busy refusal.
+        while connection.in_flight() < self.config.in_flight_max
+            && let Some((tag, request)) = link.waiting.pop_front()
+        {
+            if let Err(error) = connection.submit(tag, request) {
+                self.deferred.push_back((tag, bookie, Err(error)));
             }
         }
     }
 
     /// Routes one answer to its core (IO1) and drives it.
     fn answer(&mut self, shared: &Shared, tag: u64, bookie: u32, result: Result<Response, TransportError>) {
-        let Some((core, core_tag, to)) = self.routes.remove(&tag) else { return };
+        self.clock = now();
+        if let Some(core) = self.give(tag, bookie, result) {
+            self.drive(shared, core);
+        }
+    }
+
+    /// Gives one answer to its core (IO1), without driving it; the core, if it is still there.
+    fn give(&mut self, tag: u64, bookie: u32, result: Result<Response, TransportError>) -> Option<u64> {
+        let (core, core_tag, to) = self.routes.remove(&tag)?;
         debug_assert_eq!(to, bookie);
         let result = result.map_err(|e| failure(&e));
+        let now = self.clock;
         match self.cores.get_mut(&core) {
-            Some(Core::Writer(w)) => w.writer.on_response(Tag::from_raw(core_tag), &bookie, result, now()),
+            Some(Core::Writer(w)) => w.writer.on_response(Tag::from_raw(core_tag), &bookie, result, now),
             Some(Core::Recovery(r)) => {
-                r.recovery.on_response(RecoveryTag::from_raw(core_tag), &bookie, result, now())
+                r.recovery.on_response(RecoveryTag::from_raw(core_tag), &bookie, result, now)
             }
             Some(Core::Reader(r)) => {
-                r.reader.on_response(segment_reader::Tag::from_raw(core_tag), result, now())
+                r.reader.on_response(segment_reader::Tag::from_raw(core_tag), result, now)
             }
-            None => return,
+            None => return None,
         }
-        self.drive(shared, core);
+        Some(core)
     }
 
     /// Acts on everything `core` has to say.
@@ -474,7 +495,7 @@ impl State {
 
     /// True when the writer is done (closed or failed and drained).
     fn drive_writer(&mut self, shared: &Shared, core: u64, w: &mut WriterCore) -> bool {
-        let at = now();
+        let at = self.clock;
         loop {
             // Feed queued adds while the window has room.
             while let Some((payload, _)) = w.queued.front() {
