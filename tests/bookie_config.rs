@@ -406,3 +406,20 @@ fn placement_labels_come_from_flags_or_the_file_and_are_checked() {
         "",
     );
 }
+
+#[test]
+fn autorecovery_is_on_by_default_and_can_be_turned_off() {
+    let config = resolve_file("journal_dirs = [\"/j\"]\n", &[]).unwrap();
+    let on = config.autorecovery.expect("on by default");
+    assert_eq!(on.lost_bookie_grace, std::time::Duration::from_secs(30));
+    let config =
+        resolve_file("journal_dirs = [\"/j\"]\n[autorecovery]\nlost_bookie_grace_ms = 500\n", &[]).unwrap();
+    assert_eq!(config.autorecovery.unwrap().lost_bookie_grace, std::time::Duration::from_millis(500));
+    let off = resolve_file("journal_dirs = [\"/j\"]\n", &["--autorecovery", "false"]).unwrap();
+    assert_eq!(off.autorecovery, None);
+    assert_refused(
+        resolve_file("journal_dirs = [\"/j\"]\n[autorecovery]\nopen_segment_grace_ms = 0\n", &[]),
+        "autorecovery.open_segment_grace_ms",
+        "0 is not in",
+    );
+}

@@ -57,6 +57,9 @@ pub const IDLE_TIMEOUT_S_BOUND: u64 = 86_400;
 /// Accepted registration lease ttls, in milliseconds (`LEASE_TTL_MIN` to 10 min).
 pub const LEASE_TTL_MS_BOUNDS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
+/// Bounds of the autorecovery grace periods, in milliseconds.
+pub const GRACE_MS_BOUNDS: std::ops::RangeInclusive<u64> = 100..=86_400_000;
+
 /// `dlog bookie` flags. Every one of them overrides the same setting in `--config`'s file.
 #[derive(clap::Args, Debug, Default, Clone, PartialEq, Eq)]
 pub struct BookieArgs {
@@ -101,6 +104,10 @@ pub struct BookieArgs {
     /// Placement label: the rack within its zone [default: none].
     #[arg(long, value_name = "LABEL")]
     pub rack: Option<String>,
+    /// Run autorecovery in this process (an auditor candidate and a replication worker that
+    /// rebuild the replicas of lost bookies): true or false [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub autorecovery: Option<bool>,
 }
 
 /// The engine's I/O backend as the flag and the file spell it.
@@ -249,6 +256,18 @@ pub struct ServerConfig {
     pub zone: String,
     /// See `zone`.
     pub rack: String,
+    /// Autorecovery in this process, if on.
+    pub autorecovery: Option<AutorecoverySettings>,
+}
+
+/// The file's `[autorecovery]` table, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutorecoverySettings {
+    /// A bookie whose registration stays gone this long is lost. Default 30 s.
+    pub lost_bookie_grace: Duration,
+    /// An open segment's last ensemble is left to its writer this long after it was queued;
+    /// then the segment is fenced and closed. Default 30 s.
+    pub open_segment_grace: Duration,
 }
 
 /// Where a setting's value came from.
@@ -354,6 +373,19 @@ struct FileConfig {
     engine: Option<EngineFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     registration: Option<RegistrationFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    autorecovery: Option<AutorecoveryFile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutorecoveryFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enabled: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lost_bookie_grace_ms: Option<Spanned<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_segment_grace_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -518,6 +550,7 @@ impl ServerConfig {
         let limits_file = file.limits.unwrap_or_default();
         let engine_file = file.engine.unwrap_or_default();
         let registration_file = file.registration.unwrap_or_default();
+        let autorecovery_file = file.autorecovery.unwrap_or_default();
 
         let listen = match pick(args.listen, "--listen", file.listen, source) {
             Some(value) => parse_addr("listen", value)?,
@@ -605,6 +638,20 @@ impl ServerConfig {
             pick(args.rack, "--rack", registration_file.rack, source)
                 .unwrap_or((String::new(), Origin::Default)),
         )?;
+        let (enabled, _) = pick(args.autorecovery, "--autorecovery", autorecovery_file.enabled, source)
+            .unwrap_or((true, Origin::Default));
+        let grace = |field: &'static str, value: Option<Spanned<u64>>| -> Result<Duration, ConfigError> {
+            let (ms, at) = file_or(value, source, 30_000);
+            if !GRACE_MS_BOUNDS.contains(&ms) {
+                return Err(invalid(field, at, format!("{ms} is not in {GRACE_MS_BOUNDS:?} milliseconds")));
+            }
+            Ok(Duration::from_millis(ms))
+        };
+        let lost_bookie_grace =
+            grace("autorecovery.lost_bookie_grace_ms", autorecovery_file.lost_bookie_grace_ms)?;
+        let open_segment_grace =
+            grace("autorecovery.open_segment_grace_ms", autorecovery_file.open_segment_grace_ms)?;
+        let autorecovery = enabled.then_some(AutorecoverySettings { lost_bookie_grace, open_segment_grace });
         let config = ServerConfig {
             listen,
             journal_dirs,
@@ -618,6 +665,7 @@ impl ServerConfig {
             lease_ttl: Duration::from_millis(lease_ttl_ms),
             zone,
             rack,
+            autorecovery,
         };
         config.engine_config().validate().map_err(|e| ConfigError::Engine(e.to_string()))?;
         Ok(config)
@@ -640,6 +688,13 @@ impl ServerConfig {
         engine.disk_free_bytes_resume = self.engine.disk_free_bytes_resume;
         engine.pin_shards = self.engine.pin_shards;
         engine
+    }
+
+    /// The autorecovery grace periods in milliseconds (the defaults when it is off).
+    fn autorecovery_settings(&self) -> (u64, u64) {
+        self.autorecovery.map_or((30_000, 30_000), |a| {
+            (a.lost_bookie_grace.as_millis() as u64, a.open_segment_grace.as_millis() as u64)
+        })
     }
 
     /// The configuration as a TOML file with every key set: `--config` of it resolves to the
@@ -673,6 +728,11 @@ impl ServerConfig {
                 lease_ttl_ms: Some(Spanned::new(0..0, self.lease_ttl.as_millis() as u64)),
                 zone: (!self.zone.is_empty()).then(|| Spanned::new(0..0, self.zone.clone())),
                 rack: (!self.rack.is_empty()).then(|| Spanned::new(0..0, self.rack.clone())),
+            }),
+            autorecovery: Some(AutorecoveryFile {
+                enabled: Some(Spanned::new(0..0, self.autorecovery.is_some())),
+                lost_bookie_grace_ms: Some(Spanned::new(0..0, self.autorecovery_settings().0)),
+                open_segment_grace_ms: Some(Spanned::new(0..0, self.autorecovery_settings().1)),
             }),
         };
         // Serializing plain strings, integers and tables cannot fail; an empty string would

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use dlog_engine::{Bookie, CoreStats, DeletionHook, OpenError, ShardId};
 use dlog_metadata::{AnyStore, MetaError};
+use dlog_replication::autorecovery::{Autorecovery, AutorecoveryConfig};
 use tokio::sync::watch;
 
 use crate::bookie::config::{BookieArgs, ConfigError, ServerConfig};
@@ -128,7 +129,8 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     )
     .await?;
     let mut engine = config.engine_config();
-    engine.deletion_check = Some(DeletionHook(Arc::new(MetadataDeletionCheck::new(store.clone(), runtime))));
+    engine.deletion_check =
+        Some(DeletionHook(Arc::new(MetadataDeletionCheck::new(store.clone(), runtime.clone()))));
     let bookie = tokio::task::spawn_blocking(move || Bookie::open(engine))
         .await
         .map_err(|e| RunError::Setup { what: "opening the engine", source: std::io::Error::other(e) })??;
@@ -170,7 +172,27 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     tracing::info!(bookie = %config.bookie_id, %addr, "registered and serving");
     let (stop_sampling, sampling_stopped) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(sample(bookie.clone(), config.clone(), read_only_tx, sampling_stopped));
+    let autorecovery = match config.autorecovery {
+        Some(settings) => {
+            let mut recovery = AutorecoveryConfig::new(config.bookie_id.clone());
+            recovery.lease_ttl = config.lease_ttl;
+            recovery.lost_bookie_grace = settings.lost_bookie_grace;
+            recovery.open_segment_grace = settings.open_segment_grace;
+            match Autorecovery::start(store.clone(), runtime.clone(), recovery) {
+                Ok(autorecovery) => Some(autorecovery),
+                Err(e) => {
+                    // Serving goes on; lost replicas wait for another bookie's worker.
+                    tracing::error!(error = %e, "autorecovery did not start");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let outcome = registration.run(read_only_rx, signals).await;
+    if let Some(autorecovery) = autorecovery {
+        autorecovery.stop().await;
+    }
     let _ = stop_sampling.send(());
     let _ = sampler.await; // its engine handle is gone after this
     tracing::info!(bookie = %config.bookie_id, "shutting down: draining");
