@@ -477,7 +477,9 @@ fn run(args: &ReplicationBenchArgs, quorum: QuorumSizes, dir: &Path) -> Result<s
         tput.push(repl_rate.entries_per_s / base_rate.entries_per_s);
         rounds.push(json!({
             "baseline": {"latency_us": base, "entries_per_s": base_rate.entries_per_s, "mb_per_s": base_rate.mb_per_s},
-            "replicated": {"latency_us": repl, "entries_per_s": repl_rate.entries_per_s, "mb_per_s": repl_rate.mb_per_s},
+            "replicated": {
+                "latency_us": repl, "entries_per_s": repl_rate.entries_per_s, "mb_per_s": repl_rate.mb_per_s,
+            },
             "raw_fan_out_latency_us": floor,
             "raw_fan_out_entries_per_s": floor_rate.entries_per_s,
         }));
@@ -541,6 +543,8 @@ fn run(args: &ReplicationBenchArgs, quorum: QuorumSizes, dir: &Path) -> Result<s
         "throughput_ratio_to_raw_fan_out": median(floor_tput),
         "takeover_us": latency(&takeovers),
         "bookie_loss": loss,
-        "targets": {"p50_ratio_max": 1.5, "p99_ratio_max": 2.0, "throughput_ratio_min": 0.8, "takeover_p99_ms_max": 100.0},
+        "targets": {
+            "p50_ratio_max": 1.5, "p99_ratio_max": 2.0, "throughput_ratio_min": 0.8, "takeover_p99_ms_max": 100.0,
+        },
     }))
 }
