@@ -332,3 +332,55 @@ fn ensembles_spread_over_zones() {
         assert_eq!(zones, ["a", "b", "c"], "{:?}", meta.current_ensemble());
     }
 }
+
+/// Recovery with a member of the last ensemble gone for good and Qa = Qw: the entries past the
+/// fenced LAC cannot reach Qa recovery ADDs there, so recovery replaces the member for them,
+/// and the close stores the new ensemble from the first of them.
+#[test]
+fn recovery_replaces_a_lost_member_for_its_adds() {
+    let mut cluster = Cluster::start(4);
+    let client = cluster.client(ReplicationConfig::default());
+    // The segment's metadata comes from the client; its entries are written raw below, as a
+    // writer that died mid-way would have left them.
+    let handle = cluster
+        .runtime
+        .block_on(client.create_segment(quorum(3, 3, 3), Bytes::from_static(KEY), None))
+        .unwrap();
+    let segment = handle.id();
+    let meta = cluster.runtime.block_on(cluster.store_get(segment));
+    let ensemble = meta.current_ensemble().to_vec();
+    let pool = ClientPool::new(ClientConfig::default()).unwrap();
+    let mut length = 0;
+    for entry in 0..15u64 {
+        length += payload(entry).len() as u64;
+        let stored = entry_envelope::encode(segment, entry, length, &payload(entry));
+        // Entries 0-9 on every member (acknowledged); 10-14 on the first two only (never
+        // acknowledged at Qa = 3, so the writer's LAC stayed at 9).
+        let members = if entry < 10 { &ensemble[..] } else { &ensemble[..2] };
+        for id in members {
+            let add = Request::Add {
+                segment,
+                entry,
+                last_add_confirmed: entry.checked_sub(1).map(|lac| lac.min(9)),
+                master_key: Bytes::from_static(KEY),
+                payload: stored.clone(),
+                recovery: false,
+            };
+            let answer = pool.submit(cluster.addr_of(id).unwrap(), add).wait();
+            assert!(matches!(answer, Ok(Response::Add { .. })), "{answer:?}");
+        }
+    }
+    pool.close();
+    drop(handle);
+    cluster.stop(&ensemble[2]);
+    let recoverer = cluster.client(ReplicationConfig::default());
+    let end = cluster.runtime.block_on(recoverer.recover_segment(segment, Bytes::from_static(KEY))).unwrap();
+    assert_eq!(end.last_entry, Some(14), "the entries past the LAC held by one member are recovered");
+    let closed = cluster.runtime.block_on(cluster.store_get(segment));
+    assert_eq!(closed.ensemble_at(9), &ensemble[..], "acknowledged entries keep their ensemble");
+    let replaced = closed.ensemble_at(10);
+    assert_eq!(&replaced[..2], &ensemble[..2]);
+    assert_ne!(replaced[2], ensemble[2], "the lost member is replaced from entry 10: {:?}", closed.ensembles);
+    let expected: BTreeMap<u64, Bytes> = (0..15).map(|e| (e, payload(e))).collect();
+    assert_eq!(cluster.check_closed(segment, &expected), Some(14));
+}

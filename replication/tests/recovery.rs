@@ -121,6 +121,8 @@ struct World {
     recoverers: Vec<Recovery<u32>>,
     recovered: Vec<Option<Result<RecoveredEnd, RecoveryError>>>,
     close_requests: VecDeque<(usize, RecoveredEnd)>,
+    /// Recoverers waiting for replacements of failing members.
+    replacements: VecDeque<(usize, dlog_replication::quorum::BookieSet)>,
 }
 
 impl World {
@@ -153,6 +155,7 @@ impl World {
             recoverers: Vec::new(),
             recovered: Vec::new(),
             close_requests: VecDeque::new(),
+            replacements: VecDeque::new(),
         }
     }
 
@@ -192,6 +195,7 @@ impl World {
                     self.requests.push((Client::Recoverer(k), bookie, tag.raw(), request))
                 }
                 RecoveryOutput::CloseRequested(end) => self.close_requests.push_back((k, end)),
+                RecoveryOutput::ReplaceBookies { replace } => self.replacements.push_back((k, replace)),
                 RecoveryOutput::Done(result) => self.recovered[k] = Some(result),
             }
         }
@@ -238,12 +242,42 @@ impl World {
         self.pump_recoverer(k);
     }
 
+    /// Placement for a recoverer: spare bookies that are up, never a member of its ensemble.
+    fn replace(&mut self) {
+        while let Some((k, replace)) = self.replacements.pop_front() {
+            let mut ensemble = self.recoverers[k].last_add_ensemble().to_vec();
+            let now = self.at();
+            let mut spares: Vec<u32> = (0..self.bookies.len() as u32)
+                .filter(|b| self.down[*b as usize] != u64::MAX && !ensemble.contains(b))
+                .collect();
+            let result = if spares.len() < replace.len() {
+                Err("no spare".to_owned())
+            } else {
+                for index in replace.iter() {
+                    ensemble[index] = spares.remove(0);
+                }
+                Ok(ensemble)
+            };
+            self.recoverers[k].on_replaced(result, now);
+            self.pump_recoverer(k);
+        }
+    }
+
     fn close(&mut self) {
+        self.replace();
         while let Some((k, end)) = self.close_requests.pop_front() {
             let stored = match &self.state {
                 State::Closed(stored) => *stored,
                 _ => {
                     self.state = State::Closed(end);
+                    if let Some(change) = self.recoverers[k].ensemble_change(&end)
+                        && let Some(first) = change.keys().next().copied()
+                    {
+                        let _ = self.ensembles.split_off(&first);
+                        self.ensembles.extend(change);
+                    }
+                    let next = end.last_entry.map_or(0, |l| l + 1);
+                    let _ = self.ensembles.split_off(&(next + 1));
                     end
                 }
             };
@@ -359,8 +393,9 @@ impl World {
         }
         assert_eq!(end.length, length, "the closed length is the payload bytes up to the end");
         // A zombie writer that never heard of the fence sends entries past the end to their
-        // write sets in the last ensemble: no entry may find Qa bookies that accept it (Q5).
-        let last_ensemble = self.ensembles.values().next_back().expect("ensemble");
+        // write sets in its ensemble (the last the writer knew; a recoverer's replacement is
+        // not in it): no entry may find Qa bookies that accept it (Q5).
+        let last_ensemble = self.writer.ensemble();
         for entry in count..count + self.quorum.ensemble_size() as u64 {
             let accepting = self
                 .quorum
@@ -401,12 +436,21 @@ proptest! {
         second_recoverer in any::<bool>(),
         window in 1usize..8,
         corrupt in any::<bool>(),
+        dies in any::<bool>(),
     ) {
         let mut world = World::new(e, qw, qa, 2);
+        // A member of the current ensemble dies for good at the takeover (with Qa >= 2, so
+        // every acknowledged entry keeps a copy): recovery must replace it for its ADDs.
+        let dies = dies && qa >= 2;
+        let corrupt = corrupt && !dies;
         let mut rng = seed;
         let mut added = 0;
         for step in 0..takeover_at + 600 {
             if step == takeover_at {
+                if dies {
+                    let victim = world.writer.ensemble()[(next(&mut rng) % e as u64) as usize];
+                    world.down[victim as usize] = u64::MAX;
+                }
                 world.start_recoverer(window);
                 if corrupt {
                     // One replica of an entry that another bookie holds too goes bad: not
@@ -433,7 +477,9 @@ proptest! {
             let r = next(&mut rng);
             if r.is_multiple_of(97) {
                 let bookie = (r / 97) as usize % world.bookies.len();
-                world.down[bookie] = world.now + 20;
+                if world.down[bookie] != u64::MAX {
+                    world.down[bookie] = world.now + 20;
+                }
             }
             world.step((r >> 8) as usize, r & 1 == 0, r.is_multiple_of(23));
             if r.is_multiple_of(5) {

@@ -240,6 +240,14 @@ fn handle(shared: &Shared, command: Command) {
                 state.drive(shared, core);
             }
         }
+        Command::RecoveryReplaced { core, result } => {
+            let result = result.map(|bookies| bookies.iter().map(|b| state.intern(b)).collect());
+            let at = state.clock;
+            if let Some(Core::Recovery(r)) = state.cores.get_mut(&core) {
+                r.recovery.on_replaced(result, at);
+                state.drive(shared, core);
+            }
+        }
         Command::RecoveryClosed { core, result } => {
             if let Some(Core::Recovery(r)) = state.cores.get_mut(&core) {
                 r.recovery.on_closed(result.map_err(RecoveryError::Metadata));
@@ -604,11 +612,38 @@ impl State {
                 }
                 RecoveryOutput::CloseRequested(end) => {
                     let inner = self.inner.clone();
+                    let change = r.recovery.ensemble_change(&end).map(|ensembles| {
+                        ensembles
+                            .into_iter()
+                            .map(|(first, bookies)| {
+                                (first, bookies.iter().map(|b| self.links[*b as usize].id.clone()).collect())
+                            })
+                            .collect()
+                    });
                     self.metadata.close_recovered(
                         r.segment,
                         end,
+                        change,
                         Box::new(move |result| {
                             let _ = inner.mailbox.push(Command::RecoveryClosed { core, result });
+                        }),
+                    );
+                }
+                RecoveryOutput::ReplaceBookies { replace } => {
+                    let current: Vec<String> = r
+                        .recovery
+                        .last_add_ensemble()
+                        .iter()
+                        .map(|b| self.links[*b as usize].id.clone())
+                        .collect();
+                    let inner = self.inner.clone();
+                    tracing::info!(segment = r.segment, ?replace, "replacing bookies for recovery adds");
+                    self.metadata.choose_replacements(
+                        r.segment,
+                        current,
+                        replace.iter().collect(),
+                        Box::new(move |result| {
+                            let _ = inner.mailbox.push(Command::RecoveryReplaced { core, result });
                         }),
                     );
                 }

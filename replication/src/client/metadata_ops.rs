@@ -231,11 +231,32 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         )))
     }
 
-    /// A recoverer's close (MO3): the end the metadata holds afterwards.
+    /// Replacements for `replace` (indexes of `current`, a recoverer's last ensemble) chosen by
+    /// placement among the writable bookies; the whole ensemble with them in place. Nothing is
+    /// written (RC7: the close stores it).
+    pub(crate) async fn choose_replacements(
+        &self,
+        segment: u64,
+        current: Vec<String>,
+        replace: Vec<usize>,
+        seed: u64,
+    ) -> Result<Vec<BookieAddr>, String> {
+        let (candidates, addrs) = self.candidates().await.map_err(|e| e.to_string())?;
+        let (meta, _) = self.read(segment).await.map_err(|e| e.to_string())?;
+        let quorum = quorum_of(&meta).map_err(|e| e.to_string())?;
+        let ensemble = placement::choose_replacements(quorum, &current, &replace, &candidates, &[], seed)
+            .map_err(|e| e.to_string())?;
+        Ok(ensemble.into_iter().map(|id| BookieAddr { addr: addrs.get(&id).copied(), id }).collect())
+    }
+
+    /// A recoverer's close (MO3): the end the metadata holds afterwards. `change` holds the
+    /// ensembles its recovery ADDs went to from their first entry on (RC7), stored with the
+    /// Closed state.
     pub(crate) async fn close_recovered(
         &self,
         segment: u64,
         end: RecoveredEnd,
+        change: Option<BTreeMap<u64, Vec<String>>>,
     ) -> Result<RecoveredEnd, String> {
         for _ in 0..CAS_ATTEMPTS {
             let (mut meta, version) = self.read(segment).await.map_err(|e| e.to_string())?;
@@ -247,6 +268,12 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
                 SegmentState::InRecovery => {}
             }
             meta.state = SegmentState::Closed { last_entry_id: end.last_entry, length: end.length };
+            if let Some(change) = &change
+                && let Some(first) = change.keys().next()
+            {
+                let _ = meta.ensembles.split_off(first);
+                meta.ensembles.extend(change.iter().map(|(k, v)| (*k, v.clone())));
+            }
             let next = end.last_entry.map_or(0, |l| l + 1);
             let _ = meta.ensembles.split_off(&(next + 1));
             match self.segments.update(segment, &meta, version).await {

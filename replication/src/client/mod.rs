@@ -145,6 +145,10 @@ pub(crate) enum Command {
         core: u64,
         result: Result<RecoveredEnd, String>,
     },
+    RecoveryReplaced {
+        core: u64,
+        result: Result<Vec<BookieAddr>, String>,
+    },
     OpenReader {
         segment: u64,
         quorum: QuorumSizes,
@@ -193,7 +197,20 @@ pub(crate) trait MetadataRunner: Send + Sync {
         length: u64,
         done: Done<Result<(), WriterError>>,
     );
-    fn close_recovered(&self, segment: u64, end: RecoveredEnd, done: Done<Result<RecoveredEnd, String>>);
+    fn close_recovered(
+        &self,
+        segment: u64,
+        end: RecoveredEnd,
+        change: Option<BTreeMap<u64, Vec<String>>>,
+        done: Done<Result<RecoveredEnd, String>>,
+    );
+    fn choose_replacements(
+        &self,
+        segment: u64,
+        current: Vec<String>,
+        replace: Vec<usize>,
+        done: Done<Result<Vec<BookieAddr>, String>>,
+    );
 }
 
 struct TokioMetadata<S> {
@@ -229,9 +246,28 @@ impl<S: MetadataStore + 'static> MetadataRunner for TokioMetadata<S> {
         self.runtime.spawn(async move { done(ops.close_written(segment, last_entry, length).await) });
     }
 
-    fn close_recovered(&self, segment: u64, end: RecoveredEnd, done: Done<Result<RecoveredEnd, String>>) {
+    fn close_recovered(
+        &self,
+        segment: u64,
+        end: RecoveredEnd,
+        change: Option<BTreeMap<u64, Vec<String>>>,
+        done: Done<Result<RecoveredEnd, String>>,
+    ) {
         let ops = self.ops.clone();
-        self.runtime.spawn(async move { done(ops.close_recovered(segment, end).await) });
+        self.runtime.spawn(async move { done(ops.close_recovered(segment, end, change).await) });
+    }
+
+    fn choose_replacements(
+        &self,
+        segment: u64,
+        current: Vec<String>,
+        replace: Vec<usize>,
+        done: Done<Result<Vec<BookieAddr>, String>>,
+    ) {
+        let ops = self.ops.clone();
+        let seed = self.seed.fetch_add(1, Ordering::Relaxed);
+        self.runtime
+            .spawn(async move { done(ops.choose_replacements(segment, current, replace, seed).await) });
     }
 }
 

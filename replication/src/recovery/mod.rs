@@ -26,7 +26,15 @@
 //!   be told such an entry is confirmed.
 //! - RC5 (memory): at most `window_entries` entries are held (being read or recovery-added).
 //! - RC6 (answers): an answer counts once, for a request in flight, from the bookie at the
-//!   tag's index of the ensemble holding the entry; anything else is ignored and counted.
+//!   tag's index of the ensemble holding the entry (for a recovery ADD, the ensemble it was
+//!   sent to); anything else is ignored and counted.
+//! - RC7 (replacement): a member of the last ensemble whose failures keep an entry from Qa
+//!   recovery ADDs is replaced (`ReplaceBookies`, placement by the shell) from the first entry
+//!   whose ADDs are not all done; those entries are re-added to the replacement and count only
+//!   its acks in that slot. Reads keep going to the ensemble the writer wrote (a replacement
+//!   holds none of its copies, so its NoSuchEntry must never count toward absence), and the
+//!   new ensemble reaches the metadata only with the close (`ensemble_change`), so no other
+//!   recoverer ever reads the writer's entries from it.
 
 mod types;
 
@@ -97,6 +105,17 @@ pub struct Recovery<B> {
     end: Option<Option<u64>>,
     /// The cumulative length of the last finished entry.
     length: u64,
+    /// Where recovery ADDs go: the ensembles, with replacements for members that failed them
+    /// from `changed_from` on (RC7). Reads always go to `ensembles`, where the writer wrote.
+    add_ensembles: BTreeMap<u64, Vec<B>>,
+    /// The first entry a replacement holds, once one was made.
+    changed_from: Option<u64>,
+    /// Indexes of the last ensemble that failed recovery ADDs some entry needs.
+    failed_members: BookieSet,
+    /// The indexes of a `ReplaceBookies` in flight.
+    replacing: Option<BookieSet>,
+    /// After a failed replacement: when to ask again.
+    replace_retry_at: Option<Instant>,
     /// Failed requests to send again: (when, kind, entry, ensemble index).
     retries: Vec<(Instant, RecoveryTagKind, u64, usize)>,
     outputs: VecDeque<RecoveryOutput<B>>,
@@ -136,6 +155,11 @@ impl<B: Clone + PartialEq> Recovery<B> {
             segment_id,
             master_key,
             quorum,
+            add_ensembles: ensembles.clone(),
+            changed_from: None,
+            failed_members: BookieSet::EMPTY,
+            replacing: None,
+            replace_retry_at: None,
             ensembles,
             settings,
             phase: Phase::Idle,
@@ -176,7 +200,72 @@ impl<B: Clone + PartialEq> Recovery<B> {
 
     /// When `on_tick` has a retry to send, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.retries.iter().map(|(at, ..)| *at).min()
+        self.retries.iter().map(|(at, ..)| *at).chain(self.replace_retry_at).min()
+    }
+
+    /// The last ensemble recovery ADDs go to (with its replacements, RC7).
+    pub fn last_add_ensemble(&self) -> &[B] {
+        self.add_ensembles.values().next_back().map(Vec::as_slice).expect("ensembles start at 0")
+    }
+
+    /// The ensembles recovery wrote to from the first replacement on (RC7), if it made one
+    /// that holds entries up to `end`: the close must store them with the Closed state.
+    pub fn ensemble_change(&self, end: &RecoveredEnd) -> Option<BTreeMap<u64, Vec<B>>> {
+        let from = self.changed_from?;
+        let holds_entries = end.last_entry.is_some_and(|last| from <= last);
+        holds_entries.then(|| self.add_ensembles.range(from..).map(|(k, v)| (*k, v.clone())).collect())
+    }
+
+    /// The shell's answer to `ReplaceBookies`: the last ensemble with the replacements in place
+    /// (differing from the current one exactly at the replaced indexes), or why none could be
+    /// had (asked again after `retry_delay`).
+    pub fn on_replaced(&mut self, result: Result<Vec<B>, String>, now: Instant) {
+        let Some(replaced) = self.replacing.take() else { return };
+        if self.phase != Phase::Reading {
+            return;
+        }
+        let current = self.add_ensembles.values().next_back().expect("ensembles start at 0").clone();
+        let fits = result.as_ref().is_ok_and(|new| {
+            new.len() == current.len()
+                && (0..new.len())
+                    .all(|i| (new[i] == current[i]) != replaced.contains(i) && !new[..i].contains(&new[i]))
+        });
+        let new = match result {
+            Ok(new) if fits => new,
+            _ => {
+                self.replace_retry_at = Some(now + self.settings.retry_delay);
+                return;
+            }
+        };
+        self.stats.replacements += 1;
+        // The first entry past the acknowledged ones whose recovery ADDs are not all done: every
+        // one from it on is held. Acknowledged entries keep the ensemble that holds them.
+        let after_acknowledged = self.acknowledged_upto.map_or(0, |a| a + 1);
+        let first = self
+            .entries
+            .iter()
+            .filter(|s| s.entry >= after_acknowledged)
+            .find(|s| !s.acks.as_ref().is_some_and(AckSet::is_complete))
+            .map_or(self.next_to_read, |s| s.entry)
+            .max(after_acknowledged)
+            .max(*self.add_ensembles.keys().next_back().expect("ensembles start at 0"));
+        let _ = self.add_ensembles.split_off(&first);
+        self.add_ensembles.insert(first, new);
+        self.changed_from = Some(self.changed_from.map_or(first, |f| f.min(first)));
+        self.failed_members = self.failed_members.difference(replaced);
+        let mut resend = Vec::new();
+        for state in self.entries.iter_mut().filter(|s| s.entry >= first) {
+            let Some(acks) = state.acks.as_mut() else { continue };
+            for index in replaced.intersection(acks.write_set().members()).iter() {
+                acks.reset_member(index);
+                state.adds_in_flight.remove(index);
+                resend.push((state.entry, index));
+            }
+        }
+        for (entry, index) in resend {
+            self.send(RecoveryTagKind::Add, entry, index);
+        }
+        self.advance();
     }
 
     /// Sends the fencing READ_LAC to every member of the last ensemble. Once only.
@@ -203,8 +292,11 @@ impl<B: Clone + PartialEq> Recovery<B> {
             None => return self.stats.ignored_responses += 1,
         };
         let ensemble_entry = if kind == RecoveryTagKind::FenceLastAddConfirmed { u64::MAX } else { entry };
-        let in_flight = self.ensemble_of(ensemble_entry).get(index) == Some(from)
-            && self.take_in_flight(kind, entry, index);
+        let member = match kind {
+            RecoveryTagKind::Add => self.add_ensemble_of(entry).get(index),
+            _ => self.ensemble_of(ensemble_entry).get(index),
+        };
+        let in_flight = member == Some(from) && self.take_in_flight(kind, entry, index);
         if !in_flight || matches!(self.phase, Phase::Done | Phase::Closing) {
             self.stats.ignored_responses += 1;
             return;
@@ -214,6 +306,17 @@ impl<B: Clone + PartialEq> Recovery<B> {
             Answer::Failed => {
                 self.stats.retries += 1;
                 self.retries.push((now + self.settings.retry_delay, kind, entry, index));
+                if kind == RecoveryTagKind::Add {
+                    // RC7: a member that keeps an entry from Qa recovery ADDs is replaced
+                    // (retries go on meanwhile: it may come back).
+                    let stuck = self.state_mut(entry).and_then(|s| s.acks.as_mut()).is_some_and(|acks| {
+                        acks.record_failure(index);
+                        !acks.can_complete()
+                    });
+                    if stuck {
+                        self.failed_members.insert(index);
+                    }
+                }
             }
             Answer::Fenced(lac) => {
                 self.fenced.insert(index);
@@ -235,10 +338,28 @@ impl<B: Clone + PartialEq> Recovery<B> {
             }
         }
         self.advance();
+        self.maybe_replace();
+    }
+
+    /// Asks the shell for replacements of the members failing recovery ADDs (RC7), unless a
+    /// request is in flight or waits for its retry.
+    fn maybe_replace(&mut self) {
+        if self.phase == Phase::Reading
+            && self.replacing.is_none()
+            && self.replace_retry_at.is_none()
+            && !self.failed_members.is_empty()
+        {
+            self.replacing = Some(self.failed_members);
+            self.outputs.push_back(RecoveryOutput::ReplaceBookies { replace: self.failed_members });
+        }
     }
 
     /// Time passed: sends the retries that are due, if still needed.
     pub fn on_tick(&mut self, now: Instant) {
+        if self.replace_retry_at.is_some_and(|at| at <= now) {
+            self.replace_retry_at = None;
+            self.maybe_replace();
+        }
         let mut due = Vec::new();
         self.retries.retain(|r| {
             let is_due = r.0 <= now;
@@ -278,6 +399,14 @@ impl<B: Clone + PartialEq> Recovery<B> {
             self.entries.clear();
             self.outputs.push_back(RecoveryOutput::Done(result));
         }
+    }
+
+    fn add_ensemble_of(&self, entry: u64) -> &[B] {
+        self.add_ensembles
+            .range(..=entry)
+            .next_back()
+            .map(|(_, e)| e.as_slice())
+            .expect("ensembles start at 0")
     }
 
     fn ensemble_of(&self, entry: u64) -> &[B] {
@@ -372,7 +501,10 @@ impl<B: Clone + PartialEq> Recovery<B> {
             }
         };
         let ensemble_entry = if kind == RecoveryTagKind::FenceLastAddConfirmed { u64::MAX } else { entry };
-        let bookie = self.ensemble_of(ensemble_entry)[index].clone();
+        let bookie = match kind {
+            RecoveryTagKind::Add => self.add_ensemble_of(entry)[index].clone(),
+            _ => self.ensemble_of(ensemble_entry)[index].clone(),
+        };
         let tag = RecoveryTag::new(kind, entry, index);
         self.outputs.push_back(RecoveryOutput::Send { bookie, tag, request });
     }

@@ -126,9 +126,16 @@ pub enum RecoveryOutput<B> {
         request: Request,
     },
     /// The end is found and every entry up to it is recovered: compare-and-set the metadata
-    /// from InRecovery to Closed at `end`; if it is Closed already, take its end. Give the end
-    /// the metadata holds to `on_closed`.
+    /// from InRecovery to Closed at `end`, with `Recovery::ensemble_change` if any; if it is
+    /// Closed already, take its end. Give the end the metadata holds to `on_closed`.
     CloseRequested(RecoveredEnd),
+    /// Members of the last ensemble (indexes) fail recovery ADDs that need them: choose a
+    /// replacement for each (not a member) and give the whole last ensemble with them in place
+    /// to `on_replaced`. Nothing is written to the metadata until the close (RC7).
+    ReplaceBookies {
+        /// The indexes to replace.
+        replace: crate::quorum::BookieSet,
+    },
     /// Recovery is over: the end the metadata holds, or why it failed.
     Done(Result<RecoveredEnd, RecoveryError>),
 }
@@ -146,4 +153,6 @@ pub struct RecoveryStats {
     pub corrupt_replicas: u64,
     /// Recovery ADDs acknowledged.
     pub recovery_adds: u64,
+    /// Replacements of failing members that landed (RC7).
+    pub replacements: u64,
 }
