@@ -1,7 +1,8 @@
 //! The client's I/O thread: one compio runtime that hosts a connection per bookie and drives
 //! the sans-I/O cores (`SegmentWriter`, `Recovery`) hosted on it. Requests go out with
 //! `Connection::submit` under a shell tag; one task per connection takes its completions in
-//! batches and routes each to its core; one ticker task calls the cores' `on_tick`. There is
+//! batches and routes each to its core; one ticker task calls the cores' `on_tick` at their
+//! deadlines (and sleeps while none has one). There is
 //! no task per request. Metadata work runs on the tokio runtime and comes back as a command.
 //!
 //! Invariants:
@@ -17,6 +18,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The ticker never sleeps less than this (a core whose deadline stays in the past must not
+/// make it spin).
+const TICK_MIN: Duration = Duration::from_micros(50);
 
 use bytes::Bytes;
 use dlog_protocol::{Request, Response};
@@ -66,6 +71,25 @@ enum Core {
     Reader(Box<ReaderCore>),
 }
 
+impl Core {
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Core::Writer(w) => w.writer.next_deadline(),
+            Core::Recovery(r) => r.recovery.next_deadline(),
+            Core::Reader(r) => r.reader.next_deadline(),
+        }
+    }
+}
+
+/// What the ticker task sleeps for, and how to wake it early.
+#[derive(Default)]
+struct Ticker {
+    /// The deadline it sleeps until (`None`: it waits for a rearm).
+    planned: Option<Instant>,
+    waker: Option<std::task::Waker>,
+    rearmed: bool,
+}
+
 pub(crate) struct State {
     config: ClientConfig,
     links: Vec<Link>,
@@ -73,6 +97,7 @@ pub(crate) struct State {
     cores: HashMap<u64, Core, foldhash::fast::RandomState>,
     /// The time of the input being handled: read once per batch of answers or commands.
     clock: Instant,
+    ticker: Ticker,
     next_core: u64,
     /// Shell tag -> (core, the core's tag, the bookie).
     routes: HashMap<u64, (u64, u64, u32), foldhash::fast::RandomState>,
@@ -102,6 +127,7 @@ pub(crate) async fn run(inner: Arc<Inner>, config: ClientConfig, metadata: Arc<d
         by_id: HashMap::new(),
         cores: HashMap::default(),
         clock: now(),
+        ticker: Ticker::default(),
         next_core: 0,
         routes: HashMap::default(),
         next_tag: 0,
@@ -266,22 +292,37 @@ fn settle(shared: &Shared) {
     }
 }
 
-/// Calls every core's `on_tick` when its deadline passed; sleeps until the nearest deadline,
-/// at most 1 ms (the LAC flush delay's scale).
+/// Calls every core's `on_tick` when its deadline passed. Sleeps until the nearest deadline,
+/// or, with none, until a core gets one (`State::rearm`): an idle client does not wake.
 async fn tick(shared: Shared) {
     loop {
-        compio::time::sleep(Duration::from_millis(1)).await;
+        let next = {
+            let mut state = shared.borrow_mut();
+            let next = state.cores.values().filter_map(Core::next_deadline).min();
+            state.ticker.planned = next;
+            next
+        };
+        let woken = std::future::poll_fn(|cx| {
+            let mut state = shared.borrow_mut();
+            if std::mem::take(&mut state.ticker.rearmed) {
+                return std::task::Poll::Ready(());
+            }
+            state.ticker.waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        });
+        match next {
+            Some(at) => {
+                let _ = compio::time::timeout_at(at.max(now() + TICK_MIN), woken).await;
+            }
+            None => woken.await,
+        }
         let at = now();
         let mut state = shared.borrow_mut();
         state.clock = at;
         let due: Vec<u64> = state
             .cores
             .iter()
-            .filter(|(_, core)| match core {
-                Core::Writer(w) => w.writer.next_deadline().is_some_and(|d| d <= at),
-                Core::Recovery(r) => r.recovery.next_deadline().is_some_and(|d| d <= at),
-                Core::Reader(r) => r.reader.next_deadline().is_some_and(|d| d <= at),
-            })
+            .filter(|(_, core)| core.next_deadline().is_some_and(|d| d <= at))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -480,6 +521,24 @@ impl State {
 
     /// Acts on everything `core` has to say.
     fn drive(&mut self, shared: &Shared, core: u64) {
+        self.drive_core(shared, core);
+        if let Some(deadline) = self.cores.get(&core).and_then(Core::next_deadline) {
+            self.rearm(deadline);
+        }
+    }
+
+    /// Wakes the ticker if `deadline` comes before what it sleeps for.
+    fn rearm(&mut self, deadline: Instant) {
+        if self.ticker.planned.is_none_or(|planned| deadline < planned) {
+            self.ticker.planned = Some(deadline);
+            self.ticker.rearmed = true;
+            if let Some(waker) = self.ticker.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    fn drive_core(&mut self, shared: &Shared, core: u64) {
         match self.cores.remove(&core) {
             Some(Core::Writer(mut w)) => {
                 let done = self.drive_writer(shared, core, &mut w);
