@@ -324,6 +324,7 @@ fn window_full() {
         window_bytes_max: 10,
         lac_flush_delay: FLUSH,
         ensemble_change_retry: RETRY,
+        ensemble_change_attempts_max: 10,
     };
     let mut h = Harness::with_settings(3, 3, 2, settings);
     assert_eq!(h.add(b"0123456789a"), Err(WriterError::EntryTooLarge { bytes: 11, max: 10 }));
@@ -455,7 +456,8 @@ fn change_finding_the_segment_fenced_stops_the_writer() {
 }
 
 /// No replacement: the writer goes on with the members it has while entries can reach Qa
-/// (E=3 Qw=3 Qa=2 with one bookie down), and tries the change again after the retry delay.
+/// (E=3 Qw=3 Qa=2 with one bookie down), sends to the failed member again (it may only be
+/// slow), and asks for a replacement again after the retry delay when it fails again.
 #[test]
 fn no_replacement_degrades_then_retries() {
     let mut h = Harness::new(3, 3, 2);
@@ -470,10 +472,12 @@ fn no_replacement_degrades_then_retries() {
     }
     assert_eq!(h.completed_ok(), vec![0, 1]);
     h.adds(1);
-    assert!(h.sent.iter().all(|(b, t, _)| t.entry() != 2 || *b != 2), "no ADD to the failed member");
+    assert!(h.sent.iter().any(|(b, t, _)| t.entry() == 2 && *b == 2), "the failed member is tried again");
+    h.answer(TagKind::Add, 2, 2, Err(TransportFailure::Disconnected));
     h.ack(2, 0);
     h.ack(2, 1);
     assert_eq!(h.completed_ok(), vec![0, 1, 2]);
+    assert_eq!(h.changes.len(), 1, "the next change waits for the retry time");
     h.writer.on_tick(h.t0 + RETRY);
     h.pump();
     assert_eq!(h.changes.len(), 2);
@@ -485,11 +489,18 @@ fn no_replacement_degrades_then_retries() {
     assert_eq!(h.completed_ok(), vec![0, 1, 2, 3]);
 }
 
-/// With Qw = Qa, one failure and no replacement: the entries that cannot reach Qa fail with
-/// `QuorumUnreachable`, and every entry after them, while entries before still complete.
+/// With Qw = Qa, one failure and no replacement, `ensemble_change_attempts_max` times: the
+/// entries that cannot reach Qa fail with `QuorumUnreachable`, and every entry after them,
+/// while entries before still complete.
 #[test]
 fn no_replacement_with_qa_unreachable_fails_from_the_stuck_entry() {
-    let mut h = Harness::new(3, 2, 2);
+    let settings = WriterSettings {
+        lac_flush_delay: FLUSH,
+        ensemble_change_retry: RETRY,
+        ensemble_change_attempts_max: 1,
+        ..WriterSettings::default()
+    };
+    let mut h = Harness::with_settings(3, 2, 2, settings);
     h.adds(4);
     h.ack(1, 1);
     h.ack(1, 2);
@@ -721,4 +732,66 @@ proptest! {
         }
         prop_assert_eq!(h.writer.held_entries(), 0);
     }
+}
+
+/// No replacement, but the member that failed was only slow: the writer sends to it again
+/// (rather than fail the entries that need it) and they complete when it answers.
+#[test]
+fn no_replacement_retries_a_slow_member() {
+    let mut h = Harness::new(3, 2, 2);
+    h.adds(3);
+    h.answer(TagKind::Add, 1, 2, Err(TransportFailure::Timeout));
+    assert_eq!(h.changes, vec![(0, BookieSet::from_iter([2]))]);
+    let before = h.sent.len();
+    h.change_err(EnsembleChangeError::Unavailable("no bookie".into()), h.t0);
+    let again: Vec<_> = h.sent[before..].iter().map(|(b, t, _)| (*b, t.entry())).collect();
+    assert_eq!(again, vec![(2, 1)], "entry 1's ADD goes to member 2 again");
+    assert_eq!(h.writer.failure(), None);
+    h.adds(1);
+    assert!(
+        h.sent.iter().any(|(b, t, _)| t.entry() == 3 && *b == 2)
+            || !QuorumSizes::new(3, 2, 2).unwrap().in_write_set(3, 2)
+    );
+    for (entry, members) in [(0, [0, 1]), (1, [1, 2]), (2, [2, 0]), (3, [0, 1])] {
+        for member in members {
+            h.ack(entry, member);
+        }
+    }
+    assert_eq!(h.completed_ok(), vec![0, 1, 2, 3]);
+    assert_eq!(h.writer.stats().retried_adds, 1);
+}
+
+/// Two members failed and placement found one replacement: it lands, the other member stays
+/// failed and is asked for again at the next attempt.
+#[test]
+fn a_partial_replacement_lands_and_keeps_the_rest_failed() {
+    let mut h = Harness::new(4, 3, 2);
+    h.adds(1);
+    h.refuse(0, 1, Status::Internal);
+    assert_eq!(h.changes, vec![(0, BookieSet::from_iter([1]))]);
+    h.change_err(EnsembleChangeError::Unavailable("none".into()), h.t0);
+    // Member 1 is asked again; it fails again, and so does member 2, while the retry waits.
+    h.refuse(0, 1, Status::Internal);
+    h.refuse(0, 2, Status::Internal);
+    assert_eq!(h.changes.len(), 1, "no change before the retry time");
+    h.writer.on_tick(h.t0 + RETRY);
+    h.pump();
+    assert_eq!(h.changes[1], (0, BookieSet::from_iter([1, 2])));
+    // Placement finds one bookie: index 1 is replaced, index 2 is not.
+    h.pending_change = None;
+    let mut partial = h.writer.ensemble().to_vec();
+    partial[1] = 300;
+    h.writer.on_ensemble_changed(Ok(partial.clone()), h.t0 + RETRY);
+    h.pump();
+    assert_eq!(h.writer.ensemble(), &partial[..]);
+    assert_eq!(h.writer.failed_members(), BookieSet::from_iter([2]));
+    assert_eq!(h.writer.failure(), None);
+    // Entry 0 completes with the replacement and member 0.
+    h.ack(0, 0);
+    h.ack(0, 1);
+    assert_eq!(h.completed_ok(), vec![0]);
+    // The other member is asked for again after the retry delay.
+    h.writer.on_tick(h.t0 + RETRY * 3);
+    h.pump();
+    assert_eq!(h.changes.last(), Some(&(1, BookieSet::from_iter([2]))));
 }

@@ -63,6 +63,23 @@ fn quorum_of(meta: &SegmentMetadata) -> Result<QuorumSizes, ReplicationError> {
     .map_err(|e| ReplicationError::BadMetadata(e.to_string()))
 }
 
+/// Replacements for as many of `replace` as placement can find (in their order): a writer keeps
+/// the others failed for its next attempt rather than get none.
+fn replace_what_can_be(
+    quorum: QuorumSizes,
+    current: &[String],
+    replace: &[usize],
+    candidates: &[Candidate],
+    seed: u64,
+) -> Result<Vec<String>, placement::PlacementError> {
+    match placement::choose_replacements(quorum, current, replace, candidates, &[], seed) {
+        Err(placement::PlacementError::NotEnoughBookies { available, .. }) if available > 0 => {
+            placement::choose_replacements(quorum, current, &replace[..available], candidates, &[], seed)
+        }
+        other => other,
+    }
+}
+
 impl<S: MetadataStore + 'static> MetadataOps<S> {
     pub(crate) fn new(store: Arc<S>) -> MetadataOps<S> {
         MetadataOps {
@@ -157,7 +174,7 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
                 )));
             }
             let quorum = quorum_of(&meta).map_err(|e| unavailable(&e))?;
-            let ensemble = placement::choose_replacements(quorum, &current, &replace, &candidates, &[], seed)
+            let ensemble = replace_what_can_be(quorum, &current, &replace, &candidates, seed)
                 .map_err(|e| unavailable(&e))?;
             let _ = meta.ensembles.split_off(&first_entry);
             meta.ensembles.insert(first_entry, ensemble.clone());

@@ -20,10 +20,12 @@
 //! completed (`Output::ChangeEnsemble`). Completions wait until the shell answers. If the new
 //! ensemble landed in the metadata, every held entry from that first entry is re-sent to the
 //! replacements, and their acks count instead of the replaced members'. If the metadata is no
-//! longer Open, the writer stops with `Fenced`. If no replacement could be had, the writer goes
-//! on with the members it has, as long as every entry can still reach Qa, and tries again
-//! after `ensemble_change_retry`; an entry that cannot reach Qa fails (`QuorumUnreachable`),
-//! and so does every entry after it (a log has no holes).
+//! longer Open, the writer stops with `Fenced`. If only some could be replaced, the rest stay
+//! failed for the next attempt. If none could be, the writer goes on with the members it has
+//! and sends again to the failed ones (a member may only be slow), trying the change again
+//! after `ensemble_change_retry`; after `ensemble_change_attempts_max` failed changes in a row,
+//! an entry that cannot reach Qa fails (`QuorumUnreachable`), and so does every entry after it
+//! (a log has no holes).
 //!
 //! Invariants:
 //! - W1 (order): `Output::Completed` comes out for entries 0, 1, 2, ... in order, exactly once
@@ -148,6 +150,8 @@ pub struct SegmentWriter<B> {
     change: Option<(u64, BookieSet)>,
     /// After a failed change: when to try again, and why it failed.
     change_retry: Option<(Instant, String)>,
+    /// Ensemble changes that failed in a row (no replacement).
+    failed_changes: u32,
     outputs: VecDeque<Output>,
     stats: WriterStats,
 }
@@ -171,6 +175,9 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
         }
         if settings.window_entries_max == 0 {
             return Err(SetupError::Zero("window_entries_max"));
+        }
+        if settings.ensemble_change_attempts_max == 0 {
+            return Err(SetupError::Zero("ensemble_change_attempts_max"));
         }
         if settings.window_bytes_max == 0 {
             return Err(SetupError::Zero("window_bytes_max"));
@@ -200,6 +207,7 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
             failed_members: BookieSet::EMPTY,
             change: None,
             change_retry: None,
+            failed_changes: 0,
             outputs: VecDeque::new(),
             stats: WriterStats::default(),
         })
@@ -375,21 +383,38 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
             Err(EnsembleChangeError::Fenced) => self.fail(WriterError::Fenced),
             Err(EnsembleChangeError::Unavailable(reason)) => {
                 self.stats.ensemble_change_failures += 1;
+                self.failed_changes += 1;
                 self.change_retry = Some((now + self.settings.ensemble_change_retry, reason.clone()));
-                self.fail_stuck_entries(&reason);
+                if self.failed_changes >= self.settings.ensemble_change_attempts_max {
+                    self.fail_stuck_entries(&reason);
+                } else {
+                    // No replacement: a member that failed may only be slow (W7); try it again.
+                    self.retry_failed_members();
+                }
             }
             Ok(ensemble) => {
+                // Placement may replace only some of the members asked for (too few spare
+                // bookies): the others stay failed, for the next attempt.
                 let current = self.ensemble();
                 let fits = ensemble.len() == current.len()
                     && (0..ensemble.len()).all(|i| {
-                        (ensemble[i] == current[i]) != replaced.contains(i)
+                        (ensemble[i] == current[i]
+                            || (replaced.contains(i) && !current.contains(&ensemble[i])))
                             && !ensemble[..i].contains(&ensemble[i])
                     });
-                if !fits {
+                let landed: BookieSet =
+                    (0..ensemble.len()).filter(|i| fits && ensemble[*i] != current[*i]).collect();
+                if !fits || landed.is_empty() {
                     let error = WriterError::Metadata("the new ensemble does not match the change".into());
                     self.fail_from(first_entry, error);
                 } else if self.failure.is_none() {
-                    self.land_change(first_entry, replaced, ensemble);
+                    self.failed_changes = 0;
+                    self.land_change(first_entry, landed, ensemble);
+                    if !replaced.difference(landed).is_empty() {
+                        // Members placement could not replace wait for the next attempt.
+                        let reason = "not every failed member could be replaced".to_owned();
+                        self.change_retry = Some((now + self.settings.ensemble_change_retry, reason));
+                    }
                 }
             }
         }
@@ -567,6 +592,27 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
                 } else {
                     self.send_add(entry, index, record);
                     self.stats.resent_adds += 1;
+                }
+            }
+        }
+        self.records = records;
+    }
+
+    /// No replacement could be had: the failed members may only be slow, so they are no longer
+    /// skipped, and every entry not completed gets its ADD again from each of them that failed
+    /// it (W7).
+    fn retry_failed_members(&mut self) {
+        let retried = std::mem::take(&mut self.failed_members);
+        let start =
+            usize::try_from(self.first_uncompleted.saturating_sub(self.first_held)).unwrap_or(usize::MAX);
+        let mut records = std::mem::take(&mut self.records);
+        for record in records.iter_mut().skip(start) {
+            let entry = record.acks.entry();
+            for index in retried.intersection(record.acks.failed()).iter() {
+                if !record.outstanding.contains(index) {
+                    record.acks.reset_member(index);
+                    self.send_add(entry, index, record);
+                    self.stats.retried_adds += 1;
                 }
             }
         }

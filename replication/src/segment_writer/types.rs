@@ -21,6 +21,10 @@ pub struct WriterSettings {
     /// After an ensemble change failed for want of a replacement or a store, the next attempt
     /// waits this long (the writer goes on with the members it has meanwhile, W7). Default 1 s.
     pub ensemble_change_retry: Duration,
+    /// Ensemble changes that may fail in a row for want of a replacement before the entries
+    /// that cannot reach Qa without the failed members fail; until then those members are
+    /// sent to again (they may only be slow). Default 10; at least 1.
+    pub ensemble_change_attempts_max: u32,
 }
 
 impl Default for WriterSettings {
@@ -30,6 +34,7 @@ impl Default for WriterSettings {
             window_bytes_max: 64 << 20,
             lac_flush_delay: Duration::from_millis(1),
             ensemble_change_retry: Duration::from_secs(1),
+            ensemble_change_attempts_max: 10,
         }
     }
 }
@@ -186,4 +191,6 @@ pub struct WriterStats {
     pub ensemble_change_failures: u64,
     /// ADDs re-sent to a replacement bookie.
     pub resent_adds: u64,
+    /// ADDs sent again to a failed member for want of a replacement.
+    pub retried_adds: u64,
 }
