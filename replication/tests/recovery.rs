@@ -121,6 +121,10 @@ struct World {
     recoverers: Vec<Recovery<u32>>,
     recovered: Vec<Option<Result<RecoveredEnd, RecoveryError>>>,
     close_requests: VecDeque<(usize, RecoveredEnd)>,
+    /// Every recovery ADD sent: (recoverer, entry).
+    recovery_adds: Vec<(usize, u64)>,
+    /// The end each recoverer computed (its `CloseRequested`), before any adoption.
+    computed_ends: Vec<Option<RecoveredEnd>>,
     /// Recoverers waiting for replacements of failing members.
     replacements: VecDeque<(usize, dlog_replication::quorum::BookieSet)>,
 }
@@ -156,6 +160,8 @@ impl World {
             recovered: Vec::new(),
             close_requests: VecDeque::new(),
             replacements: VecDeque::new(),
+            recovery_adds: Vec::new(),
+            computed_ends: Vec::new(),
         }
     }
 
@@ -194,7 +200,10 @@ impl World {
                 RecoveryOutput::Send { bookie, tag, request } => {
                     self.requests.push((Client::Recoverer(k), bookie, tag.raw(), request))
                 }
-                RecoveryOutput::CloseRequested(end) => self.close_requests.push_back((k, end)),
+                RecoveryOutput::CloseRequested(end) => {
+                    self.computed_ends[k] = Some(end);
+                    self.close_requests.push_back((k, end));
+                }
                 RecoveryOutput::ReplaceBookies { replace } => self.replacements.push_back((k, replace)),
                 RecoveryOutput::Done(result) => self.recovered[k] = Some(result),
             }
@@ -234,6 +243,7 @@ impl World {
         recovery.start(self.at());
         self.recoverers.push(recovery);
         self.recovered.push(None);
+        self.computed_ends.push(None);
         let k = self.recoverers.len() - 1;
         if let State::Closed(end) = self.state.clone() {
             // Closed already: the shell would not even start; model it as an instant close.
@@ -250,10 +260,11 @@ impl World {
             let mut spares: Vec<u32> = (0..self.bookies.len() as u32)
                 .filter(|b| self.down[*b as usize] != u64::MAX && !ensemble.contains(b))
                 .collect();
-            let result = if spares.len() < replace.len() {
+            // As the shell's placement: as many as there are spares, none is an error.
+            let result = if spares.is_empty() {
                 Err("no spare".to_owned())
             } else {
-                for index in replace.iter() {
+                for index in replace.iter().take(spares.len()) {
                     ensemble[index] = spares.remove(0);
                 }
                 Ok(ensemble)
@@ -277,7 +288,7 @@ impl World {
                         self.ensembles.extend(change);
                     }
                     let next = end.last_entry.map_or(0, |l| l + 1);
-                    let _ = self.ensembles.split_off(&(next + 1));
+                    let _ = self.ensembles.split_off(&next.max(1));
                     end
                 }
             };
@@ -305,6 +316,11 @@ impl World {
             }
         } else if !self.requests.is_empty() {
             let (client, bookie, raw, request) = self.requests.swap_remove(pick % self.requests.len());
+            let delivered =
+                !drop && self.down[bookie as usize] <= self.now && !self.cut.contains(&(client, bookie));
+            if let (Client::Recoverer(k), Request::Add { entry, .. }, true) = (client, &request, delivered) {
+                self.recovery_adds.push((k, *entry));
+            }
             let result =
                 if drop || self.down[bookie as usize] > self.now || self.cut.contains(&(client, bookie)) {
                     Err(TransportFailure::Disconnected)
@@ -367,6 +383,14 @@ impl World {
             assert_eq!(result, &Some(Ok(end)), "recoverer {k} ends where the metadata does");
         }
         let last = end.last_entry;
+        // RC4: no recoverer recovery-adds past the end it computed itself.
+        for (k, entry) in &self.recovery_adds {
+            let computed = self.computed_ends[*k].and_then(|e| e.last_entry);
+            assert!(
+                computed.is_some_and(|c| *entry <= c),
+                "recoverer {k} re-added {entry} past its end {computed:?}"
+            );
+        }
         // No acknowledged entry beyond the end (nothing acknowledged is lost).
         if let Some(max_ok) = self.writer_ok.last() {
             assert!(last.is_some_and(|l| *max_ok <= l), "entry {max_ok} acknowledged, closed at {last:?}");

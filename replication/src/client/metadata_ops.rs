@@ -10,10 +10,14 @@
 //!   other state means a recoverer took over: `Fenced`.
 //! - MO3: a recoverer's close goes from InRecovery to Closed; if the segment is Closed already,
 //!   its stored end is the answer (the first close wins, Q7).
+//! - MO4: a store error after a write was sent leaves it in doubt; the stored metadata, read
+//!   again, decides (see `change_ensemble`): a writer is never told an ensemble change failed
+//!   when it may have landed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_metadata::schema::{DigestType, SegmentMetadata, SegmentOwner, SegmentState};
@@ -150,7 +154,16 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
     }
 
     /// Replaces `replace` (indexes of `current`, the writer's current ensemble) from
-    /// `first_entry` on, if the segment is still Open (MO2); the new ensemble.
+    /// `first_entry` on, if the segment is still Open (MO2); the new ensemble. Placement may
+    /// replace only some of them (too few spare bookies).
+    ///
+    /// MO4: `Unavailable` is answered only when the change did not land and never will: a write
+    /// whose answer was lost (a store error after it was sent) may have landed, so the stored
+    /// metadata decides: the proposal found there is success; the version moved on (or a no-op
+    /// write at that version succeeded) means it can no longer land. Until one of those is
+    /// known, this keeps asking the store, and the writer keeps its completions held. An
+    /// ensemble that is neither the writer's nor its proposal is `Fenced`: the writer cannot
+    /// know where its entries are said to be.
     pub(crate) async fn change_ensemble(
         &self,
         segment: u64,
@@ -161,35 +174,66 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
     ) -> Result<Vec<BookieAddr>, EnsembleChangeError> {
         let unavailable = |e: &dyn std::fmt::Display| EnsembleChangeError::Unavailable(e.to_string());
         let (candidates, addrs) = self.candidates().await.map_err(|e| unavailable(&e))?;
-        let mut conflict = None;
-        for _ in 0..CAS_ATTEMPTS {
-            let (mut meta, version) = self.read(segment).await.map_err(|e| unavailable(&e))?;
+        let to_addrs = |ids: Vec<String>| -> Vec<BookieAddr> {
+            ids.into_iter().map(|id| BookieAddr { addr: addrs.get(&id).copied(), id }).collect()
+        };
+        // A proposal whose write may have landed (its answer was lost).
+        let mut in_doubt: Option<Vec<String>> = None;
+        let mut last_error = String::new();
+        for attempt in 0u32.. {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+            }
+            if attempt >= CAS_ATTEMPTS as u32 && in_doubt.is_none() {
+                return Err(EnsembleChangeError::Unavailable(last_error));
+            }
+            let (mut meta, version) = match self.read(segment).await {
+                Ok(read) => read,
+                Err(e) if in_doubt.is_none() => return Err(unavailable(&e)),
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
             if meta.state != SegmentState::Open {
                 return Err(EnsembleChangeError::Fenced);
             }
-            if meta.current_ensemble() != current.as_slice() {
-                return Err(EnsembleChangeError::Unavailable(format!(
-                    "segment {segment}: the stored ensemble {:?} is not the writer's {current:?}",
-                    meta.current_ensemble()
-                )));
+            let stored = meta.current_ensemble().to_vec();
+            if let Some(proposal) = &in_doubt
+                && meta.ensembles.get(&first_entry) == Some(proposal)
+                && stored == *proposal
+            {
+                return Ok(to_addrs(stored));
+            }
+            if stored != current {
+                tracing::error!(segment, ?stored, ?current, "the stored ensemble is not the writer's");
+                return Err(EnsembleChangeError::Fenced);
             }
             let quorum = quorum_of(&meta).map_err(|e| unavailable(&e))?;
-            let ensemble = replace_what_can_be(quorum, &current, &replace, &candidates, seed)
-                .map_err(|e| unavailable(&e))?;
-            let _ = meta.ensembles.split_off(&first_entry);
-            meta.ensembles.insert(first_entry, ensemble.clone());
-            match self.segments.update(segment, &meta, version).await {
-                Ok(_) => {
-                    return Ok(ensemble
-                        .into_iter()
-                        .map(|id| BookieAddr { addr: addrs.get(&id).copied(), id })
-                        .collect());
+            let proposal = match replace_what_can_be(quorum, &current, &replace, &candidates, seed) {
+                Ok(proposal) => proposal,
+                Err(e) if in_doubt.is_none() => return Err(unavailable(&e)),
+                Err(e) => {
+                    // Settle the doubt: a write at this version makes the lost one impossible.
+                    last_error = e.to_string();
+                    match self.segments.update(segment, &meta, version).await {
+                        Ok(_) => return Err(EnsembleChangeError::Unavailable(last_error)),
+                        Err(_) => continue,
+                    }
                 }
-                Err(e @ MetaError::VersionConflict { .. }) => conflict = Some(e),
-                Err(e) => return Err(unavailable(&e)),
+            };
+            let _ = meta.ensembles.split_off(&first_entry);
+            meta.ensembles.insert(first_entry, proposal.clone());
+            match self.segments.update(segment, &meta, version).await {
+                Ok(_) => return Ok(to_addrs(proposal)),
+                Err(e @ MetaError::VersionConflict { .. }) => last_error = e.to_string(),
+                Err(e) => {
+                    last_error = e.to_string();
+                    in_doubt = Some(proposal);
+                }
             }
         }
-        Err(unavailable(&conflict.map_or_else(|| "no attempt".to_owned(), |e| e.to_string())))
+        unreachable!("the loop returns")
     }
 
     /// The writer's close: Open to Closed at `last_entry` (MO2); Closed at the same entry
@@ -209,12 +253,13 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
                 _ => return Err(WriterError::Fenced),
             }
             meta.state = SegmentState::Closed { last_entry_id: last_entry, length };
+            // Ensembles holding no entry go (the first one stays: SG2).
             let end = last_entry.map_or(0, |l| l + 1);
-            let _ = meta.ensembles.split_off(&(end + 1));
+            let _ = meta.ensembles.split_off(&end.max(1));
             match self.segments.update(segment, &meta, version).await {
                 Ok(_) => return Ok(()),
-                Err(MetaError::VersionConflict { .. }) => continue,
-                Err(e) => return Err(metadata(&e)),
+                // A lost answer may hide a close that landed: the next read decides.
+                Err(_) => continue,
             }
         }
         Err(WriterError::Metadata(format!("segment {segment}: close lost {CAS_ATTEMPTS} races")))
@@ -291,12 +336,14 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
                 let _ = meta.ensembles.split_off(first);
                 meta.ensembles.extend(change.iter().map(|(k, v)| (*k, v.clone())));
             }
+            // Ensembles holding no entry go (the first one stays: SG2).
             let next = end.last_entry.map_or(0, |l| l + 1);
-            let _ = meta.ensembles.split_off(&(next + 1));
+            let _ = meta.ensembles.split_off(&next.max(1));
             match self.segments.update(segment, &meta, version).await {
                 Ok(_) => return Ok(end),
-                Err(MetaError::VersionConflict { .. }) => continue,
-                Err(e) => return Err(e.to_string()),
+                // A lost answer may hide a close that landed: the next read decides (the
+                // Closed state found is then ours, or the first recoverer's: MO3 either way).
+                Err(_) => continue,
             }
         }
         Err(format!("segment {segment}: close lost {CAS_ATTEMPTS} races"))

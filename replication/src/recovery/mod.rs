@@ -225,18 +225,22 @@ impl<B: Clone + PartialEq> Recovery<B> {
             return;
         }
         let current = self.add_ensembles.values().next_back().expect("ensembles start at 0").clone();
+        // Placement may replace only some of the members asked for: the rest stay failed.
         let fits = result.as_ref().is_ok_and(|new| {
             new.len() == current.len()
-                && (0..new.len())
-                    .all(|i| (new[i] == current[i]) != replaced.contains(i) && !new[..i].contains(&new[i]))
+                && (0..new.len()).all(|i| {
+                    (new[i] == current[i] || (replaced.contains(i) && !current.contains(&new[i])))
+                        && !new[..i].contains(&new[i])
+                })
         });
         let new = match result {
-            Ok(new) if fits => new,
+            Ok(new) if fits && new != current => new,
             _ => {
                 self.replace_retry_at = Some(now + self.settings.retry_delay);
                 return;
             }
         };
+        let replaced: BookieSet = (0..new.len()).filter(|i| new[*i] != current[*i]).collect();
         self.stats.replacements += 1;
         // The first entry past the acknowledged ones whose recovery ADDs are not all done: every
         // one from it on is held. Acknowledged entries keep the ensemble that holds them.
@@ -334,6 +338,8 @@ impl<B: Clone + PartialEq> Recovery<B> {
                 if let Some(acks) = self.state_mut(entry).and_then(|s| s.acks.as_mut()) {
                     acks.record_ack(index);
                 }
+                // The member answers again: it was only slow, no replacement is needed.
+                self.failed_members.remove(index);
                 self.stats.recovery_adds += 1;
             }
         }
@@ -557,6 +563,9 @@ impl<B: Clone + PartialEq> Recovery<B> {
                         }
                         break;
                     }
+                    // RC4: nothing is recovery-added past an entry not known Present: it may
+                    // turn out absent, and the end before it.
+                    EntryVerdict::Undecided => break,
                     _ => {}
                 }
             }
