@@ -382,3 +382,40 @@ fn recovery_replaces_a_lost_member_for_its_adds() {
     let expected: BTreeMap<u64, Bytes> = (0..15).map(|e| (e, payload(e))).collect();
     assert_eq!(cluster.check_closed(segment, &expected), Some(14));
 }
+
+/// Adds made before `close` are all accepted before the writer closes, even when they wait
+/// for the window (here one entry), and an oversized add fails alone, in its place.
+#[test]
+fn close_waits_for_queued_adds_and_a_refused_add_fails_alone() {
+    use dlog_replication::segment_writer::WriterSettings;
+    let cluster = Cluster::start(3);
+    let writer = WriterSettings { window_entries_max: 1, ..WriterSettings::default() };
+    let client = cluster.client(ReplicationConfig { writer, ..ReplicationConfig::default() });
+    let handle = cluster
+        .runtime
+        .block_on(client.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None))
+        .unwrap();
+    let too_big = Bytes::from(vec![7u8; (1 << 20) - 11]);
+    let adds = vec![
+        handle.add(payload(0)),
+        handle.add(payload(1)),
+        handle.add(too_big),
+        handle.add(payload(2)),
+        handle.add(payload(3)),
+    ];
+    let results = cluster.runtime.block_on(async {
+        let close = handle.close();
+        let mut results = Vec::new();
+        for add in adds {
+            results.push(add.await);
+        }
+        (results, close.await)
+    });
+    let (results, closed) = results;
+    assert_eq!(results[..2], [Ok(0), Ok(1)]);
+    assert!(matches!(results[2], Err(WriterError::EntryTooLarge { .. })), "{:?}", results[2]);
+    assert_eq!(results[3..], [Ok(2), Ok(3)]);
+    assert_eq!(closed, Ok(()));
+    let expected: BTreeMap<u64, Bytes> = (0..4).map(|e| (e, payload(e))).collect();
+    assert_eq!(cluster.check_closed(handle.id(), &expected), Some(3));
+}

@@ -324,7 +324,7 @@ fn window_full() {
         window_bytes_max: 10,
         lac_flush_delay: FLUSH,
         ensemble_change_retry: RETRY,
-        ensemble_change_attempts_max: 10,
+        ..WriterSettings::default()
     };
     let mut h = Harness::with_settings(3, 3, 2, settings);
     assert_eq!(h.add(b"0123456789a"), Err(WriterError::EntryTooLarge { bytes: 11, max: 10 }));
@@ -794,4 +794,22 @@ fn a_partial_replacement_lands_and_keeps_the_rest_failed() {
     h.writer.on_tick(h.t0 + RETRY * 3);
     h.pump();
     assert_eq!(h.changes.last(), Some(&(1, BookieSet::from_iter([2]))));
+}
+
+/// An entry over the bookies' limit is refused at `add`; one a bookie refuses anyway (its
+/// limits are smaller) fails with every entry after it, and no bookie is replaced for it.
+#[test]
+fn oversized_entries_fail_without_ensemble_changes() {
+    let settings = WriterSettings { entry_bytes_max: 8, ..WriterSettings::default() };
+    let mut h = Harness::with_settings(3, 3, 2, settings);
+    assert_eq!(h.add(b"123456789"), Err(WriterError::EntryTooLarge { bytes: 9, max: 8 }));
+    h.adds(2);
+    h.refuse(0, 1, Status::TooLarge);
+    h.answer(TagKind::Add, 0, 2, Err(TransportFailure::Invalid));
+    assert!(h.changes.is_empty(), "a refused entry is no bookie's failure");
+    h.ack(0, 0);
+    h.ack(1, 0);
+    h.ack(1, 1);
+    assert!(matches!(h.completed.first(), Some((0, Err(WriterError::EntryRefused { entry: 0, .. })))));
+    assert_eq!(h.completed.len(), 2, "entry 1 fails after it: {:?}", h.completed);
 }

@@ -45,13 +45,32 @@ struct Link {
     pumped: Option<Rc<Connection>>,
 }
 
+/// The caller's end of one add.
+type AddReply = Reply<Result<u64, WriterError>>;
+
 struct WriterCore {
     writer: SegmentWriter<u32>,
     /// Adds not yet accepted by the writer (its window was full), in order.
-    queued: VecDeque<(Bytes, Reply<Result<u64, WriterError>>)>,
-    /// Replies of accepted adds, in entry order (IO3).
-    replies: VecDeque<Reply<Result<u64, WriterError>>>,
+    queued: VecDeque<(Bytes, AddReply)>,
+    /// Replies of adds in the order they were made (IO3): accepted ones (`None`) wait for their
+    /// entry's completion; refused ones carry their error and go out after every add before
+    /// them.
+    replies: VecDeque<(Option<WriterError>, AddReply)>,
     close: Option<Reply<Result<(), WriterError>>>,
+    /// `close` was asked for; the writer is told once every add made before it was accepted.
+    close_pending: bool,
+    /// The handle was dropped: the core goes once every add made is answered.
+    abandoned: bool,
+}
+
+impl WriterCore {
+    /// Sends the refusals at the front of the replies (nothing before them is pending).
+    fn flush_refusals(&mut self) {
+        while self.replies.front().is_some_and(|(error, _)| error.is_some()) {
+            let (error, reply) = self.replies.pop_front().expect("front");
+            reply.send(Err(error.expect("a refusal")));
+        }
+    }
 }
 
 struct RecoveryCore {
@@ -63,6 +82,14 @@ struct RecoveryCore {
 struct ReaderCore {
     reader: SegmentReader<u32>,
     queue: Arc<ReaderQueue>,
+}
+
+impl Drop for ReaderCore {
+    /// However the core goes (closed, removed, or the thread unwinding), its consumer gets
+    /// `None` once it took what was delivered (CL2).
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 enum Core {
@@ -167,8 +194,14 @@ fn handle(shared: &Shared, command: Command) {
                 Ok(writer) => {
                     let id = state.next_core;
                     state.next_core += 1;
-                    let core =
-                        WriterCore { writer, queued: VecDeque::new(), replies: VecDeque::new(), close: None };
+                    let core = WriterCore {
+                        writer,
+                        queued: VecDeque::new(),
+                        replies: VecDeque::new(),
+                        close: None,
+                        close_pending: false,
+                        abandoned: false,
+                    };
                     state.cores.insert(id, Core::Writer(Box::new(core)));
                     reply.send(Ok(id));
                 }
@@ -184,19 +217,19 @@ fn handle(shared: &Shared, command: Command) {
         },
         Command::Close { core, reply } => match state.cores.get_mut(&core) {
             Some(Core::Writer(w)) if w.close.is_none() => {
+                // The writer is told once the adds queued before the close are accepted.
                 w.close = Some(reply);
-                // Adds queued before the close are accepted first.
-                state.drive(shared, core);
-                if let Some(Core::Writer(w)) = state.cores.get_mut(&core)
-                    && let Err(e) = w.writer.close(now())
-                    && let Some(reply) = w.close.take()
-                {
-                    reply.send(Err(e));
-                }
+                w.close_pending = true;
                 state.drive(shared, core);
             }
             _ => reply.send(Err(WriterError::Closed)),
         },
+        Command::Abandon { core } => {
+            if let Some(Core::Writer(w)) = state.cores.get_mut(&core) {
+                w.abandoned = true;
+                state.drive(shared, core);
+            }
+        }
         Command::Recover { segment, master_key, quorum, ensembles, settings, reply } => {
             let ensembles = ensembles
                 .into_iter()
@@ -381,9 +414,16 @@ impl State {
     fn intern(&mut self, bookie: &BookieAddr) -> u32 {
         if let Some(index) = self.by_id.get(&bookie.id) {
             let link = &mut self.links[*index as usize];
-            if link.client.is_none()
-                && let Some(addr) = bookie.addr
+            // A bookie seen again at another address (restarted elsewhere), or with one when it
+            // had none: the client follows it. Requests in flight on the old connection fail
+            // and are answered as such.
+            if let Some(addr) = bookie.addr
+                && link.client.as_ref().is_none_or(|c| c.addr() != addr)
             {
+                if let Some(old) = link.client.take() {
+                    old.close();
+                }
+                link.pumped = None;
                 link.client = Some(BookieClient::with_valid_config(addr, self.config.clone()));
             }
             return *index;
@@ -564,19 +604,32 @@ impl State {
     fn drive_writer(&mut self, shared: &Shared, core: u64, w: &mut WriterCore) -> bool {
         let at = self.clock;
         loop {
-            // Feed queued adds while the window has room.
+            // Feed queued adds while the window has room; a refused add answers in its place.
             while let Some((payload, _)) = w.queued.front() {
                 match w.writer.add(payload.clone(), at) {
                     Ok(_) => {
                         let (_, reply) = w.queued.pop_front().expect("front");
-                        w.replies.push_back(reply);
+                        w.replies.push_back((None, reply));
                     }
                     Err(WriterError::WindowFull) => break,
+                    Err(error @ WriterError::EntryTooLarge { .. }) => {
+                        let (_, reply) = w.queued.pop_front().expect("front");
+                        w.replies.push_back((Some(error), reply));
+                    }
                     Err(error) => {
                         for (_, reply) in w.queued.drain(..) {
-                            reply.send(Err(error.clone()));
+                            w.replies.push_back((Some(error.clone()), reply));
                         }
                     }
+                }
+            }
+            w.flush_refusals();
+            if w.close_pending && w.queued.is_empty() {
+                w.close_pending = false;
+                if let Err(e) = w.writer.close(at)
+                    && let Some(reply) = w.close.take()
+                {
+                    reply.send(Err(e));
                 }
             }
             let Some(output) = w.writer.poll_output() else { break };
@@ -589,9 +642,10 @@ impl State {
                     self.submit(shared, core, tag.raw(), bookie, request);
                 }
                 Output::Completed { entry, result } => {
-                    if let Some(reply) = w.replies.pop_front() {
+                    if let Some((_, reply)) = w.replies.pop_front() {
                         reply.send(result.map(|()| entry));
                     }
+                    w.flush_refusals();
                 }
                 Output::ChangeEnsemble { first_entry, replace } => {
                     let current: Vec<String> =
@@ -626,6 +680,8 @@ impl State {
                     if let Some(reply) = w.close.take() {
                         reply.send(result);
                     }
+                    // Closed: every add made was answered; later ones find no core (`Closed`).
+                    return true;
                 }
                 Output::BookieFailed { bookie_index, entry } => {
                     let bookie = w.writer.ensemble_of(entry).get(bookie_index).copied();
@@ -640,7 +696,8 @@ impl State {
                 Output::LastAddConfirmed(_) => {}
             }
         }
-        false
+        // An abandoned writer goes once every add made was answered.
+        w.abandoned && w.queued.is_empty() && w.replies.is_empty()
     }
 
     fn drive_reader(&mut self, shared: &Shared, core: u64, r: &mut ReaderCore) {

@@ -58,6 +58,14 @@ impl<T> Mailbox<T> {
         }
     }
 
+    /// Closes the mailbox and drops what it still holds (the receiving thread is gone: each
+    /// command's replies resolve as dropped).
+    pub(crate) fn close_and_drain(&self) {
+        self.close();
+        let drained: Vec<T> = self.lock().queue.drain(..).collect();
+        drop(drained);
+    }
+
     /// Every queued command, once there is one; `None` once closed and empty.
     pub(crate) async fn take(&self) -> Option<Vec<T>> {
         poll_fn(|cx| {

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_metadata::schema::SegmentOwner;
@@ -57,6 +58,9 @@ pub enum ReplicationError {
     /// The client config is invalid.
     #[error("client config: {0}")]
     Config(#[from] ConfigError),
+    /// The settings do not fit together.
+    #[error("invalid settings: {0}")]
+    Settings(String),
     /// No such segment in the metadata.
     #[error("no segment {0}")]
     NoSuchSegment(u64),
@@ -124,6 +128,9 @@ pub(crate) enum Command {
     Close {
         core: u64,
         reply: Reply<Result<(), WriterError>>,
+    },
+    Abandon {
+        core: u64,
     },
     Recover {
         segment: u64,
@@ -310,6 +317,14 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
         config: ReplicationConfig,
     ) -> Result<ReplicationClient<S>, ReplicationError> {
         config.transport.validate()?;
+        let envelope = crate::entry_envelope::ENVELOPE_HEADER_BYTES as u64;
+        let bookie_limit = u64::from(config.transport.limits.entry_bytes_max);
+        if config.writer.entry_bytes_max + envelope > bookie_limit {
+            return Err(ReplicationError::Settings(format!(
+                "writer.entry_bytes_max {} plus the {envelope}-byte envelope is over the bookies' entry limit {}",
+                config.writer.entry_bytes_max, bookie_limit
+            )));
+        }
         let inner = Arc::new(Inner { mailbox: mailbox::Mailbox::new() });
         let ops = Arc::new(MetadataOps::new(store.clone()));
         let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
@@ -331,6 +346,15 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
                         return;
                     }
                 };
+                // Closes the mailbox however the thread ends, a panic included (CL2): later
+                // calls fail at once instead of waiting for a thread that is gone.
+                struct CloseOnExit(Arc<Inner>);
+                impl Drop for CloseOnExit {
+                    fn drop(&mut self) {
+                        self.0.mailbox.close_and_drain();
+                    }
+                }
+                let _close = CloseOnExit(runtime_inner.clone());
                 runtime.block_on(io_thread::run(runtime_inner, transport, metadata));
             })
             .map_err(ReplicationError::Runtime)?;
@@ -452,13 +476,25 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
         })?;
         let core =
             answer.await.map_err(|_| ReplicationError::Closed)?.map_err(ReplicationError::BadMetadata)?;
-        let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (stop_following, stopped) = tokio::sync::oneshot::channel();
         if matches!(end, SegmentEnd::Open { .. }) {
-            let (ops, inner, flag) = (self.shared.ops.clone(), self.shared.inner.clone(), watching.clone());
+            let (ops, inner) = (self.shared.ops.clone(), self.shared.inner.clone());
             let store = self.shared.store.clone();
-            self.shared.runtime.spawn(follow(store, ops, inner, segment, version, core, flag));
+            self.shared.runtime.spawn(async move {
+                // The handle's drop ends the follower, whatever it waits for.
+                tokio::select! {
+                    () = follow(store, ops, inner, segment, version, core) => {}
+                    _ = stopped => {}
+                }
+            });
         }
-        Ok(SegmentReaderHandle { core, queue, inner: self.shared.inner.clone(), reported: None, watching })
+        Ok(SegmentReaderHandle {
+            core,
+            queue,
+            inner: self.shared.inner.clone(),
+            reported: None,
+            _stop_following: stop_following,
+        })
     }
 
     /// A segment's metadata.
@@ -471,11 +507,19 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
     }
 }
 
-/// The writer of one segment, hosted on the client's I/O thread. `Send + Sync`.
+/// The writer of one segment, hosted on the client's I/O thread. `Send + Sync`. Dropping it
+/// without `close` abandons the writer once every add made was answered (the segment stays
+/// Open for a recovery to close).
 pub struct SegmentHandle {
     segment: u64,
     core: u64,
     inner: Arc<Inner>,
+}
+
+impl Drop for SegmentHandle {
+    fn drop(&mut self) {
+        let _ = self.inner.mailbox.push(Command::Abandon { core: self.core });
+    }
 }
 
 impl SegmentHandle {
@@ -498,15 +542,18 @@ impl SegmentHandle {
         }
     }
 
-    /// Closes the segment once every add made before completed: Closed in the metadata at the
-    /// last entry.
-    pub async fn close(&self) -> Result<(), WriterError> {
+    /// Closes the segment once every add made before it (the order of calls) completed:
+    /// Closed in the metadata at the last entry. The close is asked for now, not when the
+    /// future is first polled.
+    pub fn close(&self) -> impl Future<Output = Result<(), WriterError>> + Send + 'static {
         let (reply, answer) = Reply::new();
-        self.inner
-            .mailbox
-            .push(Command::Close { core: self.core, reply })
-            .map_err(|_| WriterError::Closed)?;
-        answer.await.unwrap_or(Err(WriterError::Closed))
+        let pushed = self.inner.mailbox.push(Command::Close { core: self.core, reply }).is_ok();
+        async move {
+            if !pushed {
+                return Err(WriterError::Closed);
+            }
+            answer.await.unwrap_or(Err(WriterError::Closed))
+        }
     }
 }
 
@@ -530,8 +577,9 @@ async fn resolve<S: MetadataStore + 'static>(
     Ok(resolved)
 }
 
-/// Follows an open segment's metadata for its reader until the segment closes, the reader is
-/// dropped or the watch fails (then the reader goes on tailing with what it knows).
+/// Follows an open segment's metadata for its reader until the segment closes or the watch
+/// fails (then the reader goes on tailing with what it knows); the caller stops it when the
+/// reader is dropped.
 async fn follow<S: MetadataStore + 'static>(
     store: Arc<S>,
     ops: Arc<MetadataOps<S>>,
@@ -539,14 +587,13 @@ async fn follow<S: MetadataStore + 'static>(
     segment: u64,
     version: dlog_metadata::Version,
     core: u64,
-    watching: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let segments = dlog_metadata::SegmentMetadataStore::new(store);
     let mut watch = match segments.watch(segment, dlog_metadata::Version(version.0 + 1)).await {
         Ok(watch) => watch,
         Err(error) => return tracing::warn!(segment, %error, "cannot follow the segment's metadata"),
     };
-    while watching.load(Ordering::Relaxed) {
+    loop {
         let event = match watch.next().await {
             Ok(event) => event,
             Err(error) => return tracing::warn!(segment, %error, "lost the segment's metadata watch"),
@@ -558,7 +605,19 @@ async fn follow<S: MetadataStore + 'static>(
             Ok(meta) => meta,
             Err(error) => return tracing::warn!(segment, %error, "undecodable segment metadata"),
         };
-        let Ok(ensembles) = resolve(&ops, &meta).await else { continue };
+        // The addresses are looked up until they are had: skipping this event could miss the
+        // close, and the reader would tail forever.
+        let mut backoff = Duration::from_millis(50);
+        let ensembles = loop {
+            match resolve(&ops, &meta).await {
+                Ok(ensembles) => break ensembles,
+                Err(error) => {
+                    tracing::warn!(segment, %error, "looking up the segment's bookies");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
         let end = end_of(&meta);
         if inner.mailbox.push(Command::ReaderMetadata { core, ensembles, end }).is_err() {
             return;
@@ -576,7 +635,8 @@ pub struct SegmentReaderHandle {
     inner: Arc<Inner>,
     /// The last entry reported consumed to the reader core.
     reported: Option<u64>,
-    watching: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped with the handle: ends the metadata follower.
+    _stop_following: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Entries taken between two reports of consumption to the reader core (its window frees
@@ -601,7 +661,6 @@ impl SegmentReaderHandle {
 
 impl Drop for SegmentReaderHandle {
     fn drop(&mut self) {
-        self.watching.store(false, Ordering::Relaxed);
         let _ = self.inner.mailbox.push(Command::CloseReader { core: self.core });
     }
 }

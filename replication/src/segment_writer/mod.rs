@@ -96,6 +96,8 @@ struct Record {
 enum Verdict {
     Success,
     Fatal(WriterError),
+    /// The entry itself was refused: no replacement helps.
+    EntryRefused(String),
     Failure,
 }
 
@@ -106,6 +108,10 @@ fn judge(result: Result<Response, TransportFailure>, expected: impl Fn(&Response
             Verdict::Fatal(WriterError::WrongMasterKey)
         }
         Ok(response) if expected(&response) => Verdict::Success,
+        Ok(Response::Refused {
+            status: status @ (Status::TooLarge | Status::BadRequest), message, ..
+        }) => Verdict::EntryRefused(format!("{status:?}: {message}")),
+        Err(TransportFailure::Invalid) => Verdict::EntryRefused("refused before sending (limits)".into()),
         // Another refusal (ReadOnly, Internal, Overloaded...), an answer that does not match the
         // request, or no answer: that bookie failed that request.
         Ok(_) | Err(_) => Verdict::Failure,
@@ -181,6 +187,9 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
         }
         if settings.window_bytes_max == 0 {
             return Err(SetupError::Zero("window_bytes_max"));
+        }
+        if settings.entry_bytes_max == 0 {
+            return Err(SetupError::Zero("entry_bytes_max"));
         }
         if master_key.len() > MASTER_KEY_BYTES_MAX {
             return Err(SetupError::MasterKeyTooLong(master_key.len()));
@@ -311,8 +320,9 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
             return Err(WriterError::Closed);
         }
         let bytes = payload.len() as u64;
-        if bytes > self.settings.window_bytes_max {
-            return Err(WriterError::EntryTooLarge { bytes, max: self.settings.window_bytes_max });
+        let max = self.settings.entry_bytes_max.min(self.settings.window_bytes_max);
+        if bytes > max {
+            return Err(WriterError::EntryTooLarge { bytes, max });
         }
         if self.records.len() >= self.settings.window_entries_max
             || self.uncompleted_bytes + bytes > self.settings.window_bytes_max
@@ -515,6 +525,12 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
                 }
             }
             Verdict::Fatal(error) => self.fail(error),
+            Verdict::EntryRefused(reason) => {
+                self.stats.add_failures += 1;
+                if !record.completed {
+                    self.fail_from(entry, WriterError::EntryRefused { entry, reason });
+                }
+            }
             Verdict::Failure => {
                 self.stats.add_failures += 1;
                 if record.acks.record_failure(bookie_index) == FailureOutcome::Counted {
@@ -546,7 +562,7 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
         match judge(result, |r| matches!(r, Response::WriteLastAddConfirmed)) {
             Verdict::Success => {}
             Verdict::Fatal(error) => self.fail(error),
-            Verdict::Failure => self.stats.lac_write_failures += 1,
+            Verdict::Failure | Verdict::EntryRefused(_) => self.stats.lac_write_failures += 1,
         }
     }
 

@@ -84,6 +84,9 @@ pub enum TransportFailure {
     Timeout,
     /// The connection was lost with the request in flight (or could not be made).
     Disconnected,
+    /// The request itself cannot be sent (over the limits, or not encodable): a fault of the
+    /// entry, not of the bookie.
+    Invalid,
     /// Anything else (malformed answer, busy, closed, ...).
     Other,
 }
@@ -95,6 +98,7 @@ impl From<&TransportError> for TransportFailure {
             TransportError::Disconnected { .. }
             | TransportError::Connect { .. }
             | TransportError::Unavailable { .. } => TransportFailure::Disconnected,
+            TransportError::TooLarge { .. } | TransportError::Invalid(_) => TransportFailure::Invalid,
             _ => TransportFailure::Other,
         }
     }

@@ -12,9 +12,12 @@ use crate::quorum::BookieSet;
 pub struct WriterSettings {
     /// Most entries held (W5). Default 1024; at least 1.
     pub window_entries_max: usize,
-    /// Most payload bytes of entries not yet completed (W5); also the largest entry. Default
-    /// 64 MiB; at least 1.
+    /// Most payload bytes of entries not yet completed (W5). Default 64 MiB; at least 1.
     pub window_bytes_max: u64,
+    /// The largest payload an add takes: the bookies' entry limit less the entry envelope's
+    /// header (`dlog_protocol::Limits::entry_bytes_max` − `ENVELOPE_HEADER_BYTES`). Default
+    /// 1 MiB − 12 bytes; at least 1.
+    pub entry_bytes_max: u64,
     /// After no add for this long, a LAC not yet sent is written with WRITE_LAC to every
     /// member of the current ensemble. Default 1 ms.
     pub lac_flush_delay: Duration,
@@ -32,6 +35,8 @@ impl Default for WriterSettings {
         WriterSettings {
             window_entries_max: 1024,
             window_bytes_max: 64 << 20,
+            entry_bytes_max: u64::from(dlog_protocol::Limits::default().entry_bytes_max)
+                - crate::entry_envelope::ENVELOPE_HEADER_BYTES as u64,
             lac_flush_delay: Duration::from_millis(1),
             ensemble_change_retry: Duration::from_secs(1),
             ensemble_change_attempts_max: 10,
@@ -64,13 +69,22 @@ pub enum WriterError {
     /// The window is full (W5): add again after completions.
     #[error("write window full")]
     WindowFull,
-    /// The payload is larger than `window_bytes_max`.
-    #[error("entry of {bytes} bytes is over the window of {max}")]
+    /// The payload is larger than `entry_bytes_max` (or `window_bytes_max`).
+    #[error("entry of {bytes} bytes is over the limit of {max}")]
     EntryTooLarge {
         /// The payload's length.
         bytes: u64,
-        /// `window_bytes_max`.
+        /// The limit.
         max: u64,
+    },
+    /// A bookie refused the entry itself (too large for it, or malformed): no bookie will take
+    /// it, so it and every entry after it fail; no bookie is replaced for it.
+    #[error("entry {entry} refused: {reason}")]
+    EntryRefused {
+        /// The entry.
+        entry: u64,
+        /// The status or transport error.
+        reason: String,
     },
     /// The segment has used every entry id (`ENTRY_ID_LIMIT`).
     #[error("entry ids exhausted")]
