@@ -9,16 +9,11 @@
 //! - a bookie that comes back within the grace is never queued (and one that stays away is);
 //! - one auditor at a time, and a standby takes over when it stops.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog::bookie::registration::{Registration, RegistrationConfig};
-use dlog::bookie::{BookieServer, ServerLimits, ServerOptions};
-use dlog_engine::{Bookie, BookieConfig};
-use dlog_metadata::schema::{self, SegmentMetadata, SegmentState};
-use dlog_metadata::{AnyStore, MetadataStore, ReplicationQueue, SegmentMetadataStore};
+use dlog_metadata::schema::{self, SegmentState};
+use dlog_metadata::{AnyStore, MetadataStore, ReplicationQueue};
 use dlog_protocol::{Request, Response, Status};
 use dlog_replication::autorecovery::{Autorecovery, AutorecoveryConfig, AutorecoveryStats};
 use dlog_replication::client::{ReplicationClient, ReplicationConfig, SegmentHandle};
@@ -28,115 +23,18 @@ use dlog_replication::transport::{ClientConfig, ClientPool};
 
 const KEY: &[u8] = b"autorecovery-test-key";
 
-struct Node {
-    id: String,
-    server: Option<BookieServer>,
-    registration: Option<Registration<AnyStore>>,
-    config: RegistrationConfig,
-    bookie: Arc<Bookie>,
-    _dir: tempfile::TempDir,
-}
+#[path = "support/cluster.rs"]
+mod cluster;
 
-struct Cluster {
-    store: Arc<AnyStore>,
-    nodes: Vec<Node>,
-    runtime: tokio::runtime::Runtime,
-}
+use cluster::Cluster;
 
 impl Cluster {
-    fn start(bookies: usize) -> Cluster {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let store = Arc::new(runtime.block_on(AnyStore::open("memory://")).unwrap());
-        let mut cluster = Cluster { store, nodes: Vec::new(), runtime };
-        for i in 0..bookies {
-            cluster.add_bookie(&format!("bookie-{i}"));
-        }
-        cluster
-    }
-
-    fn add_bookie(&mut self, id: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = BookieConfig::new(dir.path().join("journal"));
-        config.shard_count = 1;
-        config.pin_shards = false;
-        let bookie = Arc::new(Bookie::open(config).unwrap());
-        let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), ServerLimits::default());
-        options.threads = Some(1);
-        let server = BookieServer::start(bookie.clone(), options).unwrap();
-        let cookies: Vec<PathBuf> = vec![dir.path().join("cookie")];
-        let config = RegistrationConfig {
-            lease_ttl: Duration::from_secs(30),
-            ..RegistrationConfig::new(id, server.local_addr().to_string(), cookies.clone(), cookies)
-        };
-        let registration =
-            self.runtime.block_on(Registration::start(self.store.clone(), config.clone())).unwrap();
-        self.nodes.push(Node {
-            id: id.to_owned(),
-            server: Some(server),
-            registration: Some(registration),
-            config,
-            bookie,
-            _dir: dir,
-        });
-    }
-
-    fn node(&mut self, id: &str) -> &mut Node {
-        self.nodes.iter_mut().find(|n| n.id == id).expect("known bookie")
-    }
-
-    /// Stops a bookie's server and its registration, as a crash would (no drain).
-    fn stop(&mut self, id: &str) {
-        let node = self.node(id);
-        if let Some(server) = node.server.take() {
-            server.shutdown(Duration::ZERO);
-        }
-        self.deregister(id);
-    }
-
-    /// Removes a bookie's registration; its server keeps running.
-    fn deregister(&mut self, id: &str) {
-        let registration = self.node(id).registration.take();
-        if let Some(registration) = registration {
-            self.runtime.block_on(registration.deregister()).unwrap();
-        }
-    }
-
-    /// Registers a bookie again, as it does when it restarts.
-    fn register(&mut self, id: &str) {
-        let config = self.node(id).config.clone();
-        let registration = self.runtime.block_on(Registration::start(self.store.clone(), config)).unwrap();
-        self.node(id).registration = Some(registration);
-    }
-
-    /// Starts a new server for a stopped one (same storage, a new port) and registers it there
-    /// (its old registration, if any, is removed first).
-    fn restart_server(&mut self, id: &str) {
-        self.deregister(id);
-        let node = self.node(id);
-        let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), ServerLimits::default());
-        options.threads = Some(1);
-        let server = BookieServer::start(node.bookie.clone(), options).unwrap();
-        node.config.endpoint = server.local_addr().to_string();
-        node.server = Some(server);
-        self.register(id);
-    }
-
     fn client(&self) -> ReplicationClient<AnyStore> {
         let config = ReplicationConfig {
             transport: ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() },
             ..ReplicationConfig::default()
         };
         ReplicationClient::new(self.store.clone(), self.runtime.handle().clone(), config).unwrap()
-    }
-
-    fn addr_of(&self, id: &str) -> Option<std::net::SocketAddr> {
-        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.server.as_ref()).map(BookieServer::local_addr)
-    }
-
-    fn segment(&self, segment: u64) -> SegmentMetadata {
-        let segments = SegmentMetadataStore::new(self.store.clone());
-        self.runtime.block_on(segments.get(segment)).unwrap().unwrap().0
     }
 
     fn queue(&self) -> Vec<(u64, Vec<String>)> {

@@ -6,16 +6,11 @@
 //! (Separate processes, SIGKILL and etcd: tests/replication_process.rs.)
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog::bookie::registration::{Registration, RegistrationConfig};
-use dlog::bookie::{BookieServer, ServerLimits, ServerOptions};
-use dlog_engine::{Bookie, BookieConfig};
+use dlog_metadata::AnyStore;
 use dlog_metadata::schema::SegmentState;
-use dlog_metadata::{AnyStore, MetadataStore};
 use dlog_protocol::{Request, Response};
 use dlog_replication::client::{ReplicationClient, ReplicationConfig};
 use dlog_replication::entry_envelope;
@@ -25,78 +20,14 @@ use dlog_replication::transport::{ClientConfig, ClientPool};
 
 const KEY: &[u8] = b"test-master-key";
 
-struct Node {
-    id: String,
-    server: Option<BookieServer>,
-    registration: Option<Registration<AnyStore>>,
-    _bookie: Arc<Bookie>,
-    _dir: tempfile::TempDir,
-}
+#[path = "support/cluster.rs"]
+mod cluster;
 
-struct Cluster {
-    store: Arc<AnyStore>,
-    nodes: Vec<Node>,
-    runtime: tokio::runtime::Runtime,
-}
+use cluster::Cluster;
 
 impl Cluster {
-    fn start(bookies: usize) -> Cluster {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let store = Arc::new(runtime.block_on(AnyStore::open("memory://")).unwrap());
-        let mut cluster = Cluster { store, nodes: Vec::new(), runtime };
-        for i in 0..bookies {
-            cluster.add_bookie(&format!("bookie-{i}"));
-        }
-        cluster
-    }
-
-    fn add_bookie(&mut self, id: &str) {
-        self.add_bookie_in(id, "");
-    }
-
-    fn add_bookie_in(&mut self, id: &str, zone: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = BookieConfig::new(dir.path().join("journal"));
-        config.shard_count = 1;
-        config.pin_shards = false;
-        let bookie = Arc::new(Bookie::open(config).unwrap());
-        let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), ServerLimits::default());
-        options.threads = Some(1);
-        let server = BookieServer::start(bookie.clone(), options).unwrap();
-        let cookies: Vec<PathBuf> = vec![dir.path().join("cookie")];
-        let config = RegistrationConfig {
-            lease_ttl: Duration::from_secs(30),
-            zone: zone.to_owned(),
-            ..RegistrationConfig::new(id, server.local_addr().to_string(), cookies.clone(), cookies)
-        };
-        let registration = self.runtime.block_on(Registration::start(self.store.clone(), config)).unwrap();
-        self.nodes.push(Node {
-            id: id.to_owned(),
-            server: Some(server),
-            registration: Some(registration),
-            _bookie: bookie,
-            _dir: dir,
-        });
-    }
-
-    /// Stops a bookie's server and its registration, as a crash would (no drain).
-    fn stop(&mut self, id: &str) {
-        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("known bookie");
-        if let Some(server) = node.server.take() {
-            server.shutdown(Duration::ZERO);
-        }
-        if let Some(registration) = node.registration.take() {
-            let _ = self.runtime.block_on(registration.deregister());
-        }
-    }
-
     fn client(&self, config: ReplicationConfig) -> ReplicationClient<AnyStore> {
         ReplicationClient::new(self.store.clone(), self.runtime.handle().clone(), config).unwrap()
-    }
-
-    fn addr_of(&self, id: &str) -> Option<std::net::SocketAddr> {
-        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.server.as_ref()).map(BookieServer::local_addr)
     }
 
     /// Checks a closed segment on every live replica: each entry up to the end is on Qa+
@@ -104,7 +35,7 @@ impl Cluster {
     /// is readable anywhere in the last ensemble (entries past it were never acknowledged).
     fn check_closed(&self, segment: u64, expected: &BTreeMap<u64, Bytes>) -> Option<u64> {
         let pool = ClientPool::new(ClientConfig::default()).unwrap();
-        let meta = self.runtime.block_on(self.store_get(segment));
+        let meta = self.segment(segment);
         let SegmentState::Closed { last_entry_id, length } = meta.state else {
             panic!("not closed: {meta:?}")
         };
@@ -147,11 +78,6 @@ impl Cluster {
         }
         pool.close();
         last_entry_id
-    }
-
-    async fn store_get(&self, segment: u64) -> dlog_metadata::schema::SegmentMetadata {
-        let value = self.store.get(&dlog_metadata::schema::segment_key(segment)).await.unwrap().unwrap();
-        dlog_metadata::schema::SegmentMetadata::decode("segment", &value.value).unwrap()
     }
 }
 
@@ -198,7 +124,7 @@ fn a_stopped_bookie_is_replaced() {
         .runtime
         .block_on(client.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None))
         .unwrap();
-    let before = cluster.runtime.block_on(cluster.store_get(handle.id()));
+    let before = cluster.segment(handle.id());
     let victim = before.current_ensemble()[1].clone();
     let mut expected = BTreeMap::new();
     let mut futures: Vec<_> = (0..1000u64).map(|i| (i, handle.add(payload(i)))).collect();
@@ -215,7 +141,7 @@ fn a_stopped_bookie_is_replaced() {
         }
         handle.close().await.unwrap();
     });
-    let after = cluster.runtime.block_on(cluster.store_get(handle.id()));
+    let after = cluster.segment(handle.id());
     // Replaced from the first entry not acknowledged when it failed (from entry 0 the first
     // ensemble itself is replaced).
     assert!(!after.current_ensemble().contains(&victim), "{victim} replaced: {:?}", after.ensembles);
@@ -324,7 +250,7 @@ fn ensembles_spread_over_zones() {
             .runtime
             .block_on(client.create_segment(quorum(3, 3, 2), Bytes::from_static(KEY), None))
             .unwrap();
-        let meta = cluster.runtime.block_on(cluster.store_get(handle.id()));
+        let meta = cluster.segment(handle.id());
         let mut zones: Vec<&str> = meta.current_ensemble().iter().map(|b| zone_of(b)).collect();
         zones.sort_unstable();
         assert_eq!(zones, ["a", "b", "c"], "{:?}", meta.current_ensemble());
@@ -345,7 +271,7 @@ fn recovery_replaces_a_lost_member_for_its_adds() {
         .block_on(client.create_segment(quorum(3, 3, 3), Bytes::from_static(KEY), None))
         .unwrap();
     let segment = handle.id();
-    let meta = cluster.runtime.block_on(cluster.store_get(segment));
+    let meta = cluster.segment(segment);
     let ensemble = meta.current_ensemble().to_vec();
     let pool = ClientPool::new(ClientConfig::default()).unwrap();
     let mut length = 0;
@@ -374,7 +300,7 @@ fn recovery_replaces_a_lost_member_for_its_adds() {
     let recoverer = cluster.client(ReplicationConfig::default());
     let end = cluster.runtime.block_on(recoverer.recover_segment(segment, Bytes::from_static(KEY))).unwrap();
     assert_eq!(end.last_entry, Some(14), "the entries past the LAC held by one member are recovered");
-    let closed = cluster.runtime.block_on(cluster.store_get(segment));
+    let closed = cluster.segment(segment);
     assert_eq!(closed.ensemble_at(9), &ensemble[..], "acknowledged entries keep their ensemble");
     let replaced = closed.ensemble_at(10);
     assert_eq!(&replaced[..2], &ensemble[..2]);
