@@ -329,12 +329,18 @@ fn close_waits_for_queued_adds_and_a_refused_add_fails_alone() {
         handle.add(payload(2)),
         handle.add(payload(3)),
     ];
+    let segment = handle.id();
     let results = cluster.runtime.block_on(async {
         let close = handle.close();
+        // An add made after the close is refused, whatever still waits for the window; and
+        // dropping the handle does not lose the close's answer.
+        let late = handle.add(payload(9));
+        drop(handle);
         let mut results = Vec::new();
         for add in adds {
             results.push(add.await);
         }
+        assert_eq!(late.await, Err(WriterError::Closed));
         (results, close.await)
     });
     let (results, closed) = results;
@@ -343,5 +349,5 @@ fn close_waits_for_queued_adds_and_a_refused_add_fails_alone() {
     assert_eq!(results[3..], [Ok(2), Ok(3)]);
     assert_eq!(closed, Ok(()));
     let expected: BTreeMap<u64, Bytes> = (0..4).map(|e| (e, payload(e))).collect();
-    assert_eq!(cluster.check_closed(handle.id(), &expected), Some(3));
+    assert_eq!(cluster.check_closed(segment, &expected), Some(3));
 }

@@ -57,8 +57,10 @@ struct WriterCore {
     /// them.
     replies: VecDeque<(Option<WriterError>, AddReply)>,
     close: Option<Reply<Result<(), WriterError>>>,
-    /// `close` was asked for; the writer is told once every add made before it was accepted.
+    /// `close` was asked for; the writer is told once the `close_after` adds queued before it
+    /// were accepted (or refused). Adds made after it are refused with `Closed`, in order.
     close_pending: bool,
+    close_after: usize,
     /// The handle was dropped: the core goes once every add made is answered.
     abandoned: bool,
 }
@@ -200,6 +202,7 @@ fn handle(shared: &Shared, command: Command) {
                         replies: VecDeque::new(),
                         close: None,
                         close_pending: false,
+                        close_after: 0,
                         abandoned: false,
                     };
                     state.cores.insert(id, Core::Writer(Box::new(core)));
@@ -220,6 +223,7 @@ fn handle(shared: &Shared, command: Command) {
                 // The writer is told once the adds queued before the close are accepted.
                 w.close = Some(reply);
                 w.close_pending = true;
+                w.close_after = w.queued.len();
                 state.drive(shared, core);
             }
             _ => reply.send(Err(WriterError::Closed)),
@@ -605,33 +609,27 @@ impl State {
         let at = self.clock;
         loop {
             // Feed queued adds while the window has room; a refused add answers in its place.
-            while let Some((payload, _)) = w.queued.front() {
-                match w.writer.add(payload.clone(), at) {
-                    Ok(_) => {
-                        let (_, reply) = w.queued.pop_front().expect("front");
-                        w.replies.push_back((None, reply));
-                    }
-                    Err(WriterError::WindowFull) => break,
-                    Err(error @ WriterError::EntryTooLarge { .. }) => {
-                        let (_, reply) = w.queued.pop_front().expect("front");
-                        w.replies.push_back((Some(error), reply));
-                    }
-                    Err(error) => {
-                        for (_, reply) in w.queued.drain(..) {
-                            w.replies.push_back((Some(error.clone()), reply));
-                        }
+            // The close goes to the writer right after the adds made before it.
+            loop {
+                if w.close_pending && w.close_after == 0 {
+                    w.close_pending = false;
+                    if let Err(e) = w.writer.close(at)
+                        && let Some(reply) = w.close.take()
+                    {
+                        reply.send(Err(e));
                     }
                 }
+                let Some((payload, _)) = w.queued.front() else { break };
+                let answer = match w.writer.add(payload.clone(), at) {
+                    Ok(_) => None,
+                    Err(WriterError::WindowFull) => break,
+                    Err(error) => Some(error),
+                };
+                let (_, reply) = w.queued.pop_front().expect("front");
+                w.replies.push_back((answer, reply));
+                w.close_after = w.close_after.saturating_sub(1);
             }
             w.flush_refusals();
-            if w.close_pending && w.queued.is_empty() {
-                w.close_pending = false;
-                if let Err(e) = w.writer.close(at)
-                    && let Some(reply) = w.close.take()
-                {
-                    reply.send(Err(e));
-                }
-            }
             let Some(output) = w.writer.poll_output() else { break };
             match output {
                 Output::Send { bookie_index, tag, request } => {
@@ -696,8 +694,8 @@ impl State {
                 Output::LastAddConfirmed(_) => {}
             }
         }
-        // An abandoned writer goes once every add made was answered.
-        w.abandoned && w.queued.is_empty() && w.replies.is_empty()
+        // An abandoned writer goes once every add made and its close were answered.
+        w.abandoned && w.close.is_none() && !w.close_pending && w.queued.is_empty() && w.replies.is_empty()
     }
 
     fn drive_reader(&mut self, shared: &Shared, core: u64, r: &mut ReaderCore) {

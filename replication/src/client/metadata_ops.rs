@@ -209,7 +209,14 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
                 tracing::error!(segment, ?stored, ?current, "the stored ensemble is not the writer's");
                 return Err(EnsembleChangeError::Fenced);
             }
-            let quorum = quorum_of(&meta).map_err(|e| unavailable(&e))?;
+            let quorum = match quorum_of(&meta) {
+                Ok(quorum) => quorum,
+                Err(e) if in_doubt.is_none() => return Err(unavailable(&e)),
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
             let proposal = match replace_what_can_be(quorum, &current, &replace, &candidates, seed) {
                 Ok(proposal) => proposal,
                 Err(e) if in_doubt.is_none() => return Err(unavailable(&e)),

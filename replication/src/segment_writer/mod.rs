@@ -518,6 +518,8 @@ impl<B: Clone + PartialEq> SegmentWriter<B> {
         let expected = |r: &Response| *r == Response::Add { segment, entry };
         match judge(result, expected) {
             Verdict::Success => {
+                // Progress: failed changes are counted in a row (W7).
+                self.failed_changes = 0;
                 let outcome = record.acks.record_ack(bookie_index);
                 debug_assert_eq!(outcome, AckOutcome::Counted, "one ADD per member, answered once");
                 if record.completed {
