@@ -14,7 +14,10 @@
 //!   (Qa acks in its write set, every earlier entry acknowledged), or with the error; adds
 //!   resolve in the order they were made.
 //! - CL2: when the client closes (or its last clone drops), every pending future resolves
-//!   (`Closed`), and the I/O thread ends.
+//!   (`Closed`), and the I/O thread ends; so does a panic on that thread.
+//! - CL3: `close` is asked for at the call: the adds made before it are accepted (or refused)
+//!   first, the adds made after it are refused with `Closed`, in order. A dropped handle
+//!   abandons its writer once every add and the close were answered.
 
 mod io_thread;
 mod mailbox;
