@@ -351,3 +351,40 @@ fn close_waits_for_queued_adds_and_a_refused_add_fails_alone() {
     let expected: BTreeMap<u64, Bytes> = (0..4).map(|e| (e, payload(e))).collect();
     assert_eq!(cluster.check_closed(segment, &expected), Some(3));
 }
+
+/// A bookie not registered when recovery starts (restarting) is looked up again: once it is
+/// back at a new address, recovery reaches it. At Qa = 1 the fence needs every bookie.
+#[test]
+fn recovery_reaches_a_bookie_that_comes_back_elsewhere() {
+    let mut cluster = Cluster::start(3);
+    let client = cluster.client(ReplicationConfig::default());
+    let handle = cluster
+        .runtime
+        .block_on(client.create_segment(quorum(3, 3, 1), Bytes::from_static(KEY), None))
+        .unwrap();
+    let segment = handle.id();
+    cluster.runtime.block_on(async {
+        for i in 0..20 {
+            assert_eq!(handle.add(payload(i)).await, Ok(i));
+        }
+    });
+    drop(handle);
+    let restarting = cluster.segment(segment).current_ensemble()[1].clone();
+    cluster.stop(&restarting);
+    let recoverer = cluster.client(ReplicationConfig::default());
+    let recovery = cluster
+        .runtime
+        .spawn(async move { recoverer.recover_segment(segment, Bytes::from_static(KEY)).await });
+    sleep(Duration::from_millis(1500));
+    assert!(!recovery.is_finished(), "the fence needs the missing bookie at Qa = 1");
+    cluster.restart_server(&restarting);
+    let end = cluster
+        .runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), recovery).await })
+        .expect("recovery finishes once the bookie is back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.last_entry, Some(19));
+    let expected: BTreeMap<u64, Bytes> = (0..20).map(|e| (e, payload(e))).collect();
+    assert_eq!(cluster.check_closed(segment, &expected), Some(19));
+}

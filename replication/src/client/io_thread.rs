@@ -43,7 +43,12 @@ struct Link {
     connecting: bool,
     /// The connection a completion task runs for.
     pumped: Option<Rc<Connection>>,
+    /// Without an address: when the registry was last asked for one.
+    looked_up: Option<Instant>,
 }
+
+/// A bookie without an address is looked up in the registry again at most this often.
+const LOOKUP_EVERY: Duration = Duration::from_secs(1);
 
 /// The caller's end of one add.
 type AddReply = Reply<Result<u64, WriterError>>;
@@ -228,6 +233,9 @@ fn handle(shared: &Shared, command: Command) {
             }
             _ => reply.send(Err(WriterError::Closed)),
         },
+        Command::Found { bookie } => {
+            state.intern(&bookie);
+        }
         Command::Abandon { core } => {
             if let Some(Core::Writer(w)) = state.cores.get_mut(&core) {
                 w.abandoned = true;
@@ -441,6 +449,7 @@ impl State {
             waiting: VecDeque::new(),
             connecting: false,
             pumped: None,
+            looked_up: None,
         });
         self.by_id.insert(bookie.id.clone(), index);
         index
@@ -454,10 +463,23 @@ impl State {
         self.routes.insert(tag, (core, core_tag, bookie));
         let link = &mut self.links[bookie as usize];
         let Some(client) = &link.client else {
-            // Not registered: no address to try (the writer replaces it; recovery retries).
+            // Not registered: no address to try (the writer replaces it; recovery retries). The
+            // registry is asked again now and then: a bookie that comes back gets a client.
             let error =
                 TransportError::Disconnected { reason: format!("bookie {} is not registered", link.id) };
             self.deferred.push_back((tag, bookie, Err(error)));
+            if link.looked_up.is_none_or(|at| self.clock >= at + LOOKUP_EVERY) {
+                link.looked_up = Some(self.clock);
+                let inner = self.inner.clone();
+                self.metadata.lookup(
+                    link.id.clone(),
+                    Box::new(move |found| {
+                        if let Some(bookie) = found {
+                            let _ = inner.mailbox.push(Command::Found { bookie });
+                        }
+                    }),
+                );
+            }
             return;
         };
         if link.waiting.is_empty()

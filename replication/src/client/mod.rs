@@ -135,6 +135,10 @@ pub(crate) enum Command {
     Abandon {
         core: u64,
     },
+    /// A bookie's address, looked up again.
+    Found {
+        bookie: BookieAddr,
+    },
     Recover {
         segment: u64,
         master_key: Bytes,
@@ -221,6 +225,8 @@ pub(crate) trait MetadataRunner: Send + Sync {
         replace: Vec<usize>,
         done: Done<Result<Vec<BookieAddr>, String>>,
     );
+    /// A bookie's registered address, if it has one now (`None` on any error).
+    fn lookup(&self, id: String, done: Done<Option<BookieAddr>>);
 }
 
 struct TokioMetadata<S> {
@@ -278,6 +284,14 @@ impl<S: MetadataStore + 'static> MetadataRunner for TokioMetadata<S> {
         let seed = self.seed.fetch_add(1, Ordering::Relaxed);
         self.runtime
             .spawn(async move { done(ops.choose_replacements(segment, current, replace, seed).await) });
+    }
+
+    fn lookup(&self, id: String, done: Done<Option<BookieAddr>>) {
+        let ops = self.ops.clone();
+        self.runtime.spawn(async move {
+            let found = ops.addresses(std::slice::from_ref(&id)).await.ok().and_then(|mut a| a.pop());
+            done(found.filter(|b| b.addr.is_some()));
+        });
     }
 }
 
