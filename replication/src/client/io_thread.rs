@@ -149,10 +149,6 @@ fn now() -> Instant {
     Instant::now()
 }
 
-fn failure(error: &TransportError) -> TransportFailure {
-    TransportFailure::from(error)
-}
-
 /// Runs the I/O thread until the mailbox closes.
 pub(crate) async fn run(inner: Arc<Inner>, config: ClientConfig, metadata: Arc<dyn MetadataRunner>) {
     let state = Rc::new(RefCell::new(State {
@@ -570,7 +566,7 @@ impl State {
     fn give(&mut self, tag: u64, bookie: u32, result: Result<Response, TransportError>) -> Option<u64> {
         let (core, core_tag, to) = self.routes.remove(&tag)?;
         debug_assert_eq!(to, bookie);
-        let result = result.map_err(|e| failure(&e));
+        let result = result.map_err(|e| TransportFailure::from(&e));
         let now = self.clock;
         match self.cores.get_mut(&core) {
             Some(Core::Writer(w)) => w.writer.on_response(Tag::from_raw(core_tag), &bookie, result, now),
@@ -726,11 +722,16 @@ impl State {
                 segment_reader::Output::Send { bookie, tag, request } => {
                     self.submit(shared, core, tag.raw(), bookie, request)
                 }
+                // A queue is closed only when its core goes: these pushes cannot be refused.
                 segment_reader::Output::Entry { entry, payload } => {
-                    r.queue.push(ReadItem::Entry(entry, payload))
+                    let _ = r.queue.push(ReadItem::Entry(entry, payload));
                 }
-                segment_reader::Output::End => r.queue.push(ReadItem::End),
-                segment_reader::Output::Failed(error) => r.queue.push(ReadItem::Failed(error)),
+                segment_reader::Output::End => {
+                    let _ = r.queue.push(ReadItem::End);
+                }
+                segment_reader::Output::Failed(error) => {
+                    let _ = r.queue.push(ReadItem::Failed(error));
+                }
                 segment_reader::Output::BadReplica { entry, bookie } => {
                     let id = &self.links[bookie as usize].id;
                     tracing::warn!(segment = r.reader.segment_id(), entry, bookie = %id, "bad replica");

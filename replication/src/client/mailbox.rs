@@ -1,6 +1,7 @@
-//! `Mailbox<T>`: commands from any thread to the client's compio I/O thread: a mutex-guarded
-//! queue plus the waker of the thread's receiving task. Pushing wakes it; it takes every queued
-//! command at once.
+//! `Mailbox<T>`: items from one side of a thread boundary to a task on the other: a
+//! mutex-guarded queue plus the waker of the receiving task. Pushing wakes it. It serves the
+//! commands to the client's compio I/O thread (taken all at once, `take`) and what a segment
+//! reader delivers to its consumer (taken one at a time, `poll_next`).
 //!
 //! Invariant: MB1: once closed, pushes are refused (the command comes back) and `take` ends
 //! with `None` after the commands queued before the close were taken.
@@ -64,6 +65,19 @@ impl<T> Mailbox<T> {
         self.close();
         let drained: Vec<T> = self.lock().queue.drain(..).collect();
         drop(drained);
+    }
+
+    /// The next item, and whether the queue is empty after it; `None` once closed and empty.
+    pub(crate) fn poll_next(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<(T, bool)>> {
+        let mut state = self.lock();
+        if let Some(item) = state.queue.pop_front() {
+            return Poll::Ready(Some((item, state.queue.is_empty())));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Every queued command, once there is one; `None` once closed and empty.

@@ -477,7 +477,7 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
             meta.ack_quorum_size as usize,
         )?;
         let end = end_of(&meta);
-        let queue = Arc::new(ReaderQueue::default());
+        let queue = Arc::new(ReaderQueue::new());
         let (reply, answer) = Reply::new();
         let settings = self.shared.config.reader;
         let queue_for_core = queue.clone();
