@@ -8,3 +8,4 @@ pub mod admin;
 pub mod bench;
 pub mod bookie;
 pub mod deletion_check;
+pub mod local_cluster;

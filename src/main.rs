@@ -20,6 +20,10 @@ struct Cli {
 enum Command {
     /// Run a bookie: serve the bookie protocol over TCP, registered in the metadata store.
     Bookie(BookieCommand),
+    /// Run a whole cluster in this process for development: the metadata store, served over
+    /// TCP, and bookies on 127.0.0.1, all in one directory. Prints the endpoints, then "ready";
+    /// runs until Ctrl-C or SIGTERM.
+    Local(dlog::local_cluster::LocalArgs),
     /// Read the cluster metadata: bookies, logs, a log's segments, one segment.
     Admin(dlog::admin::AdminArgs),
     /// Benchmarks, each against a baseline measured in the same run.
@@ -173,6 +177,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Bookie(command) => Ok(dlog::bookie::run::run(command.args)?),
+        Command::Local(args) => Ok(dlog::local_cluster::run(args)?),
         Command::Admin(args) => dlog::admin::main(args),
         Command::Bench { bench: Bench::Journal(args) } => bench_journal(args),
         Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),

@@ -1,0 +1,459 @@
+//! `LocalCluster` and `dlog local`: a cluster in one process on one directory. In process: the
+//! bookies are registered at their addresses; a segment written through the replication client
+//! reads back after a shutdown and a start on the same directory (same bookie ids); a restart
+//! after a drop without shutdown is not held up by the old registrations' leases; a directory
+//! in use, a bookie directory swapped between ids, fewer bookies than the directory holds and
+//! bad options are refused, each with a clear error. As a process (the binary cargo built): the
+//! endpoints and `ready` are printed, a restart after SIGKILL comes up promptly and serves, and
+//! SIGTERM stops it with exit 0; refusals are one line and a non-zero exit.
+//!
+//! Everything listens on 127.0.0.1; every wait has a deadline; every child process is killed and
+//! reaped by a guard when a test ends.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog::local_cluster::{LocalCluster, LocalClusterError, LocalClusterOptions};
+use dlog_metadata::{AnyStore, BookieRegistry, MetadataStore};
+use dlog_replication::client::{ReadItem, ReplicationClient, ReplicationConfig};
+use dlog_replication::quorum::QuorumSizes;
+
+/// Longest any one step (a start, a shutdown, a write, a read) may take.
+const WAIT: Duration = Duration::from_secs(30);
+/// The registration lease ttl of these tests: long, so a restart that waited for the old leases
+/// would show (`PROMPT` is well under it).
+const TTL: Duration = Duration::from_secs(10);
+/// Longest a restart after a crash may take: well under `TTL`.
+const PROMPT: Duration = Duration::from_secs(5);
+const KEY: &[u8] = b"local-cluster-test";
+
+fn options(bookies: usize) -> LocalClusterOptions {
+    LocalClusterOptions { bookies, lease_ttl: TTL, ..LocalClusterOptions::default() }
+}
+
+async fn start(dir: &Path, options: LocalClusterOptions) -> Result<LocalCluster, LocalClusterError> {
+    tokio::time::timeout(WAIT, LocalCluster::start(dir, options)).await.expect("start within WAIT")
+}
+
+async fn shutdown(cluster: LocalCluster) {
+    tokio::time::timeout(WAIT, cluster.shutdown()).await.expect("shutdown within WAIT");
+}
+
+/// The writable registrations in `store`: id and endpoint, in id order.
+async fn registered<S: MetadataStore + 'static>(store: std::sync::Arc<S>) -> Vec<(String, String)> {
+    let registry = BookieRegistry::new(store);
+    let listed = registry.writable().await.unwrap();
+    listed.into_iter().map(|b| b.unwrap()).map(|b| (b.id, b.info.endpoint)).collect()
+}
+
+fn expected(cluster: &LocalCluster) -> Vec<(String, String)> {
+    cluster.bookies().into_iter().map(|(id, addr)| (id, addr.to_string())).collect()
+}
+
+fn payload(entry: u64) -> Bytes {
+    Bytes::from(format!("entry {entry} ").repeat(1 + entry as usize % 50))
+}
+
+fn client(cluster: &LocalCluster) -> ReplicationClient<AnyStore> {
+    let runtime = tokio::runtime::Handle::current();
+    ReplicationClient::new(cluster.store(), runtime, ReplicationConfig::default()).unwrap()
+}
+
+/// Reads `segment` (closed) whole through a client of `cluster`.
+async fn read_all(cluster: &LocalCluster, segment: u64) -> Vec<(u64, Bytes)> {
+    let client = client(cluster);
+    let mut reader = client.open_reader(segment, 0).await.unwrap();
+    let mut entries = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, reader.next()).await.expect("read within WAIT") {
+            Some(ReadItem::Entry(entry, bytes)) => entries.push((entry, bytes)),
+            Some(ReadItem::End) => return entries,
+            other => panic!("reading segment {segment}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_registers_bookies_and_keeps_data_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), options(3)).await.unwrap();
+    let ids: Vec<String> = cluster.bookies().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["bookie-0", "bookie-1", "bookie-2"]);
+    assert_eq!(registered(cluster.store()).await, expected(&cluster));
+    for (_, addr) in cluster.bookies() {
+        assert!(addr.ip().is_loopback(), "{addr}");
+        TcpStream::connect(addr).unwrap();
+    }
+    assert_eq!(cluster.dir(), dir.path().canonicalize().unwrap());
+    assert!(cluster.metadata_uri().starts_with("local://"), "{}", cluster.metadata_uri());
+    assert_eq!(cluster.metadata_addr(), None);
+
+    // A segment over all three bookies, closed.
+    let segment = {
+        let client = client(&cluster);
+        let quorum = QuorumSizes::new(3, 3, 2).unwrap();
+        let writer = client.create_segment(quorum, Bytes::from_static(KEY), None).await.unwrap();
+        for entry in 0..100 {
+            let id = tokio::time::timeout(WAIT, writer.add(payload(entry))).await.unwrap().unwrap();
+            assert_eq!(id, entry);
+        }
+        tokio::time::timeout(WAIT, writer.close()).await.unwrap().unwrap();
+        writer.id()
+    };
+    shutdown(cluster).await;
+
+    // Deregistered at shutdown (read without the lock, as `dlog admin` does).
+    let uri = format!("local://{}", dir.path().join("metadata").display());
+    let snapshot = std::sync::Arc::new(AnyStore::open_read_only(&uri).await.unwrap());
+    assert_eq!(registered(snapshot).await, []);
+
+    // Same ids, data kept (every replica was closed: reads need Qa of them).
+    let cluster = start(dir.path(), options(3)).await.unwrap();
+    let ids: Vec<String> = cluster.bookies().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["bookie-0", "bookie-1", "bookie-2"]);
+    assert_eq!(registered(cluster.store()).await, expected(&cluster));
+    let entries = read_all(&cluster, segment).await;
+    let want: Vec<(u64, Bytes)> = (0..100).map(|e| (e, payload(e))).collect();
+    assert_eq!(entries, want);
+
+    // More bookies is fine; fewer than the directory holds is refused.
+    shutdown(cluster).await;
+    let cluster = start(dir.path(), options(4)).await.unwrap();
+    assert_eq!(registered(cluster.store()).await.len(), 4);
+    shutdown(cluster).await;
+    match start(dir.path(), options(3)).await {
+        Err(e @ LocalClusterError::BookiesMissing { found: 4, asked: 3, .. }) => {
+            assert!(e.to_string().contains("at least 4 bookies"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), options(1)).await.unwrap();
+    match start(dir.path(), options(1)).await {
+        Err(e @ LocalClusterError::InUse { .. }) => assert!(e.to_string().contains("in use"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // The refused start touched nothing: the first still serves.
+    assert_eq!(registered(cluster.store()).await, expected(&cluster));
+    shutdown(cluster).await;
+    let cluster = start(dir.path(), options(1)).await.unwrap();
+    shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_restart_after_a_drop_is_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), options(3)).await.unwrap();
+    // No shutdown: the registrations stay, bound to leases the store keeps for `TTL` after it
+    // opens again.
+    drop(cluster);
+    let began = tokio::time::Instant::now();
+    let cluster = start(dir.path(), options(3)).await.unwrap();
+    let took = began.elapsed();
+    assert!(took < PROMPT, "restart took {took:?} (lease ttl {TTL:?})");
+    assert_eq!(registered(cluster.store()).await, expected(&cluster));
+    shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_refuses_a_bookie_dir_swapped_between_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), options(2)).await.unwrap();
+    shutdown(cluster).await;
+    let bookies = dir.path().join("bookies");
+    std::fs::rename(bookies.join("bookie-0"), bookies.join("swap")).unwrap();
+    std::fs::rename(bookies.join("bookie-1"), bookies.join("bookie-0")).unwrap();
+    std::fs::rename(bookies.join("swap"), bookies.join("bookie-1")).unwrap();
+    match start(dir.path(), options(2)).await {
+        Err(e @ LocalClusterError::Registration { .. }) => {
+            let message = e.to_string();
+            assert!(message.starts_with("bookie bookie-0: "), "{message}");
+            assert!(message.contains("do not match its stored cookie"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The refusal left the directory free (refused again, not `InUse`).
+    assert!(matches!(start(dir.path(), options(2)).await, Err(LocalClusterError::Registration { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_moved_dir_keeps_its_bookies() {
+    let parent = tempfile::tempdir().unwrap();
+    let (first, second) = (parent.path().join("first"), parent.path().join("second"));
+    let cluster = start(&first, options(2)).await.unwrap();
+    shutdown(cluster).await;
+    std::fs::rename(&first, &second).unwrap();
+    let cluster = start(&second, options(2)).await.unwrap();
+    assert_eq!(registered(cluster.store()).await, expected(&cluster));
+    shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_refuses_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, says) in [
+        (LocalClusterOptions { bookies: 0, ..options(1) }, "bookies 0"),
+        (LocalClusterOptions { bookie_ports: Some(vec![0]), ..options(2) }, "1 bookie ports for 2 bookies"),
+        (LocalClusterOptions { lease_ttl: Duration::ZERO, ..options(1) }, "lease ttl"),
+        (LocalClusterOptions { write_cache_bytes_max: 1, ..options(1) }, "write_cache_bytes_max"),
+    ] {
+        match start(dir.path(), bad).await {
+            Err(e @ LocalClusterError::InvalidOptions(_)) => assert!(e.to_string().contains(says), "{e}"),
+            other => panic!("{says}: {other:?}"),
+        }
+    }
+    // A bookie port in use.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let bad = LocalClusterOptions { bookie_ports: Some(vec![0, port]), ..options(2) };
+    match start(dir.path(), bad).await {
+        Err(e @ LocalClusterError::Server { .. }) => {
+            assert!(e.to_string().starts_with("bookie bookie-1: cannot listen on"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The failed start stopped what it had started: the directory is free.
+    let cluster = start(dir.path(), options(2)).await.unwrap();
+    shutdown(cluster).await;
+}
+
+#[test]
+fn local_cluster_needs_a_multi_thread_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    match runtime.block_on(LocalCluster::start(dir.path(), options(1))) {
+        Err(e @ LocalClusterError::InvalidOptions(_)) => {
+            assert!(e.to_string().contains("multi-thread"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- `dlog local` as a process ----
+
+#[expect(clippy::disallowed_methods, reason = "a test of a real process waits in real time")]
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+#[expect(clippy::disallowed_methods, reason = "a test of a real process polls it in real time")]
+fn pause(d: Duration) {
+    std::thread::sleep(d);
+}
+
+/// Kills and reaps a child when dropped, whatever happened to the test.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a `dlog local` printed before `ready`.
+#[derive(Debug)]
+struct Endpoints {
+    metadata: String,
+    bookies: Vec<(String, SocketAddr)>,
+    data: String,
+}
+
+/// A running `dlog local`.
+struct Local {
+    child: Reaper,
+    lines: mpsc::Receiver<String>,
+    stderr: std::path::PathBuf,
+}
+
+impl Local {
+    /// Starts `dlog local` on `dir`, its metadata served on a port the system picks.
+    fn launch(dir: &Path, extra: &[&str]) -> Local {
+        Local::launch_on(dir, "127.0.0.1:0", extra)
+    }
+
+    fn launch_on(dir: &Path, metadata_listen: &str, extra: &[&str]) -> Local {
+        static LAUNCHED: AtomicUsize = AtomicUsize::new(0);
+        let n = LAUNCHED.fetch_add(1, Ordering::Relaxed);
+        let stderr = dir.with_extension(format!("stderr-{n}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
+        command
+            .args(["local", "--dir"])
+            .arg(dir)
+            .args(["--metadata-listen", metadata_listen])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Local { child: Reaper(child), lines, stderr }
+    }
+
+    fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.stderr) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits up to `within` for `ready`; what was printed before it.
+    fn ready(&self, within: Duration) -> Endpoints {
+        let deadline = now() + within;
+        let (mut metadata, mut bookies, mut data) = (None, Vec::new(), None);
+        loop {
+            let left = deadline.saturating_duration_since(now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(e) => panic!("no `ready` within {within:?} ({e}); log:\n{}", self.log()),
+            };
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["ready"] => break,
+                ["metadata", uri] => metadata = Some(uri.to_string()),
+                ["data", dir] => data = Some(dir.to_string()),
+                ["bookie", id, addr] => bookies.push((id.to_string(), addr.parse().unwrap())),
+                _ => panic!("unexpected line {line:?}"),
+            }
+        }
+        Endpoints { metadata: metadata.expect("a metadata line"), bookies, data: data.expect("a data line") }
+    }
+
+    fn sigkill(mut self) {
+        self.child.0.kill().unwrap();
+        self.child.0.wait().unwrap();
+    }
+
+    /// SIGTERM; the exit status, within `WAIT`.
+    fn terminate(mut self) -> ExitStatus {
+        let kill = Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]).status().unwrap();
+        assert!(kill.success(), "kill -TERM failed");
+        let status = wait_exit(&mut self.child.0, WAIT)
+            .unwrap_or_else(|| panic!("no exit within {WAIT:?} of SIGTERM; log:\n{}", self.log()));
+        let log = self.log();
+        assert!(!log.contains("panicked"), "{log}");
+        status
+    }
+
+    /// Waits for the process to exit by itself (a refusal); its status and log.
+    fn refused(mut self) -> (ExitStatus, String) {
+        let status = wait_exit(&mut self.child.0, WAIT)
+            .unwrap_or_else(|| panic!("still running after {WAIT:?}; log:\n{}", self.log()));
+        (status, self.log())
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if now() >= deadline {
+            return None;
+        }
+        pause(Duration::from_millis(10));
+    }
+}
+
+/// The bookies registered in the metadata at `uri` (another process's `dlog://` server).
+fn registered_at(uri: &str) -> Vec<(String, String)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = tokio::time::timeout(WAIT, AnyStore::open(uri)).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, registered(std::sync::Arc::new(store))).await.unwrap()
+    })
+}
+
+fn serves(endpoints: &Endpoints) {
+    assert!(endpoints.metadata.starts_with("dlog://127.0.0.1:"), "{endpoints:?}");
+    let want: Vec<(String, String)> =
+        endpoints.bookies.iter().map(|(id, addr)| (id.clone(), addr.to_string())).collect();
+    assert_eq!(registered_at(&endpoints.metadata), want);
+    for (_, addr) in &endpoints.bookies {
+        TcpStream::connect(addr).unwrap();
+    }
+}
+
+#[test]
+fn dlog_local_restart_after_sigkill_is_prompt_and_serves() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("cluster");
+    let local = Local::launch(&dir, &[]);
+    let endpoints = local.ready(WAIT);
+    let ids: Vec<&str> = endpoints.bookies.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["bookie-0", "bookie-1", "bookie-2"]);
+    assert_eq!(Path::new(&endpoints.data), dir.canonicalize().unwrap());
+    serves(&endpoints);
+    local.sigkill();
+
+    // The default lease ttl is 10 s: a restart waiting out the old registrations would show.
+    let began = now();
+    let local = Local::launch(&dir, &[]);
+    let endpoints = local.ready(WAIT);
+    let took = began.elapsed();
+    assert!(took < PROMPT, "restart after SIGKILL took {took:?}; log:\n{}", local.log());
+    serves(&endpoints);
+    let status = local.terminate();
+    assert!(status.success(), "{status:?}");
+
+    // After a clean stop, the next start finds no registration left and its data in place.
+    let local = Local::launch(&dir, &["--bookies", "4"]);
+    let endpoints = local.ready(WAIT);
+    assert_eq!(endpoints.bookies.len(), 4);
+    serves(&endpoints);
+    assert!(local.terminate().success());
+}
+
+/// The one `error:` line of a refused start (info logs may come before it).
+fn error_line(log: &str) -> &str {
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    errors[0]
+}
+
+#[test]
+fn dlog_local_refusals_are_one_line_and_fail() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("cluster");
+    let (status, log) = Local::launch(&dir, &["--bookies", "0"]).refused();
+    assert!(!status.success());
+    assert_eq!(log.trim_end().lines().count(), 1, "{log}");
+    assert!(log.starts_with("error: invalid options: bookies 0 is not in 1..="), "{log}");
+
+    // The directory in use by another `dlog local`.
+    let running = Local::launch(&dir, &[]);
+    running.ready(WAIT);
+    let (status, log) = Local::launch(&dir, &[]).refused();
+    assert!(!status.success());
+    assert!(error_line(&log).contains("in use by another dlog local cluster"), "{log}");
+    assert!(running.terminate().success());
+
+    // The metadata port taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, log) = Local::launch_on(&dir, &addr, &[]).refused();
+    assert!(!status.success());
+    assert!(error_line(&log).starts_with(&format!("error: serving the metadata on {addr}")), "{log}");
+}
