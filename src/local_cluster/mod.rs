@@ -73,6 +73,8 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How long start waits for the store's own lock when it got `local.lock`: a cluster of this
 /// process that was dropped (not shut down) may still be closing the store on its runtime.
 const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the last other handles of the store to go (see there).
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// How a local cluster runs. Engine sizes are small enough for a laptop running several bookies.
 #[derive(Clone, Debug)]
@@ -254,7 +256,7 @@ pub enum LocalClusterError {
 /// Fields drop in the order they stop in: the sampler, the bookies, the metadata server, the
 /// store, then the lock (LC1).
 pub struct LocalCluster {
-    sampler: Option<AbortOnDrop>,
+    sampler: Option<Sampler>,
     nodes: Vec<Node>,
     store: Arc<AnyStore>,
     lock: File,
@@ -419,7 +421,8 @@ impl LocalCluster {
             self.nodes.push(node);
         }
         let sampled: Vec<_> = self.nodes.iter().filter_map(Node::sampled).collect();
-        self.sampler = Some(AbortOnDrop(runtime.spawn(sample(sampled))));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        self.sampler = Some(Sampler { stop, task: runtime.spawn(sample(sampled, stopped)) });
         Ok(())
     }
 
@@ -461,11 +464,16 @@ impl LocalCluster {
     /// is still held; the directory is free for the next start once this returns.
     pub async fn shutdown(self) {
         let LocalCluster { sampler, nodes, store, lock, dir: _, metadata_addr: _ } = self;
-        if let Some(mut sampler) = sampler {
-            sampler.0.abort();
-            let _ = (&mut sampler.0).await;
+        if let Some(sampler) = sampler {
+            sampler.stop().await;
         }
         futures_util::future::join_all(nodes.into_iter().map(Node::stop)).await;
+        // Tasks that were aborted (lease keepers) let go of their handles when the runtime
+        // drops them, a moment later.
+        let waited_from = tokio::time::Instant::now();
+        while Arc::strong_count(&store) > 1 && waited_from.elapsed() < STORE_RELEASE_WAIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         match Arc::try_unwrap(store) {
             // Dropping the store stops its thread (a join: off the runtime's threads).
             Ok(store) => {
@@ -479,21 +487,40 @@ impl LocalCluster {
     }
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
+/// The read-only sampler's task; aborted when dropped.
+struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Sampler {
+    /// Stops the task and waits for it: no engine handle is held after this.
+    async fn stop(mut self) {
+        let (never, _) = tokio::sync::oneshot::channel();
+        let _ = std::mem::replace(&mut self.stop, never).send(());
+        let _ = (&mut self.task).await;
     }
 }
 
-/// Every `SAMPLE_EVERY`, tells each bookie's registration whether it takes plain adds (a disk
-/// nearly full or a poisoned shard makes it register read-only, so placement stops choosing it).
-async fn sample(bookies: Vec<(std::sync::Weak<dlog_engine::Bookie>, tokio::sync::watch::Sender<bool>)>) {
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Every `SAMPLE_EVERY` until `stop`, tells each bookie's registration whether it takes plain
+/// adds (a disk nearly full or a poisoned shard makes it register read-only, so placement stops
+/// choosing it). A bookie is held only while it is asked.
+async fn sample(
+    bookies: Vec<(std::sync::Weak<dlog_engine::Bookie>, tokio::sync::watch::Sender<bool>)>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut stop => return,
+        }
         for (bookie, read_only_tx) in &bookies {
             let bookie = bookie.clone();
             let sampled =
