@@ -3,13 +3,15 @@
 //!
 //! URIs are parsed by `MetadataUri` (metadata_uri.rs): `local://DIR`, `memory://` (tests;
 //! gone with the process), `etcd://host:port[,...]/scope` (needs the `etcd` feature; without
-//! it the URI is refused with a message saying so).
+//! it the URI is refused with a message saying so), `dlog://host:port` (the store a
+//! `MetadataServer` serves, through `RemoteStore`; every build).
 
 use std::time::Duration;
 
 use crate::error::MetaError;
 use crate::local_store::LocalStore;
 use crate::metadata_uri::MetadataUri;
+use crate::remote::RemoteStore;
 use crate::store::MetadataStore;
 use crate::watch::Watch;
 use crate::{LeaseId, Op, Page, Version, Versioned};
@@ -22,6 +24,8 @@ pub enum AnyStore {
     /// etcd.
     #[cfg(feature = "etcd")]
     Etcd(Box<crate::etcd_store::EtcdStore>),
+    /// A store served by a `MetadataServer` (`dlog://host:port`).
+    Remote(RemoteStore),
 }
 
 impl AnyStore {
@@ -32,7 +36,8 @@ impl AnyStore {
 
     /// Opens `uri` for reading only: for `local://`, a snapshot that does not take the
     /// directory's lock (`LocalStore::open_read_only`), so a store another process owns can
-    /// be inspected; other backends open as `open` does (reads never conflict there).
+    /// be inspected; other backends open as `open` does (reads never conflict there; a
+    /// `dlog://` server is how a running process's store is read live).
     pub async fn open_read_only(uri: &str) -> Result<AnyStore, MetaError> {
         AnyStore::open_parsed(uri, MetadataUri::parse(uri)?, true).await
     }
@@ -46,6 +51,7 @@ impl AnyStore {
             MetadataUri::Local(dir) if read_only => Ok(AnyStore::Local(LocalStore::open_read_only(&dir)?)),
             MetadataUri::Local(dir) => Ok(AnyStore::Local(LocalStore::open(&dir)?)),
             MetadataUri::Memory => Ok(AnyStore::Local(LocalStore::in_memory()?)),
+            MetadataUri::Remote(addr) => Ok(AnyStore::Remote(RemoteStore::connect_to(&addr).await?)),
             #[cfg(feature = "etcd")]
             MetadataUri::Etcd(etcd) => {
                 Ok(AnyStore::Etcd(Box::new(crate::etcd_store::EtcdStore::connect_to(&etcd).await?)))
@@ -64,6 +70,7 @@ macro_rules! each {
             AnyStore::Local($s) => $call,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd($s) => $call,
+            AnyStore::Remote($s) => $call,
         }
     };
 }
@@ -112,8 +119,14 @@ mod tests {
         let store = AnyStore::open(&uri).await.unwrap();
         assert!(store.get("k").await.unwrap().is_some(), "local:// is durable");
         assert!(AnyStore::open("memory://").await.unwrap().get("k").await.unwrap().is_none());
-        for bad in ["local://", "zk://x:1/a", "", "memory://x"] {
+        for bad in ["local://", "zk://x:1/a", "", "memory://x", "dlog://h:1/x"] {
             assert!(matches!(AnyStore::open(bad).await, Err(MetaError::Invalid(_))), "{bad}");
+        }
+        // dlog:// in every build: a server must answer (nothing listens on a port just freed).
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        match AnyStore::open(&format!("dlog://{free}")).await {
+            Err(MetaError::Unavailable(m)) => assert!(m.contains(&free.to_string()), "{m}"),
+            other => panic!("{other:?}"),
         }
         #[cfg(not(feature = "etcd"))]
         match AnyStore::open("etcd://127.0.0.1:2379/x").await {

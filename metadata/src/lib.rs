@@ -7,7 +7,9 @@
 //! generation, writer ownership.
 //!
 //! Today: the contract (`MetadataStore`, its types and errors), the embedded backend
-//! (`LocalStore` over the sans-I/O `LocalCore`), and, with the `etcd` feature, `EtcdStore`.
+//! (`LocalStore` over the sans-I/O `LocalCore`), with the `etcd` feature `EtcdStore`, and
+//! remote access to any store (`MetadataServer` serves it, `RemoteStore` is its client,
+//! `dlog://host:port`).
 
 pub mod any_store;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod local_log;
 pub mod local_store;
 pub mod log_store;
 pub mod metadata_uri;
+pub mod remote;
 pub mod schema;
 pub mod segment_store;
 pub mod store;
@@ -49,6 +52,7 @@ pub use local_core::LocalCore;
 pub use local_store::{LocalOptions, LocalStore};
 pub use log_store::LogMetadataStore;
 pub use metadata_uri::{EtcdUri, MetadataUri};
+pub use remote::{MetadataServer, RemoteStore};
 pub use segment_store::SegmentMetadataStore;
 pub use store::MetadataStore;
 pub use watch::Watch;

@@ -6,7 +6,10 @@
 //! - `local:///abs/path` or `local://rel/path`: the embedded store in that directory;
 //! - `memory://`: the embedded store in memory;
 //! - `etcd://host:port[,host:port...]/scope`: etcd, keys under `/<scope>/`; the scope is one
-//!   name of `[A-Za-z0-9._-]` (a nested scope would live inside another cluster's keys).
+//!   name of `[A-Za-z0-9._-]` (a nested scope would live inside another cluster's keys);
+//! - `dlog://host:port` (a trailing `/` is ignored; no path): the store a `MetadataServer`
+//!   serves there (`dlog local` serves its embedded store so, e.g. `dlog://127.0.0.1:7480`),
+//!   reached through `RemoteStore`. `host` is a name, an IPv4 address or `[IPv6]`.
 
 use std::path::PathBuf;
 
@@ -21,6 +24,8 @@ pub enum MetadataUri {
     Memory,
     /// `etcd://...`.
     Etcd(EtcdUri),
+    /// `dlog://host:port`: the `host:port` of a `MetadataServer`.
+    Remote(String),
 }
 
 /// Where a cluster's metadata is: `etcd://host:port[,host:port...]/scope`.
@@ -47,9 +52,38 @@ impl MetadataUri {
         if uri.starts_with("etcd://") {
             return Ok(MetadataUri::Etcd(EtcdUri::parse(uri)?));
         }
+        if let Some(rest) = uri.strip_prefix("dlog://") {
+            return MetadataUri::parse_remote(uri, rest);
+        }
         Err(MetaError::Invalid(format!(
-            "metadata URI {uri:?}: expected local:///path, memory:// or etcd://host:port/scope"
+            "metadata URI {uri:?}: expected local:///path, memory://, etcd://host:port/scope or dlog://host:port"
         )))
+    }
+
+    /// `host:port` after `dlog://`: a name or address, and a port.
+    fn parse_remote(uri: &str, rest: &str) -> Result<MetadataUri, MetaError> {
+        let bad = |why: &str| {
+            MetaError::Invalid(format!("metadata URI {uri:?}: {why} (expected dlog://host:port)"))
+        };
+        let addr = rest.strip_suffix('/').unwrap_or(rest);
+        if addr.contains('/') {
+            return Err(bad("a dlog:// URI has no path"));
+        }
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no :port"))?;
+        if port.parse::<u16>().is_err() {
+            return Err(bad(&format!("bad port {port:?}")));
+        }
+        let name_ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            && !host.starts_with(['-', '.']);
+        let v6_ok = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+        if !name_ok && !v6_ok {
+            return Err(bad(&format!("bad host {host:?}")));
+        }
+        Ok(MetadataUri::Remote(addr.to_string()))
     }
 }
 
@@ -94,6 +128,27 @@ mod tests {
         assert_eq!(MetadataUri::parse("memory://").unwrap(), MetadataUri::Memory);
         assert!(matches!(MetadataUri::parse("etcd://h:1/s").unwrap(), MetadataUri::Etcd(_)));
         for bad in ["", "local://", "memory://x", "zk://h:1/a", "etcd://h:1"] {
+            assert!(matches!(MetadataUri::parse(bad), Err(MetaError::Invalid(_))), "{bad}");
+        }
+        for (uri, addr) in [
+            ("dlog://127.0.0.1:7480", "127.0.0.1:7480"),
+            ("dlog://localhost:1/", "localhost:1"),
+            ("dlog://[::1]:7480", "[::1]:7480"),
+            ("dlog://meta-1.example.com:7480", "meta-1.example.com:7480"),
+        ] {
+            assert_eq!(MetadataUri::parse(uri).unwrap(), MetadataUri::Remote(addr.into()), "{uri}");
+        }
+        for bad in [
+            "dlog://",
+            "dlog://h",
+            "dlog://h:",
+            "dlog://h:99999",
+            "dlog://:1",
+            "dlog://h:1/x",
+            "dlog://h h:1",
+            "dlog://::1:7480",
+            "dlog://[zz]:1",
+        ] {
             assert!(matches!(MetadataUri::parse(bad), Err(MetaError::Invalid(_))), "{bad}");
         }
     }

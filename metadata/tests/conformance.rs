@@ -1,6 +1,7 @@
 //! One conformance suite for every `MetadataStore` backend: the embedded store on disk and in
-//! memory, and (with the `etcd` feature) a real etcd started on a free 127.0.0.1 port for each
-//! test. Each case checks one promise of the contract (metadata/src/store.rs, MS1-MS5).
+//! memory, a `RemoteStore` talking to a `MetadataServer` that serves an in-memory store
+//! (`dlog://`), and (with the `etcd` feature) a real etcd started on a free 127.0.0.1 port for
+//! each test. Each case checks one promise of the contract (metadata/src/store.rs, MS1-MS5).
 //! Without an `etcd` binary the etcd cases fail; they never skip.
 
 use std::any::Any;
@@ -490,6 +491,16 @@ async fn memory() -> Backend<LocalStore> {
 
 suite!(local_disk, local_disk());
 suite!(memory, memory());
+
+async fn remote() -> Backend<dlog_metadata::RemoteStore> {
+    let served = Arc::new(LocalStore::in_memory().unwrap());
+    let server = dlog_metadata::MetadataServer::start(served, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let store =
+        dlog_metadata::RemoteStore::connect(&format!("dlog://{}", server.local_addr())).await.unwrap();
+    Backend { store: Arc::new(store), ttl: Duration::from_millis(300), _guard: Box::new(server) }
+}
+
+suite!(remote, remote());
 
 #[cfg(feature = "etcd")]
 async fn etcd() -> Backend<dlog_metadata::EtcdStore> {
