@@ -136,6 +136,45 @@ async fn local_cluster_registers_bookies_and_keeps_data_across_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_serves_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = Some("127.0.0.1:0".parse().unwrap());
+    let cluster =
+        start(dir.path(), LocalClusterOptions { metadata_listen: listen, ..options(2) }).await.unwrap();
+    let addr = cluster.metadata_addr().expect("served");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    assert_eq!(cluster.metadata_uri(), format!("dlog://{addr}"));
+    let remote = std::sync::Arc::new(AnyStore::open(&cluster.metadata_uri()).await.unwrap());
+    assert_eq!(registered(remote.clone()).await, expected(&cluster));
+
+    // A client in "another process" (over dlog://) writes; the cluster's own store reads it.
+    let runtime = tokio::runtime::Handle::current();
+    let client = ReplicationClient::new(remote.clone(), runtime, ReplicationConfig::default()).unwrap();
+    let quorum = QuorumSizes::new(2, 2, 2).unwrap();
+    let writer = client.create_segment(quorum, Bytes::from_static(KEY), None).await.unwrap();
+    for entry in 0..10 {
+        tokio::time::timeout(WAIT, writer.add(payload(entry))).await.unwrap().unwrap();
+    }
+    tokio::time::timeout(WAIT, writer.close()).await.unwrap().unwrap();
+    let entries = read_all(&cluster, writer.id()).await;
+    assert_eq!(entries.len(), 10);
+    drop((writer, client, remote));
+
+    // The metadata port taken: refused, and what started is stopped again.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = LocalClusterOptions { metadata_listen: Some(taken.local_addr().unwrap()), ..options(2) };
+    shutdown(cluster).await;
+    match start(dir.path(), busy).await {
+        Err(e @ LocalClusterError::MetadataServer { .. }) => {
+            assert!(e.to_string().starts_with("serving the metadata on 127.0.0.1:"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let cluster = start(dir.path(), options(2)).await.unwrap();
+    shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_dir_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = start(dir.path(), options(1)).await.unwrap();

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlog_engine::{BookieConfig, OpenError};
-use dlog_metadata::{AnyStore, BookieRegistry, LocalStore, MetaError, MetadataStore};
+use dlog_metadata::{AnyStore, BookieRegistry, LocalStore, MetaError, MetadataServer, MetadataStore};
 use tokio::task::JoinHandle;
 
 pub use cli::{LocalArgs, run};
@@ -209,13 +209,13 @@ pub enum LocalClusterError {
         /// Why.
         source: MetaError,
     },
-    /// The metadata store could not be served over TCP.
-    #[error("serving the metadata on {addr}: {why}")]
+    /// The metadata store could not be served over TCP (its port taken, say).
+    #[error("serving the metadata on {addr}: {source}")]
     MetadataServer {
         /// The address asked for.
         addr: SocketAddr,
         /// Why.
-        why: String,
+        source: std::io::Error,
     },
     /// A bookie's engine did not open.
     #[error("bookie {bookie}: storage engine: {source}")]
@@ -258,6 +258,7 @@ pub enum LocalClusterError {
 pub struct LocalCluster {
     sampler: Option<Sampler>,
     nodes: Vec<Node>,
+    metadata_server: Option<MetadataServer>,
     store: Arc<AnyStore>,
     lock: File,
     dir: PathBuf,
@@ -390,8 +391,15 @@ impl LocalCluster {
         let metadata_dir = dir.join(METADATA_DIR);
         let uri = format!("local://{}", metadata_dir.display());
         let store = Arc::new(open_store(&metadata_dir, &uri).await?);
-        let mut cluster =
-            LocalCluster { sampler: None, nodes: Vec::new(), store, lock, dir, metadata_addr: None };
+        let mut cluster = LocalCluster {
+            sampler: None,
+            nodes: Vec::new(),
+            metadata_server: None,
+            store,
+            lock,
+            dir,
+            metadata_addr: None,
+        };
         match cluster.start_parts(&runtime, &options, &uri).await {
             Ok(()) => Ok(cluster),
             Err(e) => {
@@ -411,7 +419,11 @@ impl LocalCluster {
             .await
             .map_err(|source| LocalClusterError::Metadata { uri: uri.to_string(), source })?;
         if let Some(listen) = options.metadata_listen {
-            self.metadata_addr = Some(self.serve_metadata(listen).await?);
+            let server = MetadataServer::start(self.store.clone(), listen)
+                .await
+                .map_err(|source| LocalClusterError::MetadataServer { addr: listen, source })?;
+            self.metadata_addr = Some(server.local_addr());
+            self.metadata_server = Some(server);
         }
         for index in 0..options.bookies {
             let port = options.bookie_ports.as_ref().map_or(0, |ports| ports[index]);
@@ -424,11 +436,6 @@ impl LocalCluster {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         self.sampler = Some(Sampler { stop, task: runtime.spawn(sample(sampled, stopped)) });
         Ok(())
-    }
-
-    /// Serves the store on `listen`; the address it listens on.
-    async fn serve_metadata(&mut self, listen: SocketAddr) -> Result<SocketAddr, LocalClusterError> {
-        Err(LocalClusterError::MetadataServer { addr: listen, why: "not available in this build yet".into() })
     }
 
     /// The cluster's directory (absolute).
@@ -463,11 +470,14 @@ impl LocalCluster {
     /// Stops cleanly (see the module doc). The store closes here unless a handle from `store`
     /// is still held; the directory is free for the next start once this returns.
     pub async fn shutdown(self) {
-        let LocalCluster { sampler, nodes, store, lock, dir: _, metadata_addr: _ } = self;
+        let LocalCluster { sampler, nodes, metadata_server, store, lock, dir: _, metadata_addr: _ } = self;
         if let Some(sampler) = sampler {
             sampler.stop().await;
         }
         futures_util::future::join_all(nodes.into_iter().map(Node::stop)).await;
+        if let Some(server) = metadata_server {
+            server.shutdown().await;
+        }
         // Tasks that were aborted (lease keepers) let go of their handles when the runtime
         // drops them, a moment later.
         let waited_from = tokio::time::Instant::now();
