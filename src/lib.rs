@@ -9,3 +9,4 @@ pub mod bench;
 pub mod bookie;
 pub mod deletion_check;
 pub mod local_cluster;
+pub mod log;

@@ -15,6 +15,9 @@
 //!   gone at its next compare-and-set on the log).
 //! - LM4: every update is a compare-and-set on the version read; undecodable values are
 //!   `Corrupt` naming the key.
+//! - LM6: a segment leaves its log's list in the transaction that deletes its metadata and
+//!   queues its data for deletion (`deletions/<id>`, removed once every bookie confirmed), so
+//!   an interrupted truncation leaves work queued, never data no one will delete.
 //! - LM5: segments are added and completed only by the holder of the log's writer lock: each
 //!   such transaction also rewrites the lock key unchanged on the condition that its version is
 //!   still the holder's, so a writer whose lock expired or was taken over gets `Fenced`, even
@@ -328,6 +331,61 @@ impl<S: MetadataStore> LogMetadataStore<S> {
     ) -> Result<Version, MetaError> {
         names(ns, log)?;
         self.store.delete_if(&schema::log_segment_key(ns, log, seq), version).await
+    }
+
+    /// Removes segment `seq` from the log's list (at `version`) together with its metadata
+    /// (`segments/<segment_id>` at `segment_version`, if given), and queues its data for deletion
+    /// from `bookies` (`deletions/<segment_id>`), all in one transaction (LM6).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one transaction over three keys, each named with its version"
+    )]
+    pub async fn remove_segment_queuing_data(
+        &self,
+        ns: &str,
+        log: &str,
+        seq: u64,
+        version: Version,
+        segment_id: u64,
+        segment_version: Option<Version>,
+        bookies: Vec<String>,
+    ) -> Result<Version, MetaError> {
+        names(ns, log)?;
+        let mut ops =
+            vec![Op::Delete { key: schema::log_segment_key(ns, log, seq), cond: Cond::Version(version) }];
+        if let Some(segment_version) = segment_version {
+            ops.push(Op::Delete {
+                key: schema::segment_key(segment_id),
+                cond: Cond::Version(segment_version),
+            });
+            let pending = schema::PendingDeletion { bookies, queued_ms: now_ms() };
+            ops.push(Op::Put {
+                key: schema::deletion_key(segment_id),
+                value: wire::encode(&pending),
+                cond: Cond::Any,
+                lease: None,
+            });
+        }
+        self.store.txn(ops).await
+    }
+
+    /// Segments whose data is still to be deleted from bookies: (segment id, bookies, version).
+    pub async fn pending_deletions(&self) -> Result<Vec<(u64, Vec<String>, Version)>, MetaError> {
+        let (items, _) = self.store.list_all(schema::DELETIONS).await?;
+        items
+            .into_iter()
+            .map(|(key, v)| {
+                let id = schema::parse_number(&key[schema::DELETIONS.len()..])
+                    .ok_or_else(|| MetaError::Corrupt(format!("{key}: not a deletion key")))?;
+                let pending: schema::PendingDeletion = wire::decode(&key, &v.value)?;
+                Ok((id, pending.bookies, v.version))
+            })
+            .collect()
+    }
+
+    /// The data of `segment_id` is deleted from every bookie: its queue entry goes.
+    pub async fn deletion_done(&self, segment_id: u64, version: Version) -> Result<Version, MetaError> {
+        self.store.delete_if(&schema::deletion_key(segment_id), version).await
     }
 
     /// Changes to the log's segment list from version `from` (0: from now): how readers learn

@@ -17,6 +17,7 @@
 //! | `locks/<ns>/<log>` | `WriterLock` | the writer's |
 //! | `underreplicated/<id %020>` | `UnderReplicated` | |
 //! | `underreplicated-locks/<id %020>` | `Claim` | the worker's |
+//! | `deletions/<id %020>` | `PendingDeletion` | |
 //! | `auditor` | `Claim` | the auditor's |
 //!
 //! Invariants:
@@ -31,7 +32,8 @@ pub mod wire;
 pub use log_segment::{LogSegment, LogSegmentState};
 pub use segment::{DigestType, SegmentMetadata, SegmentOwner, SegmentState};
 pub use wire::{
-    BookieInfo, Claim, ClusterInfo, Cookie, Dlsn, LogMetadata, NamespaceInfo, UnderReplicated, WriterLock,
+    BookieInfo, Claim, ClusterInfo, Cookie, Dlsn, LogMetadata, NamespaceInfo, PendingDeletion,
+    UnderReplicated, WriterLock,
 };
 
 use crate::error::MetaError;
@@ -83,6 +85,14 @@ pub const LOCKS: &str = "locks/";
 pub const UNDER_REPLICATED: &str = "underreplicated/";
 /// Prefix of claims on queued segments.
 pub const UNDER_REPLICATED_LOCKS: &str = "underreplicated-locks/";
+
+/// Prefix of segments whose data is still to be deleted from bookies.
+pub const DELETIONS: &str = "deletions/";
+
+/// `deletions/<id>`.
+pub fn deletion_key(segment: u64) -> String {
+    format!("{DELETIONS}{segment:020}")
+}
 
 /// `bookies/{writable|readonly}/<id>`.
 pub fn bookie_key(id: &str, read_only: bool) -> String {

@@ -249,6 +249,17 @@ pub struct UnderReplicated {
     pub since_ms: u64,
 }
 
+/// `deletions/<segment id>`: a deleted segment whose data is still to be deleted from bookies.
+#[derive(Clone, PartialEq, Message)]
+pub struct PendingDeletion {
+    /// Bookies that may hold its entries (every ensemble's members).
+    #[prost(string, repeated, tag = "1")]
+    pub bookies: Vec<String>,
+    /// ms since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub queued_ms: u64,
+}
+
 /// `auditor`, and `underreplicated-locks/<segment id>`: a lease-bound claim.
 #[derive(Clone, PartialEq, Message)]
 pub struct Claim {

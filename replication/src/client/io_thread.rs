@@ -103,6 +103,9 @@ enum Core {
     Writer(Box<WriterCore>),
     Recovery(Box<RecoveryCore>),
     Reader(Box<ReaderCore>),
+    /// One request whose answer goes straight back to its caller (READ_LAC for a reader's
+    /// start, DELETE_SEGMENT for truncation).
+    Request(Reply<Result<Response, TransportError>>),
 }
 
 impl Core {
@@ -111,6 +114,8 @@ impl Core {
             Core::Writer(w) => w.writer.next_deadline(),
             Core::Recovery(r) => r.recovery.next_deadline(),
             Core::Reader(r) => r.reader.next_deadline(),
+            // The transport's request timeout answers it.
+            Core::Request(_) => None,
         }
     }
 }
@@ -231,6 +236,13 @@ fn handle(shared: &Shared, command: Command) {
         },
         Command::Found { bookie } => {
             state.intern(&bookie);
+        }
+        Command::Request { bookie, request, reply } => {
+            let index = state.intern(&bookie);
+            let id = state.next_core;
+            state.next_core += 1;
+            state.cores.insert(id, Core::Request(reply));
+            state.submit(shared, id, 0, index, request);
         }
         Command::Abandon { core } => {
             if let Some(Core::Writer(w)) = state.cores.get_mut(&core) {
@@ -371,7 +383,7 @@ async fn tick(shared: Shared) {
                 Some(Core::Writer(w)) => w.writer.on_tick(at),
                 Some(Core::Recovery(r)) => r.recovery.on_tick(at),
                 Some(Core::Reader(r)) => r.reader.on_tick(at),
-                None => continue,
+                Some(Core::Request(_)) | None => continue,
             }
             state.drive(&shared, id);
         }
@@ -566,6 +578,12 @@ impl State {
     fn give(&mut self, tag: u64, bookie: u32, result: Result<Response, TransportError>) -> Option<u64> {
         let (core, core_tag, to) = self.routes.remove(&tag)?;
         debug_assert_eq!(to, bookie);
+        if matches!(self.cores.get(&core), Some(Core::Request(_))) {
+            if let Some(Core::Request(reply)) = self.cores.remove(&core) {
+                reply.send(result);
+            }
+            return None;
+        }
         let result = result.map_err(|e| TransportFailure::from(&e));
         let now = self.clock;
         match self.cores.get_mut(&core) {
@@ -576,7 +594,8 @@ impl State {
             Some(Core::Reader(r)) => {
                 r.reader.on_response(segment_reader::Tag::from_raw(core_tag), result, now)
             }
-            None => return None,
+            // Answered above.
+            Some(Core::Request(_)) | None => return None,
         }
         Some(core)
     }
@@ -617,6 +636,9 @@ impl State {
             Some(Core::Reader(mut r)) => {
                 self.drive_reader(shared, core, &mut r);
                 self.cores.insert(core, Core::Reader(r));
+            }
+            Some(request @ Core::Request(_)) => {
+                self.cores.insert(core, request);
             }
             None => {}
         }

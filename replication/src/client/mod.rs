@@ -139,6 +139,12 @@ pub(crate) enum Command {
     Found {
         bookie: BookieAddr,
     },
+    /// One request to one bookie, answered as the transport answers it.
+    Request {
+        bookie: BookieAddr,
+        request: dlog_protocol::Request,
+        reply: Reply<Result<dlog_protocol::Response, crate::transport::TransportError>>,
+    },
     Recover {
         segment: u64,
         master_key: Bytes,
@@ -512,6 +518,102 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
             reported: None,
             _stop_following: stop_following,
         })
+    }
+
+    /// The segment's last_add_confirmed as its last ensemble knows it: the largest any member
+    /// answers to READ_LAC (every answer is one the writer made, so the largest is safe to read
+    /// up to). `None` when no member knows of an entry; an error only when none answered.
+    pub async fn last_add_confirmed(&self, segment: u64) -> Result<Option<u64>, ReplicationError> {
+        let meta = self.segment(segment).await?;
+        let ops = self.shared.ops.clone();
+        let ids = meta.current_ensemble().to_vec();
+        let bookies = self.on_tokio(async move { Ok(ops.addresses(&ids).await?) }).await?;
+        // Asked of every member at once, then the answers taken in turn.
+        let answers: Vec<_> = bookies
+            .into_iter()
+            .map(|bookie| {
+                let request = dlog_protocol::Request::ReadLastAddConfirmed { segment, fence: None };
+                self.request(bookie, request)
+            })
+            .collect();
+        let mut known = None;
+        let mut answered = false;
+        let mut last_error = None;
+        for answer in answers {
+            match answer.await {
+                Ok(dlog_protocol::Response::ReadLastAddConfirmed { last_add_confirmed }) => {
+                    answered = true;
+                    known = known.max(last_add_confirmed);
+                }
+                Ok(dlog_protocol::Response::Refused {
+                    status: dlog_protocol::Status::NoSuchSegment, ..
+                }) => {
+                    answered = true;
+                }
+                Ok(other) => last_error = Some(format!("unexpected answer {other:?}")),
+                Err(e) => last_error = Some(e.to_string()),
+            }
+        }
+        match (answered, last_error) {
+            (false, Some(error)) => Err(ReplicationError::BadMetadata(format!(
+                "segment {segment}: no bookie of its ensemble answered READ_LAC: {error}"
+            ))),
+            _ => Ok(known),
+        }
+    }
+
+    /// Deletes the segment's data from `bookies` (DELETE_SEGMENT to each; a bookie that no
+    /// longer has it counts as done). The bookies drop it once the segment's metadata is gone
+    /// (their deletion check). Errors name the first bookie that did not confirm.
+    pub async fn delete_segment_data(
+        &self,
+        segment: u64,
+        bookies: &[String],
+    ) -> Result<(), ReplicationError> {
+        let ops = self.shared.ops.clone();
+        let ids = bookies.to_vec();
+        let bookies = self.on_tokio(async move { Ok(ops.addresses(&ids).await?) }).await?;
+        let answers: Vec<_> = bookies
+            .into_iter()
+            .map(|bookie| {
+                (bookie.id.clone(), self.request(bookie, dlog_protocol::Request::DeleteSegment { segment }))
+            })
+            .collect();
+        for (id, answer) in answers {
+            match answer.await {
+                Ok(dlog_protocol::Response::DeleteSegment)
+                | Ok(dlog_protocol::Response::Refused {
+                    status: dlog_protocol::Status::NoSuchSegment, ..
+                }) => {}
+                Ok(other) => {
+                    return Err(ReplicationError::BadMetadata(format!(
+                        "bookie {id}: deleting segment {segment}: unexpected answer {other:?}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(ReplicationError::BadMetadata(format!(
+                        "bookie {id}: deleting segment {segment}: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One request to one bookie through the I/O thread's connections, sent at the call.
+    fn request(
+        &self,
+        bookie: BookieAddr,
+        request: dlog_protocol::Request,
+    ) -> impl Future<Output = Result<dlog_protocol::Response, crate::transport::TransportError>> + use<S>
+    {
+        let (reply, answer) = Reply::new();
+        let closed = || crate::transport::TransportError::Disconnected { reason: "client closed".into() };
+        let pushed = self.push(Command::Request { bookie, request, reply });
+        async move {
+            pushed.map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        }
     }
 
     /// A segment's metadata.

@@ -1,0 +1,298 @@
+//! `Namespace`: the entry point of the log API. Opened from a URI, it names a metadata store
+//! and a namespace in it, and gives the logs there: create, list, delete, describe, open a
+//! writer or a reader, truncate.
+//!
+//! URIs (an optional `?namespace=NAME` picks the namespace; `default` otherwise; it is created
+//! when missing):
+//! - `local:///path`: everything in this process: the embedded metadata store and bookies
+//!   under `path` (`LocalCluster`, 3 bookies), for one machine. One process at a time.
+//! - `dlog://host:port`: a cluster whose metadata a `dlog local` serves (the CLI's default).
+//! - `etcd://host:port[,...]/scope`: a cluster on etcd (built with the `etcd` feature).
+//!
+//! Invariants:
+//! - NS1: a log is deleted only after its segments: each is removed from the log's list and
+//!   its metadata in one transaction that queues its data for deletion on its bookies
+//!   (truncation.rs), so nothing is left behind if the deletion stops halfway.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dlog_metadata::schema::{LogMetadata, LogSegment};
+use dlog_metadata::{
+    AnyStore, LeaseKeeper, LogMetadataStore, MetaError, MetadataStore, SegmentMetadataStore,
+};
+use dlog_replication::client::{ReplicationClient, ReplicationConfig};
+
+use super::dlsn::Dlsn;
+use super::error::LogError;
+use super::log_segments::LogSegments;
+use super::reader::{LogReader, ReaderConfig, StartPosition};
+use super::truncation;
+use super::writer::{LogWriter, WriterConfig};
+use crate::local_cluster::{LocalCluster, LocalClusterOptions};
+
+/// The namespace a URI without `?namespace=` opens.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// How a namespace's writers, readers and replication client work.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceConfig {
+    /// Writers' settings (`open_writer`).
+    pub writer: WriterConfig,
+    /// Readers' settings (`open_reader`).
+    pub reader: ReaderConfig,
+    /// The replication client's settings.
+    pub replication: ReplicationConfig,
+    /// The cluster a `local://` URI starts in this process.
+    pub local: LocalClusterOptions,
+}
+
+/// A log's metadata and segments, as `Namespace::log_info` reads them.
+#[derive(Clone, Debug)]
+pub struct LogInfo {
+    /// The log's metadata (writer epoch, next segment, next transaction id, truncation point).
+    pub meta: LogMetadata,
+    /// Its segments in order.
+    pub segments: Vec<LogSegment>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) store: Arc<AnyStore>,
+    pub(crate) logs: LogMetadataStore<AnyStore>,
+    pub(crate) segments: SegmentMetadataStore<AnyStore>,
+    pub(crate) client: ReplicationClient<AnyStore>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) config: NamespaceConfig,
+    /// The cluster of a `local://` namespace, stopped with the last clone.
+    cluster: tokio::sync::Mutex<Option<LocalCluster>>,
+}
+
+/// A namespace of logs (see the module doc). Clones share the connection to the cluster.
+#[derive(Clone)]
+pub struct Namespace {
+    inner: Arc<Inner>,
+}
+
+/// Splits `?namespace=NAME` off a URI.
+fn split_uri(uri: &str) -> Result<(&str, String), LogError> {
+    match uri.split_once('?') {
+        None => Ok((uri, DEFAULT_NAMESPACE.to_owned())),
+        Some((base, query)) => match query.strip_prefix("namespace=") {
+            Some(name) if !name.contains('&') => Ok((base, name.to_owned())),
+            _ => Err(LogError::Invalid(format!("URI {uri:?}: the only query is ?namespace=NAME"))),
+        },
+    }
+}
+
+impl Namespace {
+    /// Opens the namespace `uri` names with the default settings. Must run on a tokio runtime
+    /// (multi-threaded), which the namespace's background work then uses.
+    pub async fn open(uri: &str) -> Result<Namespace, LogError> {
+        Namespace::open_with(uri, NamespaceConfig::default()).await
+    }
+
+    /// Opens the namespace `uri` names with `config`.
+    pub async fn open_with(uri: &str, config: NamespaceConfig) -> Result<Namespace, LogError> {
+        let (base, name) = split_uri(uri)?;
+        dlog_metadata::schema::check_name("namespace", &name)?;
+        let (store, cluster) = match base.strip_prefix("local://") {
+            Some(path) if !path.is_empty() => {
+                let cluster = LocalCluster::start(&PathBuf::from(path), config.local.clone())
+                    .await
+                    .map_err(|e| LogError::Invalid(format!("local cluster at {path}: {e}")))?;
+                (cluster.store(), Some(cluster))
+            }
+            _ => (Arc::new(AnyStore::open(base).await?), None),
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let client = ReplicationClient::new(store.clone(), runtime.clone(), config.replication.clone())?;
+        let logs = LogMetadataStore::new(store.clone());
+        match logs.create_namespace(&name).await {
+            Ok(_) | Err(MetaError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let inner = Inner {
+            name,
+            segments: SegmentMetadataStore::new(store.clone()),
+            store,
+            logs,
+            client,
+            runtime,
+            config,
+            cluster: tokio::sync::Mutex::new(cluster),
+        };
+        Ok(Namespace { inner: Arc::new(inner) })
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The metadata store underneath.
+    pub fn store(&self) -> &Arc<AnyStore> {
+        &self.inner.store
+    }
+
+    /// The replication client the namespace's writers and readers use.
+    pub fn replication(&self) -> &ReplicationClient<AnyStore> {
+        &self.inner.client
+    }
+
+    fn full(&self, log: &str) -> String {
+        format!("{}/{log}", self.inner.name)
+    }
+
+    /// Creates log `log`; `LogExists` if it does.
+    pub async fn create_log(&self, log: &str) -> Result<(), LogError> {
+        match self.inner.logs.create_log(&self.inner.name, log).await {
+            Ok(_) => Ok(()),
+            Err(MetaError::AlreadyExists(_)) => Err(LogError::LogExists(self.full(log))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The namespace's logs, in name order.
+    pub async fn logs(&self) -> Result<Vec<String>, LogError> {
+        Ok(self.inner.logs.logs(&self.inner.name).await?.into_iter().map(|(name, _, _)| name).collect())
+    }
+
+    /// True when log `log` exists.
+    pub async fn log_exists(&self, log: &str) -> Result<bool, LogError> {
+        Ok(self.inner.logs.log(&self.inner.name, log).await?.is_some())
+    }
+
+    /// A log's metadata and segments.
+    pub async fn log_info(&self, log: &str) -> Result<LogInfo, LogError> {
+        let (meta, _) = self
+            .inner
+            .logs
+            .log(&self.inner.name, log)
+            .await?
+            .ok_or_else(|| LogError::NoSuchLog(self.full(log)))?;
+        let segments = self.inner.logs.segments(&self.inner.name, log).await?;
+        Ok(LogInfo { meta, segments: segments.into_iter().map(|(s, _)| s).collect() })
+    }
+
+    /// Deletes log `log` with its records (NS1). Fails while a writer holds it.
+    pub async fn delete_log(&self, log: &str) -> Result<(), LogError> {
+        if self.inner.logs.writer_lock(&self.inner.name, log).await?.is_some() {
+            return Err(LogError::Invalid(format!("log {} has a writer; close it first", self.full(log))));
+        }
+        // A segment a dead writer left in progress is recovered (and completed) by a writer
+        // that writes nothing: then every segment can go.
+        let info = self.log_info(log).await?;
+        if info.segments.iter().any(|s| s.state == dlog_metadata::schema::LogSegmentState::InProgress) {
+            let config = WriterConfig { take_over: false, ..self.inner.config.writer.clone() };
+            self.open_writer_with(log, config).await?.close().await?;
+        }
+        truncation::remove_segments(&self.inner, log, u64::MAX).await?;
+        let (_, version) = self
+            .inner
+            .logs
+            .log(&self.inner.name, log)
+            .await?
+            .ok_or_else(|| LogError::NoSuchLog(self.full(log)))?;
+        self.inner.logs.delete_log(&self.inner.name, log, version).await?;
+        Ok(())
+    }
+
+    /// Opens the single writer of `log` with the namespace's writer settings.
+    pub async fn open_writer(&self, log: &str) -> Result<LogWriter, LogError> {
+        self.open_writer_with(log, self.inner.config.writer.clone()).await
+    }
+
+    /// Opens the single writer of `log`: takes its lock (taking it over from a live writer
+    /// when `config.take_over`), recovers and completes any segment a previous writer left in
+    /// progress, so that writer can add nothing more; then records go to new segments.
+    pub async fn open_writer_with(&self, log: &str, config: WriterConfig) -> Result<LogWriter, LogError> {
+        let inner = &self.inner;
+        if inner.logs.log(&inner.name, log).await?.is_none() {
+            return Err(LogError::NoSuchLog(self.full(log)));
+        }
+        let lease = LeaseKeeper::grant(inner.store.clone(), config.lock_ttl).await?;
+        let lock = match self.acquire(log, &config, &lease).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = lease.revoke(&*inner.store).await;
+                return Err(e);
+            }
+        };
+        let (meta, version) =
+            inner.logs.log(&inner.name, log).await?.ok_or_else(|| LogError::NoSuchLog(self.full(log)))?;
+        let mut segments = LogSegments::new(inner.logs.clone(), lock, meta, version);
+        if let Err(e) = segments.recover_in_progress(&inner.client).await {
+            let _ = lease.revoke(&*inner.store).await;
+            return Err(e);
+        }
+        LogWriter::start(inner.clone(), segments, lease, &config)
+    }
+
+    async fn acquire(
+        &self,
+        log: &str,
+        config: &WriterConfig,
+        lease: &LeaseKeeper,
+    ) -> Result<dlog_metadata::WriterLock, LogError> {
+        let inner = &self.inner;
+        for _ in 0..8 {
+            match inner.logs.acquire_writer_lock(&inner.name, log, &config.owner, lease.id()).await {
+                Ok(lock) => return Ok(lock),
+                Err(MetaError::AlreadyExists(key)) => {
+                    let Some(holder) = inner.logs.writer_lock(&inner.name, log).await? else { continue };
+                    if !config.take_over {
+                        return Err(LogError::LockHeld { log: self.full(log), owner: holder.lock.owner });
+                    }
+                    tracing::info!(log = %self.full(log), previous = %holder.lock.owner, "taking the log over");
+                    // Removing the holder's lock fences its metadata updates (LM5); recovery
+                    // then fences its segment.
+                    match inner.store.delete_if(&key, holder.version).await {
+                        Ok(_) | Err(MetaError::VersionConflict { .. }) | Err(MetaError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(MetaError::NotFound(_)) => return Err(LogError::NoSuchLog(self.full(log))),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LogError::Metadata(MetaError::Unavailable(format!(
+            "log {}: the lock kept changing hands",
+            self.full(log)
+        ))))
+    }
+
+    /// Opens a reader of `log` from `from` with the namespace's reader settings.
+    pub async fn open_reader(&self, log: &str, from: StartPosition) -> Result<LogReader, LogError> {
+        self.open_reader_with(log, from, self.inner.config.reader.clone()).await
+    }
+
+    /// Opens a reader of `log` from `from`.
+    pub async fn open_reader_with(
+        &self,
+        log: &str,
+        from: StartPosition,
+        config: ReaderConfig,
+    ) -> Result<LogReader, LogError> {
+        LogReader::open(self.inner.clone(), log, from, config).await
+    }
+
+    /// Truncates `log` before `before`: records before it are no longer read, and the
+    /// segments wholly before it are deleted with their data on the bookies.
+    pub async fn truncate(&self, log: &str, before: Dlsn) -> Result<(), LogError> {
+        truncation::truncate(&self.inner, log, before).await
+    }
+
+    /// The position after the last durable record of `log` (what a reader from the tail starts
+    /// at).
+    pub async fn tail_position(&self, log: &str) -> Result<Dlsn, LogError> {
+        super::reader::tail_position(&self.inner, log).await
+    }
+
+    /// Stops a `local://` namespace's cluster cleanly (a clone still in use loses its cluster).
+    pub async fn shutdown(&self) {
+        if let Some(cluster) = self.inner.cluster.lock().await.take() {
+            cluster.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Truncation: `truncate(log, before)` hides every record before `before` and deletes the
+//! segments wholly before it, metadata first, then their data on the bookies; and retention,
+//! which picks `before` by age or size.
+//!
+//! Order, and why nothing leaks (pain point: two-step deletes that orphan data):
+//! 1. the log's `truncated_before` moves (compare-and-set): readers skip what is before it;
+//! 2. each completed segment before `before.segment_seq` leaves the log's list in one
+//!    transaction that also deletes its segment metadata and queues its data for deletion
+//!    (`deletions/<id>`, LM6);
+//! 3. each queued deletion is sent to its bookies (DELETE_SEGMENT; they drop the data once the
+//!    segment's metadata is gone, their deletion check) and leaves the queue once all
+//!    confirmed. A truncation that stops anywhere leaves its work in the queue, and the next
+//!    truncation of any log (or `dlog admin truncate`) finishes it.
+//!
+//! Invariants:
+//! - TR1: `truncated_before` never moves back; a position past the log's tail is refused (it
+//!   would hide records not yet written).
+//! - TR2: an in-progress segment is never deleted; truncation stops at the first one.
+
+use std::time::Duration;
+
+use dlog_metadata::MetaError;
+use dlog_metadata::schema::{LogMetadata, LogSegmentState};
+use dlog_metadata::wall_clock::now_ms;
+
+use super::dlsn::Dlsn;
+use super::error::LogError;
+use super::namespace::Inner;
+
+/// Attempts at moving `truncated_before` against concurrent updates of the log.
+const ATTEMPTS: usize = 16;
+
+/// What retention keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Segments completed longer ago than this are deleted (`None`: no age bound).
+    pub max_age: Option<Duration>,
+    /// The oldest completed segments are deleted while the log holds more bytes than this
+    /// (`None`: no size bound).
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// True when it bounds nothing.
+    pub fn is_unbounded(&self) -> bool {
+        self.max_age.is_none() && self.max_bytes.is_none()
+    }
+}
+
+/// Truncates `log` before `before` (the module doc's three steps).
+pub(crate) async fn truncate(ns: &Inner, log: &str, before: Dlsn) -> Result<(), LogError> {
+    let full = format!("{}/{log}", ns.name);
+    let tail = super::reader::tail_position(ns, log).await?;
+    if before > tail {
+        return Err(LogError::Invalid(format!(
+            "cannot truncate {full} before {before}: its tail is at {tail}"
+        )));
+    }
+    let mut moved = false;
+    for _ in 0..ATTEMPTS {
+        let (meta, version) =
+            ns.logs.log(&ns.name, log).await?.ok_or_else(|| LogError::NoSuchLog(full.clone()))?;
+        if meta.truncated_before.is_some_and(|t| Dlsn::from(t) >= before) {
+            moved = true;
+            break;
+        }
+        let next = LogMetadata { truncated_before: Some(before.into()), ..meta };
+        match ns.logs.update_log(&ns.name, log, &next, version).await {
+            Ok(_) => {
+                moved = true;
+                break;
+            }
+            Err(MetaError::VersionConflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !moved {
+        return Err(LogError::Metadata(MetaError::Unavailable(format!(
+            "truncating {full}: too many conflicts"
+        ))));
+    }
+    remove_segments(ns, log, before.segment_seq).await
+}
+
+/// Removes the completed segments of `log` before sequence number `limit` (TR2), then works
+/// off the deletion queue.
+pub(crate) async fn remove_segments(ns: &Inner, log: &str, limit: u64) -> Result<(), LogError> {
+    for (segment, version) in ns.logs.segments(&ns.name, log).await? {
+        if segment.seq >= limit || segment.state == LogSegmentState::InProgress {
+            break;
+        }
+        let (segment_version, bookies) = match ns.segments.get(segment.segment_id).await? {
+            Some((meta, v)) => {
+                let mut bookies: Vec<String> = meta.ensembles.values().flatten().cloned().collect();
+                bookies.sort();
+                bookies.dedup();
+                (Some(v), bookies)
+            }
+            None => (None, Vec::new()),
+        };
+        match ns
+            .logs
+            .remove_segment_queuing_data(
+                &ns.name,
+                log,
+                segment.seq,
+                version,
+                segment.segment_id,
+                segment_version,
+                bookies,
+            )
+            .await
+        {
+            // Someone else removed it first: theirs queued the data.
+            Ok(_) | Err(MetaError::VersionConflict { .. }) | Err(MetaError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    delete_queued(ns).await
+}
+
+/// Sends every queued deletion to its bookies; each leaves the queue once all confirmed. The
+/// first failure is returned after trying every one (the rest stay queued).
+pub(crate) async fn delete_queued(ns: &Inner) -> Result<(), LogError> {
+    let mut first_error = None;
+    for (segment, bookies, version) in ns.logs.pending_deletions().await? {
+        match ns.client.delete_segment_data(segment, &bookies).await {
+            Ok(()) => match ns.logs.deletion_done(segment, version).await {
+                Ok(_) | Err(MetaError::VersionConflict { .. }) | Err(MetaError::NotFound(_)) => {}
+                Err(e) => {
+                    first_error.get_or_insert(LogError::from(e));
+                }
+            },
+            Err(e) => {
+                tracing::warn!(segment, error = %e, "segment data not deleted yet; it stays queued");
+                first_error.get_or_insert(LogError::from(e));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Where `retention` truncates `log` now: the start of the first segment it keeps, if any
+/// segment goes.
+pub(crate) async fn retention_point(
+    ns: &Inner,
+    log: &str,
+    retention: Retention,
+) -> Result<Option<Dlsn>, LogError> {
+    let segments = ns.logs.segments(&ns.name, log).await?;
+    let now = now_ms();
+    // Bytes of each completed segment, newest first, to apply the size bound.
+    let mut keep_from = None;
+    let mut held: u64 = 0;
+    for (segment, _) in segments.iter().rev() {
+        let LogSegmentState::Completed { completed_ms, .. } = segment.state else { continue };
+        let length = match ns.segments.get(segment.segment_id).await? {
+            Some((meta, _)) => match meta.state {
+                dlog_metadata::schema::SegmentState::Closed { length, .. } => length,
+                _ => 0,
+            },
+            None => 0,
+        };
+        held = held.saturating_add(length);
+        let too_old = retention.max_age.is_some_and(|age| {
+            now.saturating_sub(completed_ms) > u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+        });
+        let too_big = retention.max_bytes.is_some_and(|max| held > max);
+        if too_old || too_big {
+            keep_from = Some(segment.seq + 1);
+            break;
+        }
+    }
+    Ok(keep_from.map(Dlsn::segment_start))
+}

@@ -1,0 +1,537 @@
+//! `LogWriter`: the shell that drives a `WriterCore` for one log (writer_core.rs has the
+//! rules). It holds the log's writer lock under a lease, creates the segments the core asks
+//! for, adds the core's entries through the replication client, feeds the acknowledgements
+//! back, seals and completes segments in the log's metadata, and resolves each `write`'s
+//! future with its DLSN once its entry is durable at the ack quorum.
+//!
+//! Invariants (besides the core's WC1-WC5):
+//! - LW1: `SegmentHandle::add` is called under the core's lock, in the order the core emits
+//!   entries, so the entry ids the core assigned are the ones the segment gives.
+//! - LW2: a write's future resolves only from its entry's ticket: Ok once the core says the
+//!   ticket is acknowledged, else the core's error; dropping the future does not unwrite the
+//!   record (it was taken at the call).
+//! - LW3: losing the lock (the lease ended, a metadata update came back `Fenced`, a bookie
+//!   answered `Fenced`) fails the writer: nothing more is acknowledged to it. A newer writer
+//!   fences its segment before reading it, so nothing acknowledged to this one is lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dlog_metadata::{AnyStore, LeaseId, LeaseKeeper, MetaError, MetadataStore};
+use dlog_replication::client::{ReplicationClient, SegmentHandle};
+use dlog_replication::quorum::QuorumSizes;
+use dlog_replication::segment_writer::WriterError;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::dlsn::Dlsn;
+use super::error::LogError;
+use super::log_segments::{self, LogSegments};
+use super::namespace::Inner;
+use super::truncation::{self, Retention};
+use super::writer_core::{CoreOutput, CoreSettings, TransmitPolicy, WriterCore};
+
+/// A record to write: its payload and, optionally, its transaction id (by default the log's
+/// last one plus one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The transaction id, above the log's last one; `None`: assigned.
+    pub txid: Option<u64>,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+impl Record {
+    /// A record whose transaction id the writer assigns.
+    pub fn new(payload: impl Into<Bytes>) -> Record {
+        Record { txid: None, payload: payload.into() }
+    }
+
+    /// A record with transaction id `txid`.
+    pub fn with_txid(txid: u64, payload: impl Into<Bytes>) -> Record {
+        Record { txid: Some(txid), payload: payload.into() }
+    }
+}
+
+/// A durable record: where it is and its transaction id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Its position.
+    pub dlsn: Dlsn,
+    /// Its transaction id.
+    pub txid: u64,
+}
+
+/// How a writer writes.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Bookies a segment is striped over. Default 3.
+    pub ensemble_size: usize,
+    /// Bookies each entry is written to. Default 3.
+    pub write_quorum_size: usize,
+    /// Acknowledgements an entry needs. Default 2.
+    pub ack_quorum_size: usize,
+    /// When entries go out (default: low latency, see `TransmitPolicy::default`).
+    pub transmit: TransmitPolicy,
+    /// A segment rolls after this many bytes. Default 256 MiB.
+    pub roll_bytes: u64,
+    /// A segment rolls when a record comes after it is this old. Default 2 h.
+    pub roll_age: Duration,
+    /// The largest record payload. Default 1 MiB − 4 KiB (must fit an entry).
+    pub record_bytes_max: usize,
+    /// The writer lock's lease ttl: a writer that dies leaves the log to the next one after at
+    /// most this long (a live one is taken over at once when `take_over`). Default 10 s.
+    pub lock_ttl: Duration,
+    /// Take the log over from a writer that holds it (fencing it) instead of failing with
+    /// `LockHeld`. Default true: the newest writer wins, safely.
+    pub take_over: bool,
+    /// Who this writer is, as shown to others (`LockHeld`, `dlog admin`). Default
+    /// `<hostname>:<pid>`.
+    pub owner: String,
+    /// What the log keeps: the writer truncates older segments in the background. Default:
+    /// everything (no bound).
+    pub retention: Retention,
+    /// How often retention looks. Default 60 s.
+    pub retention_check_every: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> WriterConfig {
+        WriterConfig {
+            ensemble_size: 3,
+            write_quorum_size: 3,
+            ack_quorum_size: 2,
+            transmit: TransmitPolicy::default(),
+            roll_bytes: 256 << 20,
+            roll_age: Duration::from_secs(2 * 3600),
+            record_bytes_max: (1 << 20) - (4 << 10),
+            lock_ttl: Duration::from_secs(10),
+            take_over: true,
+            owner: default_owner(),
+            retention: Retention::default(),
+            retention_check_every: Duration::from_secs(60),
+        }
+    }
+}
+
+fn default_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+#[expect(clippy::disallowed_methods, reason = "the writer shell owns the clock")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// A ticket's outcome, as its records' futures see it.
+type Outcome = Option<Result<(), LogError>>;
+
+struct State {
+    core: WriterCore,
+    handles: BTreeMap<u64, Arc<SegmentHandle>>,
+    /// Per segment, the adds whose answers its driver task waits for, in entry order.
+    drivers: BTreeMap<u64, mpsc::UnboundedSender<(u64, AddFuture)>>,
+    /// Tickets not yet resolved, oldest first.
+    tickets: VecDeque<(u64, watch::Sender<Outcome>)>,
+    /// Seals in progress (a close waits for them).
+    seals: Vec<tokio::task::JoinHandle<Result<(), LogError>>>,
+    /// The deadline the timer task sleeps for.
+    armed: Option<Instant>,
+}
+
+type AddFuture = std::pin::Pin<Box<dyn Future<Output = Result<u64, WriterError>> + Send>>;
+
+pub(crate) struct Shared {
+    name: String,
+    state: Mutex<State>,
+    client: ReplicationClient<AnyStore>,
+    store: Arc<AnyStore>,
+    segments: tokio::sync::Mutex<LogSegments>,
+    quorum: QuorumSizes,
+    timer: Notify,
+    runtime: tokio::runtime::Handle,
+    lease: LeaseId,
+    /// `close` was called or the writer dropped: the lease's end is not a failure.
+    released: AtomicBool,
+}
+
+/// The single writer of one log (see the module doc). `Send + Sync`: `write` may be called
+/// from any thread; the order of calls is the order of records.
+pub struct LogWriter {
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl LogWriter {
+    /// Starts the writer's shell: `segments` holds the lock (taken, and every in-progress
+    /// segment recovered), `lease` keeps it.
+    pub(crate) fn start(
+        ns: Arc<Inner>,
+        segments: LogSegments,
+        lease: LeaseKeeper,
+        config: &WriterConfig,
+    ) -> Result<LogWriter, LogError> {
+        let entry_bytes_max =
+            usize::try_from(ns.config.replication.writer.entry_bytes_max).unwrap_or(usize::MAX);
+        let (client, store, runtime) = (ns.client.clone(), ns.store.clone(), ns.runtime.clone());
+        let quorum = QuorumSizes::new(config.ensemble_size, config.write_quorum_size, config.ack_quorum_size)
+            .map_err(|e| LogError::Invalid(format!("quorum sizes: {e}")))?;
+        let settings = CoreSettings {
+            transmit: config.transmit,
+            roll_bytes: config.roll_bytes,
+            roll_age: config.roll_age,
+            record_bytes_max: config.record_bytes_max,
+            entry_bytes_max,
+        };
+        let meta = segments.meta();
+        let core = WriterCore::new(settings, meta.next_segment_seq, meta.next_txid.checked_sub(1))
+            .map_err(LogError::Invalid)?;
+        let name = format!("{}/{}", segments.namespace, segments.log);
+        let shared = Arc::new(Shared {
+            name,
+            state: Mutex::new(State {
+                core,
+                handles: BTreeMap::new(),
+                drivers: BTreeMap::new(),
+                tickets: VecDeque::new(),
+                seals: Vec::new(),
+                armed: None,
+            }),
+            client,
+            store,
+            segments: tokio::sync::Mutex::new(segments),
+            quorum,
+            timer: Notify::new(),
+            runtime: runtime.clone(),
+            lease: lease.id(),
+            released: AtomicBool::new(false),
+        });
+        runtime.spawn(timer(Arc::downgrade(&shared)));
+        runtime.spawn(watch_lease(Arc::downgrade(&shared), lease));
+        if !config.retention.is_unbounded() {
+            let log = shared.name.split_once('/').map_or(String::new(), |(_, l)| l.to_owned());
+            runtime.spawn(retain(
+                Arc::downgrade(&shared),
+                ns,
+                log,
+                config.retention,
+                config.retention_check_every,
+            ));
+        }
+        Ok(LogWriter { shared })
+    }
+
+    /// Writes `record` (WC1, WC2): the order of calls is the order of records. The future
+    /// resolves with its DLSN once durable at the ack quorum (LW2), or with why not.
+    pub fn write(&self, record: Record) -> impl Future<Output = Result<Appended, LogError>> + Send + 'static {
+        let taken = {
+            let mut state = self.shared.state();
+            let taken = state.core.write(record.txid, &record.payload, now()).map(|a| {
+                let outcome = ticket(&mut state, a.ticket);
+                (Appended { dlsn: a.dlsn, txid: a.txid }, a.ticket, outcome)
+            });
+            pump(&self.shared, &mut state);
+            taken
+        };
+        async move {
+            let (appended, _, mut outcome) = taken?;
+            wait(&mut outcome).await.map(|()| appended)
+        }
+    }
+
+    /// Sends what is gathered now and waits until every record written before is durable.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let waiting = {
+            let mut state = self.shared.state();
+            let last = state.core.flush();
+            let waiting = last.map(|t| ticket(&mut state, t));
+            pump(&self.shared, &mut state);
+            match (waiting, state.core.failure()) {
+                (_, Some(error)) => return Err(error.clone()),
+                (w, None) => w,
+            }
+        };
+        match waiting {
+            Some(mut outcome) => wait(&mut outcome).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, closes the segment (completed in the log's metadata) and gives the log up.
+    pub async fn close(self) -> Result<(), LogError> {
+        let waiting = {
+            let mut state = self.shared.state();
+            let last = state.core.close();
+            let waiting = last.map(|t| ticket(&mut state, t));
+            pump(&self.shared, &mut state);
+            waiting
+        };
+        let mut result = match waiting {
+            Some(mut outcome) => wait(&mut outcome).await,
+            None => Ok(()),
+        };
+        let seals = std::mem::take(&mut self.shared.state().seals);
+        for seal in seals {
+            let sealed = seal.await.unwrap_or(Err(LogError::Closed));
+            result = result.and(sealed);
+        }
+        if let Some(error) = self.shared.state().core.failure() {
+            result = result.and(Err(error.clone()));
+        }
+        // Give the log up: the lock goes with its lease.
+        if !self.shared.released.swap(true, Ordering::SeqCst) {
+            let _ = self.shared.store.revoke(self.shared.lease).await;
+        }
+        result
+    }
+
+    /// The last transaction id written (accepted, not necessarily durable yet).
+    pub fn last_txid(&self) -> Option<u64> {
+        self.shared.state().core.last_txid()
+    }
+}
+
+impl Drop for LogWriter {
+    /// A writer dropped without `close` leaves its segment open (the next writer recovers it)
+    /// and ends its lease now, so the next writer need not wait for it.
+    fn drop(&mut self) {
+        if !self.shared.released.swap(true, Ordering::SeqCst) {
+            let (store, lease) = (self.shared.store.clone(), self.shared.lease);
+            self.shared.runtime.spawn(async move {
+                let _ = store.revoke(lease).await;
+            });
+        }
+        self.shared.timer.notify_one();
+    }
+}
+
+/// The outcome channel of `ticket` (the newest or a new one: tickets come in order).
+fn ticket(state: &mut State, ticket: u64) -> watch::Receiver<Outcome> {
+    if let Some((t, tx)) = state.tickets.back()
+        && *t == ticket
+    {
+        return tx.subscribe();
+    }
+    let (tx, rx) = watch::channel(None);
+    state.tickets.push_back((ticket, tx));
+    rx
+}
+
+async fn wait(outcome: &mut watch::Receiver<Outcome>) -> Result<(), LogError> {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(done) => done.clone().unwrap_or(Err(LogError::Closed)),
+        Err(_) => Err(LogError::Closed),
+    }
+}
+
+/// Acts on everything the core has to say (under its lock: LW1).
+fn pump(shared: &Arc<Shared>, state: &mut State) {
+    while let Some(output) = state.core.poll_output() {
+        match output {
+            CoreOutput::OpenSegment { seq, first_txid } => {
+                shared.runtime.spawn(open_segment(shared.clone(), seq, first_txid));
+            }
+            CoreOutput::Transmit { seq, entry_id, payload } => {
+                let (Some(handle), Some(driver)) = (state.handles.get(&seq), state.drivers.get(&seq)) else {
+                    state
+                        .core
+                        .on_failed(LogError::Invalid(format!("entry for segment {seq}, which is not open")));
+                    continue;
+                };
+                let add: AddFuture = Box::pin(handle.add(payload));
+                let _ = driver.send((entry_id, add));
+            }
+            CoreOutput::SealSegment { seq, summary } => {
+                // Its driver ends once the adds it holds are answered.
+                state.drivers.remove(&seq);
+                let handle = state.handles.remove(&seq);
+                let shared = shared.clone();
+                let seal = shared.runtime.clone().spawn(async move {
+                    if let Some(handle) = handle {
+                        handle
+                            .close()
+                            .await
+                            .map_err(|error| write_error(&shared, seq, handle.id(), error))?;
+                    }
+                    shared.segments.lock().await.complete(seq, summary).await
+                });
+                state.seals.retain(|s| !s.is_finished());
+                state.seals.push(seal);
+            }
+            CoreOutput::Acked { through } => {
+                while state.tickets.front().is_some_and(|(t, _)| *t <= through) {
+                    let (_, tx) = state.tickets.pop_front().expect("front");
+                    tx.send_replace(Some(Ok(())));
+                }
+            }
+            CoreOutput::Failed { from, error } => {
+                tracing::warn!(log = %shared.name, %error, "the writer failed");
+                for (t, tx) in state.tickets.drain(..) {
+                    debug_assert!(t >= from, "tickets before {from} were acknowledged");
+                    tx.send_replace(Some(Err(error.clone())));
+                }
+                state.drivers.clear();
+                state.handles.clear();
+            }
+        }
+    }
+    let deadline = state.core.next_deadline();
+    if deadline.is_some_and(|d| state.armed.is_none_or(|a| d < a)) {
+        state.armed = deadline;
+        shared.timer.notify_one();
+    }
+}
+
+fn write_error(shared: &Shared, seq: u64, segment: u64, error: WriterError) -> LogError {
+    match error {
+        WriterError::Fenced => LogError::Fenced { log: shared.name.clone() },
+        error => {
+            tracing::debug!(seq, segment, %error, "segment write failed");
+            LogError::Write { segment, error }
+        }
+    }
+}
+
+/// Creates segment `seq` and adds it to the log, then lets the core send to it.
+async fn open_segment(shared: Arc<Shared>, seq: u64, first_txid: u64) {
+    let opened = async {
+        let mut segments = shared.segments.lock().await;
+        let handle = log_segments::create_segment(
+            &shared.client,
+            shared.quorum,
+            &segments.namespace,
+            &segments.log,
+            seq,
+        )
+        .await?;
+        segments.add(seq, handle.id(), first_txid).await.map(|()| handle)
+    }
+    .await;
+    let mut state = shared.state();
+    match opened {
+        Ok(handle) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let id = handle.id();
+            state.handles.insert(seq, Arc::new(handle));
+            state.drivers.insert(seq, tx);
+            shared.runtime.spawn(drive_acks(Arc::downgrade(&shared), seq, id, rx));
+            state.core.segment_ready(seq);
+        }
+        Err(error) => state.core.on_failed(error),
+    }
+    pump(&shared, &mut state);
+}
+
+/// Feeds one segment's add answers to the core, in entry order.
+async fn drive_acks(
+    shared: Weak<Shared>,
+    seq: u64,
+    segment: u64,
+    mut adds: mpsc::UnboundedReceiver<(u64, AddFuture)>,
+) {
+    while let Some((entry_id, add)) = adds.recv().await {
+        let result = add.await;
+        let Some(shared) = shared.upgrade() else { return };
+        let mut state = shared.state();
+        match result {
+            Ok(id) if id == entry_id => state.core.on_acked(seq, entry_id),
+            Ok(id) => state.core.on_failed(LogError::Invalid(format!(
+                "segment {segment} gave entry id {id} to what the writer numbered {entry_id}"
+            ))),
+            Err(error) => {
+                let error = write_error(&shared, seq, segment, error);
+                state.core.on_failed(error);
+            }
+        }
+        pump(&shared, &mut state);
+    }
+}
+
+/// Transmits entries whose `max_delay` passed.
+async fn timer(shared: Weak<Shared>) {
+    loop {
+        let (deadline, notified) = {
+            let Some(shared) = shared.upgrade() else { return };
+            let deadline = shared.state().core.next_deadline();
+            // Registered before the deadline was read is not possible here, so a notify racing
+            // this read is kept by `Notify`'s stored permit.
+            (deadline, shared.clone())
+        };
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(d.into()) => {}
+                    () = notified.timer.notified() => {}
+                }
+            }
+            None => notified.timer.notified().await,
+        }
+        if Arc::strong_count(&notified) == 1 {
+            return;
+        }
+        let mut state = notified.state();
+        state.armed = None;
+        state.core.on_tick(now());
+        pump(&notified, &mut state);
+    }
+}
+
+/// Fails the writer when its lease may be lost (LW3).
+async fn watch_lease(shared: Weak<Shared>, mut lease: LeaseKeeper) {
+    let lost = {
+        let lost = lease.lost();
+        tokio::pin!(lost);
+        loop {
+            tokio::select! {
+                error = &mut lost => break Some(error),
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if shared.upgrade().is_none_or(|s| s.released.load(Ordering::SeqCst)) {
+                        break None;
+                    }
+                }
+            }
+        }
+    };
+    let Some(shared) = shared.upgrade() else { return };
+    match lost {
+        None => {}
+        Some(_) if shared.released.load(Ordering::SeqCst) => {}
+        Some(error) => {
+            if !matches!(error, MetaError::LeaseExpired(_)) {
+                tracing::warn!(log = %shared.name, %error, "writer lease may be lost");
+            }
+            let mut state = shared.state();
+            state.core.on_failed(LogError::LockLost { log: shared.name.clone() });
+            pump(&shared, &mut state);
+        }
+    }
+    drop(lease);
+}
+
+/// Applies the writer's retention every `every` while the writer lives.
+async fn retain(shared: Weak<Shared>, ns: Arc<Inner>, log: String, retention: Retention, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if shared.upgrade().is_none_or(|s| s.released.load(Ordering::SeqCst)) {
+            return;
+        }
+        let applied = async {
+            match truncation::retention_point(&ns, &log, retention).await? {
+                Some(before) => truncation::truncate(&ns, &log, before).await,
+                None => truncation::delete_queued(&ns).await,
+            }
+        };
+        if let Err(error) = applied.await {
+            tracing::warn!(%log, %error, "retention did not finish; it runs again later");
+        }
+    }
+}
