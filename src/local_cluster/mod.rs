@@ -22,7 +22,9 @@
 //!   holds this store, so any registration of this cluster's bookie ids is stale; start revokes
 //!   its lease (or deletes it) before the metadata is served or any bookie registers.
 //! - LC3: every bookie's cookie is checked before its engine opens (node.rs ND1): a bookie
-//!   directory swapped between ids, or wiped, is refused as `dlog bookie` refuses it.
+//!   directory swapped between ids, or wiped, is refused as `dlog bookie` refuses it. The
+//!   directory is made absolute first (the cookies record paths); a cluster directory moved as a
+//!   whole keeps its bookies (node.rs `adopt_moved_dirs`).
 //! - LC4: directories of bookies past `bookies` are refused rather than left out: their replicas
 //!   would be unreachable.
 //!
@@ -31,8 +33,8 @@
 //!
 //! Stopping: `shutdown` deregisters every bookie, drains the servers, flushes and closes the
 //! engines, stops the metadata server and closes the store. `Drop` stops the same parts in place
-//! without the deregistration (it needs the runtime); the leases then expire, and the next start
-//! removes the registrations anyway (LC2).
+//! without the drain, the flush and the deregistration (it needs the runtime); the leases then
+//! expire, and the next start removes the registrations anyway (LC2).
 
 mod cli;
 mod node;

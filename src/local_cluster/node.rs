@@ -12,8 +12,9 @@
 //!   bookie's was created): a directory swapped between ids is refused before it is replayed.
 //! - ND2: registered only while serving: the server starts before the registration, and the
 //!   registration is removed before the drain starts.
-//! - ND3: `stop` and `Drop` never wait longer than `DRAIN_TIMEOUT` plus one lease ttl; `Drop`
-//!   skips the deregistration (the lease then expires, and the next start removes it anyway).
+//! - ND3: `stop` waits at most one lease ttl (deregistration), `DRAIN_TIMEOUT` (the drain)
+//!   and one flush of the write cache; `Drop` drains nothing and skips the deregistration (the
+//!   lease then expires, and the next start removes it anyway).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
