@@ -13,6 +13,7 @@ mod log_segments;
 pub mod namespace;
 pub mod reader;
 pub mod truncation;
+pub mod wal;
 pub mod writer;
 pub mod writer_core;
 
@@ -21,5 +22,6 @@ pub use error::LogError;
 pub use namespace::{LogInfo, Namespace, NamespaceConfig};
 pub use reader::{LogReader, LogRecord, ReaderConfig, StartPosition};
 pub use truncation::Retention;
+pub use wal::{Replay, WriteAheadLog};
 pub use writer::{Appended, LogWriter, Record, WriterConfig};
 pub use writer_core::TransmitPolicy;
