@@ -79,6 +79,7 @@ async fn a_watch_survives_a_server_restart_without_gaps_or_repeats() {
     assert_eq!((e.key.as_str(), e.version), ("w/0", v0));
 
     server.shutdown().await;
+    assert_eq!(Arc::strong_count(&served), 1, "a stopped server holds no handle of the store");
     match client.get("w/0").await {
         Err(MetaError::Unavailable(_)) => {}
         other => panic!("a call with no server: {other:?}"),
@@ -188,6 +189,7 @@ async fn a_txn_in_flight_when_the_server_dies_is_unavailable() {
     assert_eq!(client.get("k").await.unwrap(), None);
     let died = Instant::now();
     server.shutdown().await;
+    assert_eq!(Arc::strong_count(&stalling), 1, "the stalled call was ended with its connection");
     let answer = timeout(Duration::from_secs(5), txn).await.expect("answered").unwrap();
     match answer {
         Err(MetaError::Unavailable(m)) => assert!(m.contains("in doubt"), "{m}"),

@@ -14,8 +14,9 @@
 //!   whole or split only by `WATCH_BATCH_BYTES` with `complete` on its last part (RM4), then
 //!   the error that ended it (`WatchEnd`); a `Cancel` or the connection's end stops it.
 //! - RS3: a connection's end (the peer closed, a bad frame, `shutdown`) aborts its calls
-//!   and watches; nothing a connection started outlives it. `shutdown` stops accepting and
-//!   ends every connection before it returns.
+//!   and watches and waits for them: nothing a connection started outlives it. `shutdown`
+//!   stops accepting and ends every connection before it returns, so by then the server
+//!   holds no handle of the store and no socket (the port is free).
 
 use std::collections::HashMap;
 use std::io;
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use tokio::io::BufReader;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::WATCH_BATCH_BYTES;
@@ -74,7 +75,8 @@ impl MetadataServer {
     }
 
     /// Stops accepting and closes every connection (calls in flight are abandoned: their
-    /// clients answer them `Unavailable`), then returns; the port is free again (RS3).
+    /// clients answer them `Unavailable`), then returns once every task the server started
+    /// has ended: the port is free and the server holds no handle of the store (RS3).
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -100,12 +102,13 @@ async fn accept<S: MetadataStore + 'static>(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut connections = JoinSet::new();
+    let (stopping, stop) = watch::channel(false);
     loop {
         tokio::select! {
             _ = &mut stopped => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve(store.clone(), stream, peer));
+                    connections.spawn(serve(store.clone(), stream, peer, stop.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: let connections end rather than spin.
@@ -117,7 +120,10 @@ async fn accept<S: MetadataStore + 'static>(
         }
     }
     drop(listener);
-    connections.shutdown().await;
+    drop(store);
+    // Each connection ends its calls and watches and waits for them (RS3).
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
 }
 
 /// Aborts the task when dropped.
@@ -139,8 +145,21 @@ struct Connection<S> {
     permits: Arc<Semaphore>,
 }
 
+/// How a connection's reading ended.
+enum Ended {
+    /// The client closed it.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
 /// Serves one connection until it ends (RS1-RS3).
-async fn serve<S: MetadataStore + 'static>(store: Arc<S>, stream: TcpStream, peer: SocketAddr) {
+async fn serve<S: MetadataStore + 'static>(
+    store: Arc<S>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "metadata server: TCP_NODELAY");
     }
@@ -156,11 +175,18 @@ async fn serve<S: MetadataStore + 'static>(store: Arc<S>, stream: TcpStream, pee
         watches: Arc::new(Mutex::new(HashMap::new())),
         permits: Arc::new(Semaphore::new(IN_FLIGHT_MAX)),
     };
-    let end = connection.read_requests(read).await;
-    // The client is gone or misbehaved: nobody waits for the rest (RS3).
+    let end = tokio::select! {
+        end = connection.read_requests(read) => end.map(|()| Ended::Closed),
+        _ = stop.wait_for(|stop| *stop) => Ok(Ended::Shutdown),
+    };
+    // The client is gone or misbehaved, or the server stops: nobody waits for the rest (RS3).
     connection.work.shutdown().await;
     match end {
-        Ok(()) => tracing::debug!(%peer, "metadata connection closed by the client"),
+        Ok(Ended::Closed) => tracing::debug!(%peer, "metadata connection closed by the client"),
+        Ok(Ended::Shutdown) => {
+            writer.0.abort();
+            let _ = (&mut writer.0).await;
+        }
         Err(why) => {
             tracing::warn!(%peer, %why, "metadata server: bad frame; closing the connection");
             let goodbye = MetaError::Invalid(format!("bad frame: {why}; closing the connection"));
