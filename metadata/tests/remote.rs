@@ -2,7 +2,8 @@
 //! `RemoteStore`): what a network adds. A server restart under an open watch (RM3), a
 //! lease outliving its connection, calls in flight when the server dies (RM1), calls with no
 //! answer (RM1), a watch whose resume point was compacted away, a watch its store ends
-//! (RS2), garbage sent to a server and by a "server" (RM5). Every wait is bounded.
+//! (RS2), garbage sent to a server and by a "server" (RM5), extreme arguments. Every wait is
+//! bounded.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -357,4 +358,35 @@ async fn a_bad_server_makes_calls_unavailable() {
         assert!(matches!(client.watch("k", Version(0)).await, Err(MetaError::Unavailable(_))));
         fake.abort();
     }
+}
+
+/// Extreme arguments, now reachable from any socket, are answered (an error or a value) and
+/// leave the served store working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_arguments_are_answered() {
+    let served = Arc::new(LocalStore::in_memory().unwrap());
+    let server = MetadataServer::start(served, any()).await.unwrap();
+    let client = RemoteStore::connect(&format!("dlog://{}", server.local_addr())).await.unwrap();
+    let v = client.put("k", b("1")).await.unwrap();
+    let _ = client.grant(Duration::MAX).await;
+    let _ = client.grant(Duration::from_nanos(1)).await;
+    let _ = client.keep_alive(LeaseId(u64::MAX)).await;
+    let _ = client.revoke(LeaseId(u64::MAX)).await;
+    let _ = client.list("", Some("\u{10ffff}"), usize::MAX).await;
+    let _ = client.list("k", Some(""), 1).await;
+    let huge = "k".repeat(1 << 20);
+    let _ = client.get(&huge).await;
+    assert!(matches!(client.get(&"k".repeat(9 << 20)).await, Err(MetaError::Invalid(_))), "over the frame");
+    let _ = client.put_if("k", b("x"), Version(u64::MAX)).await;
+    let bound = Op::Put { key: "l".into(), value: b("x"), cond: Cond::Any, lease: Some(LeaseId(u64::MAX)) };
+    let _ = client.txn(vec![bound]).await;
+    for from in [u64::MAX, u64::MAX - 1, 1 << 63] {
+        if let Ok(mut watch) = client.watch("k", Version(from)).await {
+            no_event(&mut watch, Duration::from_millis(50)).await;
+        }
+    }
+    let (all, _) = client.list_all("").await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(client.get("k").await.unwrap().unwrap().version, v, "the store still answers");
+    assert!(client.put("k2", b("2")).await.unwrap() > v);
 }
