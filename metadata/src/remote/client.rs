@@ -51,7 +51,8 @@ const WATCH_CHECK: Duration = Duration::from_millis(250);
 /// `WATCH_BACKOFF_MAX`).
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(10);
 
-/// A metadata store served by a `MetadataServer` (see the module doc).
+/// A metadata store served by a `MetadataServer` (see the module doc). Clones share one
+/// connection.
 #[derive(Clone)]
 pub struct RemoteStore {
     inner: Arc<Inner>,
