@@ -56,8 +56,13 @@ async fn records_read_back_in_order_from_every_kind_of_start() {
     }
     assert!(acks.windows(2).all(|w| w[0].dlsn < w[1].dlsn && w[0].txid < w[1].txid));
     assert!(acks.last().unwrap().dlsn.segment_seq > 2, "small segments rolled: {:?}", acks.last());
-    let tail = ns.tail_position("events").await.unwrap();
-    assert!(tail > acks.last().unwrap().dlsn);
+    // The tail is what readers may see: the segment's LAC, which trails the writer's
+    // acknowledgements until the next add or the idle WRITE_LAC (1 ms) carries it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ns.tail_position("events").await.unwrap() <= acks.last().unwrap().dlsn {
+        assert!(tokio::time::Instant::now() < deadline, "the LAC reached the bookies");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let all = read_all(&ns, "events", StartPosition::Head).await;
     assert_eq!(all.len(), 500);

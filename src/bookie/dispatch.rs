@@ -16,6 +16,8 @@
 //! - DP4: `start` hands the request to the engine before it returns (only a second step, the
 //!   read after a fence or after a long poll's wait, comes later): the connection calls it in
 //!   decode order, so each shard's queue sees a connection's requests in the order they came.
+//! - DP5: a long poll ends when the server drains, answered as a timeout that reports the LAC
+//!   the client sent (true, if stale), so a shutdown never waits out a tailing reader's poll.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,11 +110,13 @@ pub type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Response>>>
 /// first engine call is made now, before this returns (DP4), and the answer awaited later.
 /// `limits` caps a READ_RANGE's `max_bytes` (`Limits::range_bytes`).
 /// `room_for_entry` says, when a long poll wakes, whether its answer may carry the entry.
+/// `drain` ends a long poll early when the server drains (DP5).
 pub fn start(
     bookie: &Arc<Bookie>,
     request: Request,
     limits: &dlog_protocol::Limits,
     room_for_entry: impl Fn() -> bool + 'static,
+    drain: compio::runtime::CancelToken,
 ) -> Answer {
     let op = request.op();
     let refused = move |error: Error| refusal(op, &error);
@@ -159,9 +163,17 @@ pub fn start(
             let waited = bookie.wait_for_last_add_confirmed(SegmentId(segment), known.map(EntryId), timeout);
             let bookie = bookie.clone();
             Box::pin(async move {
-                match waited.await {
-                    Ok(lac) => long_poll_answer(&bookie, segment, known, lac, room_for_entry()).await,
-                    Err(error) => refused(error),
+                let drained = std::pin::pin!(drain.wait());
+                match futures_util::future::select(waited, drained).await {
+                    futures_util::future::Either::Left((Ok(lac), _)) => {
+                        long_poll_answer(&bookie, segment, known, lac, room_for_entry()).await
+                    }
+                    futures_util::future::Either::Left((Err(error), _)) => refused(error),
+                    // DP5: the server drains: answered as a timeout with what the client knew
+                    // (true: the LAC is at least that), so the drain need not wait for it.
+                    futures_util::future::Either::Right(_) => {
+                        Response::LongPoll { last_add_confirmed: known, entry: None }
+                    }
                 }
             })
         }

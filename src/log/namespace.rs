@@ -289,9 +289,14 @@ impl Namespace {
         super::reader::tail_position(&self.inner, log).await
     }
 
-    /// Stops a `local://` namespace's cluster cleanly (a clone still in use loses its cluster).
-    pub async fn shutdown(&self) {
-        if let Some(cluster) = self.inner.cluster.lock().await.take() {
+    /// Stops the namespace's connections, and a `local://` namespace's cluster, cleanly (clones
+    /// still in use lose both; writers should be closed first).
+    pub async fn shutdown(self) {
+        let cluster = self.inner.cluster.lock().await.take();
+        self.inner.client.shutdown();
+        // The cluster waits for the store's other handles: ours go first.
+        drop(self);
+        if let Some(cluster) = cluster {
             cluster.shutdown().await;
         }
     }

@@ -616,6 +616,12 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
         }
     }
 
+    /// Stops the client and its clones now (CL2): every pending call resolves `Closed`, the
+    /// connections close, the I/O thread ends; later calls fail with `Closed`.
+    pub fn shutdown(&self) {
+        self.shared.inner.mailbox.close();
+    }
+
     /// A segment's metadata.
     pub async fn segment(
         &self,
