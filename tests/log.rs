@@ -1,6 +1,7 @@
 //! The log API end to end, on a `local://` namespace (embedded metadata and three bookies in
 //! this process): writes read back from every kind of start position, tailing across segment
-//! rolls, truncation, and a writer taken over while it is still writing.
+//! rolls, truncation, retention, a writer taken over while it is still writing, a writer that
+//! loses its lease, and a crashed writer whose log is recovered.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dlog::log::{
     Dlsn, LogError, LogRecord, Namespace, NamespaceConfig, ReaderConfig, Record, StartPosition,
-    TransmitPolicy,
+    TransmitPolicy, WriterConfig,
 };
 
 async fn open(dir: &tempfile::TempDir, config: NamespaceConfig) -> Namespace {
@@ -227,5 +228,86 @@ async fn a_new_writer_fences_the_old_one_and_loses_nothing_acknowledged() {
         assert!(present.contains(&(a.dlsn, a.txid)), "acknowledged {a:?} lost");
     }
     assert_eq!(read.last().map(|r| &r.payload[..]), Some(&b"new-0"[..]));
+    ns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_errors_are_typed_and_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = open(&dir, NamespaceConfig::default()).await;
+    assert!(matches!(ns.open_writer("missing").await.err(), Some(LogError::NoSuchLog(_))));
+    assert!(matches!(
+        ns.open_reader("missing", StartPosition::Head).await.err(),
+        Some(LogError::NoSuchLog(_))
+    ));
+    ns.create_log("l").await.unwrap();
+    let writer = ns.open_writer("l").await.unwrap();
+    let too_big = vec![0u8; (1 << 20) - (4 << 10) + 1];
+    assert!(matches!(writer.write(Record::new(too_big)).await, Err(LogError::RecordTooLarge { .. })));
+    writer.write(Record::new("fine")).await.unwrap();
+    // A second writer that may not take over is told who holds the log.
+    let polite = WriterConfig { take_over: false, owner: "polite".into(), ..WriterConfig::default() };
+    match ns.open_writer_with("l", polite).await.err() {
+        Some(LogError::LockHeld { owner, .. }) => assert_eq!(owner, WriterConfig::default().owner),
+        other => panic!("{other:?}"),
+    }
+    // The lease behind the lock ends (as when the store stops hearing from the writer): the
+    // writer stops, with LockLost, for good.
+    let logs = dlog_metadata::LogMetadataStore::new(ns.store().clone());
+    let holder = logs.writer_lock(ns.name(), "l").await.unwrap().unwrap();
+    dlog_metadata::MetadataStore::revoke(&**ns.store(), holder.lease.unwrap()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        match writer.write(Record::new("after")).await {
+            Err(e) => break e,
+            Ok(_) => assert!(tokio::time::Instant::now() < deadline, "the writer noticed"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(matches!(error, LogError::LockLost { .. } | LogError::Fenced { .. }), "{error:?}");
+    assert!(writer.write(Record::new("again")).await.is_err());
+    drop(writer);
+    // The log is free again: a writer that does not take over gets it.
+    let next =
+        ns.open_writer_with("l", WriterConfig { take_over: false, ..WriterConfig::default() }).await.unwrap();
+    next.write(Record::new("next")).await.unwrap();
+    next.close().await.unwrap();
+    ns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_the_oldest_segments_and_a_crashed_writer_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_segments();
+    config.writer.retention = dlog::log::Retention { max_age: None, max_bytes: Some(12 << 10) };
+    config.writer.retention_check_every = Duration::from_millis(100);
+    let ns = open(&dir, config).await;
+    ns.create_log("r").await.unwrap();
+    let writer = ns.open_writer("r").await.unwrap();
+    let mut last = None;
+    for i in 0..400u32 {
+        last = Some(writer.write(Record::new(vec![i as u8; 200])).await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = ns.log_info("r").await.unwrap();
+        if info.meta.truncated_before.is_some() && info.segments.len() <= 6 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "retention ran: {} segments", info.segments.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The writer dies without closing: the next one recovers its segment, and nothing
+    // acknowledged is missing from what retention kept.
+    drop(writer);
+    let wal = dlog::log::WriteAheadLog::open(&ns, "r").await.unwrap();
+    let mut replay = wal.replay(Dlsn::HEAD).await.unwrap();
+    let mut read = Vec::new();
+    while let Some(r) = replay.next().await.unwrap() {
+        read.push(r);
+    }
+    assert_eq!(read.last().map(|r| r.dlsn), last.map(|a| a.dlsn), "the last acknowledged record survived");
+    assert!(read.len() < 400 && read.len() > 20, "{}", read.len());
+    wal.close().await.unwrap();
     ns.shutdown().await;
 }
