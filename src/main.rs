@@ -61,6 +61,9 @@ enum Bench {
     /// A replicated segment over bookie processes on 127.0.0.1 against one bookie alone,
     /// alternating in one run: one add in flight (p50, p99) and pipelined throughput.
     Replication(dlog::bench::replication::ReplicationBenchArgs),
+    /// The log API on a local cluster (3 bookies, E=3 Qw=3 Qa=2): pipelined throughput, open-loop
+    /// end-to-end latency to a tailing reader, and catch-up from the head, each against a baseline.
+    Log(dlog::bench::log::LogBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +186,7 @@ fn run() -> Result<()> {
         Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),
         Command::Bench { bench: Bench::Bookie(args) } => dlog::bench::bookie::main(args),
         Command::Bench { bench: Bench::Replication(args) } => dlog::bench::replication::main(args),
+        Command::Bench { bench: Bench::Log(args) } => dlog::bench::log::main(args),
     }
 }
 

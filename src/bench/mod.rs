@@ -7,6 +7,7 @@ pub mod bookie;
 pub mod compaction;
 pub mod journal;
 pub mod load;
+pub mod log;
 pub mod metadata;
 mod metadata_workload;
 pub mod reads;
