@@ -1,10 +1,15 @@
 //! `dlog admin`: read commands over the cluster metadata (bookies, logs, a log's segments, one
 //! segment), printed for people or, with `--json`, for scripts. They read through the typed
-//! accessors of `dlog_metadata` only; nothing here builds a key by hand.
+//! accessors of `dlog_metadata` only; nothing here builds a key by hand. And three commands
+//! that change a log through the log API (`Namespace`): `truncate`, `recover` (fence and
+//! close a segment) and `delete-log`.
 //!
 //! A value that does not decode is reported with its key and the command fails (exit 1): an
-//! operator must see damage, not a shorter list. A `local://` store is read as a snapshot
-//! without its lock, so it can be inspected while the process that owns it runs.
+//! operator must see damage, not a shorter list. For the read commands a `local://` URI names
+//! a metadata store's directory, read as a snapshot without its lock, so it can be inspected
+//! while the process that owns it runs; for the changing ones it names a cluster's directory
+//! (as for `dlog write`), which they run in this process, so it must not be in use. By
+//! default every command goes to the metadata a running `dlog local` serves.
 
 use std::fmt::Write as _;
 
@@ -14,13 +19,19 @@ use dlog_metadata::{AnyStore, BookieRegistry, LogMetadataStore, SegmentMetadataS
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// Where commands find the metadata when `--metadata` and `DLOG_METADATA` are not given.
-pub const DEFAULT_METADATA: &str = "local://dlog-data/metadata";
+use crate::cli::LogName;
+use crate::log::{Dlsn as LogDlsn, Namespace};
+
+/// Where commands find the metadata when `--metadata` and `DLOG_METADATA` are not given: the
+/// metadata a running `dlog local` serves, as for every other command.
+pub const DEFAULT_METADATA: &str = crate::local_cluster::DEFAULT_METADATA_URI;
 
 /// `dlog admin` flags.
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
-    /// The metadata store: local:///path, memory:// or etcd://host:port[,host:port]/scope.
+    /// The metadata: dlog://host:port (a running `dlog local`), etcd://host:port[,host:port]/scope,
+    /// or local:///DIR (read commands: a metadata store's directory, read as a snapshot;
+    /// truncate, recover, delete-log: a cluster's directory, run in this process).
     #[arg(long, env = "DLOG_METADATA", default_value = DEFAULT_METADATA, global = true)]
     pub metadata: String,
     /// Print JSON instead of text.
@@ -51,31 +62,101 @@ pub enum AdminCommand {
         /// The segment id.
         id: u64,
     },
+    /// Truncate a log before a position: readers no longer see the records before it, and the
+    /// segments wholly before it are deleted with their data.
+    Truncate {
+        /// The log: LOG or NAMESPACE/LOG.
+        log: LogName,
+        /// The first position kept, `<segment_seq>:<entry_id>:<slot>` (as `dlog write
+        /// --print-dlsn` prints it).
+        dlsn: LogDlsn,
+    },
+    /// Fence and recover a segment (its writer can add nothing more) and close it; prints its
+    /// last entry. A segment closed already is left as it is.
+    Recover {
+        /// The segment id.
+        segment: u64,
+    },
+    /// Delete a log with its records (refused while a writer holds it).
+    DeleteLog {
+        /// The log: LOG or NAMESPACE/LOG.
+        log: LogName,
+    },
 }
 
 /// Runs `dlog admin`.
 pub fn main(args: AdminArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let out = runtime.block_on(run(&args))?;
+    // Multi-thread: the changing commands' namespace does background work on it.
+    let out = crate::cli::block_on(run(&args))?;
     print!("{out}");
     Ok(())
 }
 
 /// Runs one command and returns its output (text or JSON).
 pub async fn run(args: &AdminArgs) -> Result<String> {
-    // Read-only: a local store owned by a running process is read as a snapshot.
-    let store = Arc::new(
-        AnyStore::open_read_only(&args.metadata)
-            .await
-            .with_context(|| format!("opening metadata {}", args.metadata))?,
-    );
     let (text, json) = match &args.command {
-        AdminCommand::Bookies => bookies(store, args.json).await?,
-        AdminCommand::Logs { namespace } => logs(store, namespace.as_deref()).await?,
-        AdminCommand::Segments { log } => segments(store, log).await?,
-        AdminCommand::Segment { id } => segment(store, *id).await?,
+        AdminCommand::Bookies => bookies(open_read_only(args).await?, args.json).await?,
+        AdminCommand::Logs { namespace } => logs(open_read_only(args).await?, namespace.as_deref()).await?,
+        AdminCommand::Segments { log } => segments(open_read_only(args).await?, log).await?,
+        AdminCommand::Segment { id } => segment(open_read_only(args).await?, *id).await?,
+        AdminCommand::Truncate { log, dlsn } => truncate(&args.metadata, log, *dlsn).await?,
+        AdminCommand::Recover { segment } => recover(&args.metadata, *segment).await?,
+        AdminCommand::DeleteLog { log } => delete_log(&args.metadata, log).await?,
     };
     Ok(if args.json { format!("{}\n", serde_json::to_string_pretty(&json)?) } else { text })
+}
+
+/// The store the read commands read. Read-only: a local store owned by a running process is
+/// read as a snapshot.
+async fn open_read_only(args: &AdminArgs) -> Result<Arc<AnyStore>> {
+    let store = AnyStore::open_read_only(&args.metadata)
+        .await
+        .with_context(|| format!("opening metadata {}", args.metadata))?;
+    Ok(Arc::new(store))
+}
+
+/// Runs `change` on the namespace of `log`, then stops the namespace (a `local://` cluster
+/// with it) whatever the outcome.
+async fn on_namespace<T>(
+    metadata: &str,
+    log: &LogName,
+    change: impl AsyncFnOnce(&Namespace) -> Result<T>,
+) -> Result<(String, T)> {
+    let ns = crate::cli::open(metadata, log).await?;
+    let name = crate::cli::full_name(&ns, log);
+    let result = change(&ns).await;
+    ns.shutdown().await;
+    Ok((name, result?))
+}
+
+async fn truncate(metadata: &str, log: &LogName, before: LogDlsn) -> Result<(String, Value)> {
+    let (name, ()) = on_namespace(metadata, log, async |ns| Ok(ns.truncate(&log.log, before).await?)).await?;
+    let text = format!("truncated {name} before {before}\n");
+    Ok((text, json!({ "log": name, "truncated_before": before.to_string() })))
+}
+
+async fn delete_log(metadata: &str, log: &LogName) -> Result<(String, Value)> {
+    let (name, ()) = on_namespace(metadata, log, async |ns| Ok(ns.delete_log(&log.log).await?)).await?;
+    Ok((format!("deleted log {name}\n"), json!({ "deleted": name })))
+}
+
+/// `dlog admin recover`: the segment's master key from its metadata, then the recovery.
+async fn recover(metadata: &str, id: u64) -> Result<(String, Value)> {
+    // The namespace only carries the replication client: the URI's own namespace does.
+    let ns = Namespace::open(metadata).await.with_context(|| format!("opening {metadata}"))?;
+    let recovered = async {
+        let client = ns.replication();
+        let meta = client.segment(id).await.with_context(|| format!("segment {id}"))?;
+        client.recover_segment(id, meta.master_key).await.with_context(|| format!("recovering segment {id}"))
+    }
+    .await;
+    ns.shutdown().await;
+    let end = recovered?;
+    let text = match end.last_entry {
+        Some(last) => format!("segment {id} closed: last entry {last}, {} bytes\n", end.length),
+        None => format!("segment {id} closed: empty\n"),
+    };
+    Ok((text, json!({ "segment": id, "last_entry": end.last_entry, "length": end.length })))
 }
 
 async fn bookies(store: Arc<AnyStore>, json: bool) -> Result<(String, Value)> {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod bench;
 pub mod bookie;
+pub mod cli;
 pub mod deletion_check;
 pub mod local_cluster;
 pub mod log;

@@ -24,7 +24,14 @@ enum Command {
     /// TCP, and bookies on 127.0.0.1, all in one directory. Prints the endpoints, then "ready";
     /// runs until Ctrl-C or SIGTERM.
     Local(dlog::local_cluster::LocalArgs),
-    /// Read the cluster metadata: bookies, logs, a log's segments, one segment.
+    /// Write stdin's lines as records of a log (created if missing), pipelined; with
+    /// --print-dlsn, print each record's `<dlsn> <txid>` once durable.
+    Write(dlog::cli::WriteArgs),
+    /// Print a log's records, one a line, from the head, the tail, a DLSN or a transaction id;
+    /// up to the tail, or with --follow as they come.
+    Read(dlog::cli::ReadArgs),
+    /// Read the cluster metadata (bookies, logs, a log's segments, one segment); truncate a
+    /// log, recover a segment, delete a log.
     Admin(dlog::admin::AdminArgs),
     /// Benchmarks, each against a baseline measured in the same run.
     Bench {
@@ -140,14 +147,35 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(e),
+    };
     // Errors are for people: the message and its causes, no backtrace.
-    match run() {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap refused, on one line (its first: clap's usage and hints follow it) and
+/// exit 2; help and version as clap prints them.
+fn usage(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    eprintln!("{} (see --help)", text.lines().next().unwrap_or("error: bad arguments"));
+    std::process::ExitCode::from(2)
 }
 
 /// The error and its causes on one line, each cause once: many errors already print their
@@ -165,22 +193,28 @@ fn message(e: &anyhow::Error) -> String {
     message
 }
 
-fn run() -> Result<()> {
+fn run(cli: Cli) -> Result<()> {
+    // The client commands report their failure as their error line; a warning of the same
+    // failure before it would only repeat it (RUST_LOG still shows everything).
+    let client = matches!(cli.command, Command::Write(_) | Command::Read(_) | Command::Admin(_));
+    let default_filter = if client { "error" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         // Colours for a terminal only, not escape codes in a log file or a journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Bookie(command) if command.check_config => {
             print!("{}", dlog::bookie::check_config(command.args)?);
             Ok(())
         }
         Command::Bookie(command) => Ok(dlog::bookie::run::run(command.args)?),
         Command::Local(args) => Ok(dlog::local_cluster::run(args)?),
+        Command::Write(args) => dlog::cli::write::main(args),
+        Command::Read(args) => dlog::cli::read::main(args),
         Command::Admin(args) => dlog::admin::main(args),
         Command::Bench { bench: Bench::Journal(args) } => bench_journal(args),
         Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),
