@@ -1,5 +1,6 @@
-//! The `dlog` binary: `dlog bench journal`, `dlog bench metadata` and `dlog admin` today; the bookie server,
-//! local cluster and CLI arrive with the replication and metadata layers.
+//! The `dlog` binary: a bookie (`dlog bookie`), a whole cluster for development (`dlog local`),
+//! the log commands (`dlog write`, `dlog read`, src/cli/), `dlog admin`, and the benchmarks
+//! (`dlog bench`). Errors are one line on stderr and a non-zero exit (2 for a bad command line).
 
 use std::path::PathBuf;
 use std::time::Duration;

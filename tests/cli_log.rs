@@ -423,6 +423,36 @@ fn bad_arguments_and_failures_are_one_line_and_a_non_zero_exit() {
     // Lines need not be UTF-8.
     local.run(&["write", "bytes"], b"\xff\xfe\x00x\nlast, no newline").ok();
     assert_eq!(local.run(&["read", "bytes"], b"").ok_bytes(), b"\xff\xfe\x00x\nlast, no newline\n");
+    // A writer whose segment `dlog admin recover` fences stops at its next record: one line.
+    let mut holder =
+        Running::spawn(local.dlog(&["write", LOG, "--print-dlsn"]), Stdio::piped(), parent.path());
+    let mut holder_in = holder.child.0.stdin.take().unwrap();
+    holder_in.write_all(b"held\n").unwrap();
+    holder_in.flush().unwrap();
+    let held = acks(&[holder.line()]);
+    let listed = local.run(&["admin", "--json", "segments", "default/events"], b"").ok().join("\n");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let open = listed["segments"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(open["state"], "in-progress", "{listed}");
+    let id = open["segment_id"].as_u64().unwrap().to_string();
+    let said = local.run(&["admin", "recover", &id], b"").ok();
+    // One entry (its length is the entry's, framing included).
+    assert!(
+        said.len() == 1 && said[0].starts_with(&format!("segment {id} closed: last entry 0, ")),
+        "{said:?}"
+    );
+    holder_in.write_all(b"fenced\n").unwrap();
+    drop(holder_in);
+    let log = holder.stderr.clone();
+    let status = holder.exit();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.lines().count() == 1 && log.starts_with("error: line 2: writer fenced"), "{log}");
+    // The next writer completes the recovered segment and goes on.
+    let next = acks(&local.run(&["write", LOG, "--print-dlsn"], b"next\n").ok());
+    assert!(next[0].0.segment_seq > held[0].0.segment_seq && next[0].1 > held[0].1, "{next:?}");
+    let read = local.run(&["read", LOG, "--from-txid", &held[0].1.to_string()], b"").ok();
+    assert_eq!(read, ["held", "next"]);
     // No cluster there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let finished = run(dlog(&["read", LOG, "--metadata", &format!("dlog://{closed}")]), b"");
