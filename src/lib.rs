@@ -1,8 +1,10 @@
 //! dlog: a replicated log service on BookKeeper-style storage.
 //!
-//! Today this crate holds the `dlog` binary's commands (`bench journal`); the log API
-//! (namespace, log, writer, reader, DLSN, transaction ids, truncation) arrives with the
-//! replication and metadata layers. The bookie storage engine is `dlog_engine`.
+//! This crate holds the log API (`log`: namespaces, writers, readers, DLSNs, transaction ids,
+//! truncation, the embedded write-ahead log), the all-in-one local cluster (`local_cluster`),
+//! the bookie server (`bookie`), and the `dlog` binary's commands (`cli`, `admin`, `bench`).
+//! The storage engine is `dlog_engine`, the metadata layer `dlog_metadata`, replication
+//! `dlog_replication`.
 
 pub mod admin;
 pub mod bench;

@@ -224,7 +224,8 @@ proptest! {
         steps in proptest::collection::vec(step(), 1..200),
     ) {
         let t0 = t0();
-        let mut s = settings(TransmitPolicy { max_bytes, max_delay: Some(Duration::from_millis(2)), eager_in_flight: eager });
+        let delay = Some(Duration::from_millis(2));
+        let mut s = settings(TransmitPolicy { max_bytes, max_delay: delay, eager_in_flight: eager });
         s.roll_bytes = roll_bytes;
         let mut core = WriterCore::new(s, 1, None).unwrap();
         let mut accepted: BTreeMap<Dlsn, (u64, usize, u64)> = BTreeMap::new();
