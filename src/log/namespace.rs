@@ -3,7 +3,7 @@
 //! writer or a reader, truncate.
 //!
 //! URIs (an optional `?namespace=NAME` picks the namespace; `default` otherwise; it is created
-//! when missing):
+//! with its first log, so opening a namespace writes nothing):
 //! - `local:///path`: everything in this process: the embedded metadata store and bookies
 //!   under `path` (`LocalCluster`, 3 bookies), for one machine. One process at a time.
 //! - `dlog://host:port`: a cluster whose metadata a `dlog local` serves (the CLI's default).
@@ -108,10 +108,6 @@ impl Namespace {
         let runtime = tokio::runtime::Handle::current();
         let client = ReplicationClient::new(store.clone(), runtime.clone(), config.replication.clone())?;
         let logs = LogMetadataStore::new(store.clone());
-        match logs.create_namespace(&name).await {
-            Ok(_) | Err(MetaError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
         let inner = Inner {
             name,
             segments: SegmentMetadataStore::new(store.clone()),
@@ -144,13 +140,23 @@ impl Namespace {
         format!("{}/{log}", self.inner.name)
     }
 
-    /// Creates log `log`; `LogExists` if it does.
+    /// Creates log `log` (and the namespace, with its first log); `LogExists` if it exists.
     pub async fn create_log(&self, log: &str) -> Result<(), LogError> {
-        match self.inner.logs.create_log(&self.inner.name, log).await {
-            Ok(_) => Ok(()),
-            Err(MetaError::AlreadyExists(_)) => Err(LogError::LogExists(self.full(log))),
-            Err(e) => Err(e.into()),
+        let namespace_key = dlog_metadata::schema::namespace_key(&self.inner.name);
+        for _ in 0..2 {
+            match self.inner.logs.create_log(&self.inner.name, log).await {
+                Ok(_) => return Ok(()),
+                Err(MetaError::AlreadyExists(_)) => return Err(LogError::LogExists(self.full(log))),
+                Err(MetaError::NotFound(key)) if key == namespace_key => {
+                    match self.inner.logs.create_namespace(&self.inner.name).await {
+                        Ok(_) | Err(MetaError::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(LogError::Metadata(MetaError::Unavailable(format!("namespace {} keeps vanishing", self.inner.name))))
     }
 
     /// The namespace's logs, in name order.
