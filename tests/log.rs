@@ -173,8 +173,24 @@ async fn truncation_hides_records_and_deletes_whole_segments_with_their_data() {
     ns.truncate("t", acks[5].dlsn).await.unwrap();
     assert_eq!(read_all(&ns, "t", StartPosition::Head).await.len(), 50);
     assert!(matches!(ns.truncate("t", Dlsn::new(99, 0, 0)).await, Err(LogError::Invalid(_))));
-    // The writer goes on after a truncation moved its log's metadata under it.
-    writer.write(Record::new("still")).await.unwrap();
+    // The writer goes on after a truncation moved its log's metadata under it, and a position
+    // just acknowledged may be truncated at once (the tail catches up with the LAC).
+    let still = writer.write(Record::new("still")).await.unwrap();
+    ns.truncate("t", Dlsn { slot: still.dlsn.slot + 1, ..still.dlsn }).await.unwrap();
+    // A deletion queued for a bookie that no longer exists (no cookie) does not fail a
+    // truncation, and leaves the queue.
+    let store = ns.store().clone();
+    let queued = dlog_metadata::schema::PendingDeletion { bookies: vec!["ghost".into()], queued_ms: 0 };
+    let key = dlog_metadata::schema::deletion_key(999_999);
+    dlog_metadata::MetadataStore::put(&*store, &key, dlog_metadata::schema::wire::encode(&queued))
+        .await
+        .unwrap();
+    let more = writer.write(Record::new("more")).await.unwrap();
+    ns.truncate("t", more.dlsn).await.unwrap();
+    let pending = dlog_metadata::LogMetadataStore::new(store.clone()).pending_deletions().await.unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    // A log with a writer is not deleted from under it.
+    assert!(matches!(ns.delete_log("t").await, Err(LogError::LockHeld { .. })));
     writer.close().await.unwrap();
     ns.delete_log("t").await.unwrap();
     assert!(ns.logs().await.unwrap().is_empty());

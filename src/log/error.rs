@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use dlog_metadata::MetaError;
 use dlog_replication::client::ReplicationError;
+use dlog_replication::segment_reader::ReaderError;
 use dlog_replication::segment_writer::WriterError;
 
 use super::dlsn::Dlsn;
@@ -74,6 +75,25 @@ pub enum LogError {
         /// What the segment writer reported.
         error: WriterError,
     },
+    /// A segment of the log could not be read: every replica of an entry failed.
+    #[error("reading segment {segment}: {error}")]
+    Read {
+        /// The segment.
+        segment: u64,
+        /// What the segment reader reported.
+        error: ReaderError,
+    },
+    /// A segment the log's list names has no metadata, and no truncation explains it.
+    #[error("segment {segment} of log {log} is listed but its metadata is gone")]
+    MissingSegment {
+        /// The log.
+        log: String,
+        /// The segment.
+        segment: u64,
+    },
+    /// A broken internal rule (a bug): the writer or reader stops rather than go on wrong.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The metadata store failed.
     #[error("metadata: {0}")]
     Metadata(#[from] MetaError),

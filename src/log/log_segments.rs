@@ -10,6 +10,8 @@
 //!   is still this writer's; otherwise `Fenced`.
 //! - LS2: a recovered segment is completed with what its last entry says (`first_index` plus
 //!   its records), so its count needs no scan of the segment.
+//! - LS3: only segments of earlier writer epochs are recovered: a newer writer's segment means
+//!   this writer was taken over, and it stops (`Fenced`) without fencing the newer one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -188,6 +190,10 @@ impl LogSegments {
             if segment.state != LogSegmentState::InProgress {
                 continue;
             }
+            // A segment of a newer writer: this one was taken over while opening (LS3).
+            if segment.epoch > self.lock.epoch {
+                return Err(self.fenced());
+            }
             let meta = client.segment(segment.segment_id).await?;
             let end = client.recover_segment(segment.segment_id, meta.master_key.clone()).await?;
             let summary = match end.last_entry {
@@ -213,15 +219,11 @@ async fn last_entry_summary(
     let mut reader = client.open_reader(segment, last).await?;
     let bytes = match reader.next().await {
         Some(ReadItem::Entry(entry, bytes)) if entry == last => bytes,
-        Some(ReadItem::Failed(e)) => {
-            return Err(LogError::Replication(Arc::new(
-                dlog_replication::client::ReplicationError::Settings(format!(
-                    "reading the last entry {last} of segment {segment}: {e}"
-                )),
-            )));
-        }
+        Some(ReadItem::Failed(error)) => return Err(LogError::Read { segment, error }),
         other => {
-            return Err(LogError::Invalid(format!("segment {segment}: no entry {last} to read: {other:?}")));
+            return Err(LogError::Internal(format!(
+                "segment {segment}: entry {last} not delivered: {other:?}"
+            )));
         }
     };
     let entry = decode_entry(&bytes).map_err(|error| LogError::Corrupt { segment, entry: last, error })?;
@@ -246,6 +248,21 @@ pub(crate) async fn create_segment(
 ) -> Result<SegmentHandle, LogError> {
     let owner = SegmentOwner { namespace: namespace.to_owned(), log: log.to_owned(), seq };
     Ok(client.create_segment(quorum, master_key(), Some(owner)).await?)
+}
+
+/// Deletes the metadata of a segment that never made it into its log's list (no entry was
+/// sent to it); a failure is logged: the segment stays an orphan, traceable by its owner.
+pub(crate) async fn delete_unlisted(store: &Arc<AnyStore>, segment: u64) {
+    let segments = dlog_metadata::SegmentMetadataStore::new(store.clone());
+    let deleted = async {
+        match segments.get(segment).await? {
+            Some((_, version)) => segments.delete(segment, version).await.map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    if let Err(error) = deleted.await {
+        tracing::warn!(segment, %error, "an unlisted segment's metadata could not be deleted");
+    }
 }
 
 /// 16 random bytes: a writer's key for one segment.

@@ -156,7 +156,10 @@ impl Namespace {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(LogError::Metadata(MetaError::Unavailable(format!("namespace {} keeps vanishing", self.inner.name))))
+        Err(LogError::Metadata(MetaError::Unavailable(format!(
+            "namespace {} keeps vanishing",
+            self.inner.name
+        ))))
     }
 
     /// The namespace's logs, in name order.
@@ -181,19 +184,22 @@ impl Namespace {
         Ok(LogInfo { meta, segments: segments.into_iter().map(|(s, _)| s).collect() })
     }
 
-    /// Deletes log `log` with its records (NS1). Fails while a writer holds it.
+    /// Deletes log `log` with its records (NS1). Fails with `LockHeld` while a writer holds it.
     pub async fn delete_log(&self, log: &str) -> Result<(), LogError> {
-        if self.inner.logs.writer_lock(&self.inner.name, log).await?.is_some() {
-            return Err(LogError::Invalid(format!("log {} has a writer; close it first", self.full(log))));
+        // The log's lock is held (never taken over) for the whole deletion, so no writer adds
+        // a segment meanwhile; taking it recovers a segment a dead writer left in progress.
+        let config = WriterConfig { take_over: false, ..self.inner.config.writer.clone() };
+        let writer = self.open_writer_with(log, config).await?;
+        let removed = async {
+            // Truncated to the tail first: a reader still reading gets `Truncated`, never a
+            // silent jump over the segments removed under it.
+            let tail = self.tail_position(log).await?;
+            truncation::truncate(&self.inner, log, tail).await
         }
-        // A segment a dead writer left in progress is recovered (and completed) by a writer
-        // that writes nothing: then every segment can go.
-        let info = self.log_info(log).await?;
-        if info.segments.iter().any(|s| s.state == dlog_metadata::schema::LogSegmentState::InProgress) {
-            let config = WriterConfig { take_over: false, ..self.inner.config.writer.clone() };
-            self.open_writer_with(log, config).await?.close().await?;
-        }
-        truncation::remove_segments(&self.inner, log, u64::MAX).await?;
+        .await;
+        let closed = writer.close().await;
+        removed?;
+        closed?;
         let (_, version) = self
             .inner
             .logs
@@ -214,25 +220,36 @@ impl Namespace {
     /// progress, so that writer can add nothing more; then records go to new segments.
     pub async fn open_writer_with(&self, log: &str, config: WriterConfig) -> Result<LogWriter, LogError> {
         let inner = &self.inner;
+        // Checked before the lock is taken: a bad setting must not fence the current writer.
+        let entry_bytes_max =
+            usize::try_from(inner.config.replication.writer.entry_bytes_max).unwrap_or(usize::MAX);
+        let checked = config.check(entry_bytes_max)?;
         if inner.logs.log(&inner.name, log).await?.is_none() {
             return Err(LogError::NoSuchLog(self.full(log)));
         }
         let lease = LeaseKeeper::grant(inner.store.clone(), config.lock_ttl).await?;
-        let lock = match self.acquire(log, &config, &lease).await {
-            Ok(lock) => lock,
-            Err(e) => {
-                let _ = lease.revoke(&*inner.store).await;
-                return Err(e);
+        let segments = async {
+            let lock = self.acquire(log, &config, &lease).await?;
+            let (meta, version) =
+                inner.logs.log(&inner.name, log).await?.ok_or_else(|| LogError::NoSuchLog(self.full(log)))?;
+            // Another writer took the log since the lock was taken: do not recover (fence) its
+            // segments.
+            if meta.writer_epoch != lock.epoch {
+                return Err(LogError::Fenced { log: self.full(log) });
             }
-        };
-        let (meta, version) =
-            inner.logs.log(&inner.name, log).await?.ok_or_else(|| LogError::NoSuchLog(self.full(log)))?;
-        let mut segments = LogSegments::new(inner.logs.clone(), lock, meta, version);
-        if let Err(e) = segments.recover_in_progress(&inner.client).await {
-            let _ = lease.revoke(&*inner.store).await;
-            return Err(e);
+            let mut segments = LogSegments::new(inner.logs.clone(), lock, meta, version);
+            segments.recover_in_progress(&inner.client).await?;
+            Ok(segments)
         }
-        LogWriter::start(inner.clone(), segments, lease, &config)
+        .await;
+        match segments {
+            Ok(segments) => LogWriter::start(inner, segments, lease, checked, &config),
+            Err(e) => {
+                // The lock goes with the lease now, not after its ttl.
+                let _ = lease.revoke(&*inner.store).await;
+                Err(e)
+            }
+        }
     }
 
     async fn acquire(

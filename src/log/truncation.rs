@@ -16,6 +16,9 @@
 //! - TR1: `truncated_before` never moves back; a position past the log's tail is refused (it
 //!   would hide records not yet written).
 //! - TR2: an in-progress segment is never deleted; truncation stops at the first one.
+//! - TR3: a truncation's result is its own work (steps 1 and 2); a queued deletion that fails
+//!   (a bookie down) stays queued for later and does not fail it. Writers work the queue off
+//!   when they open; a bookie without a cookie (decommissioned) is dropped from it.
 
 use std::time::Duration;
 
@@ -29,6 +32,8 @@ use super::namespace::Inner;
 
 /// Attempts at moving `truncated_before` against concurrent updates of the log.
 const ATTEMPTS: usize = 16;
+/// Looks at the tail, 5 ms apart, before a position past it is refused.
+const TAIL_WAITS: usize = 40;
 
 /// What retention keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,7 +55,17 @@ impl Retention {
 /// Truncates `log` before `before` (the module doc's three steps).
 pub(crate) async fn truncate(ns: &Inner, log: &str, before: Dlsn) -> Result<(), LogError> {
     let full = format!("{}/{log}", ns.name);
-    let tail = super::reader::tail_position(ns, log).await?;
+    // The tail readers see trails the writer's acknowledgements until the LAC reaches the
+    // bookies (the next add, or the idle LAC write 1 ms later): a position just acknowledged
+    // gets a moment to become the tail.
+    let mut tail = super::reader::tail_position(ns, log).await?;
+    for _ in 0..TAIL_WAITS {
+        if before <= tail {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tail = super::reader::tail_position(ns, log).await?;
+    }
     if before > tail {
         return Err(LogError::Invalid(format!(
             "cannot truncate {full} before {before}: its tail is at {tail}"
@@ -83,7 +98,7 @@ pub(crate) async fn truncate(ns: &Inner, log: &str, before: Dlsn) -> Result<(), 
 }
 
 /// Removes the completed segments of `log` before sequence number `limit` (TR2), then works
-/// off the deletion queue.
+/// off the deletion queue (TR3: what fails there stays queued, and is not this call's error).
 pub(crate) async fn remove_segments(ns: &Inner, log: &str, limit: u64) -> Result<(), LogError> {
     for (segment, version) in ns.logs.segments(&ns.name, log).await? {
         if segment.seq >= limit || segment.state == LogSegmentState::InProgress {
@@ -116,15 +131,38 @@ pub(crate) async fn remove_segments(ns: &Inner, log: &str, limit: u64) -> Result
             Err(e) => return Err(e.into()),
         }
     }
-    delete_queued(ns).await
+    if let Err(error) = delete_queued(ns).await {
+        tracing::warn!(%error, "some segment data is not deleted yet; it stays queued");
+    }
+    Ok(())
+}
+
+/// `delete_queued` in the background, once, for a namespace that may go away meanwhile.
+pub(crate) async fn delete_queued_quietly(ns: std::sync::Weak<Inner>) {
+    let Some(ns) = ns.upgrade() else { return };
+    if let Err(error) = delete_queued(&ns).await {
+        tracing::debug!(%error, "queued segment deletions not finished; they stay queued");
+    }
 }
 
 /// Sends every queued deletion to its bookies; each leaves the queue once all confirmed. The
 /// first failure is returned after trying every one (the rest stay queued).
 pub(crate) async fn delete_queued(ns: &Inner) -> Result<(), LogError> {
     let mut first_error = None;
+    let registry = dlog_metadata::BookieRegistry::new(ns.store.clone());
     for (segment, bookies, version) in ns.logs.pending_deletions().await? {
-        match ns.client.delete_segment_data(segment, &bookies).await {
+        // A bookie without a cookie was decommissioned (or never existed): nothing to delete
+        // there, and waiting for it would keep the entry queued forever.
+        let mut live = Vec::with_capacity(bookies.len());
+        for bookie in bookies {
+            match registry.cookie(&bookie).await {
+                Ok(None) => {
+                    tracing::info!(segment, %bookie, "bookie decommissioned; nothing to delete there")
+                }
+                _ => live.push(bookie),
+            }
+        }
+        match ns.client.delete_segment_data(segment, &live).await {
             Ok(()) => match ns.logs.deletion_done(segment, version).await {
                 Ok(_) | Err(MetaError::VersionConflict { .. }) | Err(MetaError::NotFound(_)) => {}
                 Err(e) => {

@@ -13,6 +13,11 @@
 //! - LW3: losing the lock (the lease ended, a metadata update came back `Fenced`, a bookie
 //!   answered `Fenced`) fails the writer: nothing more is acknowledged to it. A newer writer
 //!   fences its segment before reading it, so nothing acknowledged to this one is lost.
+//! - LW4: a segment that fails to seal (its close or its completion in the log) fails the
+//!   writer: a segment left open would stop every reader at it while the writer went on.
+//! - LW5: background tasks (timer, lease watcher, retention) hold the shell weakly and end with
+//!   it or at `close`; the timer sleeps for the deadline it armed and is woken only for an
+//!   earlier one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -137,9 +142,9 @@ struct State {
     drivers: BTreeMap<u64, mpsc::UnboundedSender<(u64, AddFuture)>>,
     /// Tickets not yet resolved, oldest first.
     tickets: VecDeque<(u64, watch::Sender<Outcome>)>,
-    /// Seals in progress (a close waits for them).
-    seals: Vec<tokio::task::JoinHandle<Result<(), LogError>>>,
-    /// The deadline the timer task sleeps for.
+    /// Seals in progress (a close waits for them; a failed one fails the core, LW4).
+    seals: Vec<tokio::task::JoinHandle<()>>,
+    /// The deadline the timer task sleeps for (LW5).
     armed: Option<Instant>,
 }
 
@@ -152,11 +157,21 @@ pub(crate) struct Shared {
     store: Arc<AnyStore>,
     segments: tokio::sync::Mutex<LogSegments>,
     quorum: QuorumSizes,
-    timer: Notify,
+    /// Wakes the timer task early (a nearer deadline).
+    timer: Arc<Notify>,
     runtime: tokio::runtime::Handle,
     lease: LeaseId,
     /// `close` was called or the writer dropped: the lease's end is not a failure.
     released: AtomicBool,
+    /// Dropped with the shell (or sent at `close`): the background tasks end (LW5).
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The timer may be waiting for a deadline only this shell could set.
+        self.timer.notify_one();
+    }
 }
 
 /// The single writer of one log (see the module doc). `Send + Sync`: `write` may be called
@@ -171,31 +186,48 @@ impl Shared {
     }
 }
 
+/// A writer's settings, checked (before any lock is taken: a bad setting must not fence the
+/// log's current writer).
+pub(crate) struct CheckedConfig {
+    quorum: QuorumSizes,
+    settings: CoreSettings,
+}
+
+impl WriterConfig {
+    pub(crate) fn check(&self, entry_bytes_max: usize) -> Result<CheckedConfig, LogError> {
+        let quorum = QuorumSizes::new(self.ensemble_size, self.write_quorum_size, self.ack_quorum_size)
+            .map_err(|e| LogError::Invalid(format!("quorum sizes: {e}")))?;
+        let settings = CoreSettings {
+            transmit: self.transmit,
+            roll_bytes: self.roll_bytes,
+            roll_age: self.roll_age,
+            record_bytes_max: self.record_bytes_max,
+            entry_bytes_max,
+        };
+        settings.validate().map_err(LogError::Invalid)?;
+        if self.lock_ttl < Duration::from_millis(100) {
+            return Err(LogError::Invalid(format!("lock_ttl {:?} is under 100 ms", self.lock_ttl)));
+        }
+        Ok(CheckedConfig { quorum, settings })
+    }
+}
+
 impl LogWriter {
     /// Starts the writer's shell: `segments` holds the lock (taken, and every in-progress
     /// segment recovered), `lease` keeps it.
     pub(crate) fn start(
-        ns: Arc<Inner>,
+        ns: &Arc<Inner>,
         segments: LogSegments,
         lease: LeaseKeeper,
+        checked: CheckedConfig,
         config: &WriterConfig,
     ) -> Result<LogWriter, LogError> {
-        let entry_bytes_max =
-            usize::try_from(ns.config.replication.writer.entry_bytes_max).unwrap_or(usize::MAX);
-        let (client, store, runtime) = (ns.client.clone(), ns.store.clone(), ns.runtime.clone());
-        let quorum = QuorumSizes::new(config.ensemble_size, config.write_quorum_size, config.ack_quorum_size)
-            .map_err(|e| LogError::Invalid(format!("quorum sizes: {e}")))?;
-        let settings = CoreSettings {
-            transmit: config.transmit,
-            roll_bytes: config.roll_bytes,
-            roll_age: config.roll_age,
-            record_bytes_max: config.record_bytes_max,
-            entry_bytes_max,
-        };
         let meta = segments.meta();
-        let core = WriterCore::new(settings, meta.next_segment_seq, meta.next_txid.checked_sub(1))
+        let core = WriterCore::new(checked.settings, meta.next_segment_seq, meta.next_txid.checked_sub(1))
             .map_err(LogError::Invalid)?;
         let name = format!("{}/{}", segments.namespace, segments.log);
+        let log = segments.log.clone();
+        let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             name,
             state: Mutex::new(State {
@@ -206,30 +238,27 @@ impl LogWriter {
                 seals: Vec::new(),
                 armed: None,
             }),
-            client,
-            store,
+            client: ns.client.clone(),
+            store: ns.store.clone(),
             segments: tokio::sync::Mutex::new(segments),
-            quorum,
-            timer: Notify::new(),
-            runtime: runtime.clone(),
+            quorum: checked.quorum,
+            timer: Arc::new(Notify::new()),
+            runtime: ns.runtime.clone(),
             lease: lease.id(),
             released: AtomicBool::new(false),
+            stop,
         });
-        runtime.spawn(timer(Arc::downgrade(&shared)));
-        runtime.spawn(watch_lease(Arc::downgrade(&shared), lease));
+        let runtime = &ns.runtime;
+        runtime.spawn(timer(Arc::downgrade(&shared), shared.timer.clone(), stopped.clone()));
+        runtime.spawn(watch_lease(Arc::downgrade(&shared), lease, stopped.clone()));
+        // Deletions an interrupted truncation left are finished in the background.
+        runtime.spawn(truncation::delete_queued_quietly(Arc::downgrade(ns)));
         if !config.retention.is_unbounded() {
-            let log = shared.name.split_once('/').map_or(String::new(), |(_, l)| l.to_owned());
-            runtime.spawn(retain(
-                Arc::downgrade(&shared),
-                ns,
-                log,
-                config.retention,
-                config.retention_check_every,
-            ));
+            let every = config.retention_check_every;
+            runtime.spawn(retain(Arc::downgrade(ns), log, config.retention, every, stopped));
         }
         Ok(LogWriter { shared })
     }
-
     /// Writes `record` (WC1, WC2): the order of calls is the order of records. The future
     /// resolves with its DLSN once durable at the ack quorum (LW2), or with why not.
     pub fn write(&self, record: Record) -> impl Future<Output = Result<Appended, LogError>> + Send + 'static {
@@ -281,9 +310,9 @@ impl LogWriter {
         };
         let seals = std::mem::take(&mut self.shared.state().seals);
         for seal in seals {
-            let sealed = seal.await.unwrap_or(Err(LogError::Closed));
-            result = result.and(sealed);
+            let _ = seal.await;
         }
+        // A seal that failed failed the core (LW4).
         if let Some(error) = self.shared.state().core.failure() {
             result = result.and(Err(error.clone()));
         }
@@ -291,6 +320,7 @@ impl LogWriter {
         if !self.shared.released.swap(true, Ordering::SeqCst) {
             let _ = self.shared.store.revoke(self.shared.lease).await;
         }
+        self.shared.stop.send_replace(true);
         result
     }
 
@@ -310,7 +340,7 @@ impl Drop for LogWriter {
                 let _ = store.revoke(lease).await;
             });
         }
-        self.shared.timer.notify_one();
+        self.shared.stop.send_replace(true);
     }
 }
 
@@ -344,7 +374,7 @@ fn pump(shared: &Arc<Shared>, state: &mut State) {
                 let (Some(handle), Some(driver)) = (state.handles.get(&seq), state.drivers.get(&seq)) else {
                     state
                         .core
-                        .on_failed(LogError::Invalid(format!("entry for segment {seq}, which is not open")));
+                        .on_failed(LogError::Internal(format!("entry for segment {seq}, which is not open")));
                     continue;
                 };
                 let add: AddFuture = Box::pin(handle.add(payload));
@@ -356,13 +386,20 @@ fn pump(shared: &Arc<Shared>, state: &mut State) {
                 let handle = state.handles.remove(&seq);
                 let shared = shared.clone();
                 let seal = shared.runtime.clone().spawn(async move {
-                    if let Some(handle) = handle {
-                        handle
-                            .close()
-                            .await
-                            .map_err(|error| write_error(&shared, seq, handle.id(), error))?;
+                    let sealed = async {
+                        if let Some(handle) = handle {
+                            let closed = handle.close().await;
+                            closed.map_err(|error| write_error(&shared, seq, handle.id(), error))?;
+                        }
+                        shared.segments.lock().await.complete(seq, summary).await
+                    };
+                    // LW4: a segment left unsealed would stop every reader at it.
+                    if let Err(error) = sealed.await {
+                        tracing::warn!(log = %shared.name, seq, %error, "sealing a segment failed; the writer stops");
+                        let mut state = shared.state();
+                        state.core.on_failed(error);
+                        pump(&shared, &mut state);
                     }
-                    shared.segments.lock().await.complete(seq, summary).await
                 });
                 state.seals.retain(|s| !s.is_finished());
                 state.seals.push(seal);
@@ -384,16 +421,19 @@ fn pump(shared: &Arc<Shared>, state: &mut State) {
             }
         }
     }
-    let deadline = state.core.next_deadline();
-    if deadline.is_some_and(|d| state.armed.is_none_or(|a| d < a)) {
-        state.armed = deadline;
+    // LW5: the timer is woken only for a deadline before the one it sleeps for.
+    if let Some(deadline) = state.core.next_deadline()
+        && state.armed.is_none_or(|armed| deadline < armed)
+    {
+        state.armed = Some(deadline);
         shared.timer.notify_one();
     }
 }
 
 fn write_error(shared: &Shared, seq: u64, segment: u64, error: WriterError) -> LogError {
     match error {
-        WriterError::Fenced => LogError::Fenced { log: shared.name.clone() },
+        // Another writer's key on the segment: it is not this writer's any more.
+        WriterError::Fenced | WriterError::WrongMasterKey => LogError::Fenced { log: shared.name.clone() },
         error => {
             tracing::debug!(seq, segment, %error, "segment write failed");
             LogError::Write { segment, error }
@@ -413,7 +453,17 @@ async fn open_segment(shared: Arc<Shared>, seq: u64, first_txid: u64) {
             seq,
         )
         .await?;
-        segments.add(seq, handle.id(), first_txid).await.map(|()| handle)
+        match segments.add(seq, handle.id(), first_txid).await {
+            Ok(()) => Ok(handle),
+            Err(error) => {
+                // Not in the log's list, and no entry was sent to it: its metadata goes too, or
+                // it would be an orphan no one deletes.
+                let id = handle.id();
+                drop(handle);
+                log_segments::delete_unlisted(&shared.store, id).await;
+                Err(error)
+            }
+        }
     }
     .await;
     let mut state = shared.state();
@@ -444,7 +494,7 @@ async fn drive_acks(
         let mut state = shared.state();
         match result {
             Ok(id) if id == entry_id => state.core.on_acked(seq, entry_id),
-            Ok(id) => state.core.on_failed(LogError::Invalid(format!(
+            Ok(id) => state.core.on_failed(LogError::Internal(format!(
                 "segment {segment} gave entry id {id} to what the writer numbered {entry_id}"
             ))),
             Err(error) => {
@@ -456,78 +506,67 @@ async fn drive_acks(
     }
 }
 
-/// Transmits entries whose `max_delay` passed.
-async fn timer(shared: Weak<Shared>) {
+/// Transmits entries whose `max_delay` passed (LW5: it holds the shell only while it works,
+/// sleeps for the deadline it armed, and ends with the shell).
+async fn timer(shared: Weak<Shared>, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     loop {
-        let (deadline, notified) = {
+        let deadline = {
             let Some(shared) = shared.upgrade() else { return };
-            let deadline = shared.state().core.next_deadline();
-            // Registered before the deadline was read is not possible here, so a notify racing
-            // this read is kept by `Notify`'s stored permit.
-            (deadline, shared.clone())
+            let mut state = shared.state();
+            state.core.on_tick(now());
+            pump(&shared, &mut state);
+            state.armed = state.core.next_deadline();
+            state.armed
         };
-        match deadline {
-            Some(d) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(d.into()) => {}
-                    () = notified.timer.notified() => {}
+        tokio::select! {
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
                 }
-            }
-            None => notified.timer.notified().await,
+            } => {}
+            () = wake.notified() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
         }
-        if Arc::strong_count(&notified) == 1 {
-            return;
-        }
-        let mut state = notified.state();
-        state.armed = None;
-        state.core.on_tick(now());
-        pump(&notified, &mut state);
     }
 }
 
-/// Fails the writer when its lease may be lost (LW3).
-async fn watch_lease(shared: Weak<Shared>, mut lease: LeaseKeeper) {
-    let lost = {
-        let lost = lease.lost();
-        tokio::pin!(lost);
-        loop {
-            tokio::select! {
-                error = &mut lost => break Some(error),
-                () = tokio::time::sleep(Duration::from_millis(500)) => {
-                    if shared.upgrade().is_none_or(|s| s.released.load(Ordering::SeqCst)) {
-                        break None;
-                    }
-                }
-            }
-        }
+/// Fails the writer when its lease may be lost (LW3); ends with the shell.
+async fn watch_lease(shared: Weak<Shared>, mut lease: LeaseKeeper, mut stopped: watch::Receiver<bool>) {
+    let error = tokio::select! {
+        error = lease.lost() => error,
+        _ = stopped.wait_for(|stop| *stop) => return,
     };
     let Some(shared) = shared.upgrade() else { return };
-    match lost {
-        None => {}
-        Some(_) if shared.released.load(Ordering::SeqCst) => {}
-        Some(error) => {
-            if !matches!(error, MetaError::LeaseExpired(_)) {
-                tracing::warn!(log = %shared.name, %error, "writer lease may be lost");
-            }
-            let mut state = shared.state();
-            state.core.on_failed(LogError::LockLost { log: shared.name.clone() });
-            pump(&shared, &mut state);
-        }
+    if shared.released.load(Ordering::SeqCst) {
+        return;
     }
-    drop(lease);
+    if !matches!(error, MetaError::LeaseExpired(_)) {
+        tracing::warn!(log = %shared.name, %error, "writer lease may be lost");
+    }
+    let mut state = shared.state();
+    state.core.on_failed(LogError::LockLost { log: shared.name.clone() });
+    pump(&shared, &mut state);
 }
 
 /// Applies the writer's retention every `every` while the writer lives.
-async fn retain(shared: Weak<Shared>, ns: Arc<Inner>, log: String, retention: Retention, every: Duration) {
+async fn retain(
+    ns: Weak<Inner>,
+    log: String,
+    retention: Retention,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
-        tokio::time::sleep(every).await;
-        if shared.upgrade().is_none_or(|s| s.released.load(Ordering::SeqCst)) {
-            return;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
         }
+        let Some(ns) = ns.upgrade() else { return };
         let applied = async {
             match truncation::retention_point(&ns, &log, retention).await? {
                 Some(before) => truncation::truncate(&ns, &log, before).await,
-                None => truncation::delete_queued(&ns).await,
+                None => Ok(()),
             }
         };
         if let Err(error) = applied.await {

@@ -259,6 +259,8 @@ impl WriterCore {
             (Some(txid), Some(last)) if txid <= last => {
                 return Err(LogError::TxidNotIncreasing { txid, last });
             }
+            // The largest id is kept back, so the next one can always be assigned (WC1).
+            (Some(u64::MAX), _) => return Err(LogError::TxidsExhausted),
             (Some(txid), _) => txid,
             (None, Some(last)) => last.checked_add(1).ok_or(LogError::TxidsExhausted)?,
             (None, None) => 0,
@@ -268,7 +270,7 @@ impl WriterCore {
             self.seal_open();
         }
         if self.open.is_none() {
-            self.open_entry(txid, now);
+            self.open_entry(txid, payload.len(), now);
         }
         let open = self.open.as_mut().expect("opened above");
         open.builder.push(txid, payload);
@@ -294,7 +296,7 @@ impl WriterCore {
         self.in_flight.len() + self.segment.as_ref().map_or(0, |s| s.unsent.len())
     }
 
-    fn open_entry(&mut self, first_txid: u64, now: Instant) {
+    fn open_entry(&mut self, first_txid: u64, first_len: usize, now: Instant) {
         // Only a segment whose entries all went out rolls, so its seal completes here and
         // the next entry goes to a new segment.
         let roll = self.segment.as_ref().is_some_and(|s| {
@@ -328,7 +330,11 @@ impl WriterCore {
         let segment = self.segment.as_mut().expect("a segment");
         let entry_id = segment.next_entry;
         segment.next_entry += 1;
-        let capacity = self.settings.transmit.max_bytes.clamp(ENTRY_HEADER_BYTES, 1 << 20);
+        // Sized for a few records like the first: the buffer grows as records come, and an
+        // entry that goes out with one record does not hold the policy's whole max_bytes.
+        let one = RECORD_HEADER_BYTES + first_len;
+        let capacity = (ENTRY_HEADER_BYTES + 4 * one)
+            .min(self.settings.transmit.max_bytes.max(ENTRY_HEADER_BYTES + one));
         self.open = Some(OpenEntry {
             ticket: self.next_ticket,
             entry_id,
@@ -394,7 +400,7 @@ impl WriterCore {
             // Another segment's ack ahead of its turn cannot happen (WC3 sends a segment's
             // entries only after the previous one's were acknowledged); an ack out of order
             // within a segment breaks the replication client's contract.
-            let error = LogError::Invalid(format!(
+            let error = LogError::Internal(format!(
                 "acknowledgement of {seq}:{entry_id} while {}:{} is the oldest unacknowledged entry",
                 front.seq, front.entry_id
             ));

@@ -80,6 +80,9 @@ fn transaction_ids_must_increase_and_are_assigned_after_the_last() {
     ));
     let mut last = WriterCore::new(settings(TransmitPolicy::immediate()), 1, Some(u64::MAX)).unwrap();
     assert!(matches!(last.write(None, b"x", t0), Err(LogError::TxidsExhausted)));
+    // The largest id is never given, so it is never assigned twice (after a restart too).
+    assert!(matches!(core.write(Some(u64::MAX), b"x", t0), Err(LogError::TxidsExhausted)));
+    assert_eq!(core.write(Some(u64::MAX - 1), b"x", t0).unwrap().txid, u64::MAX - 1);
 }
 
 #[test]
