@@ -76,6 +76,9 @@ pub enum ReplicationError {
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recovery(#[from] RecoveryError),
+    /// Bookies did not answer (down, unreachable, timed out): worth trying again later.
+    #[error("bookies unavailable: {0}")]
+    Unavailable(String),
     /// The client is closed.
     #[error("replication client closed")]
     Closed,
@@ -555,7 +558,7 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
             }
         }
         match (answered, last_error) {
-            (false, Some(error)) => Err(ReplicationError::BadMetadata(format!(
+            (false, Some(error)) => Err(ReplicationError::Unavailable(format!(
                 "segment {segment}: no bookie of its ensemble answered READ_LAC: {error}"
             ))),
             _ => Ok(known),
@@ -586,12 +589,12 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
                     status: dlog_protocol::Status::NoSuchSegment, ..
                 }) => {}
                 Ok(other) => {
-                    return Err(ReplicationError::BadMetadata(format!(
+                    return Err(ReplicationError::Unavailable(format!(
                         "bookie {id}: deleting segment {segment}: unexpected answer {other:?}"
                     )));
                 }
                 Err(e) => {
-                    return Err(ReplicationError::BadMetadata(format!(
+                    return Err(ReplicationError::Unavailable(format!(
                         "bookie {id}: deleting segment {segment}: {e}"
                     )));
                 }
