@@ -18,6 +18,7 @@
 //! in its own directory under `--dir`, removed when the phase ends.
 
 mod catchup;
+mod cpu;
 mod latency;
 mod throughput;
 
@@ -59,9 +60,57 @@ pub struct LogBenchArgs {
     /// Run one phase only.
     #[arg(long, value_parser = ["throughput", "latency", "catchup"])]
     pub only: Option<String>,
+    /// A settings change to try, KEY=VALUE (repeatable): `transmit.max_bytes`,
+    /// `transmit.eager_in_flight`, `transmit.max_delay_us` (0: no bound) for the throughput and
+    /// latency writers; `catchup.entry_bytes` for the catch-up writer; `reader.read_ahead_entries`,
+    /// `reader.read_ahead_mib`, `reader.range_read_entries_min` (0: never), and the replication
+    /// writer's `writer.lac_flush_delay_us` and `writer.window_entries_max`, everywhere.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Write the report as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Which writer a settings change is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// The throughput and latency phases (the default transmit policy).
+    Default,
+    /// The catch-up phase (its batched policy).
+    CatchUp,
+}
+
+/// `config` with `--set`'s changes for `phase`.
+pub(crate) fn configured(
+    mut config: NamespaceConfig,
+    sets: &[String],
+    phase: Phase,
+) -> Result<NamespaceConfig> {
+    for set in sets {
+        let Some((key, value)) = set.split_once('=') else { bail!("--set {set:?}: expected KEY=VALUE") };
+        let n: u64 = value.parse().with_context(|| format!("--set {set:?}: not a number"))?;
+        let size = usize::try_from(n)?;
+        let us = Duration::from_micros(n);
+        let (transmit, reader) = (&mut config.writer.transmit, &mut config.replication.reader);
+        match key {
+            "transmit.max_bytes" if phase == Phase::Default => transmit.max_bytes = size,
+            "transmit.eager_in_flight" if phase == Phase::Default => transmit.eager_in_flight = size,
+            "transmit.max_delay_us" if phase == Phase::Default => transmit.max_delay = (n > 0).then_some(us),
+            "catchup.entry_bytes" if phase == Phase::CatchUp => transmit.max_bytes = size,
+            "transmit.max_bytes"
+            | "transmit.eager_in_flight"
+            | "transmit.max_delay_us"
+            | "catchup.entry_bytes" => {}
+            "reader.read_ahead_entries" => reader.read_ahead_entries = size,
+            "reader.read_ahead_mib" => reader.read_ahead_bytes = n << 20,
+            "reader.range_read_entries_min" => reader.range_read_entries_min = (n > 0).then_some(size),
+            "writer.lac_flush_delay_us" => config.replication.writer.lac_flush_delay = us,
+            "writer.window_entries_max" => config.replication.writer.window_entries_max = size,
+            _ => bail!("--set {set:?}: unknown key (see --help)"),
+        }
+    }
+    Ok(config)
 }
 
 /// One line of the table: a figure, its target, and its baseline from the same run.
@@ -142,6 +191,9 @@ pub fn main(args: LogBenchArgs) -> Result<()> {
     if args.record_size < 17 {
         bail!("--record-size must be at least 17 (records carry a sequence number and a timestamp)");
     }
+    for phase in [Phase::Default, Phase::CatchUp] {
+        configured(NamespaceConfig::default(), &args.set, phase)?;
+    }
     let dir = args.dir.join(format!("log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = run(&args, &dir);
@@ -168,6 +220,7 @@ fn run(args: &LogBenchArgs, dir: &Path) -> Result<serde_json::Value> {
     report.insert("write_quorum_size".into(), json!(3));
     report.insert("ack_quorum_size".into(), json!(2));
     report.insert("rounds".into(), json!(args.rounds));
+    report.insert("settings_changed".into(), json!(args.set));
     if wanted("throughput") {
         let phase_dir = dir.join("throughput");
         let result = throughput::run(&runtime, args, &phase_dir);

@@ -21,7 +21,8 @@ use dlog_engine::{Bookie, EntryId, Pending, SegmentId};
 use dlog_metadata::schema::SegmentState;
 use serde::Serialize;
 
-use super::{Figure, LogBenchArgs, drop_caches, now, open, stamped, unstamp};
+use super::cpu::{self, CpuUse};
+use super::{Figure, LogBenchArgs, Phase, configured, drop_caches, now, open, stamped, unstamp};
 use crate::bench::bookie::median;
 use crate::bench::reads::{CATCH_UP_IN_FLIGHT, CATCH_UP_READ_BYTES};
 use crate::local_cluster::BOOKIES_DIR;
@@ -51,6 +52,10 @@ pub(crate) struct Round {
     pub(crate) cluster_start_ms: f64,
     /// Time to open the engine before the raw pass (not counted), ms.
     pub(crate) engine_open_ms: f64,
+    /// Where the CPU went during the log pass.
+    pub(crate) log_cpu: CpuUse,
+    /// ... and during the raw pass.
+    pub(crate) raw_cpu: CpuUse,
 }
 
 /// The catch-up phase's report.
@@ -60,6 +65,8 @@ pub(crate) struct CatchUp {
     pub(crate) record_bytes: usize,
     /// Entry bytes the writer packed records into (its `max_bytes`).
     pub(crate) entry_bytes_max: usize,
+    /// The log readers' replication settings.
+    pub(crate) reader_settings: String,
     /// Records written (and read back, each round).
     pub(crate) records: u64,
     /// Payload bytes written.
@@ -96,10 +103,11 @@ impl CatchUp {
     }
 }
 
-fn config() -> NamespaceConfig {
+/// The catch-up namespace's settings: the batched writer, and `--set`'s changes.
+fn config(sets: &[String]) -> Result<NamespaceConfig> {
     let mut config = NamespaceConfig::default();
     config.writer.transmit = TransmitPolicy::batched(CATCHUP_ENTRY_BYTES, Duration::from_millis(2));
-    config
+    configured(config, sets, Phase::CatchUp)
 }
 
 /// Writes `records` stamped records, `WRITE_IN_FLIGHT` at most unacknowledged; the elapsed time.
@@ -187,14 +195,13 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
     let cluster = std::fs::canonicalize(dir.join("cluster"))?;
     let records = (args.catchup_mib << 20) / RECORD_BYTES as u64;
     let payload_bytes = records * RECORD_BYTES as u64;
-    eprintln!(
-        "log catch-up: writing {records} records of {RECORD_BYTES} B ({} MiB) in entries of up to {} KiB",
-        args.catchup_mib,
-        CATCHUP_ENTRY_BYTES >> 10
-    );
+    eprintln!("log catch-up: writing {records} records of {RECORD_BYTES} B ({} MiB)", args.catchup_mib,);
+    let settings = config(&args.set)?;
+    let entry_bytes = settings.writer.transmit.max_bytes;
+    let reader_settings = format!("{:?}", settings.replication.reader);
     // Write, then learn each segment's entries, then stop the cluster.
     let (written, plan) = runtime.block_on(async {
-        let ns = open(&cluster, config()).await?;
+        let ns = open(&cluster, settings.clone()).await?;
         let outcome = async {
             let written = write(&ns, records).await?;
             let mut plan = Vec::new();
@@ -222,9 +229,8 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
         plan.len(),
         args.rounds
     );
-    let stored_entry_bytes = CATCHUP_ENTRY_BYTES as u64;
-    let chunk = (CATCH_UP_READ_BYTES as u64 / stored_entry_bytes).max(1);
-    let engine = config().local.bookie_config(&cluster.join(BOOKIES_DIR).join("bookie-0"));
+    let chunk = (CATCH_UP_READ_BYTES as u64 / entry_bytes.max(1) as u64).max(1);
+    let engine = settings.local.bookie_config(&cluster.join(BOOKIES_DIR).join("bookie-0"));
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
         let raw_first = round % 2 == 0;
@@ -235,24 +241,28 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
                 let started = now();
                 let bookie = Bookie::open(engine.clone()).context("opening bookie-0's engine")?;
                 let opened = now() - started;
+                let before = cpu::sample();
                 let result = raw_pass(&bookie, &plan, chunk);
+                let used = cpu::since(&before);
                 bookie.close();
                 let (got, bytes, elapsed) = result?;
                 ensure!(got == entries, "the engine read {got} entries of {entries}");
-                raw = Some((elapsed, bytes, opened));
+                raw = Some((elapsed, bytes, opened, used));
             } else {
                 let (elapsed, started_in) = runtime.block_on(async {
                     let started = now();
-                    let ns = open(&cluster, config()).await?;
+                    let ns = open(&cluster, settings.clone()).await?;
                     let started_in = now() - started;
+                    let before = cpu::sample();
                     let outcome = log_pass(&ns, records).await;
+                    let used = cpu::since(&before);
                     ns.shutdown().await;
-                    anyhow::Ok((outcome?, started_in))
+                    anyhow::Ok((outcome?, (started_in, used)))
                 })?;
                 log = Some((elapsed, started_in));
             }
         }
-        let ((log_time, cluster_start), (raw_time, raw_bytes, engine_open)) =
+        let ((log_time, (cluster_start, log_cpu)), (raw_time, raw_bytes, engine_open, raw_cpu)) =
             (log.context("log pass")?, raw.context("raw pass")?);
         let r = Round {
             first: if raw_first { "raw" } else { "log" }.into(),
@@ -261,6 +271,8 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
             raw_stored_mb_per_s: raw_bytes as f64 / raw_time.as_secs_f64() / 1e6,
             cluster_start_ms: cluster_start.as_secs_f64() * 1e3,
             engine_open_ms: engine_open.as_secs_f64() * 1e3,
+            log_cpu,
+            raw_cpu,
         };
         eprintln!(
             "round {round} ({} first): log reader {:.0} MB/s, engine read_range {:.0} MB/s payload ({:.0} MB/s \
@@ -271,11 +283,14 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
             r.raw_stored_mb_per_s,
             r.log_mb_per_s / r.raw_mb_per_s
         );
+        eprintln!("  log CPU: {}", r.log_cpu.summary());
+        eprintln!("  raw CPU: {}", r.raw_cpu.summary());
         rounds.push(r);
     }
     Ok(CatchUp {
         record_bytes: RECORD_BYTES,
-        entry_bytes_max: CATCHUP_ENTRY_BYTES,
+        entry_bytes_max: entry_bytes,
+        reader_settings,
         records,
         payload_bytes,
         segments: plan.len(),

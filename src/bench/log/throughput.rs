@@ -24,7 +24,8 @@ use dlog_replication::client::ReplicationClient;
 use dlog_replication::quorum::QuorumSizes;
 use serde::Serialize;
 
-use super::{Figure, LogBenchArgs, now, open};
+use super::cpu::{self, CpuUse};
+use super::{Figure, LogBenchArgs, Phase, configured, now, open};
 use crate::bench::baseline::{ScratchFile, write_flush_loop};
 use crate::bench::bookie::{median, payload};
 use crate::log::entry_codec::{ENTRY_HEADER_BYTES, RECORD_HEADER_BYTES};
@@ -60,6 +61,8 @@ pub(crate) struct Round {
     pub(crate) disk_mb_per_s: f64,
     /// ... as records/s (each record's bytes times the replicas).
     pub(crate) disk_records_per_s: f64,
+    /// Where the CPU went while the log ran.
+    pub(crate) cpu: CpuUse,
 }
 
 /// The throughput phase's report.
@@ -69,6 +72,8 @@ pub(crate) struct Throughput {
     pub(crate) record_bytes: usize,
     /// Records in flight at most.
     pub(crate) in_flight: usize,
+    /// The writer's transmit policy.
+    pub(crate) transmit: String,
     /// Seconds of load per round.
     pub(crate) round_s: f64,
     /// Records written over all rounds.
@@ -183,7 +188,9 @@ async fn raw_round(client: &ReplicationClient<AnyStore>, payload: Bytes, duratio
 pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &Path) -> Result<Throughput> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let scratch = ScratchFile::create(&dir.join("disk-baseline.scratch"), 256 << 20)?;
-    let ns = runtime.block_on(open(&dir.join("cluster"), NamespaceConfig::default()))?;
+    let config = configured(NamespaceConfig::default(), &args.set, Phase::Default)?;
+    let transmit = config.writer.transmit;
+    let ns = runtime.block_on(open(&dir.join("cluster"), config))?;
     let record = payload(args.record_size);
     let round_time = args.duration / args.rounds;
     let record_cost = (args.record_size + RECORD_HEADER_BYTES) as u64;
@@ -201,7 +208,9 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
         runtime.block_on(log_round(&writer, &record, warm, args.in_flight))?;
         let mut rounds = Vec::new();
         for round in 0..args.rounds {
+            let before = cpu::sample();
             let log = runtime.block_on(log_round(&writer, &record, round_time, args.in_flight))?;
+            let cpu = cpu::since(&before);
             ensure!(log.acked == log.sent, "{} records written, {} acknowledged", log.sent, log.acked);
             let records_per_s = log.acked as f64 / log.elapsed.as_secs_f64();
             let per_entry = log.acked as f64 / log.entries.max(1) as f64;
@@ -220,6 +229,7 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
                 raw_records_per_s: raw_entries_per_s * per_entry,
                 disk_mb_per_s,
                 disk_records_per_s: disk_mb_per_s * 1e6 / (record_cost * REPLICAS) as f64,
+                cpu,
             };
             eprintln!(
                 "round {round}: log {:.0} records/s ({} records in {} entries, {:.0} B/entry avg); raw adds {:.0} \
@@ -233,6 +243,7 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
                 r.disk_mb_per_s,
                 r.disk_records_per_s
             );
+            eprintln!("  log CPU: {}", r.cpu.summary());
             rounds.push(r);
         }
         runtime.block_on(writer.close()).context("closing the writer")?;
@@ -240,6 +251,7 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
         Ok(Throughput {
             record_bytes: args.record_size,
             in_flight: args.in_flight,
+            transmit: format!("{transmit:?}"),
             round_s: round_time.as_secs_f64(),
             records_sent: rounds.iter().map(|r| r.sent).sum(),
             records_acked: rounds.iter().map(|r| r.acked).sum(),
