@@ -55,7 +55,7 @@ pub struct LogBenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub catchup_mib: u64,
     /// Rounds of (log, baseline) per phase; the ratios are medians over rounds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Run one phase only.
     #[arg(long, value_parser = ["throughput", "latency", "catchup"])]

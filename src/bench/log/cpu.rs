@@ -1,7 +1,9 @@
 //! Where the CPU goes during a measurement, from /proc: the machine's busy share (/proc/stat:
 //! everything, other processes included, so a noisy neighbour shows), this process's threads'
-//! CPU time and run-queue wait (/proc/self/task/*/schedstat), summed by thread name. A thread
-//! that ends between two samples is not counted. Linux only; empty elsewhere.
+//! CPU time and run-queue wait (/proc/self/task/*/schedstat), summed by thread name; and the
+//! bytes the machine's disks read and wrote (/proc/diskstats, whole disks, other processes
+//! included). A thread that ends between two samples is not counted. Linux only; empty
+//! elsewhere.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ pub(crate) struct Sample {
     machine: (u64, u64),
     /// Thread id to (name, ns on a CPU, ns waiting for one).
     threads: BTreeMap<u64, (String, u64, u64)>,
+    /// (bytes read, bytes written) of the machine's disks.
+    disks: (u64, u64),
 }
 
 /// One thread name's share between two samples.
@@ -41,6 +45,10 @@ pub(crate) struct CpuUse {
     pub(crate) process_cpus: f64,
     /// Run-queue wait of this process's threads, summed, per wall second.
     pub(crate) process_runqueue_wait: f64,
+    /// The machine's disks' reads, MB/s.
+    pub(crate) disk_read_mb_per_s: f64,
+    /// The machine's disks' writes, MB/s.
+    pub(crate) disk_write_mb_per_s: f64,
     /// By thread name, most CPU first.
     pub(crate) threads: Vec<ThreadUse>,
 }
@@ -55,8 +63,11 @@ impl CpuUse {
             .map(|t| format!("{}x{} {:.2} (wait {:.2})", t.name, t.threads, t.cpus, t.runqueue_wait))
             .collect();
         format!(
-            "machine {:.0}% busy; process {:.2} CPUs, run-queue wait {:.2}; {}",
+            "machine {:.0}% busy, disks read {:.0} MB/s, wrote {:.0} MB/s; process {:.2} CPUs, run-queue wait {:.2}; \
+             {}",
             self.machine_busy * 100.0,
+            self.disk_read_mb_per_s,
+            self.disk_write_mb_per_s,
             self.process_cpus,
             self.process_runqueue_wait,
             top.join(", ")
@@ -74,6 +85,24 @@ fn machine() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
+/// (bytes read, bytes written) of whole disks (not loop or RAM devices).
+fn disks() -> (u64, u64) {
+    let Ok(stats) = std::fs::read_to_string("/proc/diskstats") else { return (0, 0) };
+    let mut sum = (0, 0);
+    for line in stats.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = fields.get(2) else { continue };
+        let whole = std::path::Path::new("/sys/block").join(name).exists();
+        if !whole || name.starts_with("loop") || name.starts_with("ram") || name.starts_with("zram") {
+            continue;
+        }
+        let sectors = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        sum.0 += sectors(5) * 512;
+        sum.1 += sectors(9) * 512;
+    }
+    sum
+}
+
 /// Samples now.
 pub(crate) fn sample() -> Sample {
     let mut threads = BTreeMap::new();
@@ -87,7 +116,7 @@ pub(crate) fn sample() -> Sample {
             threads.insert(tid, (name.trim().to_owned(), run, wait));
         }
     }
-    Sample { at: now(), machine: machine(), threads }
+    Sample { at: now(), machine: machine(), threads, disks: disks() }
 }
 
 /// The use between `before` and now.
@@ -114,7 +143,10 @@ pub(crate) fn since(before: &Sample) -> CpuUse {
     threads.sort_by(|a, b| b.cpus.total_cmp(&a.cpus));
     let busy = after.machine.0.saturating_sub(before.machine.0);
     let total = after.machine.1.saturating_sub(before.machine.1);
+    let mb_per_s = |after: u64, before: u64| after.saturating_sub(before) as f64 / wall * 1e3;
     CpuUse {
+        disk_read_mb_per_s: mb_per_s(after.disks.0, before.disks.0),
+        disk_write_mb_per_s: mb_per_s(after.disks.1, before.disks.1),
         machine_busy: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
         process_cpus: threads.iter().map(|t| t.cpus).sum(),
         process_runqueue_wait: threads.iter().map(|t| t.runqueue_wait).sum(),

@@ -68,6 +68,9 @@ pub(crate) struct Round {
     pub(crate) publish_us: Latency,
     /// Intended send time to the `write` call, us.
     pub(crate) sender_lag_us: Latency,
+    /// The writer seeing a record durable to the reader having it, us (0 when the reader was
+    /// first): the tailing reader's share of e2e.
+    pub(crate) reader_after_ack_us: Latency,
     /// Raw adds at `entries_per_s` of `entry_bytes_avg`, intended time to acknowledgement, us.
     pub(crate) raw_open_loop_us: Latency,
     /// One raw add in flight, us.
@@ -99,6 +102,8 @@ pub(crate) struct LatencyReport {
     pub(crate) publish_us: Latency,
     /// The sender's lag over all rounds, us.
     pub(crate) sender_lag_us: Latency,
+    /// Acknowledgement (as the writer saw it) to the reader, over all rounds, us.
+    pub(crate) reader_after_ack_us: Latency,
     /// Raw adds, open loop at the log's entry rate and size, over all rounds, us.
     pub(crate) raw_open_loop_us: Latency,
     /// One raw add in flight over all rounds, us.
@@ -147,6 +152,12 @@ impl LatencyReport {
                 self.raw_one_in_flight_us.p99,
                 "raw add p99, 1 in flight",
             ),
+            context(
+                "reader after the ack p99 (us)",
+                self.reader_after_ack_us.p99,
+                self.e2e_us.p99,
+                "e2e p99 (its share)",
+            ),
             context("sender lag p99 (us)", self.sender_lag_us.p99, self.e2e_us.p99, "e2e p99 (its share)"),
         ]
     }
@@ -187,19 +198,33 @@ where
     Ok(lag)
 }
 
-/// Awaits the futures in order: (latency histogram of the measured ones, how many, the
-/// distinct `entry_of` their outputs).
+/// What `acknowledgements` saw.
+struct Acks {
+    /// Intended time to acknowledgement of the measured ones, ns.
+    hist: Histogram<u64>,
+    /// When each measured one was seen acknowledged, ns after the base, in order.
+    at: Vec<u64>,
+    /// How many.
+    acked: u64,
+    /// The distinct `entry_of` their outputs.
+    entries: u64,
+}
+
+/// Awaits the futures in order.
 async fn acknowledgements<T, E: std::fmt::Display>(
     mut rx: mpsc::UnboundedReceiver<InFlight<Result<T, E>>>,
     base: Instant,
     entry_of: impl Fn(&T) -> (u64, u64),
-) -> Result<(Histogram<u64>, u64, u64)> {
+) -> Result<Acks> {
     let mut hist = histogram();
+    let mut at = Vec::new();
     let (mut acked, mut entries, mut last_entry) = (0, 0, None);
     while let Some((stamp, flag, future)) = rx.recv().await {
         let done = future.await.map_err(|e| anyhow::anyhow!("a write failed: {e}"))?;
         if flag == MEASURED {
-            hist.record(((now() - base).as_nanos() as u64).saturating_sub(stamp)).ok();
+            let t = (now() - base).as_nanos() as u64;
+            hist.record(t.saturating_sub(stamp)).ok();
+            at.push(t);
             acked += 1;
             let entry = entry_of(&done);
             if last_entry != Some(entry) {
@@ -208,18 +233,19 @@ async fn acknowledgements<T, E: std::fmt::Display>(
             }
         }
     }
-    Ok((hist, acked, entries))
+    Ok(Acks { hist, at, acked, entries })
 }
 
-/// Reads `warm + measured` records from `first_seq` on: (reader, e2e histogram, measured read).
+/// Reads `warm + measured` records from `first_seq` on: (reader, e2e histogram, when each
+/// measured one was read (ns after the base)).
 async fn read(
     mut reader: LogReader,
     base: Instant,
     (first_seq, warm, measured): (u64, u64, u64),
     timeout: Duration,
-) -> Result<(LogReader, Histogram<u64>, u64)> {
+) -> Result<(LogReader, Histogram<u64>, Vec<u64>)> {
     let mut e2e = histogram();
-    let mut received = 0;
+    let mut received = Vec::new();
     for i in 0..warm + measured {
         let record = match tokio::time::timeout(timeout, reader.next()).await {
             Err(_) => bail!("the reader had no record {} within {timeout:?}", first_seq + i),
@@ -230,7 +256,7 @@ async fn read(
         ensure!(seq == first_seq + i, "the reader got record {seq} where {} was next", first_seq + i);
         if flag == MEASURED {
             e2e.record(at.saturating_sub(stamp)).ok();
-            received += 1;
+            received.push(at);
         }
     }
     Ok((reader, e2e, received))
@@ -274,7 +300,7 @@ fn raw_open_loop(
     let (tx, rx) = mpsc::unbounded_channel::<InFlight<Result<u64, WriterError>>>();
     let acks = runtime.spawn(acknowledgements(rx, base, |entry: &u64| (0, *entry)));
     schedule(tx, base, (count, 0, rate), |_, _, _| segment.add(payload.clone()))?;
-    let (hist, acked, _) = runtime.block_on(acks).context("acknowledgement task")??;
+    let Acks { hist, acked, .. } = runtime.block_on(acks).context("acknowledgement task")??;
     ensure!(acked == count, "{count} raw adds, {acked} acknowledged");
     runtime.block_on(segment.close()).context("closing the raw segment")?;
     Ok(hist)
@@ -285,6 +311,7 @@ struct LogRound {
     e2e: Histogram<u64>,
     publish: Histogram<u64>,
     lag: Histogram<u64>,
+    reader_after_ack: Histogram<u64>,
     acked: u64,
     received: u64,
     entries: u64,
@@ -315,11 +342,17 @@ fn log_round(
     });
     let sent_per_s = (warm + measured) as f64 / (now() - base).as_secs_f64();
     let lag = lag?;
-    let (publish, acked, entries) = runtime.block_on(acks).context("acknowledgement task")??;
-    let (back, e2e, received) = runtime.block_on(reading).context("reader task")??;
+    let acks = runtime.block_on(acks).context("acknowledgement task")??;
+    let (back, e2e, read_at) = runtime.block_on(reading).context("reader task")??;
+    // How long after the writer saw a record durable the reader had it (0 when before).
+    let mut reader_after_ack = histogram();
+    for (read, acked) in read_at.iter().zip(&acks.at) {
+        reader_after_ack.record(read.saturating_sub(*acked)).ok();
+    }
+    let (publish, acked, entries, received) = (acks.hist, acks.acked, acks.entries, read_at.len() as u64);
     let cpu = cpu::since(&before);
     *reader = Some(back);
-    Ok(LogRound { e2e, publish, lag, acked, received, entries, sent_per_s, cpu })
+    Ok(LogRound { e2e, publish, lag, reader_after_ack, acked, received, entries, sent_per_s, cpu })
 }
 
 /// Runs the phase in `dir`.
@@ -348,7 +381,7 @@ pub(crate) fn run(
         runtime.block_on(ns.create_log("latency"))?;
         let writer = runtime.block_on(ns.open_writer("latency"))?;
         let mut reader = Some(runtime.block_on(ns.open_reader("latency", StartPosition::Tail))?);
-        let mut all = [histogram(), histogram(), histogram(), histogram(), histogram()];
+        let mut all = [histogram(), histogram(), histogram(), histogram(), histogram(), histogram()];
         let mut rounds = Vec::new();
         let mut seq = 0u64;
         for round in 0..args.rounds {
@@ -378,14 +411,16 @@ pub(crate) fn run(
                 e2e_us: latency(&log.e2e),
                 publish_us: latency(&log.publish),
                 sender_lag_us: latency(&log.lag),
+                reader_after_ack_us: latency(&log.reader_after_ack),
                 raw_open_loop_us: latency(&open_loop),
                 raw_one_in_flight_us: latency(&one),
                 cpu: log.cpu,
             };
             eprintln!(
                 "round {round}: sent {:.0}/s in {:.0} entries/s of {:.0} B; e2e p50 {:.0} p99 {:.0} p999 {:.0} max \
-                 {:.0} us; publish p50 {:.0} p99 {:.0} us; sender lag p99 {:.0} us; raw adds (same load) p50 \
-                 {:.0} p99 {:.0} us; one raw add in flight p50 {:.0} p99 {:.0} us",
+                 {:.0} us; publish p50 {:.0} p99 {:.0} us; reader after the ack p50 {:.0} p99 {:.0} us; sender \
+                 lag p99 {:.0} us; raw adds (same load) p50 {:.0} p99 {:.0} us; one raw add in flight p50 {:.0} \
+                 p99 {:.0} us",
                 r.sent_per_s,
                 r.entries_per_s,
                 r.entry_bytes_avg,
@@ -395,6 +430,8 @@ pub(crate) fn run(
                 r.e2e_us.max,
                 r.publish_us.p50,
                 r.publish_us.p99,
+                r.reader_after_ack_us.p50,
+                r.reader_after_ack_us.p99,
                 r.sender_lag_us.p99,
                 r.raw_open_loop_us.p50,
                 r.raw_open_loop_us.p99,
@@ -408,14 +445,15 @@ pub(crate) fn run(
                 r.acked,
                 r.received
             );
-            for (sum, h) in all.iter_mut().zip([&log.e2e, &log.publish, &log.lag, &open_loop, &one]) {
+            let each = [&log.e2e, &log.publish, &log.lag, &open_loop, &one, &log.reader_after_ack];
+            for (sum, h) in all.iter_mut().zip(each) {
                 sum.add(h).ok();
             }
             rounds.push(r);
         }
         drop(reader);
         runtime.block_on(writer.close()).context("closing the writer")?;
-        let [e2e, publish, lag, open_loop, one] = &all;
+        let [e2e, publish, lag, open_loop, one, reader_after_ack] = &all;
         Ok(LatencyReport {
             rate: args.rate,
             record_bytes: args.record_size,
@@ -427,6 +465,7 @@ pub(crate) fn run(
             e2e_us: latency(e2e),
             publish_us: latency(publish),
             sender_lag_us: latency(lag),
+            reader_after_ack_us: latency(reader_after_ack),
             raw_open_loop_us: latency(open_loop),
             raw_one_in_flight_us: latency(one),
             e2e_p99_ratio: median(rounds.iter().map(|r| r.e2e_us.p99 / r.raw_open_loop_us.p99).collect()),

@@ -12,6 +12,10 @@
 //! - the disk: `baseline::write_flush_loop` of 256 KiB writes + fdatasync in the same
 //!   directory, as records/s if each record cost its payload and record header 3 times (one
 //!   per replica; the bookies' journals and entry logs write it twice each, not counted).
+//!
+//! Also reported: the bytes the machine's disks wrote while the log ran (/proc/diskstats), per
+//! payload byte and as a share of the disk baseline's MB/s, which says whether the disk is
+//! what stops the log.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -61,6 +65,9 @@ pub(crate) struct Round {
     pub(crate) disk_mb_per_s: f64,
     /// ... as records/s (each record's bytes times the replicas).
     pub(crate) disk_records_per_s: f64,
+    /// Bytes the machine's disks wrote while the log ran, per payload byte acknowledged (3
+    /// replicas, each journaled and then written to an entry log: about 6 plus headers).
+    pub(crate) disk_bytes_per_payload_byte: f64,
     /// Where the CPU went while the log ran.
     pub(crate) cpu: CpuUse,
 }
@@ -90,6 +97,12 @@ pub(crate) struct Throughput {
     pub(crate) ratio_to_disk: f64,
     /// Median of records_per_s / raw_records_per_s.
     pub(crate) ratio_to_raw_adds: f64,
+    /// Median MB/s the machine's disks wrote while the log ran.
+    pub(crate) log_disk_write_mb_per_s: f64,
+    /// Median MB/s of the disk baseline.
+    pub(crate) disk_mb_per_s: f64,
+    /// Median of log_disk_write_mb_per_s / disk_mb_per_s.
+    pub(crate) disk_bandwidth_used: f64,
     /// Bytes each record costs on each replica (payload and record header).
     pub(crate) record_cost_bytes: u64,
     /// Adds in flight in the raw baseline.
@@ -117,6 +130,15 @@ impl Throughput {
                 baseline: self.raw_records_per_s,
                 baseline_is: format!("raw adds, same entries, {RAW_IN_FLIGHT} i.f."),
                 ratio: self.ratio_to_raw_adds,
+                pass: None,
+            },
+            Figure {
+                figure: "disk writes while the log ran (MB/s)".into(),
+                target: "-".into(),
+                measured: self.log_disk_write_mb_per_s,
+                baseline: self.disk_mb_per_s,
+                baseline_is: "disk 256K write+fdatasync, MB/s".into(),
+                ratio: self.disk_bandwidth_used,
                 pass: None,
             },
         ]
@@ -229,6 +251,8 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
                 raw_records_per_s: raw_entries_per_s * per_entry,
                 disk_mb_per_s,
                 disk_records_per_s: disk_mb_per_s * 1e6 / (record_cost * REPLICAS) as f64,
+                disk_bytes_per_payload_byte: cpu.disk_write_mb_per_s * 1e6 * log.elapsed.as_secs_f64()
+                    / (log.acked * args.record_size as u64).max(1) as f64,
                 cpu,
             };
             eprintln!(
@@ -243,7 +267,11 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
                 r.disk_mb_per_s,
                 r.disk_records_per_s
             );
-            eprintln!("  log CPU: {}", r.cpu.summary());
+            eprintln!(
+                "  log: {:.1} disk bytes written per payload byte; {}",
+                r.disk_bytes_per_payload_byte,
+                r.cpu.summary()
+            );
             rounds.push(r);
         }
         runtime.block_on(writer.close()).context("closing the writer")?;
@@ -260,6 +288,9 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
             disk_records_per_s: med(|r| r.disk_records_per_s),
             ratio_to_disk: med(|r| r.records_per_s / r.disk_records_per_s),
             ratio_to_raw_adds: med(|r| r.records_per_s / r.raw_records_per_s),
+            log_disk_write_mb_per_s: med(|r| r.cpu.disk_write_mb_per_s),
+            disk_mb_per_s: med(|r| r.disk_mb_per_s),
+            disk_bandwidth_used: med(|r| r.cpu.disk_write_mb_per_s / r.disk_mb_per_s),
             record_cost_bytes: record_cost,
             raw_in_flight: RAW_IN_FLIGHT,
             rounds,
