@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use dlog_engine::{Bookie, EntryId, Pending, SegmentId};
 use dlog_metadata::schema::SegmentState;
+use dlog_replication::entry_envelope::ENVELOPE_HEADER_BYTES;
 use serde::Serialize;
 
 use super::cpu::{self, CpuUse};
@@ -26,6 +27,7 @@ use super::{Figure, LogBenchArgs, Phase, configured, drop_caches, now, open, sta
 use crate::bench::bookie::median;
 use crate::bench::reads::{CATCH_UP_IN_FLIGHT, CATCH_UP_READ_BYTES};
 use crate::local_cluster::BOOKIES_DIR;
+use crate::log::entry_codec::{ENTRY_HEADER_BYTES, RECORD_HEADER_BYTES};
 use crate::log::{NamespaceConfig, ReaderConfig, Record, StartPosition, TransmitPolicy};
 
 /// Payload bytes per record.
@@ -52,6 +54,10 @@ pub(crate) struct Round {
     pub(crate) cluster_start_ms: f64,
     /// Time to open the engine before the raw pass (not counted), ms.
     pub(crate) engine_open_ms: f64,
+    /// Bytes the machine's disks read during the log pass per payload byte.
+    pub(crate) log_disk_read_per_payload_byte: f64,
+    /// ... during the raw pass.
+    pub(crate) raw_disk_read_per_payload_byte: f64,
     /// Where the CPU went during the log pass.
     pub(crate) log_cpu: CpuUse,
     /// ... and during the raw pass.
@@ -229,7 +235,12 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
         plan.len(),
         args.rounds
     );
-    let chunk = (CATCH_UP_READ_BYTES as u64 / entry_bytes.max(1) as u64).max(1);
+    // Entries per call: as many of the largest stored entry (the writer seals once an entry
+    // reaches `entry_bytes`, so one record and the headers more) as fit the call's bytes, so
+    // that no call answers short (a short answer's rest would be a call of its own).
+    let stored_max =
+        entry_bytes + RECORD_BYTES + RECORD_HEADER_BYTES + ENTRY_HEADER_BYTES + ENVELOPE_HEADER_BYTES;
+    let chunk = (CATCH_UP_READ_BYTES / stored_max).max(1) as u64;
     let engine = settings.local.bookie_config(&cluster.join(BOOKIES_DIR).join("bookie-0"));
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
@@ -271,6 +282,10 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
             raw_stored_mb_per_s: raw_bytes as f64 / raw_time.as_secs_f64() / 1e6,
             cluster_start_ms: cluster_start.as_secs_f64() * 1e3,
             engine_open_ms: engine_open.as_secs_f64() * 1e3,
+            log_disk_read_per_payload_byte: log_cpu.disk_read_mb_per_s * 1e6 * log_time.as_secs_f64()
+                / payload_bytes as f64,
+            raw_disk_read_per_payload_byte: raw_cpu.disk_read_mb_per_s * 1e6 * raw_time.as_secs_f64()
+                / payload_bytes as f64,
             log_cpu,
             raw_cpu,
         };
@@ -283,8 +298,16 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: &LogBenchArgs, dir: &
             r.raw_stored_mb_per_s,
             r.log_mb_per_s / r.raw_mb_per_s
         );
-        eprintln!("  log CPU: {}", r.log_cpu.summary());
-        eprintln!("  raw CPU: {}", r.raw_cpu.summary());
+        eprintln!(
+            "  log: {:.2} disk bytes read per payload byte; {}",
+            r.log_disk_read_per_payload_byte,
+            r.log_cpu.summary()
+        );
+        eprintln!(
+            "  raw: {:.2} disk bytes read per payload byte; {}",
+            r.raw_disk_read_per_payload_byte,
+            r.raw_cpu.summary()
+        );
         rounds.push(r);
     }
     Ok(CatchUp {
