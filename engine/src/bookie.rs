@@ -443,7 +443,8 @@ impl Bookie {
         })
     }
 
-    /// The segment's durable `last_add_confirmed` on this bookie.
+    /// The highest `last_add_confirmed` this bookie has seen for the segment (S5): carried by an
+    /// accepted entry or LAC write, durable here or not yet; every such LAC is true.
     pub fn read_last_add_confirmed(&self, segment: SegmentId) -> Pending<Result<Option<EntryId>, Error>> {
         self.send(self.shard_of(segment), map_lac, |reply| Request::ReadLac { segment, reply })
     }
@@ -455,7 +456,7 @@ impl Bookie {
         self.send(self.shard_of(segment), map_entry, |reply| Request::ReadEntry { segment, entry, reply })
     }
 
-    /// Long-poll for tailing readers: resolves once the segment's durable `last_add_confirmed`
+    /// Long-poll for tailing readers: resolves once the segment's seen `last_add_confirmed` (S5)
     /// is past `known` (any LAC when `None`), or after `timeout` with the LAC as it is then.
     pub fn wait_for_last_add_confirmed(
         &self,

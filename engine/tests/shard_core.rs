@@ -687,3 +687,36 @@ fn no_space_fails_waiting_adds_then_recovers() {
     sim.complete(0, Ok(()));
     assert_eq!(sim.reply_ids(), [3]);
 }
+
+/// (S5) A long poll is answered as soon as an accepted add carries a LAC past what the reader
+/// knows, before that add's batch is durable: the LAC is the writer's statement about other
+/// copies. READ_LAC says the same; the durable LAC (replay's) still waits for the batch.
+#[test]
+fn a_piggybacked_lac_wakes_long_polls_when_it_arrives() {
+    let mut sim = Sim::new(settings(4));
+    sim.add(1, vec![add(1, 0, 100)]);
+    sim.idle();
+    sim.complete(0, Ok(()));
+    assert_eq!(sim.reply_ids(), [1]);
+    // A reader knows nothing yet and waits.
+    sim.request(Request::WaitLac {
+        segment: SegmentId(1),
+        known: None,
+        timeout: Duration::from_secs(10),
+        reply: 7,
+    });
+    assert!(sim.replies.is_empty(), "no LAC yet");
+    // Entry 1 carries LAC 0: the wait is answered at once, its batch still in flight.
+    sim.add(2, vec![add(1, 1, 100)]);
+    let replies = sim.take_replies();
+    assert!(
+        matches!(&replies[..], [(7, Reply::LacWaited(Ok(Some(EntryId(0)))))]),
+        "answered on arrival: {replies:?}"
+    );
+    sim.request(Request::ReadLac { segment: SegmentId(1), reply: 8 });
+    assert!(matches!(&sim.take_replies()[..], [(8, Reply::Lac(Ok(Some(EntryId(0)))))]));
+    sim.idle();
+    assert_eq!(sim.outstanding_seqs(), [1], "the carrying add is not durable yet");
+    sim.complete(1, Ok(()));
+    assert_eq!(sim.reply_ids(), [2]);
+}

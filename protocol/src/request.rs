@@ -45,7 +45,7 @@ pub enum Request {
         /// With `FLAG_FENCE`: the master key to fence the segment with before reading.
         fence: Option<Bytes>,
     },
-    /// Read the segment's durable `last_add_confirmed`.
+    /// Read the highest `last_add_confirmed` the bookie has seen for the segment.
     ReadLastAddConfirmed {
         /// The segment.
         segment: u64,

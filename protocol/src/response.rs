@@ -44,7 +44,8 @@ pub enum Response {
     },
     /// READ_LAST_ADD_CONFIRMED done (after the fence, with `FLAG_FENCE`).
     ReadLastAddConfirmed {
-        /// The segment's durable `last_add_confirmed` on this bookie, if any.
+        /// The highest `last_add_confirmed` this bookie has seen for the segment (carried by an
+        /// entry or LAC write it accepted, durable here or not yet), if any.
         last_add_confirmed: Option<u64>,
     },
     /// WRITE_LAST_ADD_CONFIRMED done: durable.

@@ -469,7 +469,7 @@ impl<T> ShardCore<T> {
             }
             Request::ReadLac { segment, reply } => {
                 let result = match self.segments.get(&segment) {
-                    Some(state) => Ok(state.last_add_confirmed.map(EntryId)),
+                    Some(state) => Ok(state.seen_lac.map(EntryId)),
                     None => Err(Error::NoSuchSegment(segment)),
                 };
                 self.out.push_back(Output::Reply(reply, Reply::Lac(result)));

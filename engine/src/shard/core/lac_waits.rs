@@ -2,8 +2,9 @@
 //! LAC moves past what it knows, or when its timeout passes (answered then with the LAC as it
 //! is). Time comes from the shell (`now` on every input), so the waits are sans-I/O too.
 //!
-//! Invariant LW1: a wait is answered exactly once: when the durable LAC passes `known`, at its
-//! deadline, or when the shard stops.
+//! Invariant LW1: a wait is answered exactly once: when the LAC passes `known`, at its
+//! deadline, or when the shard stops. The LAC is the highest seen (`SegmentState::seen_lac`,
+//! S5): an accepted entry's piggybacked LAC wakes waits when it arrives, not when durable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -65,8 +66,23 @@ fn passed(lac: Option<u64>, known: Option<EntryId>) -> bool {
 }
 
 impl<T> ShardCore<T> {
-    fn lac_of(&self, segment: SegmentId) -> Option<u64> {
-        self.segments.get(&segment).and_then(|s| s.last_add_confirmed)
+    /// The LAC readers are told: the highest seen (S5).
+    pub(super) fn lac_of(&self, segment: SegmentId) -> Option<u64> {
+        self.segments.get(&segment).and_then(|s| s.seen_lac)
+    }
+
+    /// An accepted entry or LAC write carried `lac`: long polls it passes are answered now,
+    /// not one journal commit later.
+    pub(super) fn saw_lac(&mut self, segment: SegmentId, lac: Option<u64>) {
+        if lac.is_none() {
+            return;
+        }
+        if let Some(state) = self.segments.get_mut(&segment) {
+            state.see_lac(lac);
+        }
+        if self.lac_waits.watches(segment) {
+            self.lac_moved(segment);
+        }
     }
 
     /// A long-poll: answered at once if the LAC already passed `known`.

@@ -99,7 +99,9 @@ impl<T> ShardCore<T> {
             lac,
             payload: add.payload.clone(),
         });
-        Ok(Some(batch.builder.seq()))
+        let seq = batch.builder.seq();
+        self.saw_lac(add.segment, lac);
+        Ok(Some(seq))
     }
 
     pub(super) fn place_control(
@@ -142,6 +144,9 @@ impl<T> ShardCore<T> {
             ControlRecord::Lac(lac) => {
                 batch.builder.push(&control_header(RecordKind::Lac, segment, lac, 0), &[]);
                 batch.effects.push(Effect::Lac { segment, lac });
+                let seq = batch.builder.seq();
+                self.saw_lac(segment, Some(lac));
+                return Ok(Some(seq));
             }
         }
         Ok(Some(batch.builder.seq()))
