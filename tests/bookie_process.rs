@@ -9,17 +9,21 @@
 //! ends, failing or not. Registration leases are short (`[registration] lease_ttl_ms`), so a
 //! restart after a SIGKILL waits a second, not twenty.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_protocol::{Request, Response};
 use dlog_replication::transport::{ClientConfig, ClientPool, Completion};
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Running, free_port, now, pause};
 
 /// Longest a bookie may take to print its `serving` line (a restart waits out its previous
 /// incarnation's lease first), a command to finish, or a condition to come true.
@@ -31,59 +35,15 @@ const ID: &str = "bookie-1";
 /// Registration lease ttl on the embedded store.
 const LOCAL_TTL_MS: u64 = 1000;
 
-#[expect(clippy::disallowed_methods, reason = "a test of a real process waits in real time")]
-fn now() -> Instant {
-    Instant::now()
-}
-
-#[expect(clippy::disallowed_methods, reason = "a test of a real process polls it in real time")]
-fn pause(d: Duration) {
-    std::thread::sleep(d);
-}
-
 fn dlog() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
     command.env("RUST_LOG", "info").stdin(Stdio::null());
     command
 }
 
-/// A port nobody listened on a moment ago (a race with other processes is retried by `start`).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Kills and reaps a child when dropped, whatever happened to the test.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits up to `deadline` for `child` to exit.
-fn wait_exit(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if now() >= deadline {
-            return None;
-        }
-        pause(Duration::from_millis(10));
-    }
-}
-
-/// Runs `command` to its end within `WAIT` (killed and failed past it); its output.
-fn run(mut command: Command) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    command.stdout(File::create(&out).unwrap()).stderr(File::create(&err).unwrap());
-    let mut child = Reaper(command.spawn().unwrap());
-    let status =
-        wait_exit(&mut child.0, now() + WAIT).unwrap_or_else(|| panic!("{command:?} ran over {WAIT:?}"));
-    Output { status, stdout: std::fs::read(out).unwrap(), stderr: std::fs::read(err).unwrap() }
+/// `command` run to its end within `WAIT` (killed and failed past it); its output.
+fn run(command: Command) -> Output {
+    process::run(command, WAIT)
 }
 
 /// A bookie's data directory: journal, metadata (when local) and a config file.
@@ -127,12 +87,9 @@ impl Disk {
 
 /// A running `dlog bookie`.
 struct Bookie {
-    child: Reaper,
+    process: Running,
     addr: SocketAddr,
     metrics: SocketAddr,
-    stderr: PathBuf,
-    /// Its stdout, line by line.
-    lines: mpsc::Receiver<String>,
 }
 
 impl Bookie {
@@ -167,35 +124,16 @@ impl Bookie {
             .arg("--journal-dir")
             .arg(disk.path().join("journal"))
             .args(["--listen", &addr.to_string(), "--metadata", &disk.metadata, "--shards", "2"])
-            .args(["--metrics-listen", &metrics.to_string(), "--bookie-id", ID])
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).unwrap());
-        let mut child = Reaper(command.spawn().unwrap());
-        let stdout = child.0.stdout.take().unwrap();
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Bookie { child, addr, metrics, stderr, lines }
+            .args(["--metrics-listen", &metrics.to_string(), "--bookie-id", ID]);
+        Bookie { process: Running::spawn(command, Stdio::null(), stderr), addr, metrics }
     }
 
     /// Waits up to `WAIT` for the `serving` line; why not, if it did not come.
     fn serving(&self) -> Result<String, String> {
-        let deadline = now() + WAIT;
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(now())) {
-                Ok(line) if line.contains(" serving on ") => return Ok(line),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("no serving line within {WAIT:?}"));
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err("exited before serving".into()),
-            }
-        }
+        self.process.line_with(" serving on ", now() + WAIT).map_err(|e| match e {
+            RecvTimeoutError::Timeout => format!("no serving line within {WAIT:?}"),
+            RecvTimeoutError::Disconnected => "exited before serving".into(),
+        })
     }
 
     /// Waits up to `WAIT` for `text` in its log.
@@ -208,26 +146,17 @@ impl Bookie {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGKILL, and reap.
-    fn kill(mut self) {
-        self.child.0.kill().unwrap();
-        self.child.0.wait().unwrap();
+    fn kill(self) {
+        self.process.kill();
     }
 
     /// SIGTERM; the exit status within `EXIT_WAIT`, and how long it took.
     fn terminate(mut self) -> (ExitStatus, Duration) {
-        let sent = now();
-        let kill = Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]).status().unwrap();
-        assert!(kill.success(), "kill -TERM failed");
-        let status = wait_exit(&mut self.child.0, sent + EXIT_WAIT)
-            .unwrap_or_else(|| panic!("no exit within {EXIT_WAIT:?} of SIGTERM; log:\n{}", self.log()));
-        let took = sent.elapsed();
-        let log = self.log();
-        assert!(!log.contains("panicked"), "{log}");
-        (status, took)
+        self.process.terminate(EXIT_WAIT)
     }
 }
 

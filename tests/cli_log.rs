@@ -9,53 +9,25 @@
 //! Everything listens on 127.0.0.1; every wait has a deadline; every child process is killed
 //! and reaped by a guard when a test ends.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dlog::log::Dlsn;
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Running, now, run_fed, wait_exit};
 
 /// Longest any one step (a start, a command, a line awaited) may take.
 const WAIT: Duration = Duration::from_secs(30);
 /// Longest a restart after a SIGKILL may take: well under the 10 s of the old leases.
 const PROMPT: Duration = Duration::from_secs(5);
 const LOG: &str = "events";
-
-#[expect(clippy::disallowed_methods, reason = "a test of real processes waits in real time")]
-fn now() -> Instant {
-    Instant::now()
-}
-
-#[expect(clippy::disallowed_methods, reason = "a test of real processes polls them in real time")]
-fn pause(d: Duration) {
-    std::thread::sleep(d);
-}
-
-/// Kills and reaps a child when dropped, whatever happened to the test.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if now() >= deadline {
-            return None;
-        }
-        pause(Duration::from_millis(10));
-    }
-}
 
 /// `dlog ARGS`, without the environment's `DLOG_METADATA` and `RUST_LOG`.
 fn dlog(args: &[&str]) -> Command {
@@ -101,77 +73,17 @@ impl Finished {
 }
 
 /// Runs `command` with `input` on its stdin to its end within `WAIT`.
-fn run(mut command: Command, input: &[u8]) -> Finished {
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = Reaper(command.spawn().unwrap());
-    let mut stdin = child.0.stdin.take().unwrap();
-    let input = input.to_vec();
-    // A command that fails early may close its stdin: that is its error to report, not ours.
-    let feeder = std::thread::spawn(move || drop(stdin.write_all(&input)));
-    let collect = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            pipe.read_to_end(&mut bytes).unwrap();
-            bytes
-        })
-    };
-    let stdout = collect(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = collect(Box::new(child.0.stderr.take().unwrap()));
-    let status =
-        wait_exit(&mut child.0, WAIT).unwrap_or_else(|| panic!("{command:?}: no exit within {WAIT:?}"));
-    feeder.join().unwrap();
-    let stderr = String::from_utf8(stderr.join().unwrap()).unwrap();
-    Finished { status, stdout: stdout.join().unwrap(), stderr }
+fn run(command: Command, input: &[u8]) -> Finished {
+    let output = run_fed(command, input, WAIT);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    Finished { status: output.status, stdout: output.stdout, stderr }
 }
 
-/// A process whose stdout lines arrive on a channel.
-struct Running {
-    child: Reaper,
-    lines: mpsc::Receiver<String>,
-    stderr: PathBuf,
-}
-
-static SPAWNED: AtomicUsize = AtomicUsize::new(0);
-
-impl Running {
-    fn spawn(mut command: Command, stdin: Stdio, logs: &Path) -> Running {
-        let stderr = logs.join(format!("stderr-{}", SPAWNED.fetch_add(1, Ordering::Relaxed)));
-        command.stdin(stdin).stdout(Stdio::piped()).stderr(std::fs::File::create(&stderr).unwrap());
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running { child: Reaper(child), lines, stderr }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The next stdout line, within `WAIT`.
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|e| panic!("no line within {WAIT:?} ({e}); log:\n{}", self.log()))
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.0.id().to_string();
-        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
-    }
-
-    /// Waits for the exit (`WAIT` at most); its status.
-    fn exit(mut self) -> ExitStatus {
-        wait_exit(&mut self.child.0, WAIT)
-            .unwrap_or_else(|| panic!("no exit within {WAIT:?}; log:\n{}", self.log()))
-    }
+/// Spawns `command` with `stdin`, its stderr in a new file under `logs`.
+fn spawn(command: Command, stdin: Stdio, logs: &Path) -> Running {
+    static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+    let stderr = logs.join(format!("stderr-{}", SPAWNED.fetch_add(1, Ordering::Relaxed)));
+    Running::spawn(command, stdin, stderr)
 }
 
 /// A running `dlog local` and the metadata URI it printed.
@@ -185,10 +97,10 @@ impl Local {
     fn start(dir: &Path, logs: &Path) -> Local {
         let mut command = dlog(&["local", "--metadata-listen", "127.0.0.1:0", "--dir"]);
         command.arg(dir).env("RUST_LOG", "info");
-        let process = Running::spawn(command, Stdio::null(), logs);
+        let process = spawn(command, Stdio::null(), logs);
         let mut uri = None;
         loop {
-            let line = process.line();
+            let line = process.line(WAIT);
             match line.split(' ').collect::<Vec<_>>().as_slice() {
                 ["ready"] => break,
                 ["metadata", u] => uri = Some(u.to_string()),
@@ -212,9 +124,8 @@ impl Local {
         run(self.dlog(args), input)
     }
 
-    fn sigkill(mut self) {
-        self.process.child.0.kill().unwrap();
-        self.process.child.0.wait().unwrap();
+    fn sigkill(self) {
+        self.process.kill();
     }
 }
 
@@ -276,7 +187,7 @@ fn write_read_follow_truncate_then_kill_restart_and_go_on() {
 
     // A follower from the next transaction id prints what a second writer appends, at once.
     let next = (first[1999].1 + 1).to_string();
-    let follower = Running::spawn(
+    let mut follower = spawn(
         local.dlog(&["read", LOG, "--follow", "--print-dlsn", "--from-txid", &next]),
         Stdio::null(),
         logs,
@@ -286,21 +197,21 @@ fn write_read_follow_truncate_then_kill_restart_and_go_on() {
     assert_eq!(second.len(), 100);
     in_order(&[&first[..], &second[..]].concat());
     for (i, (dlsn, txid)) in second.iter().enumerate() {
-        assert_eq!(follower.line(), format!("{dlsn} {txid} {}", more[i]));
+        assert_eq!(follower.line(WAIT), format!("{dlsn} {txid} {}", more[i]));
     }
     follower.signal("TERM");
-    let status = follower.exit();
+    let status = follower.exit(WAIT);
     assert!(status.success(), "a follower stops with 0 at SIGTERM: {status:?}");
     // A follower whose stdout closes (`| head -1`) exits 0 at its next record.
-    let mut head = Running::spawn(local.dlog(&["read", LOG, "--follow"]), Stdio::null(), logs);
-    assert_eq!(head.line(), lines[0]);
+    let mut head = spawn(local.dlog(&["read", LOG, "--follow"]), Stdio::null(), logs);
+    assert_eq!(head.line(WAIT), lines[0]);
     drop(std::mem::replace(&mut head.lines, mpsc::channel().1));
     let closed = now();
     let mut status = None;
     while status.is_none() && closed.elapsed() < WAIT {
         // Until its reader thread has seen the channel go and closed the pipe: a record each time.
         local.run(&["write", LOG], b"poke\n").ok();
-        status = wait_exit(&mut head.child.0, Duration::from_millis(200));
+        status = wait_exit(&mut head.child.0, now() + Duration::from_millis(200));
     }
     let status = status.unwrap_or_else(|| panic!("still following a closed stdout; log:\n{}", head.log()));
     assert!(status.success(), "{status:?}: {}", head.log());
@@ -328,14 +239,14 @@ fn write_read_follow_truncate_then_kill_restart_and_go_on() {
 
     // A writer holding the log, with acknowledged records in an open segment, when the cluster
     // is killed.
-    let mut holder = Running::spawn(local.dlog(&["write", LOG, "--print-dlsn"]), Stdio::piped(), logs);
+    let mut holder = spawn(local.dlog(&["write", LOG, "--print-dlsn"]), Stdio::piped(), logs);
     let mut holder_in = holder.child.0.stdin.take().unwrap();
     let open: Vec<String> = (0..10).map(|i| format!("open {i}")).collect();
     let mut held = Vec::new();
     for line in &open {
         holder_in.write_all(format!("{line}\n").as_bytes()).unwrap();
         holder_in.flush().unwrap();
-        held.push(holder.line());
+        held.push(holder.line(WAIT));
     }
     let held = acks(&held);
     local.sigkill();
@@ -344,7 +255,7 @@ fn write_read_follow_truncate_then_kill_restart_and_go_on() {
 
     // A restart on the same directory comes up promptly and serves everything kept.
     let began = now();
-    let local = Local::start(&dir, logs);
+    let mut local = Local::start(&dir, logs);
     let took = began.elapsed();
     assert!(took < PROMPT, "restart after SIGKILL took {took:?}");
     kept.extend(open.iter().cloned());
@@ -370,13 +281,13 @@ fn write_read_follow_truncate_then_kill_restart_and_go_on() {
     let txids: Vec<u64> = read.iter().map(|l| l.split(' ').nth(1).unwrap().parse().unwrap()).collect();
     assert!(txids.windows(2).all(|w| w[0] < w[1]), "transaction ids increase across the restart");
     local.process.signal("TERM");
-    assert!(local.process.exit().success());
+    assert!(local.process.exit(WAIT).success());
 }
 
 #[test]
 fn bad_arguments_and_failures_are_one_line_and_a_non_zero_exit() {
     let parent = tempfile::tempdir().unwrap();
-    let local = Local::start(&parent.path().join("cluster"), parent.path());
+    let mut local = Local::start(&parent.path().join("cluster"), parent.path());
     local.run(&["write", LOG], b"one\ntwo\n").ok();
 
     let refused = |args: &[&str], says: &str| {
@@ -424,12 +335,11 @@ fn bad_arguments_and_failures_are_one_line_and_a_non_zero_exit() {
     local.run(&["write", "bytes"], b"\xff\xfe\x00x\nlast, no newline").ok();
     assert_eq!(local.run(&["read", "bytes"], b"").ok_bytes(), b"\xff\xfe\x00x\nlast, no newline\n");
     // A writer whose segment `dlog admin recover` fences stops at its next record: one line.
-    let mut holder =
-        Running::spawn(local.dlog(&["write", LOG, "--print-dlsn"]), Stdio::piped(), parent.path());
+    let mut holder = spawn(local.dlog(&["write", LOG, "--print-dlsn"]), Stdio::piped(), parent.path());
     let mut holder_in = holder.child.0.stdin.take().unwrap();
     holder_in.write_all(b"held\n").unwrap();
     holder_in.flush().unwrap();
-    let held = acks(&[holder.line()]);
+    let held = acks(&[holder.line(WAIT)]);
     let listed = local.run(&["admin", "--json", "segments", "default/events"], b"").ok().join("\n");
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let open = listed["segments"].as_array().unwrap().last().unwrap().clone();
@@ -444,7 +354,7 @@ fn bad_arguments_and_failures_are_one_line_and_a_non_zero_exit() {
     holder_in.write_all(b"fenced\n").unwrap();
     drop(holder_in);
     let log = holder.stderr.clone();
-    let status = holder.exit();
+    let status = holder.exit(WAIT);
     let log = std::fs::read_to_string(log).unwrap();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.lines().count() == 1 && log.starts_with("error: line 2: writer fenced"), "{log}");
@@ -458,5 +368,5 @@ fn bad_arguments_and_failures_are_one_line_and_a_non_zero_exit() {
     let finished = run(dlog(&["read", LOG, "--metadata", &format!("dlog://{closed}")]), b"");
     finished.refused();
     local.process.signal("TERM");
-    assert!(local.process.exit().success());
+    assert!(local.process.exit(WAIT).success());
 }

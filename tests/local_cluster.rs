@@ -10,12 +10,10 @@
 //! Everything listens on 127.0.0.1; every wait has a deadline; every child process is killed and
 //! reaped by a guard when a test ends.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +21,11 @@ use dlog::local_cluster::{LocalCluster, LocalClusterError, LocalClusterOptions};
 use dlog_metadata::{AnyStore, BookieRegistry, MetadataStore};
 use dlog_replication::client::{ReadItem, ReplicationClient, ReplicationConfig};
 use dlog_replication::quorum::QuorumSizes;
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Running, now};
 
 /// Longest any one step (a start, a shutdown, a write, a read) may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -280,26 +283,6 @@ fn local_cluster_needs_a_multi_thread_runtime() {
 
 // ---- `dlog local` as a process ----
 
-#[expect(clippy::disallowed_methods, reason = "a test of a real process waits in real time")]
-fn now() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
-#[expect(clippy::disallowed_methods, reason = "a test of a real process polls it in real time")]
-fn pause(d: Duration) {
-    std::thread::sleep(d);
-}
-
-/// Kills and reaps a child when dropped, whatever happened to the test.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What a `dlog local` printed before `ready`.
 #[derive(Debug)]
 struct Endpoints {
@@ -309,11 +292,7 @@ struct Endpoints {
 }
 
 /// A running `dlog local`.
-struct Local {
-    child: Reaper,
-    lines: mpsc::Receiver<String>,
-    stderr: std::path::PathBuf,
-}
+struct Local(Running);
 
 impl Local {
     /// Starts `dlog local` on `dir`, its metadata served on a port the system picks.
@@ -331,30 +310,12 @@ impl Local {
             .arg(dir)
             .args(["--metadata-listen", metadata_listen])
             .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Local { child: Reaper(child), lines, stderr }
+            .env("RUST_LOG", "info");
+        Local(Running::spawn(command, Stdio::null(), stderr))
     }
 
     fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(&self.stderr) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
+        self.0.log()
     }
 
     /// Waits up to `within` for `ready`; what was printed before it.
@@ -363,7 +324,7 @@ impl Local {
         let (mut metadata, mut bookies, mut data) = (None, Vec::new(), None);
         loop {
             let left = deadline.saturating_duration_since(now());
-            let line = match self.lines.recv_timeout(left) {
+            let line = match self.0.lines.recv_timeout(left) {
                 Ok(line) => line,
                 Err(e) => panic!("no `ready` within {within:?} ({e}); log:\n{}", self.log()),
             };
@@ -379,40 +340,19 @@ impl Local {
         Endpoints { metadata: metadata.expect("a metadata line"), bookies, data: data.expect("a data line") }
     }
 
-    fn sigkill(mut self) {
-        self.child.0.kill().unwrap();
-        self.child.0.wait().unwrap();
+    fn sigkill(self) {
+        self.0.kill();
     }
 
     /// SIGTERM; the exit status, within `WAIT`.
     fn terminate(mut self) -> ExitStatus {
-        let kill = Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]).status().unwrap();
-        assert!(kill.success(), "kill -TERM failed");
-        let status = wait_exit(&mut self.child.0, WAIT)
-            .unwrap_or_else(|| panic!("no exit within {WAIT:?} of SIGTERM; log:\n{}", self.log()));
-        let log = self.log();
-        assert!(!log.contains("panicked"), "{log}");
-        status
+        self.0.terminate(WAIT).0
     }
 
     /// Waits for the process to exit by itself (a refusal); its status and log.
     fn refused(mut self) -> (ExitStatus, String) {
-        let status = wait_exit(&mut self.child.0, WAIT)
-            .unwrap_or_else(|| panic!("still running after {WAIT:?}; log:\n{}", self.log()));
+        let status = self.0.exit(WAIT);
         (status, self.log())
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if now() >= deadline {
-            return None;
-        }
-        pause(Duration::from_millis(10));
     }
 }
 

@@ -29,14 +29,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,6 +51,11 @@ use dlog_replication::recovery::RecoveredEnd;
 use dlog_replication::segment_writer::{WriterError, WriterSettings};
 use dlog_replication::transport::{ClientConfig, ClientPool, Completion};
 
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Running, free_port, now, pause, signal};
+
 /// Longest a bookie may take to print its `serving` line (a restart waits out its previous
 /// incarnation's lease first), or a condition to come true.
 const WAIT: Duration = Duration::from_secs(20);
@@ -62,25 +67,10 @@ const BALLAST_SEGMENT: u64 = 1 << 40;
 /// Entries past a closed segment's end the checker looks for.
 const PAST_END_ENTRIES: u64 = 1024;
 
-#[expect(clippy::disallowed_methods, reason = "a test of real processes measures real time")]
-fn now() -> Instant {
-    Instant::now()
-}
-
-#[expect(clippy::disallowed_methods, reason = "a test of real processes waits in real time")]
-fn pause(d: Duration) {
-    std::thread::sleep(d);
-}
-
 /// The tests of this file, one at a time (see the module doc).
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A port nobody listened on a moment ago (a race with other processes is retried).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn quorum(e: usize, w: usize, a: usize) -> QuorumSizes {
@@ -103,22 +93,6 @@ fn payload(tag: u64, entry: u64) -> Bytes {
         .into()
 }
 
-/// Kills and reaps a child when dropped, whatever happened to the test.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
-    assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
 /// Whether every thread of process `pid` is stopped (state `T` in /proc).
 fn all_stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
@@ -130,11 +104,8 @@ fn all_stopped(pid: u32) -> bool {
 
 /// A running `dlog bookie`.
 struct Process {
-    child: Reaper,
+    running: Running,
     addr: SocketAddr,
-    log: PathBuf,
-    /// Its stdout, line by line.
-    lines: mpsc::Receiver<String>,
     /// SIGSTOPped (not answering) until SIGCONT.
     stopped: bool,
 }
@@ -190,46 +161,29 @@ impl Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
         command
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
             .arg("bookie")
             .arg("--config")
             .arg(self.config())
             .arg("--journal-dir")
             .arg(self.journal_dir())
             .args(["--listen", &addr.to_string(), "--metadata", metadata])
-            .args(["--shards", "1", "--pin-shards", "false", "--bookie-id", &self.id])
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap());
-        let mut child = Reaper(command.spawn().unwrap());
-        let stdout = child.0.stdout.take().unwrap();
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        self.process = Some(Process { child, addr, log, lines, stopped: false });
+            .args(["--shards", "1", "--pin-shards", "false", "--bookie-id", &self.id]);
+        let running = Running::spawn(command, Stdio::null(), log);
+        self.process = Some(Process { running, addr, stopped: false });
     }
 
     fn log(&self) -> String {
-        self.process.as_ref().map(|p| std::fs::read_to_string(&p.log).unwrap_or_default()).unwrap_or_default()
+        self.process.as_ref().map(|p| p.running.log()).unwrap_or_default()
     }
 
     /// Waits for the `serving` line; relaunches when another process took the port first.
     fn wait_serving(&mut self, metadata: &str) {
         for attempt in 0.. {
             let process = self.process.as_ref().expect("launched");
-            let deadline = now() + WAIT;
-            let outcome = loop {
-                match process.lines.recv_timeout(deadline.saturating_duration_since(now())) {
-                    Ok(line) if line.contains(" serving on ") => break Ok(line),
-                    Ok(_) => {}
-                    Err(mpsc::RecvTimeoutError::Timeout) => break Err("no serving line in time"),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break Err("exited before serving"),
-                }
-            };
+            let outcome = process.running.line_with(" serving on ", now() + WAIT).map_err(|e| match e {
+                RecvTimeoutError::Timeout => "no serving line in time",
+                RecvTimeoutError::Disconnected => "exited before serving",
+            });
             match outcome {
                 Ok(line) => {
                     let expected = format!("bookie {} serving on {} ", self.id, process.addr);
@@ -242,8 +196,8 @@ impl Node {
                 }
                 Err(why) => {
                     let process = self.process.as_mut().expect("launched");
-                    let status = process.child.0.try_wait().ok().flatten();
-                    let stdout: Vec<String> = process.lines.try_iter().collect();
+                    let status = process.running.child.0.try_wait().ok().flatten();
+                    let stdout: Vec<String> = process.running.lines.try_iter().collect();
                     panic!("{}: {why} ({status:?}, stdout {stdout:?}); its log:\n{}", self.id, self.log())
                 }
             }
@@ -251,7 +205,7 @@ impl Node {
     }
 
     fn pid(&self) -> u32 {
-        self.process.as_ref().expect("running").child.0.id()
+        self.process.as_ref().expect("running").running.pid()
     }
 }
 
@@ -328,7 +282,7 @@ impl Cluster {
     /// SIGKILL, and reap.
     fn kill(&mut self, id: &str) {
         let process = self.node(id).process.take().unwrap_or_else(|| panic!("{id} is not running"));
-        drop(process.child);
+        drop(process);
     }
 
     /// SIGSTOP, and wait until every thread of it is stopped.
