@@ -60,10 +60,13 @@ impl TransmitPolicy {
 }
 
 impl Default for TransmitPolicy {
-    /// Low latency: a record goes out at once while fewer than 4 entries are in flight, and
-    /// records gather into entries of up to 256 KiB while more are; 1 ms at most.
+    /// Low latency: a record goes out at once when no entry is in flight, and records gather
+    /// into entries of up to 256 KiB while one is; 1 ms at most. One entry in flight gave the
+    /// lowest end-to-end latency at 50,000 records/s in `bench log` (p50 1.0 ms against 1.45 ms
+    /// with 4: fewer, larger entries cost the bookies less CPU) and the same peak throughput
+    /// (entries then fill to `max_bytes`).
     fn default() -> TransmitPolicy {
-        TransmitPolicy { max_bytes: 256 << 10, max_delay: Some(Duration::from_millis(1)), eager_in_flight: 4 }
+        TransmitPolicy { max_bytes: 256 << 10, max_delay: Some(Duration::from_millis(1)), eager_in_flight: 1 }
     }
 }
 
