@@ -347,7 +347,8 @@ fn decode(
                 if out.admit(reserve, ctx) {
                     let room = Rc::downgrade(out);
                     let room_for_entry = move || room.upgrade().is_some_and(|out| out.room_for_entry());
-                    let answer = dispatch::start(&ctx.bookie, other, &ctx.protocol, room_for_entry, ctx.drain.clone());
+                    let answer =
+                        dispatch::start(&ctx.bookie, other, &ctx.protocol, room_for_entry, ctx.drain.clone());
                     spawn_answer(request_id, answer, reserve, out, ctx);
                 }
             }
