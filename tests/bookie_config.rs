@@ -244,7 +244,7 @@ fn bad_metadata_uris_are_refused() {
         "metadata",
         "--metadata",
     );
-    assert!(err.to_string().contains("expected local:///path, memory:// or etcd://"), "{err}");
+    assert!(err.to_string().contains("expected local:///path, memory://, etcd://"), "{err}");
     assert_refused(
         resolve_file("journal_dirs = [\"/j\"]\nmetadata = \"local://\"\n", &[]),
         "metadata",
