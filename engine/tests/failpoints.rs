@@ -32,7 +32,9 @@ fn flush_failure_poisons_shard_and_restart_recovers() {
         assert!(matches!(bookie.fence(SegmentId(1), key()).wait(), Err(Error::Poisoned(_))));
         // What was durable before the failure is still served.
         assert_eq!(bookie.read_entry(SegmentId(1), EntryId(9)).wait().unwrap(), payload(1, 9, 100));
-        assert_eq!(bookie.read_last_add_confirmed(SegmentId(1)).wait().unwrap(), Some(EntryId(8)));
+        // The LAC the failed add carried (9) was seen when it was accepted: a true statement of
+        // the writer's, whether or not its record became durable here (S5).
+        assert_eq!(bookie.read_last_add_confirmed(SegmentId(1)).wait().unwrap(), Some(EntryId(9)));
         bookie.close();
 
         let bookie = Bookie::open(config).unwrap();
