@@ -29,12 +29,16 @@
 //!   are still delivered, then the error comes out in its place and the reader stops: a failure
 //!   to read is an error, never a gap. A new reader from `next_entry()` resumes.
 //! - Catch-up (E == Qw only, every bookie holds every entry of its ensemble): a run of at least
-//!   `range_read_entries_min` entries within one ensemble is asked with one READ_RANGE, one in
-//!   flight at a time, to a healthy bookie (rotating). It may return fewer entries (a byte cap,
-//!   a missing entry): the rest is asked again from the entry after the last returned. A range
-//!   that fails, returns nothing valid, or has no answer after `range_read_timeout` gives its
-//!   first entry to the per-entry path (with that bookie counted as asked) and the rest to the
-//!   next range. With E > Qw entries are read one by one.
+//!   `range_read_entries_min` entries within one ensemble is asked with READ_RANGEs,
+//!   `ranges_in_flight` (2) at a time, each to a healthy bookie (rotating) and within an equal
+//!   share of the window and of the read-ahead bytes (sized by the entries' stored size so far,
+//!   so the server's byte cap rarely cuts one short): the next range is read from disk while
+//!   the answer to the previous one travels and is checked. A range may return fewer entries
+//!   (a byte cap, a missing entry): if it ends the window, the rest is asked again by the next
+//!   range; before a later range, each of the rest is read on its own. A range that fails,
+//!   returns nothing valid, or has no answer after `range_read_timeout` gives its first entry
+//!   to the per-entry path (with that bookie counted as asked) and the rest as a short answer's.
+//!   With E > Qw entries are read one by one.
 //! - Consumption: an `Output::Entry` stays counted in the window until the caller says it is
 //!   done with it (`consumed`); that is what bounds the memory of the reader and its caller.
 //! - LAC unknown at start (open segment, no LAC given): READ_LAC (not fenced) to every bookie of
@@ -175,6 +179,10 @@ pub struct ReaderSettings {
     /// A READ_RANGE without an answer for this long is given up (its first entry is read on its
     /// own, the rest by the next range). Default 1 s.
     pub range_read_timeout: Duration,
+    /// READ_RANGEs kept in flight while catching up, each within an equal share of the window
+    /// and of `read_ahead_bytes`, so the next one is read from disk while the answer to the
+    /// previous one travels and is checked. Default 2; at least 1.
+    pub ranges_in_flight: usize,
 }
 
 impl Default for ReaderSettings {
@@ -190,6 +198,7 @@ impl Default for ReaderSettings {
             suspect_duration: Duration::from_secs(10),
             range_read_entries_min: Some(8),
             range_read_timeout: Duration::from_secs(1),
+            ranges_in_flight: 2,
         }
     }
 }
@@ -377,8 +386,12 @@ pub struct SegmentReader<B> {
     /// The entry found unreadable, once one is: nothing past it is read (R5).
     unreadable: Option<u64>,
     /// The READ_RANGE in flight.
-    range: Option<RangeRead<B>>,
+    /// READ_RANGEs in flight, in entry order, at most `RANGES_IN_FLIGHT`.
+    ranges: Vec<RangeRead<B>>,
     range_rotation: usize,
+    /// Stored bytes per entry in the last range answered: sizes the next ranges so the
+    /// server's byte cap does not cut them short.
+    range_entry_bytes: Option<u64>,
     tail: Tail,
     health: Health<B>,
     outbox: Outbox<B>,
@@ -401,6 +414,9 @@ fn check_settings(settings: &ReaderSettings) -> Result<(), SetupError> {
     }
     if settings.read_rounds_max == 0 {
         return Err(SetupError::Zero("read_rounds_max"));
+    }
+    if settings.ranges_in_flight == 0 {
+        return Err(SetupError::Zero("ranges_in_flight"));
     }
     match settings.range_read_entries_min {
         Some(0) => Err(SetupError::Zero("range_read_entries_min")),
@@ -440,8 +456,9 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             window: Window::new(first_entry),
             next_deliver: first_entry,
             unreadable: None,
-            range: None,
+            ranges: Vec::new(),
             range_rotation: 0,
+            range_entry_bytes: None,
             tail: Tail::default(),
             health: Health::default(),
             outbox: Outbox::default(),
@@ -516,7 +533,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         if self.phase != Phase::Reading {
             return None;
         }
-        let range = self.range.as_ref().map(|range| range.give_up_at);
+        let range = self.ranges.iter().map(|range| range.give_up_at).min();
         [self.window.next_deadline(), range, self.tail.retry_at()].into_iter().flatten().min()
     }
 
@@ -626,7 +643,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
     fn stop(&mut self, phase: Phase) {
         debug_assert_eq!(self.phase, Phase::Reading);
         self.outbox.forget_all();
-        self.range = None;
+        self.ranges.clear();
         self.tail.stop(&mut self.outbox);
         match &phase {
             Phase::Failed(error) => self.outbox.outputs.push_back(Output::Failed(error.clone())),

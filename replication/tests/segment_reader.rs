@@ -316,7 +316,12 @@ fn read_ahead_is_bounded_until_consumed() {
 /// READ of another bookie and the rest to the next range; short runs are read one by one.
 #[test]
 fn catch_up_with_read_range() {
-    let ranges = ReaderSettings { read_ahead_entries: 8, range_read_entries_min: Some(4), ..settings() };
+    let ranges = ReaderSettings {
+        read_ahead_entries: 8,
+        range_read_entries_min: Some(4),
+        ranges_in_flight: 1,
+        ..settings()
+    };
     let end = SegmentEnd::Closed { last_entry: Some(17) };
     let mut h = Harness::with((3, 3, 2), &[(0, &[10, 11, 12])], 0, end, ranges);
     let range = |first, last| Request::ReadRange { segment: SEGMENT, first, last, max_bytes: 16 << 20 };
@@ -684,4 +689,32 @@ proptest! {
             prop_assert!((1..HELD).contains(&fate), "R7: good replica {} of {} reported", bookie, entry);
         }
     }
+}
+
+/// Catch-up keeps two READ_RANGEs in flight, each within half the window and half the bytes
+/// (R4); answers taken in any order are delivered in entry order; a short answer before a later
+/// range has its rest read entry by entry, not re-ranged over the later range's entries.
+#[test]
+fn two_ranges_in_flight_deliver_in_order() {
+    let ranges = ReaderSettings { read_ahead_entries: 16, range_read_entries_min: Some(4), ..settings() };
+    let end = SegmentEnd::Closed { last_entry: Some(15) };
+    let mut h = Harness::with((3, 3, 2), &[(0, &[10, 11, 12])], 0, end, ranges);
+    let range = |first, last| Request::ReadRange { segment: SEGMENT, first, last, max_bytes: 8 << 20 };
+    let answer = |first: u64, last: u64| {
+        Ok(Response::ReadRange { entries: (first..=last).map(|entry| (entry, stored(entry))).collect() })
+    };
+    let sent = h.pending(|r| matches!(r, Request::ReadRange { .. }));
+    assert_eq!(sent.iter().map(|p| p.2.clone()).collect::<Vec<_>>(), vec![range(0, 7), range(8, 15)]);
+    assert_ne!(sent[0].1, sent[1].1, "on two bookies");
+    h.respond(sent[1].0, answer(8, 15));
+    assert!(h.delivered().is_empty(), "nothing before entry 0");
+    h.respond(sent[0].0, answer(0, 5));
+    assert_eq!(h.delivered(), (0..=5).collect::<Vec<_>>());
+    assert!(h.pending(|r| matches!(r, Request::ReadRange { .. })).is_empty(), "6 and 7 are not re-ranged");
+    for entry in [7, 6] {
+        let bookie = h.reads_of(entry)[0];
+        h.read_ok(entry, bookie);
+    }
+    assert_eq!(h.entries.iter().map(|(e, _)| *e).collect::<Vec<_>>(), (0..=15).collect::<Vec<_>>());
+    assert_eq!(h.ends, 1);
 }

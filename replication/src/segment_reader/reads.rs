@@ -9,6 +9,7 @@ use dlog_protocol::{RANGE_ENTRIES_MAX, Request, Response, Status};
 
 use super::ensembles::pick;
 use super::window::{EntryRead, Pending, RangeRead, Slot};
+
 use super::{Output, Phase, ReaderError, SegmentEnd, SegmentReader, TransportFailure};
 use crate::entry_envelope;
 
@@ -23,7 +24,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
     ) {
         match pending {
             Pending::Read { entry, bookie } => self.on_read_answer(tag, entry, bookie, result, now),
-            Pending::Range => self.on_range_answer(result, now),
+            Pending::Range => self.on_range_answer(tag, result, now),
             Pending::LongPoll { known, bookie } => self.on_poll_answer(known, bookie, result, now),
             Pending::ReadLac { bookie } => self.on_lac_answer(tag, bookie, result, now),
         }
@@ -83,11 +84,14 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
     /// Starts reading the next entries while the window has room (R4), up to the known end
     /// (R2), and not past an unreadable entry (R5).
     pub(super) fn fill(&mut self, now: Instant) {
-        while self.phase == Phase::Reading && self.unreadable.is_none() && self.range.is_none() {
+        while self.phase == Phase::Reading
+            && self.unreadable.is_none()
+            && self.ranges.len() < self.settings.ranges_in_flight
+        {
             let next = self.window.end();
             let Some(end) = self.readable_end().filter(|end| next <= *end) else { return };
             let room = self.settings.read_ahead_entries.saturating_sub(self.window.len()) as u64;
-            if room == 0 || self.window.bytes() >= self.settings.read_ahead_bytes {
+            if room == 0 || self.window.bytes() + self.range_reserved() >= self.settings.read_ahead_bytes {
                 return;
             }
             // A range stays within one ensemble: the next one may have other bookies.
@@ -95,31 +99,51 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             let remaining = run_last - next + 1;
             if let Some(min) = self.range_min().filter(|min| remaining >= *min) {
                 // Catching up: wait for room for a whole range rather than read one by one.
-                let count = remaining.min(room).min(RANGE_ENTRIES_MAX as u64);
-                if count >= min {
-                    self.send_range(next, next + count - 1, now);
+                // A share of the window, so the next range can go out while this one is read.
+                let share = (self.settings.read_ahead_entries / self.settings.ranges_in_flight) as u64;
+                let mut count = remaining.min(room).min(RANGE_ENTRIES_MAX as u64).min(share.max(min));
+                // Within the bytes one range may bring, at the size entries had so far.
+                let max_bytes = self.range_bytes();
+                if let Some(per_entry) = self.range_entry_bytes.filter(|b| *b > 0) {
+                    count = count.min((max_bytes / per_entry).max(min));
                 }
-                return;
+                if count < min {
+                    return;
+                }
+                self.send_range(next, next + count - 1, max_bytes, now);
+                continue;
             }
             self.window.push(Slot::Reading(EntryRead::new(Vec::new())));
             self.ask_next(next, now);
         }
     }
 
-    fn send_range(&mut self, first: u64, last: u64, now: Instant) {
+    /// Bytes the ranges in flight may still bring (R4 counts them as held).
+    fn range_reserved(&self) -> u64 {
+        self.ranges.iter().map(|r| r.max_bytes).sum()
+    }
+
+    /// The bytes the next range may bring: its share of the read-ahead left, so that
+    /// `ranges_in_flight` ranges fit in it together (R4).
+    fn range_bytes(&self) -> u64 {
+        let left = self.settings.read_ahead_bytes.saturating_sub(self.window.bytes() + self.range_reserved());
+        let share = self.settings.read_ahead_bytes / self.settings.ranges_in_flight as u64;
+        left.min(share.max(1)).min(u64::from(u32::MAX))
+    }
+
+    fn send_range(&mut self, first: u64, last: u64, max_bytes: u64, now: Instant) {
         // Ensemble order, not W(first)'s, so that rotating moves to another bookie.
         let members = self.ensembles.members(first, &self.health, now);
         let bookie = pick(&members, &self.health, self.range_rotation, now);
         self.range_rotation = self.range_rotation.wrapping_add(1);
-        let bytes_left = self.settings.read_ahead_bytes - self.window.bytes();
-        let max_bytes = u32::try_from(bytes_left).unwrap_or(u32::MAX);
-        let request = Request::ReadRange { segment: self.segment_id, first, last, max_bytes };
+        let wire_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
+        let request = Request::ReadRange { segment: self.segment_id, first, last, max_bytes: wire_bytes };
         let tag = self.outbox.send(bookie.clone(), Pending::Range, request);
         for _ in first..=last {
             self.window.push(Slot::Ranged);
         }
         let give_up_at = now + self.settings.range_read_timeout;
-        self.range = Some(RangeRead { tag, first, last, bookie, give_up_at });
+        self.ranges.push(RangeRead { tag, first, last, bookie, give_up_at, max_bytes });
         self.stats.range_reads += 1;
     }
 
@@ -175,11 +199,12 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         self.unreadable = Some(entry);
         let forget = self.window.truncate(entry + 1);
         self.outbox.forget(forget);
-        if let Some(range) = self.range.take() {
-            // Ranged entries come after every entry read on its own: they were just dropped.
-            debug_assert!(range.first > entry);
-            self.outbox.forget([range.tag]);
-        }
+        // The ranges after it held entries that were just dropped (none holds `entry`: it was
+        // read on its own).
+        let dropped: Vec<u64> = self.ranges.iter().filter(|r| r.first > entry).map(|r| r.tag).collect();
+        self.ranges.retain(|r| r.first <= entry);
+        debug_assert!(self.ranges.iter().all(|r| r.last < entry));
+        self.outbox.forget(dropped);
     }
 
     fn on_read_answer(
@@ -223,11 +248,13 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         self.after_failure(entry, now);
     }
 
-    fn on_range_answer(&mut self, result: Result<Response, TransportFailure>, now: Instant) {
-        let Some(RangeRead { first, last, bookie, .. }) = self.range.take() else {
+    fn on_range_answer(&mut self, tag: u64, result: Result<Response, TransportFailure>, now: Instant) {
+        let Some(at) = self.ranges.iter().position(|r| r.tag == tag) else {
             unreachable!("a READ_RANGE waited for without its range")
         };
+        let RangeRead { first, last, bookie, .. } = self.ranges.remove(at);
         let mut next = first;
+        let mut stored_bytes = 0u64;
         // `next` came back corrupt from `bookie`: a Corrupt status, or bytes that are not its
         // envelope (R7).
         let mut corrupt = false;
@@ -245,7 +272,11 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
                     };
                     let forget = self.window.resolve(entry, payload);
                     debug_assert_eq!(forget, Some(Vec::new()), "ranged entries are read by their range only");
+                    stored_bytes += stored.len() as u64;
                     next += 1;
+                }
+                if next > first {
+                    self.range_entry_bytes = Some(stored_bytes.div_ceil(next - first));
                 }
                 if next <= last {
                     self.stats.short_ranges += 1;
@@ -268,33 +299,53 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             self.stats.failed_ranges += 1;
         }
         if next == first || corrupt {
-            self.range_to_entry_read(next, bookie, now);
-        } else {
-            // The rest goes in the next range (`fill`), within the bytes left then (R4).
-            let forget = self.window.truncate(next);
+            self.range_to_entry_read(next, last, bookie, now);
+        } else if next <= last {
+            self.range_rest(next, last, now);
+        }
+    }
+
+    /// Entries `from..=last` of a range did not come: the next range asks them when they end
+    /// the window (`fill`, within the bytes left then, R4); before a later range, each is
+    /// read on its own.
+    fn range_rest(&mut self, from: u64, last: u64, now: Instant) {
+        if self.window.end() == last + 1 {
+            let forget = self.window.truncate(from);
             debug_assert!(forget.is_empty());
+            return;
+        }
+        for entry in from..=last {
+            if let Some(slot) = self.window.get_mut(entry) {
+                *slot = Slot::Reading(EntryRead::new(Vec::new()));
+            }
+            self.after_failure(entry, now);
         }
     }
 
     /// The range gave nothing usable for `entry` (its first, or the first whose envelope
-    /// failed): `entry` is read on its own (`bookie` counted as asked), the rest by the next
-    /// range.
-    fn range_to_entry_read(&mut self, entry: u64, bookie: B, now: Instant) {
-        let forget = self.window.truncate(entry + 1);
-        debug_assert!(forget.is_empty());
+    /// failed): `entry` is read on its own (`bookie` counted as asked), the rest of the range
+    /// (to `last`) as `range_rest` says.
+    fn range_to_entry_read(&mut self, entry: u64, last: u64, bookie: B, now: Instant) {
+        if entry < last {
+            self.range_rest(entry + 1, last, now);
+        }
         if let Some(slot) = self.window.get_mut(entry) {
             *slot = Slot::Reading(EntryRead::new(vec![bookie]));
         }
         self.after_failure(entry, now);
     }
 
-    /// Gives up the READ_RANGE in flight if it had no answer in time: its answer will be stale.
+    /// Gives up the READ_RANGEs in flight that had no answer in time: their answers will be
+    /// stale.
     pub(super) fn tick_range(&mut self, now: Instant) {
-        let Some(range) = self.range.take_if(|range| range.give_up_at <= now) else { return };
-        self.outbox.forget([range.tag]);
-        self.health.suspect(&range.bookie, now, self.settings.suspect_duration);
-        self.stats.failed_ranges += 1;
-        self.range_to_entry_read(range.first, range.bookie, now);
+        // Latest first: an earlier range's rest may then end the window and be truncated.
+        while let Some(at) = self.ranges.iter().rposition(|range| range.give_up_at <= now) {
+            let range = self.ranges.remove(at);
+            self.outbox.forget([range.tag]);
+            self.health.suspect(&range.bookie, now, self.settings.suspect_duration);
+            self.stats.failed_ranges += 1;
+            self.range_to_entry_read(range.first, range.last, range.bookie, now);
+        }
     }
 
     /// Starts the rounds whose backoff ended, and speculative reads whose time came (the

@@ -85,6 +85,8 @@ pub(super) struct RangeRead<B> {
     pub(super) last: u64,
     pub(super) bookie: B,
     pub(super) give_up_at: Instant,
+    /// The bytes it may bring (its `max_bytes`), reserved in the read-ahead bound (R4).
+    pub(super) max_bytes: u64,
 }
 
 /// One round of READs of one entry, each member of its write set asked at most once.

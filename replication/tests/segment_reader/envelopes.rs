@@ -63,7 +63,12 @@ fn another_entrys_envelope_is_refused() {
 /// next range.
 #[test]
 fn read_range_with_a_damaged_entry_in_the_middle() {
-    let ranges = ReaderSettings { read_ahead_entries: 8, range_read_entries_min: Some(4), ..settings() };
+    let ranges = ReaderSettings {
+        read_ahead_entries: 8,
+        range_read_entries_min: Some(4),
+        ranges_in_flight: 1,
+        ..settings()
+    };
     let end = SegmentEnd::Closed { last_entry: Some(7) };
     let mut h = Harness::with((3, 3, 2), &[(0, &[10, 11, 12])], 0, end, ranges);
     let range = |first, last| Request::ReadRange { segment: SEGMENT, first, last, max_bytes: 16 << 20 };
