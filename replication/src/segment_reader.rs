@@ -74,10 +74,12 @@
 //!   segment before the LAC known is refused, and so is a closed end that changes.
 //! - R4 (memory): at most `read_ahead_entries` entries are held (read, being read, or delivered
 //!   and not yet consumed). A read starts only while the payload bytes held are below
-//!   `read_ahead_bytes`, and a READ_RANGE asks at most the bytes left, so the bytes held stay
-//!   below `read_ahead_bytes` plus one entry per read in flight. Requests in flight are at most
+//!   `read_ahead_bytes`, and a READ_RANGE asks at most its share of the bytes left, counted as
+//!   held until it is answered (the rest of a short one keeps what is left of it), so the
+//!   bytes held stay below `read_ahead_bytes` plus one entry per read in flight. Requests in flight are at most
 //!   Qw per held entry (a round asks each member once; more only when an ensemble change
-//!   replaces members mid-round), plus one READ_RANGE, one LONG_POLL and E READ_LACs.
+//!   replaces members mid-round), plus `ranges_in_flight` READ_RANGEs, one LONG_POLL and E
+//!   READ_LACs.
 //! - R5 (no gaps): an entry is delivered only after every entry before it; an entry that cannot
 //!   be read after `read_rounds_max` rounds stops the reader with `Unreadable` at that entry.
 //! - R6 (answers): each request's answer is used at most once: an answer whose tag names no
@@ -177,7 +179,7 @@ pub struct ReaderSettings {
     /// Default `Some(8)`; at least 1 and at most `read_ahead_entries`.
     pub range_read_entries_min: Option<usize>,
     /// A READ_RANGE without an answer for this long is given up (its first entry is read on its
-    /// own, the rest by the next range). Default 1 s.
+    /// own, the rest asked again as a range). Default 1 s.
     pub range_read_timeout: Duration,
     /// READ_RANGEs kept in flight while catching up, each within an equal share of the window
     /// and of `read_ahead_bytes`, so the next one is read from disk while the answer to the
@@ -385,8 +387,8 @@ pub struct SegmentReader<B> {
     next_deliver: u64,
     /// The entry found unreadable, once one is: nothing past it is read (R5).
     unreadable: Option<u64>,
-    /// The READ_RANGE in flight.
-    /// READ_RANGEs in flight, in entry order, at most `RANGES_IN_FLIGHT`.
+    /// READ_RANGEs in flight, in entry order, at most `ranges_in_flight` (the rest of a short
+    /// one is asked again in its place).
     ranges: Vec<RangeRead<B>>,
     range_rotation: usize,
     /// Stored bytes per entry in the last range answered: sizes the next ranges so the

@@ -252,7 +252,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         let Some(at) = self.ranges.iter().position(|r| r.tag == tag) else {
             unreachable!("a READ_RANGE waited for without its range")
         };
-        let RangeRead { first, last, bookie, .. } = self.ranges.remove(at);
+        let RangeRead { first, last, bookie, max_bytes, .. } = self.ranges.remove(at);
         let mut next = first;
         let mut stored_bytes = 0u64;
         // `next` came back corrupt from `bookie`: a Corrupt status, or bytes that are not its
@@ -298,36 +298,47 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         if next == first {
             self.stats.failed_ranges += 1;
         }
+        // What the rest may still bring: the answered range's reservation less what came.
+        let left = max_bytes.saturating_sub(stored_bytes);
         if next == first || corrupt {
-            self.range_to_entry_read(next, last, bookie, now);
+            self.range_to_entry_read(next, last, bookie, left, now);
         } else if next <= last {
-            self.range_rest(next, last, now);
+            self.range_rest(next, last, left, now);
         }
     }
 
-    /// Entries `from..=last` of a range did not come: the next range asks them when they end
-    /// the window (`fill`, within the bytes left then, R4); before a later range, each is
-    /// read on its own.
-    fn range_rest(&mut self, from: u64, last: u64, now: Instant) {
+    /// Entries `from..=last` of a range did not come (a byte cap, the end of a source on the
+    /// bookie, a failure). If they end the window, the next range asks them (`fill`, within
+    /// the bytes left then, R4); before a later range, they are asked again at once as a range
+    /// of their own in its place, within what the first one had reserved (`left`; the server
+    /// gives at least one entry), so the bytes held stay bounded.
+    fn range_rest(&mut self, from: u64, last: u64, left: u64, now: Instant) {
         if self.window.end() == last + 1 {
             let forget = self.window.truncate(from);
             debug_assert!(forget.is_empty());
             return;
         }
-        for entry in from..=last {
-            if let Some(slot) = self.window.get_mut(entry) {
-                *slot = Slot::Reading(EntryRead::new(Vec::new()));
-            }
-            self.after_failure(entry, now);
-        }
+        let members = self.ensembles.members(from, &self.health, now);
+        let bookie = pick(&members, &self.health, self.range_rotation, now);
+        self.range_rotation = self.range_rotation.wrapping_add(1);
+        let max_bytes = left.max(1);
+        let wire_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
+        let request =
+            Request::ReadRange { segment: self.segment_id, first: from, last, max_bytes: wire_bytes };
+        let tag = self.outbox.send(bookie.clone(), Pending::Range, request);
+        let give_up_at = now + self.settings.range_read_timeout;
+        // In entry order: the later ranges come after it.
+        let at = self.ranges.iter().position(|r| r.first > last).unwrap_or(self.ranges.len());
+        self.ranges.insert(at, RangeRead { tag, first: from, last, bookie, give_up_at, max_bytes });
+        self.stats.range_reads += 1;
     }
 
     /// The range gave nothing usable for `entry` (its first, or the first whose envelope
     /// failed): `entry` is read on its own (`bookie` counted as asked), the rest of the range
     /// (to `last`) as `range_rest` says.
-    fn range_to_entry_read(&mut self, entry: u64, last: u64, bookie: B, now: Instant) {
+    fn range_to_entry_read(&mut self, entry: u64, last: u64, bookie: B, left: u64, now: Instant) {
         if entry < last {
-            self.range_rest(entry + 1, last, now);
+            self.range_rest(entry + 1, last, left, now);
         }
         if let Some(slot) = self.window.get_mut(entry) {
             *slot = Slot::Reading(EntryRead::new(vec![bookie]));
@@ -338,13 +349,13 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
     /// Gives up the READ_RANGEs in flight that had no answer in time: their answers will be
     /// stale.
     pub(super) fn tick_range(&mut self, now: Instant) {
-        // Latest first: an earlier range's rest may then end the window and be truncated.
-        while let Some(at) = self.ranges.iter().rposition(|range| range.give_up_at <= now) {
+        // The rests asked again get a later deadline: the loop ends.
+        while let Some(at) = self.ranges.iter().position(|range| range.give_up_at <= now) {
             let range = self.ranges.remove(at);
             self.outbox.forget([range.tag]);
             self.health.suspect(&range.bookie, now, self.settings.suspect_duration);
             self.stats.failed_ranges += 1;
-            self.range_to_entry_read(range.first, range.last, range.bookie, now);
+            self.range_to_entry_read(range.first, range.last, range.bookie, range.max_bytes, now);
         }
     }
 

@@ -14,7 +14,7 @@ use super::{Output, TAG_LIMIT, Tag};
 pub(super) enum Pending<B> {
     /// A READ of `entry`.
     Read { entry: u64, bookie: B },
-    /// The READ_RANGE in flight (`SegmentReader::range` says which entries).
+    /// Asked by a READ_RANGE in flight (`SegmentReader::ranges` says which entries).
     Range,
     /// A LONG_POLL that knew `known`.
     LongPoll { known: Option<u64>, bookie: B },
@@ -77,7 +77,7 @@ impl<B: Clone> Outbox<B> {
     }
 }
 
-/// The READ_RANGE in flight: entries `first..=last` to `bookie`.
+/// A READ_RANGE in flight: entries `first..=last` to `bookie`.
 #[derive(Debug)]
 pub(super) struct RangeRead<B> {
     pub(super) tag: u64,
