@@ -291,6 +291,51 @@ async fn ownership_errors_are_typed_and_final() {
     ns.shutdown().await;
 }
 
+/// LW6: past `pending_bytes_max` bytes not yet durable, a write is refused with `Backpressure`
+/// and changes nothing (no txid, no DLSN taken); `ready` waits for room; what was taken is
+/// acknowledged in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_refuses_past_the_bound_and_ready_waits_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = open(&dir, NamespaceConfig::default()).await;
+    ns.create_log("bp").await.unwrap();
+    let config = WriterConfig { pending_bytes_max: Some(1000), ..WriterConfig::default() };
+    let writer = ns.open_writer_with("bp", config).await.unwrap();
+    // A burst with no await in between: what is past the bound is refused at the call.
+    let burst: Vec<_> =
+        (0..200u32).map(|i| Box::pin(writer.write(Record::new(vec![i as u8; 100])))).collect();
+    let (mut taken, mut refused) = (Vec::new(), 0);
+    for (i, mut write) in burst.into_iter().enumerate() {
+        match futures_util::poll!(&mut write) {
+            std::task::Poll::Ready(Err(LogError::Backpressure { max: 1000, .. })) => refused += 1,
+            std::task::Poll::Ready(other) => panic!("{other:?}"),
+            std::task::Poll::Pending => taken.push((i, write)),
+        }
+    }
+    for (_, write) in taken.iter_mut() {
+        write.await.unwrap();
+    }
+    assert!(refused > 0 && taken.len() >= 8, "{} taken, {refused} refused", taken.len());
+    assert!(writer.pending_bytes() <= 1000);
+    // Waiting for room, then writing, goes through every time.
+    let mut acks = Vec::new();
+    for i in 0..40u32 {
+        writer.ready(100).await;
+        acks.push(writer.write(Record::new(vec![i as u8; 100])));
+    }
+    let mut last = None;
+    for a in acks {
+        let a = a.await.unwrap();
+        assert!(last < Some(a.txid), "in order");
+        last = Some(a.txid);
+    }
+    // A record larger than the bound goes alone.
+    writer.flush().await.unwrap();
+    writer.write(Record::new(vec![0u8; 5000])).await.unwrap();
+    writer.close().await.unwrap();
+    ns.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_the_oldest_segments_and_a_crashed_writer_is_recovered() {
     let dir = tempfile::tempdir().unwrap();

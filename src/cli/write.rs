@@ -157,6 +157,8 @@ async fn pipeline(
             match record(number, line, args.txid_from_input) {
                 Ok(record) => {
                     let n = number;
+                    // Within the writer's bound on bytes not yet durable.
+                    writer.ready(record.payload.len()).await;
                     in_flight.push_back(writer.write(record).map(move |r| (n, r)).boxed());
                 }
                 Err(e) => {

@@ -60,6 +60,15 @@ pub enum LogError {
         /// The last one written to the log.
         last: u64,
     },
+    /// The writer holds `max` record bytes not yet durable (`WriterConfig::pending_bytes_max`):
+    /// the record was not taken; `LogWriter::ready` waits for room.
+    #[error("{pending_bytes} record bytes wait to be durable (max {max}): write again once ready")]
+    Backpressure {
+        /// Bytes waiting.
+        pending_bytes: u64,
+        /// The bound.
+        max: u64,
+    },
     /// Transaction ids are exhausted (the last one is `u64::MAX`).
     #[error("transaction ids exhausted")]
     TxidsExhausted,

@@ -69,6 +69,11 @@ impl WriteAheadLog {
         self.writer.write(Record::new(record))
     }
 
+    /// Resolves once an append of `bytes` would not be refused with `Backpressure`.
+    pub async fn ready(&self, bytes: usize) {
+        self.writer.ready(bytes).await;
+    }
+
     /// Replays the log from `from` (`Dlsn::HEAD`: from its first record) to its end (WA2).
     pub async fn replay(&self, from: Dlsn) -> Result<Replay, LogError> {
         let config = ReaderConfig { stop_at_tail: true };

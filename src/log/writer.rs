@@ -15,6 +15,9 @@
 //!   fences its segment before reading it, so nothing acknowledged to this one is lost.
 //! - LW4: a segment that fails to seal (its close or its completion in the log) fails the
 //!   writer: a segment left open would stop every reader at it while the writer went on.
+//! - LW6: at most `pending_bytes_max` record bytes are written and not yet durable (a record
+//!   alone always goes): a `write` past it is refused with `Backpressure`, and changes nothing;
+//!   `ready` waits for room. The caller's memory, not the writer's, holds what waits.
 //! - LW5: background tasks (timer, lease watcher, retention) hold the shell weakly and end with
 //!   it or at `close`; the timer sleeps for the deadline it armed and is woken only for an
 //!   earlier one.
@@ -101,6 +104,10 @@ pub struct WriterConfig {
     pub retention: Retention,
     /// How often retention looks. Default 60 s.
     pub retention_check_every: Duration,
+    /// The most record bytes (payloads and record headers) written and not yet durable: a
+    /// `write` beyond it is refused with `Backpressure` (LW6); `ready` waits for room. Default
+    /// 256 MiB; `None`: no bound.
+    pub pending_bytes_max: Option<u64>,
 }
 
 impl Default for WriterConfig {
@@ -118,6 +125,7 @@ impl Default for WriterConfig {
             owner: default_owner(),
             retention: Retention::default(),
             retention_check_every: Duration::from_secs(60),
+            pending_bytes_max: Some(256 << 20),
         }
     }
 }
@@ -141,11 +149,20 @@ struct State {
     /// Per segment, the adds whose answers its driver task waits for, in entry order.
     drivers: BTreeMap<u64, mpsc::UnboundedSender<(u64, AddFuture)>>,
     /// Tickets not yet resolved, oldest first.
-    tickets: VecDeque<(u64, watch::Sender<Outcome>)>,
+    tickets: VecDeque<Ticket>,
+    /// Record bytes of the tickets not yet resolved (LW6).
+    pending_bytes: u64,
     /// Seals in progress (a close waits for them; a failed one fails the core, LW4).
     seals: Vec<tokio::task::JoinHandle<()>>,
     /// The deadline the timer task sleeps for (LW5).
     armed: Option<Instant>,
+}
+
+/// A ticket waited for: its outcome channel and the record bytes written into it.
+struct Ticket {
+    ticket: u64,
+    outcome: watch::Sender<Outcome>,
+    bytes: u64,
 }
 
 type AddFuture = std::pin::Pin<Box<dyn Future<Output = Result<u64, WriterError>> + Send>>;
@@ -159,6 +176,9 @@ pub(crate) struct Shared {
     quorum: QuorumSizes,
     /// Wakes the timer task early (a nearer deadline).
     timer: Arc<Notify>,
+    /// Wakes `ready` callers when tickets resolve (LW6).
+    room: Notify,
+    pending_bytes_max: Option<u64>,
     runtime: tokio::runtime::Handle,
     lease: LeaseId,
     /// `close` was called or the writer dropped: the lease's end is not a failure.
@@ -235,6 +255,7 @@ impl LogWriter {
                 handles: BTreeMap::new(),
                 drivers: BTreeMap::new(),
                 tickets: VecDeque::new(),
+                pending_bytes: 0,
                 seals: Vec::new(),
                 armed: None,
             }),
@@ -243,6 +264,8 @@ impl LogWriter {
             segments: tokio::sync::Mutex::new(segments),
             quorum: checked.quorum,
             timer: Arc::new(Notify::new()),
+            room: Notify::new(),
+            pending_bytes_max: config.pending_bytes_max,
             runtime: ns.runtime.clone(),
             lease: lease.id(),
             released: AtomicBool::new(false),
@@ -264,17 +287,56 @@ impl LogWriter {
     pub fn write(&self, record: Record) -> impl Future<Output = Result<Appended, LogError>> + Send + 'static {
         let taken = {
             let mut state = self.shared.state();
+            let bytes = (record.payload.len() + super::entry_codec::RECORD_HEADER_BYTES) as u64;
+            // LW6: a record alone is always taken, so one larger than the bound still goes.
+            if let Some(max) = self.shared.pending_bytes_max
+                && state.pending_bytes > 0
+                && state.pending_bytes + bytes > max
+            {
+                let pending_bytes = state.pending_bytes;
+                return futures_util::future::Either::Left(std::future::ready(Err(LogError::Backpressure {
+                    pending_bytes,
+                    max,
+                })));
+            }
             let taken = state.core.write(record.txid, &record.payload, now()).map(|a| {
-                let outcome = ticket(&mut state, a.ticket);
+                let outcome = ticket(&mut state, a.ticket, bytes);
                 (Appended { dlsn: a.dlsn, txid: a.txid }, a.ticket, outcome)
             });
             pump(&self.shared, &mut state);
             taken
         };
-        async move {
+        futures_util::future::Either::Right(async move {
             let (appended, _, mut outcome) = taken?;
             wait(&mut outcome).await.map(|()| appended)
+        })
+    }
+
+    /// Resolves once a record of `bytes` would be taken by `write` without `Backpressure`
+    /// (LW6), or once the writer failed (the next `write` then says why).
+    pub async fn ready(&self, bytes: usize) {
+        let bytes = (bytes + super::entry_codec::RECORD_HEADER_BYTES) as u64;
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let state = self.shared.state();
+                let fits = self
+                    .shared
+                    .pending_bytes_max
+                    .is_none_or(|max| state.pending_bytes == 0 || state.pending_bytes + bytes <= max);
+                if fits || state.core.failure().is_some() {
+                    return;
+                }
+            }
+            room.await;
         }
+    }
+
+    /// Record bytes written and not yet durable.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.state().pending_bytes
     }
 
     /// Sends what is gathered now and waits until every record written before is durable.
@@ -282,7 +344,7 @@ impl LogWriter {
         let waiting = {
             let mut state = self.shared.state();
             let last = state.core.flush();
-            let waiting = last.map(|t| ticket(&mut state, t));
+            let waiting = last.map(|t| ticket(&mut state, t, 0));
             pump(&self.shared, &mut state);
             match (waiting, state.core.failure()) {
                 (_, Some(error)) => return Err(error.clone()),
@@ -300,7 +362,7 @@ impl LogWriter {
         let waiting = {
             let mut state = self.shared.state();
             let last = state.core.close();
-            let waiting = last.map(|t| ticket(&mut state, t));
+            let waiting = last.map(|t| ticket(&mut state, t, 0));
             pump(&self.shared, &mut state);
             waiting
         };
@@ -345,14 +407,16 @@ impl Drop for LogWriter {
 }
 
 /// The outcome channel of `ticket` (the newest or a new one: tickets come in order).
-fn ticket(state: &mut State, ticket: u64) -> watch::Receiver<Outcome> {
-    if let Some((t, tx)) = state.tickets.back()
-        && *t == ticket
+fn ticket(state: &mut State, ticket: u64, bytes: u64) -> watch::Receiver<Outcome> {
+    state.pending_bytes += bytes;
+    if let Some(last) = state.tickets.back_mut()
+        && last.ticket == ticket
     {
-        return tx.subscribe();
+        last.bytes += bytes;
+        return last.outcome.subscribe();
     }
-    let (tx, rx) = watch::channel(None);
-    state.tickets.push_back((ticket, tx));
+    let (outcome, rx) = watch::channel(None);
+    state.tickets.push_back(Ticket { ticket, outcome, bytes });
     rx
 }
 
@@ -405,17 +469,21 @@ fn pump(shared: &Arc<Shared>, state: &mut State) {
                 state.seals.push(seal);
             }
             CoreOutput::Acked { through } => {
-                while state.tickets.front().is_some_and(|(t, _)| *t <= through) {
-                    let (_, tx) = state.tickets.pop_front().expect("front");
-                    tx.send_replace(Some(Ok(())));
+                while state.tickets.front().is_some_and(|t| t.ticket <= through) {
+                    let done = state.tickets.pop_front().expect("front");
+                    state.pending_bytes -= done.bytes;
+                    done.outcome.send_replace(Some(Ok(())));
                 }
+                shared.room.notify_waiters();
             }
             CoreOutput::Failed { from, error } => {
                 tracing::warn!(log = %shared.name, %error, "the writer failed");
-                for (t, tx) in state.tickets.drain(..) {
-                    debug_assert!(t >= from, "tickets before {from} were acknowledged");
-                    tx.send_replace(Some(Err(error.clone())));
+                for t in state.tickets.drain(..) {
+                    debug_assert!(t.ticket >= from, "tickets before {from} were acknowledged");
+                    t.outcome.send_replace(Some(Err(error.clone())));
                 }
+                state.pending_bytes = 0;
+                shared.room.notify_waiters();
                 state.drivers.clear();
                 state.handles.clear();
             }
