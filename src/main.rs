@@ -175,7 +175,16 @@ fn usage(e: clap::Error) -> std::process::ExitCode {
         e.exit();
     }
     let text = e.to_string();
-    eprintln!("{} (see --help)", text.lines().next().unwrap_or("error: bad arguments"));
+    // One line: clap's first, joined with the lines that complete it ("...not provided:" is
+    // followed by the arguments' names), up to the usage.
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or("error: bad arguments").to_owned();
+    if line.ends_with(':') {
+        let rest: Vec<&str> =
+            lines.take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:")).collect();
+        line = format!("{line} {}", rest.join(", "));
+    }
+    eprintln!("{line} (see --help)");
     std::process::ExitCode::from(2)
 }
 

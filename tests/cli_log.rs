@@ -331,6 +331,12 @@ fn bad_arguments_and_failures_are_one_line_and_a_non_zero_exit() {
     // The records before the bad line are written, and said so.
     assert_eq!(acks(&finished.lines()).iter().map(|a| a.1).collect::<Vec<_>>(), [100, 101]);
     assert_eq!(local.run(&["read", LOG, "--from-txid", "100"], b"").ok(), ["a", "b"]);
+    // A line the writer refuses stops the command there: the lines after it are not written
+    // (a hole a retry from it would fill twice).
+    let finished = local.run(&["write", LOG, "--txid-from-input", "--print-dlsn"], b"200 d\n200 e\n201 f\n");
+    assert!(finished.refused().contains("line 2: transaction id 200 is not above"), "{finished:?}");
+    assert_eq!(acks(&finished.lines()).iter().map(|a| a.1).collect::<Vec<_>>(), [200]);
+    assert_eq!(local.run(&["read", LOG, "--from-txid", "200"], b"").ok(), ["d"]);
     // Lines need not be UTF-8.
     local.run(&["write", "bytes"], b"\xff\xfe\x00x\nlast, no newline").ok();
     assert_eq!(local.run(&["read", "bytes"], b"").ok_bytes(), b"\xff\xfe\x00x\nlast, no newline\n");

@@ -99,18 +99,25 @@ async fn read(ns: &Namespace, args: &ReadArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let result = async {
         loop {
+            // The task sends the end or an error before it stops: a channel closed without
+            // either is a reader that died (a panic), never a complete read.
+            let died = || anyhow::anyhow!("reading {name}: the reader stopped unexpectedly");
+            // A signal ends `--follow` normally; without it, the output is incomplete.
+            let signalled = || {
+                if args.follow { Ok(()) } else { Err(anyhow::anyhow!("reading {name}: stopped by a signal")) }
+            };
             let item = match rx.try_recv() {
                 Ok(item) => item,
-                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(died()),
                 Err(mpsc::error::TryRecvError::Empty) => {
                     out.flush()?;
                     tokio::select! {
                         item = rx.recv() => match item {
                             Some(item) => item,
-                            None => return Ok(()),
+                            None => return Err(died()),
                         },
-                        _ = term.recv() => return Ok(()),
-                        _ = int.recv() => return Ok(()),
+                        _ = term.recv() => return signalled(),
+                        _ = int.recv() => return signalled(),
                     }
                 }
             };

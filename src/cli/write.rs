@@ -159,7 +159,16 @@ async fn pipeline(
                     let n = number;
                     // Within the writer's bound on bytes not yet durable.
                     writer.ready(record.payload.len()).await;
-                    in_flight.push_back(writer.write(record).map(move |r| (n, r)).boxed());
+                    match writer.try_write(record) {
+                        Ok(written) => in_flight.push_back(written.map(move |r| (n, r)).boxed()),
+                        // Refused at the call: no line after it is written, so the log holds
+                        // exactly the lines before it (those in flight still complete).
+                        Err(e) => {
+                            (input_open, input_error) =
+                                (false, Some(anyhow::Error::new(e).context(format!("line {n}"))));
+                            queued.clear();
+                        }
+                    }
                 }
                 Err(e) => {
                     (input_open, input_error) = (false, Some(e));

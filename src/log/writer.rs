@@ -283,9 +283,25 @@ impl LogWriter {
         Ok(LogWriter { shared })
     }
     /// Writes `record` (WC1, WC2): the order of calls is the order of records. The future
-    /// resolves with its DLSN once durable at the ack quorum (LW2), or with why not.
+    /// resolves with its DLSN once durable at the ack quorum (LW2), or with why not: a record
+    /// refused at the call (`try_write`'s errors) resolves at once with the refusal.
     pub fn write(&self, record: Record) -> impl Future<Output = Result<Appended, LogError>> + Send + 'static {
-        let taken = {
+        match self.try_write(record) {
+            Ok(written) => futures_util::future::Either::Right(written),
+            Err(refused) => futures_util::future::Either::Left(std::future::ready(Err(refused))),
+        }
+    }
+
+    /// Writes `record` if the writer takes it now, and says so: `Err` when it was refused at
+    /// the call and nothing changed (`RecordTooLarge`, `TxidNotIncreasing`, `TxidsExhausted`,
+    /// `Backpressure`, or the error the writer already failed with); otherwise the future of its
+    /// acknowledgement. A caller that must not write past a refused record (a log of lines)
+    /// stops at the `Err`.
+    pub fn try_write(
+        &self,
+        record: Record,
+    ) -> Result<impl Future<Output = Result<Appended, LogError>> + Send + 'static, LogError> {
+        let (appended, mut outcome) = {
             let mut state = self.shared.state();
             let bytes = (record.payload.len() + super::entry_codec::RECORD_HEADER_BYTES) as u64;
             // LW6: a record alone is always taken, so one larger than the bound still goes.
@@ -293,23 +309,14 @@ impl LogWriter {
                 && state.pending_bytes > 0
                 && state.pending_bytes + bytes > max
             {
-                let pending_bytes = state.pending_bytes;
-                return futures_util::future::Either::Left(std::future::ready(Err(LogError::Backpressure {
-                    pending_bytes,
-                    max,
-                })));
+                return Err(LogError::Backpressure { pending_bytes: state.pending_bytes, max });
             }
-            let taken = state.core.write(record.txid, &record.payload, now()).map(|a| {
-                let outcome = ticket(&mut state, a.ticket, bytes);
-                (Appended { dlsn: a.dlsn, txid: a.txid }, a.ticket, outcome)
-            });
+            let accepted = state.core.write(record.txid, &record.payload, now())?;
+            let outcome = ticket(&mut state, accepted.ticket, bytes);
             pump(&self.shared, &mut state);
-            taken
+            (Appended { dlsn: accepted.dlsn, txid: accepted.txid }, outcome)
         };
-        futures_util::future::Either::Right(async move {
-            let (appended, _, mut outcome) = taken?;
-            wait(&mut outcome).await.map(|()| appended)
-        })
+        Ok(async move { wait(&mut outcome).await.map(|()| appended) })
     }
 
     /// Resolves once a record of `bytes` would be taken by `write` without `Backpressure`
