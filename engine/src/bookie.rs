@@ -39,6 +39,24 @@ pub struct Bookie {
     backend: &'static str,
     direct_io: bool,
     _preparer: Arc<crate::journal::preparer::Preparer>,
+    /// The journal directories' `dlog.lock` files, flocked while the bookie lives.
+    _locks: Vec<std::fs::File>,
+}
+
+/// Takes `dir/dlog.lock` (an exclusive flock): `InUse` when another process holds it.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, OpenError> {
+    let path = dir.join("dlog.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io { op: crate::error::IoOp::Open, file: path.clone(), source })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(OpenError::InUse(dir.to_path_buf())),
+        Err(e) => Err(OpenError::Io { op: crate::error::IoOp::Open, file: path, source: e.into() }),
+    }
 }
 
 impl std::fmt::Debug for Bookie {
@@ -268,8 +286,13 @@ impl Bookie {
     /// the journal is damaged beyond what `journal_recovery` tolerates.
     pub fn open(config: BookieConfig) -> Result<Bookie, OpenError> {
         config.validate()?;
+        // One process per directory: a second engine replaying and appending to a live one's
+        // journal would corrupt it (a `dlog bookie` started by mistake on a `dlog local`'s
+        // bookie directory). The locks go when the bookie is dropped.
+        let mut locks = Vec::with_capacity(config.journal_dirs.len());
         for dir in &config.journal_dirs {
             check_layout(dir, config.shard_count)?;
+            locks.push(lock_dir(dir)?);
         }
         let mut preparer = Preparer::start().map_err(|source| OpenError::Io {
             op: crate::error::IoOp::Setup,
@@ -313,7 +336,7 @@ impl Bookie {
         // Every shard has replayed: file preparation may use the disk now.
         drop(gate);
         let cpus = (0..config.shard_count).map(|i| crate::shard::shard_cpu(ShardId(i), &config)).collect();
-        let bookie = Bookie { shards, cpus, reports, backend, direct_io, _preparer: preparer };
+        let bookie = Bookie { shards, cpus, reports, backend, direct_io, _preparer: preparer, _locks: locks };
         if let Some(e) = first_error {
             bookie.close();
             return Err(e);

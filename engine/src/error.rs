@@ -108,6 +108,9 @@ pub enum OpenError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process has the journal directory open (its `dlog.lock` is locked).
+    #[error("{0}: in use by another process (its dlog.lock is locked)")]
+    InUse(PathBuf),
     /// Direct I/O was required but the filesystem refuses it.
     #[error("O_DIRECT is required but {0} refuses it")]
     DirectIoUnsupported(PathBuf),

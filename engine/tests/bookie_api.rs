@@ -336,3 +336,18 @@ fn checkpoint_keeps_fence_key_and_lac_across_reclaim() {
         bookie.add_entry(add(8, 1, 1)).wait().unwrap();
     }
 }
+
+/// One process per journal directory: a second open of a live bookie's directories is refused
+/// (`InUse`), and the directory is free again once the first closes.
+#[test]
+fn a_journal_directory_is_opened_by_one_bookie_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dlog_engine::BookieConfig::new(dir.path().join("journal"));
+    let first = dlog_engine::Bookie::open(config.clone()).unwrap();
+    match dlog_engine::Bookie::open(config.clone()) {
+        Err(dlog_engine::OpenError::InUse(path)) => assert_eq!(path, dir.path().join("journal")),
+        other => panic!("{other:?}"),
+    }
+    first.close();
+    dlog_engine::Bookie::open(config).unwrap().close();
+}
