@@ -19,6 +19,9 @@
 //! - RC3: a watch task hands events to its `Watch` only a whole revision at a time, and only
 //!   events at or past its resume point, so a revision split over messages, or a connection
 //!   lost in the middle of one, is never half delivered (RM4, W1).
+//! - RC4: a call's frame is written only while its caller still waits: one that timed out
+//!   (told "in doubt") and still queued is dropped, not applied later behind the caller's back.
+//!   (A frame already written may still be applied late: the server does not know deadlines.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +79,22 @@ struct Inner {
 /// One connection: the way to its writer, and its state shared with its tasks (RC2).
 struct Conn {
     shared: Arc<Shared>,
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<OutFrame>,
+}
+
+/// A frame on its way to the server, with the call it carries (`None`: a cancel). A call's
+/// frame whose caller stopped waiting (timed out) is not sent (RC4): a write sent after its
+/// caller was told "in doubt" could land long after it read back and acted.
+#[derive(Clone)]
+struct OutFrame {
+    call: Option<u64>,
+    bytes: Bytes,
+}
+
+impl AsRef<[u8]> for OutFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// What a connection's reader and callers share.
@@ -229,7 +247,10 @@ impl Conn {
         let writer = tokio::spawn({
             let shared = shared.clone();
             async move {
-                if let Err(e) = codec::write_frames(write, queue, None).await {
+                let waited = shared.clone();
+                let keep =
+                    move |f: &OutFrame| f.call.is_none_or(|id| lock(&waited.state).pending.contains_key(&id));
+                if let Err(e) = codec::write_frames(write, queue, None, keep, Some(SILENCE_MAX)).await {
                     shared.fail(format!("write failed: {e}"));
                 }
             }
@@ -245,8 +266,8 @@ impl Conn {
         Ok(Conn { shared, frames })
     }
 
-    async fn send(&self, frame: Bytes) -> Result<(), MetaError> {
-        if self.frames.send(frame).await.is_err() {
+    async fn send(&self, id: u64, frame: Bytes) -> Result<(), MetaError> {
+        if self.frames.send(OutFrame { call: Some(id), bytes: frame }).await.is_err() {
             let why = lock(&self.shared.state).dead.clone().unwrap_or_else(|| "writer stopped".into());
             return Err(self.shared.unavailable(&why));
         }
@@ -263,7 +284,7 @@ impl Conn {
         else {
             return;
         };
-        if let Err(TrySendError::Full(frame)) = self.frames.try_send(frame)
+        if let Err(TrySendError::Full(frame)) = self.frames.try_send(OutFrame { call: None, bytes: frame })
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let frames = self.frames.clone();
@@ -353,7 +374,7 @@ impl Inner {
             let frame = self.encode(id, call)?;
             let conn = self.connection().await?;
             let (answer, _registered) = conn.shared.register(id)?;
-            conn.send(frame).await?;
+            conn.send(id, frame).await?;
             match answer.await {
                 Ok(answer) => answer,
                 Err(_) => Err(conn.shared.unavailable("connection lost; a call in flight is in doubt")),
@@ -381,7 +402,7 @@ impl Inner {
             // From here on, leaving (an error, the timeout) cancels the watch on the server.
             let mut subscription = Subscription { conn: conn.clone(), id, events, start: from };
             let (answer, _registered) = conn.shared.register(id)?;
-            conn.send(frame).await?;
+            conn.send(id, frame).await?;
             match answer.await {
                 Ok(Ok(Answer::WatchStarted(start))) => {
                     subscription.start = Version(start);

@@ -142,16 +142,40 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(body.freeze()))
 }
 
-/// Writes the preamble, then every frame queued on `frames` until all its senders are gone
-/// (RF3). With `heartbeat`, writes that frame whenever nothing was queued for its interval.
-pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
+/// `work`, failed with `TimedOut` past `deadline`: a peer that stops reading (stopped,
+/// partitioned) must not hold this side's queues, and what feeds them, for ever.
+async fn written<T>(
+    deadline: Option<Duration>,
+    work: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match deadline {
+        None => work.await,
+        Some(deadline) => match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!("peer not reading for {deadline:?}")))
+            }
+        },
+    }
+}
+
+/// Writes the preamble, then every frame queued on `frames` that `keep` keeps, until all its
+/// senders are gone (RF3). With `heartbeat`, writes that frame whenever nothing was queued for
+/// its interval. With `write_deadline`, a write that cannot finish within it ends the writing
+/// with `TimedOut`.
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin, F: AsRef<[u8]> + Clone>(
     writer: W,
-    mut frames: mpsc::Receiver<Bytes>,
-    heartbeat: Option<(Duration, Bytes)>,
+    mut frames: mpsc::Receiver<F>,
+    heartbeat: Option<(Duration, F)>,
+    keep: impl Fn(&F) -> bool,
+    write_deadline: Option<Duration>,
 ) -> io::Result<()> {
     let mut writer = BufWriter::with_capacity(IO_BUFFER, writer);
-    writer.write_all(&PREAMBLE).await?;
-    writer.flush().await?;
+    written(write_deadline, async {
+        writer.write_all(&PREAMBLE).await?;
+        writer.flush().await
+    })
+    .await?;
     loop {
         let frame = match &heartbeat {
             None => frames.recv().await,
@@ -161,12 +185,23 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
             },
         };
         let Some(frame) = frame else { break };
-        writer.write_all(&frame).await?;
+        let mut burst = Vec::with_capacity(BURST_FRAMES);
+        if keep(&frame) {
+            burst.push(frame);
+        }
         for _ in 1..BURST_FRAMES {
             let Ok(frame) = frames.try_recv() else { break };
-            writer.write_all(&frame).await?;
+            if keep(&frame) {
+                burst.push(frame);
+            }
         }
-        writer.flush().await?;
+        written(write_deadline, async {
+            for frame in &burst {
+                writer.write_all(frame.as_ref()).await?;
+            }
+            writer.flush().await
+        })
+        .await?;
     }
     writer.flush().await?;
     writer.shutdown().await

@@ -346,6 +346,14 @@ pub(crate) fn ops_to_wire(ops: Vec<Op>) -> TxnCall {
 
 /// The operations a client sent; `Invalid` naming a code this build does not know (RW2).
 pub(crate) fn ops_from_wire(txn: TxnCall) -> Result<Vec<Op>, MetaError> {
+    // Refused before anything is converted: a frame of many tiny ops must not cost a copy.
+    if txn.ops.len() > crate::store::TXN_OPS_MAX {
+        let count = txn.ops.len();
+        return Err(MetaError::Invalid(format!(
+            "a transaction of {count} operations (max {})",
+            crate::store::TXN_OPS_MAX
+        )));
+    }
     txn.ops
         .into_iter()
         .map(|op| {

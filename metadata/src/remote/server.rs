@@ -34,7 +34,9 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use super::WATCH_BATCH_BYTES;
 use super::codec::{self, IO_BUFFER};
 use super::messages::{self, Answer, Call, Empty, EventsMsg, Reply, Request, WatchCall};
-use super::{ANSWER_BYTES_MAX, HEARTBEAT_INTERVAL, IN_FLIGHT_MAX, REQUEST_BYTES_MAX, WATCHES_MAX};
+use super::{
+    ANSWER_BYTES_MAX, HEARTBEAT_INTERVAL, IN_FLIGHT_MAX, REQUEST_BYTES_MAX, SILENCE_MAX, WATCHES_MAX,
+};
 use crate::error::MetaError;
 use crate::store::MetadataStore;
 use crate::{LeaseId, Version};
@@ -166,8 +168,14 @@ async fn serve<S: MetadataStore + 'static>(
     let (read, write) = stream.into_split();
     let (frames, queue) = mpsc::channel(OUTGOING_FRAMES);
     let heartbeat = reply_frame(0, Ok(Answer::Heartbeat(Empty {})));
-    let mut writer =
-        AbortOnDrop(tokio::spawn(codec::write_frames(write, queue, Some((HEARTBEAT_INTERVAL, heartbeat)))));
+    let mut writer = AbortOnDrop(tokio::spawn(codec::write_frames(
+        write,
+        queue,
+        Some((HEARTBEAT_INTERVAL, heartbeat)),
+        |_| true,
+        // A client that stops reading loses its connection rather than pin its queues.
+        Some(SILENCE_MAX),
+    )));
     let mut connection = Connection {
         store,
         frames,
