@@ -88,8 +88,14 @@ pub enum AdminCommand {
 pub fn main(args: AdminArgs) -> Result<()> {
     // Multi-thread: the changing commands' namespace does background work on it.
     let out = crate::cli::block_on(run(&args))?;
-    print!("{out}");
-    Ok(())
+    // A reader of the output that went away (`| head`) is not an error, and must not panic.
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing stdout"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs one command and returns its output (text or JSON).

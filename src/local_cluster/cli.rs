@@ -56,12 +56,17 @@ async fn serve(args: LocalArgs) -> Result<(), LocalClusterError> {
         ..LocalClusterOptions::default()
     };
     let cluster = LocalCluster::start(&args.dir, options).await?;
-    println!("data {}", cluster.dir().display());
-    println!("metadata {}", cluster.metadata_uri());
+    let mut lines = format!("data {}\nmetadata {}\n", cluster.dir().display(), cluster.metadata_uri());
     for (id, addr) in cluster.bookies() {
-        println!("bookie {id} {addr}");
+        lines.push_str(&format!("bookie {id} {addr}\n"));
     }
-    println!("ready");
+    lines.push_str("ready\n");
+    // A closed stdout (`dlog local | head -1`) must not panic the cluster: it runs on.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
+    }
     // CL1: a signal that came during the start is delivered now.
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
