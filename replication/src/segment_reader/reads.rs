@@ -131,7 +131,17 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         left.min(share.max(1)).min(u64::from(u32::MAX))
     }
 
+    /// Starts a range at the window's end: its slots are pushed, it is the last in flight.
     fn send_range(&mut self, first: u64, last: u64, max_bytes: u64, now: Instant) {
+        for _ in first..=last {
+            self.window.push(Slot::Ranged);
+        }
+        let range = self.ask_range(first, last, max_bytes, now);
+        self.ranges.push(range);
+    }
+
+    /// Sends a READ_RANGE for `first..=last` within `max_bytes` to a healthy member, rotating.
+    fn ask_range(&mut self, first: u64, last: u64, max_bytes: u64, now: Instant) -> RangeRead<B> {
         // Ensemble order, not W(first)'s, so that rotating moves to another bookie.
         let members = self.ensembles.members(first, &self.health, now);
         let bookie = pick(&members, &self.health, self.range_rotation, now);
@@ -139,12 +149,9 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         let wire_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
         let request = Request::ReadRange { segment: self.segment_id, first, last, max_bytes: wire_bytes };
         let tag = self.outbox.send(bookie.clone(), Pending::Range, request);
-        for _ in first..=last {
-            self.window.push(Slot::Ranged);
-        }
-        let give_up_at = now + self.settings.range_read_timeout;
-        self.ranges.push(RangeRead { tag, first, last, bookie, give_up_at, max_bytes });
         self.stats.range_reads += 1;
+        let give_up_at = now + self.settings.range_read_timeout;
+        RangeRead { tag, first, last, bookie, give_up_at, max_bytes }
     }
 
     /// Asks the next member of the write set of `entry` not asked in this round, healthy ones
@@ -318,19 +325,10 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             debug_assert!(forget.is_empty());
             return;
         }
-        let members = self.ensembles.members(from, &self.health, now);
-        let bookie = pick(&members, &self.health, self.range_rotation, now);
-        self.range_rotation = self.range_rotation.wrapping_add(1);
-        let max_bytes = left.max(1);
-        let wire_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
-        let request =
-            Request::ReadRange { segment: self.segment_id, first: from, last, max_bytes: wire_bytes };
-        let tag = self.outbox.send(bookie.clone(), Pending::Range, request);
-        let give_up_at = now + self.settings.range_read_timeout;
+        let range = self.ask_range(from, last, left.max(1), now);
         // In entry order: the later ranges come after it.
         let at = self.ranges.iter().position(|r| r.first > last).unwrap_or(self.ranges.len());
-        self.ranges.insert(at, RangeRead { tag, first: from, last, bookie, give_up_at, max_bytes });
-        self.stats.range_reads += 1;
+        self.ranges.insert(at, range);
     }
 
     /// The range gave nothing usable for `entry` (its first, or the first whose envelope
