@@ -88,8 +88,13 @@ pub(crate) async fn tail_position(ns: &Inner, log: &str) -> Result<Dlsn, LogErro
     let (meta, _) =
         ns.logs.log(&ns.name, log).await?.ok_or_else(|| LogError::NoSuchLog(format!("{}/{log}", ns.name)))?;
     let segments = ns.logs.segments(&ns.name, log).await?;
-    let Some((last, _)) = segments.last() else {
-        return Ok(Dlsn::segment_start(meta.next_segment_seq));
+    tail_of(ns, meta.next_segment_seq, segments.last().map(|(s, _)| s)).await
+}
+
+/// The tail of a log whose next segment is `next_segment_seq` and last segment `last`.
+async fn tail_of(ns: &Inner, next_segment_seq: u64, last: Option<&LogSegment>) -> Result<Dlsn, LogError> {
+    let Some(last) = last else {
+        return Ok(Dlsn::segment_start(next_segment_seq));
     };
     match last.state {
         LogSegmentState::Completed { .. } => Ok(Dlsn::segment_start(last.seq + 1)),
@@ -115,9 +120,15 @@ impl LogReader {
         let segments = ns.logs.segments(&ns.name, log).await?;
         let known: BTreeMap<u64, LogSegment> = segments.into_iter().map(|(s, _)| (s.seq, s)).collect();
         let truncated_before = meta.truncated_before.map(Dlsn::from).unwrap_or(Dlsn::HEAD);
+        // Read once, from the listing above, for a tail start and a `stop_at_tail` end alike.
+        let tail = if from == StartPosition::Tail || config.stop_at_tail {
+            Some(tail_of(&ns, meta.next_segment_seq, known.values().next_back()).await?)
+        } else {
+            None
+        };
         let (position, min_txid) = match from {
             StartPosition::Head => (truncated_before, None),
-            StartPosition::Tail => (tail_position(&ns, log).await?, None),
+            StartPosition::Tail => (tail.expect("read for a tail start"), None),
             StartPosition::Dlsn(d) if d < truncated_before => {
                 return Err(LogError::Truncated { before: truncated_before });
             }
@@ -135,7 +146,7 @@ impl LogReader {
                 (start.max(truncated_before), Some(txid))
             }
         };
-        let end = if config.stop_at_tail { Some(tail_position(&ns, log).await?) } else { None };
+        let end = if config.stop_at_tail { tail } else { None };
         Ok(LogReader {
             ns,
             log: log.to_owned(),
