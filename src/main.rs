@@ -18,6 +18,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
     /// Run a bookie: serve the bookie protocol over TCP, registered in the metadata store.
     Bookie(BookieCommand),
@@ -34,10 +35,14 @@ enum Command {
     /// Read the cluster metadata (bookies, logs, a log's segments, one segment); truncate a
     /// log, recover a segment, delete a log.
     Admin(dlog::admin::AdminArgs),
-    /// Benchmarks, each against a baseline measured in the same run.
+    /// Benchmarks, each against a baseline measured in the same run. Without a subcommand: the
+    /// harness (the embedded local cluster, a 30 s workload, live progress, a summary table).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        bench: Bench,
+        bench: Option<Bench>,
+        #[command(flatten)]
+        harness: dlog::bench::harness::HarnessArgs,
     },
 }
 
@@ -226,11 +231,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Write(args) => dlog::cli::write::main(args),
         Command::Read(args) => dlog::cli::read::main(args),
         Command::Admin(args) => dlog::admin::main(args),
-        Command::Bench { bench: Bench::Journal(args) } => bench_journal(args),
-        Command::Bench { bench: Bench::Metadata(args) } => dlog::bench::metadata::main(args),
-        Command::Bench { bench: Bench::Bookie(args) } => dlog::bench::bookie::main(args),
-        Command::Bench { bench: Bench::Replication(args) } => dlog::bench::replication::main(args),
-        Command::Bench { bench: Bench::Log(args) } => dlog::bench::log::main(args),
+        Command::Bench { bench: None, harness } => dlog::bench::harness::main(harness),
+        Command::Bench { bench: Some(Bench::Journal(args)), .. } => bench_journal(args),
+        Command::Bench { bench: Some(Bench::Metadata(args)), .. } => dlog::bench::metadata::main(args),
+        Command::Bench { bench: Some(Bench::Bookie(args)), .. } => dlog::bench::bookie::main(args),
+        Command::Bench { bench: Some(Bench::Replication(args)), .. } => dlog::bench::replication::main(args),
+        Command::Bench { bench: Some(Bench::Log(args)), .. } => dlog::bench::log::main(args),
     }
 }
 

@@ -18,7 +18,6 @@
 //! in its own directory under `--dir`, removed when the phase ends.
 
 mod catchup;
-mod cpu;
 mod latency;
 mod throughput;
 

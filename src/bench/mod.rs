@@ -5,6 +5,8 @@
 pub mod baseline;
 pub mod bookie;
 pub mod compaction;
+pub(crate) mod cpu;
+pub mod harness;
 pub mod journal;
 pub mod load;
 pub mod log;

@@ -22,9 +22,9 @@ use dlog_metadata::schema::SegmentState;
 use dlog_replication::entry_envelope::ENVELOPE_HEADER_BYTES;
 use serde::Serialize;
 
-use super::cpu::{self, CpuUse};
 use super::{Figure, LogBenchArgs, Phase, configured, drop_caches, now, open, stamped, unstamp};
 use crate::bench::bookie::median;
+use crate::bench::cpu::{self, CpuUse};
 use crate::bench::reads::{CATCH_UP_IN_FLIGHT, CATCH_UP_READ_BYTES};
 use crate::local_cluster::BOOKIES_DIR;
 use crate::log::entry_codec::{ENTRY_HEADER_BYTES, RECORD_HEADER_BYTES};

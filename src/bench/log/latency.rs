@@ -31,9 +31,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::cpu::{self, CpuUse};
 use super::{Figure, LogBenchArgs, Phase, configured, now, open, sleep, stamped, unstamp};
 use crate::bench::bookie::{median, payload};
+use crate::bench::cpu::{self, CpuUse};
 use crate::bench::stats::{Latency, histogram, latency};
 use crate::log::entry_codec::{ENTRY_HEADER_BYTES, RECORD_HEADER_BYTES};
 use crate::log::{Appended, LogError, LogReader, LogWriter, NamespaceConfig, Record, StartPosition};

@@ -28,10 +28,10 @@ use dlog_replication::client::ReplicationClient;
 use dlog_replication::quorum::QuorumSizes;
 use serde::Serialize;
 
-use super::cpu::{self, CpuUse};
 use super::{Figure, LogBenchArgs, Phase, configured, now, open};
 use crate::bench::baseline::{ScratchFile, write_flush_loop};
 use crate::bench::bookie::{median, payload};
+use crate::bench::cpu::{self, CpuUse};
 use crate::log::entry_codec::{ENTRY_HEADER_BYTES, RECORD_HEADER_BYTES};
 use crate::log::{LogWriter, NamespaceConfig, Record};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::now;
+use crate::bench::log::now;
 
 /// A snapshot.
 pub(crate) struct Sample {

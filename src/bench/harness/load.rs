@@ -1,0 +1,522 @@
+//! The load: writers and readers on a namespace, through the run's timeline of phases.
+//!
+//! - Each writer has a sender thread (so an open loop paces itself with the OS's sleep, not a
+//!   runtime timer tick that would add its own latency) and an acknowledgement task that
+//!   awaits the records' futures in order and records them. A writer with several logs writes
+//!   them in turn. Closed-loop phases keep `in_flight` records unacknowledged per writer
+//!   (credits the acknowledgement task gives back); open-loop phases send record `i` at its
+//!   intended time and measure from it (`OpenLoop`). A record the writer refuses for
+//!   backpressure waits for room (`LogWriter::ready`), its lateness measured as latency.
+//! - Each record's payload starts with its stamp: its sequence number in its log, its send time
+//!   (open loop: intended) on the run's clock, and its phase.
+//! - Readers (per log) read from the tail from the start, or from the head at their phase
+//!   (catch-up); each checks that its log's records come in order, each once. A catching-up
+//!   reader measures its catch-up (to the first record of its phase); after that it counts as
+//!   tailing. End to end is measured by tailing readers only.
+//! - The end: senders stop at the timeline's end; acknowledgements are awaited (at most
+//!   `DRAIN_MAX`, then what is missing counts as errors); readers read up to the last
+//!   acknowledged record of their log (at most `DRAIN_MAX`, then what is missing counts as read
+//!   errors).
+//!
+//! Accounting invariant: every record sent is acknowledged or counted as a write error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+
+use super::progress::{Progress, SeriesPoint};
+use super::recorder::{Live, OpenLoop, PhaseStats, Recorder, Timeline};
+use super::workload::{OpenRate, PhasePlan, RunConfig, STAMP_BYTES};
+use crate::bench::log::{now, sleep};
+use crate::log::{Appended, LogError, LogReader, LogWriter, Namespace, Record, StartPosition};
+
+/// How long the end waits for acknowledgements, and then for readers, at most.
+const DRAIN_MAX: Duration = Duration::from_secs(20);
+/// How long after a phase's start a sender reads the rate the phase before measured (an
+/// acknowledgement stamped before the boundary may still be being counted).
+const RATE_GRACE: Duration = Duration::from_millis(2);
+
+/// The run's clock: ns since the timeline's 0.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn ns(&self) -> u64 {
+        now().saturating_duration_since(self.0).as_nanos() as u64
+    }
+
+    /// Sleeps the calling thread until `t_ns`.
+    fn sleep_until(&self, t_ns: u64) {
+        let at = self.0 + Duration::from_nanos(t_ns);
+        let n = now();
+        if at > n {
+            sleep(at - n);
+        }
+    }
+
+    pub(crate) fn at(&self, t_ns: u64) -> Instant {
+        self.0 + Duration::from_nanos(t_ns)
+    }
+}
+
+/// What the writers, readers and the progress line share.
+pub(crate) struct Control {
+    pub(crate) clock: Clock,
+    pub(crate) timeline: Timeline,
+    pub(crate) plans: Vec<PhasePlan>,
+    pub(crate) live: Live,
+    /// Acknowledgements in each phase's window (for the peak an open phase offers a share of).
+    window_acks: Vec<AtomicU64>,
+    /// Each phase's open-loop rate, records/s over all writers, once known.
+    rates: Vec<OnceLock<f64>>,
+    /// Per log: one past the last sequence number acknowledged.
+    acked_seq: Vec<AtomicU64>,
+}
+
+impl Control {
+    /// Phase `p`'s open-loop rate over all writers, computing it on first use.
+    fn rate(&self, p: usize) -> Option<f64> {
+        let open = self.plans[p].open?;
+        Some(*self.rates[p].get_or_init(|| match open {
+            OpenRate::Fixed(r) => r,
+            OpenRate::OfPeak(fraction) => {
+                let before = (0..p)
+                    .rev()
+                    .find(|&q| self.plans[q].measured && self.plans[q].open.is_none() && !self.plans[q].idle)
+                    .expect("an open phase after a peak");
+                let length = (self.timeline.end(before) - self.timeline.start(before)) as f64 / 1e9;
+                let peak = self.window_acks[before].load(Ordering::Relaxed) as f64 / length;
+                (peak * fraction).max(1.0)
+            }
+        }))
+    }
+
+    /// Each phase's offered rate, records/s (`None`: closed loop).
+    pub(crate) fn offered(&self) -> Vec<Option<f64>> {
+        (0..self.plans.len()).map(|p| self.rates[p].get().copied()).collect()
+    }
+}
+
+/// A record's stamp in the first `STAMP_BYTES` of its payload.
+fn stamp(template: &Bytes, seq: u64, sent_ns: u64, phase: u8) -> Bytes {
+    let mut b = BytesMut::from(&template[..]);
+    b[..8].copy_from_slice(&seq.to_le_bytes());
+    b[8..16].copy_from_slice(&sent_ns.to_le_bytes());
+    b[16] = phase;
+    b.freeze()
+}
+
+/// `(seq, sent_ns, phase)` of a stamped payload.
+fn unstamp(payload: &[u8]) -> Option<(u64, u64, usize)> {
+    let head = payload.get(..STAMP_BYTES)?;
+    let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    Some((word(0), word(8), usize::from(head[16])))
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<Appended, LogError>> + Send>>;
+
+/// A record on its way to its acknowledgement task.
+struct Pending {
+    log: usize,
+    seq: u64,
+    phase: usize,
+    sent_ns: u64,
+    /// Took a closed-loop credit (to give back).
+    credit: bool,
+    ack: AckFuture,
+}
+
+/// One writer's sender: writes its logs in turn through the phases.
+struct Sender {
+    control: Arc<Control>,
+    writers: Vec<(usize, Arc<LogWriter>)>,
+    /// This writer's share of each open phase's rate.
+    share: f64,
+    template: Bytes,
+    next_seq: Vec<u64>,
+    turn: usize,
+    credits: crossbeam_channel::Sender<()>,
+    out: mpsc::UnboundedSender<Pending>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Sender {
+    fn run(mut self) {
+        let c = self.control.clone();
+        for p in 0..c.plans.len() {
+            let (start, end) = (c.timeline.start(p), c.timeline.end(p));
+            c.clock.sleep_until(start);
+            if c.plans[p].idle {
+                continue;
+            }
+            if c.plans[p].open.is_some() {
+                c.clock.sleep_until(start + RATE_GRACE.as_nanos() as u64);
+                let rate = c.rate(p).expect("an open phase") * self.share;
+                let schedule = OpenLoop::new(start, rate);
+                let mut i = 0u64;
+                loop {
+                    let due = schedule.due(c.clock.ns().min(end - 1));
+                    while i < due {
+                        if !self.send(p, schedule.intended_ns(i), false) {
+                            return;
+                        }
+                        i += 1;
+                    }
+                    let next = schedule.intended_ns(i);
+                    if next >= end {
+                        break;
+                    }
+                    c.clock.sleep_until(next);
+                }
+            } else {
+                let deadline = c.clock.at(end);
+                loop {
+                    let wait = deadline.saturating_duration_since(now());
+                    if wait.is_zero() || self.credits.send_timeout((), wait).is_err() {
+                        break;
+                    }
+                    let sent = c.clock.ns();
+                    if !self.send(p, sent, true) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the next record of the next log in turn; false when the writer failed (nothing
+    /// more to send).
+    fn send(&mut self, phase: usize, sent_ns: u64, credit: bool) -> bool {
+        let k = self.turn;
+        self.turn = (self.turn + 1) % self.writers.len();
+        let (log, writer) = &self.writers[k];
+        let seq = self.next_seq[k];
+        let payload = stamp(&self.template, seq, sent_ns, phase as u8);
+        let len = payload.len();
+        let mut outcome = writer.try_write(Record::new(payload.clone()));
+        if let Err(LogError::Backpressure { .. }) = outcome {
+            self.runtime.block_on(writer.ready(len));
+            outcome = writer.try_write(Record::new(payload));
+        }
+        let (ack, alive): (AckFuture, bool) = match outcome {
+            Ok(ack) => {
+                self.next_seq[k] += 1;
+                (Box::pin(ack), true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a write was refused; this writer stops");
+                (Box::pin(std::future::ready(Err(e))), false)
+            }
+        };
+        let pending = Pending { log: *log, seq, phase, sent_ns, credit, ack };
+        self.out.send(pending).is_ok() && alive
+    }
+}
+
+/// Awaits one writer's acknowledgements in order; gives up (counting the rest as errors) when
+/// `give_up` turns true.
+async fn acknowledge(
+    control: Arc<Control>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    credits: crossbeam_channel::Receiver<()>,
+    record_size: u64,
+    mut give_up: watch::Receiver<bool>,
+) -> Recorder {
+    let mut recorder = Recorder::new(&control.timeline);
+    let mut stop = Box::pin(async move {
+        let _ = give_up.wait_for(|g| *g).await;
+    });
+    let mut abandoned = false;
+    while let Some(p) = rx.recv().await {
+        recorder.sent(p.phase);
+        if p.credit {
+            let _ = credits.try_recv();
+        }
+        if abandoned {
+            recorder.write_error(p.phase);
+            continue;
+        }
+        match futures_util::future::select(p.ack, &mut stop).await {
+            futures_util::future::Either::Left((Ok(_), _)) => {
+                let t = control.clock.ns();
+                recorder.acked(p.phase, record_size, p.sent_ns, t, &control.live);
+                control.acked_seq[p.log].fetch_max(p.seq + 1, Ordering::Relaxed);
+                if let Some(w) = control.timeline.phase_at(t) {
+                    control.window_acks[w].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            futures_util::future::Either::Left((Err(_), _)) => recorder.write_error(p.phase),
+            futures_util::future::Either::Right(_) => {
+                recorder.write_error(p.phase);
+                abandoned = true;
+            }
+        }
+    }
+    recorder.flush(&control.live);
+    recorder
+}
+
+/// A catching-up reader's catch-up.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct CatchUp {
+    /// Records it read before its first record of its own phase.
+    pub(crate) records: u64,
+    /// Their payload bytes.
+    pub(crate) bytes: u64,
+    /// From its opening to that record, s.
+    pub(crate) seconds: f64,
+}
+
+/// One reader's outcome.
+struct ReadOutcome {
+    recorder: Recorder,
+    catch_up: Option<CatchUp>,
+}
+
+/// Reads `log` until stopped; the expected next sequence number is published in `position`.
+async fn read(
+    control: Arc<Control>,
+    mut reader: LogReader,
+    from_phase: Option<usize>,
+    position: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> ReadOutcome {
+    let mut recorder = Recorder::new(&control.timeline);
+    let opened = control.clock.ns();
+    let mut catching_up = from_phase;
+    let mut catch_up = None;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut expected = 0u64;
+    loop {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let record = match next {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "a reader failed");
+                break;
+            }
+        };
+        let at = control.clock.ns();
+        let Some((seq, sent_ns, phase)) = unstamp(&record.payload) else {
+            recorder.read_error(0);
+            continue;
+        };
+        let phase = phase.min(control.plans.len() - 1);
+        if seq != expected {
+            recorder.read_error(phase);
+        }
+        expected = seq + 1;
+        position.store(expected, Ordering::Relaxed);
+        if let Some(start) = catching_up {
+            if phase < start {
+                records += 1;
+                bytes += record.payload.len() as u64;
+                continue;
+            }
+            let seconds = (at - opened) as f64 / 1e9;
+            catch_up = Some(CatchUp { records, bytes, seconds });
+            catching_up = None;
+        }
+        if control.plans[phase].measured {
+            recorder.read(phase, sent_ns, at, &control.live);
+        }
+    }
+    recorder.flush(&control.live);
+    ReadOutcome { recorder, catch_up }
+}
+
+/// What the load measured.
+pub(crate) struct LoadOutcome {
+    /// Per phase, merged.
+    pub(crate) phases: Vec<PhaseStats>,
+    /// Each phase's offered rate (records/s; `None`: closed loop).
+    pub(crate) offered: Vec<Option<f64>>,
+    /// Each catching-up reader's catch-up (`None` for one that did not get there).
+    pub(crate) catch_ups: Vec<Option<CatchUp>>,
+}
+
+/// Lead time from the tailing readers' opening to the timeline's 0 (the senders start).
+const LEAD: Duration = Duration::from_millis(50);
+
+/// Runs the load of `config` on `ns`'s logs `logs` (created, empty; `writers[i]` is log `i`'s
+/// writer) through the phases `plans`, the progress line shown when `show`.
+pub(crate) fn run(
+    runtime: &tokio::runtime::Runtime,
+    ns: &Namespace,
+    config: &RunConfig,
+    (logs, writers): (&[String], Vec<LogWriter>),
+    plans: Vec<PhasePlan>,
+    show: bool,
+) -> Result<(LoadOutcome, Vec<SeriesPoint>)> {
+    let handle = runtime.handle().clone();
+    let writers: Vec<Arc<LogWriter>> = writers.into_iter().map(Arc::new).collect();
+    let (give_up_tx, give_up) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    // Tailing readers open before anything is written.
+    let mut readers = Vec::new();
+    let open_readers = |from: StartPosition| -> Result<Vec<(usize, LogReader)>> {
+        let mut opened = Vec::new();
+        for (l, log) in logs.iter().enumerate() {
+            for _ in 0..config.readers {
+                let reader = runtime
+                    .block_on(ns.open_reader(log, from))
+                    .with_context(|| format!("reader of {log}"))?;
+                opened.push((l, reader));
+            }
+        }
+        Ok(opened)
+    };
+    let tail_readers =
+        if !config.catchup && config.readers > 0 { open_readers(StartPosition::Tail)? } else { Vec::new() };
+    let control = new_control(plans, logs.len(), LEAD);
+    let control = &control;
+    let reader_phase = control.plans.iter().position(|p| p.readers_start);
+    let progress = Progress::start(control.clone(), show);
+    let mut positions = Vec::new();
+    let mut spawn_readers = |opened: Vec<(usize, LogReader)>, from_phase: Option<usize>| {
+        for (l, reader) in opened {
+            let position = Arc::new(AtomicU64::new(0));
+            positions.push((l, position.clone()));
+            let task = read(control.clone(), reader, from_phase, position, stop.clone());
+            readers.push(runtime.spawn(task));
+        }
+    };
+    spawn_readers(tail_readers, None);
+    // Writers: sender threads and acknowledgement tasks.
+    let mut senders = Vec::new();
+    let mut acks = Vec::new();
+    let template = Bytes::from(vec![0x5Au8; config.record_size]);
+    for w in 0..config.writers {
+        let mine: Vec<(usize, Arc<LogWriter>)> =
+            (w..logs.len()).step_by(config.writers).map(|l| (l, writers[l].clone())).collect();
+        let (credits_tx, credits_rx) = crossbeam_channel::bounded(config.in_flight);
+        let (out, rx) = mpsc::unbounded_channel();
+        let sender = Sender {
+            control: control.clone(),
+            next_seq: vec![0; mine.len()],
+            writers: mine,
+            share: 1.0 / config.writers as f64,
+            template: template.clone(),
+            turn: 0,
+            credits: credits_tx,
+            out,
+            runtime: handle.clone(),
+        };
+        senders.push(
+            std::thread::Builder::new()
+                .name(format!("dlog-bench-w{w}"))
+                .spawn(move || sender.run())
+                .context("sender thread")?,
+        );
+        let task = acknowledge(control.clone(), rx, credits_rx, config.record_size as u64, give_up.clone());
+        acks.push(runtime.spawn(task));
+    }
+    // Catch-up readers open at their phase, from the head.
+    if config.catchup {
+        let p = reader_phase.context("a catch-up run has a phase whose readers start")?;
+        let start = control.clock.at(control.timeline.start(p));
+        let wait = start.saturating_duration_since(now());
+        sleep(wait);
+        spawn_readers(open_readers(StartPosition::Head)?, Some(p));
+    }
+    for s in senders {
+        if s.join().is_err() {
+            bail!("a sender thread panicked");
+        }
+    }
+    // Acknowledgements: all of them, or give up after DRAIN_MAX.
+    let give_up_at = now() + DRAIN_MAX;
+    let mut recorders = Vec::new();
+    runtime.block_on(async {
+        let timer = tokio::time::sleep_until(give_up_at.into());
+        tokio::pin!(timer);
+        for task in &mut acks {
+            tokio::select! {
+                r = &mut *task => { recorders.push(r); }
+                _ = &mut timer, if !*give_up_tx.borrow() => {
+                    tracing::warn!("acknowledgements still missing after {DRAIN_MAX:?}: counted as errors");
+                    let _ = give_up_tx.send(true);
+                    recorders.push(task.await);
+                }
+            }
+        }
+    });
+    // Readers: up to their log's last acknowledged record, or give up after DRAIN_MAX.
+    let read_until = now() + DRAIN_MAX;
+    let caught = || {
+        positions
+            .iter()
+            .all(|(l, p)| p.load(Ordering::Relaxed) >= control.acked_seq[*l].load(Ordering::Relaxed))
+    };
+    while !caught() && now() < read_until {
+        sleep(Duration::from_millis(5));
+    }
+    let _ = stop_tx.send(true);
+    let mut merged: Vec<PhaseStats> = (0..control.plans.len()).map(|_| PhaseStats::default()).collect();
+    for r in recorders {
+        let r = r.context("an acknowledgement task failed")?;
+        for (into, from) in merged.iter_mut().zip(&r.phases) {
+            into.merge(from);
+        }
+    }
+    let mut catch_ups = Vec::new();
+    for (task, (l, position)) in readers.into_iter().zip(&positions) {
+        let outcome = runtime.block_on(task).context("a reader task failed")?;
+        for (into, from) in merged.iter_mut().zip(&outcome.recorder.phases) {
+            into.merge(from);
+        }
+        let missing =
+            control.acked_seq[*l].load(Ordering::Relaxed).saturating_sub(position.load(Ordering::Relaxed));
+        if missing > 0 {
+            tracing::warn!(missing, "a reader did not read every acknowledged record");
+            if let Some(last) = merged.last_mut() {
+                last.read_errors += missing;
+            }
+        }
+        if config.catchup {
+            catch_ups.push(outcome.catch_up);
+        }
+    }
+    let series = progress.finish();
+    Ok((LoadOutcome { phases: merged, offered: control.offered(), catch_ups }, series))
+}
+
+/// The control of a run of `plans` starting `lead` from now, over `logs` logs.
+fn new_control(plans: Vec<PhasePlan>, logs: usize, lead: Duration) -> Arc<Control> {
+    let lengths: Vec<Duration> = plans.iter().map(|p| p.length).collect();
+    let timeline = Timeline::new(&lengths);
+    Arc::new(Control {
+        clock: Clock(now() + lead),
+        window_acks: (0..plans.len()).map(|_| AtomicU64::new(0)).collect(),
+        rates: (0..plans.len()).map(|_| OnceLock::new()).collect(),
+        acked_seq: (0..logs).map(|_| AtomicU64::new(0)).collect(),
+        timeline,
+        plans,
+        live: Live::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let template = Bytes::from(vec![7u8; 100]);
+        let b = stamp(&template, 42, 123_456_789, 3);
+        assert_eq!(b.len(), 100);
+        assert_eq!(unstamp(&b), Some((42, 123_456_789, 3)));
+        assert_eq!(&b[STAMP_BYTES..], &template[STAMP_BYTES..]);
+        assert_eq!(unstamp(&b[..16]), None);
+    }
+}
