@@ -321,32 +321,39 @@ fn bench_journal(args: JournalArgs) -> Result<()> {
         } else {
             json!({ "workloads": reports, "figures": figures(&reports) })
         };
-        std::fs::write(path, serde_json::to_string_pretty(&value)?)
-            .with_context(|| format!("write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        dlog::bench::report::write_json(path, &dlog::bench::report::envelope("journal", &args.dir, value))?;
     }
     Ok(())
 }
 
 fn print_report(r: &Report) {
-    println!("== {} ({}, direct_io {}, storage {}) ==", r.workload.name, r.backend, r.direct_io, r.storage);
+    dlog::out!("== {} ({}, direct_io {}, storage {}) ==", r.workload.name, r.backend, r.direct_io, r.storage);
     if let Some(c) = &r.compaction {
-        println!(
+        dlog::out!(
             "  with compaction     {:>9.0} entries/s  p50 {:>9.1} us  p99 {:>9.1} us  ({} passes, {} B moved)",
-            c.entries_per_s.0, c.with_us.p50, c.with_us.p99, c.compactions, c.compacted_bytes
+            c.entries_per_s.0,
+            c.with_us.p50,
+            c.with_us.p99,
+            c.compactions,
+            c.compacted_bytes
         );
-        println!(
+        dlog::out!(
             "  without compaction  {:>9.0} entries/s  p50 {:>9.1} us  p99 {:>9.1} us;  p99 ratio {:.2}x",
-            c.entries_per_s.1, c.without_us.p50, c.without_us.p99, c.ratio_p99
+            c.entries_per_s.1,
+            c.without_us.p50,
+            c.without_us.p99,
+            c.ratio_p99
         );
         return;
     }
     if let Some(t) = &r.tail_read {
-        println!(
+        dlog::out!(
             "  appends   {:>9.0} entries/s, one in flight: add p50 {:.1} us p99 {:.1} us",
-            r.entries_per_s, r.latency_us.p50, r.latency_us.p99
+            r.entries_per_s,
+            r.latency_us.p50,
+            r.latency_us.p99
         );
-        println!(
+        dlog::out!(
             "  read      p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  max {:>9.1} us  ({} reads, {}; \
              {} from cache, {} from logs)",
             t.latency_us.p50,
@@ -358,18 +365,22 @@ fn print_report(r: &Report) {
             t.cache_reads,
             t.log_reads
         );
-        println!(
+        dlog::out!(
             "  baseline  4 KiB O_DIRECT pread p50 {:.1} us p99 {:.1} us (a read from the disk, for context)",
-            t.baseline_pread_4k_us.p50, t.baseline_pread_4k_us.p99
+            t.baseline_pread_4k_us.p50,
+            t.baseline_pread_4k_us.p99
         );
         return;
     }
     if let Some(c) = &r.catch_up {
-        println!(
+        dlog::out!(
             "  write     {:.1} MB/s payload ({} entries over {} segments, {} flushes)",
-            r.mb_per_s, c.entries, c.segments, c.flushes
+            r.mb_per_s,
+            c.entries,
+            c.segments,
+            c.flushes
         );
-        println!(
+        dlog::out!(
             "  catch-up  {:>9.1} MB/s payload ({} B, {} read_range calls of {} B, {} in flight; {} from logs, \
              {} from the write cache, {} from the read cache; reopen {:.0} ms)",
             c.mb_per_s,
@@ -382,48 +393,72 @@ fn print_report(r: &Report) {
             c.read_cache_hits,
             c.open_ms
         );
-        println!(
+        dlog::out!(
             "  baseline  {:>9.1} MB/s sequential 4 MiB O_DIRECT read of {} B in {} entry logs",
-            c.raw_mb_per_s, c.raw_bytes, c.entry_logs
+            c.raw_mb_per_s,
+            c.raw_bytes,
+            c.entry_logs
         );
-        println!(
+        dlog::out!(
             "  ratio     {:.2}x  (passes: catch-up {:.0?} MB/s, raw {:.0?} MB/s)",
-            c.ratio, c.passes_mb_per_s, c.raw_passes_mb_per_s
+            c.ratio,
+            c.passes_mb_per_s,
+            c.raw_passes_mb_per_s
         );
         return;
     }
-    println!(
+    dlog::out!(
         "  dlog      {:>12.0} entries/s {:>9.1} MB/s payload {:>9.1} MB/s journal",
-        r.entries_per_s, r.mb_per_s, r.journal_mb_per_s
+        r.entries_per_s,
+        r.mb_per_s,
+        r.journal_mb_per_s
     );
-    println!("            avg batch {:>9.0} B  {:>7.0} batches/s", r.avg_batch_bytes, r.batches_per_s);
-    println!(
+    dlog::out!("            avg batch {:>9.0} B  {:>7.0} batches/s", r.avg_batch_bytes, r.batches_per_s);
+    dlog::out!(
         "  latency   p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  max {:>9.1} us",
-        r.latency_us.p50, r.latency_us.p99, r.latency_us.p999, r.latency_us.max
+        r.latency_us.p50,
+        r.latency_us.p99,
+        r.latency_us.p999,
+        r.latency_us.max
     );
-    println!(
+    dlog::out!(
         "  baseline  {:>9.1} MB/s at {} B write+fdatasync;  4 KiB write+fdatasync p50 {:.1} us p99 {:.1} us",
-        r.baseline.mb_per_s, r.baseline.write_bytes, r.baseline.latency_us.p50, r.baseline.latency_us.p99
+        r.baseline.mb_per_s,
+        r.baseline.write_bytes,
+        r.baseline.latency_us.p50,
+        r.baseline.latency_us.p99
     );
-    println!(
+    dlog::out!(
         "  ratios    MB/s {:.2}x   latency p50 {:.2}x   p99 {:.2}x",
-        r.ratio_mb_per_s, r.ratio_latency_p50, r.ratio_latency_p99
+        r.ratio_mb_per_s,
+        r.ratio_latency_p50,
+        r.ratio_latency_p99
     );
     if let Some(jo) = &r.journal_only {
-        println!(
+        dlog::out!(
             "  journal-only {:>9.0} entries/s {:>9.1} MB/s payload {:>9.1} MB/s journal ({:.2}x baseline), \
              p99 {:.1} us",
-            jo.entries_per_s, jo.mb_per_s, jo.journal_mb_per_s, jo.ratio_mb_per_s, jo.latency_us.p99
+            jo.entries_per_s,
+            jo.mb_per_s,
+            jo.journal_mb_per_s,
+            jo.ratio_mb_per_s,
+            jo.latency_us.p99
         );
-        println!(
+        dlog::out!(
             "  flushes      entry logs / journal only {:.2}x ({} flushes, adds throttled {} times)",
-            jo.ratio, jo.flushes, jo.adds_throttled
+            jo.ratio,
+            jo.flushes,
+            jo.adds_throttled
         );
     }
     if let Some(replay) = &r.replay {
-        println!(
+        dlog::out!(
             "  replay    {:.1} MB/s ({} entries, {} B) vs raw read {:.1} MB/s: {:.2}x",
-            replay.mb_per_s, replay.entries, replay.bytes, replay.raw_read_mb_per_s, replay.ratio
+            replay.mb_per_s,
+            replay.entries,
+            replay.bytes,
+            replay.raw_read_mb_per_s,
+            replay.ratio
         );
     }
 }
@@ -478,11 +513,11 @@ fn figures(reports: &[Report]) -> serde_json::Value {
 }
 
 fn print_figures(reports: &[Report]) {
-    println!("== figures ==");
+    dlog::out!("== figures ==");
     if let serde_json::Value::Object(map) = figures(reports) {
         for (name, v) in map {
             let pass = if v["pass"].as_bool() == Some(true) { "PASS" } else { "MISS" };
-            println!(
+            dlog::out!(
                 "  {name:<24} {:>12.3}  target {:>10}  {pass}",
                 v["value"].as_f64().unwrap_or(0.0),
                 v["target"]

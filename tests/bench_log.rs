@@ -26,6 +26,9 @@ fn bench_log_reports_three_figures_and_every_record_is_acknowledged() {
     assert!(output.status.success(), "dlog bench log failed:\n{stderr}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
     assert!(!dir.path().join("data").exists(), "the bench data directory is removed");
+    // The envelope every `dlog bench` report shares.
+    assert_eq!(report["bench"], "log", "{report}");
+    assert!(report["machine"]["cores"].as_u64().is_some_and(|c| c >= 1), "{report}");
 
     let t = &report["throughput"];
     for key in

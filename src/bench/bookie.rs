@@ -108,10 +108,10 @@ pub fn main(args: BookieBenchArgs) -> Result<()> {
         Some(target) => remote(&args, target, base)?,
         None => local(&args, base)?,
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let report = crate::bench::report::envelope("bookie", &args.dir, report);
+    crate::bench::report::print(&(serde_json::to_string_pretty(&report)? + "\n"));
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::bench::report::write_json(path, &report)?;
     }
     Ok(())
 }

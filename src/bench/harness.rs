@@ -12,7 +12,6 @@
 mod compare;
 mod hgrm;
 mod load;
-mod machine;
 mod plot;
 mod progress;
 mod recorder;
@@ -27,11 +26,11 @@ use anyhow::{Context, Result, bail};
 
 pub use workload::{RateFlag, Workload};
 
-use self::machine::Machine;
-use self::recorder::Percentiles;
 use self::summary::{Baseline, BaselineRun, Summary};
 use self::workload::{Overrides, RunConfig};
 use crate::bench::baseline::{ScratchFile, write_flush_loop};
+use crate::bench::machine::Machine;
+use crate::bench::stats::Latency;
 use crate::log::{LogWriter, Namespace, NamespaceConfig, TransmitPolicy, WriterConfig};
 
 /// Bytes per write of the disk bandwidth baseline.
@@ -107,7 +106,8 @@ pub struct HarnessArgs {
     /// to it, `<stem>.e2e.hgrm`).
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
-    /// Print two JSON reports side by side with ratios, and exit.
+    /// Print two JSON reports of one benchmark (this one, `bench journal`, `bench bookie`, ...)
+    /// side by side with ratios, and exit.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     pub compare: Option<Vec<PathBuf>>,
     /// Where the temp directory of the embedded cluster and the disk baseline goes (on the
@@ -280,7 +280,7 @@ fn disk_baseline(dir: &Path, when: &str) -> Result<BaselineRun> {
     let run = BaselineRun {
         when: when.to_owned(),
         mb_per_s: bandwidth.mb_per_s(),
-        latency_us: Percentiles::of(&small.histogram).unwrap_or_default(),
+        latency_us: Latency::of(&small.histogram).unwrap_or_default(),
     };
     eprintln!(
         "disk ({when} the load): {:.0} MB/s of {} KiB write + fdatasync; 4 KiB write + fdatasync p50 {:.0} us \

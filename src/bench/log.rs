@@ -202,9 +202,7 @@ pub fn main(args: LogBenchArgs) -> Result<()> {
     let report = result?;
     print_table(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::bench::report::write_json(path, &crate::bench::report::envelope("log", &args.dir, report))?;
     }
     Ok(())
 }
@@ -252,9 +250,14 @@ fn print_table(report: &serde_json::Value) {
     let Ok(figures) = serde_json::from_value::<Vec<serde_json::Value>>(report["figures"].clone()) else {
         return;
     };
-    println!(
+    crate::out!(
         "{:<34} {:>18} {:>12} {:>12}  {:<34} {:>7}  pass",
-        "figure", "target", "measured", "baseline", "baseline is", "ratio"
+        "figure",
+        "target",
+        "measured",
+        "baseline",
+        "baseline is",
+        "ratio"
     );
     for f in figures {
         let pass = match f["pass"].as_bool() {
@@ -262,7 +265,7 @@ fn print_table(report: &serde_json::Value) {
             Some(false) => "MISS",
             None => "-",
         };
-        println!(
+        crate::out!(
             "{:<34} {:>18} {:>12.1} {:>12.1}  {:<34} {:>7.3}  {pass}",
             f["figure"].as_str().unwrap_or_default(),
             f["target"].as_str().unwrap_or_default(),

@@ -276,9 +276,9 @@ pub fn main(args: MetadataArgs) -> Result<()> {
     let report = Report { settings, backends: reports };
     print_table(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        let dir = args.dir.as_deref().unwrap_or(std::path::Path::new("."));
+        let report = crate::bench::report::envelope("metadata", dir, serde_json::to_value(&report)?);
+        crate::bench::report::write_json(path, &report)?;
     }
     Ok(())
 }
@@ -528,25 +528,39 @@ fn bench_etcd(rt: &Runtime, s: &Settings, dir: Option<&Path>, uri: Option<&str>)
 /// Prints the results as one table: a row per measurement, then each backend's ratios and targets.
 fn print_table(report: &Report) {
     let s = &report.settings;
-    println!(
+    crate::out!(
         "== dlog bench metadata: {} segments, {} in flight, {:.1} s per side in {} rounds ==",
-        s.keys, s.inflight, s.duration_s, s.rounds
+        s.keys,
+        s.inflight,
+        s.duration_s,
+        s.rounds
     );
-    println!(
+    crate::out!(
         "  segment metadata: {} B encoded on average (cycle of {:?} B: 1..{} ensembles); baselines write as \
          much",
         s.segment_value_bytes,
         s.segment_value_sizes,
         s.segment_value_sizes.len()
     );
-    println!(
+    crate::out!(
         "  {:<6} {:<52} {:>8} {:>9} {:>9} {:>9}",
-        "store", "measure", "ops/s", "p50 us", "p99 us", "p99.9 us"
+        "store",
+        "measure",
+        "ops/s",
+        "p50 us",
+        "p99 us",
+        "p99.9 us"
     );
     for r in &report.backends {
         let row = |what: &str, ops_per_s: Option<f64>, l: &Latency| {
             let ops = ops_per_s.map_or("-".to_string(), |x| format!("{x:.0}"));
-            println!("  {:<6} {what:<52} {ops:>8} {:>9.1} {:>9.1} {:>9.1}", r.backend, l.p50, l.p99, l.p999);
+            crate::out!(
+                "  {:<6} {what:<52} {ops:>8} {:>9.1} {:>9.1} {:>9.1}",
+                r.backend,
+                l.p50,
+                l.p99,
+                l.p999
+            );
         };
         row("cas update (SegmentMetadataStore::update, durable)", Some(r.cas.ops_per_s), &r.cas.latency_us);
         row("watch (just before the update -> decoded event)", None, &r.watch.latency_us);
@@ -558,12 +572,18 @@ fn print_table(report: &Report) {
         let c = &r.context;
         row(&format!("context: {}", c.what), Some(c.writes.ops_per_s), &c.writes.latency_us);
         let (x, b) = (&r.ratios, r.backend.as_str());
-        println!(
+        crate::out!(
             "  {b:<6} ours/baseline: cas p50 {:.2}x p99 {:.2}x ops/s {:.2}x | watch p50 {:.2}x p99 {:.2}x | \
              cas/context p50 {:.2}x p99 {:.2}x",
-            x.cas_p50, x.cas_p99, x.ops_per_s, x.watch_p50, x.watch_p99, c.cas_p50, c.cas_p99
+            x.cas_p50,
+            x.cas_p99,
+            x.ops_per_s,
+            x.watch_p50,
+            x.watch_p99,
+            c.cas_p50,
+            c.cas_p99
         );
         let [cas, watch] = [r.cas_pass, r.watch_pass].map(|p| if p { "PASS" } else { "MISS" });
-        println!("  {b:<6} p99 target < {:.0} us: cas {cas}, watch {watch}", r.target_p99_us);
+        crate::out!("  {b:<6} p99 target < {:.0} us: cas {cas}, watch {watch}", r.target_p99_us);
     }
 }

@@ -10,15 +10,17 @@ pub mod harness;
 pub mod journal;
 pub mod load;
 pub mod log;
+pub(crate) mod machine;
 pub mod metadata;
 mod metadata_workload;
 pub mod reads;
 pub mod replication;
+pub mod report;
 pub mod stats;
 
 use std::time::Duration;
 
-/// A duration such as "10s", "500ms" or "1m"; zero is allowed (checked by the caller).
+/// A duration such as "10s", "500ms", "200us" or "1m"; zero is allowed (checked by the caller).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) =
         s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
@@ -26,8 +28,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs = match unit {
         "s" => value,
         "ms" => value / 1e3,
+        "us" => value / 1e6,
         "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
+        _ => return Err(format!("bad duration unit in {s:?}: use us, ms, s or m")),
     };
     if !(0.0..=3600.0).contains(&secs) {
         return Err(format!("duration {s:?} must be within [0, 1h]"));

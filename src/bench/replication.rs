@@ -382,10 +382,10 @@ pub fn main(args: ReplicationBenchArgs) -> Result<()> {
     let result = run(&args, quorum, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let report = crate::bench::report::envelope("replication", &args.dir, report);
+    crate::bench::report::print(&(serde_json::to_string_pretty(&report)? + "\n"));
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::bench::report::write_json(path, &report)?;
     }
     Ok(())
 }

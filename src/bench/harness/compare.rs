@@ -1,13 +1,17 @@
-//! `dlog bench --compare A.json B.json`: two reports side by side, B over A for each figure,
-//! and the configuration and machine settings that differ (a comparison of runs that differ in
-//! more than one thing says so).
+//! `dlog bench --compare A.json B.json`: two reports of one benchmark side by side, B over A
+//! for each figure (the harness's chosen figures; every number of the other benchmarks'
+//! reports), and the configuration and machine settings that differ (a comparison of runs that
+//! differ in more than one thing says so).
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// The figures compared: label and JSON pointer.
+/// The harness's reports' `bench`.
+pub(crate) const HARNESS: &str = "harness";
+
+/// The harness's figures compared: label and JSON pointer.
 const ROWS: &[(&str, &str)] = &[
     ("records/s", "/records_per_s"),
     ("MB/s", "/mb_per_s"),
@@ -34,22 +38,67 @@ fn load(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    if value.pointer("/records_per_s").and_then(Value::as_f64).is_none() || value.get("config").is_none() {
-        bail!("{}: not a `dlog bench` report (no records_per_s or config)", path.display());
+    if value.get("bench").and_then(Value::as_str).is_none() {
+        bail!("{}: not a `dlog bench` report (no \"bench\" key)", path.display());
     }
     Ok(value)
 }
 
-/// The comparison table of two report files.
+/// Every number in `v` that is not about when or where it ran, by dotted path, in order.
+fn numbers(v: &Value, path: &str, out: &mut Vec<(String, f64)>) {
+    match v {
+        Value::Number(n) => out.extend(n.as_f64().map(|x| (path.to_owned(), x))),
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                if !matches!(k.as_str(), "machine" | "started_unix_s" | "series" | "command" | "version") {
+                    numbers(v, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                numbers(v, &format!("{path}.{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The comparison table of two report files of the same benchmark: the harness's figures, or
+/// every number of another benchmark's report.
 pub(crate) fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
     use std::fmt::Write;
     let (a, b) = (load(a_path)?, load(b_path)?);
+    let (bench_a, bench_b) = (&a["bench"], &b["bench"]);
+    if bench_a != bench_b {
+        bail!(
+            "{} is a {bench_a} report and {} a {bench_b} report: compare runs of one benchmark",
+            a_path.display(),
+            b_path.display()
+        );
+    }
+    let rows: Vec<(String, Option<f64>, Option<f64>)> = if bench_a == HARNESS {
+        let number = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64);
+        ROWS.iter()
+            .map(|(label, pointer)| ((*label).to_owned(), number(&a, pointer), number(&b, pointer)))
+            .collect()
+    } else {
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        numbers(&a, "", &mut xs);
+        numbers(&b, "", &mut ys);
+        let ys: std::collections::HashMap<String, f64> = ys.into_iter().collect();
+        xs.into_iter()
+            .map(|(k, x)| {
+                let y = ys.get(&k).copied();
+                (k, Some(x), y)
+            })
+            .collect()
+    };
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(32);
     let mut t = String::new();
     let _ = writeln!(t, "A: {}\nB: {}\n", a_path.display(), b_path.display());
-    let _ = writeln!(t, "{:<32} {:>14} {:>14} {:>8}", "figure", "A", "B", "B/A");
-    let number = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64);
-    for (label, pointer) in ROWS {
-        let (x, y) = (number(&a, pointer), number(&b, pointer));
+    let _ = writeln!(t, "{:<width$} {:>14} {:>14} {:>8}", "figure", "A", "B", "B/A");
+    for (label, x, y) in rows {
         if x.is_none() && y.is_none() {
             continue;
         }
@@ -58,7 +107,7 @@ pub(crate) fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
             (Some(x), Some(y)) if x != 0.0 => format!("{:.3}", y / x),
             _ => "-".to_owned(),
         };
-        let _ = writeln!(t, "{label:<32} {:>14} {:>14} {ratio:>8}", show(x), show(y));
+        let _ = writeln!(t, "{label:<width$} {:>14} {:>14} {ratio:>8}", show(x), show(y));
     }
     let mut differences = Vec::new();
     for section in ["config", "machine"] {
@@ -98,18 +147,36 @@ mod tests {
         };
         let a = write(
             "a.json",
-            serde_json::json!({"records_per_s": 100.0, "mb_per_s": 1.0, "errors": 0,
+            serde_json::json!({"bench": "harness", "records_per_s": 100.0, "mb_per_s": 1.0, "errors": 0,
                 "publish_latency_us": {"p99": 500.0}, "config": {"writers": 1}, "machine": {"cores": 2}}),
         );
         let b = write(
             "b.json",
-            serde_json::json!({"records_per_s": 250.0, "mb_per_s": 2.5, "errors": 0,
+            serde_json::json!({"bench": "harness", "records_per_s": 250.0, "mb_per_s": 2.5, "errors": 0,
                 "publish_latency_us": {"p99": 250.0}, "config": {"writers": 4}, "machine": {"cores": 2}}),
         );
         let t = compare(&a, &b).unwrap();
         assert!(t.lines().any(|l| l.starts_with("records/s") && l.ends_with("2.500")), "{t}");
         assert!(t.lines().any(|l| l.starts_with("publish p99 us") && l.ends_with("0.500")), "{t}");
         assert!(t.contains("config.writers: A 1, B 4") && !t.contains("machine.cores"), "{t}");
+        let other = write(
+            "j1.json",
+            serde_json::json!({"bench": "journal", "machine": {"cores": 2},
+            "workloads": [{"entries_per_s": 10.0, "latency_us": {"p99": 4.0}}]}),
+        );
+        let other2 = write(
+            "j2.json",
+            serde_json::json!({"bench": "journal", "machine": {"cores": 4},
+            "workloads": [{"entries_per_s": 30.0, "latency_us": {"p99": 2.0}}]}),
+        );
+        let t = compare(&other, &other2).unwrap();
+        assert!(t.lines().any(|l| l.starts_with("workloads.0.entries_per_s") && l.ends_with("3.000")), "{t}");
+        assert!(
+            t.lines().any(|l| l.starts_with("workloads.0.latency_us.p99") && l.ends_with("0.500")),
+            "{t}"
+        );
+        assert!(t.contains("machine.cores: A 2, B 4"), "{t}");
+        assert!(compare(&a, &other).unwrap_err().to_string().contains("one benchmark"));
         let bad = write("bad.json", serde_json::json!({"x": 1}));
         assert!(compare(&a, &bad).unwrap_err().to_string().contains("not a `dlog bench` report"));
         let garbage = write("garbage.json", Value::String("{".into()));

@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 
 use super::load::Control;
-use super::recorder::Percentiles;
 use crate::bench::log::sleep;
+use crate::bench::stats::Latency;
 
 /// One second of the run (the last one may be shorter or longer: the drain).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,8 +100,8 @@ fn run(control: &Control, done: &AtomicBool, show: bool) -> Vec<SeriesPoint> {
                 phase,
                 records_per_s: interval.acked as f64 / seconds,
                 mb_per_s: interval.bytes as f64 / seconds / 1e6,
-                publish_p99_us: Percentiles::of(&interval.publish).map(|p| p.p99),
-                e2e_p99_us: Percentiles::of(&interval.e2e).map(|p| p.p99),
+                publish_p99_us: Latency::of(&interval.publish).map(|p| p.p99),
+                e2e_p99_us: Latency::of(&interval.e2e).map(|p| p.p99),
                 errors: interval.errors,
             };
             if show {

@@ -14,45 +14,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(test)]
+use crate::bench::stats::Latency;
+pub(crate) use crate::bench::stats::histogram;
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
-
-/// A histogram of nanoseconds, 3 significant digits, from 1 ns to 1000 s.
-pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Latency percentiles in microseconds, as the JSON report holds them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Percentiles {
-    /// Median.
-    pub(crate) p50: f64,
-    /// 90th percentile.
-    pub(crate) p90: f64,
-    /// 99th percentile.
-    pub(crate) p99: f64,
-    /// 99.9th percentile.
-    pub(crate) p999: f64,
-    /// Largest.
-    pub(crate) max: f64,
-}
-
-impl Percentiles {
-    /// Of a histogram of nanoseconds; `None` when it is empty.
-    pub(crate) fn of(h: &Histogram<u64>) -> Option<Percentiles> {
-        if h.is_empty() {
-            return None;
-        }
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Some(Percentiles {
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-        })
-    }
-}
 
 /// Records offered at a fixed rate from `start`: record `i` is intended at `start + i / rate`.
 #[derive(Clone, Copy, Debug)]
@@ -324,14 +289,14 @@ mod tests {
         for us in 1..=1000u64 {
             h.record(us * 1000).unwrap();
         }
-        let p = Percentiles::of(&h).unwrap();
+        let p = Latency::of(&h).unwrap();
         let near = |got: f64, want: f64| (got - want).abs() <= want * 0.002 + 0.001;
         assert!(near(p.p50, 500.0), "{p:?}");
         assert!(near(p.p90, 900.0), "{p:?}");
         assert!(near(p.p99, 990.0), "{p:?}");
         assert!(near(p.p999, 999.0), "{p:?}");
         assert!(near(p.max, 1000.0), "{p:?}");
-        assert_eq!(Percentiles::of(&histogram()), None);
+        assert_eq!(Latency::of(&histogram()), None);
     }
 
     #[test]
@@ -370,8 +335,8 @@ mod tests {
             open.record(done - l.intended_ns(i)).unwrap();
             closed.record(done - send).unwrap();
         }
-        let open = Percentiles::of(&open).unwrap();
-        let closed = Percentiles::of(&closed).unwrap();
+        let open = Latency::of(&open).unwrap();
+        let closed = Latency::of(&closed).unwrap();
         // About 100 records were due during the stall: 10% of them, so p90 sees it.
         assert!(open.p90 > 5_000.0, "open loop p90 {open:?}");
         assert!(open.max >= 99_000.0, "{open:?}");
@@ -411,7 +376,7 @@ mod tests {
         assert_eq!((p0.sent, p0.acked, p0.acked_bytes, p0.write_errors), (2, 2, 20, 0));
         assert_eq!((p0.acked_in_window, p1.acked_in_window, p1.acked_bytes_in_window), (1, 1, 10));
         assert_eq!((p1.sent, p1.acked, p1.write_errors, p1.read_errors), (1, 0, 1, 1));
-        let publish = Percentiles::of(&p0.publish).unwrap();
+        let publish = Latency::of(&p0.publish).unwrap();
         assert!((publish.max - 20_000.0).abs() < 20.0 && (publish.p50 - 1_000.0).abs() < 2.0, "{publish:?}");
         assert_eq!(p0.e2e.len(), 1);
         let interval = live.take();

@@ -10,11 +10,11 @@
 use serde::Serialize;
 
 use super::load::{CatchUp, LoadOutcome};
-use super::machine::Machine;
 use super::progress::SeriesPoint;
-use super::recorder::Percentiles;
 use super::workload::{PhasePlan, Rate, RunConfig};
 use crate::bench::cpu::CpuUse;
+use crate::bench::machine::Machine;
+use crate::bench::stats::Latency;
 
 /// Target: publish p99 at half the peak, us.
 const TARGET_PUBLISH_P99_US: f64 = 1000.0;
@@ -33,7 +33,7 @@ pub(crate) struct Baseline {
     /// Bytes per write of the bandwidth measurement.
     pub(crate) write_bytes: usize,
     /// 4 KiB O_DIRECT write + fdatasync, one at a time: latency, us.
-    pub(crate) latency_us: Percentiles,
+    pub(crate) latency_us: Latency,
     /// Each measurement (before the load and after it); the figures above are the better of
     /// them (the disk's capability: this machine's disk is shared and has slow spells).
     pub(crate) runs: Vec<BaselineRun>,
@@ -47,7 +47,7 @@ pub(crate) struct BaselineRun {
     /// Write + fdatasync bandwidth, MB/s.
     pub(crate) mb_per_s: f64,
     /// 4 KiB write + fdatasync latency, us.
-    pub(crate) latency_us: Percentiles,
+    pub(crate) latency_us: Latency,
 }
 
 impl Baseline {
@@ -109,9 +109,9 @@ pub(crate) struct PhaseReport {
     /// ... payload MB/s.
     pub(crate) mb_per_s: f64,
     /// Publish latency of its records, us.
-    pub(crate) publish_latency_us: Option<Percentiles>,
+    pub(crate) publish_latency_us: Option<Latency>,
     /// End-to-end latency of its records to tailing readers, us.
-    pub(crate) e2e_latency_us: Option<Percentiles>,
+    pub(crate) e2e_latency_us: Option<Latency>,
     /// Records the tailing readers read of it.
     pub(crate) records_read: u64,
 }
@@ -136,7 +136,7 @@ pub(crate) struct CatchUpReport {
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Summary {
-    /// "dlog bench".
+    /// "harness" (the other benchmarks' reports name themselves: "journal", "bookie", ...).
     pub(crate) bench: String,
     /// dlog's version.
     pub(crate) version: String,
@@ -165,9 +165,9 @@ pub(crate) struct Summary {
     /// ... acknowledged.
     pub(crate) acked: u64,
     /// Publish latency of the latency phase, us.
-    pub(crate) publish_latency_us: Option<Percentiles>,
+    pub(crate) publish_latency_us: Option<Latency>,
     /// End-to-end latency of the latency phase, us (`None`: no tailing reader).
-    pub(crate) e2e_latency_us: Option<Percentiles>,
+    pub(crate) e2e_latency_us: Option<Latency>,
     /// Which phase that is.
     pub(crate) latency_phase: String,
     /// Its offered rate, records/s (`None`: closed loop, latency at saturation).
@@ -226,8 +226,8 @@ impl Summary {
                     read_errors: s.read_errors,
                     records_per_s: s.acked_in_window as f64 / seconds,
                     mb_per_s: s.acked_bytes_in_window as f64 / seconds / 1e6,
-                    publish_latency_us: Percentiles::of(&s.publish),
-                    e2e_latency_us: Percentiles::of(&s.e2e),
+                    publish_latency_us: Latency::of(&s.publish),
+                    e2e_latency_us: Latency::of(&s.e2e),
                     records_read: s.read,
                 }
             })
@@ -278,7 +278,7 @@ impl Summary {
         }
         let catchup = config.catchup.then(|| catch_up_report(&outcome.catch_ups));
         Summary {
-            bench: "dlog bench".into(),
+            bench: super::compare::HARNESS.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             started_unix_s: ctx.started_unix_s,
             command: ctx.command,
@@ -437,14 +437,14 @@ impl Summary {
     }
 }
 
-fn percentiles(p: Option<Percentiles>) -> String {
+fn percentiles(p: Option<Latency>) -> String {
     p.map_or_else(
         || "-".to_owned(),
         |p| format!("{:.0}/{:.0}/{:.0}/{:.0}/{:.0}", p.p50, p.p90, p.p99, p.p999, p.max),
     )
 }
 
-fn percentiles_long(p: Option<Percentiles>) -> String {
+fn percentiles_long(p: Option<Latency>) -> String {
     p.map_or_else(
         || "- (not measured)".to_owned(),
         |p| {

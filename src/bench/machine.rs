@@ -95,7 +95,9 @@ impl Machine {
 
 impl Disk {
     fn under(dir: &Path) -> Disk {
-        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        // The directory, or its nearest ancestor that exists (a run may have removed it).
+        let dir =
+            dir.ancestors().find_map(|d| std::fs::canonicalize(d).ok()).unwrap_or_else(|| dir.to_path_buf());
         let mut disk = Disk { dir: dir.display().to_string(), ..Disk::default() };
         disk.filesystem = filesystem_of(&dir);
         let Ok(meta) = rustix::fs::stat(&dir) else { return disk };
