@@ -29,6 +29,7 @@ pub use workload::{RateFlag, Workload};
 use self::summary::{Baseline, BaselineRun, Summary};
 use self::workload::{Overrides, RunConfig};
 use crate::bench::baseline::{ScratchFile, write_flush_loop};
+use crate::bench::log::Phase;
 use crate::bench::machine::Machine;
 use crate::bench::stats::Latency;
 use crate::log::{LogWriter, Namespace, NamespaceConfig, TransmitPolicy, WriterConfig};
@@ -117,6 +118,13 @@ pub struct HarnessArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// A settings change to try, KEY=VALUE (repeatable), as `dlog bench log --set`:
+    /// `transmit.max_bytes`, `transmit.eager_in_flight`, `transmit.max_delay_us`,
+    /// `reader.read_ahead_entries`, `reader.read_ahead_mib`, `writer.lac_flush_delay_us`,
+    /// `writer.window_entries_max`, `local.write_cache_mib`, `local.read_cache_mib`,
+    /// `local.journal_file_mib`, `local.entry_log_mib`, `local.shards_per_bookie`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Runs `dlog bench`.
@@ -142,8 +150,10 @@ pub fn main(args: HarnessArgs) -> Result<()> {
         write_quorum_size: args.write_quorum,
         ack_quorum_size: args.ack_quorum,
         flush_delay: args.flush_delay,
+        set: args.set.clone(),
     };
     let config = RunConfig::resolve(args.workload, &overrides)?;
+    let ns_config = crate::bench::log::configured(namespace_config(&config), &config.set, Phase::Default)?;
     if let Some(plot) = &args.plot
         && plot.extension().and_then(|e| e.to_str()) != Some("svg")
     {
@@ -165,7 +175,6 @@ pub fn main(args: HarnessArgs) -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let plans = config.phases();
-    let ns_config = namespace_config(&config);
     let uri = match &config.metadata {
         Some(uri) => uri.clone(),
         None => format!("local://{}", temp.path().join("cluster").display()),

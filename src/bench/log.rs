@@ -63,7 +63,9 @@ pub struct LogBenchArgs {
     /// `transmit.eager_in_flight`, `transmit.max_delay_us` (0: no bound) for the throughput and
     /// latency writers; `catchup.entry_bytes` for the catch-up writer; `reader.read_ahead_entries`,
     /// `reader.read_ahead_mib`, `reader.range_read_entries_min` (0: never), and the replication
-    /// writer's `writer.lac_flush_delay_us` and `writer.window_entries_max`, everywhere.
+    /// writer's `writer.lac_flush_delay_us` and `writer.window_entries_max`, and the local
+    /// cluster's `local.write_cache_mib`, `local.read_cache_mib`, `local.journal_file_mib`,
+    /// `local.entry_log_mib` and `local.shards_per_bookie`, everywhere.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Write the report as JSON to this file too.
@@ -106,6 +108,11 @@ pub(crate) fn configured(
             "reader.range_read_entries_min" => reader.range_read_entries_min = (n > 0).then_some(size),
             "writer.lac_flush_delay_us" => config.replication.writer.lac_flush_delay = us,
             "writer.window_entries_max" => config.replication.writer.window_entries_max = size,
+            "local.write_cache_mib" => config.local.write_cache_bytes_max = size << 20,
+            "local.read_cache_mib" => config.local.read_cache_bytes_max = size << 20,
+            "local.journal_file_mib" => config.local.journal_file_bytes = n << 20,
+            "local.entry_log_mib" => config.local.entry_log_bytes = n << 20,
+            "local.shards_per_bookie" => config.local.shards_per_bookie = u32::try_from(n)?,
             _ => bail!("--set {set:?}: unknown key (see --help)"),
         }
     }

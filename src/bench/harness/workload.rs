@@ -163,6 +163,8 @@ pub(crate) struct RunConfig {
     /// The writer's transmit bound: records gather into an entry at most this long, us (`None`:
     /// the writer's default).
     pub(crate) flush_delay_us: Option<u64>,
+    /// `--set` settings changes, KEY=VALUE.
+    pub(crate) set: Vec<String>,
 }
 
 /// Flags that override a workload's defaults (`None`: the workload's).
@@ -183,6 +185,7 @@ pub(crate) struct Overrides {
     pub(crate) write_quorum_size: usize,
     pub(crate) ack_quorum_size: usize,
     pub(crate) flush_delay: Option<Duration>,
+    pub(crate) set: Vec<String>,
 }
 
 /// Bytes in flight per writer in a closed loop, by default.
@@ -225,6 +228,7 @@ impl RunConfig {
             write_quorum_size: o.write_quorum_size,
             ack_quorum_size: o.ack_quorum_size,
             flush_delay_us: o.flush_delay.map(|d| d.as_micros() as u64),
+            set: o.set.clone(),
         };
         config.check()?;
         Ok(config)
