@@ -178,6 +178,43 @@ fn failed_prepare_while_the_active_file_is_full_is_retried() {
     );
 }
 
+/// A batch due while every journal write slot is taken has no deadline until a write
+/// completes: a past deadline made the shell's wait return at once, and the shard spun on the
+/// clock and `io_uring_enter` for as long as its writes were in flight (found by `dlog bench`:
+/// most of the shards' CPU at the peak).
+#[test]
+fn a_batch_waiting_for_a_write_slot_has_no_deadline() {
+    let mut d = Drive::new(settings(1), true);
+    d.add(1, 1, 0, 100);
+    assert_eq!(d.writes.len(), 1);
+    // The only slot is taken: entry 1's batch waits, however late it gets.
+    d.add(2, 1, 1, 100);
+    assert_eq!(d.writes.len(), 1);
+    let later = d.now + Duration::from_millis(5);
+    d.core.on_tick(later);
+    d.drain();
+    assert_eq!(d.writes.len(), 1);
+    assert!(
+        d.core.deadline().is_none_or(|t| t > later),
+        "a due batch that cannot go out reports {:?}",
+        d.core.deadline()
+    );
+    // The write completes: the waiting batch goes out, at once or at the next tick.
+    d.complete_write(0, Ok(()));
+    if d.writes.is_empty() {
+        assert!(
+            d.core.deadline().is_some_and(|t| t <= later),
+            "the batch can go now: {:?}",
+            d.core.deadline()
+        );
+        d.core.on_tick(later);
+        d.drain();
+    }
+    assert_eq!(d.writes.len(), 1, "the waiting batch is written once a slot is free");
+    d.complete_all_writes();
+    assert!(d.replies.iter().any(|(id, r)| *id == 2 && matches!(r, Reply::Added(Ok(())))), "{:?}", d.replies);
+}
+
 /// Finding 2 (io_uring with buffered I/O, i.e. `DirectIo::Optional` fallback or `Disabled`):
 /// batches in flight share one file descriptor, and Linux reports a writeback error to only
 /// one fdatasync per descriptor (errseq, "fsyncgate"). When batch 1's flush reports EIO, the

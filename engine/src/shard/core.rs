@@ -295,7 +295,12 @@ impl<T> ShardCore<T> {
 
     /// When `on_tick` must be called at the latest (the open batch's delay bound), if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        let batch = self.batch.as_ref().filter(|b| !b.builder.is_empty());
+        // A batch that cannot go out (every journal write slot taken) has no deadline: a
+        // completion frees a slot and the shell ticks then. Reporting its past deadline made
+        // the shell's wait return at once, and the shard spun on the clock and io_uring_enter
+        // under load (most of its CPU at the peak, in `dlog bench`).
+        let can_write = self.in_flight.len() < self.settings.writes_in_flight_max;
+        let batch = self.batch.as_ref().filter(|b| !b.builder.is_empty() && can_write);
         let batch_due = batch.map(|b| b.opened_at + self.settings.batch_delay_max);
         [batch_due, self.storage_deadline(), self.lac_waits.deadline()].into_iter().flatten().min()
     }

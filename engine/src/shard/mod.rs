@@ -508,7 +508,10 @@ impl Shell {
             std::hint::spin_loop();
         }
         self.waker.set_sleeping(true);
-        let result = if !requests.is_empty() || !events.is_empty() {
+        // Queued requests the core does not take now (it is waiting for a write slot or for
+        // the flush to catch up) are no reason to stay awake: a completion, an event or the
+        // deadline changes that, and each of them wakes the wait.
+        let result = if (!requests.is_empty() && core.wants_requests()) || !events.is_empty() {
             Ok(())
         } else {
             let now = Self::now();
