@@ -72,7 +72,7 @@ pub struct HarnessArgs {
     /// With --rate auto: the share of the peak the latency phase offers.
     #[arg(long, default_value_t = 0.5)]
     pub load_fraction: f64,
-    /// Closed loop: MiB of records in flight per writer.
+    /// Closed loop: MiB of records in flight per writer (default 16; journal 4).
     #[arg(long)]
     pub in_flight_mib: Option<u64>,
     /// Measured time ("30s", "2m").

@@ -77,6 +77,10 @@ pub(crate) struct Control {
     rates: Vec<OnceLock<f64>>,
     /// Per log: one past the last sequence number acknowledged.
     acked_seq: Vec<AtomicU64>,
+    /// Records written, all writers.
+    sent: AtomicU64,
+    /// ... acknowledged or failed.
+    done: AtomicU64,
 }
 
 impl Control {
@@ -132,6 +136,15 @@ struct Pending {
     ack: AckFuture,
 }
 
+/// Counts a record done when dropped.
+struct Done<'a>(&'a AtomicU64);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// One writer's sender: writes its logs in turn through the phases.
 struct Sender {
     control: Arc<Control>,
@@ -150,11 +163,15 @@ impl Sender {
     fn run(mut self) {
         let c = self.control.clone();
         for p in 0..c.plans.len() {
-            let (start, end) = (c.timeline.start(p), c.timeline.end(p));
-            c.clock.sleep_until(start);
             if c.plans[p].idle {
                 continue;
             }
+            // The phases after the settle start when it ends.
+            while c.timeline.elastic().is_some_and(|e| e < p) && !c.timeline.settled() {
+                sleep(Duration::from_millis(1));
+            }
+            let (start, end) = (c.timeline.start(p), c.timeline.end(p));
+            c.clock.sleep_until(start);
             if c.plans[p].open.is_some() {
                 c.clock.sleep_until(start + RATE_GRACE.as_nanos() as u64);
                 let rate = c.rate(p).expect("an open phase") * self.share;
@@ -215,6 +232,7 @@ impl Sender {
             }
         };
         let pending = Pending { log: *log, seq, phase, sent_ns, credit, ack };
+        self.control.sent.fetch_add(1, Ordering::Relaxed);
         self.out.send(pending).is_ok() && alive
     }
 }
@@ -235,6 +253,8 @@ async fn acknowledge(
     let mut abandoned = false;
     while let Some(p) = rx.recv().await {
         recorder.sent(p.phase);
+        // Counted once the loop below is done with it (acknowledged, or an error).
+        let _done = Done(&control.done);
         if p.credit {
             let _ = credits.try_recv();
         }
@@ -341,6 +361,8 @@ pub(crate) struct LoadOutcome {
     pub(crate) phases: Vec<PhaseStats>,
     /// Each phase's offered rate (records/s; `None`: closed loop).
     pub(crate) offered: Vec<Option<f64>>,
+    /// Each phase's length as run (the settle's is how long draining took), s.
+    pub(crate) seconds: Vec<f64>,
     /// Each catching-up reader's catch-up (`None` for one that did not get there).
     pub(crate) catch_ups: Vec<Option<CatchUp>>,
 }
@@ -383,7 +405,9 @@ pub(crate) fn run(
     let reader_phase = control.plans.iter().position(|p| p.readers_start);
     let progress = Progress::start(control.clone(), show);
     let mut positions = Vec::new();
-    let mut spawn_readers = |opened: Vec<(usize, LogReader)>, from_phase: Option<usize>| {
+    let mut spawn_readers = |positions: &mut Vec<(usize, Arc<AtomicU64>)>,
+                             opened: Vec<(usize, LogReader)>,
+                             from_phase: Option<usize>| {
         for (l, reader) in opened {
             let position = Arc::new(AtomicU64::new(0));
             positions.push((l, position.clone()));
@@ -391,7 +415,7 @@ pub(crate) fn run(
             readers.push(runtime.spawn(task));
         }
     };
-    spawn_readers(tail_readers, None);
+    spawn_readers(&mut positions, tail_readers, None);
     // Writers: sender threads and acknowledgement tasks.
     let mut senders = Vec::new();
     let mut acks = Vec::new();
@@ -421,13 +445,28 @@ pub(crate) fn run(
         let task = acknowledge(control.clone(), rx, credits_rx, config.record_size as u64, give_up.clone());
         acks.push(runtime.spawn(task));
     }
+    // The settle ends once every record written is acknowledged (or failed) and every reader
+    // has read its log's acknowledged records, or at its planned end (`SETTLE_MAX`).
+    if let Some(e) = control.timeline.elastic() {
+        control.clock.sleep_until(control.timeline.start(e));
+        let drained = || {
+            control.sent.load(Ordering::Relaxed) == control.done.load(Ordering::Relaxed)
+                && positions
+                    .iter()
+                    .all(|(l, p)| p.load(Ordering::Relaxed) >= control.acked_seq[*l].load(Ordering::Relaxed))
+        };
+        while !drained() && control.clock.ns() < control.timeline.end(e) {
+            sleep(Duration::from_millis(1));
+        }
+        control.timeline.end_elastic(control.clock.ns());
+    }
     // Catch-up readers open at their phase, from the head.
     if config.catchup {
         let p = reader_phase.context("a catch-up run has a phase whose readers start")?;
         let start = control.clock.at(control.timeline.start(p));
         let wait = start.saturating_duration_since(now());
         sleep(wait);
-        spawn_readers(open_readers(StartPosition::Head)?, Some(p));
+        spawn_readers(&mut positions, open_readers(StartPosition::Head)?, Some(p));
     }
     for s in senders {
         if s.join().is_err() {
@@ -488,18 +527,22 @@ pub(crate) fn run(
         }
     }
     let series = progress.finish();
-    Ok((LoadOutcome { phases: merged, offered: control.offered(), catch_ups }, series))
+    let t = &control.timeline;
+    let seconds = (0..t.phases()).map(|p| (t.end(p) - t.start(p)) as f64 / 1e9).collect();
+    Ok((LoadOutcome { phases: merged, offered: control.offered(), seconds, catch_ups }, series))
 }
 
 /// The control of a run of `plans` starting `lead` from now, over `logs` logs.
 fn new_control(plans: Vec<PhasePlan>, logs: usize, lead: Duration) -> Arc<Control> {
     let lengths: Vec<Duration> = plans.iter().map(|p| p.length).collect();
-    let timeline = Timeline::new(&lengths);
+    let timeline = Timeline::new(&lengths, plans.iter().position(|p| p.idle));
     Arc::new(Control {
         clock: Clock(now() + lead),
         window_acks: (0..plans.len()).map(|_| AtomicU64::new(0)).collect(),
         rates: (0..plans.len()).map(|_| OnceLock::new()).collect(),
         acked_seq: (0..logs).map(|_| AtomicU64::new(0)).collect(),
+        sent: AtomicU64::new(0),
+        done: AtomicU64::new(0),
         timeline,
         plans,
         live: Live::default(),

@@ -11,7 +11,8 @@
 //! - A record belongs to the phase it was sent in (its latency lands there); an acknowledgement
 //!   counts for throughput in the phase whose time window it falls in.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(test)]
@@ -57,42 +58,69 @@ impl OpenLoop {
     }
 }
 
-/// The run's phases back to back from 0 ns: phase `p` covers `bounds[p]..bounds[p + 1]`.
+/// The run's phases back to back from 0 ns. One phase may be elastic (the settle): it lasts at
+/// most its planned length, and ends earlier once `end_elastic` is called; the phases after it
+/// move with its end. Until then, they are placed as if it lasted its whole length.
 #[derive(Clone, Debug)]
 pub(crate) struct Timeline {
-    bounds: Vec<u64>,
+    /// Each phase's planned length, ns.
+    lengths: Vec<u64>,
+    /// The elastic phase, and its end (ns, once set; `u64::MAX` until then).
+    elastic: Option<(usize, Arc<AtomicU64>)>,
 }
 
 impl Timeline {
-    /// Phases of these lengths, the first starting at 0.
-    pub(crate) fn new(lengths: &[Duration]) -> Timeline {
-        let mut bounds = vec![0];
-        for length in lengths {
-            let last = *bounds.last().expect("non-empty");
-            bounds.push(last + length.as_nanos() as u64);
-        }
-        Timeline { bounds }
+    /// Phases of these lengths, the first starting at 0; phase `elastic` may end early.
+    pub(crate) fn new(lengths: &[Duration], elastic: Option<usize>) -> Timeline {
+        let lengths = lengths.iter().map(|l| l.as_nanos() as u64).collect();
+        Timeline { lengths, elastic: elastic.map(|p| (p, Arc::new(AtomicU64::new(u64::MAX)))) }
     }
 
-    /// The phase `t_ns` falls in; `None` after the last.
-    pub(crate) fn phase_at(&self, t_ns: u64) -> Option<usize> {
-        let i = self.bounds.partition_point(|b| *b <= t_ns);
-        (i < self.bounds.len()).then(|| i - 1)
-    }
-
-    /// Start of phase `p`, ns.
+    /// Start of phase `p` (of the end of the last, for `p` = the number of phases), ns.
     pub(crate) fn start(&self, p: usize) -> u64 {
-        self.bounds[p]
+        let mut at = 0;
+        for (i, length) in self.lengths.iter().enumerate().take(p) {
+            at += length;
+            if let Some((e, end)) = &self.elastic
+                && *e == i
+            {
+                at = at.min(end.load(Ordering::Acquire));
+            }
+        }
+        at
     }
 
     /// End of phase `p`, ns.
     pub(crate) fn end(&self, p: usize) -> u64 {
-        self.bounds[p + 1]
+        self.start(p + 1)
+    }
+
+    /// The phase `t_ns` falls in; `None` after the last.
+    pub(crate) fn phase_at(&self, t_ns: u64) -> Option<usize> {
+        (0..self.phases()).find(|&p| t_ns < self.end(p))
     }
 
     /// How many phases.
     pub(crate) fn phases(&self) -> usize {
-        self.bounds.len() - 1
+        self.lengths.len()
+    }
+
+    /// The elastic phase, if any.
+    pub(crate) fn elastic(&self) -> Option<usize> {
+        self.elastic.as_ref().map(|(p, _)| *p)
+    }
+
+    /// Whether the elastic phase's end is known (or there is none).
+    pub(crate) fn settled(&self) -> bool {
+        self.elastic.as_ref().is_none_or(|(_, end)| end.load(Ordering::Acquire) != u64::MAX)
+    }
+
+    /// Ends the elastic phase at `t_ns` (at most its planned end); once.
+    pub(crate) fn end_elastic(&self, t_ns: u64) {
+        if let Some((p, end)) = &self.elastic {
+            let planned = self.start(*p) + self.lengths[*p];
+            let _ = end.compare_exchange(u64::MAX, t_ns.min(planned), Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 }
 
@@ -281,6 +309,7 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+    const SEC: u64 = 1_000_000_000;
 
     #[test]
     fn percentiles_of_known_values() {
@@ -347,7 +376,7 @@ mod tests {
 
     #[test]
     fn timeline_phases() {
-        let t = Timeline::new(&[Duration::from_secs(1), Duration::from_secs(2)]);
+        let t = Timeline::new(&[Duration::from_secs(1), Duration::from_secs(2)], None);
         assert_eq!(t.phases(), 2);
         assert_eq!(t.phase_at(0), Some(0));
         assert_eq!(t.phase_at(999_999_999), Some(0));
@@ -355,11 +384,39 @@ mod tests {
         assert_eq!(t.phase_at(2_999_999_999), Some(1));
         assert_eq!(t.phase_at(3_000_000_000), None);
         assert_eq!((t.start(1), t.end(1)), (1_000_000_000, 3_000_000_000));
+        assert!(t.settled());
+    }
+
+    #[test]
+    fn an_elastic_phase_ends_early_and_the_rest_follow() {
+        let s = Duration::from_secs;
+        let t = Timeline::new(&[s(1), s(5), s(2)], Some(1));
+        assert!(!t.settled());
+        // Planned: 0..1, 1..6, 6..8.
+        assert_eq!((t.start(2), t.end(2)), (6 * SEC, 8 * SEC));
+        assert_eq!(t.phase_at(5 * SEC), Some(1));
+        t.end_elastic(2 * SEC + 500);
+        assert!(t.settled());
+        assert_eq!((t.end(1), t.start(2), t.end(2)), (2 * SEC + 500, 2 * SEC + 500, 4 * SEC + 500));
+        assert_eq!(t.phase_at(2 * SEC + 499), Some(1));
+        assert_eq!(t.phase_at(2 * SEC + 500), Some(2));
+        assert_eq!(t.phase_at(4 * SEC + 500), None);
+        // Once: a later call changes nothing; and never past the planned end.
+        t.end_elastic(3 * SEC);
+        assert_eq!(t.end(1), 2 * SEC + 500);
+        let late = Timeline::new(&[s(1), s(5), s(2)], Some(1));
+        late.end_elastic(60 * SEC);
+        assert_eq!(late.end(1), 6 * SEC);
+        // Clones share the end.
+        let u = Timeline::new(&[s(1), s(5)], Some(1));
+        let v = u.clone();
+        u.end_elastic(3 * SEC);
+        assert_eq!(v.end(1), 3 * SEC);
     }
 
     #[test]
     fn recorder_attributes_latency_to_the_sending_phase_and_throughput_to_the_window() {
-        let t = Timeline::new(&[Duration::from_millis(100), Duration::from_millis(100)]);
+        let t = Timeline::new(&[Duration::from_millis(100), Duration::from_millis(100)], None);
         let live = Live::default();
         let mut r = Recorder::new(&t);
         r.sent(0);

@@ -212,8 +212,9 @@ impl Summary {
             .iter()
             .zip(&outcome.phases)
             .zip(&outcome.offered)
-            .map(|((plan, s), offered)| {
-                let seconds = plan.length.as_secs_f64();
+            .zip(&outcome.seconds)
+            .map(|(((plan, s), offered), seconds)| {
+                let seconds = seconds.max(1e-9);
                 PhaseReport {
                     name: plan.name.to_owned(),
                     measured: plan.measured,
@@ -224,8 +225,9 @@ impl Summary {
                     acked: s.acked,
                     write_errors: s.write_errors,
                     read_errors: s.read_errors,
-                    records_per_s: s.acked_in_window as f64 / seconds,
-                    mb_per_s: s.acked_bytes_in_window as f64 / seconds / 1e6,
+                    // The settle sends nothing: what it acknowledges is the peak's tail.
+                    records_per_s: if plan.idle { 0.0 } else { s.acked_in_window as f64 / seconds },
+                    mb_per_s: if plan.idle { 0.0 } else { s.acked_bytes_in_window as f64 / seconds / 1e6 },
                     publish_latency_us: Latency::of(&s.publish),
                     e2e_latency_us: Latency::of(&s.e2e),
                     records_read: s.read,
@@ -257,7 +259,10 @@ impl Summary {
                 pass: p.p99 < TARGET_PUBLISH_P99_US,
             });
         }
-        if config.metadata.is_none() && first.is_some_and(|p| p.offered_records_per_s.is_none()) {
+        if config.metadata.is_none()
+            && config.record_size == 1024
+            && first.is_some_and(|p| p.offered_records_per_s.is_none())
+        {
             targets.push(Target {
                 figure: format!(
                     "peak MB/s of {} B records / (disk write+flush MB/s / {})",
@@ -337,8 +342,9 @@ impl Summary {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "{:<8} {:>12} {:>12} {:>9}  {:>36}  {:>36}  {:>6}",
+            "{:<8} {:>6} {:>12} {:>12} {:>9}  {:>36}  {:>36}  {:>6}",
             "phase",
+            "s",
             "offered/s",
             "records/s",
             "MB/s",
@@ -350,8 +356,9 @@ impl Summary {
             let offered = p.offered_records_per_s.map_or_else(|| p.mode.clone(), |r| format!("{r:.0}"));
             let _ = writeln!(
                 t,
-                "{:<8} {:>12} {:>12.0} {:>9.1}  {:>36}  {:>36}  {:>6}",
+                "{:<8} {:>6.1} {:>12} {:>12.0} {:>9.1}  {:>36}  {:>36}  {:>6}",
                 p.name,
+                p.seconds,
                 offered,
                 p.records_per_s,
                 p.mb_per_s,

@@ -3,8 +3,9 @@
 //! the JSON report), with the phases it runs (`PhasePlan`).
 //!
 //! Invariants: a resolved `RunConfig` is valid (one writer per log, quorums that fit, a record
-//! large enough for its stamp); its phases cover exactly `warmup + duration`, plus `SETTLE`
-//! before a phase offered a share of a peak.
+//! large enough for its stamp); its phases cover exactly `warmup + duration`, plus a settle
+//! (at most `SETTLE_MAX`, ending once the queues drained) before a phase offered a share of a
+//! peak.
 
 use std::time::Duration;
 
@@ -114,9 +115,10 @@ impl PhasePlan {
     }
 }
 
-/// Nothing is sent this long between a closed-loop peak and the open loop at a share of it, so
-/// the peak's queues (in flight, readers behind) drain before latency is measured.
-pub(crate) const SETTLE: Duration = Duration::from_secs(1);
+/// Between a closed-loop peak and the open loop at a share of it, nothing is sent until the
+/// peak's queues have drained (every record acknowledged, every tailing reader caught up), at
+/// most this long: latency is measured from a settled system.
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 /// An open-loop phase's rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -188,19 +190,18 @@ pub(crate) struct Overrides {
     pub(crate) set: Vec<String>,
 }
 
-/// Bytes in flight per writer in a closed loop, by default.
-const IN_FLIGHT_BYTES: u64 = 4 << 20;
-
 impl RunConfig {
     /// The workload's defaults with the flags applied; checked.
     pub(crate) fn resolve(workload: Workload, o: &Overrides) -> Result<RunConfig> {
-        // (writers, logs, readers per log, record size, rate)
-        let (writers, logs, readers, record_size, rate) = match workload {
-            Workload::Mixed => (4, 4, 1, 1024, RateFlag::Auto),
-            Workload::Journal => (1, 1, 1, 100, RateFlag::Auto),
-            Workload::Ingest => (8, 8, 0, 1024, RateFlag::Max),
-            Workload::Fanout => (1, 1, 8, 1024, RateFlag::Auto),
-            Workload::Catchup => (1, 1, 2, 1024, RateFlag::Auto),
+        // (writers, logs, readers per log, record size, rate, MiB in flight per writer)
+        let (writers, logs, readers, record_size, rate, in_flight_mib) = match workload {
+            Workload::Mixed => (4, 4, 1, 1024, RateFlag::Auto, 16),
+            // 4 MiB: 42k records of 100 B are enough to fill entries; more only cost the
+            // writer and the load generator (1.08 M records/s at 16 MiB, 1.3 M at 4 MiB).
+            Workload::Journal => (1, 1, 1, 100, RateFlag::Auto, 4),
+            Workload::Ingest => (8, 8, 0, 1024, RateFlag::Max, 16),
+            Workload::Fanout => (1, 1, 8, 1024, RateFlag::Auto, 16),
+            Workload::Catchup => (1, 1, 2, 1024, RateFlag::Auto, 16),
         };
         let writers = o.writers.unwrap_or(writers);
         let logs = o.logs.unwrap_or(if o.writers.is_some() { writers.max(logs) } else { logs });
@@ -210,7 +211,7 @@ impl RunConfig {
             RateFlag::Auto => Rate::Auto { fraction: o.load_fraction },
             RateFlag::Fixed(records_per_s) => Rate::Fixed { records_per_s },
         };
-        let in_flight_bytes = o.in_flight_bytes.unwrap_or(IN_FLIGHT_BYTES);
+        let in_flight_bytes = o.in_flight_bytes.unwrap_or(in_flight_mib << 20);
         let config = RunConfig {
             workload,
             metadata: o.metadata.clone(),
@@ -309,7 +310,7 @@ impl RunConfig {
                 let readers_start = readers_now(&phases);
                 let name = if self.catchup { "backlog" } else { "peak" };
                 phases.push(PhasePlan::new(name, true, None, peak, readers_start));
-                phases.push(PhasePlan { idle: true, ..PhasePlan::new("settle", false, None, SETTLE, false) });
+                phases.push(PhasePlan { idle: true, ..PhasePlan::new("settle", false, None, SETTLE_MAX, false) });
                 let open = Some(OpenRate::OfPeak(fraction));
                 let name = if self.catchup { "catchup" } else { "rated" };
                 phases.push(PhasePlan::new(name, true, open, duration - peak, self.catchup));
@@ -342,11 +343,11 @@ mod tests {
         let names: Vec<&str> = phases.iter().map(|p| p.name).collect();
         assert_eq!(names, ["warmup", "peak", "settle", "rated"]);
         let total: Duration = phases.iter().map(|p| p.length).sum();
-        assert_eq!(total, Duration::from_secs(33));
+        assert_eq!(total, Duration::from_secs(37));
         assert_eq!(phases[3].open, Some(OpenRate::OfPeak(0.5)));
         assert!(phases[2].idle && !phases[2].measured && phases[2].mode() == "idle");
         assert!(phases[0].readers_start && !phases[1].readers_start);
-        assert_eq!(c.in_flight, 4 << 10);
+        assert_eq!(c.in_flight, 16 << 10);
     }
 
     #[test]
