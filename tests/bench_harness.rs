@@ -128,12 +128,18 @@ fn bad_flags_are_one_line_errors() {
         &["bench", "--writers", "4", "--logs", "2"],
         &["bench", "--ack-quorum", "4"],
         &["bench", "--duration", "0s"],
+        &["bench", "--rate", "1e300"],
+        &["bench", "--writers", "1000", "--logs", "1000"],
+        &["bench", "--in-flight-mib", "0"],
+        &["bench", "--json", "/nonexistent/dir/report.json"],
         &["bench", "--plot", "x.png"],
         &["bench", "--workload", "nope"],
         &["bench", "--compare", "/nonexistent/a.json", "/nonexistent/b.json"],
     ];
+    // In a directory of its own: a check that regressed would run a benchmark there.
+    let dir = tempfile::tempdir().expect("tempdir");
     for args in cases {
-        let output = dlog().args(*args).output().unwrap();
+        let output = dlog().args(*args).arg("--dir").arg(dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} succeeded");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();

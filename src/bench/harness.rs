@@ -18,7 +18,6 @@ mod recorder;
 mod summary;
 mod workload;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,15 +63,18 @@ pub struct HarnessArgs {
     /// Payload bytes per record.
     #[arg(long)]
     pub record_size: Option<usize>,
-    /// Records/s over all writers, open loop (latency from each record's intended send time);
-    /// `max`: closed loop; `auto`: a third of the run at the peak, then open loop at
-    /// --load-fraction of it.
+    /// Records/s over all writers, open loop (latency from each record's intended send time;
+    /// records a writer could not send in time are reported as missed); `max`: closed loop;
+    /// `auto`: a third of the run (half with --catchup) at the peak, a settle until its queues
+    /// drain (at most 5 s), then open loop at --load-fraction of it.
     #[arg(long, value_parser = workload::parse_rate)]
     pub rate: Option<RateFlag>,
-    /// With --rate auto: the share of the peak the latency phase offers.
+    /// With --rate auto (the default of most workloads): the share of the peak the latency phase
+    /// offers.
     #[arg(long, default_value_t = 0.5)]
     pub load_fraction: f64,
-    /// Closed loop: MiB of records in flight per writer (default 16; journal 4).
+    /// Closed loop: MiB of records in flight per writer (default 16; journal 4), at most 1 M
+    /// records; beyond the writer's own bound (256 MiB pending) the writer pushes back.
     #[arg(long)]
     pub in_flight_mib: Option<u64>,
     /// Measured time ("30s", "2m").
@@ -94,7 +96,8 @@ pub struct HarnessArgs {
     /// is in flight ("1ms"; "0s": no bound). Default: the writer's (1 ms).
     #[arg(long, value_parser = crate::bench::parse_duration)]
     pub flush_delay: Option<Duration>,
-    /// Readers start from the head after the first measured phase and catch up.
+    /// Readers start from the head at the second measured phase (after the settle, with --rate
+    /// auto) and catch up while the writers go on.
     #[arg(long)]
     pub catchup: bool,
     /// Write the report as JSON here.
@@ -103,8 +106,8 @@ pub struct HarnessArgs {
     /// Draw the latency percentile curves and throughput over time here (.svg).
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Write the publish latency's HdrHistogram percentile distribution here (end to end next
-    /// to it, `<stem>.e2e.hgrm`).
+    /// Write the latency phase's publish latency as an HdrHistogram percentile distribution
+    /// (values in ms) here, and its end-to-end latency next to it (`<stem>.e2e.hgrm`).
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
     /// Print two JSON reports of one benchmark (this one, `bench journal`, `bench bookie`, ...)
@@ -132,7 +135,8 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     let started = crate::bench::log::now();
     if let Some(files) = &args.compare {
         let [a, b] = files.as_slice() else { bail!("--compare takes two files") };
-        return print(&compare::compare(a, b)?);
+        crate::bench::report::print(&compare::compare(a, b)?);
+        return Ok(());
     }
     let overrides = Overrides {
         metadata: args.metadata.clone(),
@@ -143,7 +147,10 @@ pub fn main(args: HarnessArgs) -> Result<()> {
         record_size: args.record_size,
         rate: args.rate,
         load_fraction: args.load_fraction,
-        in_flight_bytes: args.in_flight_mib.map(|m| m << 20),
+        in_flight_bytes: match args.in_flight_mib {
+            Some(m) if m == 0 || m > 1024 => bail!("--in-flight-mib must be in 1..=1024"),
+            m => m.map(|m| m << 20),
+        },
         duration: args.duration,
         warmup: args.warmup,
         ensemble_size: args.ensemble,
@@ -159,13 +166,24 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     {
         bail!("--plot {}: only SVG is written (give a path ending in .svg)", plot.display());
     }
+    // A mistyped output path fails now, not after the run.
+    for (flag, path) in [("--json", &args.json), ("--plot", &args.plot), ("--hgrm", &args.hgrm)] {
+        if let Some(path) = path {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                bail!("{flag} {}: no directory {}", path.display(), parent.display());
+            }
+        }
+    }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let temp = tempfile::Builder::new()
         .prefix("dlog-bench-")
         .tempdir_in(&args.dir)
         .with_context(|| format!("a temp directory in {}", args.dir.display()))?;
     let machine = Machine::describe(temp.path());
-    let started_unix_s = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
+    #[expect(clippy::disallowed_methods, reason = "a report says when it ran")]
+    let started_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     eprintln!("dlog bench: measuring the disk under {} ...", temp.path().display());
     let before = disk_baseline(temp.path(), "before")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -230,7 +248,7 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     };
     let summary = Summary::new(config, &plans, (outcome, series), ctx);
     drop(temp);
-    print(&summary.table())?;
+    crate::bench::report::print(&summary.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -270,15 +288,6 @@ fn write_hgrm(
         eprintln!("wrote {}", e2e_path.display());
     }
     Ok(())
-}
-
-/// Prints to stdout; a closed stdout (`| head`) ends quietly.
-fn print(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(()),
-    }
 }
 
 /// The disk's durable write bandwidth and latency in `dir`.
@@ -323,8 +332,8 @@ fn namespace_config(config: &RunConfig) -> NamespaceConfig {
 
 fn config_line(c: &RunConfig) -> String {
     format!(
-        "{:?}: {} writer(s), {} log(s), {} reader(s) per log, {} B records, E={} Qw={} Qa={}",
-        c.workload,
+        "{}: {} writer(s), {} log(s), {} reader(s) per log, {} B records, E={} Qw={} Qa={}",
+        format!("{:?}", c.workload).to_lowercase(),
         c.writers,
         c.logs,
         c.readers,
@@ -333,7 +342,6 @@ fn config_line(c: &RunConfig) -> String {
         c.write_quorum_size,
         c.ack_quorum_size
     )
-    .to_lowercase()
 }
 
 fn phases_line(plans: &[workload::PhasePlan]) -> String {
@@ -341,6 +349,7 @@ fn phases_line(plans: &[workload::PhasePlan]) -> String {
         .iter()
         .map(|p| {
             let how = match p.open {
+                None if p.idle => "idle until the queues drain, at most".to_owned(),
                 None => "closed loop".to_owned(),
                 Some(workload::OpenRate::Fixed(r)) => format!("{r:.0}/s"),
                 Some(workload::OpenRate::OfPeak(f)) => format!("{:.0}% of the peak", f * 100.0),

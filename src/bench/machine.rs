@@ -1,6 +1,8 @@
 //! The machine a run ran on, as the report records it: CPUs, kernel, memory, the disk under the
 //! benchmark's directory, and how loaded the machine was when the run started (this machine is
-//! shared: a report says so). Read from /proc and /sys; what cannot be read is left empty.
+//! shared: a report says so). Read from /proc and /sys.
+//!
+//! Invariant: describing never fails: what cannot be read is left empty (or `None`).
 
 use std::path::Path;
 

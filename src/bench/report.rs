@@ -2,6 +2,9 @@
 //! the command line, when, and the machine with the disk under the benchmark's directory), the
 //! writing of a report, and printing to stdout that a closed pipe (`| head`) does not turn into
 //! a panic. `dlog bench --compare` reads any two reports of the same benchmark back.
+//!
+//! Invariant: the envelope's keys (`bench`, `version`, `command`, `started_unix_s`, `machine`)
+//! come first in every report and a report's own keys never replace them.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,7 +17,9 @@ use super::machine::Machine;
 /// `body` (an object; anything else goes under "report") with the envelope's keys first:
 /// `bench`, `version`, `command`, `started_unix_s`, `machine` (the disk under `dir`).
 pub fn envelope(bench: &str, dir: &Path, body: Value) -> Value {
-    let started_unix_s = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
+    #[expect(clippy::disallowed_methods, reason = "a report says when it ran")]
+    let started_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut out = Map::new();
     out.insert("bench".into(), json!(bench));
     out.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -23,7 +28,11 @@ pub fn envelope(bench: &str, dir: &Path, body: Value) -> Value {
     let machine = serde_json::to_value(Machine::describe(dir)).unwrap_or(Value::Null);
     out.insert("machine".into(), machine);
     match body {
-        Value::Object(fields) => out.extend(fields),
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                out.entry(k).or_insert(v);
+            }
+        }
         other => {
             out.insert("report".into(), other);
         }

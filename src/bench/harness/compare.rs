@@ -2,6 +2,9 @@
 //! for each figure (the harness's chosen figures; every number of the other benchmarks'
 //! reports), and the configuration and machine settings that differ (a comparison of runs that
 //! differ in more than one thing says so).
+//!
+//! Invariant: only reports of one benchmark are compared (their `bench` keys match); where a
+//! run wrote and the machine's load are not reported as differences.
 
 use std::path::Path;
 
@@ -119,7 +122,16 @@ pub(crate) fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
         keys.dedup();
         for k in keys {
             let (vx, vy) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
-            if vx != vy && k != "load_avg_1m" {
+            // Where a run wrote (its temp directory) and how busy the machine was are not
+            // differences of the machine.
+            let without_dir = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(fields) = v.as_object_mut() {
+                    fields.remove("dir");
+                }
+                v
+            };
+            if without_dir(vx) != without_dir(vy) && k != "load_avg_1m" {
                 differences.push(format!("  {section}.{k}: A {vx}, B {vy}"));
             }
         }
@@ -161,12 +173,12 @@ mod tests {
         assert!(t.contains("config.writers: A 1, B 4") && !t.contains("machine.cores"), "{t}");
         let other = write(
             "j1.json",
-            serde_json::json!({"bench": "journal", "machine": {"cores": 2},
+            serde_json::json!({"bench": "journal", "machine": {"cores": 2, "disk": {"dir": "/a", "device": "vda"}},
             "workloads": [{"entries_per_s": 10.0, "latency_us": {"p99": 4.0}}]}),
         );
         let other2 = write(
             "j2.json",
-            serde_json::json!({"bench": "journal", "machine": {"cores": 4},
+            serde_json::json!({"bench": "journal", "machine": {"cores": 4, "disk": {"dir": "/b", "device": "vda"}},
             "workloads": [{"entries_per_s": 30.0, "latency_us": {"p99": 2.0}}]}),
         );
         let t = compare(&other, &other2).unwrap();
@@ -175,7 +187,7 @@ mod tests {
             t.lines().any(|l| l.starts_with("workloads.0.latency_us.p99") && l.ends_with("0.500")),
             "{t}"
         );
-        assert!(t.contains("machine.cores: A 2, B 4"), "{t}");
+        assert!(t.contains("machine.cores: A 2, B 4") && !t.contains("machine.disk"), "{t}");
         assert!(compare(&a, &other).unwrap_err().to_string().contains("one benchmark"));
         let bad = write("bad.json", serde_json::json!({"x": 1}));
         assert!(compare(&a, &bad).unwrap_err().to_string().contains("not a `dlog bench` report"));

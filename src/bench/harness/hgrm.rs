@@ -1,6 +1,9 @@
 //! HdrHistogram's percentile distribution text (the `.hgrm` format that HdrHistogram's plotter
 //! and `HistogramLogProcessor` read): value (ms), percentile, total count, 1/(1-percentile), 5
 //! ticks per half distance, then mean, standard deviation, max and count.
+//!
+//! Invariant: rows are in increasing value, percentile and count; the last is the 100th
+//! percentile with the histogram's whole count.
 
 use std::fmt::Write;
 

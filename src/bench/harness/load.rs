@@ -32,15 +32,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::progress::{Progress, SeriesPoint};
 use super::recorder::{Live, OpenLoop, PhaseStats, Recorder, Timeline};
-use super::workload::{OpenRate, PhasePlan, RunConfig, STAMP_BYTES};
+use super::workload::{OpenRate, PhasePlan, RunConfig, SETTLE_MAX, STAMP_BYTES};
 use crate::bench::log::{now, sleep};
 use crate::log::{Appended, LogError, LogReader, LogWriter, Namespace, Record, StartPosition};
 
 /// How long the end waits for acknowledgements, and then for readers, at most.
 const DRAIN_MAX: Duration = Duration::from_secs(20);
-/// How long after a phase's start a sender reads the rate the phase before measured (an
-/// acknowledgement stamped before the boundary may still be being counted).
-const RATE_GRACE: Duration = Duration::from_millis(2);
 
 /// The run's clock: ns since the timeline's 0.
 #[derive(Clone, Copy)]
@@ -77,6 +74,9 @@ pub(crate) struct Control {
     rates: Vec<OnceLock<f64>>,
     /// Per log: one past the last sequence number acknowledged.
     acked_seq: Vec<AtomicU64>,
+    /// Per phase: open-loop records due and not sent by its end (the sender fell behind, or
+    /// the writer had no room).
+    missed: Vec<AtomicU64>,
     /// Records written, all writers.
     sent: AtomicU64,
     /// ... acknowledged or failed.
@@ -136,27 +136,31 @@ struct Pending {
     ack: AckFuture,
 }
 
-/// Counts a record done when dropped.
-struct Done<'a>(&'a AtomicU64);
-
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// One writer's sender: writes its logs in turn through the phases.
 struct Sender {
     control: Arc<Control>,
-    writers: Vec<(usize, Arc<LogWriter>)>,
-    /// This writer's share of each open phase's rate.
-    share: f64,
+    /// Its logs: (log index, writer, the log's acknowledgement queue).
+    logs: Vec<(usize, Arc<LogWriter>, mpsc::UnboundedSender<Pending>)>,
+    /// Which writer (0-based) of how many: its open-loop schedule is offset by its share.
+    index: usize,
+    writers: usize,
     template: Bytes,
     next_seq: Vec<u64>,
     turn: usize,
     credits: crossbeam_channel::Sender<()>,
-    out: mpsc::UnboundedSender<Pending>,
+    /// To give a credit back for a record that was not written after all.
+    credits_back: crossbeam_channel::Receiver<()>,
     runtime: tokio::runtime::Handle,
+}
+
+/// What became of a record the sender tried to write.
+enum Sent {
+    /// Written (or refused: an error its acknowledgement task counts).
+    Yes,
+    /// Not written: the writer had no room before the phase ended.
+    NoRoom,
+    /// The writer failed: nothing more to send.
+    WriterFailed,
 }
 
 impl Sender {
@@ -171,56 +175,94 @@ impl Sender {
                 sleep(Duration::from_millis(1));
             }
             let (start, end) = (c.timeline.start(p), c.timeline.end(p));
+            if end <= start {
+                continue;
+            }
             c.clock.sleep_until(start);
-            if c.plans[p].open.is_some() {
-                c.clock.sleep_until(start + RATE_GRACE.as_nanos() as u64);
-                let rate = c.rate(p).expect("an open phase") * self.share;
-                let schedule = OpenLoop::new(start, rate);
-                let mut i = 0u64;
-                loop {
-                    let due = schedule.due(c.clock.ns().min(end - 1));
-                    while i < due {
-                        if !self.send(p, schedule.intended_ns(i), false) {
-                            return;
-                        }
-                        i += 1;
-                    }
-                    let next = schedule.intended_ns(i);
-                    if next >= end {
-                        break;
-                    }
-                    c.clock.sleep_until(next);
-                }
+            let alive = if c.plans[p].open.is_some() {
+                self.open_phase(p, start, end)
             } else {
-                let deadline = c.clock.at(end);
-                loop {
-                    let wait = deadline.saturating_duration_since(now());
-                    if wait.is_zero() || self.credits.send_timeout((), wait).is_err() {
-                        break;
-                    }
-                    let sent = c.clock.ns();
-                    if !self.send(p, sent, true) {
-                        return;
-                    }
-                }
+                self.closed_phase(p, end)
+            };
+            if !alive {
+                return;
             }
         }
     }
 
-    /// Writes the next record of the next log in turn; false when the writer failed (nothing
-    /// more to send).
-    fn send(&mut self, phase: usize, sent_ns: u64, credit: bool) -> bool {
+    /// Sends on schedule until `end`; records due and not sent by then count as missed.
+    fn open_phase(&mut self, p: usize, start: u64, end: u64) -> bool {
+        let c = self.control.clone();
+        let total = c.rate(p).expect("an open phase");
+        // Writers take turns: writer w's records sit between the others', not on top of them.
+        let offset = (self.index as f64 * 1e9 / total) as u64;
+        let schedule = OpenLoop::new(start + offset, total / self.writers as f64);
+        let mut i = 0u64;
+        'phase: loop {
+            let now = c.clock.ns();
+            if now >= end {
+                break;
+            }
+            let due = schedule.due(now);
+            while i < due {
+                if c.clock.ns() >= end {
+                    break 'phase;
+                }
+                match self.send(p, schedule.intended_ns(i), false, end) {
+                    Sent::Yes => i += 1,
+                    Sent::NoRoom => break 'phase,
+                    Sent::WriterFailed => return false,
+                }
+            }
+            let next = schedule.intended_ns(i);
+            if next >= end {
+                break;
+            }
+            c.clock.sleep_until(next);
+        }
+        let missed = schedule.due(end - 1).saturating_sub(i);
+        c.missed[p].fetch_add(missed, Ordering::Relaxed);
+        true
+    }
+
+    /// Keeps `in_flight` records unacknowledged until `end`.
+    fn closed_phase(&mut self, p: usize, end: u64) -> bool {
+        let c = self.control.clone();
+        let deadline = c.clock.at(end);
+        loop {
+            let wait = deadline.saturating_duration_since(now());
+            if wait.is_zero() || self.credits.send_timeout((), wait).is_err() {
+                return true;
+            }
+            match self.send(p, c.clock.ns(), true, end) {
+                Sent::Yes => {}
+                Sent::NoRoom => {
+                    let _ = self.credits_back.try_recv();
+                    return true;
+                }
+                Sent::WriterFailed => return false,
+            }
+        }
+    }
+
+    /// Writes the next record of the next log in turn, waiting for room until `end` if the
+    /// writer pushes back.
+    fn send(&mut self, phase: usize, sent_ns: u64, credit: bool, end: u64) -> Sent {
         let k = self.turn;
-        self.turn = (self.turn + 1) % self.writers.len();
-        let (log, writer) = &self.writers[k];
+        let (log, writer, out) = &self.logs[k];
         let seq = self.next_seq[k];
         let payload = stamp(&self.template, seq, sent_ns, phase as u8);
         let len = payload.len();
         let mut outcome = writer.try_write(Record::new(payload.clone()));
         if let Err(LogError::Backpressure { .. }) = outcome {
-            self.runtime.block_on(writer.ready(len));
+            let wait = self.control.clock.at(end).saturating_duration_since(now());
+            let room = self.runtime.block_on(async { tokio::time::timeout(wait, writer.ready(len)).await });
+            if room.is_err() {
+                return Sent::NoRoom;
+            }
             outcome = writer.try_write(Record::new(payload));
         }
+        self.turn = (self.turn + 1) % self.logs.len();
         let (ack, alive): (AckFuture, bool) = match outcome {
             Ok(ack) => {
                 self.next_seq[k] += 1;
@@ -231,13 +273,13 @@ impl Sender {
                 (Box::pin(std::future::ready(Err(e))), false)
             }
         };
-        let pending = Pending { log: *log, seq, phase, sent_ns, credit, ack };
         self.control.sent.fetch_add(1, Ordering::Relaxed);
-        self.out.send(pending).is_ok() && alive
+        let pending = Pending { log: *log, seq, phase, sent_ns, credit, ack };
+        if out.send(pending).is_ok() && alive { Sent::Yes } else { Sent::WriterFailed }
     }
 }
 
-/// Awaits one writer's acknowledgements in order; gives up (counting the rest as errors) when
+/// Awaits one log's acknowledgements in order; gives up (counting the rest as errors) when
 /// `give_up` turns true.
 async fn acknowledge(
     control: Arc<Control>,
@@ -253,30 +295,30 @@ async fn acknowledge(
     let mut abandoned = false;
     while let Some(p) = rx.recv().await {
         recorder.sent(p.phase);
-        // Counted once the loop below is done with it (acknowledged, or an error).
-        let _done = Done(&control.done);
+        if abandoned {
+            recorder.write_error(p.phase);
+        } else {
+            match futures_util::future::select(p.ack, &mut stop).await {
+                futures_util::future::Either::Left((Ok(_), _)) => {
+                    let t = control.clock.ns();
+                    recorder.acked(p.phase, record_size, p.sent_ns, t, &control.live);
+                    control.acked_seq[p.log].fetch_max(p.seq + 1, Ordering::Relaxed);
+                    if let Some(w) = control.timeline.phase_at(t) {
+                        control.window_acks[w].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                futures_util::future::Either::Left((Err(_), _)) => recorder.write_error(p.phase),
+                futures_util::future::Either::Right(_) => {
+                    recorder.write_error(p.phase);
+                    abandoned = true;
+                }
+            }
+        }
+        // Out of flight: its credit goes back, and the settle may count it.
         if p.credit {
             let _ = credits.try_recv();
         }
-        if abandoned {
-            recorder.write_error(p.phase);
-            continue;
-        }
-        match futures_util::future::select(p.ack, &mut stop).await {
-            futures_util::future::Either::Left((Ok(_), _)) => {
-                let t = control.clock.ns();
-                recorder.acked(p.phase, record_size, p.sent_ns, t, &control.live);
-                control.acked_seq[p.log].fetch_max(p.seq + 1, Ordering::Relaxed);
-                if let Some(w) = control.timeline.phase_at(t) {
-                    control.window_acks[w].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            futures_util::future::Either::Left((Err(_), _)) => recorder.write_error(p.phase),
-            futures_util::future::Either::Right(_) => {
-                recorder.write_error(p.phase);
-                abandoned = true;
-            }
-        }
+        control.done.fetch_add(1, Ordering::Relaxed);
     }
     recorder.flush(&control.live);
     recorder
@@ -285,11 +327,11 @@ async fn acknowledge(
 /// A catching-up reader's catch-up.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct CatchUp {
-    /// Records it read before its first record of its own phase.
+    /// Records it read until it had every record acknowledged so far.
     pub(crate) records: u64,
     /// Their payload bytes.
     pub(crate) bytes: u64,
-    /// From its opening to that record, s.
+    /// From its opening to then, s.
     pub(crate) seconds: f64,
 }
 
@@ -299,10 +341,14 @@ struct ReadOutcome {
     catch_up: Option<CatchUp>,
 }
 
-/// Reads `log` until stopped; the expected next sequence number is published in `position`.
+/// Reads log `log` until stopped; the expected next sequence number is published in
+/// `position`. A catching-up reader (`from_phase`) counts as tailing from the record that
+/// brings it to the log's acknowledged end as it is then; end-to-end latency is recorded for
+/// tailing readers only.
 async fn read(
     control: Arc<Control>,
     mut reader: LogReader,
+    log: usize,
     from_phase: Option<usize>,
     position: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
@@ -328,24 +374,31 @@ async fn read(
         };
         let at = control.clock.ns();
         let Some((seq, sent_ns, phase)) = unstamp(&record.payload) else {
-            recorder.read_error(0);
+            recorder.read_error(0, 1);
             continue;
         };
         let phase = phase.min(control.plans.len() - 1);
-        if seq != expected {
-            recorder.read_error(phase);
+        if seq < expected {
+            // Twice, or out of order: one error each; the position does not go back.
+            recorder.read_error(phase, 1);
+            continue;
+        }
+        if seq > expected {
+            // A gap: each record skipped is an error.
+            recorder.read_error(phase, seq - expected);
         }
         expected = seq + 1;
         position.store(expected, Ordering::Relaxed);
-        if let Some(start) = catching_up {
-            if phase < start {
-                records += 1;
-                bytes += record.payload.len() as u64;
+        if catching_up.is_some() {
+            records += 1;
+            bytes += record.payload.len() as u64;
+            if expected < control.acked_seq[log].load(Ordering::Relaxed) {
                 continue;
             }
             let seconds = (at - opened) as f64 / 1e9;
             catch_up = Some(CatchUp { records, bytes, seconds });
             catching_up = None;
+            continue;
         }
         if control.plans[phase].measured {
             recorder.read(phase, sent_ns, at, &control.live);
@@ -363,9 +416,18 @@ pub(crate) struct LoadOutcome {
     pub(crate) offered: Vec<Option<f64>>,
     /// Each phase's length as run (the settle's is how long draining took), s.
     pub(crate) seconds: Vec<f64>,
+    /// Each phase's open-loop records due and not sent by its end.
+    pub(crate) missed: Vec<u64>,
+    /// Acknowledged records readers had not read when the run stopped them (lag, not loss).
+    pub(crate) unread: u64,
+    /// The settle ended with the queues drained (false: it timed out).
+    pub(crate) settled: bool,
     /// Each catching-up reader's catch-up (`None` for one that did not get there).
     pub(crate) catch_ups: Vec<Option<CatchUp>>,
 }
+
+/// The settle ends this long after the queues are seen drained (the senders poll for its end).
+const SETTLE_LEAD: Duration = Duration::from_millis(5);
 
 /// Lead time from the tailing readers' opening to the timeline's 0 (the senders start).
 const LEAD: Duration = Duration::from_millis(50);
@@ -403,7 +465,7 @@ pub(crate) fn run(
     let control = new_control(plans, logs.len(), LEAD);
     let control = &control;
     let reader_phase = control.plans.iter().position(|p| p.readers_start);
-    let progress = Progress::start(control.clone(), show);
+    let progress = Progress::start(control.clone(), show).context("the progress thread")?;
     let mut positions = Vec::new();
     let mut spawn_readers = |positions: &mut Vec<(usize, Arc<AtomicU64>)>,
                              opened: Vec<(usize, LogReader)>,
@@ -411,7 +473,7 @@ pub(crate) fn run(
         for (l, reader) in opened {
             let position = Arc::new(AtomicU64::new(0));
             positions.push((l, position.clone()));
-            let task = read(control.clone(), reader, from_phase, position, stop.clone());
+            let task = read(control.clone(), reader, l, from_phase, position, stop.clone());
             readers.push(runtime.spawn(task));
         }
     };
@@ -421,19 +483,26 @@ pub(crate) fn run(
     let mut acks = Vec::new();
     let template = Bytes::from(vec![0x5Au8; config.record_size]);
     for w in 0..config.writers {
-        let mine: Vec<(usize, Arc<LogWriter>)> =
-            (w..logs.len()).step_by(config.writers).map(|l| (l, writers[l].clone())).collect();
         let (credits_tx, credits_rx) = crossbeam_channel::bounded(config.in_flight);
-        let (out, rx) = mpsc::unbounded_channel();
+        // One acknowledgement task per log: a slow log does not hold up another's timing.
+        let mut mine = Vec::new();
+        for l in (w..logs.len()).step_by(config.writers) {
+            let (out, rx) = mpsc::unbounded_channel();
+            mine.push((l, writers[l].clone(), out));
+            let record_size = config.record_size as u64;
+            let task = acknowledge(control.clone(), rx, credits_rx.clone(), record_size, give_up.clone());
+            acks.push(runtime.spawn(task));
+        }
         let sender = Sender {
             control: control.clone(),
             next_seq: vec![0; mine.len()],
-            writers: mine,
-            share: 1.0 / config.writers as f64,
+            logs: mine,
+            index: w,
+            writers: config.writers,
             template: template.clone(),
             turn: 0,
             credits: credits_tx,
-            out,
+            credits_back: credits_rx,
             runtime: handle.clone(),
         };
         senders.push(
@@ -442,9 +511,8 @@ pub(crate) fn run(
                 .spawn(move || sender.run())
                 .context("sender thread")?,
         );
-        let task = acknowledge(control.clone(), rx, credits_rx, config.record_size as u64, give_up.clone());
-        acks.push(runtime.spawn(task));
     }
+    let mut settled = true;
     // The settle ends once every record written is acknowledged (or failed) and every reader
     // has read its log's acknowledged records, or at its planned end (`SETTLE_MAX`).
     if let Some(e) = control.timeline.elastic() {
@@ -458,7 +526,18 @@ pub(crate) fn run(
         while !drained() && control.clock.ns() < control.timeline.end(e) {
             sleep(Duration::from_millis(1));
         }
-        control.timeline.end_elastic(control.clock.ns());
+        settled = drained();
+        if !settled {
+            tracing::warn!(
+                "the peak's queues did not drain within {SETTLE_MAX:?}: latency is measured on a busy system"
+            );
+        }
+        // The rates of the phases after it are known now (the peak's window is closed), and
+        // the end is a little ahead, so the senders are waiting when their first record is due.
+        for p in e + 1..control.plans.len() {
+            control.rate(p);
+        }
+        control.timeline.end_elastic(control.clock.ns() + SETTLE_LEAD.as_nanos() as u64);
     }
     // Catch-up readers open at their phase, from the head.
     if config.catchup {
@@ -509,27 +588,46 @@ pub(crate) fn run(
         }
     }
     let mut catch_ups = Vec::new();
+    let mut unread = 0;
     for (task, (l, position)) in readers.into_iter().zip(&positions) {
         let outcome = runtime.block_on(task).context("a reader task failed")?;
         for (into, from) in merged.iter_mut().zip(&outcome.recorder.phases) {
             into.merge(from);
         }
-        let missing =
+        // Not an error by itself (a reader may lag): reported as unread.
+        let behind =
             control.acked_seq[*l].load(Ordering::Relaxed).saturating_sub(position.load(Ordering::Relaxed));
-        if missing > 0 {
-            tracing::warn!(missing, "a reader did not read every acknowledged record");
-            if let Some(last) = merged.last_mut() {
-                last.read_errors += missing;
-            }
+        if behind > 0 {
+            tracing::warn!(behind, "a reader had not read every acknowledged record when the run stopped it");
+            unread += behind;
         }
         if config.catchup {
             catch_ups.push(outcome.catch_up);
         }
     }
+    // The writers close (their leases go now, and a log of a shared cluster can be deleted).
+    for writer in writers {
+        if let Ok(writer) = Arc::try_unwrap(writer) {
+            let closed = runtime.block_on(async { tokio::time::timeout(DRAIN_MAX, writer.close()).await });
+            if let Ok(Err(e)) | Err(e) = closed.map_err(|_| LogError::Closed) {
+                tracing::warn!(error = %e, "a writer did not close cleanly");
+            }
+        }
+    }
     let series = progress.finish();
     let t = &control.timeline;
     let seconds = (0..t.phases()).map(|p| (t.end(p) - t.start(p)) as f64 / 1e9).collect();
-    Ok((LoadOutcome { phases: merged, offered: control.offered(), seconds, catch_ups }, series))
+    let missed = control.missed.iter().map(|m| m.load(Ordering::Relaxed)).collect();
+    let outcome = LoadOutcome {
+        phases: merged,
+        offered: control.offered(),
+        seconds,
+        missed,
+        unread,
+        settled,
+        catch_ups,
+    };
+    Ok((outcome, series))
 }
 
 /// The control of a run of `plans` starting `lead` from now, over `logs` logs.
@@ -541,6 +639,7 @@ fn new_control(plans: Vec<PhasePlan>, logs: usize, lead: Duration) -> Arc<Contro
         window_acks: (0..plans.len()).map(|_| AtomicU64::new(0)).collect(),
         rates: (0..plans.len()).map(|_| OnceLock::new()).collect(),
         acked_seq: (0..logs).map(|_| AtomicU64::new(0)).collect(),
+        missed: (0..plans.len()).map(|_| AtomicU64::new(0)).collect(),
         sent: AtomicU64::new(0),
         done: AtomicU64::new(0),
         timeline,

@@ -1,6 +1,9 @@
 //! `--plot PATH`: an SVG of the run, two charts: the latency percentile curves (publish and end
 //! to end, of the latency phase) on log scales, percentiles as `1/(1-q)` so the tail spreads
 //! out; and durable records/s over time, each second of the run, warm-up included.
+//!
+//! Invariant: only `.svg` paths are written (checked before the run too); an empty histogram
+//! draws no curve rather than failing.
 
 use std::path::Path;
 

@@ -51,14 +51,13 @@ impl Drop for Progress {
 
 impl Progress {
     /// Starts the line (printed when `show`) and the series.
-    pub(crate) fn start(control: Arc<Control>, show: bool) -> Progress {
+    pub(crate) fn start(control: Arc<Control>, show: bool) -> std::io::Result<Progress> {
         let done = Arc::new(AtomicBool::new(false));
         let stop = done.clone();
         let thread = std::thread::Builder::new()
             .name("dlog-bench-progress".into())
-            .spawn(move || run(&control, &stop, show))
-            .expect("spawn the progress thread");
-        Progress { done, thread: Some(thread) }
+            .spawn(move || run(&control, &stop, show))?;
+        Ok(Progress { done, thread: Some(thread) })
     }
 
     /// Stops it once the load is over: the series.
@@ -88,7 +87,8 @@ fn run(control: &Control, done: &AtomicBool, show: bool) -> Vec<SeriesPoint> {
         };
         let now = control.clock.ns();
         let interval = control.live.take();
-        if now > last_ns && (interval.acked > 0 || interval.errors > 0 || !finished) {
+        let empty = interval.acked == 0 && interval.errors == 0 && interval.e2e.is_empty();
+        if now > last_ns && (!empty || !finished) {
             let seconds = (now - last_ns) as f64 / 1e9;
             // The phase of the interval's middle (its end may be a phase boundary).
             let phase = match control.timeline.phase_at(last_ns + (now - last_ns) / 2) {

@@ -37,7 +37,7 @@ impl OpenLoop {
 
     /// When record `i` is intended, ns on the run's clock.
     pub(crate) fn intended_ns(&self, i: u64) -> u64 {
-        self.start_ns + (i as f64 * 1e9 / self.rate) as u64
+        self.start_ns.saturating_add((i as f64 * 1e9 / self.rate) as u64)
     }
 
     /// How many records are due by `now_ns` (records `0..due` are intended at or before it).
@@ -46,7 +46,7 @@ impl OpenLoop {
             return 0;
         }
         let elapsed = (now_ns - self.start_ns) as f64 / 1e9;
-        let mut due = (elapsed * self.rate).floor() as u64 + 1;
+        let mut due = ((elapsed * self.rate).floor() as u64).saturating_add(1);
         // Float rounding: make `intended_ns(due - 1) <= now < intended_ns(due)` exact.
         while due > 0 && self.intended_ns(due - 1) > now_ns {
             due -= 1;
@@ -192,8 +192,9 @@ pub(crate) struct Recorder {
     handed_at: u64,
 }
 
-/// How often a recorder hands its interval to `Live`.
-const LIVE_EVERY: u64 = 50_000_000;
+/// How often a recorder hands its interval to `Live` (a quiet recorder holds at most this much
+/// of a second's figures until its next event or its end).
+const LIVE_EVERY: u64 = 10_000_000;
 
 impl Recorder {
     pub(crate) fn new(timeline: &Timeline) -> Recorder {
@@ -245,10 +246,10 @@ impl Recorder {
         self.hand_over(now_ns, live);
     }
 
-    /// A reader saw a record out of order, twice, or after a gap.
-    pub(crate) fn read_error(&mut self, phase: usize) {
-        self.phases[phase].read_errors += 1;
-        self.interval.errors += 1;
+    /// A reader saw `n` records out of order, twice, or missing (a gap of `n`).
+    pub(crate) fn read_error(&mut self, phase: usize, n: u64) {
+        self.phases[phase].read_errors += n;
+        self.interval.errors += n;
     }
 
     fn hand_over(&mut self, now_ns: u64, live: &Live) {
@@ -427,7 +428,7 @@ mod tests {
         r.acked(0, 10, 95 * MS, 96 * MS, &live);
         r.write_error(1);
         r.read(0, 90 * MS, 120 * MS, &live);
-        r.read_error(1);
+        r.read_error(1, 1);
         r.flush(&live);
         let (p0, p1) = (&r.phases[0], &r.phases[1]);
         assert_eq!((p0.sent, p0.acked, p0.acked_bytes, p0.write_errors), (2, 2, 20, 0));

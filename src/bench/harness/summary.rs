@@ -3,7 +3,8 @@
 //! - Throughput comes from the first measured phase (the peak, in the default `auto` mode) and
 //!   latency from the last (half the peak): latency is never reported at saturation unless
 //!   asked for (`--rate max`).
-//! - The disk baseline is measured in the same run, on the same directory, before the load.
+//! - The disk baseline is measured in the same run, on the same directory, before the load and
+//!   after it; the better bandwidth and the better latency are the baseline.
 //! - `errors` counts every record sent and not acknowledged, and every record a reader saw out
 //!   of order, twice or never; `sent == acked + write_errors` always holds.
 
@@ -104,6 +105,8 @@ pub(crate) struct PhaseReport {
     pub(crate) write_errors: u64,
     /// Records read out of order, twice or never.
     pub(crate) read_errors: u64,
+    /// Open loop: records due in it and not sent by its end (the offered rate was not met).
+    pub(crate) missed: u64,
     /// Acknowledgements in its time window per second.
     pub(crate) records_per_s: f64,
     /// ... payload MB/s.
@@ -160,6 +163,13 @@ pub(crate) struct Summary {
     pub(crate) write_errors: u64,
     /// Records read out of order, twice or never.
     pub(crate) read_errors: u64,
+    /// Open-loop records due and not sent (all phases): the offered rate was not met.
+    pub(crate) missed: u64,
+    /// Acknowledged records the readers had not read when the run stopped them (lag, not loss).
+    pub(crate) unread: u64,
+    /// The settle ended with the peak's queues drained (false: it timed out, and the latency
+    /// phase started on a busy system).
+    pub(crate) settled: bool,
     /// Records sent, all phases.
     pub(crate) sent: u64,
     /// ... acknowledged.
@@ -184,7 +194,7 @@ pub(crate) struct Summary {
     pub(crate) phases: Vec<PhaseReport>,
     /// Each second.
     pub(crate) series: Vec<SeriesPoint>,
-    /// CPU and disks while the measured phases ran.
+    /// CPU and disks while the load ran (warm-up, settle and drain included).
     pub(crate) cpu: Option<CpuUse>,
     /// The whole run, start to end (cluster start, baseline, load, drain), s.
     pub(crate) wall_s: f64,
@@ -213,7 +223,8 @@ impl Summary {
             .zip(&outcome.phases)
             .zip(&outcome.offered)
             .zip(&outcome.seconds)
-            .map(|(((plan, s), offered), seconds)| {
+            .enumerate()
+            .map(|(i, (((plan, s), offered), seconds))| {
                 let seconds = seconds.max(1e-9);
                 PhaseReport {
                     name: plan.name.to_owned(),
@@ -225,6 +236,7 @@ impl Summary {
                     acked: s.acked,
                     write_errors: s.write_errors,
                     read_errors: s.read_errors,
+                    missed: outcome.missed.get(i).copied().unwrap_or(0),
                     // The settle sends nothing: what it acknowledges is the peak's tail.
                     records_per_s: if plan.idle { 0.0 } else { s.acked_in_window as f64 / seconds },
                     mb_per_s: if plan.idle { 0.0 } else { s.acked_bytes_in_window as f64 / seconds / 1e6 },
@@ -295,6 +307,9 @@ impl Summary {
             write_errors,
             read_errors,
             sent: sum(|p| p.sent),
+            missed: sum(|p| p.missed),
+            unread: outcome.unread,
+            settled: outcome.settled,
             acked: sum(|p| p.acked),
             publish_latency_us: publish,
             e2e_latency_us: last.and_then(|p| p.e2e_latency_us),
@@ -367,6 +382,14 @@ impl Summary {
                 p.write_errors + p.read_errors
             );
         }
+        if self.phases.iter().any(|p| p.measured && p.mode == "closed") {
+            let _ = writeln!(
+                t,
+                "(closed-loop latency is the queue of {} records in flight per writer, not the system's latency; \
+                 tailing readers may lag at the peak)",
+                c.in_flight
+            );
+        }
         let _ = writeln!(t);
         let rate = self
             .latency_at_records_per_s
@@ -386,6 +409,20 @@ impl Summary {
                 format!(
                     "{} (sent {}, acknowledged {}, write errors {}, read errors {})",
                     self.errors, self.sent, self.acked, self.write_errors, self.read_errors
+                ),
+            ),
+            (
+                "not errors, but read them".into(),
+                format!(
+                    "open-loop records due and not sent {}; acknowledged records unread when the readers \
+                     stopped {}; settle {}",
+                    self.missed,
+                    self.unread,
+                    if self.settled {
+                        "drained the peak's queues"
+                    } else {
+                        "TIMED OUT: latency measured on a busy system"
+                    }
                 ),
             ),
             (
@@ -427,7 +464,7 @@ impl Summary {
             );
         }
         if let Some(cpu) = &self.cpu {
-            let _ = writeln!(t, "{:<44} {}", "CPU and disks (measured phases)", cpu.summary());
+            let _ = writeln!(t, "{:<44} {}", "CPU and disks (the whole load)", cpu.summary());
         }
         if !self.targets.is_empty() {
             let _ = writeln!(t);

@@ -52,14 +52,20 @@ pub(crate) enum Rate {
     },
 }
 
+/// The open-loop rates `--rate` takes, records/s.
+const RATE_MIN: f64 = 0.001;
+const RATE_MAX: f64 = 1e8;
+
 /// `--rate`: a number of records/s, `max` or `auto`.
 pub(crate) fn parse_rate(s: &str) -> Result<RateFlag, String> {
     match s {
         "max" => Ok(RateFlag::Max),
         "auto" => Ok(RateFlag::Auto),
         _ => match s.replace('_', "").parse::<f64>() {
-            Ok(r) if r > 0.0 && r.is_finite() => Ok(RateFlag::Fixed(r)),
-            _ => Err(format!("bad rate {s:?}: expected records/s (> 0), max or auto")),
+            Ok(r) if (RATE_MIN..=RATE_MAX).contains(&r) => Ok(RateFlag::Fixed(r)),
+            _ => {
+                Err(format!("bad rate {s:?}: expected records/s in [{RATE_MIN}, {RATE_MAX:e}], max or auto"))
+            }
         },
     }
 }
@@ -215,7 +221,7 @@ impl RunConfig {
         let config = RunConfig {
             workload,
             metadata: o.metadata.clone(),
-            bookies: o.ensemble_size.max(3),
+            bookies: if o.metadata.is_some() { 0 } else { o.ensemble_size.max(3) },
             writers,
             logs,
             readers: o.readers.unwrap_or(readers),
@@ -228,7 +234,8 @@ impl RunConfig {
             ensemble_size: o.ensemble_size,
             write_quorum_size: o.write_quorum_size,
             ack_quorum_size: o.ack_quorum_size,
-            flush_delay_us: o.flush_delay.map(|d| d.as_micros() as u64),
+            // A delay under a microsecond is one, not zero ("no bound").
+            flush_delay_us: o.flush_delay.map(|d| if d.is_zero() { 0 } else { d.as_micros().max(1) as u64 }),
             set: o.set.clone(),
         };
         config.check()?;
@@ -246,8 +253,14 @@ impl RunConfig {
                 self.logs
             );
         }
-        if self.logs > 1024 || self.readers > 256 {
-            bail!("at most 1024 logs and 256 readers per log");
+        if self.writers > 256 || self.logs > 1024 || self.logs * self.readers > 1024 {
+            bail!("at most 256 writers, 1024 logs, and 1024 readers in all (--logs x --readers)");
+        }
+        if self.metadata.is_none() && self.ensemble_size > crate::local_cluster::BOOKIES_MAX {
+            bail!(
+                "the embedded cluster runs at most {} bookies (--ensemble)",
+                crate::local_cluster::BOOKIES_MAX
+            );
         }
         if self.record_size < STAMP_BYTES {
             bail!(
@@ -261,8 +274,8 @@ impl RunConfig {
         if !(a >= 1 && a <= w && w <= e) {
             bail!("quorums must satisfy 1 <= --ack-quorum <= --write-quorum <= --ensemble (got {e}/{w}/{a})");
         }
-        if self.duration_s <= 0.0 {
-            bail!("--duration must be more than 0");
+        if self.duration_s < 1.0 {
+            bail!("--duration must be at least 1s");
         }
         if let Rate::Auto { fraction } = self.rate
             && !(fraction > 0.0 && fraction <= 1.0)
@@ -310,7 +323,10 @@ impl RunConfig {
                 let readers_start = readers_now(&phases);
                 let name = if self.catchup { "backlog" } else { "peak" };
                 phases.push(PhasePlan::new(name, true, None, peak, readers_start));
-                phases.push(PhasePlan { idle: true, ..PhasePlan::new("settle", false, None, SETTLE_MAX, false) });
+                phases.push(PhasePlan {
+                    idle: true,
+                    ..PhasePlan::new("settle", false, None, SETTLE_MAX, false)
+                });
                 let open = Some(OpenRate::OfPeak(fraction));
                 let name = if self.catchup { "catchup" } else { "rated" };
                 phases.push(PhasePlan::new(name, true, open, duration - peak, self.catchup));
@@ -374,7 +390,9 @@ mod tests {
         assert!(bad(&|o| o.logs = Some(2)).contains("one writer"));
         assert!(bad(&|o| o.record_size = Some(8)).contains("at least 17"));
         assert!(bad(&|o| o.ack_quorum_size = 4).contains("quorums"));
-        assert!(bad(&|o| o.duration = Duration::ZERO).contains("--duration"));
+        assert!(bad(&|o| o.duration = Duration::from_millis(500)).contains("--duration"));
+        assert!(bad(&|o| o.writers = Some(300)).contains("at most 256 writers"));
+        assert!(parse_rate("1e300").is_err() && parse_rate("1e-9").is_err());
         assert!(bad(&|o| o.load_fraction = 1.5).contains("--load-fraction"));
         assert!(parse_rate("0").is_err() && parse_rate("x").is_err());
         assert_eq!(parse_rate("50_000"), Ok(RateFlag::Fixed(50_000.0)));
