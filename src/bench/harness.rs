@@ -181,6 +181,9 @@ pub fn main(args: HarnessArgs) -> Result<()> {
         .tempdir_in(&args.dir)
         .with_context(|| format!("a temp directory in {}", args.dir.display()))?;
     let machine = Machine::describe(temp.path());
+    if config.metadata.is_none() {
+        warn_if_short_of_space(temp.path(), &config);
+    }
     #[expect(clippy::disallowed_methods, reason = "a report says when it ran")]
     let started_unix_s =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -288,6 +291,25 @@ fn write_hgrm(
         eprintln!("wrote {}", e2e_path.display());
     }
     Ok(())
+}
+
+/// The embedded cluster keeps every record (entry logs, one copy per replica): warns when the
+/// run may fill the disk (bookies turn read-only near full, and writes then fail).
+fn warn_if_short_of_space(dir: &Path, config: &RunConfig) {
+    // A generous rate for this kind of machine: 400 MB/s of payload at the peak.
+    let need = (config.duration_s + config.warmup_s) * 400e6 * config.write_quorum_size as f64;
+    let Ok(fs) = rustix::fs::statvfs(dir) else { return };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize) as f64;
+    if free < need {
+        eprintln!(
+            "warning: {:.0} GB free under {}; this run may write up to about {:.0} GB there (every record is \
+             kept, {} copies); a full disk turns the bookies read-only and writes fail",
+            free / 1e9,
+            dir.display(),
+            need / 1e9,
+            config.write_quorum_size
+        );
+    }
 }
 
 /// The disk's durable write bandwidth and latency in `dir`.
