@@ -83,15 +83,9 @@ pub struct HarnessArgs {
     /// Unmeasured time before it.
     #[arg(long, default_value = "2s", value_parser = crate::bench::parse_duration)]
     pub warmup: Duration,
-    /// Bookies a segment is striped over.
-    #[arg(long, default_value_t = 3)]
-    pub ensemble: usize,
-    /// Bookies each entry is written to.
-    #[arg(long, default_value_t = 3)]
-    pub write_quorum: usize,
-    /// Acknowledgements an entry needs.
-    #[arg(long, default_value_t = 2)]
-    pub ack_quorum: usize,
+    /// The segments' quorum sizes.
+    #[command(flatten)]
+    pub quorum: crate::bench::QuorumArgs,
     /// The writer's transmit bound: records gather into an entry at most this long while one
     /// is in flight ("1ms"; "0s": no bound). Default: the writer's (1 ms).
     #[arg(long, value_parser = crate::bench::parse_duration)]
@@ -153,9 +147,9 @@ pub fn main(args: HarnessArgs) -> Result<()> {
         },
         duration: args.duration,
         warmup: args.warmup,
-        ensemble_size: args.ensemble,
-        write_quorum_size: args.write_quorum,
-        ack_quorum_size: args.ack_quorum,
+        ensemble_size: args.quorum.ensemble,
+        write_quorum_size: args.quorum.write_quorum,
+        ack_quorum_size: args.quorum.ack_quorum,
         flush_delay: args.flush_delay,
         set: args.set.clone(),
     };

@@ -20,6 +20,21 @@ pub mod stats;
 
 use std::time::Duration;
 
+/// `--ensemble`, `--write-quorum`, `--ack-quorum`: the quorum sizes of the segments a
+/// benchmark writes (E=3 Qw=3 Qa=2 by default).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct QuorumArgs {
+    /// E: bookies a segment is striped over.
+    #[arg(long, default_value_t = 3)]
+    pub ensemble: usize,
+    /// Qw: bookies each entry is written to.
+    #[arg(long, default_value_t = 3)]
+    pub write_quorum: usize,
+    /// Qa: acknowledgements an entry needs.
+    #[arg(long, default_value_t = 2)]
+    pub ack_quorum: usize,
+}
+
 /// A duration such as "10s", "500ms", "200us" or "1m"; zero is allowed (checked by the caller).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) =

@@ -46,15 +46,9 @@ pub struct ReplicationBenchArgs {
     /// Storage shards per bookie.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
-    /// E: bookies each segment is striped over.
-    #[arg(long, default_value_t = 3)]
-    pub ensemble: usize,
-    /// Qw: bookies each entry is written to.
-    #[arg(long, default_value_t = 3)]
-    pub write_quorum: usize,
-    /// Qa: acks an entry needs.
-    #[arg(long, default_value_t = 2)]
-    pub ack_quorum: usize,
+    /// The segments' quorum sizes.
+    #[command(flatten)]
+    pub quorum: crate::bench::QuorumArgs,
     /// Payload bytes per entry.
     #[arg(long, default_value_t = 1024)]
     pub entry_size: usize,
@@ -372,9 +366,13 @@ fn master_key() -> Bytes {
 
 /// Runs the benchmark and prints (and optionally writes) the report.
 pub fn main(args: ReplicationBenchArgs) -> Result<()> {
-    let quorum = QuorumSizes::new(args.ensemble, args.write_quorum, args.ack_quorum)
+    let quorum = QuorumSizes::new(args.quorum.ensemble, args.quorum.write_quorum, args.quorum.ack_quorum)
         .map_err(|e| anyhow::anyhow!("quorum sizes: {e}"))?;
-    if args.bookies < args.ensemble || args.rounds == 0 || args.concurrency == 0 || args.entry_size == 0 {
+    if args.bookies < args.quorum.ensemble
+        || args.rounds == 0
+        || args.concurrency == 0
+        || args.entry_size == 0
+    {
         bail!("--bookies must be at least --ensemble; --rounds, --concurrency, --entry-size at least 1");
     }
     let dir = args.dir.join(format!("replication-{}", std::process::id()));
