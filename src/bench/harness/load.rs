@@ -652,6 +652,47 @@ fn new_control(plans: Vec<PhasePlan>, logs: usize, lead: Duration) -> Arc<Contro
 mod tests {
     use super::*;
 
+    /// The accounting invariant on the paths that break it: records acknowledged, refused at
+    /// the call, failed later, and never answered until the run gives up; each is
+    /// acknowledged or an error, its credit goes back, and the settle's count sees it done.
+    #[tokio::test]
+    async fn every_record_is_acknowledged_or_an_error() {
+        use crate::log::Dlsn;
+        let plans = vec![PhasePlan::new("max", true, None, Duration::from_secs(60), false)];
+        let control = new_control(plans, 1, Duration::ZERO);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (credits_tx, credits_rx) = crossbeam_channel::bounded(16);
+        let (give_up_tx, give_up) = watch::channel(false);
+        let task = tokio::spawn(acknowledge(control.clone(), rx, credits_rx, 100, give_up));
+        let appended = |seq| Ok(Appended { dlsn: Dlsn::new(0, seq, 0), txid: seq });
+        let acks: Vec<AckFuture> = vec![
+            Box::pin(std::future::ready(appended(0))),
+            Box::pin(std::future::ready(appended(1))),
+            Box::pin(std::future::ready(Err(LogError::Backpressure { pending_bytes: 1, max: 1 }))),
+            Box::pin(async { Err(LogError::Closed) }),
+            Box::pin(std::future::pending()),
+            Box::pin(std::future::ready(appended(5))),
+        ];
+        for (seq, ack) in acks.into_iter().enumerate() {
+            credits_tx.send(()).unwrap();
+            control.sent.fetch_add(1, Ordering::Relaxed);
+            tx.send(Pending { log: 0, seq: seq as u64, phase: 0, sent_ns: 0, credit: true, ack }).unwrap();
+        }
+        drop(tx);
+        // Record 4 is never answered: the drain gives up on it and on what comes after it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!task.is_finished(), "waits for the unanswered record");
+        give_up_tx.send(true).unwrap();
+        let recorder = task.await.unwrap();
+        let p = &recorder.phases[0];
+        assert_eq!((p.sent, p.acked, p.write_errors), (6, 2, 4), "acked 0 and 1; 2 to 5 are errors");
+        assert_eq!(p.sent, p.acked + p.write_errors);
+        assert_eq!(p.acked_bytes, 200);
+        assert_eq!(control.done.load(Ordering::Relaxed), control.sent.load(Ordering::Relaxed));
+        assert_eq!(control.acked_seq[0].load(Ordering::Relaxed), 2);
+        assert!(credits_tx.is_empty(), "every credit is back");
+    }
+
     #[test]
     fn stamps_round_trip() {
         let template = Bytes::from(vec![7u8; 100]);

@@ -101,7 +101,7 @@ pub(crate) struct PhasePlan {
 }
 
 impl PhasePlan {
-    fn new(
+    pub(crate) fn new(
         name: &'static str,
         measured: bool,
         open: Option<OpenRate>,
