@@ -4,10 +4,14 @@
 //! about to sleep, so a busy shard costs senders one atomic load per send.
 //!
 //! Invariant W1: a shard sets `sleeping`, then re-checks its queue, then sleeps; a sender
-//! enqueues, then reads `sleeping`. With SeqCst on both sides one of them sees the other.
+//! enqueues, then reads `sleeping`. A SeqCst fence sits between the store and the load on both
+//! sides (the queue's own operations are only acquire/release, so SeqCst on the flag alone does
+//! not order them: a sender could read `sleeping` before its message is visible, the shard
+//! miss the message, and sleep until its next deadline with a request queued). With the fences
+//! one of them sees the other.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 
 use rustix::event::{EventfdFlags, eventfd};
 
@@ -33,10 +37,14 @@ impl Waker {
     /// Called by the shard before its final queue check and sleep (W1).
     pub fn set_sleeping(&self, sleeping: bool) {
         self.sleeping.store(sleeping, Ordering::SeqCst);
+        // W1: the queue check that follows is not moved before the store.
+        fence(Ordering::SeqCst);
     }
 
     /// Called by senders after enqueueing: wakes the shard if it may be asleep (W1).
     pub fn wake_if_sleeping(&self) {
+        // W1: the enqueue before this call is visible before the flag is read.
+        fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {
             self.wake();
         }

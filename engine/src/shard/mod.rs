@@ -356,6 +356,9 @@ pub(crate) fn batch_bytes_limit(config: &BookieConfig) -> u64 {
 
 const MASTER_KEY_SLACK: usize = 256;
 
+/// The longest a shard sleeps without looking at its queues.
+const IDLE_WAIT_MAX: Duration = Duration::from_millis(100);
+
 /// How often a shard samples free disk space.
 const SPACE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -515,9 +518,11 @@ impl Shell {
             Ok(())
         } else {
             let now = Self::now();
+            // At most IDLE_WAIT_MAX: a wake-up lost anyway (a bug) costs that long, not the
+            // time to the next deadline (a flush interval is 10 s).
             let timeout = match core.deadline() {
-                Some(deadline) => deadline.saturating_duration_since(now),
-                None => Duration::from_millis(100),
+                Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT_MAX),
+                None => IDLE_WAIT_MAX,
             };
             disk.reap(completions, Some(timeout.max(Duration::from_micros(1))), &self.waker)
         };
