@@ -155,10 +155,8 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     };
     let config = RunConfig::resolve(args.workload, &overrides)?;
     let ns_config = crate::bench::log::configured(namespace_config(&config), &config.set, Phase::Default)?;
-    if let Some(plot) = &args.plot
-        && plot.extension().and_then(|e| e.to_str()) != Some("svg")
-    {
-        bail!("--plot {}: only SVG is written (give a path ending in .svg)", plot.display());
+    if let Some(plot) = &args.plot {
+        plot::check_path(plot)?;
     }
     // A mistyped output path fails now, not after the run.
     for (flag, path) in [("--json", &args.json), ("--plot", &args.plot), ("--hgrm", &args.hgrm)] {
@@ -178,9 +176,7 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     if config.metadata.is_none() {
         warn_if_short_of_space(temp.path(), &config);
     }
-    #[expect(clippy::disallowed_methods, reason = "a report says when it ran")]
-    let started_unix_s =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let started_unix_s = crate::bench::report::unix_now_s();
     eprintln!("dlog bench: measuring the disk under {} ...", temp.path().display());
     let before = disk_baseline(temp.path(), "before")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -232,7 +228,7 @@ pub fn main(args: HarnessArgs) -> Result<()> {
         temp.path().display()
     );
     let baseline = Baseline::of(what, BASELINE_WRITE_BYTES, vec![before, after]);
-    let last = plans.iter().rposition(|p| p.measured).unwrap_or(0);
+    let last = workload::latency_phase(&plans).unwrap_or(0);
     let (publish_h, e2e_h) = (outcome.phases[last].publish.clone(), outcome.phases[last].e2e.clone());
     let ctx = summary::Context {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -247,9 +243,7 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     drop(temp);
     crate::bench::report::print(&summary.table());
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::bench::report::write_json(path, &serde_json::to_value(&summary)?)?;
     }
     if let Some(path) = &args.hgrm {
         write_hgrm(path, &publish_h, &e2e_h)?;

@@ -17,14 +17,11 @@ use super::machine::Machine;
 /// `body` (an object; anything else goes under "report") with the envelope's keys first:
 /// `bench`, `version`, `command`, `started_unix_s`, `machine` (the disk under `dir`).
 pub fn envelope(bench: &str, dir: &Path, body: Value) -> Value {
-    #[expect(clippy::disallowed_methods, reason = "a report says when it ran")]
-    let started_unix_s =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut out = Map::new();
     out.insert("bench".into(), json!(bench));
     out.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
     out.insert("command".into(), json!(std::env::args().collect::<Vec<_>>().join(" ")));
-    out.insert("started_unix_s".into(), json!(started_unix_s));
+    out.insert("started_unix_s".into(), json!(unix_now_s()));
     let machine = serde_json::to_value(Machine::describe(dir)).unwrap_or(Value::Null);
     out.insert("machine".into(), machine);
     match body {
@@ -38,6 +35,13 @@ pub fn envelope(bench: &str, dir: &Path, body: Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// Now, in seconds since the Unix epoch (0 if the clock is before it): when a report ran.
+pub fn unix_now_s() -> u64 {
+    #[expect(clippy::disallowed_methods, reason = "a report says when it ran")]
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Writes `report` as pretty JSON to `path` and says so on stderr.

@@ -1,22 +1,24 @@
 //! The load: writers and readers on a namespace, through the run's timeline of phases.
 //!
 //! - Each writer has a sender thread (so an open loop paces itself with the OS's sleep, not a
-//!   runtime timer tick that would add its own latency) and an acknowledgement task that
-//!   awaits the records' futures in order and records them. A writer with several logs writes
-//!   them in turn. Closed-loop phases keep `in_flight` records unacknowledged per writer
-//!   (credits the acknowledgement task gives back); open-loop phases send record `i` at its
-//!   intended time and measure from it (`OpenLoop`). A record the writer refuses for
-//!   backpressure waits for room (`LogWriter::ready`), its lateness measured as latency.
+//!   runtime timer tick that would add its own latency); each log has an acknowledgement task
+//!   that awaits its records' futures in order and records them. A writer with several logs
+//!   writes them in turn. Closed-loop phases keep `in_flight` records unacknowledged per writer
+//!   (credits the acknowledgement tasks give back); open-loop phases send record `i` at its
+//!   intended time and measure from it (`OpenLoop`), and count what was due and not sent by
+//!   the phase's end as missed. A record the writer refuses for backpressure waits for room
+//!   (`LogWriter::ready`) until the phase's end, its lateness measured as latency.
 //! - Each record's payload starts with its stamp: its sequence number in its log, its send time
 //!   (open loop: intended) on the run's clock, and its phase.
 //! - Readers (per log) read from the tail from the start, or from the head at their phase
 //!   (catch-up); each checks that its log's records come in order, each once. A catching-up
-//!   reader measures its catch-up (to the first record of its phase); after that it counts as
-//!   tailing. End to end is measured by tailing readers only.
+//!   reader measures its catch-up (until it has every record acknowledged so far); after that
+//!   it counts as tailing. End to end is measured by tailing readers only.
+//! - The settle (if any) ends once every record is acknowledged and every reader caught up.
 //! - The end: senders stop at the timeline's end; acknowledgements are awaited (at most
 //!   `DRAIN_MAX`, then what is missing counts as errors); readers read up to the last
-//!   acknowledged record of their log (at most `DRAIN_MAX`, then what is missing counts as read
-//!   errors).
+//!   acknowledged record of their log (at most `DRAIN_MAX`, then what they had not read is
+//!   reported as unread: lag, not loss).
 //!
 //! Accounting invariant: every record sent is acknowledged or counted as a write error.
 
@@ -50,7 +52,7 @@ impl Clock {
 
     /// Sleeps the calling thread until `t_ns`.
     fn sleep_until(&self, t_ns: u64) {
-        let at = self.0 + Duration::from_nanos(t_ns);
+        let at = self.at(t_ns);
         let n = now();
         if at > n {
             sleep(at - n);
@@ -301,9 +303,9 @@ async fn acknowledge(
             match futures_util::future::select(p.ack, &mut stop).await {
                 futures_util::future::Either::Left((Ok(_), _)) => {
                     let t = control.clock.ns();
-                    recorder.acked(p.phase, record_size, p.sent_ns, t, &control.live);
+                    let window = recorder.acked(p.phase, record_size, p.sent_ns, t, &control.live);
                     control.acked_seq[p.log].fetch_max(p.seq + 1, Ordering::Relaxed);
-                    if let Some(w) = control.timeline.phase_at(t) {
+                    if let Some(w) = window {
                         control.window_acks[w].fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -342,20 +344,19 @@ struct ReadOutcome {
 }
 
 /// Reads log `log` until stopped; the expected next sequence number is published in
-/// `position`. A catching-up reader (`from_phase`) counts as tailing from the record that
-/// brings it to the log's acknowledged end as it is then; end-to-end latency is recorded for
-/// tailing readers only.
+/// `position`. A reader `catching_up` counts as tailing from the record that brings it to the
+/// log's acknowledged end as it is then; end-to-end latency is recorded for tailing readers
+/// only.
 async fn read(
     control: Arc<Control>,
     mut reader: LogReader,
     log: usize,
-    from_phase: Option<usize>,
+    mut catching_up: bool,
     position: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) -> ReadOutcome {
     let mut recorder = Recorder::new(&control.timeline);
     let opened = control.clock.ns();
-    let mut catching_up = from_phase;
     let mut catch_up = None;
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut expected = 0u64;
@@ -389,7 +390,7 @@ async fn read(
         }
         expected = seq + 1;
         position.store(expected, Ordering::Relaxed);
-        if catching_up.is_some() {
+        if catching_up {
             records += 1;
             bytes += record.payload.len() as u64;
             if expected < control.acked_seq[log].load(Ordering::Relaxed) {
@@ -397,7 +398,7 @@ async fn read(
             }
             let seconds = (at - opened) as f64 / 1e9;
             catch_up = Some(CatchUp { records, bytes, seconds });
-            catching_up = None;
+            catching_up = false;
             continue;
         }
         if control.plans[phase].measured {
@@ -467,17 +468,16 @@ pub(crate) fn run(
     let reader_phase = control.plans.iter().position(|p| p.readers_start);
     let progress = Progress::start(control.clone(), show).context("the progress thread")?;
     let mut positions = Vec::new();
-    let mut spawn_readers = |positions: &mut Vec<(usize, Arc<AtomicU64>)>,
-                             opened: Vec<(usize, LogReader)>,
-                             from_phase: Option<usize>| {
-        for (l, reader) in opened {
-            let position = Arc::new(AtomicU64::new(0));
-            positions.push((l, position.clone()));
-            let task = read(control.clone(), reader, l, from_phase, position, stop.clone());
-            readers.push(runtime.spawn(task));
-        }
-    };
-    spawn_readers(&mut positions, tail_readers, None);
+    let mut spawn_readers =
+        |positions: &mut Vec<(usize, Arc<AtomicU64>)>, opened: Vec<(usize, LogReader)>, catching_up: bool| {
+            for (l, reader) in opened {
+                let position = Arc::new(AtomicU64::new(0));
+                positions.push((l, position.clone()));
+                let task = read(control.clone(), reader, l, catching_up, position, stop.clone());
+                readers.push(runtime.spawn(task));
+            }
+        };
+    spawn_readers(&mut positions, tail_readers, false);
     // Writers: sender threads and acknowledgement tasks.
     let mut senders = Vec::new();
     let mut acks = Vec::new();
@@ -519,9 +519,7 @@ pub(crate) fn run(
         control.clock.sleep_until(control.timeline.start(e));
         let drained = || {
             control.sent.load(Ordering::Relaxed) == control.done.load(Ordering::Relaxed)
-                && positions
-                    .iter()
-                    .all(|(l, p)| p.load(Ordering::Relaxed) >= control.acked_seq[*l].load(Ordering::Relaxed))
+                && readers_caught_up(control, &positions)
         };
         while !drained() && control.clock.ns() < control.timeline.end(e) {
             sleep(Duration::from_millis(1));
@@ -542,10 +540,8 @@ pub(crate) fn run(
     // Catch-up readers open at their phase, from the head.
     if config.catchup {
         let p = reader_phase.context("a catch-up run has a phase whose readers start")?;
-        let start = control.clock.at(control.timeline.start(p));
-        let wait = start.saturating_duration_since(now());
-        sleep(wait);
-        spawn_readers(&mut positions, open_readers(StartPosition::Head)?, Some(p));
+        control.clock.sleep_until(control.timeline.start(p));
+        spawn_readers(&mut positions, open_readers(StartPosition::Head)?, true);
     }
     for s in senders {
         if s.join().is_err() {
@@ -571,12 +567,7 @@ pub(crate) fn run(
     });
     // Readers: up to their log's last acknowledged record, or give up after DRAIN_MAX.
     let read_until = now() + DRAIN_MAX;
-    let caught = || {
-        positions
-            .iter()
-            .all(|(l, p)| p.load(Ordering::Relaxed) >= control.acked_seq[*l].load(Ordering::Relaxed))
-    };
-    while !caught() && now() < read_until {
+    while !readers_caught_up(control, &positions) && now() < read_until {
         sleep(Duration::from_millis(5));
     }
     let _ = stop_tx.send(true);
@@ -628,6 +619,11 @@ pub(crate) fn run(
         catch_ups,
     };
     Ok((outcome, series))
+}
+
+/// Whether every reader (log, position) has read its log's acknowledged records.
+fn readers_caught_up(control: &Control, positions: &[(usize, Arc<AtomicU64>)]) -> bool {
+    positions.iter().all(|(l, p)| p.load(Ordering::Relaxed) >= control.acked_seq[*l].load(Ordering::Relaxed))
 }
 
 /// The control of a run of `plans` starting `lead` from now, over `logs` logs.

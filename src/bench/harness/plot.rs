@@ -19,6 +19,14 @@ const X_MAX: f64 = 1e5;
 /// A curve: its name and histogram of nanoseconds.
 pub(crate) type Curve<'a> = (&'a str, &'a Histogram<u64>);
 
+/// Refuses a path this module cannot write (checked before a run, so a run is not lost).
+pub(crate) fn check_path(path: &Path) -> Result<()> {
+    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+        bail!("--plot {}: only SVG is written (give a path ending in .svg)", path.display());
+    }
+    Ok(())
+}
+
 /// Writes the SVG.
 pub(crate) fn write_svg(
     path: &Path,
@@ -26,9 +34,7 @@ pub(crate) fn write_svg(
     curves: &[Curve<'_>],
     series: &[SeriesPoint],
 ) -> Result<()> {
-    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
-        bail!("--plot {}: only SVG is written (give a path ending in .svg)", path.display());
-    }
+    check_path(path)?;
     let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
     let draw = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| draw(&e))?;

@@ -212,15 +212,23 @@ impl Recorder {
     }
 
     /// A record of phase `phase`, `bytes` of payload, sent at `sent_ns`, acknowledged at
-    /// `now_ns`.
-    pub(crate) fn acked(&mut self, phase: usize, bytes: u64, sent_ns: u64, now_ns: u64, live: &Live) {
+    /// `now_ns`: the phase whose window the acknowledgement fell in.
+    pub(crate) fn acked(
+        &mut self,
+        phase: usize,
+        bytes: u64,
+        sent_ns: u64,
+        now_ns: u64,
+        live: &Live,
+    ) -> Option<usize> {
         let latency = now_ns.saturating_sub(sent_ns).max(1);
         let p = &mut self.phases[phase];
         p.acked += 1;
         p.acked_bytes += bytes;
         p.publish.saturating_record(latency);
-        if let Some(window) = self.timeline.phase_at(now_ns) {
-            let w = &mut self.phases[window];
+        let window = self.timeline.phase_at(now_ns);
+        if let Some(w) = window {
+            let w = &mut self.phases[w];
             w.acked_in_window += 1;
             w.acked_bytes_in_window += bytes;
         }
@@ -228,6 +236,7 @@ impl Recorder {
         self.interval.bytes += bytes;
         self.interval.publish.saturating_record(latency);
         self.hand_over(now_ns, live);
+        window
     }
 
     /// A record of phase `phase` failed.

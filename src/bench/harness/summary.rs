@@ -246,8 +246,8 @@ impl Summary {
                 }
             })
             .collect();
-        let measured: Vec<&PhaseReport> = phases.iter().filter(|p| p.measured).collect();
-        let (first, last) = (measured.first().copied(), measured.last().copied());
+        let first = phases.iter().find(|p| p.measured);
+        let last = super::workload::latency_phase(plans).map(|i| &phases[i]);
         let sum = |f: fn(&PhaseReport) -> u64| phases.iter().map(f).sum::<u64>();
         let (write_errors, read_errors) = (sum(|p| p.write_errors), sum(|p| p.read_errors));
         let records_per_s = first.map_or(0.0, |p| p.records_per_s);

@@ -121,6 +121,12 @@ impl PhasePlan {
     }
 }
 
+/// The phase latency is reported from: the last measured one (throughput comes from the
+/// first).
+pub(crate) fn latency_phase(plans: &[PhasePlan]) -> Option<usize> {
+    plans.iter().rposition(|p| p.measured)
+}
+
 /// Between a closed-loop peak and the open loop at a share of it, nothing is sent until the
 /// peak's queues have drained (every record acknowledged, every tailing reader caught up), at
 /// most this long: latency is measured from a settled system.
