@@ -1,0 +1,146 @@
+//! `RecovererActor`: the real `Recovery` behind a simulated client shell: marks the segment
+//! InRecovery, fences and recovers it through the simulated network, chooses replacements,
+//! closes it on the simulated metadata, and starts over when the store fails the close.
+
+use std::time::Duration;
+
+use dlog_protocol::Response;
+use dlog_replication::quorum::QuorumSizes;
+use dlog_replication::recovery::{
+    Recovery, RecoveryError, RecoveryOutput, RecoverySettings, RecoveryTag,
+};
+use dlog_replication::segment_writer::TransportFailure;
+use rand::Rng;
+
+use crate::meta::{Begin, MetaOp, MetaResult, replace_members};
+use crate::world::{Ctx, Event, MASTER_KEY, SEGMENT};
+
+/// One recoverer of the segment.
+pub(crate) struct RecovererActor {
+    id: usize,
+    quorum: QuorumSizes,
+    core: Option<Recovery<usize>>,
+    started: bool,
+    done: bool,
+    tick_at: Option<Duration>,
+}
+
+impl RecovererActor {
+    pub(crate) fn new(id: usize, quorum: QuorumSizes) -> RecovererActor {
+        RecovererActor { id, quorum, core: None, started: false, done: false, tick_at: None }
+    }
+
+    /// Started and not finished.
+    pub(crate) fn is_running(&self) -> bool {
+        self.started && !self.done
+    }
+
+    /// Begins (or begins again): InRecovery on the metadata first.
+    pub(crate) fn start(&mut self, ctx: &mut Ctx) {
+        if self.done {
+            return;
+        }
+        self.started = true;
+        self.core = None;
+        ctx.stats.recoveries += 1;
+        ctx.meta(self.id, MetaOp::BeginRecovery);
+    }
+
+    fn retry_later(&mut self, ctx: &mut Ctx) {
+        self.core = None;
+        let after = ctx.between_ms(10, 300);
+        ctx.schedule(after, Event::StartClient { client: self.id });
+    }
+
+    pub(crate) fn on_meta(&mut self, result: MetaResult, ctx: &mut Ctx) {
+        match result {
+            MetaResult::Begin(Ok(Begin::Closed(end))) => {
+                self.done = true;
+                ctx.history.recovered.push(end);
+            }
+            MetaResult::Begin(Ok(Begin::Recover(ensembles))) => {
+                let settings = RecoverySettings {
+                    window_entries: ctx.rng.random_range(1..=64),
+                    retry_delay: Duration::from_millis(ctx.rng.random_range(5..100)),
+                };
+                match Recovery::new(SEGMENT, MASTER_KEY.clone(), self.quorum, ensembles, settings) {
+                    Ok(mut core) => {
+                        core.start(ctx.instant());
+                        self.core = Some(core);
+                    }
+                    Err(error) => ctx.violation(format!("recovery refused the metadata: {error}")),
+                }
+            }
+            MetaResult::Begin(Err(_)) => self.retry_later(ctx),
+            MetaResult::Recovered(result) => {
+                if let Some(core) = self.core.as_mut() {
+                    core.on_closed(result);
+                }
+            }
+            other => ctx.violation(format!("recoverer got a writer's metadata answer {other:?}")),
+        }
+        self.drain(ctx);
+    }
+
+    pub(crate) fn on_answer(
+        &mut self,
+        bookie: usize,
+        tag: u64,
+        result: Result<Response, TransportFailure>,
+        ctx: &mut Ctx,
+    ) {
+        if let Some(core) = self.core.as_mut() {
+            core.on_response(RecoveryTag::from_raw(tag), &bookie, result, ctx.instant());
+        }
+        self.drain(ctx);
+    }
+
+    pub(crate) fn on_replaced(&mut self, result: Result<Vec<usize>, String>, ctx: &mut Ctx) {
+        if let Some(core) = self.core.as_mut() {
+            core.on_replaced(result, ctx.instant());
+        }
+        self.drain(ctx);
+    }
+
+    pub(crate) fn on_tick(&mut self, ctx: &mut Ctx) {
+        self.tick_at = None;
+        if let Some(core) = self.core.as_mut() {
+            core.on_tick(ctx.instant());
+        }
+        self.drain(ctx);
+    }
+
+    fn drain(&mut self, ctx: &mut Ctx) {
+        let mut restart = false;
+        if let Some(core) = self.core.as_mut() {
+            while let Some(output) = core.poll_output() {
+                match output {
+                    RecoveryOutput::Send { bookie, tag, request } => ctx.send(self.id, bookie, tag.raw(), request),
+                    RecoveryOutput::CloseRequested(end) => {
+                        let change = core.ensemble_change(&end);
+                        ctx.meta(self.id, MetaOp::CloseRecovered { end, change });
+                    }
+                    RecoveryOutput::ReplaceBookies { replace } => {
+                        let current = core.last_add_ensemble().to_vec();
+                        let replace: Vec<usize> = replace.iter().collect();
+                        let new = replace_members(&current, &replace, &ctx.up, &mut ctx.rng);
+                        let result = if new == current { Err("no bookie to replace with".into()) } else { Ok(new) };
+                        let after = ctx.between_ms(1, 20);
+                        ctx.schedule(after, Event::Replaced { client: self.id, result });
+                    }
+                    RecoveryOutput::Done(Ok(end)) => {
+                        self.done = true;
+                        ctx.history.recovered.push(end);
+                    }
+                    RecoveryOutput::Done(Err(RecoveryError::Metadata(_))) => restart = true,
+                    RecoveryOutput::Done(Err(error)) => ctx.violation(format!("recovery failed: {error}")),
+                }
+            }
+        }
+        if restart {
+            self.retry_later(ctx);
+        }
+        let deadline = self.core.as_ref().and_then(Recovery::next_deadline);
+        ctx.schedule_tick(self.id, deadline, &mut self.tick_at);
+    }
+}
