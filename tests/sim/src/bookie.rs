@@ -10,8 +10,10 @@
 //! Checks (reported as violations):
 //! - SB1 (fencing): a non-recovery ADD that reached the bookie after it answered a fence of its
 //!   segment is never acknowledged.
-//! - SB2 (LAC): the LAC a bookie answers for a segment (READ_LAC, fence, LONG_POLL) never moves
-//!   back, across restarts too.
+//! - SB2 (LAC, the engine's S2 and S5): the durable LAC a fence answers never moves back, across
+//!   restarts too; the LAC READ_LAC and LONG_POLL answer (seen, possibly not durable yet) never
+//!   moves back within one process and is never below a durable LAC answered before; and no
+//!   LAC a bookie answers is past the writer's (a LAC is the writer's statement, never made up).
 //! - SB3 (replay): a journal left by crashes and failed writes always replays under
 //!   `JournalRecovery::Strict` (torn tails only, never damage).
 //! - SB4 (no spin): one turn of the shell ends; a core that keeps producing work with no new
@@ -72,8 +74,10 @@ pub(crate) struct SimBookie {
     arrivals: u64,
     /// Per segment: the arrival count when the bookie first answered a fence (SB1).
     fenced_at: BTreeMap<u64, u64>,
-    /// Per segment: the highest LAC answered (SB2).
-    lac_answered: BTreeMap<u64, u64>,
+    /// Per segment: the highest durable LAC a fence answered (SB2).
+    lac_durable: BTreeMap<u64, u64>,
+    /// Per segment: the highest seen LAC answered, and by which incarnation (SB2).
+    lac_seen: BTreeMap<u64, (u64, u64)>,
     tick_at: Option<std::time::Duration>,
     /// A restart is scheduled (after a poisoning).
     restart_pending: bool,
@@ -92,7 +96,8 @@ impl SimBookie {
             waiting: VecDeque::new(),
             arrivals: 0,
             fenced_at: BTreeMap::new(),
-            lac_answered: BTreeMap::new(),
+            lac_durable: BTreeMap::new(),
+            lac_seen: BTreeMap::new(),
             tick_at: None,
             restart_pending: false,
             restarts: 0,
@@ -132,6 +137,9 @@ impl SimBookie {
             return;
         }
         self.restarts += 1;
+        if ctx.trace_bookie == Some(self.index) {
+            eprintln!("{:?} bookie {} restarts", ctx.now, self.index);
+        }
         let start = match self.replay() {
             Ok(start) => start,
             Err(reason) => {
@@ -160,6 +168,10 @@ impl SimBookie {
         }
         self.arrivals += 1;
         let arrival = self.arrivals;
+        if ctx.trace_bookie == Some(self.index) {
+            let text = format!("{request:?}");
+            eprintln!("{:?} bookie {} request {}", ctx.now, self.index, &text[..text.len().min(200)]);
+        }
         let op = request.op();
         let handle = |step| Handle { client, req, op, step, arrival };
         let core_request = match request {
@@ -238,6 +250,9 @@ impl SimBookie {
         }
         let now = ctx.instant();
         let Some(core) = self.core.as_mut() else { return };
+        if ctx.trace_bookie == Some(self.index) {
+            eprintln!("{:?} bookie {} file {seq:?} ready {ok}", ctx.now, self.index);
+        }
         let result = if ok {
             let header = FileHeader {
                 file_seq: seq,
@@ -314,6 +329,10 @@ impl SimBookie {
     }
 
     fn on_output(&mut self, output: Output<Handle>, ctx: &mut Ctx) {
+        if ctx.trace_bookie == Some(self.index) {
+            let text = format!("{output:?}");
+            eprintln!("{:?} bookie {} output {}", ctx.now, self.index, &text[..text.len().min(200)]);
+        }
         match output {
             Output::Disk(op, disk_op) => {
                 let is_write = matches!(disk_op, dlog_engine::io::DiskOp::Write { .. });
@@ -333,19 +352,34 @@ impl SimBookie {
         }
     }
 
-    fn answered_lac(&mut self, segment: u64, lac: Option<EntryId>, ctx: &mut Ctx) {
-        let Some(lac) = lac else {
-            if let Some(before) = self.lac_answered.get(&segment) {
-                let message = format!("SB2: bookie {} answered no LAC for {segment} after {before}", self.index);
-                ctx.violation(message);
-            }
-            return;
-        };
-        let before = self.lac_answered.entry(segment).or_insert(lac.0);
-        if lac.0 < *before {
-            ctx.violation(format!("SB2: bookie {} answered LAC {} for {segment} after {before}", self.index, lac.0));
+    /// A LAC answered for `segment`: durable (a fence's) or seen (SB2).
+    fn answered_lac(&mut self, segment: u64, lac: Option<EntryId>, durable: bool, ctx: &mut Ctx) {
+        let bookie = self.index;
+        let lac = lac.map(|l| l.0);
+        if lac > ctx.history.writer_lac {
+            let writer = ctx.history.writer_lac;
+            ctx.violation(format!("SB2: bookie {bookie} answered LAC {lac:?} past the writer's {writer:?}"));
         }
-        *before = (*before).max(lac.0);
+        let durable_before = self.lac_durable.get(&segment).copied();
+        if lac < durable_before {
+            let what = if durable { "durable" } else { "seen" };
+            ctx.violation(format!(
+                "SB2: bookie {bookie} answered {what} LAC {lac:?} for {segment} after durable {durable_before:?}"
+            ));
+        }
+        let Some(lac) = lac else { return };
+        if durable {
+            self.lac_durable.insert(segment, durable_before.map_or(lac, |d| d.max(lac)));
+            return;
+        }
+        if let Some((incarnation, seen)) = self.lac_seen.get(&segment).copied()
+            && incarnation == self.incarnation
+            && lac < seen
+        {
+            ctx.violation(format!("SB2: bookie {bookie} answered LAC {lac} for {segment} after {seen}"));
+        }
+        let seen = self.lac_seen.get(&segment).filter(|(i, _)| *i == self.incarnation).map_or(lac, |s| s.1.max(lac));
+        self.lac_seen.insert(segment, (self.incarnation, seen));
     }
 
     fn on_reply(&mut self, handle: Handle, reply: Reply, ctx: &mut Ctx) {
@@ -375,7 +409,7 @@ impl SimBookie {
                     Err(error) => return respond(refusal(op, &error), ctx),
                 };
                 self.fenced_at.entry(segment).or_insert(self.arrivals);
-                self.answered_lac(segment, lac, ctx);
+                self.answered_lac(segment, lac, true, ctx);
                 match step {
                     Step::FenceThenRead { segment, entry } => {
                         // DP3: the read comes once the fence is durable.
@@ -399,7 +433,7 @@ impl SimBookie {
             }
             (Step::ReadLac { segment }, Reply::Lac(result)) => match result {
                 Ok(lac) => {
-                    self.answered_lac(segment, lac, ctx);
+                    self.answered_lac(segment, lac, false, ctx);
                     Response::ReadLastAddConfirmed { last_add_confirmed: lac.map(|e| e.0) }
                 }
                 Err(error) => refusal(op, &error),
@@ -410,7 +444,7 @@ impl SimBookie {
             },
             (Step::Wait { segment, known }, Reply::LacWaited(result)) => match result {
                 Ok(lac) => {
-                    self.answered_lac(segment, lac, ctx);
+                    self.answered_lac(segment, lac, false, ctx);
                     let next = known.map_or(Some(0), |k| k.checked_add(1));
                     match (lac, next) {
                         (Some(lac), Some(next)) if lac.0 >= next => {
@@ -437,8 +471,20 @@ impl SimBookie {
         respond(response, ctx);
     }
 
-    /// Journal bytes on the simulated disk.
-    pub(crate) fn journal_bytes(&self) -> u64 {
-        self.disk.bytes()
+    /// For a stuck run's description.
+    pub(crate) fn describe(&self) -> String {
+        match &self.core {
+            None => format!("bookie {} down", self.index),
+            Some(core) => format!(
+                "bookie {}: waiting {} wants {} poisoned {} deadline {:?} journal {} B, {:?}",
+                self.index,
+                self.waiting.len(),
+                core.wants_requests(),
+                core.is_poisoned(),
+                core.deadline().is_some(),
+                self.disk.bytes(),
+                core.stats()
+            ),
+        }
     }
 }

@@ -123,13 +123,6 @@ impl Net {
         self.clogged.insert(bookie, until);
     }
 
-    /// Unclogs `bookie` now.
-    pub(crate) fn unclog(&mut self, bookie: usize, now: Duration) {
-        if let Some(until) = self.clogged.get_mut(&bookie) {
-            *until = (*until).min(now);
-        }
-    }
-
     /// Lifts every partition and clog (N1).
     pub(crate) fn heal(&mut self) {
         self.cut.clear();

@@ -49,6 +49,13 @@ impl ReaderActor {
             suspect_duration: Duration::from_millis(ctx.rng.random_range(10..2000)),
             ..ReaderSettings::default()
         };
+        // Started again, the reader knows the LAC it learned before.
+        let end = match end {
+            SegmentEnd::Open { last_add_confirmed } => {
+                SegmentEnd::Open { last_add_confirmed: last_add_confirmed.max(self.lac) }
+            }
+            closed => closed,
+        };
         match SegmentReader::new(SEGMENT, self.quorum, ensembles, self.next, end, settings, ctx.instant()) {
             Ok(core) => self.core = Some(core),
             Err(error) => ctx.violation(format!("reader {} refused the metadata: {error}", self.id)),

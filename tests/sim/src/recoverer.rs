@@ -35,6 +35,20 @@ impl RecovererActor {
         self.started && !self.done
     }
 
+    /// For a stuck run's description.
+    pub(crate) fn describe(&self) -> String {
+        match &self.core {
+            Some(core) => format!(
+                "fence complete {} fenced LAC {:?} {:?} deadline {:?}",
+                core.fence_complete(),
+                core.fenced_last_add_confirmed(),
+                core.stats(),
+                core.next_deadline().is_some()
+            ),
+            None => "no core".into(),
+        }
+    }
+
     /// Begins (or begins again): InRecovery on the metadata first.
     pub(crate) fn start(&mut self, ctx: &mut Ctx) {
         if self.done {

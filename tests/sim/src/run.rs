@@ -172,14 +172,14 @@ impl World {
         for (i, client) in self.clients.iter().enumerate() {
             let what = match client {
                 Client::Writer(w) => format!("writer quiet {}", w.is_quiet()),
-                Client::Recoverer(r) => format!("recoverer running {}", r.is_running()),
+                Client::Recoverer(r) => format!("recoverer running {} {}", r.is_running(), r.describe()),
                 Client::Reader(r) => format!("reader at {} ended {}", r.next, r.ended),
                 Client::Auditor(a) => format!("auditor done {}", a.done),
             };
             parts.push(format!("{i}: {what}"));
         }
-        let up: Vec<bool> = self.bookies.iter().map(SimBookie::is_up).collect();
-        parts.push(format!("bookies up {up:?}, queued events {}", self.ctx.queue.len()));
+        parts.extend(self.bookies.iter().map(SimBookie::describe));
+        parts.push(format!("queued events {}", self.ctx.queue.len()));
         parts.join("; ")
     }
 
@@ -296,12 +296,9 @@ impl World {
             }
             Event::Partition => ctx.partition(self.clients.len()),
             Event::Swizzle => ctx.swizzle(),
-            Event::Clog { bookie, on } => {
-                if on && ctx.faults_on {
-                    let until = ctx.now + Duration::from_secs(3600);
+            Event::Clog { bookie, until } => {
+                if ctx.faults_on {
                     ctx.net.clog(bookie, until);
-                } else {
-                    ctx.net.unclog(bookie, ctx.now);
                 }
             }
             Event::Heal => {

@@ -57,7 +57,7 @@ pub(crate) enum Event {
     Notify,
     Partition,
     Swizzle,
-    Clog { bookie: usize, on: bool },
+    Clog { bookie: usize, until: Duration },
     Heal,
     Finalize,
 }
@@ -114,6 +114,10 @@ pub(crate) struct Ctx {
     pub(crate) stats: Stats,
     pending: BTreeMap<u64, Pending>,
     next_req: u64,
+    /// `DLOG_SIM_TRACE=<client>`: print that client's requests and answers.
+    trace: Option<usize>,
+    /// `DLOG_SIM_TRACE_BOOKIE=<bookie>`: print that bookie's requests and core outputs.
+    pub(crate) trace_bookie: Option<usize>,
 }
 
 impl Ctx {
@@ -133,6 +137,8 @@ impl Ctx {
             stats: Stats::default(),
             pending: BTreeMap::new(),
             next_req: 0,
+            trace: std::env::var("DLOG_SIM_TRACE").ok().and_then(|v| v.parse().ok()),
+            trace_bookie: std::env::var("DLOG_SIM_TRACE_BOOKIE").ok().and_then(|v| v.parse().ok()),
         }
     }
 
@@ -221,6 +227,9 @@ impl Ctx {
     pub(crate) fn send(&mut self, client: usize, bookie: usize, tag: u64, request: Request) {
         self.next_req += 1;
         let req = self.next_req;
+        if self.trace == Some(client) {
+            eprintln!("{:?} client {client} -> bookie {bookie} req {req} tag {tag:#x}: {request:?}", self.now);
+        }
         self.pending.insert(req, Pending { client, bookie, tag });
         let timeout = self.scenario.request_timeout;
         self.schedule(timeout, Event::Timeout { req });
@@ -283,6 +292,16 @@ pub(crate) struct Answer {
 impl Ctx {
     /// The transport's part of a network event: the answers it makes (WD2).
     pub(crate) fn transport(&mut self, event: &Event) -> Vec<Answer> {
+        let answers = self.transport_answers(event);
+        for a in &answers {
+            if self.trace == Some(a.client) {
+                eprintln!("{:?} client {} <- bookie {} tag {:#x}: {:?}", self.now, a.client, a.bookie, a.tag, a.result);
+            }
+        }
+        answers
+    }
+
+    fn transport_answers(&mut self, event: &Event) -> Vec<Answer> {
         match event {
             Event::Response { client, bookie, req, response } => {
                 let Some(p) = self.take_pending(*req) else { return Vec::new() };
@@ -365,18 +384,20 @@ impl Ctx {
         bookies.shuffle(&mut self.rng);
         bookies.truncate(self.rng.random_range(1..=self.scenario.bookies));
         let step = self.between_ms(10, 300);
-        let mut at = Duration::ZERO;
+        let mut clog_at = Vec::new();
+        let mut at = self.now;
         for bookie in &bookies {
             at += step;
-            self.schedule(at, Event::Clog { bookie: *bookie, on: true });
+            clog_at.push((*bookie, at));
         }
         at += self.between_ms(100, 2000);
-        bookies.shuffle(&mut self.rng);
-        for bookie in bookies {
+        // Unclogged in another order: each bookie's clog lasts until its turn comes.
+        clog_at.shuffle(&mut self.rng);
+        for (bookie, from) in clog_at {
             at += step;
-            self.schedule(at, Event::Clog { bookie, on: false });
+            self.schedule_at(from, Event::Clog { bookie, until: at });
         }
-        let next = at + self.between_ms(500, 3000);
+        let next = at - self.now + self.between_ms(500, 3000);
         self.schedule(next, Event::Swizzle);
     }
 }
