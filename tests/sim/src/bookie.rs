@@ -33,6 +33,7 @@ use dlog_engine::{EntryId, Error, FileSeq, SegmentId, ShardId};
 use dlog_protocol::{Op, Request, Response};
 
 use crate::disk::SimDisk;
+use crate::scenario::Mutation;
 use crate::world::{Ctx, Event};
 
 /// Turns of the shell loop without new input before it counts as a spin (SB4).
@@ -112,8 +113,9 @@ impl SimBookie {
 
     fn start(&mut self, start: CoreStart, ctx: &mut Ctx) {
         let mut core = ShardCore::new(self.settings.clone(), start, ctx.instant());
-        let buffers =
-            (0..self.settings.writes_in_flight_max + 1).map(|_| SimDisk::buffer(core.buffer_capacity())).collect();
+        let buffers = (0..self.settings.writes_in_flight_max + 1)
+            .map(|_| SimDisk::buffer(core.buffer_capacity()))
+            .collect();
         core.provide_buffers(buffers);
         self.core = Some(core);
         self.tick_at = None;
@@ -126,6 +128,9 @@ impl SimBookie {
             return;
         }
         self.disk.crash(&mut ctx.rng, ctx.scenario.faults.torn_writes);
+        if ctx.mutation == Mutation::LoseDurable {
+            self.disk.lose_last_durable();
+        }
         self.waiting.clear();
         self.incarnation += 1;
         self.restart_pending = false;
@@ -156,7 +161,8 @@ impl SimBookie {
         let tmp = tmp.map_err(|e| format!("temp dir: {e}"))?;
         let dir = ShardDir::open(tmp.path(), ShardId(0)).map_err(|e| e.to_string())?;
         self.disk.write_to(&dir).map_err(|e| format!("writing the journal: {e}"))?;
-        let (start, _report) = replay(&dir, JournalRecovery::Strict, false, false).map_err(|e| e.to_string())?;
+        let (start, _report) =
+            replay(&dir, JournalRecovery::Strict, false, false).map_err(|e| e.to_string())?;
         self.disk.read_from(&dir).map_err(|e| format!("reading the journal back: {e}"))?;
         Ok(start)
     }
@@ -178,6 +184,18 @@ impl SimBookie {
             Request::Add { segment, entry, last_add_confirmed, master_key, payload, recovery } => {
                 let add = add_entry(segment, entry, last_add_confirmed, master_key, payload, recovery);
                 CoreRequest::Add { entries: vec![add], reply: handle(Step::Add { segment, entry, recovery }) }
+            }
+            Request::Read { segment, entry, fence: Some(_) } if ctx.mutation == Mutation::SkipFence => {
+                CoreRequest::ReadEntry {
+                    segment: SegmentId(segment),
+                    entry: EntryId(entry),
+                    reply: handle(Step::Read { segment, entry }),
+                }
+            }
+            Request::ReadLastAddConfirmed { segment, fence: Some(_) }
+                if ctx.mutation == Mutation::SkipFence =>
+            {
+                CoreRequest::ReadLac { segment: SegmentId(segment), reply: handle(Step::ReadLac { segment }) }
             }
             Request::Read { segment, entry, fence: Some(master_key) } => CoreRequest::Fence {
                 segment: SegmentId(segment),
@@ -219,7 +237,8 @@ impl SimBookie {
                 reply: handle(Step::Range),
             },
             other => {
-                let response = Response::refused(op.as_u8(), dlog_protocol::Status::BadRequest, "not simulated");
+                let response =
+                    Response::refused(op.as_u8(), dlog_protocol::Status::BadRequest, "not simulated");
                 ctx.violation(format!("a client sent a request the simulation does not serve: {other:?}"));
                 ctx.respond(self.index, client, req, response);
                 return;
@@ -319,7 +338,10 @@ impl SimBookie {
                     let at = ctx.since_start(deadline).max(ctx.now);
                     if self.tick_at.is_none_or(|t| at < t || t < ctx.now) {
                         self.tick_at = Some(at);
-                        ctx.schedule_at(at, Event::BookieTick { bookie: self.index, incarnation: self.incarnation });
+                        ctx.schedule_at(
+                            at,
+                            Event::BookieTick { bookie: self.index, incarnation: self.incarnation },
+                        );
                     }
                 }
                 return;
@@ -339,7 +361,10 @@ impl SimBookie {
                 let fail = ctx.disk_fault(is_write);
                 let latency = ctx.disk_latency(is_write);
                 self.disk.submit(op, disk_op, fail);
-                ctx.schedule(latency, Event::DiskDone { bookie: self.index, incarnation: self.incarnation, op });
+                ctx.schedule(
+                    latency,
+                    Event::DiskDone { bookie: self.index, incarnation: self.incarnation, op },
+                );
             }
             Output::Reply(handle, reply) => self.on_reply(handle, reply, ctx),
             Output::PrepareFile(seq) => {
@@ -378,7 +403,8 @@ impl SimBookie {
         {
             ctx.violation(format!("SB2: bookie {bookie} answered LAC {lac} for {segment} after {seen}"));
         }
-        let seen = self.lac_seen.get(&segment).filter(|(i, _)| *i == self.incarnation).map_or(lac, |s| s.1.max(lac));
+        let seen =
+            self.lac_seen.get(&segment).filter(|(i, _)| *i == self.incarnation).map_or(lac, |s| s.1.max(lac));
         self.lac_seen.insert(segment, (self.incarnation, seen));
     }
 
@@ -460,7 +486,9 @@ impl SimBookie {
                 Err(error) => refusal(op, &error),
             },
             (Step::Range, Reply::Entries(result)) => match result {
-                Ok(entries) => Response::ReadRange { entries: entries.into_iter().map(|(e, p)| (e.0, p)).collect() },
+                Ok(entries) => {
+                    Response::ReadRange { entries: entries.into_iter().map(|(e, p)| (e.0, p)).collect() }
+                }
                 Err(error) => refusal(op, &error),
             },
             (step, reply) => {

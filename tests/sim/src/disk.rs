@@ -58,6 +58,8 @@ struct InFlight {
 pub(crate) struct SimDisk {
     files: BTreeMap<FileSeq, Vec<u8>>,
     in_flight: BTreeMap<OpId, InFlight>,
+    /// The last write that completed: (file, offset, length), for `Mutation::LoseDurable`.
+    last_durable: Option<(FileSeq, usize, usize)>,
 }
 
 impl SimDisk {
@@ -89,6 +91,7 @@ impl SimDisk {
                         let start = offset as usize;
                         let end = (start + bytes).min(image.len());
                         image[start..end].copy_from_slice(&buf.as_slice()[..end - start]);
+                        self.last_durable = Some((file, start, end - start));
                     } else {
                         land(rng, torn, image, offset, buf.as_slice());
                     }
@@ -107,6 +110,15 @@ impl SimDisk {
                 }
                 Some(Completion { op, result, bytes, buf })
             }
+        }
+    }
+
+    /// A broken disk (`Mutation::LoseDurable`): the last write it called durable is lost.
+    pub(crate) fn lose_last_durable(&mut self) {
+        if let Some((file, start, len)) = self.last_durable.take()
+            && let Some(image) = self.files.get_mut(&file)
+        {
+            image[start..start + len].fill(0);
         }
     }
 

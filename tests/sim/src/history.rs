@@ -101,7 +101,9 @@ impl History {
         let last = end.last_entry;
         if self.acked_max > last {
             let acked = self.acked_max;
-            self.violation(format!("H4: entry {acked:?} was acknowledged but the segment closed at {last:?}"));
+            self.violation(format!(
+                "H4: entry {acked:?} was acknowledged but the segment closed at {last:?}"
+            ));
         }
         for (what, lac) in [("writer", self.writer_lac), ("reader", self.reader_lac_max)] {
             if lac > last {

@@ -26,6 +26,6 @@ mod world;
 mod writer;
 
 pub use net::NetStats;
-pub use run::{Report, run};
-pub use scenario::{FaultMix, Scenario};
+pub use run::{Report, run, run_mutated};
+pub use scenario::{FaultMix, Mutation, Scenario};
 pub use world::Stats;

@@ -31,6 +31,9 @@ struct Args {
     /// Stop starting seeds after this many seconds.
     #[arg(long)]
     time_limit: Option<u64>,
+    /// Plant a bug, to see the checkers catch it (failing seeds are then expected).
+    #[arg(long, value_enum, default_value_t = dlog_sim::Mutation::None)]
+    mutation: dlog_sim::Mutation,
 }
 
 fn describe(report: &dlog_sim::Report) {
@@ -38,14 +41,34 @@ fn describe(report: &dlog_sim::Report) {
     let f = &s.faults;
     println!(
         "seed {}: {} bookies, E/Qw/Qa {:?}, {} entries (<= {} B), window {}, takeover {} ({} recoverers), {} readers",
-        s.seed, s.bookies, s.quorum, s.entries, s.payload_bytes_max, s.window_entries, s.takeover, s.recoverers,
+        s.seed,
+        s.bookies,
+        s.quorum,
+        s.entries,
+        s.payload_bytes_max,
+        s.window_entries,
+        s.takeover,
+        s.recoverers,
         s.readers
     );
     println!(
         "  faults until {:?}: drop {:.4} dup {:.3} stale {:.3} fifo {} partitions {} clogging {} crashes {} \
          eio w {:.4} r {:.4} enospc {:.2} slow fsync {:.3} (<= {:?}) torn {} meta fail {:.2} (<= {:?})",
-        s.faults_end, f.p_drop, f.p_duplicate, f.p_stale_answer, f.fifo, f.partitions, f.clogging, f.crashes,
-        f.p_eio_write, f.p_eio_read, f.p_enospc, f.p_slow_fsync, f.slow_fsync_max, f.torn_writes, f.p_meta_fail,
+        s.faults_end,
+        f.p_drop,
+        f.p_duplicate,
+        f.p_stale_answer,
+        f.fifo,
+        f.partitions,
+        f.clogging,
+        f.crashes,
+        f.p_eio_write,
+        f.p_eio_read,
+        f.p_enospc,
+        f.p_slow_fsync,
+        f.slow_fsync_max,
+        f.torn_writes,
+        f.p_meta_fail,
         f.meta_delay_max
     );
     println!(
@@ -59,7 +82,7 @@ fn describe(report: &dlog_sim::Report) {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(seed) = args.seed {
-        let report = dlog_sim::run(seed);
+        let report = dlog_sim::run_mutated(seed, args.mutation);
         describe(&report);
         if report.violations.is_empty() {
             println!("seed {seed}: ok");
@@ -93,7 +116,7 @@ fn main() -> anyhow::Result<()> {
                         return;
                     }
                     let seed = from.wrapping_add(i);
-                    let report = dlog_sim::run(seed);
+                    let report = dlog_sim::run_mutated(seed, args.mutation);
                     events.fetch_add(report.stats.events, Ordering::Relaxed);
                     if report.violations.is_empty() {
                         passed.fetch_add(1, Ordering::Relaxed);

@@ -63,7 +63,12 @@ impl ReaderActor {
         self.drain(ctx);
     }
 
-    pub(crate) fn on_metadata(&mut self, ensembles: BTreeMap<u64, Vec<usize>>, end: SegmentEnd, ctx: &mut Ctx) {
+    pub(crate) fn on_metadata(
+        &mut self,
+        ensembles: BTreeMap<u64, Vec<usize>>,
+        end: SegmentEnd,
+        ctx: &mut Ctx,
+    ) {
         let Some(core) = self.core.as_mut() else { return };
         if let Err(error) = core.on_metadata(ensembles, end, ctx.instant()) {
             ctx.violation(format!("reader {} refused a metadata update: {error}", self.id));
@@ -100,7 +105,10 @@ impl ReaderActor {
                         consumed = Some(entry);
                     }
                     Output::BadReplica { entry, bookie } => {
-                        ctx.violation(format!("reader {}: bookie {bookie} gave bad bytes for {entry}", self.id));
+                        ctx.violation(format!(
+                            "reader {}: bookie {bookie} gave bad bytes for {entry}",
+                            self.id
+                        ));
                     }
                     Output::LastAddConfirmed(lac) => {
                         ctx.history.reader_lac(self.id, self.lac, lac);

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use dlog_protocol::Response;
 use dlog_replication::quorum::QuorumSizes;
-use dlog_replication::recovery::{
-    Recovery, RecoveryError, RecoveryOutput, RecoverySettings, RecoveryTag,
-};
+use dlog_replication::recovery::{Recovery, RecoveryError, RecoveryOutput, RecoverySettings, RecoveryTag};
 use dlog_replication::segment_writer::TransportFailure;
 use rand::Rng;
 
@@ -129,7 +127,9 @@ impl RecovererActor {
         if let Some(core) = self.core.as_mut() {
             while let Some(output) = core.poll_output() {
                 match output {
-                    RecoveryOutput::Send { bookie, tag, request } => ctx.send(self.id, bookie, tag.raw(), request),
+                    RecoveryOutput::Send { bookie, tag, request } => {
+                        ctx.send(self.id, bookie, tag.raw(), request)
+                    }
                     RecoveryOutput::CloseRequested(end) => {
                         let change = core.ensemble_change(&end);
                         ctx.meta(self.id, MetaOp::CloseRecovered { end, change });
@@ -138,7 +138,8 @@ impl RecovererActor {
                         let current = core.last_add_ensemble().to_vec();
                         let replace: Vec<usize> = replace.iter().collect();
                         let new = replace_members(&current, &replace, &ctx.up, &mut ctx.rng);
-                        let result = if new == current { Err("no bookie to replace with".into()) } else { Ok(new) };
+                        let result =
+                            if new == current { Err("no bookie to replace with".into()) } else { Ok(new) };
                         let after = ctx.between_ms(1, 20);
                         ctx.schedule(after, Event::Replaced { client: self.id, result });
                     }

@@ -17,7 +17,7 @@ use crate::bookie::SimBookie;
 use crate::meta::{MetaResult, SegState, SimMeta};
 use crate::reader::ReaderActor;
 use crate::recoverer::RecovererActor;
-use crate::scenario::Scenario;
+use crate::scenario::{Mutation, Scenario};
 use crate::world::{Ctx, Event, LIVENESS, Stats};
 use crate::writer::WriterActor;
 
@@ -70,8 +70,13 @@ struct World {
 
 /// Runs `seed`.
 pub fn run(seed: u64) -> Report {
+    run_mutated(seed, Mutation::None)
+}
+
+/// Runs `seed` with a planted bug.
+pub fn run_mutated(seed: u64, mutation: Mutation) -> Report {
     let scenario = Scenario::from_seed(seed);
-    let mut ctx = Ctx::new(scenario.clone());
+    let mut ctx = Ctx::new(scenario.clone(), mutation);
     let (e, w, a) = scenario.quorum;
     let quorum = QuorumSizes::new(e, w, a).expect("scenario quorums are valid");
     let settings = CoreSettings {
@@ -105,8 +110,7 @@ pub fn run(seed: u64) -> Report {
     }
     ctx.schedule(Duration::from_millis(1), Event::Add);
     ctx.plan_faults();
-    let mut world =
-        World {
+    let mut world = World {
         ctx,
         quorum,
         bookies,
@@ -142,7 +146,9 @@ impl World {
         while let Some((at, event)) = self.ctx.queue.pop() {
             if at > deadline {
                 let state = self.describe();
-                self.ctx.violation(format!("WD3: stuck: the run did not end {LIVENESS:?} after the faults: {state}"));
+                self.ctx.violation(format!(
+                    "WD3: stuck: the run did not end {LIVENESS:?} after the faults: {state}"
+                ));
                 return;
             }
             self.ctx.now = at;
@@ -150,7 +156,9 @@ impl World {
             self.handle(event);
             if self.auditing {
                 let audited = self.clients.iter().all(|c| !matches!(c, Client::Auditor(a) if !a.done));
-                let read = self.final_reader.is_some_and(|r| matches!(&self.clients[r], Client::Reader(r) if r.ended));
+                let read = self
+                    .final_reader
+                    .is_some_and(|r| matches!(&self.clients[r], Client::Reader(r) if r.ended));
                 self.finished = audited && read;
             }
             if !self.ctx.history.violations.is_empty() || self.finished {
@@ -203,7 +211,10 @@ impl World {
                     ctx.schedule(after, Event::Reset { client, bookie });
                 }
             }
-            event @ (Event::Response { .. } | Event::Stale { .. } | Event::Timeout { .. } | Event::Reset { .. }) => {
+            event @ (Event::Response { .. }
+            | Event::Stale { .. }
+            | Event::Timeout { .. }
+            | Event::Reset { .. }) => {
                 for answer in ctx.transport(&event) {
                     match &mut self.clients[answer.client] {
                         Client::Writer(w) => w.on_answer(answer.bookie, answer.tag, answer.result, ctx),
@@ -213,7 +224,9 @@ impl World {
                     }
                 }
             }
-            Event::DiskDone { bookie, incarnation, op } => self.bookies[bookie].on_disk_done(incarnation, op, ctx),
+            Event::DiskDone { bookie, incarnation, op } => {
+                self.bookies[bookie].on_disk_done(incarnation, op, ctx)
+            }
             Event::FileReady { bookie, incarnation, seq, ok } => {
                 self.bookies[bookie].on_file_ready(incarnation, seq, ok, ctx);
             }

@@ -13,6 +13,18 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// A bug planted on purpose, to show the checkers find it (`--mutation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mutation {
+    /// No bug: the real system.
+    #[default]
+    None,
+    /// Bookies serve fencing READ_LAC and READ without fencing the segment.
+    SkipFence,
+    /// At a crash a bookie's disk also loses the last write it had reported durable.
+    LoseDurable,
+}
+
 /// The fault mix of one seed: which faults happen, and how often. Probabilities are per event
 /// (per message, per disk operation, per metadata call).
 #[derive(Clone, Debug)]

@@ -116,12 +116,14 @@ pub(crate) struct Ctx {
     next_req: u64,
     /// `DLOG_SIM_TRACE=<client>`: print that client's requests and answers.
     trace: Option<usize>,
+    /// The bug planted, if any.
+    pub(crate) mutation: crate::scenario::Mutation,
     /// `DLOG_SIM_TRACE_BOOKIE=<bookie>`: print that bookie's requests and core outputs.
     pub(crate) trace_bookie: Option<usize>,
 }
 
 impl Ctx {
-    pub(crate) fn new(scenario: Scenario) -> Ctx {
+    pub(crate) fn new(scenario: Scenario, mutation: crate::scenario::Mutation) -> Ctx {
         #[expect(clippy::disallowed_methods, reason = "one real reading; cores see base + virtual time")]
         let base = Instant::now();
         Ctx {
@@ -138,6 +140,7 @@ impl Ctx {
             pending: BTreeMap::new(),
             next_req: 0,
             trace: std::env::var("DLOG_SIM_TRACE").ok().and_then(|v| v.parse().ok()),
+            mutation,
             trace_bookie: std::env::var("DLOG_SIM_TRACE_BOOKIE").ok().and_then(|v| v.parse().ok()),
         }
     }
@@ -161,7 +164,12 @@ impl Ctx {
     }
 
     /// Schedules `client`'s tick at its core's deadline, unless one is due no later.
-    pub(crate) fn schedule_tick(&mut self, client: usize, deadline: Option<Instant>, tick_at: &mut Option<Duration>) {
+    pub(crate) fn schedule_tick(
+        &mut self,
+        client: usize,
+        deadline: Option<Instant>,
+        tick_at: &mut Option<Duration>,
+    ) {
         let Some(deadline) = deadline else { return };
         let at = self.since_start(deadline).max(self.now);
         if tick_at.is_none_or(|t| at < t || t < self.now) {
@@ -228,7 +236,10 @@ impl Ctx {
         self.next_req += 1;
         let req = self.next_req;
         if self.trace == Some(client) {
-            eprintln!("{:?} client {client} -> bookie {bookie} req {req} tag {tag:#x}: {request:?}", self.now);
+            eprintln!(
+                "{:?} client {client} -> bookie {bookie} req {req} tag {tag:#x}: {request:?}",
+                self.now
+            );
         }
         self.pending.insert(req, Pending { client, bookie, tag });
         let timeout = self.scenario.request_timeout;
@@ -275,8 +286,12 @@ impl Ctx {
 
     /// Every pending request of `client` to `bookie`.
     fn take_connection(&mut self, client: usize, bookie: usize) -> Vec<(u64, Pending)> {
-        let reqs: Vec<u64> =
-            self.pending.iter().filter(|(_, p)| p.client == client && p.bookie == bookie).map(|(r, _)| *r).collect();
+        let reqs: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.client == client && p.bookie == bookie)
+            .map(|(r, _)| *r)
+            .collect();
         reqs.into_iter().filter_map(|r| self.pending.remove(&r).map(|p| (r, p))).collect()
     }
 }
@@ -295,7 +310,10 @@ impl Ctx {
         let answers = self.transport_answers(event);
         for a in &answers {
             if self.trace == Some(a.client) {
-                eprintln!("{:?} client {} <- bookie {} tag {:#x}: {:?}", self.now, a.client, a.bookie, a.tag, a.result);
+                eprintln!(
+                    "{:?} client {} <- bookie {} tag {:#x}: {:?}",
+                    self.now, a.client, a.bookie, a.tag, a.result
+                );
             }
         }
         answers
@@ -310,7 +328,12 @@ impl Ctx {
                 if self.fault(stale) {
                     self.stats.stale_answers += 1;
                     let after = self.between_ms(0, 300);
-                    let stale = Event::Stale { client: p.client, bookie: p.bookie, tag: p.tag, response: response.clone() };
+                    let stale = Event::Stale {
+                        client: p.client,
+                        bookie: p.bookie,
+                        tag: p.tag,
+                        response: response.clone(),
+                    };
                     self.schedule(after, stale);
                 }
                 vec![Answer { client: p.client, bookie: p.bookie, tag: p.tag, result: Ok(response.clone()) }]
@@ -321,7 +344,12 @@ impl Ctx {
             Event::Timeout { req } => match self.take_pending(*req) {
                 Some(p) => {
                     self.stats.timeouts += 1;
-                    vec![Answer { client: p.client, bookie: p.bookie, tag: p.tag, result: Err(TransportFailure::Timeout) }]
+                    vec![Answer {
+                        client: p.client,
+                        bookie: p.bookie,
+                        tag: p.tag,
+                        result: Err(TransportFailure::Timeout),
+                    }]
                 }
                 None => Vec::new(),
             },
@@ -365,8 +393,7 @@ impl Ctx {
         if !self.faults_on {
             return;
         }
-        let bookies: Vec<usize> =
-            (0..self.scenario.bookies).filter(|_| self.rng.random_bool(0.4)).collect();
+        let bookies: Vec<usize> = (0..self.scenario.bookies).filter(|_| self.rng.random_bool(0.4)).collect();
         let cut: Vec<usize> = (0..clients).filter(|_| self.rng.random_bool(0.5)).collect();
         let until = self.now + self.between_ms(50, 3000);
         self.net.partition(&cut, &bookies, until);

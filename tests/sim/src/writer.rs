@@ -59,7 +59,10 @@ impl WriterActor {
         match self.core.add(payload.clone(), ctx.instant()) {
             Ok(entry) => {
                 if entry as usize != ctx.history.payloads.len() {
-                    ctx.violation(format!("writer gave entry id {entry} to add {}", ctx.history.payloads.len()));
+                    ctx.violation(format!(
+                        "writer gave entry id {entry} to add {}",
+                        ctx.history.payloads.len()
+                    ));
                 }
                 ctx.history.payloads.push(payload);
                 if entry + 1 == self.total {
