@@ -2,21 +2,27 @@
 //! proptest, so they run in every `cargo test` without cargo-fuzz or nightly. Random bytes
 //! rarely get past a CRC, so besides raw bytes each check also gets well-formed inputs with a
 //! few corruptions (a metadata log, for one, written by a `LocalCore` or encoded from random
-//! records). Longer runs: `cargo fuzz run -s none <target>` (fuzz/README.md).
+//! records). Longer runs: `cargo fuzz run -s none <target>` (fuzz/README.md). Every file of
+//! every corpus in fuzz/corpus/ also goes through its target's check here
+//! (`corpus_files_pass_their_checks`).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
 
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_engine::journal::file_header::FileHeader;
 use dlog_engine::journal::record::{self, RecordHeader, RecordKind};
-use dlog_engine::{FileSeq, ShardId};
+use dlog_engine::storage::manifest::{Manifest, ManifestRun, ManifestSegment};
+use dlog_engine::storage::run::{RUN_HEADER_BYTES, RunHeader};
+use dlog_engine::{FileSeq, JournalMark, LogSeq, SegmentId, ShardId};
 use dlog_metadata::local_log::{self, ImageKey, LogEnd, LogRecord, StateImage};
 use dlog_metadata::schema::{self, LogSegment, SegmentMetadata};
 use dlog_metadata::{Cond, LeaseId, LocalCore, Op, Version};
@@ -502,4 +508,246 @@ fn wire_limits_match_the_engine() {
     let config = dlog_engine::BookieConfig::new("unused");
     assert_eq!(dlog_protocol::Limits::default().entry_bytes_max as usize, config.entry_bytes_max);
     assert_eq!(dlog_protocol::LAC_NONE, record::LAC_NONE);
+}
+
+// The segment storage targets: entry logs (runs, and the run index built from them) and
+// manifests.
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 1000, failure_persistence: None, ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn entry_log_decode_raw(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        checks::storage::check_entry_log_decode(&data);
+    }
+
+    /// Sample entry logs read back whole; damaged (bytes flipped, cut, zeroed, appended, a
+    /// sector copied over another), they are still read without a broken check.
+    #[test]
+    fn entry_log_decode_damaged(seed: u64, runs in 1usize..4, trim: bool,
+                                damage in proptest::option::of(log_damage()),
+                                copy in proptest::option::of((any::<Index>(), any::<Index>()))) {
+        let (input, entries) = checks::storage::sample_entry_log(seed, runs, trim);
+        let (epoch, log) = checks::split_u64(&input);
+        if damage.is_none() && copy.is_none() {
+            let found = checks::storage::read_entry_log(epoch, log);
+            prop_assert_eq!(found.len(), runs);
+            for (run, entries) in found.iter().zip(&entries) {
+                prop_assert_eq!(run.entries.as_ref(), Some(entries));
+            }
+        }
+        let mut log = log.to_vec();
+        if let Some(damage) = &damage {
+            damage_log(&mut log, damage);
+        }
+        let sectors = log.len() / 4096;
+        if let Some((from, to)) = copy.filter(|_| sectors > 0) {
+            let (from, to) = (from.index(sectors) * 4096, to.index(sectors) * 4096);
+            log.copy_within(from..from + 4096, to);
+        }
+        let mut input = epoch.to_le_bytes().to_vec();
+        input.extend_from_slice(&log);
+        checks::storage::check_entry_log_decode(&input);
+    }
+
+    /// Run headers with chosen fields around the limits `decode_header` checks, with a valid
+    /// CRC, then a footer record of chosen sections and arbitrary array elements.
+    #[test]
+    fn entry_log_decode_forged(epoch in 0u64..3, run_sectors in 0u64..3, odd_size: bool, seq in 0u64..3,
+                               entry_count in 0u64..5, arrays_at in 64u64..90, footer_delta in 0usize..4,
+                               footer_bytes in 30u64..260, footer_seq in 0u64..3,
+                               sections in proptest::collection::vec(
+                                   (0u64..3, 0u64..8, 0u64..4, 0u64..6, 0u64..300), 0..5),
+                               elements in proptest::collection::vec(any::<u8>(), 0..64)) {
+        // Where the array ends, or a little off.
+        let footer_at = (arrays_at + 8 * entry_count).saturating_add_signed([0, -8, 1, 8][footer_delta]);
+        let header = RunHeader {
+            run_bytes: run_sectors * 4096 + u64::from(odd_size) * 8,
+            seq,
+            entry_count,
+            arrays_at,
+            footer_at,
+            footer_bytes,
+        };
+        let mut log = vec![0u8; 8192];
+        log[..RUN_HEADER_BYTES].copy_from_slice(&checks::storage::run_header_record(epoch, &header));
+        let at = arrays_at as usize;
+        let n = elements.len().min(log.len() - at);
+        log[at..at + n].copy_from_slice(&elements[..n]);
+        let mut payload = Vec::new();
+        for (segment, first, count, index, bytes) in &sections {
+            for v in [*segment, *first, *count, *index, *bytes] {
+                payload.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let footer = RecordHeader {
+            kind: RecordKind::RunFooter,
+            flags: 0,
+            payload_len: payload.len() as u32,
+            segment_id: footer_seq,
+            entry_id: sections.len() as u64,
+            last_add_confirmed: record::LAC_NONE,
+        };
+        let at = footer_at as usize;
+        record::encode(&mut log[at..at + record::record_bytes(payload.len())], epoch, &footer, &payload);
+        let mut input = epoch.to_le_bytes().to_vec();
+        input.extend_from_slice(&log);
+        checks::storage::check_entry_log_decode(&input);
+    }
+}
+
+/// A manifest of a few logs, runs and segments, and damage notes: short ones of any text, and
+/// ones around the 4096-byte cut with multi-byte characters (which the cut may split).
+fn manifest() -> impl Strategy<Value = Manifest> {
+    let mark = proptest::option::of((any::<u64>(), any::<u64>()))
+        .prop_map(|m| m.map(|(file, offset)| JournalMark { file: FileSeq(file), offset }));
+    let logs =
+        proptest::collection::vec((any::<u64>(), any::<u64>()).prop_map(|(l, u)| (LogSeq(l), u)), 0..3);
+    let runs = proptest::collection::vec(any::<(u64, u64, u64, u64)>(), 0..3).prop_map(|runs| {
+        runs.into_iter()
+            .map(|(log, offset, bytes, seq)| ManifestRun { log: LogSeq(log), offset, bytes, seq })
+            .collect::<Vec<_>>()
+    });
+    let segment = (
+        any::<u64>(),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..=64)),
+        any::<(bool, bool)>(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(segment, key, (fenced, deleted), lac)| ManifestSegment {
+            segment: SegmentId(segment),
+            master_key: key.map(Bytes::from),
+            fenced,
+            deleted,
+            last_add_confirmed: lac,
+        });
+    let wide = prop_oneof![Just('a'), Just('é'), Just('€'), Just('😀')];
+    let note = prop_oneof![
+        3 => ".{0,40}",
+        1 => proptest::collection::vec(wide, 1020..1400).prop_map(|c| c.into_iter().collect::<String>()),
+    ];
+    (
+        any::<u32>(),
+        mark,
+        any::<(u64, u64)>(),
+        logs,
+        runs,
+        proptest::collection::vec(segment, 0..4),
+        proptest::collection::vec(note, 0..3),
+    )
+        .prop_map(|(shard, checkpoint, (next_log, next_run), logs, runs, segments, damage)| Manifest {
+            shard,
+            checkpoint,
+            next_log,
+            next_run,
+            logs,
+            runs,
+            segments,
+            damage,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 1000, failure_persistence: None, ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn manifest_decode_raw(header: bool, data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        // With the magic and version in front, the check's CRC fix gets the body read.
+        let mut bytes = if header { [0x464D_4C44u32, 1].map(u32::to_le_bytes).concat() } else { Vec::new() };
+        bytes.extend_from_slice(&data);
+        checks::storage::check_manifest_decode(&bytes);
+    }
+
+    #[test]
+    fn manifest_decode_encoded(seed: u64, cut: Option<Index>,
+                               flips in proptest::collection::vec((any::<Index>(), any::<u8>()), 0..3)) {
+        let manifest = checks::storage::sample_manifest(&mut checks::Rng::new(seed));
+        let mut bytes = manifest.encode();
+        prop_assert_eq!(Manifest::decode(&bytes), Ok(manifest));
+        corrupt(&mut bytes, &flips);
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        checks::storage::check_manifest_decode(&bytes);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any manifest survives encode and decode, but for damage notes cut to 4096 bytes.
+    #[test]
+    fn manifest_round_trip(manifest in manifest()) {
+        let bytes = manifest.encode();
+        prop_assert_eq!(Manifest::decode(&bytes), Ok(checks::storage::notes_cut(&manifest)));
+        checks::storage::check_manifest_decode(&bytes);
+    }
+}
+
+/// Time a target's corpus may take beyond its named seeds.
+fn corpus_budget(target: &str) -> Duration {
+    if target == "journal_replay" { Duration::from_secs(3) } else { Duration::from_secs(1) }
+}
+
+/// A name libFuzzer gives the inputs it adds to a corpus: 40 hex digits (SHA-1).
+fn is_fuzzer_name(name: &str) -> bool {
+    name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> =
+        fs::read_dir(dir).expect("read directory").map(|e| e.expect("directory entry").path()).collect();
+    paths.sort();
+    paths
+}
+
+/// Every file of every corpus in fuzz/corpus/ passes its target's check, so the committed
+/// seeds run in every `cargo test`, without cargo-fuzz. Named seeds (what `seed_corpus` writes,
+/// and regression inputs) always run; inputs a local fuzz run added (named by their SHA-1) run
+/// until the target's `corpus_budget` is spent, so a grown local corpus does not make the test
+/// slow. Every target in fuzz/fuzz_targets/ has a check, and every corpus a target.
+#[test]
+#[expect(clippy::disallowed_methods, reason = "a test's time budget, not a core's clock")]
+fn corpus_files_pass_their_checks() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let targets: Vec<String> = sorted_entries(&fuzz.join("fuzz_targets"))
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    for target in &targets {
+        assert!(
+            target == "journal_replay" || checks::input_check(target).is_some(),
+            "fuzz target {target} has no check in fuzz/src/lib.rs input_check"
+        );
+    }
+    let mut seeds = 0;
+    for dir in sorted_entries(&fuzz.join("corpus")) {
+        let target = dir.file_name().expect("a corpus name").to_string_lossy().into_owned();
+        assert!(targets.contains(&target), "corpus {} of no fuzz target", dir.display());
+        let check = checks::input_check(&target);
+        let files = sorted_entries(&dir);
+        let started = Instant::now();
+        let mut ran = 0;
+        for path in &files {
+            let name = path.file_name().expect("a file name").to_string_lossy();
+            let named = !is_fuzzer_name(&name);
+            if !named && started.elapsed() > corpus_budget(&target) {
+                continue;
+            }
+            let data = fs::read(path).expect("read a corpus file");
+            let result = catch_unwind(AssertUnwindSafe(|| match check {
+                Some(check) => check(&data),
+                None => replay_case(&data),
+            }));
+            assert!(result.is_ok(), "{}: the {target} check failed on it", path.display());
+            ran += 1;
+            seeds += usize::from(named);
+        }
+        eprintln!("corpus {target}: {ran} of {} files in {:?}", files.len(), started.elapsed());
+    }
+    assert!(seeds > 0, "no named seeds in fuzz/corpus/");
 }

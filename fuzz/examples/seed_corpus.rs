@@ -6,8 +6,8 @@
 //! cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
 //! ```
 //!
-//! The metadata seeds are committed (git keeps `corpus/metadata_*/*` though `corpus/` is
-//! ignored); all but `metadata_*/local-store` come out the same on every run.
+//! The metadata, wire and storage seeds are committed (force-added: `corpus/` is ignored); all
+//! but `metadata_*/local-store` come out the same on every run.
 
 use std::fs;
 use std::future::Future;
@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_engine::journal::record::{self, LAC_NONE, RecordHeader, RecordKind};
+use dlog_engine::storage::manifest::Manifest;
 use dlog_fuzz::metadata::{sample_log, sample_log_segment, sample_segment};
 use dlog_fuzz::protocol::sample_wire_input;
+use dlog_fuzz::storage::{sample_entry_log, sample_manifest};
 use dlog_fuzz::{Rng, replay_file_header, sample_journal_body};
 use dlog_metadata::schema::wire;
 use dlog_metadata::{LocalOptions, LocalStore, MetadataStore};
@@ -88,7 +90,29 @@ fn main() {
         let input = sample_wire_input(seed, frames, responses, piece);
         write("wire_frame_decode", format!("{direction}-{frames}-piece-{piece}"), &input);
     }
+    storage_seeds(&write);
     println!("seeds written under {}", corpus.display());
+}
+
+/// Entry logs of one to four runs (one cut after its footer, the rest whole), and manifests:
+/// empty, without a checkpoint, and as a shard writes them.
+fn storage_seeds(write: &impl Fn(&str, String, &[u8])) {
+    for (seed, runs, trim) in
+        [(1u64, 1usize, true), (2, 1, false), (3, 2, false), (4, 3, true), (5, 4, false)]
+    {
+        let (input, _) = sample_entry_log(seed, runs, trim);
+        let name = format!("runs-{runs}{}", if trim { "-trimmed" } else { "" });
+        write("entry_log_decode", name, &input);
+    }
+    write("manifest_decode", "empty".into(), &Manifest::default().encode());
+    let mut rng = Rng::new(11);
+    for i in 0..5 {
+        let mut manifest = sample_manifest(&mut rng);
+        if i == 0 {
+            manifest.checkpoint = None;
+        }
+        write("manifest_decode", format!("shard-{i}"), &manifest.encode());
+    }
 }
 
 fn metadata_seeds(write: &impl Fn(&str, String, &[u8])) {

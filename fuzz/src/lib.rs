@@ -2,7 +2,8 @@
 //! (which includes this file as a module with `#[path]`, so it must depend on nothing the main
 //! crate's tests lack: `dlog_engine`, `dlog_metadata`, `dlog_protocol`, `bytes`, `crc32c` and
 //! `std`). The metadata targets' checks are in `metadata.rs`, the wire protocol's in
-//! `protocol.rs`.
+//! `protocol.rs`, the segment storage formats' (entry log runs, run index, manifest) in
+//! `storage.rs`. `input_check` names every target's check but `journal_replay`'s.
 //!
 //! Each `check_*` function takes raw fuzz input and panics only when the code under test
 //! misbehaves: a panic inside the engine, the metadata layer or the wire codec, or a broken
@@ -10,6 +11,7 @@
 
 pub mod metadata;
 pub mod protocol;
+pub mod storage;
 
 use std::fs;
 use std::path::Path;
@@ -20,6 +22,25 @@ use dlog_engine::journal::batch::{BATCH_CLOSE_SLACK_BYTES, BatchBuilder};
 use dlog_engine::journal::file_header::FileHeader;
 use dlog_engine::journal::record::{self, LAC_NONE, RecordHeader, RecordKind};
 use dlog_engine::{Backend, Bookie, BookieConfig, DirectIo, FileSeq, JournalRecovery, OpenError, ShardId};
+
+/// The check of the target named `target`, for runners outside cargo-fuzz (tests/fuzz_smoke.rs
+/// runs every corpus file through it). `None` for an unknown name and for `journal_replay`,
+/// whose check also needs a directory (`check_journal_replay`). Every other target in
+/// fuzz_targets/ must be here (the smoke test checks).
+pub fn input_check(target: &str) -> Option<fn(&[u8])> {
+    let check: fn(&[u8]) = match target {
+        "journal_record_decode" => check_record_decode,
+        "file_header_decode" => check_file_header_decode,
+        "metadata_log_decode" => metadata::check_log_decode,
+        "metadata_replay" => |data| metadata::check_replay(data, metadata::replay_now()),
+        "metadata_value_decode" => metadata::check_value_decode,
+        "wire_frame_decode" => protocol::check_wire_decode,
+        "entry_log_decode" => storage::check_entry_log_decode,
+        "manifest_decode" => storage::check_manifest_decode,
+        _ => return None,
+    };
+    Some(check)
+}
 
 /// Splits fuzz input into a little-endian `u64` (zero-padded when the input is shorter than 8
 /// bytes) and the rest.
