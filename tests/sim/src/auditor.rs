@@ -29,6 +29,9 @@ pub(crate) struct Auditor {
     copies: BTreeMap<u64, usize>,
     next_tag: u64,
     expected: Vec<Bytes>,
+    /// Reads to send again (a bookie restarting), at the next tick.
+    retry: Vec<(u64, usize)>,
+    tick_at: Option<Duration>,
     pub(crate) done: bool,
 }
 
@@ -41,6 +44,8 @@ impl Auditor {
             copies: BTreeMap::new(),
             next_tag: 0,
             expected: Vec::new(),
+            retry: Vec::new(),
+            tick_at: None,
             done: false,
         }
     }
@@ -70,6 +75,13 @@ impl Auditor {
         ctx.send(self.id, bookie, self.next_tag, Request::Read { segment: SEGMENT, entry, fence: None });
     }
 
+    pub(crate) fn on_tick(&mut self, ctx: &mut Ctx) {
+        self.tick_at = None;
+        for (entry, bookie) in std::mem::take(&mut self.retry) {
+            self.read(entry, bookie, ctx);
+        }
+    }
+
     pub(crate) fn on_answer(&mut self, tag: u64, result: Result<Response, TransportFailure>, ctx: &mut Ctx) {
         let Some((entry, bookie)) = self.reads.remove(&tag) else { return };
         match result {
@@ -83,13 +95,15 @@ impl Auditor {
             Ok(Response::Refused { status: Status::Corrupt, message, .. }) => {
                 ctx.violation(format!("A2: bookie {bookie} answers Corrupt for entry {entry}: {message}"));
             }
-            // Nothing is faulty any more, but a bookie may be restarting: ask again.
+            // Nothing is faulty any more, but a bookie may be restarting: ask again soon.
             Ok(_) | Err(_) => {
-                let _ = Duration::ZERO;
-                self.read(entry, bookie, ctx);
+                self.retry.push((entry, bookie));
+                let at = ctx.instant() + Duration::from_millis(50);
+                ctx.schedule_tick(self.id, Some(at), &mut self.tick_at);
+                return;
             }
         }
-        if self.reads.is_empty() && !self.done {
+        if self.reads.is_empty() && self.retry.is_empty() && !self.done {
             self.done = true;
             let qa = self.quorum.ack_quorum_size();
             for (entry, copies) in &self.copies {

@@ -35,6 +35,7 @@ use dlog_protocol::{Op, Request, Response};
 use crate::disk::SimDisk;
 use crate::scenario::Mutation;
 use crate::world::{Ctx, Event};
+use rand::Rng;
 
 /// Turns of the shell loop without new input before it counts as a spin (SB4).
 const SPIN_TURNS_MAX: usize = 10_000;
@@ -82,6 +83,8 @@ pub(crate) struct SimBookie {
     tick_at: Option<std::time::Duration>,
     /// A restart is scheduled (after a poisoning).
     restart_pending: bool,
+    /// Crash while the next journal write is in flight, restarting after this long.
+    pub(crate) crash_armed: Option<std::time::Duration>,
     /// Restarts so far.
     pub(crate) restarts: u64,
 }
@@ -101,6 +104,7 @@ impl SimBookie {
             lac_seen: BTreeMap::new(),
             tick_at: None,
             restart_pending: false,
+            crash_armed: None,
             restarts: 0,
         };
         bookie.start(CoreStart::default(), ctx);
@@ -146,7 +150,10 @@ impl SimBookie {
             eprintln!("{:?} bookie {} restarts", ctx.now, self.index);
         }
         let start = match self.replay() {
-            Ok(start) => start,
+            Ok((start, torn)) => {
+                ctx.stats.torn_tails += u64::from(torn);
+                start
+            }
             Err(reason) => {
                 ctx.violation(format!("SB3: bookie {} does not replay its journal: {reason}", self.index));
                 return;
@@ -155,16 +162,17 @@ impl SimBookie {
         self.start(start, ctx);
     }
 
-    fn replay(&mut self) -> Result<CoreStart, String> {
+    /// The replayed start, and whether a torn tail was cut.
+    fn replay(&mut self) -> Result<(CoreStart, bool), String> {
         let shm = std::path::Path::new("/dev/shm");
         let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
         let tmp = tmp.map_err(|e| format!("temp dir: {e}"))?;
         let dir = ShardDir::open(tmp.path(), ShardId(0)).map_err(|e| e.to_string())?;
         self.disk.write_to(&dir).map_err(|e| format!("writing the journal: {e}"))?;
-        let (start, _report) =
+        let (start, report) =
             replay(&dir, JournalRecovery::Strict, false, false).map_err(|e| e.to_string())?;
         self.disk.read_from(&dir).map_err(|e| format!("reading the journal back: {e}"))?;
-        Ok(start)
+        Ok((start, report.torn_tail.is_some()))
     }
 
     /// A wire request arrives from `client`.
@@ -330,6 +338,7 @@ impl SimBookie {
             if poisoned && !self.restart_pending {
                 // A supervisor restarts a poisoned bookie (C4: it refuses writes until then).
                 self.restart_pending = true;
+                ctx.stats.poisonings += 1;
                 let after = ctx.between_ms(20, 500);
                 ctx.schedule(after, Event::Crash { bookie: self.index, restart_after: Some(after) });
             }
@@ -365,6 +374,14 @@ impl SimBookie {
                     latency,
                     Event::DiskDone { bookie: self.index, incarnation: self.incarnation, op },
                 );
+                if is_write
+                    && ctx.faults_on
+                    && let Some(restart_after) = self.crash_armed.take()
+                {
+                    // The crash lands while this write (and maybe others) is in flight.
+                    let at = latency.mul_f64(ctx.rng.random_range(0.0..1.0));
+                    ctx.schedule(at, Event::Crash { bookie: self.index, restart_after: Some(restart_after) });
+                }
             }
             Output::Reply(handle, reply) => self.on_reply(handle, reply, ctx),
             Output::PrepareFile(seq) => {

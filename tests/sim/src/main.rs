@@ -101,7 +101,8 @@ fn main() -> anyhow::Result<()> {
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let failed = Mutex::new(Vec::new());
-    let (passed, events) = (AtomicU64::new(0), AtomicU64::new(0));
+    let passed = AtomicU64::new(0);
+    let totals = Mutex::new((dlog_sim::Stats::default(), dlog_sim::NetStats::default()));
     println!("dlog-sim: {} seeds from {from} on {} threads", args.seeds, args.jobs);
     std::thread::scope(|scope| {
         for _ in 0..args.jobs {
@@ -117,7 +118,11 @@ fn main() -> anyhow::Result<()> {
                     }
                     let seed = from.wrapping_add(i);
                     let report = dlog_sim::run_mutated(seed, args.mutation);
-                    events.fetch_add(report.stats.events, Ordering::Relaxed);
+                    {
+                        let mut totals = totals.lock().expect("not poisoned");
+                        totals.0.add(&report.stats);
+                        totals.1.add(&report.net);
+                    }
                     if report.violations.is_empty() {
                         passed.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -132,13 +137,16 @@ fn main() -> anyhow::Result<()> {
     });
     let failed = failed.into_inner().expect("not poisoned");
     let passed = passed.load(Ordering::Relaxed);
+    let (stats, net) = totals.into_inner().expect("not poisoned");
     println!(
         "dlog-sim: {passed} seeds passed, {} failed, in {:.1} s ({} events){}",
         failed.len(),
         started.elapsed().as_secs_f64(),
-        events.load(Ordering::Relaxed),
+        stats.events,
         if stop.load(Ordering::Relaxed) { " (time limit reached)" } else { "" }
     );
+    println!("  totals: {stats:?}");
+    println!("  network: {net:?}");
     if !failed.is_empty() {
         println!("failed seeds: {failed:?}");
         std::process::exit(1);

@@ -47,6 +47,20 @@ pub struct NetStats {
     pub clogs: u64,
 }
 
+impl NetStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &NetStats) {
+        let NetStats { delivered, resets, partitioned, duplicated, clogged, partitions, clogs } = *other;
+        self.delivered += delivered;
+        self.resets += resets;
+        self.partitioned += partitioned;
+        self.duplicated += duplicated;
+        self.clogged += clogged;
+        self.partitions += partitions;
+        self.clogs += clogs;
+    }
+}
+
 /// The network (N1).
 #[derive(Default)]
 pub(crate) struct Net {

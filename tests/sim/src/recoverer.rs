@@ -145,6 +145,7 @@ impl RecovererActor {
                     }
                     RecoveryOutput::Done(Ok(end)) => {
                         self.done = true;
+                        ctx.stats.entries_recovered += core.stats().entries_recovered;
                         ctx.history.recovered.push(end);
                     }
                     RecoveryOutput::Done(Err(RecoveryError::Metadata(_))) => restart = true,

@@ -23,6 +23,8 @@ use crate::writer::WriterActor;
 
 /// Events one run may process at most (a run that needs more is stuck in a loop).
 const EVENTS_MAX: u64 = 20_000_000;
+/// Events queued at once at most (more is a storm: something answers itself in a loop).
+const QUEUED_MAX: usize = 2_000_000;
 
 enum Client {
     Writer(WriterActor),
@@ -164,8 +166,9 @@ impl World {
             if !self.ctx.history.violations.is_empty() || self.finished {
                 return;
             }
-            if self.ctx.stats.events > EVENTS_MAX {
-                self.ctx.violation(format!("more than {EVENTS_MAX} events"));
+            if self.ctx.stats.events > EVENTS_MAX || self.ctx.queue.len() > QUEUED_MAX {
+                let queued = self.ctx.queue.len();
+                self.ctx.violation(format!("event storm: {} events, {queued} queued", self.ctx.stats.events));
                 return;
             }
         }
@@ -245,6 +248,11 @@ impl World {
                     ctx.schedule(after, Event::Restart { bookie });
                 }
             }
+            Event::ArmCrash { bookie, restart_after } => {
+                if ctx.faults_on {
+                    self.bookies[bookie].crash_armed = Some(restart_after);
+                }
+            }
             Event::Restart { bookie } => {
                 self.bookies[bookie].restart(ctx);
                 ctx.up[bookie] = self.bookies[bookie].is_up();
@@ -253,7 +261,7 @@ impl World {
                 Client::Writer(w) => w.on_tick(ctx),
                 Client::Recoverer(r) => r.on_tick(ctx),
                 Client::Reader(r) => r.on_tick(ctx),
-                Client::Auditor(_) => {}
+                Client::Auditor(a) => a.on_tick(ctx),
             },
             Event::Add => {
                 if let Client::Writer(w) = &mut self.clients[0] {
@@ -318,6 +326,7 @@ impl World {
                 ctx.faults_on = false;
                 ctx.net.heal();
                 for bookie in 0..self.bookies.len() {
+                    self.bookies[bookie].crash_armed = None;
                     if !self.bookies[bookie].is_up() {
                         ctx.schedule(Duration::ZERO, Event::Restart { bookie });
                     }

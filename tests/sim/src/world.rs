@@ -38,26 +38,84 @@ pub(crate) const LIVENESS: Duration = Duration::from_secs(180);
 
 /// Something that happens at a virtual time.
 pub(crate) enum Event {
-    Request { bookie: usize, client: usize, req: u64, request: Request },
-    Response { client: usize, bookie: usize, req: u64, response: Response },
-    Stale { client: usize, bookie: usize, tag: u64, response: Response },
-    Timeout { req: u64 },
-    Reset { client: usize, bookie: usize },
-    DiskDone { bookie: usize, incarnation: u64, op: u64 },
-    FileReady { bookie: usize, incarnation: u64, seq: FileSeq, ok: bool },
-    BookieTick { bookie: usize, incarnation: u64 },
-    Crash { bookie: usize, restart_after: Option<Duration> },
-    Restart { bookie: usize },
-    ClientTick { client: usize },
+    Request {
+        bookie: usize,
+        client: usize,
+        req: u64,
+        request: Request,
+    },
+    Response {
+        client: usize,
+        bookie: usize,
+        req: u64,
+        response: Response,
+    },
+    Stale {
+        client: usize,
+        bookie: usize,
+        tag: u64,
+        response: Response,
+    },
+    Timeout {
+        req: u64,
+    },
+    Reset {
+        client: usize,
+        bookie: usize,
+    },
+    DiskDone {
+        bookie: usize,
+        incarnation: u64,
+        op: u64,
+    },
+    FileReady {
+        bookie: usize,
+        incarnation: u64,
+        seq: FileSeq,
+        ok: bool,
+    },
+    BookieTick {
+        bookie: usize,
+        incarnation: u64,
+    },
+    Crash {
+        bookie: usize,
+        restart_after: Option<Duration>,
+    },
+    Restart {
+        bookie: usize,
+    },
+    /// Crash the bookie while its next journal write is in flight.
+    ArmCrash {
+        bookie: usize,
+        restart_after: Duration,
+    },
+    ClientTick {
+        client: usize,
+    },
     Add,
-    Meta { client: usize, op: MetaOp },
-    MetaDone { client: usize, result: MetaResult },
-    Replaced { client: usize, result: Result<Vec<usize>, String> },
-    StartClient { client: usize },
+    Meta {
+        client: usize,
+        op: MetaOp,
+    },
+    MetaDone {
+        client: usize,
+        result: MetaResult,
+    },
+    Replaced {
+        client: usize,
+        result: Result<Vec<usize>, String>,
+    },
+    StartClient {
+        client: usize,
+    },
     Notify,
     Partition,
     Swizzle,
-    Clog { bookie: usize, until: Duration },
+    Clog {
+        bookie: usize,
+        until: Duration,
+    },
     Heal,
     Finalize,
 }
@@ -91,6 +149,56 @@ pub struct Stats {
     pub reader_restarts: u64,
     /// Copies the audit read.
     pub audited_copies: u64,
+    /// Torn tails replay cut off at restarts.
+    pub torn_tails: u64,
+    /// Shards poisoned by a failed journal write.
+    pub poisonings: u64,
+    /// Entries recoveries found past the fenced LAC and re-added.
+    pub entries_recovered: u64,
+    /// Writer adds that failed after a recoverer fenced the segment.
+    pub fenced_adds: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            events,
+            crashes,
+            eio_writes,
+            eio_reads,
+            slow_fsyncs,
+            meta_failures,
+            timeouts,
+            stale_answers,
+            bookie_failures,
+            ensemble_changes,
+            recoveries,
+            reader_restarts,
+            audited_copies,
+            torn_tails,
+            poisonings,
+            entries_recovered,
+            fenced_adds,
+        } = *other;
+        self.events += events;
+        self.crashes += crashes;
+        self.eio_writes += eio_writes;
+        self.eio_reads += eio_reads;
+        self.slow_fsyncs += slow_fsyncs;
+        self.meta_failures += meta_failures;
+        self.timeouts += timeouts;
+        self.stale_answers += stale_answers;
+        self.bookie_failures += bookie_failures;
+        self.ensemble_changes += ensemble_changes;
+        self.recoveries += recoveries;
+        self.reader_restarts += reader_restarts;
+        self.audited_copies += audited_copies;
+        self.torn_tails += torn_tails;
+        self.poisonings += poisonings;
+        self.entries_recovered += entries_recovered;
+        self.fenced_adds += fenced_adds;
+    }
 }
 
 struct Pending {
@@ -374,8 +482,12 @@ impl Ctx {
         for _ in 0..self.scenario.faults.crashes {
             let at = self.between_ms(0, end_ms);
             let bookie = self.rng.random_range(0..self.scenario.bookies);
-            let restart_after = Some(self.between_ms(5, 3000));
-            self.schedule_at(at, Event::Crash { bookie, restart_after });
+            let restart_after = self.between_ms(5, 3000);
+            if self.rng.random_bool(0.5) {
+                self.schedule_at(at, Event::Crash { bookie, restart_after: Some(restart_after) });
+            } else {
+                self.schedule_at(at, Event::ArmCrash { bookie, restart_after });
+            }
         }
         if self.scenario.faults.partitions {
             let at = self.between_ms(0, end_ms / 2);

@@ -115,7 +115,10 @@ impl WriterActor {
                     let bookie = ensemble[bookie_index];
                     ctx.send(self.id, bookie, tag.raw(), request);
                 }
-                Output::Completed { entry, result } => ctx.history.completed(entry, result.is_ok()),
+                Output::Completed { entry, result } => {
+                    ctx.stats.fenced_adds += u64::from(result == Err(WriterError::Fenced));
+                    ctx.history.completed(entry, result.is_ok());
+                }
                 Output::LastAddConfirmed(lac) => ctx.history.writer_lac(lac),
                 Output::BookieFailed { .. } => ctx.stats.bookie_failures += 1,
                 Output::ChangeEnsemble { first_entry, replace } => {
