@@ -11,6 +11,8 @@
 //!   comes after that is dropped, except that the fault mix may hand the cores stale answers.
 //! - WD3 (liveness): after the fault window the run must end (segment closed, every recoverer
 //!   and reader done, the audit complete) within `LIVENESS`; otherwise it fails as stuck.
+//! - WD4 (the wire): every message crosses as the wire codec frames it: encoded, decoded, and
+//!   the decoded value is what arrives.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -339,10 +341,20 @@ impl Ctx {
         base
     }
 
-    /// A client sends `request` to `bookie` under its core's `tag` (WD2).
+    /// A client sends `request` to `bookie` under its core's `tag` (WD2). It travels as the
+    /// wire codec frames it (WD4).
     pub(crate) fn send(&mut self, client: usize, bookie: usize, tag: u64, request: Request) {
         self.next_req += 1;
         let req = self.next_req;
+        let mut frame = bytes::BytesMut::new();
+        dlog_protocol::encode_request(&request, req, &mut frame);
+        let request = match dlog_protocol::decode_request(&mut frame, &dlog_protocol::Limits::default()) {
+            Ok(Some((id, decoded))) if id == req && frame.is_empty() => decoded,
+            other => {
+                self.violation(format!("WD4: the codec does not carry {request:?}: {other:?}"));
+                request
+            }
+        };
         if self.trace == Some(client) {
             eprintln!(
                 "{:?} client {client} -> bookie {bookie} req {req} tag {tag:#x}: {request:?}",
@@ -365,8 +377,17 @@ impl Ctx {
         }
     }
 
-    /// A bookie answers request `req` of `client`.
+    /// A bookie answers request `req` of `client`, framed by the wire codec (WD4).
     pub(crate) fn respond(&mut self, bookie: usize, client: usize, req: u64, response: Response) {
+        let mut frame = bytes::BytesMut::new();
+        dlog_protocol::encode_response(&response, req, &mut frame);
+        let response = match dlog_protocol::decode_response(&mut frame, &dlog_protocol::Limits::default()) {
+            Ok(Some((id, decoded))) if id == req && frame.is_empty() => decoded,
+            other => {
+                self.violation(format!("WD4: the codec does not carry {response:?}: {other:?}"));
+                response
+            }
+        };
         let faults = self.scenario.faults.clone();
         match self.net.transmit(&mut self.rng, &faults, self.faults_on, self.now, client, bookie, false) {
             Fate::Deliver(times) => {
