@@ -1,7 +1,8 @@
 //! Segment storage through the bookie API: flushes into entry logs, reads from the write cache
 //! and from entry logs, journal reclaim after flushes, restart from the manifest, index rebuild
-//! without it, damage answered as `Corrupt`, and write-cache backpressure. Every test runs on
-//! both backends.
+//! without it, damage answered as `Corrupt` (including runs whose seq is repeated or past the
+//! limit, and a manifest's next run seq past it), and write-cache backpressure. Every test runs
+//! on both backends.
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{BACKENDS, add, config, payload};
-use dlog_engine::{Backend, Bookie, BookieConfig, EntryId, Error, SegmentId, ShardId};
+use dlog_engine::journal::record::{self, RecordHeader};
+use dlog_engine::storage::manifest::{Manifest, ManifestRun};
+use dlog_engine::storage::run::RUN_SEQ_LIMIT;
+use dlog_engine::{Backend, Bookie, BookieConfig, EntryId, Error, LogSeq, SegmentId, ShardId};
 
 fn storage_config(dir: &Path, backend: Backend) -> BookieConfig {
     let mut config = config(dir, backend);
@@ -381,5 +385,179 @@ fn wait_for_last_add_confirmed_answers_when_it_moves_or_times_out() {
         let open = bookie.wait_for_last_add_confirmed(s, Some(EntryId(10)), Duration::from_secs(600));
         bookie.close();
         assert!(matches!(wait_bounded(open, "close"), Err(Error::ShardStopped(_))));
+    }
+}
+
+/// The storage manifest of shard 0.
+fn manifest_of(dir: &Path) -> Manifest {
+    Manifest::decode(&fs::read(dir.join("storage-0/manifest")).unwrap()).unwrap()
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) {
+    fs::write(dir.join("storage-0/manifest"), manifest.encode()).unwrap();
+}
+
+/// Makes the run at (`log`, `offset`) claim run seq `seq` in its header and footer, CRCs
+/// valid: what a damaged disk (or a bug) could leave, and a checksum does not catch.
+fn forge_run_seq(dir: &Path, log: LogSeq, offset: u64, seq: u64) {
+    let path = dir.join(format!("storage-0/entrylog-{:016x}.log", log.0));
+    let mut bytes = fs::read(&path).unwrap();
+    let run = &mut bytes[offset as usize..];
+    let header = dlog_engine::storage::run::decode_header(run, log.0).unwrap();
+    // The header record keeps the seq in `entry_id`, the footer record in `segment_id`.
+    let set_header: fn(&mut RecordHeader, u64) = |h, seq| h.entry_id = seq;
+    let set_footer: fn(&mut RecordHeader, u64) = |h, seq| h.segment_id = seq;
+    for (at, set) in [(0, set_header), (header.footer_at as usize, set_footer)] {
+        let (mut h, payload) = record::decode(&run[at..], log.0).unwrap();
+        let payload = payload.to_vec();
+        set(&mut h, seq);
+        record::encode(&mut run[at..at + record::record_bytes(payload.len())], log.0, &h, &payload);
+    }
+    fs::write(&path, &bytes).unwrap();
+}
+
+/// Segment 1's entries flushed as one run, then segment 2's as another: the two runs, as the
+/// manifest lists them.
+fn two_runs(config: &BookieConfig, dir: &Path) -> [ManifestRun; 2] {
+    let bookie = Bookie::open(config.clone()).unwrap();
+    write(&bookie, &(0..20).map(|e| (1, e, 300)).collect::<Vec<_>>());
+    bookie.flush().unwrap();
+    write(&bookie, &(0..20).map(|e| (2, e, 300)).collect::<Vec<_>>());
+    bookie.flush().unwrap();
+    bookie.close();
+    let runs = manifest_of(dir).runs;
+    assert_eq!(runs.len(), 2, "one run per flush: {runs:?}");
+    [runs[0], runs[1]]
+}
+
+fn expect_corrupt(bookie: &Bookie, segment: u64, entry: u64, what: &str) {
+    match bookie.read_entry(SegmentId(segment), EntryId(entry)).wait() {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("{what}: segment {segment} entry {entry}: expected Corrupt, got {other:?}"),
+    }
+}
+
+/// Regression (a fuzz finding, `entry_log_decode`): two runs claiming one seq, CRCs valid. The run
+/// index let the second take the first's place, so the first's entries were read at the
+/// second's offsets (answering `Corrupt` for intact entries), and dropping one run's spans
+/// panicked the shard. Now the second is damage (RI3): the first answers, the second's
+/// entries answer `Corrupt`, never `NoSuchEntry`, and its log is kept (G3).
+#[test]
+fn two_runs_under_one_seq_are_damage_not_a_panic() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_config(dir.path(), backend);
+        let [first, second] = two_runs(&config, dir.path());
+        forge_run_seq(dir.path(), second.log, second.offset, first.seq);
+        let mut manifest = manifest_of(dir.path());
+        manifest.runs[1].seq = first.seq;
+        write_manifest(dir.path(), &manifest);
+        let bookie = Bookie::open(config.clone()).unwrap();
+        check_all(&bookie, &(0..20).map(|e| (1, e, 300)).collect::<Vec<_>>(), "the first run");
+        expect_corrupt(&bookie, 2, 3, "the refused run");
+        expect_corrupt(&bookie, 9, 0, "damage is known");
+        // Dropping the first run's spans leaves the index whole.
+        wait_bounded(bookie.delete_segment(SegmentId(1)), "delete").unwrap();
+        expect_corrupt(&bookie, 2, 3, "after the deletion");
+        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
+        write(&bookie, &more);
+        wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+        check_all(&bookie, &more, "written after open");
+        bookie.close();
+        assert!(dir.path().join(format!("storage-0/entrylog-{:016x}.log", second.log.0)).exists());
+        // The rebuild scan finds the two runs the same way.
+        fs::remove_file(dir.path().join("storage-0/manifest")).unwrap();
+        let bookie = Bookie::open(config.clone()).unwrap();
+        expect_corrupt(&bookie, 2, 3, "after a rebuild");
+        check_all(&bookie, &more, "after a rebuild");
+        bookie.close();
+    }
+}
+
+/// Regression (a fuzz finding, `entry_log_decode`): a run claiming seq `u64::MAX`, CRCs valid and
+/// listed so in the manifest, overflowed the next run seq at open. Now it is damage (RN4).
+#[test]
+fn a_run_seq_past_the_limit_is_damage_not_a_panic() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_config(dir.path(), backend);
+        let [_, second] = two_runs(&config, dir.path());
+        forge_run_seq(dir.path(), second.log, second.offset, u64::MAX);
+        let mut manifest = manifest_of(dir.path());
+        manifest.runs[1].seq = u64::MAX;
+        write_manifest(dir.path(), &manifest);
+        let bookie = Bookie::open(config.clone()).unwrap();
+        check_all(&bookie, &(0..20).map(|e| (1, e, 300)).collect::<Vec<_>>(), "the other run");
+        expect_corrupt(&bookie, 2, 3, "the refused run");
+        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
+        write(&bookie, &more);
+        wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+        bookie.close();
+        let next_run = manifest_of(dir.path()).next_run;
+        assert!(next_run < RUN_SEQ_LIMIT, "{backend:?}: next run seq {next_run}");
+        fs::remove_file(dir.path().join("storage-0/manifest")).unwrap();
+        let bookie = Bookie::open(config.clone()).unwrap();
+        expect_corrupt(&bookie, 2, 3, "after a rebuild");
+        check_all(&bookie, &more, "after a rebuild");
+        bookie.close();
+    }
+}
+
+/// Regression (a fuzz finding): a manifest's `next_run` of `u64::MAX` made the
+/// first flush after open overflow it. Now it is damage, and seqs continue after the highest
+/// indexed run (F4).
+#[test]
+fn a_manifest_next_run_past_the_limit_is_damage_not_a_panic() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_config(dir.path(), backend);
+        let [_, second] = two_runs(&config, dir.path());
+        let mut manifest = manifest_of(dir.path());
+        manifest.next_run = u64::MAX;
+        write_manifest(dir.path(), &manifest);
+        let bookie = Bookie::open(config.clone()).unwrap();
+        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
+        write(&bookie, &more);
+        wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+        expect_corrupt(&bookie, 9, 0, "damage is known");
+        bookie.close();
+        let manifest = manifest_of(dir.path());
+        assert_eq!(manifest.next_run, second.seq + 2, "{backend:?}: one run since open");
+        let bookie = Bookie::open(config.clone()).unwrap();
+        check_all(&bookie, &(0..20).map(|e| (2, e, 300)).collect::<Vec<_>>(), "after restart");
+        check_all(&bookie, &more, "after restart");
+        bookie.close();
+    }
+}
+
+/// F4: with every run seq below 2^63 used, a flush fails (and is retried) rather than write a
+/// run no open could read; the journal keeps its entries.
+#[test]
+fn no_run_seq_left_fails_flushes_and_loses_nothing() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_config(dir.path(), backend);
+        two_runs(&config, dir.path());
+        let mut manifest = manifest_of(dir.path());
+        manifest.next_run = RUN_SEQ_LIMIT;
+        write_manifest(dir.path(), &manifest);
+        let bookie = Bookie::open(config.clone()).unwrap();
+        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
+        write(&bookie, &more);
+        let _flush = bookie.flush_shard(ShardId(0));
+        #[expect(clippy::disallowed_methods, reason = "a test's own time bound")]
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while bookie.stats(ShardId(0)).unwrap().run_write_failures == 0 {
+            #[expect(clippy::disallowed_methods, reason = "a test's own time bound")]
+            let now = std::time::Instant::now();
+            assert!(now < deadline, "{backend:?}: the flush did not fail");
+            std::thread::park_timeout(std::time::Duration::from_millis(5));
+        }
+        check_all(&bookie, &more, "from the write cache");
+        bookie.close();
+        let bookie = Bookie::open(config.clone()).unwrap();
+        check_all(&bookie, &more, "replayed from the journal");
+        check_all(&bookie, &(0..20).map(|e| (1, e, 300)).collect::<Vec<_>>(), "from entry logs");
+        bookie.close();
     }
 }

@@ -351,18 +351,22 @@ pub fn encode_run(epoch: u64, seq: u64, entries: &RunEntries) -> Option<Vec<u8>>
 /// search of their sections does: for the first and last entry of a section and the ids just
 /// outside it, `find` names the newest run holding the entry (RI2) and where its element and
 /// section are; `last_entry` and `holds` agree; the log's bytes are all live; dropping
-/// shadowed spans changes no answer. A run whose seq an earlier run has is skipped: seqs are
-/// unique per shard (docs/format.md#run), and the index keys spans by seq.
+/// shadowed spans changes no answer. The index refuses a run whose seq an earlier run has, and
+/// only such a run (RI3: seqs are unique per shard, docs/format.md#run); the answers are then
+/// those of the runs it took.
 fn check_run_index(log: LogSeq, runs: &[FoundRun]) {
     let mut index = RunIndex::default();
     let mut indexed: Vec<&FoundRun> = Vec::new();
     for found in runs {
-        if indexed.iter().any(|r| r.header.seq == found.header.seq) {
-            continue;
-        }
+        let taken = indexed.iter().any(|r| r.header.seq == found.header.seq);
         let info = RunInfo { log, offset: found.offset as u64, header: found.header };
-        index.insert(info, &found.sections, |_| false);
-        indexed.push(found);
+        match index.insert(info, &found.sections, |_| false) {
+            Ok(()) => assert!(!taken, "indexed a second run under seq {}", found.header.seq),
+            Err(refused) => assert!(taken, "refused the run at {}: {refused}", found.offset),
+        }
+        if !taken {
+            indexed.push(found);
+        }
     }
     let total: u64 = indexed.iter().flat_map(|r| &r.sections).map(|s| s.bytes).sum();
     let usage: Vec<_> = index.log_use().collect();

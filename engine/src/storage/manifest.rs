@@ -66,11 +66,13 @@ pub struct Manifest {
     pub checkpoint: Option<JournalMark>,
     /// Sequence number for the next entry log.
     pub next_log: u64,
-    /// Sequence number for the next run.
+    /// Sequence number for the next run: at most `RUN_SEQ_LIMIT` as a shard writes it (RN4).
+    /// Decode takes any value; open counts one past the limit as damage (shard/core/flush.rs F4).
     pub next_run: u64,
     /// Entry logs with the bytes of them that runs use.
     pub logs: Vec<(LogSeq, u64)>,
-    /// Runs, by sequence number.
+    /// Runs, by sequence number (distinct, below `RUN_SEQ_LIMIT` as a shard writes them; open
+    /// counts a listed run whose seq is repeated or past the limit as damage).
     pub runs: Vec<ManifestRun>,
     /// Segment states.
     pub segments: Vec<ManifestSegment>,

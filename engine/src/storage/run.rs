@@ -21,6 +21,8 @@
 //! - RN2: a run is whole only if its header and footer decode; the footer is written last, after
 //!   every other byte of the run is written, and made durable with it.
 //! - RN3: a run is a whole number of sectors and shorter than 4 GiB (u32 offsets).
+//! - RN4: a run's seq is below `RUN_SEQ_LIMIT` (2^63): `decode_header` refuses any other and
+//!   `RunEncoder` is never asked for one, so no seq counter can overflow, whatever a disk holds.
 
 use bytes::Bytes;
 
@@ -39,6 +41,10 @@ pub const ARRAY_ELEMENT_BYTES: usize = 8;
 pub const SECTION_BYTES: usize = 40;
 /// Largest run (RN3).
 pub const RUN_BYTES_MAX: u64 = u32::MAX as u64 - SECTOR_BYTES as u64;
+/// Run seqs stay below this (RN4): 2^63 runs is out of reach of any real shard (292,000 years
+/// at a million runs per second), so a run that claims more is damage, and `seq + 1` never
+/// overflows.
+pub const RUN_SEQ_LIMIT: u64 = 1 << 63;
 
 /// Entries sorted by (segment, entry), as a run is written from.
 pub trait SortedEntries {
@@ -122,8 +128,9 @@ pub struct RunEncoder {
 
 impl RunEncoder {
     /// Plans a run of `entries` for entry log `epoch`. None when there is nothing to write or
-    /// the run would exceed `RUN_BYTES_MAX`.
+    /// the run would exceed `RUN_BYTES_MAX`. `seq` is below `RUN_SEQ_LIMIT` (RN4).
     pub fn new(epoch: u64, seq: u64, entries: &dyn SortedEntries) -> Option<RunEncoder> {
+        assert!(seq < RUN_SEQ_LIMIT, "run seq {seq} is past the limit (RN4)");
         let mut sections: Vec<Section> = Vec::new();
         let mut arrays: Vec<u8> = Vec::new();
         let mut at = RUN_HEADER_BYTES as u64;
@@ -326,7 +333,7 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Decodes a run header at the start of `bytes` (at least `RUN_HEADER_BYTES`), checking that
-/// its sizes are consistent. Never panics.
+/// its sizes are consistent and its seq is below `RUN_SEQ_LIMIT` (RN4). Never panics.
 pub fn decode_header(bytes: &[u8], epoch: u64) -> Result<RunHeader, RunError> {
     let (h, payload) = record::decode(bytes, epoch).map_err(|e| format!("run header: {e:?}"))?;
     if h.kind != RecordKind::RunHeader || payload.len() != RUN_HEADER_PAYLOAD_BYTES {
@@ -356,12 +363,20 @@ pub fn decode_header(bytes: &[u8], epoch: u64) -> Result<RunHeader, RunError> {
     if !consistent {
         return Err(format!("run header sizes are inconsistent: {header:?}"));
     }
+    if header.seq >= RUN_SEQ_LIMIT {
+        return Err(format!("run seq {} is past the limit 2^63 (RN4)", header.seq));
+    }
     Ok(header)
 }
 
 /// Decodes a run's footer (`bytes` = exactly its footer record) into sections, checking RN1
-/// and that they account for every entry. Never panics.
+/// and that they account for every entry. Never panics, whatever `header` says.
 pub fn decode_footer(bytes: &[u8], epoch: u64, header: &RunHeader) -> Result<Vec<Section>, RunError> {
+    // Bytes the records may take: `decode_header` has `arrays_at` at least 72; a header from
+    // anywhere else may not.
+    let Some(records_max) = header.arrays_at.checked_sub(RUN_HEADER_BYTES as u64) else {
+        return Err(format!("run header with the array at {}, inside the header", header.arrays_at));
+    };
     let (h, payload) = record::decode(bytes, epoch).map_err(|e| format!("run footer: {e:?}"))?;
     if h.kind != RecordKind::RunFooter || h.segment_id != header.seq {
         return Err(format!(
@@ -389,7 +404,7 @@ pub fn decode_footer(bytes: &[u8], epoch: u64, header: &RunHeader) -> Result<Vec
         record_bytes = record_bytes.saturating_add(section.bytes);
         if section.count == 0
             || section.bytes < section.count.saturating_mul(RECORD_HEADER_BYTES as u64)
-            || record_bytes > header.arrays_at - RUN_HEADER_BYTES as u64
+            || record_bytes > records_max
             || section.array_index != next_index
             || section.first.checked_add(section.count).is_none()
             || !ordered
@@ -487,6 +502,42 @@ mod tests {
             };
             let _ = decode_footer(&bytes, epoch, &header);
             let _ = decode_entry(&bytes, epoch, SegmentId(0), 0);
+        }
+    }
+
+    /// `bytes` with the record at `at` re-encoded (valid CRC) after `change`: a forged record.
+    fn reencode(bytes: &mut [u8], at: usize, epoch: u64, change: impl Fn(&mut RecordHeader)) {
+        let (mut h, payload) = record::decode(&bytes[at..], epoch).unwrap();
+        let payload = payload.to_vec();
+        change(&mut h);
+        record::encode(&mut bytes[at..at + record::record_bytes(payload.len())], epoch, &h, &payload);
+    }
+
+    /// Regression: a CRC-valid header claiming seq `u64::MAX` decoded, and the run index's
+    /// `seq + 1` overflowed at open (RN4).
+    #[test]
+    fn a_run_seq_past_the_limit_is_refused() {
+        let input = vec![(SegmentId(1), vec![(0, Bytes::from_static(b"abc"))])];
+        let (bytes, _) = encode_all(3, &input, SECTOR_BYTES);
+        for (seq, ok) in [(RUN_SEQ_LIMIT - 1, true), (RUN_SEQ_LIMIT, false), (u64::MAX, false)] {
+            let mut forged = bytes.clone();
+            reencode(&mut forged, 0, 3, |h| h.entry_id = seq);
+            assert_eq!(decode_header(&forged, 3).is_ok(), ok, "seq {seq}");
+        }
+    }
+
+    /// Regression: `decode_footer` given a header with `arrays_at` below 72 (which
+    /// `decode_header` never returns) underflowed instead of answering an error.
+    #[test]
+    fn decode_footer_refuses_an_array_inside_the_header() {
+        let input = vec![(SegmentId(1), vec![(0, Bytes::from_static(b"abc"))])];
+        let (bytes, _) = encode_all(3, &input, SECTOR_BYTES);
+        let header = decode_header(&bytes, 3).unwrap();
+        let footer = &bytes[header.footer_at as usize..(header.footer_at + header.footer_bytes) as usize];
+        assert!(decode_footer(footer, 3, &header).is_ok());
+        for arrays_at in [0, 8, RUN_HEADER_BYTES as u64 - 8] {
+            let inside = RunHeader { arrays_at, ..header };
+            assert!(decode_footer(footer, 3, &inside).is_err(), "arrays_at {arrays_at}");
         }
     }
 

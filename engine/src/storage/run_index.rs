@@ -9,11 +9,15 @@
 //! - RI1: a span is added only once its run is durable (footer written and flushed).
 //! - RI2: where spans of one segment overlap (an entry added again after a flush), the span of
 //!   the newer run answers; entries are immutable once acknowledged, so either copy is right.
+//! - RI3: indexed runs have distinct seqs, all below `RUN_SEQ_LIMIT` (RN4): `insert` refuses a
+//!   run whose seq is taken or past the limit, and leaves the index as it was. Spans are keyed
+//!   by seq, so two runs under one seq would answer for each other; a shard never writes that,
+//!   but a damaged disk can claim it, and the caller reports the refused run as damage.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::ids::{LogSeq, SegmentId};
-use crate::storage::run::{ARRAY_ELEMENT_BYTES, RunHeader, Section};
+use crate::storage::run::{ARRAY_ELEMENT_BYTES, RUN_SEQ_LIMIT, RunHeader, Section};
 
 /// A run and where it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +92,24 @@ pub struct LogUse {
     pub live: u64,
 }
 
+/// Why `RunIndex::insert` refused a run (RI3); the index is as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    /// An indexed run has the seq already.
+    #[error("run seq {seq} is taken by the run at entry log {log} offset {offset}")]
+    SeqTaken {
+        /// The seq.
+        seq: u64,
+        /// The entry log of the run indexed under it.
+        log: LogSeq,
+        /// That run's offset in its log.
+        offset: u64,
+    },
+    /// The seq is at or past `RUN_SEQ_LIMIT` (RN4).
+    #[error("run seq {0} is past the limit 2^63")]
+    SeqPastLimit(u64),
+}
+
 /// The index of one shard's runs.
 #[derive(Debug, Default)]
 pub struct RunIndex {
@@ -100,9 +122,21 @@ pub struct RunIndex {
 
 impl RunIndex {
     /// Adds a durable run and its sections (RI1). Sections of segments `dead` says are gone
-    /// are counted in the log's total but not indexed.
-    pub fn insert(&mut self, run: RunInfo, sections: &[Section], dead: impl Fn(SegmentId) -> bool) {
+    /// are counted in the log's total but not indexed. Refuses a run whose seq is taken or past
+    /// the limit (RI3), changing nothing.
+    pub fn insert(
+        &mut self,
+        run: RunInfo,
+        sections: &[Section],
+        dead: impl Fn(SegmentId) -> bool,
+    ) -> Result<(), InsertError> {
         let seq = run.header.seq;
+        if seq >= RUN_SEQ_LIMIT {
+            return Err(InsertError::SeqPastLimit(seq));
+        }
+        if let Some(taken) = self.runs.get(&seq) {
+            return Err(InsertError::SeqTaken { seq, log: taken.log, offset: taken.offset });
+        }
         let mut records_at = super::run::RUN_HEADER_BYTES as u64;
         let mut indexed = 0;
         let usage = self.logs.entry(run.log).or_default();
@@ -132,6 +166,7 @@ impl RunIndex {
             self.runs.insert(seq, run);
             self.run_spans.insert(seq, indexed);
         }
+        Ok(())
     }
 
     fn drop_span(&mut self, span: &Span) {
@@ -245,7 +280,7 @@ impl RunIndex {
             candidates.next().filter(|((first, _), span)| entry - first < span.count)
         };
         let ((first, _), span) = hit?;
-        let run = *self.runs.get(&span.run).expect("a span's run is indexed");
+        let run = *self.runs.get(&span.run).expect("a span's run is indexed (RI3)");
         let index = span.array_index + (entry - first);
         let element_at = run.offset + run.header.arrays_at + index * ARRAY_ELEMENT_BYTES as u64;
         let section_at = run.offset + span.records_at;
@@ -280,7 +315,7 @@ impl RunIndex {
         self.runs.len()
     }
 
-    /// The sequence number after every indexed run's.
+    /// The sequence number after every indexed run's: at most `RUN_SEQ_LIMIT` (RI3).
     pub fn next_seq(&self) -> u64 {
         self.runs.last_key_value().map_or(0, |(seq, _)| seq + 1)
     }
@@ -303,14 +338,14 @@ mod tests {
     #[test]
     fn newer_run_answers_for_overlapping_entries() {
         let mut index = RunIndex::default();
-        index.insert(run(0), &[section(1, 0, 100, 0), section(2, 5, 5, 100)], |_| false);
-        index.insert(run(1), &[section(1, 100, 50, 0)], |_| false);
+        index.insert(run(0), &[section(1, 0, 100, 0), section(2, 5, 5, 100)], |_| false).unwrap();
+        index.insert(run(1), &[section(1, 100, 50, 0)], |_| false).unwrap();
         assert_eq!(index.find(SegmentId(1), 120).unwrap().run.header.seq, 1);
         assert_eq!(index.find(SegmentId(1), 99).unwrap().element_at, 72 + 99 * 8);
         assert!(index.find(SegmentId(1), 150).is_none());
         assert!(index.find(SegmentId(2), 4).is_none());
         assert_eq!(index.find(SegmentId(2), 9).unwrap().element_at, 72 + 104 * 8);
-        index.insert(run(2), &[section(1, 90, 20, 0)], |_| false);
+        index.insert(run(2), &[section(1, 90, 20, 0)], |_| false).unwrap();
         assert_eq!(index.find(SegmentId(1), 95).unwrap().run.header.seq, 2);
         assert_eq!(index.find(SegmentId(1), 50).unwrap().run.header.seq, 0);
         assert_eq!(index.find(SegmentId(1), 120).unwrap().run.header.seq, 1);
@@ -329,13 +364,45 @@ mod tests {
         assert_eq!(index.run_count(), 1);
     }
 
+    /// Regression: a second run under an indexed seq (a damaged disk) took the first's place
+    /// in `runs`: the first's spans then answered with the second's offsets, and dropping one
+    /// run's spans left the other's pointing at no run ("a span's run is indexed" panic).
+    #[test]
+    fn a_run_under_a_taken_or_too_high_seq_is_refused_and_changes_nothing() {
+        let mut index = RunIndex::default();
+        index.insert(run(0), &[section(1, 0, 10, 0)], |_| false).unwrap();
+        let usage = index.log_use().collect::<Vec<_>>();
+        let twin = RunInfo { offset: 1 << 20, ..run(0) };
+        assert_eq!(
+            index.insert(twin, &[section(2, 0, 10, 0)], |_| false),
+            Err(InsertError::SeqTaken { seq: 0, log: LogSeq(1), offset: 0 })
+        );
+        for seq in [RUN_SEQ_LIMIT, u64::MAX] {
+            let high = RunInfo { offset: 1 << 21, ..run(0) };
+            let high = RunInfo { header: RunHeader { seq, ..high.header }, ..high };
+            assert_eq!(
+                index.insert(high, &[section(3, 0, 1, 0)], |_| false),
+                Err(InsertError::SeqPastLimit(seq))
+            );
+        }
+        assert_eq!(index.log_use().collect::<Vec<_>>(), usage, "refused runs are not accounted");
+        assert_eq!(index.find(SegmentId(1), 3).unwrap().run.offset, 0);
+        assert!(index.find(SegmentId(2), 3).is_none() && !index.holds(SegmentId(3)));
+        assert_eq!(index.next_seq(), 1);
+        assert_eq!(index.remove_segment(SegmentId(1)), 10 * 50);
+        assert_eq!(index.run_count(), 0);
+        // Once no span uses seq 0, a run under it is consistent again.
+        index.insert(twin, &[section(2, 0, 10, 0)], |_| false).unwrap();
+        assert_eq!(index.find(SegmentId(2), 3).unwrap().run.offset, 1 << 20);
+    }
+
     #[test]
     fn a_span_moved_by_compaction_before_a_restart_is_dead_at_open() {
         let mut index = RunIndex::default();
         // Run 0 in log 1 held two spans; compaction moved segment 2's into run 5 (log 2).
-        index.insert(run(0), &[section(1, 0, 10, 0), section(2, 0, 10, 10)], |_| false);
+        index.insert(run(0), &[section(1, 0, 10, 0), section(2, 0, 10, 10)], |_| false).unwrap();
         let moved = RunInfo { log: LogSeq(2), ..run(5) };
-        index.insert(moved, &[section(2, 0, 10, 0)], |_| false);
+        index.insert(moved, &[section(2, 0, 10, 0)], |_| false).unwrap();
         assert_eq!(index.drop_shadowed(), 1);
         assert_eq!(index.find(SegmentId(2), 3).unwrap().run.header.seq, 5);
         let log1 = index.log_use().find(|(l, _)| *l == LogSeq(1)).unwrap().1;

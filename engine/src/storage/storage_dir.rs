@@ -12,6 +12,10 @@
 //! a log past the manifest's used length belong to a flush whose manifest was never written
 //! (its entries are still in the journal) and are cut off, and logs the manifest does not list
 //! are deleted; without a manifest nothing is cut or deleted. New runs always go to a new log.
+//!
+//! Invariant SD2: nothing a file holds panics open or sizes an allocation past the file: a run
+//! the index refuses (a seq another run has, RI3) is damage like a run that does not decode,
+//! and a run's footer is read only once it is known to end within its log.
 
 use std::fs::{self, File};
 use std::io;
@@ -23,7 +27,7 @@ use crate::ids::{LogSeq, ShardId};
 use crate::io::buf::AlignedBuf;
 use crate::io::direct::{self, sync_dir};
 use crate::storage::manifest::Manifest;
-use crate::storage::run::{self, RUN_HEADER_BYTES, RunHeader, Section};
+use crate::storage::run::{self, RUN_HEADER_BYTES, RunError, RunHeader, Section};
 use crate::storage::run_index::{RunIndex, RunInfo};
 
 /// Paths of one shard's storage.
@@ -59,6 +63,17 @@ pub struct StorageStart {
 
 fn io_error(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { op, file: path.to_path_buf(), source }
+}
+
+impl StorageStart {
+    /// Indexes a run read whole at (`log`, `offset`); a run the index refuses (RI3) is damage
+    /// in its log, which is then kept as it is (SD2).
+    fn index_run(&mut self, log: LogSeq, offset: u64, header: RunHeader, sections: &[Section]) {
+        if let Err(refused) = self.index.insert(RunInfo { log, offset, header }, sections, |_| false) {
+            self.damaged_logs.push(log);
+            self.damage.push(format!("entry log {log} offset {offset}: {refused}"));
+        }
+    }
 }
 
 impl StorageDir {
@@ -186,6 +201,8 @@ impl StorageDir {
         direct_io: bool,
         start: &mut StorageStart,
     ) -> Result<(), OpenError> {
+        // Each listed log's length once cut to its used length: a run's footer must end within.
+        let mut lens: Vec<(LogSeq, u64)> = Vec::new();
         for (seq, used) in &manifest.logs {
             if !on_disk.contains(seq) {
                 start.damage.push(format!("entry log {seq} listed in the manifest is missing"));
@@ -198,6 +215,7 @@ impl StorageDir {
                 // SD1: a flush whose manifest was never written.
                 file.set_len(*used).map_err(io_error(IoOp::Write, &path))?;
             }
+            lens.push((*seq, len.min(*used)));
             start.logs.push((*seq, *used, Some(file)));
         }
         for run in &manifest.runs {
@@ -205,13 +223,10 @@ impl StorageDir {
                 start.damage.push(format!("run {} is in entry log {}, which is missing", run.seq, run.log));
                 continue;
             };
-            match read_run(file, run.log, run.offset) {
+            let log_bytes = lens.iter().find(|(s, _)| *s == run.log).map_or(0, |(_, len)| *len);
+            match read_run(file, run.log, run.offset, log_bytes) {
                 Ok((header, sections)) if header.seq == run.seq && header.run_bytes == run.bytes => {
-                    start.index.insert(
-                        RunInfo { log: run.log, offset: run.offset, header },
-                        &sections,
-                        |_| false,
-                    );
+                    start.index_run(run.log, run.offset, header, &sections);
                 }
                 Ok((header, _)) => {
                     start.damaged_logs.push(run.log);
@@ -255,12 +270,12 @@ impl StorageDir {
         let mut at = 0u64;
         let mut skipping_from: Option<u64> = None;
         while at + RUN_HEADER_BYTES as u64 <= len {
-            if let Ok((header, sections)) = read_run(&file, seq, at) {
+            if let Ok((header, sections)) = read_run(&file, seq, at, len) {
                 if let Some(from) = skipping_from.take() {
                     start.damaged_logs.push(seq);
                     start.damage.push(format!("entry log {seq}: no whole run in bytes {from}..{at}"));
                 }
-                start.index.insert(RunInfo { log: seq, offset: at, header }, &sections, |_| false);
+                start.index_run(seq, at, header, &sections);
                 at += header.run_bytes;
                 continue;
             }
@@ -297,22 +312,119 @@ impl StorageDir {
 /// Bytes read at a time while looking for runs in an entry log without a manifest.
 const SCAN_BLOCK_BYTES: usize = 1 << 20;
 
-/// Reads and checks a run's header and footer at `offset` of `file`.
-pub fn read_run(file: &File, log: LogSeq, offset: u64) -> Result<(RunHeader, Vec<Section>), String> {
+/// Why `read_run` found no whole run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadRunError {
+    /// Reading the log failed.
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+    /// The header did not decode.
+    #[error("{0}")]
+    Header(RunError),
+    /// The header places the footer past the end of the log (SD2).
+    #[error("run footer ends at byte {footer_end} of the log, past its {log_bytes} bytes")]
+    PastLog {
+        /// Where the footer would end in the log (saturated at `u64::MAX`).
+        footer_end: u64,
+        /// The log's length.
+        log_bytes: u64,
+    },
+    /// The footer did not decode, or the log ended inside it.
+    #[error("{0}")]
+    Footer(RunError),
+}
+
+/// Reads and checks a run's header and footer at `offset` of `file`, a log of `log_bytes`
+/// bytes: the footer is read only when the header places it within them (SD2), so a
+/// damaged header cannot size the read buffer.
+pub fn read_run(
+    file: &File,
+    log: LogSeq,
+    offset: u64,
+    log_bytes: u64,
+) -> Result<(RunHeader, Vec<Section>), ReadRunError> {
     let mut head = AlignedBuf::with_capacity(SECTOR_BYTES);
     head.set_len(SECTOR_BYTES);
     let (n, result) = direct::read_full_at(file, head.as_mut_slice(), offset);
-    result.map_err(|e| format!("read failed: {e}"))?;
-    let header = run::decode_header(&head.as_slice()[..n], log.0)?;
-    let start = (offset + header.footer_at) / SECTOR_BYTES as u64 * SECTOR_BYTES as u64;
-    let end = (offset + header.footer_at + header.footer_bytes).next_multiple_of(SECTOR_BYTES as u64);
+    result?;
+    let header = run::decode_header(&head.as_slice()[..n], log.0).map_err(ReadRunError::Header)?;
+    let footer_at = offset.saturating_add(header.footer_at);
+    let footer_end = footer_at.saturating_add(header.footer_bytes);
+    if footer_end > log_bytes {
+        return Err(ReadRunError::PastLog { footer_end, log_bytes });
+    }
+    let start = footer_at / SECTOR_BYTES as u64 * SECTOR_BYTES as u64;
+    let end = footer_end.next_multiple_of(SECTOR_BYTES as u64);
     let mut buf = AlignedBuf::with_capacity((end - start) as usize);
     buf.set_len((end - start) as usize);
     let (n, result) = direct::read_full_at(file, buf.as_mut_slice(), start);
-    result.map_err(|e| format!("read failed: {e}"))?;
-    let skew = (offset + header.footer_at - start) as usize;
-    let footer =
-        buf.as_slice()[..n].get(skew..skew + header.footer_bytes as usize).ok_or("run footer is cut off")?;
-    let sections = run::decode_footer(footer, log.0, &header)?;
+    result?;
+    let skew = (footer_at - start) as usize;
+    let footer = buf.as_slice()[..n]
+        .get(skew..skew + header.footer_bytes as usize)
+        .ok_or_else(|| ReadRunError::Footer("run footer is cut off".into()))?;
+    let sections = run::decode_footer(footer, log.0, &header).map_err(ReadRunError::Footer)?;
     Ok((header, sections))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SegmentId;
+    use crate::journal::record::{self, RecordHeader, RecordKind};
+    use crate::storage::run::{RUN_BYTES_MAX, RUN_HEADER_PAYLOAD_BYTES, RunEncoder};
+    use bytes::Bytes;
+
+    fn run_bytes(epoch: u64) -> Vec<u8> {
+        let entries = vec![(SegmentId(1), vec![(0, Bytes::from_static(b"abc"))])];
+        let mut encoder = RunEncoder::new(epoch, 0, &entries).unwrap();
+        let mut chunk = AlignedBuf::with_capacity(SECTOR_BYTES);
+        let mut out = Vec::new();
+        while !encoder.is_done() {
+            encoder.fill(&mut chunk, &entries);
+            out.extend_from_slice(chunk.as_slice());
+        }
+        out
+    }
+
+    /// Regression: a CRC-valid header whose footer lies near 4 GiB made `read_run` allocate
+    /// that much before finding the log a sector long (SD2).
+    #[test]
+    fn read_run_refuses_a_footer_past_the_log_before_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        // A whole run reads back; one byte short of its footer's end, the log is too short.
+        let whole = run_bytes(5);
+        fs::write(&path, &whole).unwrap();
+        let file = File::open(&path).unwrap();
+        let (header, _) = read_run(&file, LogSeq(5), 0, whole.len() as u64).unwrap();
+        let footer_end = header.footer_at + header.footer_bytes;
+        match read_run(&file, LogSeq(5), 0, footer_end - 1) {
+            Err(ReadRunError::PastLog { footer_end: end, .. }) => assert_eq!(end, footer_end),
+            other => panic!("expected PastLog, got {other:?}"),
+        }
+        // A forged header: the largest run, its footer filling it, in a one-sector log.
+        let run_max = RUN_BYTES_MAX / SECTOR_BYTES as u64 * SECTOR_BYTES as u64;
+        let mut payload = [0u8; RUN_HEADER_PAYLOAD_BYTES];
+        payload[0..8].copy_from_slice(&72u64.to_le_bytes());
+        payload[8..16].copy_from_slice(&80u64.to_le_bytes());
+        payload[16..24].copy_from_slice(&(run_max - 80).to_le_bytes());
+        let h = RecordHeader {
+            kind: RecordKind::RunHeader,
+            flags: 0,
+            payload_len: RUN_HEADER_PAYLOAD_BYTES as u32,
+            segment_id: run_max,
+            entry_id: 0,
+            last_add_confirmed: 1,
+        };
+        let mut sector = vec![0u8; SECTOR_BYTES];
+        record::encode(&mut sector[..RUN_HEADER_BYTES], 5, &h, &payload);
+        assert_eq!(run::decode_header(&sector, 5).unwrap().footer_bytes, run_max - 80);
+        fs::write(&path, &sector).unwrap();
+        let file = File::open(&path).unwrap();
+        match read_run(&file, LogSeq(5), 0, SECTOR_BYTES as u64) {
+            Err(ReadRunError::PastLog { footer_end, log_bytes: 4096 }) => assert_eq!(footer_end, run_max),
+            other => panic!("expected PastLog, got {other:?}"),
+        }
+    }
 }

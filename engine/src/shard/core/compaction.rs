@@ -155,8 +155,16 @@ impl<T> ShardCore<T> {
             return;
         }
         if let Some(moved) = storage.compaction.ready.take() {
-            let seq = storage.next_run;
-            storage.next_run += 1;
+            let Some(seq) = storage.take_run_seq() else {
+                // F4: no seq left. The moved entries are dropped; their spans stay where they are.
+                tracing::error!(
+                    shard = self.settings.shard.0,
+                    next_run = storage.next_run,
+                    "no run seq left below 2^63 (runs on disk claim seqs near it); compaction waits"
+                );
+                storage.compaction.next_at = Some(now + super::flush::FLUSH_RETRY_DELAY);
+                return;
+            };
             let epoch = storage.active_log.map_or(u64::MAX, |l| l.0);
             let encoder = RunEncoder::new(epoch, seq, &moved.entries).expect("a pass fits one run");
             storage.state =

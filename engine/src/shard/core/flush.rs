@@ -18,6 +18,10 @@
 //!   `write_cache_bytes_max` plus the journal batches in flight when it filled.
 //! - F3: a failed entry log write or flush keeps the sealed half and the journal; the flush is
 //!   retried later in a new entry log, so nothing acknowledged is ever lost to it.
+//! - F4: `next_run` is above every indexed run's seq and at most `RUN_SEQ_LIMIT` (RN4): a run
+//!   takes it only while it is below the limit (else the flush fails as in F3, or compaction
+//!   waits), and a manifest's `next_run` past the limit is damage, not taken; so no seq repeats
+//!   or wraps, whatever the disk says.
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +34,7 @@ use crate::io::buf::AlignedBuf;
 use crate::io::{Completion, DiskOp};
 use crate::shard::request::{JournalMark, Reply};
 use crate::storage::manifest::{Manifest, ManifestRun};
-use crate::storage::run::RunEncoder;
+use crate::storage::run::{RUN_SEQ_LIMIT, RunEncoder};
 use crate::storage::run_index::{RunIndex, RunInfo};
 use crate::storage::write_cache::WriteCache;
 
@@ -191,7 +195,17 @@ impl<T> Storage<T> {
         for (segment, entry, payload) in start.replayed {
             cache.insert(segment, entry, payload);
         }
-        let next_run = start.index.next_seq().max(start.next_run);
+        // F4: the index's next seq is at most the limit (RI3); the manifest's may be anything.
+        let next_run = if start.next_run <= RUN_SEQ_LIMIT {
+            start.index.next_seq().max(start.next_run)
+        } else {
+            start.damage.push(format!(
+                "storage manifest: next run seq {} is past the limit 2^63; continuing after the \
+                 highest indexed run",
+                start.next_run
+            ));
+            start.index.next_seq()
+        };
         Storage {
             read_cache: crate::storage::read_cache::ReadCache::new(settings.read_cache_bytes_max),
             range_hints: std::collections::HashMap::new(),
@@ -220,6 +234,14 @@ impl<T> Storage<T> {
             damage: start.damage,
             throttled: false,
         }
+    }
+
+    /// Takes the next run seq (F4); None when every seq below the limit is used (only a disk
+    /// claiming seqs near 2^63 gets there).
+    pub(super) fn take_run_seq(&mut self) -> Option<u64> {
+        let seq = self.next_run;
+        self.next_run = seq.checked_add(1).filter(|next| *next <= RUN_SEQ_LIMIT)?;
+        Some(seq)
     }
 
     fn half_bytes(&self) -> usize {
@@ -328,14 +350,22 @@ impl<T> ShardCore<T> {
         storage.requested = false;
         storage.waiting_current.append(&mut storage.waiting_next);
         let mark = storage.sealed_mark.expect("a sealed half has its mark");
-        let seq = storage.next_run;
+        let Some(seq) = storage.take_run_seq() else {
+            tracing::error!(
+                shard = self.settings.shard.0,
+                next_run = storage.next_run,
+                "no run seq left below 2^63 (runs on disk claim seqs near it); flush retried later, \
+                 the journal keeps its entries"
+            );
+            self.flush_failed(now);
+            return;
+        };
         let half = storage.cache.sealed().expect("sealed above or kept for a retry");
         // Larger than a run can be (RN3) cannot happen: a half holds at most half of
         // write_cache_bytes_max (at most 1 GiB) plus the journal batches in flight when it filled
         // (at most 16 x 64 MiB), far under 4 GiB.
         let encoder =
             RunEncoder::new(storage.log_epoch_hint(), seq, half).expect("a cache half fits one run");
-        storage.next_run += 1;
         storage.state = FlushState::Writing(Box::new(Writing {
             encoder,
             source: RunSource::Cache(mark),
@@ -513,7 +543,10 @@ impl<T> ShardCore<T> {
         let (log, offset) = w.place.expect("written, so placed");
         let header = *w.encoder.header();
         let purged = &storage.compaction.purged;
-        storage.index.insert(RunInfo { log, offset, header }, w.encoder.sections(), |s| purged.contains(&s));
+        storage
+            .index
+            .insert(RunInfo { log, offset, header }, w.encoder.sections(), |s| purged.contains(&s))
+            .expect("a new run's seq is fresh and below the limit (F4)");
         if let Some(used) = storage.logs.iter_mut().find(|(s, _)| *s == log) {
             used.1 = offset + header.run_bytes;
         }
