@@ -350,7 +350,13 @@ pub(crate) fn shard_cpu(id: ShardId, config: &BookieConfig) -> Option<usize> {
 
 /// Longest batch a file can hold with this configuration (written in file headers).
 pub(crate) fn batch_bytes_limit(config: &BookieConfig) -> u64 {
-    let largest = config.batch_bytes_max.max(config.entry_bytes_max) + 2 * BATCH_CLOSE_SLACK_BYTES;
+    batch_bytes_limit_of(config.batch_bytes_max, config.entry_bytes_max)
+}
+
+/// Longest batch a file can hold with these bounds (written in file headers; the simulation
+/// prepares its journal files with it too).
+pub fn batch_bytes_limit_of(batch_bytes_max: usize, entry_bytes_max: usize) -> u64 {
+    let largest = batch_bytes_max.max(entry_bytes_max) + 2 * BATCH_CLOSE_SLACK_BYTES;
     (largest + MASTER_KEY_SLACK).next_multiple_of(SECTOR_BYTES) as u64 + 4 * SECTOR_BYTES as u64
 }
 

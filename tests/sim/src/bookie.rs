@@ -17,7 +17,9 @@
 //! - SB3 (replay): a journal left by crashes and failed writes always replays under
 //!   `JournalRecovery::Strict` (torn tails only, never damage).
 //! - SB4 (no spin): one turn of the shell ends; a core that keeps producing work with no new
-//!   input is a bug.
+//!   input, or whose deadline is still past after its tick, is a bug.
+//! - SB5 (acknowledged bytes): an entry a bookie acknowledged is never acknowledged again with
+//!   other bytes; the audit reads every one back from that bookie, whatever the metadata says.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -27,6 +29,7 @@ use dlog_engine::config::JournalRecovery;
 use dlog_engine::journal::file_header::FileHeader;
 use dlog_engine::journal::files::ShardDir;
 use dlog_engine::journal::replay::replay;
+use dlog_engine::shard::batch_bytes_limit_of;
 use dlog_engine::shard::core::{CoreSettings, CoreStart, Output, ShardCore};
 use dlog_engine::shard::request::{Reply, Request as CoreRequest};
 use dlog_engine::{EntryId, Error, FileSeq, SegmentId, ShardId};
@@ -40,14 +43,28 @@ use rand::Rng;
 /// Turns of the shell loop without new input before it counts as a spin (SB4).
 const SPIN_TURNS_MAX: usize = 10_000;
 
+/// One ADD of a batch the shell hands the core (as the server's connection batches the ADDs it
+/// decoded together).
+#[derive(Debug)]
+struct AddKey {
+    client: usize,
+    req: u64,
+    segment: u64,
+    entry: u64,
+    recovery: bool,
+    last_add_confirmed: Option<u64>,
+    payload: Bytes,
+    arrival: u64,
+}
+
 #[derive(Debug)]
 enum Step {
-    Add { segment: u64, entry: u64, recovery: bool },
+    Adds(Vec<AddKey>),
     FenceThenRead { segment: u64, entry: u64 },
     FenceLac { segment: u64 },
     Read { segment: u64, entry: u64 },
     ReadLac { segment: u64 },
-    WriteLac,
+    WriteLac { segment: u64, lac: u64 },
     Wait { segment: u64, known: Option<u64> },
     WaitRead { lac: u64, entry: u64 },
     Range,
@@ -76,7 +93,10 @@ pub(crate) struct SimBookie {
     arrivals: u64,
     /// Per segment: the arrival count when the bookie first answered a fence (SB1).
     fenced_at: BTreeMap<u64, u64>,
-    /// Per segment: the highest durable LAC a fence answered (SB2).
+    /// Entries acknowledged, with their bytes (SB5).
+    acked: BTreeMap<u64, Bytes>,
+    /// Per segment: the highest durable LAC: a fence's answer, or carried by an acknowledged
+    /// ADD or WRITE_LAC (SB2).
     lac_durable: BTreeMap<u64, u64>,
     /// Per segment: the highest seen LAC answered, and by which incarnation (SB2).
     lac_seen: BTreeMap<u64, (u64, u64)>,
@@ -100,6 +120,7 @@ impl SimBookie {
             waiting: VecDeque::new(),
             arrivals: 0,
             fenced_at: BTreeMap::new(),
+            acked: BTreeMap::new(),
             lac_durable: BTreeMap::new(),
             lac_seen: BTreeMap::new(),
             tick_at: None,
@@ -190,8 +211,27 @@ impl SimBookie {
         let handle = |step| Handle { client, req, op, step, arrival };
         let core_request = match request {
             Request::Add { segment, entry, last_add_confirmed, master_key, payload, recovery } => {
+                let key = AddKey {
+                    client,
+                    req,
+                    segment,
+                    entry,
+                    recovery,
+                    last_add_confirmed,
+                    payload: payload.clone(),
+                    arrival,
+                };
                 let add = add_entry(segment, entry, last_add_confirmed, master_key, payload, recovery);
-                CoreRequest::Add { entries: vec![add], reply: handle(Step::Add { segment, entry, recovery }) }
+                // ADDs from one client that queue while the core is busy go to it as one batch.
+                if let Some(CoreRequest::Add { entries, reply }) = self.waiting.back_mut()
+                    && reply.client == client
+                    && let Step::Adds(keys) = &mut reply.step
+                {
+                    entries.push(add);
+                    keys.push(key);
+                    return self.pump(ctx);
+                }
+                CoreRequest::Add { entries: vec![add], reply: handle(Step::Adds(vec![key])) }
             }
             Request::Read { segment, entry, fence: Some(_) } if ctx.mutation == Mutation::SkipFence => {
                 CoreRequest::ReadEntry {
@@ -203,6 +243,8 @@ impl SimBookie {
             Request::ReadLastAddConfirmed { segment, fence: Some(_) }
                 if ctx.mutation == Mutation::SkipFence =>
             {
+                // The planted bug: the fence is answered but never reaches the core.
+                self.fenced_at.entry(segment).or_insert(arrival);
                 CoreRequest::ReadLac { segment: SegmentId(segment), reply: handle(Step::ReadLac { segment }) }
             }
             Request::Read { segment, entry, fence: Some(master_key) } => CoreRequest::Fence {
@@ -228,7 +270,7 @@ impl SimBookie {
                     segment: SegmentId(segment),
                     master_key,
                     last_add_confirmed: EntryId(last_add_confirmed),
-                    reply: handle(Step::WriteLac),
+                    reply: handle(Step::WriteLac { segment, lac: last_add_confirmed }),
                 }
             }
             Request::LongPoll { segment, known, timeout_ms } => CoreRequest::WaitLac {
@@ -286,7 +328,10 @@ impl SimBookie {
                 shard_id: ShardId(0),
                 writes_in_flight_max: self.settings.writes_in_flight_max as u32,
                 file_bytes: self.settings.journal_file_bytes,
-                batch_bytes_limit: core.buffer_capacity() as u64,
+                batch_bytes_limit: batch_bytes_limit_of(
+                    self.settings.batch_bytes_max,
+                    self.settings.entry_bytes_max,
+                ),
             };
             self.disk.prepare(seq, header);
             Ok(())
@@ -340,9 +385,15 @@ impl SimBookie {
                 self.restart_pending = true;
                 ctx.stats.poisonings += 1;
                 let after = ctx.between_ms(20, 500);
-                ctx.schedule(after, Event::Crash { bookie: self.index, restart_after: Some(after) });
+                let crash = Event::Crash { bookie: self.index, restart_after: Some(after), planned: false };
+                ctx.schedule(after, crash);
             }
             if !moved {
+                if deadline.is_some_and(|d| d <= now) {
+                    let bookie = self.index;
+                    ctx.violation(format!("SB4: bookie {bookie}'s core has a past deadline after its tick"));
+                    return;
+                }
                 if let Some(deadline) = deadline {
                     let at = ctx.since_start(deadline).max(ctx.now);
                     if self.tick_at.is_none_or(|t| at < t || t < ctx.now) {
@@ -380,7 +431,12 @@ impl SimBookie {
                 {
                     // The crash lands while this write (and maybe others) is in flight.
                     let at = latency.mul_f64(ctx.rng.random_range(0.0..1.0));
-                    ctx.schedule(at, Event::Crash { bookie: self.index, restart_after: Some(restart_after) });
+                    let crash = Event::Crash {
+                        bookie: self.index,
+                        restart_after: Some(restart_after),
+                        planned: true,
+                    };
+                    ctx.schedule(at, crash);
                 }
             }
             Output::Reply(handle, reply) => self.on_reply(handle, reply, ctx),
@@ -392,6 +448,36 @@ impl SimBookie {
             }
             other => ctx.violation(format!("journal-only shard asked for storage work: {other:?}")),
         }
+    }
+
+    /// The LAC `lac` of `segment` is durable here (an acknowledged ADD or WRITE_LAC carried it).
+    fn durable_lac(&mut self, segment: u64, lac: u64) {
+        let durable = self.lac_durable.entry(segment).or_insert(lac);
+        *durable = (*durable).max(lac);
+    }
+
+    /// The bookie acknowledged `key`: SB1, the durable LAC it carried (SB2), and its bytes for
+    /// the audit (SB5: acknowledged bytes never change and are never lost).
+    fn acknowledged(&mut self, key: &AddKey, ctx: &mut Ctx) {
+        let (bookie, segment, entry) = (self.index, key.segment, key.entry);
+        if !key.recovery && self.fenced_at.get(&segment).is_some_and(|f| key.arrival > *f) {
+            ctx.violation(format!(
+                "SB1: bookie {bookie} acknowledged ADD {segment}/{entry} that arrived after its fence"
+            ));
+        }
+        if let Some(lac) = key.last_add_confirmed {
+            self.durable_lac(segment, lac);
+        }
+        if let Some(before) = self.acked.insert(entry, key.payload.clone())
+            && before != key.payload
+        {
+            ctx.violation(format!("SB5: bookie {bookie} acknowledged other bytes for entry {entry}"));
+        }
+    }
+
+    /// Entries this bookie acknowledged, with their bytes (SB5).
+    pub(crate) fn acked(&self) -> &BTreeMap<u64, Bytes> {
+        &self.acked
     }
 
     /// A LAC answered for `segment`: durable (a fence's) or seen (SB2).
@@ -431,16 +517,16 @@ impl SimBookie {
         let respond = |response: Response, ctx: &mut Ctx| ctx.respond(index, client, req, response);
         let response = match (step, reply) {
             (_, Reply::Refused(error)) => refusal(op, &error),
-            (Step::Add { segment, entry, recovery }, Reply::Added(result)) => {
-                let ok = result.is_ok();
-                if ok && !recovery && self.fenced_at.get(&segment).is_some_and(|f| arrival > *f) {
-                    ctx.violation(format!(
-                        "SB1: bookie {} acknowledged ADD {segment}/{entry} that arrived after its fence",
-                        self.index
-                    ));
+            (Step::Adds(keys), Reply::Added(result)) => {
+                let entries: Vec<(u64, u64)> = keys.iter().map(|k| (k.segment, k.entry)).collect();
+                let responses = add_responses(&entries, result);
+                for (key, response) in keys.into_iter().zip(responses) {
+                    if matches!(response, Response::Add { .. }) {
+                        self.acknowledged(&key, ctx);
+                    }
+                    ctx.respond(self.index, key.client, key.req, response);
                 }
-                let mut responses = add_responses(&[(segment, entry)], result);
-                responses.pop().expect("one response per entry")
+                return;
             }
             (step @ (Step::FenceThenRead { .. } | Step::FenceLac { .. }), Reply::Fenced(result)) => {
                 let segment = match step {
@@ -451,7 +537,9 @@ impl SimBookie {
                     Ok(lac) => lac,
                     Err(error) => return respond(refusal(op, &error), ctx),
                 };
-                self.fenced_at.entry(segment).or_insert(self.arrivals);
+                // The core marks the segment fenced when it takes the fence: every plain ADD that
+                // reached the bookie after the fence request must be refused (SB1).
+                self.fenced_at.entry(segment).and_modify(|f| *f = (*f).min(arrival)).or_insert(arrival);
                 self.answered_lac(segment, lac, true, ctx);
                 match step {
                     Step::FenceThenRead { segment, entry } => {
@@ -481,8 +569,11 @@ impl SimBookie {
                 }
                 Err(error) => refusal(op, &error),
             },
-            (Step::WriteLac, Reply::LacWritten(result)) => match result {
-                Ok(()) => Response::WriteLastAddConfirmed,
+            (Step::WriteLac { segment, lac }, Reply::LacWritten(result)) => match result {
+                Ok(()) => {
+                    self.durable_lac(segment, lac);
+                    Response::WriteLastAddConfirmed
+                }
                 Err(error) => refusal(op, &error),
             },
             (Step::Wait { segment, known }, Reply::LacWaited(result)) => match result {

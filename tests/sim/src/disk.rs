@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use dlog_engine::constants::{JOURNAL_FILE_HEADER_BYTES, SECTOR_BYTES};
+use dlog_engine::constants::JOURNAL_FILE_HEADER_BYTES;
 use dlog_engine::io::buf::AlignedBuf;
 use dlog_engine::io::{Completion, DiskOp, OpId};
 use dlog_engine::journal::file_header::FileHeader;
@@ -24,6 +24,9 @@ use dlog_engine::journal::files::ShardDir;
 use dlog_engine::{FileSeq, IoOp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+/// The unit a torn write lands in.
+const TORN_UNIT_BYTES: usize = 512;
 
 /// How a write in flight lands at a crash or a failed flush.
 fn land(rng: &mut ChaCha8Rng, torn: bool, file: &mut [u8], offset: u64, bytes: &[u8]) {
@@ -36,10 +39,12 @@ fn land(rng: &mut ChaCha8Rng, torn: bool, file: &mut [u8], offset: u64, bytes: &
         0 => {}
         1 => file[start..start + bytes.len()].copy_from_slice(bytes),
         _ if torn => {
-            for (i, sector) in bytes.chunks(SECTOR_BYTES).enumerate() {
+            // Torn in 512-byte units: a 4 KiB sector of a device with 512-byte atomic writes
+            // can land in part.
+            for (i, piece) in bytes.chunks(TORN_UNIT_BYTES).enumerate() {
                 if rng.random_bool(0.5) {
-                    let at = start + i * SECTOR_BYTES;
-                    file[at..at + sector.len()].copy_from_slice(sector);
+                    let at = start + i * TORN_UNIT_BYTES;
+                    file[at..at + piece.len()].copy_from_slice(piece);
                 }
             }
         }

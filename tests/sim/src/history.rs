@@ -11,6 +11,10 @@
 //!   or below the end, and every LAC anyone saw is too.
 //! - H5 (agreement): every recoverer that finishes, and the writer's own close, end the
 //!   segment at the end the metadata holds.
+//! - H6 (every proposed end is safe): the end each recovery worked out, and the writer's close,
+//!   whether or not its close won, holds every acknowledged entry and every LAC, and its length
+//!   is the payload bytes up to it: a recovery that would close too short is caught even when
+//!   another recovery closed first.
 
 use bytes::Bytes;
 use dlog_replication::recovery::RecoveredEnd;
@@ -32,6 +36,8 @@ pub(crate) struct History {
     pub(crate) reader_lac_max: Option<u64>,
     /// Ends recoverers finished with (H5).
     pub(crate) recovered: Vec<RecoveredEnd>,
+    /// Every close requested, by whom (H6).
+    pub(crate) proposed: Vec<(String, RecoveredEnd)>,
     /// The writer's close: its last entry, when it succeeded.
     pub(crate) writer_closed: Option<Option<u64>>,
     /// Entries delivered to readers.
@@ -96,33 +102,48 @@ impl History {
         }
     }
 
-    /// The segment is closed at `end`: H4 and H5.
-    pub(crate) fn check_closed(&mut self, end: RecoveredEnd) {
+    /// Payload bytes of entries `0..=last`, or `None` if some were never added.
+    fn length_through(&self, last: Option<u64>) -> Option<u64> {
+        match last {
+            None => Some(0),
+            Some(l) => self.payloads.get(..=l as usize).map(|p| p.iter().map(|p| p.len() as u64).sum()),
+        }
+    }
+
+    /// `end` holds every acknowledged entry and LAC, and the bytes up to it (H4, H6).
+    fn check_end(&mut self, who: &str, end: RecoveredEnd) {
         let last = end.last_entry;
         if self.acked_max > last {
             let acked = self.acked_max;
             self.violation(format!(
-                "H4: entry {acked:?} was acknowledged but the segment closed at {last:?}"
+                "H4: entry {acked:?} was acknowledged but {who} ends the segment at {last:?}"
             ));
         }
         for (what, lac) in [("writer", self.writer_lac), ("reader", self.reader_lac_max)] {
             if lac > last {
-                self.violation(format!("H4: {what} LAC {lac:?} is past the closed end {last:?}"));
+                self.violation(format!("H4: {what} LAC {lac:?} is past the end {last:?} {who} found"));
             }
         }
-        if last.is_some_and(|l| l as usize >= self.payloads.len()) {
-            self.violation(format!("H4: closed at {last:?}, past every entry added"));
+        match self.length_through(last) {
+            None => self.violation(format!("H4: {who} ends the segment at {last:?}, past every entry added")),
+            Some(expected) if expected != end.length => {
+                let length = end.length;
+                self.violation(format!(
+                    "H4: {who} ends with length {length} where the entries hold {expected}"
+                ));
+            }
+            Some(_) => {}
         }
-        let expected: u64 = match last {
-            Some(l) => self.payloads[..=(l as usize).min(self.payloads.len().saturating_sub(1))]
-                .iter()
-                .map(|p| p.len() as u64)
-                .sum(),
-            None => 0,
-        };
-        if end.length != expected {
-            self.violation(format!("H4: closed length {} where the entries hold {expected}", end.length));
+    }
+
+    /// The segment is closed at `end`: H4, H5, H6. Returns whether the end is past every entry
+    /// added (nothing can be audited then).
+    pub(crate) fn check_closed(&mut self, end: RecoveredEnd) -> bool {
+        for (who, proposed) in self.proposed.clone() {
+            self.check_end(&who, proposed);
         }
+        self.check_end("the metadata", end);
+        let last = end.last_entry;
         for recovered in self.recovered.clone() {
             if recovered != end {
                 self.violation(format!("H5: a recoverer ended at {recovered:?}, the metadata at {end:?}"));
@@ -133,5 +154,6 @@ impl History {
         {
             self.violation(format!("H5: the writer closed at {writer:?}, the metadata at {last:?}"));
         }
+        self.length_through(last).is_none()
     }
 }

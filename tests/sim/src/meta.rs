@@ -8,6 +8,9 @@
 //!   end never changes (the first close wins).
 //! - M2: an ensemble change and a writer's close apply only while Open; otherwise `Fenced`.
 //! - M3: a recoverer's close of a segment already Closed answers the stored end.
+//! - M4: a call whose answer is lost after it applied is answered as the real client's re-read
+//!   decides (the truth), except `BeginRecovery`, which the real client reports failed: the
+//!   segment is InRecovery and the recoverer tries again.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +70,12 @@ impl SimMeta {
         SimMeta { state: SegState::Open, ensembles: BTreeMap::from([(0, ensemble)]), version: 1 }
     }
 
+    /// Ensembles holding no entry go at a close; the first one stays (SG2).
+    fn drop_empty_ensembles(&mut self, last_entry: Option<u64>) {
+        let next = last_entry.map_or(0, |l| l + 1);
+        let _ = self.ensembles.split_off(&next.max(1));
+    }
+
     fn current(&self) -> &Vec<usize> {
         self.ensembles.values().next_back().expect("an ensemble from entry 0")
     }
@@ -92,6 +101,7 @@ impl SimMeta {
             MetaOp::CloseWritten { last_entry, length } => MetaResult::Closed(match self.state {
                 SegState::Open => {
                     self.state = SegState::Closed(RecoveredEnd { last_entry, length });
+                    self.drop_empty_ensembles(last_entry);
                     self.version += 1;
                     Ok(())
                 }
@@ -109,11 +119,14 @@ impl SimMeta {
             }),
             MetaOp::CloseRecovered { end, change } => MetaResult::Recovered(match self.state {
                 SegState::InRecovery => {
-                    for (first, ensemble) in change.into_iter().flatten() {
-                        let _ = self.ensembles.split_off(&first);
-                        self.ensembles.insert(first, ensemble);
+                    if let Some(change) = change
+                        && let Some(first) = change.keys().next()
+                    {
+                        let _ = self.ensembles.split_off(first);
+                        self.ensembles.extend(change);
                     }
                     self.state = SegState::Closed(end);
+                    self.drop_empty_ensembles(end.last_entry);
                     self.version += 1;
                     Ok(end)
                 }

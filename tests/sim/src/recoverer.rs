@@ -18,6 +18,8 @@ pub(crate) struct RecovererActor {
     id: usize,
     quorum: QuorumSizes,
     core: Option<Recovery<usize>>,
+    /// Bumped at each start: answers meant for an earlier recovery are dropped.
+    generation: u64,
     started: bool,
     done: bool,
     tick_at: Option<Duration>,
@@ -25,7 +27,12 @@ pub(crate) struct RecovererActor {
 
 impl RecovererActor {
     pub(crate) fn new(id: usize, quorum: QuorumSizes) -> RecovererActor {
-        RecovererActor { id, quorum, core: None, started: false, done: false, tick_at: None }
+        RecovererActor { id, quorum, core: None, generation: 0, started: false, done: false, tick_at: None }
+    }
+
+    /// Ever started.
+    pub(crate) fn was_started(&self) -> bool {
+        self.started
     }
 
     /// Started and not finished.
@@ -54,8 +61,9 @@ impl RecovererActor {
         }
         self.started = true;
         self.core = None;
+        self.generation += 1;
         ctx.stats.recoveries += 1;
-        ctx.meta(self.id, MetaOp::BeginRecovery);
+        ctx.meta((self.id, self.generation), MetaOp::BeginRecovery);
     }
 
     fn retry_later(&mut self, ctx: &mut Ctx) {
@@ -64,7 +72,10 @@ impl RecovererActor {
         ctx.schedule(after, Event::StartClient { client: self.id });
     }
 
-    pub(crate) fn on_meta(&mut self, result: MetaResult, ctx: &mut Ctx) {
+    pub(crate) fn on_meta(&mut self, generation: u64, result: MetaResult, ctx: &mut Ctx) {
+        if generation != self.generation {
+            return;
+        }
         match result {
             MetaResult::Begin(Ok(Begin::Closed(end))) => {
                 self.done = true;
@@ -96,18 +107,25 @@ impl RecovererActor {
 
     pub(crate) fn on_answer(
         &mut self,
+        generation: u64,
         bookie: usize,
         tag: u64,
         result: Result<Response, TransportFailure>,
         ctx: &mut Ctx,
     ) {
+        if generation != self.generation {
+            return;
+        }
         if let Some(core) = self.core.as_mut() {
             core.on_response(RecoveryTag::from_raw(tag), &bookie, result, ctx.instant());
         }
         self.drain(ctx);
     }
 
-    pub(crate) fn on_replaced(&mut self, result: Result<Vec<usize>, String>, ctx: &mut Ctx) {
+    pub(crate) fn on_replaced(&mut self, generation: u64, result: Result<Vec<usize>, String>, ctx: &mut Ctx) {
+        if generation != self.generation {
+            return;
+        }
         if let Some(core) = self.core.as_mut() {
             core.on_replaced(result, ctx.instant());
         }
@@ -128,20 +146,27 @@ impl RecovererActor {
             while let Some(output) = core.poll_output() {
                 match output {
                     RecoveryOutput::Send { bookie, tag, request } => {
-                        ctx.send(self.id, bookie, tag.raw(), request)
+                        ctx.send((self.id, self.generation), bookie, tag.raw(), request)
                     }
                     RecoveryOutput::CloseRequested(end) => {
+                        // What this recovery found, whether or not its close wins (H4).
+                        ctx.history.proposed.push((format!("recoverer {}", self.id), end));
                         let change = core.ensemble_change(&end);
-                        ctx.meta(self.id, MetaOp::CloseRecovered { end, change });
+                        ctx.meta((self.id, self.generation), MetaOp::CloseRecovered { end, change });
                     }
                     RecoveryOutput::ReplaceBookies { replace } => {
                         let current = core.last_add_ensemble().to_vec();
                         let replace: Vec<usize> = replace.iter().collect();
+                        // As the real placement: every member replaced, or none (and the store
+                        // may fail the lookup).
                         let new = replace_members(&current, &replace, &ctx.up, &mut ctx.rng);
+                        let all = replace.iter().all(|i| new[*i] != current[*i]);
+                        let failed = ctx.fault(ctx.scenario.faults.p_meta_fail);
                         let result =
-                            if new == current { Err("no bookie to replace with".into()) } else { Ok(new) };
+                            if all && !failed { Ok(new) } else { Err("no bookie to replace with".into()) };
                         let after = ctx.between_ms(1, 20);
-                        ctx.schedule(after, Event::Replaced { client: self.id, result });
+                        let generation = self.generation;
+                        ctx.schedule(after, Event::Replaced { client: self.id, generation, result });
                     }
                     RecoveryOutput::Done(Ok(end)) => {
                         self.done = true;

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 
 use crate::auditor::Auditor;
 use crate::bookie::SimBookie;
-use crate::meta::{MetaResult, SegState, SimMeta};
+use crate::meta::{MetaOp, MetaResult, SegState, SimMeta};
 use crate::reader::ReaderActor;
 use crate::recoverer::RecovererActor;
 use crate::scenario::{Mutation, Scenario};
@@ -75,8 +75,34 @@ pub fn run(seed: u64) -> Report {
     run_mutated(seed, Mutation::None)
 }
 
-/// Runs `seed` with a planted bug.
+/// Runs `seed` with a planted bug. A panic (a core's assertion, or the simulation's) is a
+/// violation of the seed, not the end of a batch.
 pub fn run_mutated(seed: u64, mutation: Mutation) -> Report {
+    match std::panic::catch_unwind(|| run_unguarded(seed, mutation)) {
+        Ok(report) => report,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            Report {
+                scenario: Scenario::from_seed(seed),
+                virtual_time: Duration::ZERO,
+                stats: Stats::default(),
+                net: crate::net::NetStats::default(),
+                added: 0,
+                acked: 0,
+                last_entry: None,
+                delivered: 0,
+                restarts: 0,
+                violations: vec![format!("panic: {message}")],
+            }
+        }
+    }
+}
+
+fn run_unguarded(seed: u64, mutation: Mutation) -> Report {
     let scenario = Scenario::from_seed(seed);
     let mut ctx = Ctx::new(scenario.clone(), mutation);
     let (e, w, a) = scenario.quorum;
@@ -158,10 +184,17 @@ impl World {
             self.handle(event);
             if self.auditing {
                 let audited = self.clients.iter().all(|c| !matches!(c, Client::Auditor(a) if !a.done));
-                let read = self
-                    .final_reader
-                    .is_some_and(|r| matches!(&self.clients[r], Client::Reader(r) if r.ended));
-                self.finished = audited && read;
+                let final_reader = self.final_reader.and_then(|r| match &self.clients[r] {
+                    Client::Reader(r) if r.ended => Some(r.next),
+                    _ => None,
+                });
+                if let (Some(next), SegState::Closed(end)) = (final_reader, self.meta.state)
+                    && Some(next) != end.last_entry.map(|l| l + 1).or(Some(0))
+                {
+                    self.ctx
+                        .violation(format!("H3: the final reader ended at {next}, the segment at {end:?}"));
+                }
+                self.finished = audited && final_reader.is_some();
             }
             if !self.ctx.history.violations.is_empty() || self.finished {
                 return;
@@ -221,8 +254,10 @@ impl World {
                 for answer in ctx.transport(&event) {
                     match &mut self.clients[answer.client] {
                         Client::Writer(w) => w.on_answer(answer.bookie, answer.tag, answer.result, ctx),
-                        Client::Recoverer(r) => r.on_answer(answer.bookie, answer.tag, answer.result, ctx),
-                        Client::Reader(r) => r.on_answer(answer.tag, answer.result, ctx),
+                        Client::Recoverer(r) => {
+                            r.on_answer(answer.generation, answer.bookie, answer.tag, answer.result, ctx)
+                        }
+                        Client::Reader(r) => r.on_answer(answer.generation, answer.tag, answer.result, ctx),
                         Client::Auditor(a) => a.on_answer(answer.tag, answer.result, ctx),
                     }
                 }
@@ -234,7 +269,10 @@ impl World {
                 self.bookies[bookie].on_file_ready(incarnation, seq, ok, ctx);
             }
             Event::BookieTick { bookie, incarnation } => self.bookies[bookie].on_tick(incarnation, ctx),
-            Event::Crash { bookie, restart_after } => {
+            Event::Crash { bookie, restart_after, planned } => {
+                if planned && !ctx.faults_on {
+                    return;
+                }
                 if self.bookies[bookie].is_up() {
                     ctx.stats.crashes += 1;
                     self.bookies[bookie].crash(ctx);
@@ -268,9 +306,18 @@ impl World {
                     w.on_add(ctx);
                 }
             }
-            Event::Meta { client, op } => {
+            Event::Meta { client, generation, op } => {
+                let lost_after_applying = matches!(op, MetaOp::BeginRecovery) && ctx.rng.random_bool(0.5);
                 let result = if ctx.fault(ctx.scenario.faults.p_meta_fail) {
                     ctx.stats.meta_failures += 1;
+                    if lost_after_applying {
+                        // M4: InRecovery landed, the recoverer is told it failed.
+                        let version = self.meta.version;
+                        let _ = self.meta.apply(op.clone(), &ctx.up, &mut ctx.rng);
+                        if self.meta.version != version {
+                            ctx.schedule(Duration::ZERO, Event::Notify);
+                        }
+                    }
                     failed(&op)
                 } else {
                     let version = self.meta.version;
@@ -283,16 +330,21 @@ impl World {
                 };
                 let max = ctx.scenario.faults.meta_delay_max.as_millis() as u64;
                 let after = ctx.between_ms(0, max.max(1));
-                ctx.schedule(after, Event::MetaDone { client, result });
+                ctx.schedule(after, Event::MetaDone { client, generation, result });
             }
-            Event::MetaDone { client, result } => match &mut self.clients[client] {
+            Event::MetaDone { client, generation, result } => match &mut self.clients[client] {
                 Client::Writer(w) => w.on_meta(result, ctx),
-                Client::Recoverer(r) => r.on_meta(result, ctx),
+                Client::Recoverer(r) => r.on_meta(generation, result, ctx),
                 _ => ctx.violation(format!("metadata answer for client {client}")),
             },
-            Event::Replaced { client, result } => {
+            Event::Replaced { client, generation, result } => {
                 if let Client::Recoverer(r) = &mut self.clients[client] {
-                    r.on_replaced(result, ctx);
+                    r.on_replaced(generation, result, ctx);
+                }
+            }
+            Event::Consume { client, generation } => {
+                if let Client::Reader(r) = &mut self.clients[client] {
+                    r.on_consume(generation, ctx);
                 }
             }
             Event::StartClient { client } => {
@@ -347,8 +399,16 @@ impl World {
         let recovering = self.clients.iter().any(|c| matches!(c, Client::Recoverer(r) if r.is_running()));
         let since_heal = self.ctx.now.saturating_sub(self.ctx.scenario.faults_end);
         let closed = matches!(self.meta.state, SegState::Closed(_));
+        let ever_recovered =
+            self.clients.iter().any(|c| matches!(c, Client::Recoverer(r) if r.was_started()));
+        if !writer_quiet && !ever_recovered && since_heal > Duration::from_secs(20) {
+            self.ctx.violation(
+                "WD3: the writer has not finished 20 s after the heal, and nobody fenced it".into(),
+            );
+            return;
+        }
         if !closed && !recovering && (writer_quiet || since_heal > Duration::from_secs(20)) {
-            // The writer is gone or stuck: a new owner recovers the segment.
+            // The writer is gone or fenced: a new owner recovers the segment.
             let id = self.clients.len();
             let mut recoverer = RecovererActor::new(id, self.quorum);
             recoverer.start(&mut self.ctx);
@@ -360,7 +420,9 @@ impl World {
             && !recovering
             && readers_done
         {
-            self.ctx.history.check_closed(end);
+            if self.ctx.history.check_closed(end) {
+                return;
+            }
             for client in &self.clients {
                 if let Client::Reader(r) = client
                     && r.ended
@@ -374,7 +436,13 @@ impl World {
             // The audit, and a last reader from entry 0 on the closed segment.
             let id = self.clients.len();
             let mut auditor = Auditor::new(id, self.quorum);
-            auditor.start(&self.meta.ensembles, end.last_entry, &mut self.ctx);
+            let acked: Vec<(usize, u64, bytes::Bytes)> = self
+                .bookies
+                .iter()
+                .enumerate()
+                .flat_map(|(b, bookie)| bookie.acked().iter().map(move |(e, p)| (b, *e, p.clone())))
+                .collect();
+            auditor.start(&self.meta.ensembles, end.last_entry, acked, &mut self.ctx);
             self.clients.push(Client::Auditor(auditor));
             let id = self.clients.len();
             let mut reader = ReaderActor::new(id, self.quorum);

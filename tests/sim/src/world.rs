@@ -7,8 +7,12 @@
 //!   a queue ordered by (time, push order), ordered maps only. Cores see time as
 //!   `base + virtual time`; `base` is the only real clock reading and nothing depends on it.
 //! - WD2 (transport): every request a client sends gets exactly one answer from its transport:
-//!   the response, `Timeout`, or `Disconnected` when its connection resets. A response that
-//!   comes after that is dropped, except that the fault mix may hand the cores stale answers.
+//!   the response, `Timeout` (after the request timeout, plus a LONG_POLL's own wait), or
+//!   `Disconnected` when its connection resets. A response that comes after that is dropped,
+//!   except that the fault mix may hand the cores stale answers (which the real transport never
+//!   does: a violation only they cause is a core not meeting its own contract, W6/RC6, not a
+//!   production failure). Answers carry the generation of the core that sent the request: a
+//!   restarted recoverer or reader never gets its predecessor's answers.
 //! - WD3 (liveness): after the fault window the run must end (segment closed, every recoverer
 //!   and reader done, the audit complete) within `LIVENESS`; otherwise it fails as stuck.
 //! - WD4 (the wire): every message crosses as the wire codec frames it: encoded, decoded, and
@@ -54,6 +58,7 @@ pub(crate) enum Event {
     },
     Stale {
         client: usize,
+        generation: u64,
         bookie: usize,
         tag: u64,
         response: Response,
@@ -83,6 +88,8 @@ pub(crate) enum Event {
     Crash {
         bookie: usize,
         restart_after: Option<Duration>,
+        /// A fault (dropped after the fault window), not a supervisor's restart.
+        planned: bool,
     },
     Restart {
         bookie: usize,
@@ -98,18 +105,26 @@ pub(crate) enum Event {
     Add,
     Meta {
         client: usize,
+        generation: u64,
         op: MetaOp,
     },
     MetaDone {
         client: usize,
+        generation: u64,
         result: MetaResult,
     },
     Replaced {
         client: usize,
+        generation: u64,
         result: Result<Vec<usize>, String>,
     },
     StartClient {
         client: usize,
+    },
+    /// A reader's application consumed what it was given.
+    Consume {
+        client: usize,
+        generation: u64,
     },
     Notify,
     Partition,
@@ -205,6 +220,8 @@ impl Stats {
 
 struct Pending {
     client: usize,
+    /// The client's core generation that sent it (WD2).
+    generation: u64,
     bookie: usize,
     tag: u64,
 }
@@ -281,7 +298,9 @@ impl Ctx {
         tick_at: &mut Option<Duration>,
     ) {
         let Some(deadline) = deadline else { return };
-        let at = self.since_start(deadline).max(self.now);
+        // As the real client shell: a timer at least 50 us ahead, so a core whose deadline
+        // stays in the past still lets time move (and shows up as stuck, WD3).
+        let at = self.since_start(deadline).max(self.now + Duration::from_micros(50));
         if tick_at.is_none_or(|t| at < t || t < self.now) {
             *tick_at = Some(at);
             self.schedule_at(at, Event::ClientTick { client });
@@ -343,7 +362,13 @@ impl Ctx {
 
     /// A client sends `request` to `bookie` under its core's `tag` (WD2). It travels as the
     /// wire codec frames it (WD4).
-    pub(crate) fn send(&mut self, client: usize, bookie: usize, tag: u64, request: Request) {
+    pub(crate) fn send(
+        &mut self,
+        (client, generation): (usize, u64),
+        bookie: usize,
+        tag: u64,
+        request: Request,
+    ) {
         self.next_req += 1;
         let req = self.next_req;
         let mut frame = bytes::BytesMut::new();
@@ -361,8 +386,13 @@ impl Ctx {
                 self.now
             );
         }
-        self.pending.insert(req, Pending { client, bookie, tag });
-        let timeout = self.scenario.request_timeout;
+        self.pending.insert(req, Pending { client, generation, bookie, tag });
+        // As the real transport: a LONG_POLL may take its own wait on top of the timeout.
+        let timeout = self.scenario.request_timeout
+            + match &request {
+                Request::LongPoll { timeout_ms, .. } => Duration::from_millis(u64::from(*timeout_ms)),
+                _ => Duration::ZERO,
+            };
         self.schedule(timeout, Event::Timeout { req });
         let faults = self.scenario.faults.clone();
         match self.net.transmit(&mut self.rng, &faults, self.faults_on, self.now, client, bookie, true) {
@@ -402,10 +432,10 @@ impl Ctx {
     }
 
     /// A metadata call: applied when it reaches the store.
-    pub(crate) fn meta(&mut self, client: usize, op: MetaOp) {
+    pub(crate) fn meta(&mut self, (client, generation): (usize, u64), op: MetaOp) {
         let max = self.scenario.faults.meta_delay_max.as_millis() as u64;
         let after = self.between_ms(0, max.max(1));
-        self.schedule(after, Event::Meta { client, op });
+        self.schedule(after, Event::Meta { client, generation, op });
     }
 
     /// Takes the pending request `req`: its client, bookie and tag.
@@ -428,6 +458,7 @@ impl Ctx {
 /// A transport answer for a client.
 pub(crate) struct Answer {
     pub(crate) client: usize,
+    pub(crate) generation: u64,
     pub(crate) bookie: usize,
     pub(crate) tag: u64,
     pub(crate) result: Result<Response, TransportFailure>,
@@ -459,22 +490,34 @@ impl Ctx {
                     let after = self.between_ms(0, 300);
                     let stale = Event::Stale {
                         client: p.client,
+                        generation: p.generation,
                         bookie: p.bookie,
                         tag: p.tag,
                         response: response.clone(),
                     };
                     self.schedule(after, stale);
                 }
-                vec![Answer { client: p.client, bookie: p.bookie, tag: p.tag, result: Ok(response.clone()) }]
+                vec![Answer {
+                    client: p.client,
+                    generation: p.generation,
+                    bookie: p.bookie,
+                    tag: p.tag,
+                    result: Ok(response.clone()),
+                }]
             }
-            Event::Stale { client, bookie, tag, response } => {
-                vec![Answer { client: *client, bookie: *bookie, tag: *tag, result: Ok(response.clone()) }]
-            }
+            Event::Stale { client, generation, bookie, tag, response } => vec![Answer {
+                client: *client,
+                generation: *generation,
+                bookie: *bookie,
+                tag: *tag,
+                result: Ok(response.clone()),
+            }],
             Event::Timeout { req } => match self.take_pending(*req) {
                 Some(p) => {
                     self.stats.timeouts += 1;
                     vec![Answer {
                         client: p.client,
+                        generation: p.generation,
                         bookie: p.bookie,
                         tag: p.tag,
                         result: Err(TransportFailure::Timeout),
@@ -487,6 +530,7 @@ impl Ctx {
                 .into_iter()
                 .map(|(_, p)| Answer {
                     client: p.client,
+                    generation: p.generation,
                     bookie: p.bookie,
                     tag: p.tag,
                     result: Err(TransportFailure::Disconnected),
@@ -505,7 +549,10 @@ impl Ctx {
             let bookie = self.rng.random_range(0..self.scenario.bookies);
             let restart_after = self.between_ms(5, 3000);
             if self.rng.random_bool(0.5) {
-                self.schedule_at(at, Event::Crash { bookie, restart_after: Some(restart_after) });
+                self.schedule_at(
+                    at,
+                    Event::Crash { bookie, restart_after: Some(restart_after), planned: true },
+                );
             } else {
                 self.schedule_at(at, Event::ArmCrash { bookie, restart_after });
             }

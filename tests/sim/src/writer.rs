@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dlog_protocol::Response;
 use dlog_replication::quorum::QuorumSizes;
+use dlog_replication::recovery::RecoveredEnd;
 use dlog_replication::segment_writer::{
     Output, SegmentWriter, Tag, TagKind, TransportFailure, WriterError, WriterSettings,
 };
@@ -113,7 +114,7 @@ impl WriterActor {
                         _ => self.core.ensemble(),
                     };
                     let bookie = ensemble[bookie_index];
-                    ctx.send(self.id, bookie, tag.raw(), request);
+                    ctx.send((self.id, 0), bookie, tag.raw(), request);
                 }
                 Output::Completed { entry, result } => {
                     ctx.stats.fenced_adds += u64::from(result == Err(WriterError::Fenced));
@@ -124,10 +125,11 @@ impl WriterActor {
                 Output::ChangeEnsemble { first_entry, replace } => {
                     ctx.stats.ensemble_changes += 1;
                     let replace = replace.iter().collect();
-                    ctx.meta(self.id, MetaOp::ChangeEnsemble { first_entry, replace });
+                    ctx.meta((self.id, 0), MetaOp::ChangeEnsemble { first_entry, replace });
                 }
                 Output::CloseRequested { last_entry, length } => {
-                    ctx.meta(self.id, MetaOp::CloseWritten { last_entry, length });
+                    ctx.history.proposed.push(("writer".into(), RecoveredEnd { last_entry, length }));
+                    ctx.meta((self.id, 0), MetaOp::CloseWritten { last_entry, length });
                 }
                 Output::Closed(result) => {
                     self.closed = true;
