@@ -149,7 +149,9 @@ async fn delete_log(metadata: &str, log: &LogName) -> Result<(String, Value)> {
 /// `dlog admin recover`: the segment's master key from its metadata, then the recovery.
 async fn recover(metadata: &str, id: u64) -> Result<(String, Value)> {
     // The namespace only carries the replication client: the URI's own namespace does.
-    let ns = Namespace::open(metadata).await.with_context(|| format!("opening {metadata}"))?;
+    let ns = Namespace::open_with(metadata, crate::cli::namespace_config()?)
+        .await
+        .with_context(|| format!("opening {metadata}"))?;
     let recovered = async {
         let client = ns.replication();
         let meta = client.segment(id).await.with_context(|| format!("segment {id}"))?;

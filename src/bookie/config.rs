@@ -1,7 +1,7 @@
 //! The `dlog bookie` server's configuration: clap flags (`BookieArgs`), a TOML file
 //! (`--config FILE`, example with every key in docs/bookie.example.toml), defaults, and
 //! validation, resolved into one `ServerConfig`; plus the engine configuration derived from it
-//! (`ServerConfig::engine_config`).
+//! (`ServerConfig::engine_config`). The TLS and authentication keys are security.rs's.
 //!
 //! Owns: where each setting comes from, its default, its bounds, and error messages that name
 //! it. Does not own: the server (listeners, shard event loops, registration, cookies, metrics:
@@ -41,6 +41,8 @@ use std::time::Duration;
 use dlog_engine::{Backend, BookieConfig, DirectIo};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use crate::bookie::security::{self, AuthMode, ClientFile, SecurityArgs, SecurityFile, SecuritySettings};
 
 /// Listen address when neither `--listen` nor `listen` is given (BookKeeper's port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3181";
@@ -108,6 +110,9 @@ pub struct BookieArgs {
     /// rebuild the replicas of lost bookies): true or false [default: true].
     #[arg(long, value_name = "BOOL")]
     pub autorecovery: Option<bool>,
+    /// TLS and authentication.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// The engine's I/O backend as the flag and the file spell it.
@@ -258,6 +263,8 @@ pub struct ServerConfig {
     pub rack: String,
     /// Autorecovery in this process, if on.
     pub autorecovery: Option<AutorecoverySettings>,
+    /// TLS and authentication (default: plaintext, none).
+    pub security: SecuritySettings,
 }
 
 /// The file's `[autorecovery]` table, resolved.
@@ -368,6 +375,16 @@ struct FileConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_cert_file: Option<Spanned<PathBuf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_key_file: Option<Spanned<PathBuf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_client_ca_file: Option<Spanned<PathBuf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<Spanned<AuthMode>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_tokens_file: Option<Spanned<PathBuf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     engine: Option<EngineFile>,
@@ -375,6 +392,8 @@ struct FileConfig {
     registration: Option<RegistrationFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     autorecovery: Option<AutorecoveryFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<ClientFile>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -432,7 +451,7 @@ struct EngineFile {
 }
 
 /// The file being read, to turn byte spans into lines.
-struct Source<'a> {
+pub(super) struct Source<'a> {
     path: &'a Path,
     text: &'a str,
 }
@@ -474,7 +493,7 @@ impl Source<'_> {
 }
 
 /// A setting's value and where it came from: the flag if given, else the file, else none.
-fn pick<T>(
+pub(super) fn pick<T>(
     flag: Option<T>,
     flag_name: &'static str,
     file: Option<Spanned<T>>,
@@ -493,7 +512,7 @@ fn file_or<T>(file: Option<Spanned<T>>, source: Option<&Source<'_>>, default: T)
     pick(None, "", file, source).unwrap_or((default, Origin::Default))
 }
 
-fn invalid(field: &'static str, at: Origin, reason: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(field: &'static str, at: Origin, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, at, reason: reason.into() }
 }
 
@@ -551,6 +570,14 @@ impl ServerConfig {
         let engine_file = file.engine.unwrap_or_default();
         let registration_file = file.registration.unwrap_or_default();
         let autorecovery_file = file.autorecovery.unwrap_or_default();
+        let security_file = SecurityFile {
+            tls_cert_file: file.tls_cert_file,
+            tls_key_file: file.tls_key_file,
+            tls_client_ca_file: file.tls_client_ca_file,
+            auth: file.auth,
+            auth_tokens_file: file.auth_tokens_file,
+            client: file.client,
+        };
 
         let listen = match pick(args.listen, "--listen", file.listen, source) {
             Some(value) => parse_addr("listen", value)?,
@@ -652,6 +679,7 @@ impl ServerConfig {
         let open_segment_grace =
             grace("autorecovery.open_segment_grace_ms", autorecovery_file.open_segment_grace_ms)?;
         let autorecovery = enabled.then_some(AutorecoverySettings { lost_bookie_grace, open_segment_grace });
+        let security = security::resolve(args.security, security_file, source)?;
         let config = ServerConfig {
             listen,
             journal_dirs,
@@ -666,6 +694,7 @@ impl ServerConfig {
             zone,
             rack,
             autorecovery,
+            security,
         };
         config.engine_config().validate().map_err(|e| ConfigError::Engine(e.to_string()))?;
         Ok(config)
@@ -701,6 +730,7 @@ impl ServerConfig {
     /// same `ServerConfig`.
     pub fn to_toml(&self) -> String {
         let at = |v| Some(Spanned::new(0..0, v));
+        let security = self.security.to_file();
         let file = FileConfig {
             listen: at(self.listen.to_string()),
             journal_dirs: Some(Spanned::new(0..0, self.journal_dirs.clone())),
@@ -709,6 +739,12 @@ impl ServerConfig {
             shards: Some(Spanned::new(0..0, self.shards)),
             bookie_id: at(self.bookie_id.clone()),
             metrics_listen: self.metrics_listen.map(|a| Spanned::new(0..0, a.to_string())),
+            tls_cert_file: security.tls_cert_file,
+            tls_key_file: security.tls_key_file,
+            tls_client_ca_file: security.tls_client_ca_file,
+            auth: security.auth,
+            auth_tokens_file: security.auth_tokens_file,
+            client: security.client,
             limits: Some(LimitsFile {
                 frame_bytes_max: Some(Spanned::new(0..0, self.limits.frame_bytes_max)),
                 entry_bytes_max: Some(Spanned::new(0..0, self.limits.entry_bytes_max)),
@@ -848,42 +884,5 @@ impl fmt::Display for Origin {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_are_one_based_and_clamped() {
-        let source = Source { path: Path::new("f.toml"), text: "a = 1\nbé = 2\n" };
-        assert_eq!(source.position(0), (1, 1));
-        assert_eq!(source.position(6), (2, 1));
-        assert_eq!(source.position(9), (2, 3), "columns count characters");
-        assert_eq!(source.position(8), (2, 2), "a byte inside a character backs up to its start");
-        assert_eq!(source.position(1000), (3, 1));
-    }
-
-    #[test]
-    fn metadata_uris_follow_any_store() {
-        for good in ["local:///var/lib/dlog/metadata", "local://rel", "memory://", "etcd://h:1,k:2/scope"] {
-            assert_eq!(check_metadata_uri(good), Ok(()), "{good}");
-        }
-        for bad in ["", "local://", "memory://x", "zk://h:1/a", "etcd://h:1", "etcd://h/x", "etcd://h:1/a/b"]
-        {
-            assert!(check_metadata_uri(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn default_metadata_sits_beside_the_journal() {
-        assert_eq!(default_metadata(Path::new("/var/lib/dlog/journal")), "local:///var/lib/dlog/metadata");
-        assert_eq!(default_metadata(Path::new("journal")), "local://./metadata");
-    }
-
-    #[test]
-    fn default_bookie_id_needs_a_concrete_ipv4_address() {
-        assert_eq!(default_bookie_id("10.0.0.7:3181".parse().unwrap()).unwrap(), "10.0.0.7:3181");
-        for addr in ["0.0.0.0:3181", "127.0.0.1:0", "[::1]:3181"] {
-            let err = default_bookie_id(addr.parse().unwrap()).unwrap_err();
-            assert!(err.contains("--bookie-id"), "{addr}: {err}");
-        }
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,6 +1,7 @@
 //! `serve_connection`: one client connection on a network thread.
 //!
-//! Owns: reading a connection's bytes, decoding its frames, admitting each request against the
+//! Owns: the TLS handshake of a connection (when the server has TLS), its identity (AU1, AU2),
+//! reading a connection's bytes, decoding its frames, admitting each request against the
 //! connection's bounds, handing its ADDs to the engine in one call per run of ADDs and its
 //! other requests one by one, in decode order.
 //! Does not own: what a request does (dispatch.rs), sending and the in-flight accounting
@@ -29,6 +30,10 @@
 //! - CN7: the server decodes requests under a frame limit of the largest legal request (an ADD
 //!   of `entry_bytes_max`, or an AUTH), not the response limit: a peer cannot make a
 //!   connection reserve more.
+//! - CN8: with TLS, nothing is read as a frame before the handshake completed, and a handshake
+//!   that fails (an untrusted or missing client certificate under mutual TLS), does not finish
+//!   within `HANDSHAKE_TIMEOUT_MAX` (or the idle timeout, if shorter), or meets the drain
+//!   closes the connection with no request executed.
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -37,7 +42,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use compio::buf::BufResult;
-use compio::io::AsyncReadExt;
 use compio::net::TcpStream;
 use compio::runtime::CancelToken;
 use dlog_engine::{AddEntry, Bookie};
@@ -45,9 +49,10 @@ use dlog_protocol::{
     ADD_OVERHEAD_BYTES_MAX, AUTH_TOKEN_BYTES_MAX, DecodeError, FRAME_HEADER_BYTES, Op, RESPONSE_BIT, Request,
     Response, Status, decode_request,
 };
+use dlog_replication::transport::tls::{self, StreamReader};
 use futures_util::future::{Either, select};
 
-use crate::bookie::auth::{AuthStep, Authenticator};
+use crate::bookie::auth::{AuthStep, Authenticator, certificate_identity};
 use crate::bookie::config::ServerLimits;
 use crate::bookie::dispatch;
 use crate::bookie::metrics::{CloseReason, ServerMetrics};
@@ -62,6 +67,9 @@ const READ_CHUNK: usize = 16 << 10;
 /// a read of under an eighth halves it again, so a connection that calms down shrinks back.
 const READ_CHUNK_MAX: usize = 512 << 10;
 
+/// Longest a TLS handshake may take (CN8).
+pub const HANDSHAKE_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
 /// What every connection of a network thread shares.
 pub struct ThreadContext {
     /// The engine.
@@ -74,6 +82,8 @@ pub struct ThreadContext {
     pub requests: dlog_protocol::Limits,
     /// The AUTH hook.
     pub auth: Arc<dyn Authenticator>,
+    /// TLS for every connection, or plaintext when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Cancelled when the server drains: connections stop reading.
     pub drain: CancelToken,
     /// This thread's metric handles.
@@ -94,6 +104,7 @@ impl ThreadContext {
             protocol,
             requests: dlog_protocol::Limits { frame_bytes_max, ..protocol },
             auth,
+            tls: None,
             drain: CancelToken::new(),
             metrics: ServerMetrics::new(),
         }
@@ -161,11 +172,23 @@ pub async fn serve_connection(stream: TcpStream, ctx: Rc<ThreadContext>) -> Clos
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
-    let (reader, writer) = stream.into_split();
+    let (reader, writer, certificate) = match ctx.tls.clone() {
+        None => {
+            let (reader, writer) = tls::plain(stream);
+            (reader, writer, None)
+        }
+        Some(config) => match handshake(stream, config, &ctx).await {
+            Ok(accepted) => accepted,
+            Err(reason) => return reason,
+        },
+    };
+    // AU1, AU2: the connection's identity from its start (a verified client certificate), or
+    // none until an AUTH step succeeds.
+    let identity = Identity { name: ctx.auth.on_connect(certificate.as_deref()) };
     let budget = RESPONSE_BUDGET_BYTES.max(2 * ctx.protocol.range_response_bytes_max() as usize);
     let out = Rc::new(Outbox::new(ctx.limits.in_flight_max as usize, budget));
     let writing = compio::runtime::spawn(write_loop(writer, out.clone(), ctx.clone()));
-    let reason = read_loop(reader, &out, &ctx).await;
+    let reason = read_loop(reader, identity, &out, &ctx).await;
     // CN4: wait for every response still in flight, then let the writer finish.
     while out.in_flight() > 0 && !out.broken.get() {
         out.to_reader.notified().await;
@@ -176,6 +199,43 @@ pub async fn serve_connection(stream: TcpStream, ctx: Rc<ThreadContext>) -> Clos
     if out.broken.get() && reason != CloseReason::BadFrame { CloseReason::Io } else { reason }
 }
 
+/// The server side of a TLS handshake (CN8): the halves, and the identity of the client
+/// certificate it verified, if any.
+async fn handshake(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    ctx: &Rc<ThreadContext>,
+) -> Result<(StreamReader, tls::StreamWriter, Option<String>), CloseReason> {
+    let peer = stream.peer_addr().ok();
+    let limit = HANDSHAKE_TIMEOUT_MAX.min(ctx.limits.idle_timeout);
+    let accepting = pin!(compio::time::timeout(limit, tls::accept(stream, config)));
+    let accepted = match select(accepting, pin!(ctx.drain.clone().wait())).await {
+        Either::Left((Ok(Ok(accepted)), _)) => accepted,
+        Either::Left((Ok(Err(error)), _)) => {
+            tracing::info!(?peer, %error, "TLS handshake failed: connection closed");
+            return Err(CloseReason::Io);
+        }
+        Either::Left((Err(_), _)) => {
+            tracing::info!(?peer, ?limit, "no TLS handshake within the limit: connection closed");
+            return Err(CloseReason::Idle);
+        }
+        Either::Right(_) => return Err(CloseReason::Drain),
+    };
+    let certificate = accepted.peer_certificates.as_ref().and_then(|chain| chain.first());
+    let identity = certificate.and_then(certificate_identity);
+    if certificate.is_some() && identity.is_none() {
+        tracing::info!(?peer, "client certificate verified, but it names nobody (no CN nor SAN)");
+    }
+    Ok((accepted.reader, accepted.writer, identity))
+}
+
+/// Who a connection's client is (AU1, AU2): `None` until it authenticated, when the
+/// authenticator requires it. A per-namespace permission check reads `name` in `decode`, where
+/// every request is let in or refused.
+struct Identity {
+    name: Option<String>,
+}
+
 /// Why decoding stopped.
 enum Decoded {
     /// No whole frame left: read more.
@@ -184,11 +244,15 @@ enum Decoded {
     NoRoom,
 }
 
-async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadContext>) -> CloseReason {
+async fn read_loop(
+    mut reader: StreamReader,
+    mut identity: Identity,
+    out: &Rc<Outbox>,
+    ctx: &Rc<ThreadContext>,
+) -> CloseReason {
     let mut receive = Receive::new();
-    let mut authenticated = !ctx.auth.required();
     loop {
-        match decode(&mut receive, out, ctx, &mut authenticated) {
+        match decode(&mut receive, out, ctx, &mut identity) {
             Err(reason) => return reason,
             Ok(Decoded::NeedBytes) if out.has_room() => {}
             Ok(_) => {
@@ -228,7 +292,7 @@ async fn read_loop(mut reader: TcpStream, out: &Rc<Outbox>, ctx: &Rc<ThreadConte
 /// side. The read is cancelled only when it loses, and its buffer goes with it, which is fine:
 /// the connection is closing and nothing in the buffer was admitted.
 async fn read_some(
-    reader: &mut TcpStream,
+    reader: &mut StreamReader,
     buf: BytesMut,
     out: &Outbox,
     ctx: &Rc<ThreadContext>,
@@ -274,7 +338,7 @@ fn decode(
     receive: &mut Receive,
     out: &Rc<Outbox>,
     ctx: &Rc<ThreadContext>,
-    authenticated: &mut bool,
+    identity: &mut Identity,
 ) -> Result<Decoded, CloseReason> {
     let mut adds = Adds::default();
     let result = loop {
@@ -309,7 +373,8 @@ fn decode(
                 continue;
             }
         };
-        if !*authenticated && !matches!(request, Request::Auth { .. }) {
+        // AU1; AU2: the place for a permission check of `identity.name` against the request.
+        if identity.name.is_none() && !matches!(request, Request::Auth { .. }) {
             let refusal = Response::refused(request.op().as_u8(), Status::Unauthorized, "authenticate first");
             answer_now(out, ctx, request_id, refusal);
             continue;
@@ -332,13 +397,16 @@ fn decode(
             }
             Request::Auth { mechanism, token } => {
                 let response = match ctx.auth.step(mechanism, &token) {
-                    Ok(AuthStep::Done { identity }) => {
-                        tracing::debug!(identity, "connection authenticated");
-                        *authenticated = true;
+                    Ok(AuthStep::Done { identity: name }) => {
+                        tracing::debug!(identity = name, "connection authenticated");
+                        identity.name = Some(name);
                         Response::Auth { token: Bytes::new() }
                     }
                     Ok(AuthStep::Continue(token)) => Response::Auth { token },
-                    Err(why) => Response::refused(Op::Auth.as_u8(), Status::Unauthorized, why),
+                    Err(why) => {
+                        tracing::info!(why, "AUTH step refused");
+                        Response::refused(Op::Auth.as_u8(), Status::Unauthorized, why)
+                    }
                 };
                 answer_now(out, ctx, request_id, response);
             }

@@ -2,7 +2,8 @@
 //!
 //! `config` resolves flags and the TOML file; `server` runs the network threads over an open
 //! engine, `connection` serves one client, `dispatch` maps requests to the engine, `auth` is
-//! the handshake hook, `metrics` names what is published; `run` is the process around them.
+//! the handshake hook and its authenticators, `security` the TLS and authentication settings,
+//! `metrics` names what is published; `run` is the process around them.
 
 pub mod auth;
 pub mod config;
@@ -13,7 +14,9 @@ pub mod metrics;
 pub mod outbox;
 pub mod registration;
 pub mod run;
+pub mod security;
 pub mod server;
 
 pub use config::{BookieArgs, ConfigError, Origin, ServerConfig, ServerLimits, check_config};
+pub use security::{AuthMode, SecurityArgs, SecuritySettings, ServerSecurity};
 pub use server::{BookieServer, ServerError, ServerOptions};

@@ -26,7 +26,6 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use compio::buf::BufResult;
 use compio::io::AsyncWrite;
-use compio::net::TcpStream;
 use dlog_protocol::{
     ERROR_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, Limits, RANGE_ENTRIES_MAX, RANGE_ENTRY_OVERHEAD_BYTES,
     Request, Response, encode_response, encode_response_chunks,
@@ -243,7 +242,11 @@ impl Outbox {
 /// Sends `chunks` in vectored writes of at most `IOVECS_PER_SEND` buffers. Each write must
 /// make progress within the idle timeout (OB3): a slow reader that keeps reading is never cut
 /// off, one that stopped is.
-async fn send_all(writer: &mut TcpStream, chunks: Vec<Bytes>, ctx: &ThreadContext) -> Result<(), String> {
+async fn send_all<W: AsyncWrite>(
+    writer: &mut W,
+    chunks: Vec<Bytes>,
+    ctx: &ThreadContext,
+) -> Result<(), String> {
     let mut rest = std::collections::VecDeque::from(chunks);
     while !rest.is_empty() {
         let batch: Vec<Bytes> = rest.drain(..rest.len().min(IOVECS_PER_SEND)).collect();
@@ -275,7 +278,7 @@ async fn send_all(writer: &mut TcpStream, chunks: Vec<Bytes>, ctx: &ThreadContex
 
 /// Sends whatever is queued, all at once, until the reader is done and nothing is left in
 /// flight, or the socket fails (OB2, OB3).
-pub async fn write_loop(mut writer: TcpStream, out: Rc<Outbox>, ctx: Rc<ThreadContext>) {
+pub async fn write_loop<W: AsyncWrite>(mut writer: W, out: Rc<Outbox>, ctx: Rc<ThreadContext>) {
     loop {
         let (chunks, count, reserved) = out.take();
         if chunks.is_empty() {

@@ -285,7 +285,8 @@ enum Wake {
 
 fn classify(e: MetaError, cookie_key: &str) -> Failure {
     match e {
-        MetaError::Corrupt(_) | MetaError::Invalid(_) => Failure::Fatal(e),
+        // Retrying cannot mend a refused credential or a malformed request.
+        MetaError::Corrupt(_) | MetaError::Invalid(_) | MetaError::Unauthorized(_) => Failure::Fatal(e),
         MetaError::NotFound(ref key) if key == cookie_key => Failure::Fatal(e),
         MetaError::AlreadyExists(key) => Failure::Stale(key),
         e => Failure::Retry(e),

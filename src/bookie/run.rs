@@ -5,8 +5,9 @@
 //! engine for the read-only signal and the metrics.
 //! Does not own: serving (server.rs), cookies and the registry (registration.rs), the engine.
 //!
-//! Start: resolve the configuration; install the metrics exporter (before any handle is
-//! made); open the metadata store; open the engine (its deletion check asks the store); start
+//! Start: resolve the configuration; load the TLS config and the authenticator (before any
+//! disk is touched, so a bad certificate costs nothing); install the metrics exporter (before
+//! any handle is made); open the metadata store; open the engine (its deletion check asks the store); start
 //! the network threads; check the cookies and register under a lease; print one `serving`
 //! line on stdout. Stop on SIGTERM or SIGINT: stop accepting and reading, answer what was read
 //! (up to `DRAIN_TIMEOUT`), deregister, close the engine. A SIGKILL loses nothing acknowledged:
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use crate::bookie::config::{BookieArgs, ConfigError, ServerConfig};
 use crate::bookie::metrics;
 use crate::bookie::registration::{Registration, RegistrationConfig, RegistrationError};
+use crate::bookie::security::{AuthMode, SecurityError, ServerSecurity};
 use crate::bookie::server::{BookieServer, ServerError, ServerOptions};
 use crate::deletion_check::MetadataDeletionCheck;
 
@@ -57,6 +59,9 @@ pub enum RunError {
     /// The server did not start.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A TLS or authentication file no longer loads (it did when the configuration resolved).
+    #[error("security: {0}")]
+    Security(#[from] SecurityError),
     /// Cookies or registration failed.
     #[error("registration: {0}")]
     Registration(#[from] RegistrationError),
@@ -92,6 +97,9 @@ pub fn run(args: BookieArgs) -> Result<(), RunError> {
 }
 
 async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<(), RunError> {
+    let security = config.security.load()?;
+    let client_security = config.security.client_security()?;
+    warn_about_security(&config, &security, &client_security);
     if let Some(addr) = config.metrics_listen {
         // Histograms with buckets, not summaries: buckets add up across bookies and over time
         // windows, and count and sum cover the same samples as the buckets.
@@ -141,7 +149,9 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     // Caught from here on: a signal while registering (which may wait out a previous
     // incarnation's lease) or right after the serving line stops the bookie cleanly.
     let mut signals = std::pin::pin!(shutdown_signal()?);
-    let options = ServerOptions::new(config.listen, config.limits);
+    let mut options = ServerOptions::new(config.listen, config.limits);
+    options.tls = security.tls;
+    options.auth = security.auth;
     let server = BookieServer::start(bookie.clone(), options)?;
     let addr = server.local_addr();
     let mut registration_config = RegistrationConfig::for_server(&config);
@@ -178,6 +188,7 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
             recovery.lease_ttl = config.lease_ttl;
             recovery.lost_bookie_grace = settings.lost_bookie_grace;
             recovery.open_segment_grace = settings.open_segment_grace;
+            recovery.replication.transport.security = client_security;
             match Autorecovery::start(store.clone(), runtime.clone(), recovery) {
                 Ok(autorecovery) => Some(autorecovery),
                 Err(e) => {
@@ -201,6 +212,33 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
         tracing::warn!(error = %e, "deregistration failed; the registration vanishes with its lease");
     }
     outcome.map_err(RunError::from)
+}
+
+/// Logs the settings that work but are likely mistakes: a token sent in plaintext, and
+/// autorecovery connecting to bookies that will refuse it.
+fn warn_about_security(
+    config: &ServerConfig,
+    security: &ServerSecurity,
+    client: &dlog_replication::transport::ClientSecurity,
+) {
+    let settings = &config.security;
+    if settings.auth == AuthMode::Token && security.tls.is_none() {
+        tracing::warn!("auth = \"token\" without TLS: tokens cross the network in plaintext");
+    }
+    if config.autorecovery.is_some() {
+        let refused = match settings.auth {
+            AuthMode::None => false,
+            AuthMode::Token => client.token.is_none(),
+            AuthMode::Mtls => client.tls.is_none(),
+        };
+        if refused || (security.tls.is_some() && client.tls.is_none()) {
+            tracing::warn!(
+                "autorecovery connects to other bookies without the TLS or credentials this bookie \
+                 requires: set the [client] table (tls_ca_file, tls_cert_file, tls_key_file, auth_token_file)"
+            );
+        }
+    }
+    tracing::info!(tls = security.tls.is_some(), auth = ?settings.auth, "client security");
 }
 
 /// Drains the server and closes the engine (blocking work, off the runtime's threads).

@@ -2,7 +2,8 @@
 //!
 //! Owns: the listening socket, one network thread per shard (pinned to its shard's CPU, each
 //! running a compio runtime: io_uring, or polling where io_uring is unavailable), accepting
-//! connections, and the drain at shutdown.
+//! connections, and the drain at shutdown. TLS and the authenticator are options, handed to
+//! every connection.
 //! Does not own: a connection's protocol (connection.rs), the engine (the caller opens and
 //! closes it), registration (registration.rs), the process (run.rs).
 //!
@@ -46,12 +47,17 @@ pub struct ServerOptions {
     pub threads: Option<u32>,
     /// The AUTH hook.
     pub auth: Arc<dyn Authenticator>,
+    /// TLS for every connection (a handshake before the first frame), or plaintext when
+    /// `None`. A config that verifies client certificates gives each connection the identity
+    /// of its certificate (mutual TLS; `auth::certificate_identity`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerOptions {
-    /// Options with the given address and limits, one thread per shard, no authentication.
+    /// Options with the given address and limits, one thread per shard, plaintext, no
+    /// authentication.
     pub fn new(listen: SocketAddr, limits: ServerLimits) -> ServerOptions {
-        ServerOptions { listen, limits, threads: None, auth: Arc::new(AllowAll) }
+        ServerOptions { listen, limits, threads: None, auth: Arc::new(AllowAll), tls: None }
     }
 }
 
@@ -209,7 +215,9 @@ fn network_thread(
             }
         };
         let _ = ready.send(Ok(()));
-        let ctx = Rc::new(ThreadContext::new(bookie, options.limits, options.auth));
+        let mut ctx = ThreadContext::new(bookie, options.limits, options.auth);
+        ctx.tls = options.tls;
+        let ctx = Rc::new(ctx);
         let live = Rc::new(std::cell::Cell::new(0usize));
         let mut stop = stop;
         let deadline = loop {

@@ -4,8 +4,10 @@
 //! the runtime they run on.
 //!
 //! Every command finds the cluster with `--metadata URI` (or `DLOG_METADATA`), by default the
-//! metadata a running `dlog local` serves (`DEFAULT_METADATA_URI`). Errors are returned to
-//! main.rs, which prints them on one line and exits non-zero.
+//! metadata a running `dlog local` serves (`DEFAULT_METADATA_URI`), and secures its
+//! connections to bookies as the environment says (`ClientSecurity::from_env`: `DLOG_TLS_*`,
+//! `DLOG_AUTH_TOKEN[_FILE]`; default plaintext). Errors are returned to main.rs, which prints
+//! them on one line and exits non-zero.
 
 pub mod read;
 pub mod write;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::log::Namespace;
+use crate::log::{Namespace, NamespaceConfig};
 
 pub use crate::local_cluster::DEFAULT_METADATA_URI;
 pub use read::ReadArgs;
@@ -74,7 +76,15 @@ pub fn full_name(ns: &Namespace, log: &LogName) -> String {
 /// Opens the namespace of `log` under `metadata`.
 pub async fn open(metadata: &str, log: &LogName) -> Result<Namespace> {
     let uri = namespace_uri(metadata, log)?;
-    Namespace::open(&uri).await.with_context(|| format!("opening {uri}"))
+    Namespace::open_with(&uri, namespace_config()?).await.with_context(|| format!("opening {uri}"))
+}
+
+/// The namespace settings of a command: the defaults, with the environment's TLS and token.
+pub fn namespace_config() -> Result<NamespaceConfig> {
+    let mut config = NamespaceConfig::default();
+    config.replication.transport.security = dlog_replication::transport::ClientSecurity::from_env()
+        .context("client security from the environment")?;
+    Ok(config)
 }
 
 /// Runs `command` on a multi-thread runtime of its own (the namespace's background work needs

@@ -4,8 +4,10 @@
 //! frames not yet sent, the writer task (every queued frame in one vectored write: many
 //! requests, one send, ADD payloads sent from the caller's own `Bytes`), the reader task
 //! (responses decoded from one receive buffer and handed to their callers by id, in any order),
-//! and the death of the connection.
-//! Does not own: reconnecting (bookie_client.rs), what statuses mean (the caller's).
+//! and the death of the connection; at connect, the TLS handshake and the AUTH step when
+//! `ClientConfig::security` asks for them.
+//! Does not own: reconnecting (bookie_client.rs), what statuses mean (the caller's), TLS
+//! records (tls.rs).
 //!
 //! Invariants:
 //! - C1: a request id is used once per connection (ids only grow); a response is delivered
@@ -22,6 +24,8 @@
 //!   (`sweep_every`: a tenth of the request timeout, at most 100 ms) and its slot is freed.
 //!   One sweeper task per connection replaces a timer per request, which cost the client more
 //!   CPU than encoding the request (measured with `dlog bench bookie`).
+//! - C6: with a token configured, `connect` returns a connection only once the bookie accepted
+//!   the token (an AUTH step, the connection's first request): no other request goes before.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -35,15 +39,17 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
 use dlog_protocol::{
-    AUTH_TOKEN_BYTES_MAX, BodyError, DecodeError, LAC_NONE, MASTER_KEY_BYTES_MAX, Request, Response,
+    AUTH_TOKEN_BYTES_MAX, BodyError, DecodeError, LAC_NONE, MASTER_KEY_BYTES_MAX, Request, Response, Status,
     decode_response, encode_request_chunks,
 };
 
+use super::security::{AuthToken, MECHANISM_TOKEN};
 use super::slots::Waiters;
+use super::tls::{self, StreamReader, StreamWriter};
 use super::{ClientConfig, TransportError, now};
 
 /// Most buffers in one vectored write (Linux's `IOV_MAX`).
@@ -163,7 +169,10 @@ fn encode_frame(staging: &mut BytesMut, request: &Request, id: u64) -> Frame {
 
 impl Connection {
     /// Connects to the bookie at `addr` within `config.connect_timeout`, with TCP_NODELAY, and
-    /// starts its writer and reader tasks on the current compio runtime.
+    /// starts its writer and reader tasks on the current compio runtime. With
+    /// `config.security`: the TLS handshake (`TransportError::Tls` when it fails), then the
+    /// token's AUTH step (`TransportError::Unauthorized` when refused), each within
+    /// `connect_timeout` (C6).
     pub async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Connection, TransportError> {
         config.validate()?;
         let connect_error = |source| TransportError::Connect { addr, source: Arc::new(source) };
@@ -176,6 +185,21 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).map_err(connect_error)?;
+        let (read_half, write_half) = match &config.security.tls {
+            None => tls::plain(stream),
+            Some(client_tls) => {
+                let handshake =
+                    tls::connect(stream, client_tls.config().clone(), client_tls.server_name(addr));
+                match compio::time::timeout(config.connect_timeout, handshake).await {
+                    Ok(Ok(accepted)) => (accepted.reader, accepted.writer),
+                    Ok(Err(error)) => return Err(TransportError::Tls { addr, reason: error.to_string() }),
+                    Err(_) => {
+                        let reason = "no handshake within connect_timeout".to_owned();
+                        return Err(TransportError::Tls { addr, reason });
+                    }
+                }
+            }
+        };
         let shared = Rc::new(Shared {
             config: config.clone(),
             state: RefCell::new(State {
@@ -192,12 +216,36 @@ impl Connection {
                 stats: ConnectionStats::default(),
             }),
         });
-        let (read_half, write_half) = stream.into_split();
         let reader = compio::runtime::spawn(read_loop(Rc::clone(&shared), read_half));
         let writer = compio::runtime::spawn(write_loop(Rc::clone(&shared), write_half));
         let sweeper = compio::runtime::spawn(sweep_loop(Rc::downgrade(&shared)));
+        let connection = Connection { addr, shared, tasks: RefCell::new(vec![reader, writer, sweeper]) };
+        if let Some(token) = &config.security.token {
+            connection.authenticate(token).await?;
+        }
         tracing::debug!(%addr, "connected to bookie");
-        Ok(Connection { addr, shared, tasks: RefCell::new(vec![reader, writer, sweeper]) })
+        Ok(connection)
+    }
+
+    /// The AUTH step of a token (C6): the connection's first request.
+    async fn authenticate(&self, token: &AuthToken) -> Result<(), TransportError> {
+        let addr = self.addr;
+        let request = Request::Auth { mechanism: MECHANISM_TOKEN, token: token.bytes().clone() };
+        let deadline = now() + self.shared.config.connect_timeout;
+        let refused = |reason: String| TransportError::Unauthorized { addr, reason };
+        match self.request_until(request, deadline).await {
+            Ok(Response::Auth { token }) if token.is_empty() => Ok(()),
+            Ok(Response::Auth { .. }) => Err(refused("the bookie asked for a second AUTH step".into())),
+            Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => Err(refused(message)),
+            Ok(Response::Refused { status, message, .. }) => Err(refused(format!("{status:?}: {message}"))),
+            Ok(other) => Err(refused(format!("unexpected answer to AUTH: {other:?}"))),
+            // On TLS, a bookie that refused our certificate says so only now (TLS 1.3: after
+            // the client's side of the handshake is done), with an alert.
+            Err(TransportError::Disconnected { reason }) if self.shared.config.security.tls.is_some() => {
+                Err(TransportError::Tls { addr, reason })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Sends `request` and waits for its response, within `config.request_timeout` (plus the
@@ -630,7 +678,7 @@ async fn sweep_loop(shared: std::rc::Weak<Shared>) {
 }
 
 /// The writer task: batches of queued frames, one vectored write each.
-async fn write_loop(shared: Rc<Shared>, mut stream: TcpStream) {
+async fn write_loop(shared: Rc<Shared>, mut stream: StreamWriter) {
     let mut batch = Vec::new();
     while shared.next_batch(&mut batch).await {
         let write = stream.write_vectored_all(std::mem::take(&mut batch));
@@ -657,7 +705,7 @@ async fn write_loop(shared: Rc<Shared>, mut stream: TcpStream) {
 /// The reader task: reads into one buffer and delivers every whole response; ends when the
 /// stream ends or breaks, or when the connection dies of something else (a failed or stalled
 /// write), so that both halves of the socket are dropped and it closes.
-async fn read_loop(shared: Rc<Shared>, mut stream: TcpStream) {
+async fn read_loop(shared: Rc<Shared>, mut stream: StreamReader) {
     let mut buf = BytesMut::with_capacity(2 * READ_BYTES_MIN);
     loop {
         if buf.capacity() - buf.len() < READ_BYTES_MIN {

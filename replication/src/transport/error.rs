@@ -42,6 +42,24 @@ pub enum TransportError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The TLS handshake with the bookie failed: its certificate is not trusted or not for
+    /// its address, or it refused ours, or it does not speak TLS. The request was not sent.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls {
+        /// The bookie.
+        addr: SocketAddr,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The bookie refused the client's credentials: its AUTH step answered `Unauthorized`
+    /// (a wrong or unknown token, a mechanism it does not take). The request was not sent.
+    #[error("bookie {addr} refused authentication: {reason}")]
+    Unauthorized {
+        /// The bookie.
+        addr: SocketAddr,
+        /// The bookie's message.
+        reason: String,
+    },
     /// `Connection::submit` found `in_flight_max` requests in flight (or callers waiting for
     /// room): nothing was queued; submit again after taking completions.
     #[error("connection busy: {in_flight_max} requests in flight")]

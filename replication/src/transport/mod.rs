@@ -11,6 +11,10 @@
 //! - `ClientPool` (client_pool.rs): `Send + Sync`; one I/O thread running a compio runtime that
 //!   hosts a `BookieClient` per address; `submit` returns a `Completion` (a future, or `wait`).
 //!
+//! Under `Connection`, tls.rs puts TLS (rustls) on the socket when `ClientConfig::security`
+//! asks for it, and security.rs loads the certificates and the token (default: plaintext, no
+//! AUTH step); the bookie server uses the same TLS stream.
+//!
 //! Does not own: what a status means (a refusal is `Ok(Response::Refused { .. })`, for the
 //! replication cores to judge), retries of failed requests (never automatic: only the caller
 //! knows whether a request may be sent twice), the codec (`dlog-protocol`).
@@ -27,7 +31,9 @@ mod bookie_client;
 mod client_pool;
 mod connection;
 mod error;
+pub mod security;
 mod slots;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +42,7 @@ pub use client_pool::{ClientPool, Completion, PoolError};
 pub use connection::{Connection, ConnectionStats};
 use dlog_protocol::{Limits, LimitsError};
 pub use error::TransportError;
+pub use security::{AuthToken, ClientSecurity, ClientTls, MECHANISM_TOKEN, TlsFileError, TokenError};
 
 /// How clients connect, wait and back off. `ClientConfig::default()` suits a LAN cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +63,9 @@ pub struct ClientConfig {
     /// The codec limits, the same as the bookies'. Requests over them are refused before
     /// sending (`TransportError::TooLarge`); responses over them are malformed.
     pub limits: Limits,
+    /// TLS and the token to authenticate with. Default: plaintext, no AUTH step. The TLS
+    /// handshake and the AUTH step each get `connect_timeout`.
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +77,7 @@ impl Default for ClientConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             limits: Limits::default(),
+            security: ClientSecurity::default(),
         }
     }
 }
