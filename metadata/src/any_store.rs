@@ -2,9 +2,10 @@
 //! take `--metadata URI` without generics.
 //!
 //! URIs are parsed by `MetadataUri` (metadata_uri.rs): `local://DIR`, `memory://` (tests;
-//! gone with the process), `etcd://host:port[,...]/scope` (needs the `etcd` feature; without
-//! it the URI is refused with a message saying so), `dlog://host:port` (the store a
-//! `MetadataServer` serves, through `RemoteStore`; every build).
+//! gone with the process), `etcd://host:port[,...]/scope` and `etcds://...?ca=FILE...` (TLS
+//! and etcd's authentication, configured by the URI's parameters; both need the `etcd`
+//! feature; without it the URI is refused with a message saying so), `dlog://host:port` (the
+//! store a `MetadataServer` serves, through `RemoteStore`; every build).
 
 use std::time::Duration;
 

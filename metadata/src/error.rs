@@ -1,5 +1,6 @@
 //! Errors of the metadata contract: typed, so callers act on them (retry `Unavailable`, re-read
-//! and retry on `VersionConflict`, re-list on `Compacted`).
+//! and retry on `VersionConflict`, re-list on `Compacted`, stop and tell an operator on
+//! `Unauthorized`).
 
 use crate::{LeaseId, Version};
 
@@ -52,6 +53,12 @@ pub enum MetaError {
     /// that is not dlog: an operator must look. Never a reason to treat the key as absent.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// The store refused the caller: its credentials (an etcd user and password, a client
+    /// certificate) were not accepted or are missing, or they do not permit this operation on
+    /// this key (etcd's roles). Nothing was written. Not retryable: an operator must fix the
+    /// credentials or grant the permission.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The store cannot be reached now; the operation may or may not have happened unless the
     /// error says otherwise. Retryable.
     #[error("metadata store unavailable: {0}")]

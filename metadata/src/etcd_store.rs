@@ -14,6 +14,13 @@
 //!   10 minutes by default), so no event is missed or repeated; a compacted start ends the
 //!   watch with `Compacted`.
 //! - ES3: lease ids are etcd's; a lease etcd no longer knows answers `LeaseExpired`.
+//! - ES4: security comes from the URI alone (metadata_uri.rs): `etcds://` files are read and
+//!   checked at `connect` (missing, unreadable, not PEM, a key not matching its certificate:
+//!   `Invalid` naming the file); with `user=`, `connect` authenticates at once (a wrong
+//!   password is `Unauthorized` there, an unreachable etcd `Unavailable`) and the token is
+//!   renewed whenever etcd says it expired (etcd-client's auto refresh). etcd refusing the
+//!   credentials or a permission is `Unauthorized`, never `Unavailable`: retrying cannot help,
+//!   and a watch it refuses ends with it instead of reconnecting.
 //!
 //! etcd's responses are trusted to be well-formed (etcd-client itself panics on an unknown
 //! event type or an empty txn response): etcd is part of the cluster, not a client.
@@ -28,6 +35,7 @@ use etcd_client::{
 
 use crate::error::MetaError;
 pub use crate::metadata_uri::EtcdUri;
+use crate::metadata_uri::{EtcdAuth, EtcdTls};
 use crate::store::{MetadataStore, check_ops};
 use crate::watch::{self, Watch, WatchSender};
 use crate::{Cond, Event, EventKind, LeaseId, Op, Page, Version, Versioned};
@@ -56,23 +64,66 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// Maps an etcd-client failure: retryable transport trouble is `Unavailable`.
+/// Maps an etcd-client failure: retryable transport trouble is `Unavailable`, refused
+/// credentials or permissions `Unauthorized` (ES4).
 fn map_err(e: etcd_client::Error) -> MetaError {
     use etcd_client::Error as E;
     use tonic::Code;
     match e {
-        E::GRpcStatus(status) => match status.code() {
-            // ResourceExhausted: a request over etcd's `--max-request-bytes` (retrying cannot help).
-            Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::OutOfRange
-            | Code::NotFound
-            | Code::ResourceExhausted => MetaError::Invalid(status.message().to_string()),
-            _ => MetaError::Unavailable(format!("etcd: {}", status.message())),
-        },
+        E::GRpcStatus(status) => {
+            let message = status.message();
+            match status.code() {
+                Code::PermissionDenied => MetaError::Unauthorized(format!("etcd: {message}")),
+                // After etcd-client's refresh of an expired token failed too.
+                Code::Unauthenticated => MetaError::Unauthorized(format!("etcd: {message}")),
+                // etcd answers a wrong password, and a request without credentials while its
+                // authentication is on, with InvalidArgument.
+                Code::InvalidArgument if message.contains("user name is empty") => {
+                    MetaError::Unauthorized(format!(
+                        "etcd: {message} (etcd has authentication enabled: give user= and \
+                         password_file=, or a client certificate whose common name is an etcd user)"
+                    ))
+                }
+                Code::InvalidArgument if message.contains("authentication failed") => {
+                    MetaError::Unauthorized(format!("etcd: {message}"))
+                }
+                // The user's roles changed under a request: etcd's own client retries it.
+                Code::InvalidArgument if message.contains("revision of auth store is old") => {
+                    MetaError::Unavailable(format!("etcd: {message}"))
+                }
+                // ResourceExhausted: a request over etcd's `--max-request-bytes` (retrying
+                // cannot help).
+                Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::NotFound
+                | Code::ResourceExhausted => MetaError::Invalid(message.to_string()),
+                _ => MetaError::Unavailable(format!(
+                    "etcd: {}",
+                    with_causes(message.to_string(), std::error::Error::source(&status))
+                )),
+            }
+        }
         E::InvalidArgs(m) => MetaError::Invalid(m),
-        other => MetaError::Unavailable(format!("etcd: {other}")),
+        other => MetaError::Unavailable(format!(
+            "etcd: {}",
+            with_causes(other.to_string(), std::error::Error::source(&other))
+        )),
     }
+}
+
+/// `text` followed by the chain of `source`s it does not already say: a transport error
+/// says only "transport error", its sources why (a refused connection, an untrusted
+/// certificate).
+fn with_causes(mut text: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn bounded<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, MetaError> {
@@ -94,24 +145,110 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // every key
 }
 
+/// An etcd-client `Client` for `uri`'s endpoints with its TLS and authentication (ES4), for
+/// tools that speak to the same etcd directly (test harnesses, benchmark baselines). Not
+/// bounded by the scope: the client sees every key its etcd user may.
+pub async fn connect_client(uri: &EtcdUri) -> Result<Client, MetaError> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    if let Some(tls) = &uri.tls {
+        options = options.with_tls(tls_options(tls)?);
+    }
+    if let Some(auth) = &uri.auth {
+        options = options.with_user(auth.user.clone(), read_password(auth)?).with_auto_token_refresh(true);
+    }
+    bounded(Client::connect(&uri.endpoints, Some(options))).await
+}
+
+/// Reads `path`, the `what` file of an etcd URI; `Invalid` naming it (ES4).
+fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, MetaError> {
+    std::fs::read(path).map_err(|e| MetaError::Invalid(format!("etcd {what} file {}: {e}", path.display())))
+}
+
+/// Every certificate in the PEM file `path` (at least one).
+fn read_certificates(
+    what: &str,
+    path: &std::path::Path,
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, MetaError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |why: String| MetaError::Invalid(format!("etcd {what} file {}: {why}", path.display()));
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings of an `etcds://` URI, every file read and checked (ES4): the CA
+/// certificates parse as trust anchors, the key parses and matches its certificate.
+fn tls_options(tls: &EtcdTls) -> Result<etcd_client::TlsOptions, MetaError> {
+    use etcd_client::{Certificate, Identity, TlsOptions};
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let ca_pem = read_file("ca", &tls.ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certificates("ca", &tls.ca, &ca_pem)? {
+        roots.add(cert).map_err(|e| {
+            MetaError::Invalid(format!("etcd ca file {}: not a CA certificate: {e}", tls.ca.display()))
+        })?;
+    }
+    // TLS to etcd runs on the clock of the whole handshake too, not only the TCP connect.
+    let mut options =
+        TlsOptions::new().ca_certificate(Certificate::from_pem(ca_pem)).timeout(CONNECT_TIMEOUT);
+    if let Some(identity) = &tls.identity {
+        let cert_pem = read_file("cert", &identity.cert)?;
+        let chain = read_certificates("cert", &identity.cert, &cert_pem)?;
+        let key_pem = read_file("key", &identity.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            MetaError::Invalid(format!("etcd key file {}: no PEM private key: {e}", identity.key.display()))
+        })?;
+        let provider = rustls::crypto::ring::default_provider();
+        rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+            MetaError::Invalid(format!(
+                "etcd key file {} does not go with cert file {}: {e}",
+                identity.key.display(),
+                identity.cert.display()
+            ))
+        })?;
+        options = options.identity(Identity::from_pem(cert_pem, key_pem));
+    }
+    Ok(options)
+}
+
+/// The password in `auth.password_file`: UTF-8, one trailing newline dropped, not empty.
+pub(crate) fn read_password(auth: &EtcdAuth) -> Result<String, MetaError> {
+    let path = &auth.password_file;
+    let bad = |why: &str| MetaError::Invalid(format!("etcd password file {}: {why}", path.display()));
+    let bytes = read_file("password", path)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
+    let password = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if password.is_empty() {
+        return Err(bad("empty"));
+    }
+    Ok(password.to_string())
+}
+
 fn version(revision: i64) -> Version {
     Version(u64::try_from(revision).unwrap_or(0))
 }
 
 impl EtcdStore {
-    /// Connects to `etcd://host:port[,...]/scope`. Connections are made lazily and remade
-    /// after failures; an unreachable etcd shows as `Unavailable` on calls.
+    /// Connects to `etcd[s]://host:port[,...]/scope[?...]`. Connections are made lazily and
+    /// remade after failures; an unreachable etcd shows as `Unavailable` on calls (with
+    /// `user=`, already here: ES4).
     pub async fn connect(uri: &str) -> Result<EtcdStore, MetaError> {
         EtcdStore::connect_to(&EtcdUri::parse(uri)?).await
     }
 
     /// `connect` with the URI already parsed.
     pub async fn connect_to(uri: &EtcdUri) -> Result<EtcdStore, MetaError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(&uri.endpoints, Some(options)).await.map_err(map_err)?;
+        let client = connect_client(uri).await?;
         Ok(EtcdStore { client, root: format!("/{}/", uri.scope) })
     }
 
@@ -265,7 +402,13 @@ impl MetadataStore for EtcdStore {
     async fn watch(&self, prefix: &str, from: Version) -> Result<Watch, MetaError> {
         let from = if from == Version(0) { Version(self.revision().await?.0 + 1) } else { from };
         let (events, watch) = watch::channel(from);
-        let task = WatchTask { store: self.clone(), prefix: self.full(prefix), next: from, events };
+        let task = WatchTask {
+            store: self.clone(),
+            prefix: self.full(prefix),
+            next: from,
+            events,
+            denied_once: false,
+        };
         let handle = tokio::spawn(task.run());
         Ok(watch.with_guard(handle.abort_handle()))
     }
@@ -324,6 +467,9 @@ struct WatchTask {
     /// The next revision to deliver.
     next: Version,
     events: WatchSender,
+    /// etcd refused this watch once and the token was renewed since: a second refusal is
+    /// the user's permissions, not a stale token (ES4).
+    denied_once: bool,
 }
 
 impl WatchTask {
@@ -336,8 +482,14 @@ impl WatchTask {
                     return;
                 }
                 Ok(None) => return, // the watcher is gone
+                // Reconnecting cannot make etcd accept these credentials (ES4).
+                Err(e @ MetaError::Unauthorized(_)) => {
+                    self.events.fail(e);
+                    return;
+                }
                 Err(e) => {
-                    tracing::debug!(prefix = %self.prefix, next = self.next.0, error = %e, "watch reconnecting");
+                    let next = self.next.0;
+                    tracing::debug!(prefix = %self.prefix, next, error = %e, "watch reconnecting");
                 }
             }
             if self.events.is_closed() {
@@ -375,10 +527,27 @@ impl WatchTask {
                 }));
             }
             if response.canceled() {
-                return Err(MetaError::Unavailable(format!(
-                    "etcd: watch canceled: {}",
-                    response.cancel_reason()
-                )));
+                let reason = response.cancel_reason();
+                // etcd checks the token of a watch when creating it and, unlike a call's, tells
+                // a stale one (etcd forgets them when it restarts; they expire) only in the
+                // cancel reason: renew it, then reconnect (ES4). Older etcd releases say
+                // "permission denied" for a stale token too, so the first denial renews it.
+                let denied = reason.contains("permission denied");
+                if reason.contains("invalid auth token") || (denied && !self.denied_once) {
+                    self.denied_once |= denied;
+                    bounded(self.store.client.refresh_token()).await?;
+                    return Err(MetaError::Unavailable(format!("etcd: watch canceled: {reason}")));
+                }
+                // A user that may not read the prefix, or no user at all: reconnecting
+                // cannot help.
+                if denied || reason.contains("user name is empty") {
+                    let watched = &self.prefix;
+                    return Ok(Some(MetaError::Unauthorized(format!("etcd: watch of {watched}: {reason}"))));
+                }
+                return Err(MetaError::Unavailable(format!("etcd: watch canceled: {reason}")));
+            }
+            if response.created() {
+                self.denied_once = false;
             }
             // A progress notification for this watcher (etcd's periodic ones carry its id and
             // come only once it has been sent everything up to the revision): moving `next`

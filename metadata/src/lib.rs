@@ -7,7 +7,8 @@
 //! generation, writer ownership.
 //!
 //! Today: the contract (`MetadataStore`, its types and errors), the embedded backend
-//! (`LocalStore` over the sans-I/O `LocalCore`), with the `etcd` feature `EtcdStore`, and
+//! (`LocalStore` over the sans-I/O `LocalCore`), with the `etcd` feature `EtcdStore` (TLS and
+//! etcd's authentication configured by the URI, `etcds://`, metadata_uri.rs), and
 //! remote access to any store (`MetadataServer` serves it, `RemoteStore` is its client,
 //! `dlog://host:port`).
 
@@ -51,7 +52,7 @@ pub use lease_keeper::LeaseKeeper;
 pub use local_core::LocalCore;
 pub use local_store::{LocalOptions, LocalStore};
 pub use log_store::LogMetadataStore;
-pub use metadata_uri::{EtcdUri, MetadataUri};
+pub use metadata_uri::{EtcdAuth, EtcdIdentity, EtcdTls, EtcdUri, MetadataUri};
 pub use remote::{MetadataServer, RemoteStore};
 pub use segment_store::SegmentMetadataStore;
 pub use store::MetadataStore;

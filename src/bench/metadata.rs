@@ -476,8 +476,9 @@ fn bench_etcd(rt: &Runtime, s: &Settings, dir: Option<&Path>, uri: Option<&str>)
     }
     let (cas, watch, baseline_writes, baseline_watch, txn_writes) = rt.block_on(async {
         let store = EtcdStore::connect(&uri).await?;
+        // The same connection settings as the store (TLS and user from the URI).
         let client =
-            etcd_client::Client::connect(&parsed.endpoints, None).await.context("etcd-client connect")?;
+            dlog_metadata::etcd_store::connect_client(&parsed).await.context("etcd-client connect")?;
         let base = now();
         let ours = SegmentTarget::new(Arc::new(store));
         let plain = |side: &str, txn: bool| {

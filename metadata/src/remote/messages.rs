@@ -244,7 +244,8 @@ pub(crate) struct EventMsg {
 
 /// A `MetaError`, typed (RW1). `code`: 1 VersionConflict (key, expected, actual), 2 NotFound
 /// (key), 3 AlreadyExists (key), 4 LeaseExpired (lease), 5 Compacted (requested, oldest),
-/// 6 Invalid (text), 7 Corrupt (text), 8 Unavailable (text), 9 Fenced (key, epoch, current).
+/// 6 Invalid (text), 7 Corrupt (text), 8 Unavailable (text), 9 Fenced (key, epoch, current),
+/// 10 Unauthorized (text).
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct WireError {
     #[prost(uint32, tag = "1")]
@@ -297,6 +298,7 @@ pub(crate) fn to_wire(error: &MetaError) -> WireError {
         MetaError::Fenced { key, epoch, current } => {
             (w.code, w.key, w.epoch, w.current) = (9, key.clone(), *epoch, *current);
         }
+        MetaError::Unauthorized(text) => (w.code, w.text) = (10, text.clone()),
     }
     w
 }
@@ -317,6 +319,7 @@ pub(crate) fn from_wire(w: WireError) -> MetaError {
         7 => MetaError::Corrupt(w.text),
         8 => MetaError::Unavailable(w.text),
         9 => MetaError::Fenced { key: w.key, epoch: w.epoch, current: w.current },
+        10 => MetaError::Unauthorized(w.text),
         code => MetaError::Unavailable(format!("metadata server: error of unknown code {code}: {}", w.text)),
     }
 }
@@ -461,6 +464,7 @@ mod tests {
             MetaError::Corrupt("k: bad".into()),
             MetaError::Unavailable("down".into()),
             MetaError::Fenced { key: "logs/n/l".into(), epoch: 4, current: 5 },
+            MetaError::Unauthorized("etcd: permission denied".into()),
         ]
     }
 
