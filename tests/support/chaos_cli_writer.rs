@@ -142,15 +142,7 @@ impl CliSlot {
         std::thread::spawn(move || feeder(&log, generation, stdin, &shared, &history));
         self.started += 1;
         self.history.count(|c| c.generations += 1);
-        Generation {
-            generation,
-            running,
-            feed,
-            acked: 0,
-            last: None,
-            fenced_from: None,
-            paused: false,
-        }
+        Generation { generation, running, feed, acked: 0, last: None, fenced_from: None, paused: false }
     }
 
     /// A new generation takes the log over while the current one runs (paused or not).
