@@ -30,9 +30,11 @@ use dlog_protocol::{Request, Response, Status};
 use dlog_replication::transport::{
     AuthToken, ClientConfig, ClientPool, ClientSecurity, ClientTls, TransportError,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+
+#[path = "support/pki.rs"]
+mod pki;
+use pki::{leaf, new_ca};
 
 #[path = "support/process.rs"]
 mod process;
@@ -62,30 +64,6 @@ struct Pki {
     client: Pem,
     /// A client certificate, CN "intruder", signed by the rogue CA.
     intruder: Pem,
-}
-
-fn new_ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    (cert, Issuer::new(params, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'_, KeyPair>,
-    common_name: &str,
-    sans: Vec<SanType>,
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.subject_alt_names = sans;
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 impl Pki {

@@ -27,9 +27,11 @@ use dlog_metadata::{
     MetadataStore, Op,
 };
 use etcd_client::Permission;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+
+#[path = "../../tests/support/pki.rs"]
+mod pki;
+use pki::{leaf, new_ca};
 
 /// A certificate (chain of one) and its key, as files.
 struct Pem {
@@ -56,30 +58,6 @@ struct Pki {
     intruder: Pem,
     /// A client certificate signed by the CA (CN "stranger", no etcd user of that name).
     stranger: Pem,
-}
-
-fn new_ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    (cert, Issuer::new(params, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'_, KeyPair>,
-    common_name: &str,
-    sans: Vec<SanType>,
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.subject_alt_names = sans;
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 impl Pki {

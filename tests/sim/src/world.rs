@@ -218,6 +218,10 @@ impl Stats {
     }
 }
 
+/// A decoder of the wire codec.
+type Decode<T> =
+    fn(&mut bytes::BytesMut, &dlog_protocol::Limits) -> Result<Option<(u64, T)>, dlog_protocol::DecodeError>;
+
 struct Pending {
     client: usize,
     /// The client's core generation that sent it (WD2).
@@ -371,15 +375,8 @@ impl Ctx {
     ) {
         self.next_req += 1;
         let req = self.next_req;
-        let mut frame = bytes::BytesMut::new();
-        dlog_protocol::encode_request(&request, req, &mut frame);
-        let request = match dlog_protocol::decode_request(&mut frame, &dlog_protocol::Limits::default()) {
-            Ok(Some((id, decoded))) if id == req && frame.is_empty() => decoded,
-            other => {
-                self.violation(format!("WD4: the codec does not carry {request:?}: {other:?}"));
-                request
-            }
-        };
+        let request =
+            self.over_the_wire(request, req, dlog_protocol::encode_request, dlog_protocol::decode_request);
         if self.trace == Some(client) {
             eprintln!(
                 "{:?} client {client} -> bookie {bookie} req {req} tag {tag:#x}: {request:?}",
@@ -407,17 +404,29 @@ impl Ctx {
         }
     }
 
+    /// `message` as it arrives: framed with `encode`, read back with `decode` (WD4).
+    fn over_the_wire<T: std::fmt::Debug>(
+        &mut self,
+        message: T,
+        id: u64,
+        encode: fn(&T, u64, &mut bytes::BytesMut),
+        decode: Decode<T>,
+    ) -> T {
+        let mut frame = bytes::BytesMut::new();
+        encode(&message, id, &mut frame);
+        match decode(&mut frame, &dlog_protocol::Limits::default()) {
+            Ok(Some((decoded_id, decoded))) if decoded_id == id && frame.is_empty() => decoded,
+            other => {
+                self.violation(format!("WD4: the codec does not carry {message:?}: {other:?}"));
+                message
+            }
+        }
+    }
+
     /// A bookie answers request `req` of `client`, framed by the wire codec (WD4).
     pub(crate) fn respond(&mut self, bookie: usize, client: usize, req: u64, response: Response) {
-        let mut frame = bytes::BytesMut::new();
-        dlog_protocol::encode_response(&response, req, &mut frame);
-        let response = match dlog_protocol::decode_response(&mut frame, &dlog_protocol::Limits::default()) {
-            Ok(Some((id, decoded))) if id == req && frame.is_empty() => decoded,
-            other => {
-                self.violation(format!("WD4: the codec does not carry {response:?}: {other:?}"));
-                response
-            }
-        };
+        let response =
+            self.over_the_wire(response, req, dlog_protocol::encode_response, dlog_protocol::decode_response);
         let faults = self.scenario.faults.clone();
         match self.net.transmit(&mut self.rng, &faults, self.faults_on, self.now, client, bookie, false) {
             Fate::Deliver(times) => {
