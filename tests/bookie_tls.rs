@@ -34,7 +34,7 @@ use rcgen::{ExtendedKeyUsagePurpose, SanType};
 
 #[path = "support/pki.rs"]
 mod pki;
-use pki::{leaf, new_ca};
+use pki::{Pem, leaf, new_ca, write_file, write_pem};
 
 #[path = "support/process.rs"]
 mod process;
@@ -42,12 +42,6 @@ mod process;
 const KEY: &[u8] = b"master-key";
 const GOOD_TOKEN: &str = "tok-7f3a9c1e5b2d4680aa";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A certificate and its key, written as PEM files.
-struct Pem {
-    cert: PathBuf,
-    key: PathBuf,
-}
 
 /// Every certificate a test needs, in one temporary directory.
 struct Pki {
@@ -71,15 +65,8 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let (ca_cert, ca) = new_ca("dlog test CA");
         let (rogue_cert, rogue) = new_ca("rogue CA");
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        };
-        let pem = |name: &str, (cert, key): (String, String)| Pem {
-            cert: write(&format!("{name}.pem"), &cert),
-            key: write(&format!("{name}.key"), &key),
-        };
+        let write = |name: &str, text: &str| write_file(dir.path(), name, text);
+        let pem = |name: &str, leaf: (String, String)| write_pem(dir.path(), name, leaf);
         let ip = SanType::IpAddress("127.0.0.1".parse().unwrap());
         let server = leaf(&ca, "bookie", vec![ip], ExtendedKeyUsagePurpose::ServerAuth);
         let dns = SanType::DnsName("bookie.example".try_into().unwrap());

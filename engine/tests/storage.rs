@@ -430,6 +430,24 @@ fn two_runs(config: &BookieConfig, dir: &Path) -> [ManifestRun; 2] {
     [runs[0], runs[1]]
 }
 
+/// Ten entries of segment 3 added and flushed after the damaged open; returns them.
+fn write_more_and_flush(bookie: &Bookie) -> Vec<(u64, u64, usize)> {
+    let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
+    write(bookie, &more);
+    wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+    more
+}
+
+/// Without the manifest, the rebuild scan finds the refused run the same way: entry 3 of
+/// segment 2 still answers `Corrupt`, and `more` reads back.
+fn rebuild_keeps_the_damage(config: &BookieConfig, dir: &Path, more: &[(u64, u64, usize)]) {
+    fs::remove_file(dir.join("storage-0/manifest")).unwrap();
+    let bookie = Bookie::open(config.clone()).unwrap();
+    expect_corrupt(&bookie, 2, 3, "after a rebuild");
+    check_all(&bookie, more, "after a rebuild");
+    bookie.close();
+}
+
 fn expect_corrupt(bookie: &Bookie, segment: u64, entry: u64, what: &str) {
     match bookie.read_entry(SegmentId(segment), EntryId(entry)).wait() {
         Err(Error::Corrupt { .. }) => {}
@@ -459,18 +477,12 @@ fn two_runs_under_one_seq_are_damage_not_a_panic() {
         // Dropping the first run's spans leaves the index whole.
         wait_bounded(bookie.delete_segment(SegmentId(1)), "delete").unwrap();
         expect_corrupt(&bookie, 2, 3, "after the deletion");
-        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
-        write(&bookie, &more);
-        wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+        let more = write_more_and_flush(&bookie);
         check_all(&bookie, &more, "written after open");
         bookie.close();
         assert!(dir.path().join(format!("storage-0/entrylog-{:016x}.log", second.log.0)).exists());
         // The rebuild scan finds the two runs the same way.
-        fs::remove_file(dir.path().join("storage-0/manifest")).unwrap();
-        let bookie = Bookie::open(config.clone()).unwrap();
-        expect_corrupt(&bookie, 2, 3, "after a rebuild");
-        check_all(&bookie, &more, "after a rebuild");
-        bookie.close();
+        rebuild_keeps_the_damage(&config, dir.path(), &more);
     }
 }
 
@@ -489,17 +501,11 @@ fn a_run_seq_past_the_limit_is_damage_not_a_panic() {
         let bookie = Bookie::open(config.clone()).unwrap();
         check_all(&bookie, &(0..20).map(|e| (1, e, 300)).collect::<Vec<_>>(), "the other run");
         expect_corrupt(&bookie, 2, 3, "the refused run");
-        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
-        write(&bookie, &more);
-        wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+        let more = write_more_and_flush(&bookie);
         bookie.close();
         let next_run = manifest_of(dir.path()).next_run;
         assert!(next_run < RUN_SEQ_LIMIT, "{backend:?}: next run seq {next_run}");
-        fs::remove_file(dir.path().join("storage-0/manifest")).unwrap();
-        let bookie = Bookie::open(config.clone()).unwrap();
-        expect_corrupt(&bookie, 2, 3, "after a rebuild");
-        check_all(&bookie, &more, "after a rebuild");
-        bookie.close();
+        rebuild_keeps_the_damage(&config, dir.path(), &more);
     }
 }
 
@@ -516,9 +522,7 @@ fn a_manifest_next_run_past_the_limit_is_damage_not_a_panic() {
         manifest.next_run = u64::MAX;
         write_manifest(dir.path(), &manifest);
         let bookie = Bookie::open(config.clone()).unwrap();
-        let more: Vec<_> = (0..10).map(|e| (3, e, 300)).collect();
-        write(&bookie, &more);
-        wait_bounded(bookie.flush_shard(ShardId(0)), "flush").unwrap();
+        let more = write_more_and_flush(&bookie);
         expect_corrupt(&bookie, 9, 0, "damage is known");
         bookie.close();
         let manifest = manifest_of(dir.path());

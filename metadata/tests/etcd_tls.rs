@@ -31,13 +31,7 @@ use rcgen::{ExtendedKeyUsagePurpose, SanType};
 
 #[path = "../../tests/support/pki.rs"]
 mod pki;
-use pki::{leaf, new_ca};
-
-/// A certificate (chain of one) and its key, as files.
-struct Pem {
-    cert: PathBuf,
-    key: PathBuf,
-}
+use pki::{Pem, leaf, new_ca, write_file, write_pem};
 
 impl Pem {
     fn identity(&self) -> EtcdIdentity {
@@ -65,15 +59,8 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let (ca_cert, ca) = new_ca("dlog etcd test CA");
         let (rogue_cert, rogue) = new_ca("rogue CA");
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        };
-        let pem = |name: &str, (cert, key): (String, String)| Pem {
-            cert: write(&format!("{name}.pem"), &cert),
-            key: write(&format!("{name}.key"), &key),
-        };
+        let write = |name: &str, text: &str| write_file(dir.path(), name, text);
+        let pem = |name: &str, leaf: (String, String)| write_pem(dir.path(), name, leaf);
         let ip = SanType::IpAddress("127.0.0.1".parse().unwrap());
         let server = leaf(&ca, "etcd", vec![ip], ExtendedKeyUsagePurpose::ServerAuth);
         let client = leaf(&ca, "dlog-client", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
@@ -92,9 +79,7 @@ impl Pki {
 
     /// Writes `text` to the file `name` and names it.
     fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        write_file(self.dir.path(), name, text)
     }
 
     /// etcd served over TLS; with `client_certs`, under `--client-cert-auth` (the harness
