@@ -391,8 +391,8 @@ impl Ctx {
                 _ => Duration::ZERO,
             };
         self.schedule(timeout, Event::Timeout { req });
-        let faults = self.scenario.faults.clone();
-        match self.net.transmit(&mut self.rng, &faults, self.faults_on, self.now, client, bookie, true) {
+        let faults = &self.scenario.faults;
+        match self.net.transmit(&mut self.rng, faults, self.faults_on, self.now, client, bookie, true) {
             Fate::Deliver(times) => {
                 for at in times {
                     let request = request.clone();
@@ -427,8 +427,8 @@ impl Ctx {
     pub(crate) fn respond(&mut self, bookie: usize, client: usize, req: u64, response: Response) {
         let response =
             self.over_the_wire(response, req, dlog_protocol::encode_response, dlog_protocol::decode_response);
-        let faults = self.scenario.faults.clone();
-        match self.net.transmit(&mut self.rng, &faults, self.faults_on, self.now, client, bookie, false) {
+        let faults = &self.scenario.faults;
+        match self.net.transmit(&mut self.rng, faults, self.faults_on, self.now, client, bookie, false) {
             Fate::Deliver(times) => {
                 for at in times {
                     let response = response.clone();
