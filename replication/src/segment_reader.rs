@@ -286,6 +286,14 @@ pub enum ReaderError {
         /// The rounds tried (`read_rounds_max`).
         rounds: u32,
     },
+    /// A bookie answered `Unauthorized`: this client may not read the segment (its
+    /// credentials, or the bookies' permissions for the segment's namespace). The reader stops
+    /// at once: every replica would answer the same.
+    #[error("not authorized: {reason}")]
+    Unauthorized {
+        /// The bookie's reason.
+        reason: String,
+    },
 }
 
 /// Work for the shell, drained with `SegmentReader::poll_output`.
@@ -642,6 +650,14 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
     }
 
     /// Stops for good: every request is forgotten, so later answers are stale (R1, R6).
+    /// A bookie refused this client (`Unauthorized`): the reader fails (no other replica would
+    /// answer otherwise).
+    fn refused_access(&mut self, reason: String) {
+        if self.phase == Phase::Reading {
+            self.stop(Phase::Failed(ReaderError::Unauthorized { reason }));
+        }
+    }
+
     fn stop(&mut self, phase: Phase) {
         debug_assert_eq!(self.phase, Phase::Reading);
         self.outbox.forget_all();

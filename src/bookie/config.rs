@@ -385,6 +385,8 @@ struct FileConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     auth_tokens_file: Option<Spanned<PathBuf>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    permissions_file: Option<Spanned<PathBuf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     engine: Option<EngineFile>,
@@ -576,6 +578,7 @@ impl ServerConfig {
             tls_client_ca_file: file.tls_client_ca_file,
             auth: file.auth,
             auth_tokens_file: file.auth_tokens_file,
+            permissions_file: file.permissions_file,
             client: file.client,
         };
 
@@ -744,6 +747,7 @@ impl ServerConfig {
             tls_client_ca_file: security.tls_client_ca_file,
             auth: security.auth,
             auth_tokens_file: security.auth_tokens_file,
+            permissions_file: security.permissions_file,
             client: security.client,
             limits: Some(LimitsFile {
                 frame_bytes_max: Some(Spanned::new(0..0, self.limits.frame_bytes_max)),

@@ -34,7 +34,14 @@
 //!   that fails (an untrusted or missing client certificate under mutual TLS), does not finish
 //!   within `HANDSHAKE_TIMEOUT_MAX` (or the idle timeout, if shorter), or meets the drain
 //!   closes the connection with no request executed.
+//! - CN9: with a permissions file, a request on a segment runs only if the connection's
+//!   identity is allowed its access (permissions.rs) on the segment's namespace; else it is
+//!   answered `Unauthorized` and nothing of it is executed. A request whose segment's
+//!   namespace is not known yet is held, decoding stops (so CN2's order holds) until the
+//!   metadata answered, then it is decided and decoding goes on; a failed lookup refuses it
+//!   (`Internal`, PG2). The connection keeps its decisions (at most `DECISIONS_MAX`).
 
+use std::collections::HashMap;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -57,6 +64,8 @@ use crate::bookie::config::ServerLimits;
 use crate::bookie::dispatch;
 use crate::bookie::metrics::{CloseReason, ServerMetrics};
 use crate::bookie::outbox::{Outbox, RESPONSE_BUDGET_BYTES, SMALL_RESPONSE_BYTES, reservation, write_loop};
+use crate::bookie::permissions::{Allowed, access_of};
+use crate::bookie::segment_owners::PermissionGate;
 
 /// Free room a read asks for at first: an idle connection costs little. A frame larger than
 /// this is read into room the decoder reserves from its header (at most the request limit).
@@ -66,6 +75,9 @@ const READ_CHUNK: usize = 16 << 10;
 /// to this, so a busy connection hands the engine large batches (one queue hand-off per read);
 /// a read of under an eighth halves it again, so a connection that calms down shrinks back.
 const READ_CHUNK_MAX: usize = 512 << 10;
+
+/// Segments a connection keeps its permission decisions for (CN9); past it, it starts over.
+const DECISIONS_MAX: usize = 4096;
 
 /// Longest a TLS handshake may take (CN8).
 pub const HANDSHAKE_TIMEOUT_MAX: Duration = Duration::from_secs(10);
@@ -84,6 +96,8 @@ pub struct ThreadContext {
     pub auth: Arc<dyn Authenticator>,
     /// TLS for every connection, or plaintext when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The per-namespace permission check (CN9), or everything allowed when `None`.
+    pub permissions: Option<Arc<PermissionGate>>,
     /// Cancelled when the server drains: connections stop reading.
     pub drain: CancelToken,
     /// This thread's metric handles.
@@ -105,6 +119,7 @@ impl ThreadContext {
             requests: dlog_protocol::Limits { frame_bytes_max, ..protocol },
             auth,
             tls: None,
+            permissions: None,
             drain: CancelToken::new(),
             metrics: ServerMetrics::new(),
         }
@@ -184,7 +199,7 @@ pub async fn serve_connection(stream: TcpStream, ctx: Rc<ThreadContext>) -> Clos
     };
     // AU1, AU2: the connection's identity from its start (a verified client certificate), or
     // none until an AUTH step succeeds.
-    let identity = Identity { name: ctx.auth.on_connect(certificate.as_deref()) };
+    let identity = Identity { name: ctx.auth.on_connect(certificate.as_deref()), decisions: HashMap::new() };
     let budget = RESPONSE_BUDGET_BYTES.max(2 * ctx.protocol.range_response_bytes_max() as usize);
     let out = Rc::new(Outbox::new(ctx.limits.in_flight_max as usize, budget));
     let writing = compio::runtime::spawn(write_loop(writer, out.clone(), ctx.clone()));
@@ -230,10 +245,27 @@ async fn handshake(
 }
 
 /// Who a connection's client is (AU1, AU2): `None` until it authenticated, when the
-/// authenticator requires it. A per-namespace permission check reads `name` in `decode`, where
-/// every request is let in or refused.
+/// authenticator requires it; and what it may do to the segments it named so far (CN9).
 struct Identity {
     name: Option<String>,
+    /// Per segment: what this identity may do (from the gate's cache or its lookups).
+    decisions: HashMap<u64, Allowed>,
+}
+
+impl Identity {
+    fn remember(&mut self, segment: u64, allowed: Allowed) {
+        if self.decisions.len() >= DECISIONS_MAX {
+            self.decisions.clear();
+        }
+        self.decisions.insert(segment, allowed);
+    }
+}
+
+/// A decoded request waiting for its segment's namespace (CN9), and the decision once made.
+struct Held {
+    request_id: u64,
+    request: Request,
+    decided: Option<Allowed>,
 }
 
 /// Why decoding stopped.
@@ -242,6 +274,11 @@ enum Decoded {
     NeedBytes,
     /// The outbox admits no more requests now (CN1).
     NoRoom,
+    /// The held request's segment needs a lookup (CN9).
+    NeedOwner {
+        /// The segment.
+        segment: u64,
+    },
 }
 
 async fn read_loop(
@@ -251,10 +288,34 @@ async fn read_loop(
     ctx: &Rc<ThreadContext>,
 ) -> CloseReason {
     let mut receive = Receive::new();
+    let mut held = None;
     loop {
-        match decode(&mut receive, out, ctx, &mut identity) {
+        match decode(&mut receive, out, ctx, &mut identity, &mut held) {
             Err(reason) => return reason,
             Ok(Decoded::NeedBytes) if out.has_room() => {}
+            Ok(Decoded::NeedOwner { segment }) => {
+                match look_up(&identity, segment, ctx).await {
+                    Err(reason) => return reason,
+                    Ok(Ok(allowed)) => {
+                        if let Some(held) = held.as_mut() {
+                            held.decided = Some(allowed);
+                        }
+                    }
+                    Ok(Err(why)) => {
+                        // PG2: refused, not executed; the next request asks again.
+                        if let Some(Held { request_id, request, .. }) = held.take() {
+                            tracing::warn!(segment, why, "permission lookup failed: request refused");
+                            let refusal = Response::refused(
+                                request.op().as_u8(),
+                                Status::Internal,
+                                format!("permission check: {why}"),
+                            );
+                            answer_now(out, ctx, request_id, refusal);
+                        }
+                    }
+                }
+                continue;
+            }
             Ok(_) => {
                 // CN1: neither decode nor read until responses are sent.
                 let drained = pin!(ctx.drain.clone().wait());
@@ -333,21 +394,69 @@ async fn read_some(
     }
 }
 
-/// Decodes and starts frames from the receive buffer while the outbox admits them (CN1-CN3).
+/// Where the held request's segment belongs, raced with the drain: the decision for the
+/// connection's identity (kept when the gate cached the namespace), or why the lookup failed.
+async fn look_up(
+    identity: &Identity,
+    segment: u64,
+    ctx: &Rc<ThreadContext>,
+) -> Result<Result<Allowed, String>, CloseReason> {
+    let (Some(gate), Some(name)) = (ctx.permissions.as_ref(), identity.name.as_deref()) else {
+        return Ok(Ok(Allowed::ALL)); // unreachable: decode holds nothing without both
+    };
+    let looked_up = pin!(gate.look_up(name, segment));
+    match select(looked_up, pin!(ctx.drain.clone().wait())).await {
+        Either::Left((decided, _)) => Ok(decided),
+        Either::Right(_) => Err(CloseReason::Drain),
+    }
+}
+
+/// The permission check of one request (CN9): `Some(allowed)` when known now, `None` when its
+/// segment's namespace must be looked up first. Everything is allowed without a gate.
+fn permitted(
+    identity: &mut Identity,
+    segment: u64,
+    decided: Option<Allowed>,
+    gate: Option<&PermissionGate>,
+) -> Option<Allowed> {
+    let (Some(gate), Some(name)) = (gate, identity.name.as_deref()) else {
+        return Some(Allowed::ALL);
+    };
+    if let Some(allowed) = identity.decisions.get(&segment) {
+        return Some(*allowed);
+    }
+    if let Some(allowed) = gate.cached(name, segment) {
+        identity.remember(segment, allowed);
+        return Some(allowed);
+    }
+    // A lookup's decision is for the held request only unless the gate cached the namespace
+    // (PG1): a missing segment is asked again next time.
+    decided
+}
+
+/// Decodes and starts frames from the receive buffer while the outbox admits them (CN1-CN3,
+/// CN9). A request `held` for a lookup goes first.
 fn decode(
     receive: &mut Receive,
     out: &Rc<Outbox>,
     ctx: &Rc<ThreadContext>,
     identity: &mut Identity,
+    held: &mut Option<Held>,
 ) -> Result<Decoded, CloseReason> {
     let mut adds = Adds::default();
     let result = loop {
         if !out.has_room() {
             break Ok(Decoded::NoRoom);
         }
-        let before = receive.buf.len();
-        let decoded = decode_request(&mut receive.buf, &ctx.requests);
-        receive.split += before - receive.buf.len();
+        let (decoded, decided) = match held.take() {
+            Some(Held { request_id, request, decided }) => (Ok(Some((request_id, request))), decided),
+            None => {
+                let before = receive.buf.len();
+                let decoded = decode_request(&mut receive.buf, &ctx.requests);
+                receive.split += before - receive.buf.len();
+                (decoded, None)
+            }
+        };
         let (request_id, request) = match decoded {
             Ok(Some(decoded)) => decoded,
             Ok(None) => break Ok(Decoded::NeedBytes),
@@ -373,11 +482,29 @@ fn decode(
                 continue;
             }
         };
-        // AU1; AU2: the place for a permission check of `identity.name` against the request.
+        // AU1.
         if identity.name.is_none() && !matches!(request, Request::Auth { .. }) {
             let refusal = Response::refused(request.op().as_u8(), Status::Unauthorized, "authenticate first");
             answer_now(out, ctx, request_id, refusal);
             continue;
+        }
+        // CN9.
+        if let Some((segment, access)) = access_of(&request) {
+            match permitted(identity, segment, decided, ctx.permissions.as_deref()) {
+                Some(allowed) if allowed.covers(access) => {}
+                Some(_) => {
+                    let name = identity.name.as_deref().unwrap_or_default();
+                    tracing::debug!(identity = name, segment, ?access, "request refused: no permission");
+                    let why = format!("{name} may not {} segment {segment}", access.verb());
+                    let refusal = Response::refused(request.op().as_u8(), Status::Unauthorized, why);
+                    answer_now(out, ctx, request_id, refusal);
+                    continue;
+                }
+                None => {
+                    *held = Some(Held { request_id, request, decided: None });
+                    break Ok(Decoded::NeedOwner { segment });
+                }
+            }
         }
         let reserve = reservation(&request, &ctx.protocol);
         match request {

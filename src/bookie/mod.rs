@@ -2,7 +2,8 @@
 //!
 //! `config` resolves flags and the TOML file; `server` runs the network threads over an open
 //! engine, `connection` serves one client, `dispatch` maps requests to the engine, `auth` is
-//! the handshake hook and its authenticators, `security` the TLS and authentication settings,
+//! the handshake hook and its authenticators, `permissions` and `segment_owners` the
+//! per-namespace permission check, `security` the TLS and authentication settings,
 //! `metrics` names what is published; `run` is the process around them.
 
 pub mod auth;
@@ -12,9 +13,11 @@ pub mod cookie_file;
 pub mod dispatch;
 pub mod metrics;
 pub mod outbox;
+pub mod permissions;
 pub mod registration;
 pub mod run;
 pub mod security;
+pub mod segment_owners;
 pub mod server;
 
 pub use config::{BookieArgs, ConfigError, Origin, ServerConfig, ServerLimits, check_config};

@@ -5,7 +5,8 @@
 //! engine for the read-only signal and the metrics.
 //! Does not own: serving (server.rs), cookies and the registry (registration.rs), the engine.
 //!
-//! Start: resolve the configuration; load the TLS config and the authenticator (before any
+//! Start: resolve the configuration; load the TLS config, the authenticator and the permissions
+//! (before any
 //! disk is touched, so a bad certificate costs nothing); install the metrics exporter (before
 //! any handle is made); open the metadata store; open the engine (its deletion check asks the store); start
 //! the network threads; check the cookies and register under a lease; print one `serving`
@@ -30,6 +31,7 @@ use crate::bookie::config::{BookieArgs, ConfigError, ServerConfig};
 use crate::bookie::metrics;
 use crate::bookie::registration::{Registration, RegistrationConfig, RegistrationError};
 use crate::bookie::security::{AuthMode, SecurityError, ServerSecurity};
+use crate::bookie::segment_owners::{MetadataOwners, PermissionGate};
 use crate::bookie::server::{BookieServer, ServerError, ServerOptions};
 use crate::deletion_check::MetadataDeletionCheck;
 
@@ -152,6 +154,10 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     let mut options = ServerOptions::new(config.listen, config.limits);
     options.tls = security.tls;
     options.auth = security.auth;
+    options.permissions = security.permissions.map(|permissions| {
+        let owners = MetadataOwners::new(store.clone(), runtime.clone());
+        Arc::new(PermissionGate::new(permissions, Arc::new(owners)))
+    });
     let server = BookieServer::start(bookie.clone(), options)?;
     let addr = server.local_addr();
     let mut registration_config = RegistrationConfig::for_server(&config);
@@ -238,7 +244,25 @@ fn warn_about_security(
             );
         }
     }
-    tracing::info!(tls = security.tls.is_some(), auth = ?settings.auth, "client security");
+    if let (Some(permissions), Some(path)) = (&security.permissions, &settings.auth_tokens_file) {
+        // Names the tokens file does not know can never connect: likely a typo.
+        if let Ok(tokens) = crate::bookie::auth::TokenAuthenticator::from_file(path) {
+            for identity in permissions.identities() {
+                if !tokens.identities().any(|known| known == identity) {
+                    tracing::warn!(
+                        identity,
+                        "the permissions file names an identity the tokens file does not"
+                    );
+                }
+            }
+        }
+    }
+    tracing::info!(
+        tls = security.tls.is_some(),
+        auth = ?settings.auth,
+        permissions = security.permissions.is_some(),
+        "client security"
+    );
 }
 
 /// Drains the server and closes the engine (blocking work, off the runtime's threads).

@@ -5,14 +5,17 @@
 //! Keys (top level of the file, and flags of the same name): `tls_cert_file`, `tls_key_file`
 //! (PEM; together they turn TLS on), `tls_client_ca_file` (PEM; clients must then present a
 //! certificate from these CAs: mutual TLS), `auth` (`none`, `token`, `mtls`),
-//! `auth_tokens_file` (with `auth = "token"`). The `[client]` table (file only): `tls_ca_file`,
+//! `auth_tokens_file` (with `auth = "token"`), `permissions_file` (TOML of per-identity
+//! namespace grants, permissions.rs: without it, every authenticated client may read and
+//! write every segment). The `[client]` table (file only): `tls_ca_file`,
 //! `tls_cert_file`, `tls_key_file`, `auth_token_file`, for autorecovery's connections.
 //!
 //! Invariants:
 //! - SC1: a resolved `SecuritySettings` loads: every file it names was read and parsed at
 //!   resolve time and the combinations make sense (TLS needs both the certificate and the key;
 //!   a client CA needs TLS; `mtls` needs a client CA; `token` needs a tokens file, and a tokens
-//!   file needs `token`); a refusal names the key and where its value came from (config C3).
+//!   file needs `token`; a permissions file is checked whole, PM6); a refusal names the key
+//!   and where its value came from (config C3).
 //! - SC2: the default is what the server did before: plaintext, no authentication.
 
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use toml::Spanned;
 
 use crate::bookie::auth::{AllowAll, Authenticator, MutualTls, TokenAuthenticator};
 use crate::bookie::config::{ConfigError, Origin, Source, invalid, pick};
+use crate::bookie::permissions::Permissions;
 
 /// How the bookie authenticates clients (`auth`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -60,6 +64,10 @@ pub struct SecurityArgs {
     /// With --auth token: TOML of `identity = "<sha256 of its token, hex>"` lines.
     #[arg(long, value_name = "FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// TOML of per-identity namespace grants (`[identity] read = [..] write = [..]`); without
+    /// it, every authenticated client may read and write every segment.
+    #[arg(long, value_name = "FILE")]
+    pub permissions_file: Option<PathBuf>,
 }
 
 /// The file's `[client]` table: how autorecovery connects to other bookies.
@@ -84,6 +92,7 @@ pub(super) struct SecurityFile {
     pub(super) tls_client_ca_file: Option<Spanned<PathBuf>>,
     pub(super) auth: Option<Spanned<AuthMode>>,
     pub(super) auth_tokens_file: Option<Spanned<PathBuf>>,
+    pub(super) permissions_file: Option<Spanned<PathBuf>>,
     pub(super) client: Option<ClientFile>,
 }
 
@@ -120,6 +129,8 @@ pub struct SecuritySettings {
     pub auth: AuthMode,
     /// The tokens file of `AuthMode::Token`.
     pub auth_tokens_file: Option<PathBuf>,
+    /// The permissions file: per-namespace grants, or everything allowed when `None`.
+    pub permissions_file: Option<PathBuf>,
     /// Autorecovery's connections to other bookies.
     pub client: ClientFiles,
 }
@@ -131,6 +142,8 @@ pub struct ServerSecurity {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The authenticator.
     pub auth: Arc<dyn Authenticator>,
+    /// The per-namespace grants, or everything allowed when `None`.
+    pub permissions: Option<Permissions>,
 }
 
 /// A security setting that does not load (at run time; `resolve` turns these into
@@ -166,7 +179,21 @@ impl SecuritySettings {
                 Arc::new(tokens)
             }
         };
-        Ok(ServerSecurity { tls, auth })
+        let permissions = match &self.permissions_file {
+            None => None,
+            Some(path) => Some(
+                Permissions::from_file(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+                    .map_err(refuse("permissions_file"))?,
+            ),
+        };
+        Ok(ServerSecurity { tls, auth, permissions })
+    }
+
+    /// The settings of the security flags alone (no file; `dlog local`), checked as
+    /// `dlog bookie` checks them (SC1).
+    pub fn from_flags(args: SecurityArgs) -> Result<SecuritySettings, ConfigError> {
+        resolve(args, SecurityFile::default(), None)
     }
 
     /// How autorecovery connects to other bookies (`[client]`).
@@ -226,6 +253,7 @@ impl SecuritySettings {
             tls_client_ca_file: at(tls.and_then(|t| t.client_ca_file.as_ref())),
             auth: Some(Spanned::new(0..0, self.auth)),
             auth_tokens_file: at(self.auth_tokens_file.as_ref()),
+            permissions_file: at(self.permissions_file.as_ref()),
             client: (*client != ClientFiles::default()).then_some(client_file),
         }
     }
@@ -279,6 +307,8 @@ pub(super) fn resolve(
     let client_ca =
         path("tls_client_ca_file", args.tls_client_ca_file, "--tls-client-ca-file", file.tls_client_ca_file);
     let tokens = path("auth_tokens_file", args.auth_tokens_file, "--auth-tokens-file", file.auth_tokens_file);
+    let permissions =
+        path("permissions_file", args.permissions_file, "--permissions-file", file.permissions_file);
     let client = file.client.unwrap_or_default();
     let client = ClientFiles {
         tls_ca_file: path("client.tls_ca_file", None, "", client.tls_ca_file),
@@ -322,7 +352,8 @@ pub(super) fn resolve(
         let reason = "set auth = \"token\" to use a tokens file";
         return Err(invalid("auth_tokens_file", origin("auth_tokens_file"), reason));
     }
-    let settings = SecuritySettings { tls, auth, auth_tokens_file: tokens, client };
+    let settings =
+        SecuritySettings { tls, auth, auth_tokens_file: tokens, permissions_file: permissions, client };
     settings.load().map_err(|e| invalid(e.field, origin(e.field), e.reason))?;
     settings.client_security().map_err(|e| invalid(e.field, origin(e.field), e.reason))?;
     Ok(settings)

@@ -35,6 +35,7 @@ use crate::bookie::auth::{AllowAll, Authenticator};
 use crate::bookie::config::ServerLimits;
 use crate::bookie::connection::{ThreadContext, serve_connection};
 use crate::bookie::metrics::CloseReason;
+use crate::bookie::segment_owners::PermissionGate;
 
 /// How the server runs.
 #[derive(Clone)]
@@ -51,13 +52,23 @@ pub struct ServerOptions {
     /// `None`. A config that verifies client certificates gives each connection the identity
     /// of its certificate (mutual TLS; `auth::certificate_identity`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The per-namespace permission check (`permissions_file`), or every authenticated
+    /// client may do everything when `None`.
+    pub permissions: Option<Arc<PermissionGate>>,
 }
 
 impl ServerOptions {
     /// Options with the given address and limits, one thread per shard, plaintext, no
     /// authentication.
     pub fn new(listen: SocketAddr, limits: ServerLimits) -> ServerOptions {
-        ServerOptions { listen, limits, threads: None, auth: Arc::new(AllowAll), tls: None }
+        ServerOptions {
+            listen,
+            limits,
+            threads: None,
+            auth: Arc::new(AllowAll),
+            tls: None,
+            permissions: None,
+        }
     }
 }
 
@@ -217,6 +228,7 @@ fn network_thread(
         let _ = ready.send(Ok(()));
         let mut ctx = ThreadContext::new(bookie, options.limits, options.auth);
         ctx.tls = options.tls;
+        ctx.permissions = options.permissions;
         let ctx = Rc::new(ctx);
         let live = Rc::new(std::cell::Cell::new(0usize));
         let mut stop = stop;

@@ -31,6 +31,9 @@ pub struct LocalArgs {
     /// system at each start; clients find bookies by id).
     #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
     pub bookie_ports: Option<Vec<u16>>,
+    /// The bookies' TLS, authentication and permissions (as `dlog bookie` takes them).
+    #[command(flatten)]
+    pub security: crate::bookie::SecurityArgs,
 }
 
 /// Runs `dlog local` (see the module doc) on a runtime of its own.
@@ -49,7 +52,10 @@ async fn serve(args: LocalArgs) -> Result<(), LocalClusterError> {
     let setup = |source| LocalClusterError::Setup { what: "signal handlers", source };
     let mut term = signal(SignalKind::terminate()).map_err(setup)?;
     let mut int = signal(SignalKind::interrupt()).map_err(setup)?;
+    let security = crate::bookie::SecuritySettings::from_flags(args.security)
+        .map_err(|e| LocalClusterError::InvalidOptions(e.to_string()))?;
     let options = LocalClusterOptions {
+        security,
         bookies: args.bookies,
         metadata_listen: Some(args.metadata_listen),
         bookie_ports: args.bookie_ports,

@@ -110,6 +110,10 @@ pub struct LocalClusterOptions {
     pub disk_free_bytes_min: u64,
     /// And writable again at this many. Default 512 MiB (the engine's: 2 GiB).
     pub disk_free_bytes_resume: u64,
+    /// The bookies' TLS, authentication and permissions, as `dlog bookie` takes them. Default:
+    /// plaintext, nobody authenticates, everything allowed. Clients of the cluster then need
+    /// the matching `ClientSecurity`.
+    pub security: crate::bookie::SecuritySettings,
 }
 
 impl Default for LocalClusterOptions {
@@ -126,6 +130,7 @@ impl Default for LocalClusterOptions {
             entry_log_bytes: 256 << 20,
             disk_free_bytes_min: 256 << 20,
             disk_free_bytes_resume: 512 << 20,
+            security: crate::bookie::SecuritySettings::default(),
         }
     }
 }

@@ -31,6 +31,7 @@ use super::{LocalClusterError, LocalClusterOptions};
 use crate::bookie::cookie_file;
 use crate::bookie::registration::{Registration, RegistrationConfig, RegistrationError};
 use crate::bookie::run::DRAIN_TIMEOUT;
+use crate::bookie::segment_owners::{MetadataOwners, PermissionGate};
 use crate::bookie::{BookieServer, ServerLimits, ServerOptions};
 use crate::deletion_check::MetadataDeletionCheck;
 
@@ -132,6 +133,20 @@ impl Node {
         };
         let mut server_options = ServerOptions::new(listen, ServerLimits::default());
         server_options.threads = Some(1);
+        match options.security.load() {
+            Ok(security) => {
+                server_options.tls = security.tls;
+                server_options.auth = security.auth;
+                server_options.permissions = security.permissions.map(|permissions| {
+                    let owners = MetadataOwners::new(store.clone(), runtime.clone());
+                    Arc::new(PermissionGate::new(permissions, Arc::new(owners)))
+                });
+            }
+            Err(e) => {
+                close(None, bookie).await;
+                return Err(LocalClusterError::InvalidOptions(format!("bookie security: {e}")));
+            }
+        }
         let server = match BookieServer::start(bookie.clone(), server_options) {
             Ok(server) => server,
             Err(source) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use dlog_metadata::MetaError;
 use dlog_replication::client::ReplicationError;
+use dlog_replication::recovery::RecoveryError;
 use dlog_replication::segment_reader::ReaderError;
 use dlog_replication::segment_writer::WriterError;
 
@@ -92,6 +93,14 @@ pub enum LogError {
         /// What the segment reader reported.
         error: ReaderError,
     },
+    /// A bookie refused this client: its credentials, or the bookies' permissions for the
+    /// log's namespace, do not allow what it asked (writing, recovering, or reading). Nothing
+    /// was written by the refused request; retrying with the same credentials cannot help.
+    #[error("not authorized: {reason}")]
+    Unauthorized {
+        /// The bookie's reason.
+        reason: String,
+    },
     /// A segment the log's list names has no metadata, and no truncation explains it.
     #[error("segment {segment} of log {log} is listed but its metadata is gone")]
     MissingSegment {
@@ -135,7 +144,20 @@ impl From<ReplicationError> for LogError {
     fn from(e: ReplicationError) -> LogError {
         match e {
             ReplicationError::Metadata(e) => LogError::Metadata(e),
+            ReplicationError::Recovery(RecoveryError::Unauthorized(reason))
+            | ReplicationError::Writer(WriterError::Unauthorized(reason))
+            | ReplicationError::Unauthorized(reason) => LogError::Unauthorized { reason },
             e => LogError::Replication(Arc::new(e)),
+        }
+    }
+}
+
+impl LogError {
+    /// The error of a segment reader that stopped reading `segment`.
+    pub(crate) fn read(segment: u64, error: ReaderError) -> LogError {
+        match error {
+            ReaderError::Unauthorized { reason } => LogError::Unauthorized { reason },
+            error => LogError::Read { segment, error },
         }
     }
 }

@@ -219,7 +219,7 @@ async fn last_entry_summary(
     let mut reader = client.open_reader(segment, last).await?;
     let bytes = match reader.next().await {
         Some(ReadItem::Entry(entry, bytes)) if entry == last => bytes,
-        Some(ReadItem::Failed(error)) => return Err(LogError::Read { segment, error }),
+        Some(ReadItem::Failed(error)) => return Err(LogError::read(segment, error)),
         other => {
             return Err(LogError::Internal(format!(
                 "segment {segment}: entry {last} not delivered: {other:?}"

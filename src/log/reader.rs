@@ -229,9 +229,7 @@ impl LogReader {
             Some(ReadItem::Failed(error)) => {
                 self.current = None;
                 self.check_truncated().await?;
-                Err(LogError::Replication(Arc::new(dlog_replication::client::ReplicationError::Settings(
-                    format!("reading segment {segment}: {error}"),
-                ))))
+                Err(LogError::read(segment, error))
             }
             None => Err(LogError::Closed),
         }

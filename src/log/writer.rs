@@ -509,6 +509,7 @@ fn write_error(shared: &Shared, seq: u64, segment: u64, error: WriterError) -> L
     match error {
         // Another writer's key on the segment: it is not this writer's any more.
         WriterError::Fenced | WriterError::WrongMasterKey => LogError::Fenced { log: shared.name.clone() },
+        WriterError::Unauthorized(reason) => LogError::Unauthorized { reason },
         error => {
             tracing::debug!(seq, segment, %error, "segment write failed");
             LogError::Write { segment, error }

@@ -76,6 +76,11 @@ pub enum ReplicationError {
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recovery(#[from] RecoveryError),
+    /// A bookie refused this client (`Unauthorized`): its credentials, or the bookies'
+    /// permissions for the segment's namespace, do not allow the request. Not worth retrying
+    /// with the same credentials.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
     /// Bookies did not answer (down, unreachable, timed out): worth trying again later.
     #[error("bookies unavailable: {0}")]
     Unavailable(String),
@@ -553,6 +558,11 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
                 }) => {
                     answered = true;
                 }
+                Ok(dlog_protocol::Response::Refused {
+                    status: dlog_protocol::Status::Unauthorized,
+                    message,
+                    ..
+                }) => return Err(ReplicationError::Unauthorized(message)),
                 Ok(other) => last_error = Some(format!("unexpected answer {other:?}")),
                 Err(e) => last_error = Some(e.to_string()),
             }
@@ -588,6 +598,11 @@ impl<S: MetadataStore + 'static> ReplicationClient<S> {
                 | Ok(dlog_protocol::Response::Refused {
                     status: dlog_protocol::Status::NoSuchSegment, ..
                 }) => {}
+                Ok(dlog_protocol::Response::Refused {
+                    status: dlog_protocol::Status::Unauthorized,
+                    message,
+                    ..
+                }) => return Err(ReplicationError::Unauthorized(format!("bookie {id}: {message}"))),
                 Ok(other) => {
                     return Err(ReplicationError::Unavailable(format!(
                         "bookie {id}: deleting segment {segment}: unexpected answer {other:?}"

@@ -127,6 +127,7 @@ enum Answer {
     Replica(ReplicaAnswer, Option<(Bytes, u64)>),
     Acked,
     WrongMasterKey,
+    Unauthorized(String),
     Failed,
 }
 
@@ -307,6 +308,7 @@ impl<B: Clone + PartialEq> Recovery<B> {
         }
         match self.judge(kind, entry, result) {
             Answer::WrongMasterKey => return self.finish(Err(RecoveryError::WrongMasterKey)),
+            Answer::Unauthorized(why) => return self.finish(Err(RecoveryError::Unauthorized(why))),
             Answer::Failed => {
                 self.stats.retries += 1;
                 self.retries.push((now + self.settings.retry_delay, kind, entry, index));
@@ -445,6 +447,9 @@ impl<B: Clone + PartialEq> Recovery<B> {
     ) -> Answer {
         let response = match result {
             Ok(Response::Refused { status: Status::WrongMasterKey, .. }) => return Answer::WrongMasterKey,
+            Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => {
+                return Answer::Unauthorized(message);
+            }
             Ok(response) => response,
             Err(_) => return Answer::Failed,
         };

@@ -95,6 +95,9 @@ pub enum RecoveryError {
     /// A bookie answered `WrongMasterKey`: the key recovery was given is not the segment's.
     #[error("wrong master key")]
     WrongMasterKey,
+    /// A bookie answered `Unauthorized`: this client may not fence or write the segment.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
     /// The segment's ensembles are not usable (empty, or of the wrong size).
     #[error("bad segment metadata: {0}")]
     BadMetadata(String),

@@ -247,6 +247,9 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
                 self.stats.missing_replies += 1;
             }
             Ok(Response::Refused { status: Status::Corrupt, .. }) => self.corrupt_reply(entry, bookie, now),
+            Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => {
+                return self.refused_access(message);
+            }
             Ok(_) | Err(_) => {
                 self.stats.read_failures += 1;
                 self.health.suspect(&bookie, now, self.settings.suspect_duration);
@@ -294,6 +297,9 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             }
             // A range answers Corrupt only for its first entry.
             Ok(Response::Refused { status: Status::Corrupt, .. }) => corrupt = true,
+            Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => {
+                return self.refused_access(message);
+            }
             Ok(_) | Err(_) => {
                 self.stats.read_failures += 1;
                 self.health.suspect(&bookie, now, self.settings.suspect_duration);

@@ -97,6 +97,9 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             }
             // No entry reached that bookie yet: it knows no LAC, and that is an answer.
             Ok(Response::Refused { status: Status::NoSuchSegment, .. }) => self.tail.waiting_for_lac = false,
+            Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => {
+                self.refused_access(message)
+            }
             Ok(_) | Err(_) => {
                 self.health.suspect(&bookie, now, self.settings.suspect_duration);
                 if self.tail.lac_reads.is_empty() {
@@ -157,6 +160,9 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
             }
             // No entry reached that bookie yet: not its fault.
             Ok(Response::Refused { status: Status::NoSuchSegment, .. }) => {}
+            Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => {
+                return self.refused_access(message);
+            }
             Ok(_) | Err(_) => self.health.suspect(&bookie, now, self.settings.suspect_duration),
         }
         self.stats.long_poll_failures += 1;

@@ -107,6 +107,9 @@ fn judge(result: Result<Response, TransportFailure>, expected: impl Fn(&Response
         Ok(Response::Refused { status: Status::WrongMasterKey, .. }) => {
             Verdict::Fatal(WriterError::WrongMasterKey)
         }
+        Ok(Response::Refused { status: Status::Unauthorized, message, .. }) => {
+            Verdict::Fatal(WriterError::Unauthorized(message))
+        }
         Ok(response) if expected(&response) => Verdict::Success,
         Ok(Response::Refused {
             status: status @ (Status::TooLarge | Status::BadRequest), message, ..

@@ -95,6 +95,11 @@ pub enum WriterError {
     /// A bookie answered `WrongMasterKey`: this writer does not own the segment.
     #[error("wrong master key")]
     WrongMasterKey,
+    /// A bookie answered `Unauthorized`: this client's identity may not write the segment (its
+    /// credentials, or the bookies' permissions for the segment's namespace). Another bookie
+    /// would answer the same, so no ensemble change is tried.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
     /// The write set of `entry` cannot reach Qa acks and the ensemble change that would have
     /// replaced its failed members failed (no replacement bookie, or the store): that entry
     /// and every one after it fail.
@@ -115,7 +120,7 @@ pub enum WriterError {
 
 impl WriterError {
     pub(crate) fn is_fatal(&self) -> bool {
-        matches!(self, WriterError::Fenced | WriterError::WrongMasterKey)
+        matches!(self, WriterError::Fenced | WriterError::WrongMasterKey | WriterError::Unauthorized(_))
     }
 }
 
