@@ -9,8 +9,8 @@
 //! was not granted is refused with `Unauthorized` (typed at every layer: `LogError`,
 //! `WriterError`, `RecoveryError`, `ReaderError`), and the bookies hold nothing of it (no
 //! entry, no LAC, the segment not fenced: its writer goes on); segments of no log are the
-//! admin's; a delete of a segment whose metadata is gone needs some write grant; a bad
-//! permissions file is refused by name.
+//! admin's; a delete of a segment whose metadata is gone needs some write grant; a connection
+//! cannot authenticate again as someone else; a bad permissions file is refused by name.
 
 use std::time::Duration;
 
@@ -260,7 +260,10 @@ async fn segments_of_no_log_and_deletes() {
     let delete = Request::DeleteSegment { segment: orders.id() };
     assert!(statuses(&cluster, "analyst", delete.clone()).await.iter().all(|s| *s == Status::Unauthorized));
     let read = Request::Read { segment: orders.id(), entry: 0, fence: None };
-    assert!(statuses(&cluster, "analyst", read).await.iter().all(|s| *s == Status::Ok));
+    // (Qa of 3 acknowledged the add: the third copy may still be on its way.)
+    let read = statuses(&cluster, "analyst", read).await;
+    assert!(read.iter().filter(|s| **s == Status::Ok).count() >= 2, "{read:?}");
+    assert!(read.iter().all(|s| matches!(s, Status::Ok | Status::NoSuchEntry)), "{read:?}");
     assert_eq!(orders.add(Bytes::from_static(b"still writable")).await.unwrap(), 1);
     // A segment whose metadata is gone (never created here): any write grant may delete it
     // (the bookies' deletion check is the guard), a read grant may not.
@@ -283,4 +286,42 @@ fn bad_permissions_files_are_refused_by_name() {
         let error = SecuritySettings::from_flags(args).unwrap_err().to_string();
         assert!(error.contains("--permissions-file") && error.contains(needle), "{error}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cannot_change_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(&dir).await;
+    let quorum = QuorumSizes::new(3, 3, 2).unwrap();
+    let key = Bytes::from_static(KEY);
+    let orders_app = client(&cluster, "orders-app");
+    let segment = orders_app.create_segment(quorum, key.clone(), owned_by("orders")).await.unwrap();
+    segment.add(Bytes::from_static(b"entry-0")).await.unwrap();
+    let (_, addr) = cluster.bookies()[0];
+    let add = |entry: u64| Request::Add {
+        segment: segment.id(),
+        entry,
+        last_add_confirmed: None,
+        master_key: key.clone(),
+        payload: Bytes::from_static(b"raw"),
+        recovery: true,
+    };
+    let status = |answer: Response| match answer {
+        Response::Refused { status, .. } => status,
+        _ => Status::Ok,
+    };
+    // One connection: orders-app's decision on the segment is made (and kept); an AUTH step
+    // as another identity is refused and changes nothing (AU2); the same one is accepted.
+    let orders = pool("orders-app");
+    assert_eq!(status(orders.submit(addr, add(10)).await.unwrap()), Status::Ok);
+    let auth = |identity: &str| Request::Auth { mechanism: 1, token: Bytes::from(token_of(identity)) };
+    assert_eq!(status(orders.submit(addr, auth("analyst")).await.unwrap()), Status::Unauthorized);
+    assert_eq!(status(orders.submit(addr, auth("orders-app")).await.unwrap()), Status::Ok);
+    assert_eq!(status(orders.submit(addr, add(11)).await.unwrap()), Status::Ok, "still orders-app");
+    // The analyst's own connection is refused, and nothing of it is stored.
+    let analyst = pool("analyst");
+    assert_eq!(status(analyst.submit(addr, add(12)).await.unwrap()), Status::Unauthorized);
+    let read = Request::Read { segment: segment.id(), entry: 12, fence: None };
+    assert_eq!(status(analyst.submit(addr, read).await.unwrap()), Status::NoSuchEntry, "nothing stored");
+    tokio::time::timeout(WAIT, cluster.shutdown()).await.unwrap();
 }

@@ -13,8 +13,10 @@
 //! - AU1: when `required()` is true, a connection gets `Unauthorized` for every request but
 //!   AUTH until it has an identity: from `on_connect` (a verified client certificate, with
 //!   `MutualTls`) or an AUTH step answered `Done`; nothing it sent before is executed.
-//! - AU2: a connection keeps its identity for its whole life (connection.rs, `Identity`): the
-//!   hook a per-namespace permission check reads before admitting a request.
+//! - AU2: a connection keeps its identity for its whole life (connection.rs, `Identity`): a
+//!   later AUTH step naming another identity is refused (`Unauthorized`) and changes nothing,
+//!   so the permission decisions a connection keeps stay its identity's. When authentication
+//!   is not required, AUTH steps are answered done and leave the identity it connected with.
 //! - AU3: the tokens file holds only SHA-256 hashes of the tokens, never tokens; a presented
 //!   token is hashed and compared with every hash in constant time (no early exit), so neither
 //!   the file nor the timing of a refusal tells a token.

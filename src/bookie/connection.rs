@@ -524,6 +524,21 @@ fn decode(
             }
             Request::Auth { mechanism, token } => {
                 let response = match ctx.auth.step(mechanism, &token) {
+                    // AU2: the identity never changes once set; without required
+                    // authentication it is the one the connection started with.
+                    Ok(AuthStep::Done { .. }) if !ctx.auth.required() && identity.name.is_some() => {
+                        Response::Auth { token: Bytes::new() }
+                    }
+                    Ok(AuthStep::Done { identity: name })
+                        if identity.name.as_ref().is_some_and(|current| *current != name) =>
+                    {
+                        tracing::info!(
+                            identity = name,
+                            "AUTH step refused: the connection is someone else's"
+                        );
+                        let why = "this connection is authenticated already as another identity";
+                        Response::refused(Op::Auth.as_u8(), Status::Unauthorized, why)
+                    }
                     Ok(AuthStep::Done { identity: name }) => {
                         tracing::debug!(identity = name, "connection authenticated");
                         identity.name = Some(name);
