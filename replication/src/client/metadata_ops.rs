@@ -13,6 +13,8 @@
 //! - MO4: a store error after a write was sent leaves it in doubt; the stored metadata, read
 //!   again, decides (see `change_ensemble`): a writer is never told an ensemble change failed
 //!   when it may have landed.
+//! - MO5: the members an ensemble change (a writer's or a recoverer's) replaces are avoided by
+//!   this client's placements for a while (quarantine.rs, QU1, QU2).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,6 +26,7 @@ use dlog_metadata::schema::{DigestType, SegmentMetadata, SegmentOwner, SegmentSt
 use dlog_metadata::{BookieRegistry, MetaError, MetadataStore, SegmentMetadataStore, Version};
 
 use super::ReplicationError;
+use super::quarantine::{Quarantine, placing};
 use crate::placement::{self, Candidate};
 use crate::quorum::QuorumSizes;
 use crate::recovery::RecoveredEnd;
@@ -52,6 +55,12 @@ pub(crate) enum RecoveryStart {
 pub(crate) struct MetadataOps<S> {
     segments: SegmentMetadataStore<S>,
     registry: BookieRegistry<S>,
+    quarantine: Quarantine,
+}
+
+/// The shell's clock for the quarantine (MO5).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn endpoint(endpoint: &str) -> Option<SocketAddr> {
@@ -74,14 +83,24 @@ fn replace_what_can_be(
     current: &[String],
     replace: &[usize],
     candidates: &[Candidate],
+    avoided: &[String],
     seed: u64,
 ) -> Result<Vec<String>, placement::PlacementError> {
-    match placement::choose_replacements(quorum, current, replace, candidates, &[], seed) {
-        Err(placement::PlacementError::NotEnoughBookies { available, .. }) if available > 0 => {
-            placement::choose_replacements(quorum, current, &replace[..available], candidates, &[], seed)
+    placing(avoided, |exclude| {
+        match placement::choose_replacements(quorum, current, replace, candidates, exclude, seed) {
+            Err(placement::PlacementError::NotEnoughBookies { available, .. }) if available > 0 => {
+                placement::choose_replacements(
+                    quorum,
+                    current,
+                    &replace[..available],
+                    candidates,
+                    exclude,
+                    seed,
+                )
+            }
+            other => other,
         }
-        other => other,
-    }
+    })
 }
 
 impl<S: MetadataStore + 'static> MetadataOps<S> {
@@ -89,6 +108,7 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         MetadataOps {
             segments: SegmentMetadataStore::new(store.clone()),
             registry: BookieRegistry::new(store),
+            quarantine: Quarantine::default(),
         }
     }
 
@@ -129,7 +149,9 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         seed: u64,
     ) -> Result<(u64, Vec<BookieAddr>), ReplicationError> {
         let (candidates, addrs) = self.candidates().await?;
-        let ensemble = placement::choose_ensemble(quorum, &candidates, &[], seed)?;
+        let avoided = self.quarantine.avoided(now());
+        let ensemble =
+            placing(&avoided, |exclude| placement::choose_ensemble(quorum, &candidates, exclude, seed))?;
         let meta = SegmentMetadata {
             ensemble_size: quorum.ensemble_size() as u32,
             write_quorum_size: quorum.write_quorum_size() as u32,
@@ -173,6 +195,8 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         seed: u64,
     ) -> Result<Vec<BookieAddr>, EnsembleChangeError> {
         let unavailable = |e: &dyn std::fmt::Display| EnsembleChangeError::Unavailable(e.to_string());
+        self.quarantine.add(replace.iter().filter_map(|&i| current.get(i)), now()); // MO5
+        let avoided = self.quarantine.avoided(now());
         let (candidates, addrs) = self.candidates().await.map_err(|e| unavailable(&e))?;
         let to_addrs = |ids: Vec<String>| -> Vec<BookieAddr> {
             ids.into_iter().map(|id| BookieAddr { addr: addrs.get(&id).copied(), id }).collect()
@@ -217,7 +241,8 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
                     continue;
                 }
             };
-            let proposal = match replace_what_can_be(quorum, &current, &replace, &candidates, seed) {
+            let proposal = match replace_what_can_be(quorum, &current, &replace, &candidates, &avoided, seed)
+            {
                 Ok(proposal) => proposal,
                 Err(e) if in_doubt.is_none() => return Err(unavailable(&e)),
                 Err(e) => {
@@ -310,11 +335,15 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         replace: Vec<usize>,
         seed: u64,
     ) -> Result<Vec<BookieAddr>, String> {
+        self.quarantine.add(replace.iter().filter_map(|&i| current.get(i)), now()); // MO5
+        let avoided = self.quarantine.avoided(now());
         let (candidates, addrs) = self.candidates().await.map_err(|e| e.to_string())?;
         let (meta, _) = self.read(segment).await.map_err(|e| e.to_string())?;
         let quorum = quorum_of(&meta).map_err(|e| e.to_string())?;
-        let ensemble = placement::choose_replacements(quorum, &current, &replace, &candidates, &[], seed)
-            .map_err(|e| e.to_string())?;
+        let ensemble = placing(&avoided, |exclude| {
+            placement::choose_replacements(quorum, &current, &replace, &candidates, exclude, seed)
+        })
+        .map_err(|e| e.to_string())?;
         Ok(ensemble.into_iter().map(|id| BookieAddr { addr: addrs.get(&id).copied(), id }).collect())
     }
 

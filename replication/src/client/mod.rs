@@ -22,6 +22,7 @@
 mod io_thread;
 mod mailbox;
 mod metadata_ops;
+mod quarantine;
 mod reader_queue;
 
 use std::collections::BTreeMap;
