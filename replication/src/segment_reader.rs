@@ -649,7 +649,6 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         self.poll_if_needed(now);
     }
 
-    /// Stops for good: every request is forgotten, so later answers are stale (R1, R6).
     /// A bookie refused this client (`Unauthorized`): the reader fails (no other replica would
     /// answer otherwise).
     fn refused_access(&mut self, reason: String) {
@@ -658,6 +657,7 @@ impl<B: Clone + PartialEq + fmt::Debug> SegmentReader<B> {
         }
     }
 
+    /// Stops for good: every request is forgotten, so later answers are stale (R1, R6).
     fn stop(&mut self, phase: Phase) {
         debug_assert_eq!(self.phase, Phase::Reading);
         self.outbox.forget_all();

@@ -64,7 +64,7 @@ use crate::bookie::config::ServerLimits;
 use crate::bookie::dispatch;
 use crate::bookie::metrics::{CloseReason, ServerMetrics};
 use crate::bookie::outbox::{Outbox, RESPONSE_BUDGET_BYTES, SMALL_RESPONSE_BYTES, reservation, write_loop};
-use crate::bookie::permissions::{Allowed, access_of};
+use crate::bookie::permissions::{Access, Allowed, access_of};
 use crate::bookie::segment_owners::PermissionGate;
 
 /// Free room a read asks for at first: an idle connection costs little. A frame larger than
@@ -261,11 +261,11 @@ impl Identity {
     }
 }
 
-/// A decoded request waiting for its segment's namespace (CN9), and the decision once made.
+/// A decoded request waiting for its segment's namespace (CN9); once looked up, the decision
+/// is among the connection's.
 struct Held {
     request_id: u64,
     request: Request,
-    decided: Option<Allowed>,
 }
 
 /// Why decoding stopped.
@@ -294,13 +294,9 @@ async fn read_loop(
             Err(reason) => return reason,
             Ok(Decoded::NeedBytes) if out.has_room() => {}
             Ok(Decoded::NeedOwner { segment }) => {
-                match look_up(&identity, segment, ctx).await {
+                match look_up(&identity, segment, out, ctx).await {
                     Err(reason) => return reason,
-                    Ok(Ok(allowed)) => {
-                        if let Some(held) = held.as_mut() {
-                            held.decided = Some(allowed);
-                        }
-                    }
+                    Ok(Ok(allowed)) => identity.remember(segment, allowed),
                     Ok(Err(why)) => {
                         // PG2: refused, not executed; the next request asks again.
                         if let Some(Held { request_id, request, .. }) = held.take() {
@@ -394,20 +390,27 @@ async fn read_some(
     }
 }
 
-/// Where the held request's segment belongs, raced with the drain: the decision for the
-/// connection's identity (kept when the gate cached the namespace), or why the lookup failed.
+/// Where the held request's segment belongs, raced with the drain and the socket failing:
+/// the decision for the connection's identity, or why the lookup failed.
 async fn look_up(
     identity: &Identity,
     segment: u64,
+    out: &Outbox,
     ctx: &Rc<ThreadContext>,
 ) -> Result<Result<Allowed, String>, CloseReason> {
     let (Some(gate), Some(name)) = (ctx.permissions.as_ref(), identity.name.as_deref()) else {
         return Ok(Ok(Allowed::ALL)); // unreachable: decode holds nothing without both
     };
     let looked_up = pin!(gate.look_up(name, segment));
-    match select(looked_up, pin!(ctx.drain.clone().wait())).await {
+    let broken = pin!(async {
+        while !out.broken.get() {
+            out.to_reader.notified().await;
+        }
+    });
+    match select(looked_up, select(pin!(ctx.drain.clone().wait()), broken)).await {
         Either::Left((decided, _)) => Ok(decided),
-        Either::Right(_) => Err(CloseReason::Drain),
+        Either::Right((Either::Left(_), _)) => Err(CloseReason::Drain),
+        Either::Right((Either::Right(_), _)) => Err(CloseReason::Io),
     }
 }
 
@@ -416,22 +419,21 @@ async fn look_up(
 fn permitted(
     identity: &mut Identity,
     segment: u64,
-    decided: Option<Allowed>,
+    access: Access,
     gate: Option<&PermissionGate>,
-) -> Option<Allowed> {
+) -> Option<bool> {
     let (Some(gate), Some(name)) = (gate, identity.name.as_deref()) else {
-        return Some(Allowed::ALL);
+        return Some(true);
     };
+    if let Some(allowed) = gate.permissions().regardless_of_namespace(name, access) {
+        return Some(allowed); // PG4
+    }
     if let Some(allowed) = identity.decisions.get(&segment) {
-        return Some(*allowed);
+        return Some(allowed.covers(access));
     }
-    if let Some(allowed) = gate.cached(name, segment) {
-        identity.remember(segment, allowed);
-        return Some(allowed);
-    }
-    // A lookup's decision is for the held request only unless the gate cached the namespace
-    // (PG1): a missing segment is asked again next time.
-    decided
+    let allowed = gate.cached(name, segment)?;
+    identity.remember(segment, allowed);
+    Some(allowed.covers(access))
 }
 
 /// Decodes and starts frames from the receive buffer while the outbox admits them (CN1-CN3,
@@ -448,13 +450,13 @@ fn decode(
         if !out.has_room() {
             break Ok(Decoded::NoRoom);
         }
-        let (decoded, decided) = match held.take() {
-            Some(Held { request_id, request, decided }) => (Ok(Some((request_id, request))), decided),
+        let decoded = match held.take() {
+            Some(Held { request_id, request }) => Ok(Some((request_id, request))),
             None => {
                 let before = receive.buf.len();
                 let decoded = decode_request(&mut receive.buf, &ctx.requests);
                 receive.split += before - receive.buf.len();
-                (decoded, None)
+                decoded
             }
         };
         let (request_id, request) = match decoded {
@@ -490,9 +492,9 @@ fn decode(
         }
         // CN9.
         if let Some((segment, access)) = access_of(&request) {
-            match permitted(identity, segment, decided, ctx.permissions.as_deref()) {
-                Some(allowed) if allowed.covers(access) => {}
-                Some(_) => {
+            match permitted(identity, segment, access, ctx.permissions.as_deref()) {
+                Some(true) => {}
+                Some(false) => {
                     let name = identity.name.as_deref().unwrap_or_default();
                     tracing::debug!(identity = name, segment, ?access, "request refused: no permission");
                     let why = format!("{name} may not {} segment {segment}", access.verb());
@@ -501,7 +503,7 @@ fn decode(
                     continue;
                 }
                 None => {
-                    *held = Some(Held { request_id, request, decided: None });
+                    *held = Some(Held { request_id, request });
                     break Ok(Decoded::NeedOwner { segment });
                 }
             }

@@ -25,9 +25,12 @@
 //! - PM3: `"*"` is the only pattern: it covers every namespace and the segments that belong to
 //!   no log (created through the replication API, or whose metadata is gone). A namespace
 //!   grant covers that namespace's segments only.
-//! - PM4: deleting a segment whose metadata is gone needs a write grant of any scope: the
-//!   metadata was the only record of its namespace, and the deletion check (SS3) keeps data of
-//!   segments whose metadata still exists, so such a delete only drops what is garbage.
+//! - PM4: deleting a segment whose metadata is gone but whose deletion is queued
+//!   (`deletions/<id>`: a truncation removed it) needs a write grant of any scope: the
+//!   metadata was the only record of its namespace, and the segment is on its way out anyway.
+//!   A segment with neither (never created, or long gone) is `"*"`'s only: DELETE_SEGMENT
+//!   marks a segment deleted on the bookie for good (adds refused, reads absent) even before
+//!   it exists, so a lesser grant could block another namespace's future segments.
 //! - PM5: fencing is a write: a fenced read or fenced LAC read stops the segment's writer, so
 //!   a reader may not do it.
 //! - PM6: the file is checked whole at load: names are identities (AU4) and namespace names
@@ -85,7 +88,9 @@ pub enum SegmentNamespace {
     Log(String),
     /// A segment with metadata but no log (the replication API's own segments).
     NoLog,
-    /// No metadata: never created, or deleted.
+    /// No metadata, and its deletion is queued (`deletions/<id>`): a truncation removed it.
+    BeingDeleted,
+    /// No metadata and no queued deletion: never created, or long gone.
     Missing,
 }
 
@@ -182,15 +187,33 @@ impl Permissions {
         };
         let scope = match namespace {
             SegmentNamespace::Log(namespace) => Some(namespace.as_str()),
-            SegmentNamespace::NoLog | SegmentNamespace::Missing => None, // PM3
+            SegmentNamespace::NoLog | SegmentNamespace::BeingDeleted | SegmentNamespace::Missing => None, // PM3
         };
         let write = covers(&grants.write, scope);
         let read = write || covers(&grants.read, scope); // PM2
         let delete = match namespace {
-            SegmentNamespace::Missing => !grants.write.is_empty(), // PM4
+            SegmentNamespace::BeingDeleted => !grants.write.is_empty(), // PM4
             _ => write,
         };
         Allowed { read, write, delete }
+    }
+
+    /// Whether `identity` may do `access` whatever the segment's namespace, when that is known
+    /// without it: refused with no grant that could cover it, allowed by `"*"` where it covers
+    /// every segment. `None`: the namespace decides (a lookup).
+    pub fn regardless_of_namespace(&self, identity: &str, access: Access) -> Option<bool> {
+        let Some(grants) = self.grants.get(identity) else {
+            return Some(false); // PM1
+        };
+        let every = |scopes: &[String]| scopes.iter().any(|scope| scope == EVERY_NAMESPACE);
+        if every(&grants.write) || (access == Access::Read && every(&grants.read)) {
+            return Some(true); // PM2, PM3
+        }
+        let none = match access {
+            Access::Read => grants.read.is_empty() && grants.write.is_empty(),
+            Access::Write | Access::Delete => grants.write.is_empty(),
+        };
+        if none { Some(false) } else { None }
     }
 }
 
@@ -238,15 +261,57 @@ mod tests {
         assert_eq!(p.decide("writer", &log("clicks")), none);
         assert_eq!(p.decide("writer", &SegmentNamespace::NoLog), none, "PM3");
         let gone = Allowed { delete: true, ..Allowed::default() };
-        assert_eq!(p.decide("writer", &SegmentNamespace::Missing), gone, "PM4");
+        assert_eq!(p.decide("writer", &SegmentNamespace::BeingDeleted), gone, "PM4");
+        assert_eq!(p.decide("writer", &SegmentNamespace::Missing), none, "PM4: never created");
         assert_eq!(p.decide("reader", &log("clicks")), ro);
         assert_eq!(p.decide("reader", &log("orders")), ro);
-        assert_eq!(p.decide("reader", &SegmentNamespace::Missing), none, "PM4: readers delete nothing");
-        for namespace in [log("orders"), log("other"), SegmentNamespace::NoLog, SegmentNamespace::Missing] {
+        assert_eq!(p.decide("reader", &SegmentNamespace::BeingDeleted), none, "PM4: readers delete nothing");
+        let all = [log("orders"), log("other"), SegmentNamespace::NoLog, SegmentNamespace::BeingDeleted];
+        for namespace in all.into_iter().chain([SegmentNamespace::Missing]) {
             assert_eq!(p.decide("admin", &namespace), rw);
             assert_eq!(p.decide("nobody", &namespace), none);
             assert_eq!(p.decide("stranger", &namespace), none, "PM1");
             assert_eq!(p.decide("anonymous", &namespace), none, "PM1");
+        }
+    }
+
+    #[test]
+    fn some_decisions_need_no_namespace() {
+        let p = Permissions::parse(FILE).unwrap();
+        for access in [Access::Read, Access::Write, Access::Delete] {
+            assert_eq!(p.regardless_of_namespace("admin", access), Some(true));
+            assert_eq!(p.regardless_of_namespace("nobody", access), Some(false));
+            assert_eq!(p.regardless_of_namespace("stranger", access), Some(false));
+            assert_eq!(p.regardless_of_namespace("writer", access), None);
+        }
+        assert_eq!(p.regardless_of_namespace("reader", Access::Read), None);
+        assert_eq!(p.regardless_of_namespace("reader", Access::Write), Some(false));
+        assert_eq!(p.regardless_of_namespace("reader", Access::Delete), Some(false));
+        let readers = Permissions::parse("[all]\nread = [\"*\"]").unwrap();
+        assert_eq!(readers.regardless_of_namespace("all", Access::Read), Some(true));
+        assert_eq!(readers.regardless_of_namespace("all", Access::Write), Some(false));
+        // Every shortcut agrees with the decision a lookup would have made.
+        let namespaces = [
+            log("orders"),
+            log("x"),
+            SegmentNamespace::NoLog,
+            SegmentNamespace::BeingDeleted,
+            SegmentNamespace::Missing,
+        ];
+        for p in [&p, &readers] {
+            for identity in ["admin", "nobody", "stranger", "writer", "reader", "all"] {
+                for access in [Access::Read, Access::Write, Access::Delete] {
+                    if let Some(allowed) = p.regardless_of_namespace(identity, access) {
+                        for namespace in &namespaces {
+                            assert_eq!(
+                                p.decide(identity, namespace).covers(access),
+                                allowed,
+                                "{identity} {access:?}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -244,6 +244,12 @@ fn warn_about_security(
             );
         }
     }
+    let certificates = settings.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+    if security.permissions.is_some() && settings.auth == AuthMode::None && !certificates {
+        tracing::warn!(
+            "permissions_file with auth = \"none\": every client is \"anonymous\" and gets its grants"
+        );
+    }
     if let (Some(permissions), Some(path)) = (&security.permissions, &settings.auth_tokens_file) {
         // Names the tokens file does not know can never connect: likely a typo.
         if let Ok(tokens) = crate::bookie::auth::TokenAuthenticator::from_file(path) {

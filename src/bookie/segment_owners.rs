@@ -9,11 +9,16 @@
 //! Invariants:
 //! - PG1: a segment's namespace is cached only once the metadata named it (`Log` or `NoLog`):
 //!   a segment's owner is set when its metadata is created and never changes, so the cache
-//!   never goes stale. `Missing` is never cached: a segment whose id was asked before its
-//!   metadata was created must not stay closed.
+//!   never goes stale. `Missing` and `BeingDeleted` are never cached here: a segment whose id
+//!   one client asked about before its metadata was created must not stay closed to the
+//!   others. (A connection keeps its own decisions, `Missing` included: a client asking about
+//!   a segment before it exists only closes it to itself, and a log's clients never do.)
 //! - PG2: a lookup that fails (the metadata unreachable, or slower than `LOOKUP_TIMEOUT`) is an
 //!   error, never a decision: the request is refused as `Internal`, not executed, and the
-//!   next request asks again.
+//!   next request asks again. `LOOKUP_TIMEOUT` is well under a client's request timeout (5 s
+//!   by default), so the requests held behind a lookup are answered before clients give up.
+//! - PG4: a decision that needs no namespace (`Permissions::regardless_of_namespace`: no grant
+//!   could allow it, or `"*"` allows it) is made without a lookup.
 //! - PG3: the cache holds at most `CACHE_SEGMENTS_MAX` segments; past it, it starts over (the
 //!   metadata is asked again), so a client naming many segments cannot grow it without bound.
 
@@ -23,12 +28,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlog_metadata::{MetadataStore, SegmentMetadataStore};
+use dlog_metadata::{MetadataStore, SegmentMetadataStore, schema};
 
 use crate::bookie::permissions::{Allowed, Permissions, SegmentNamespace};
 
 /// Longest a lookup waits for the metadata (PG2).
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Segments the shared cache holds at most (PG3).
 pub const CACHE_SEGMENTS_MAX: usize = 1 << 16;
 
@@ -42,9 +47,11 @@ pub trait OwnerLookup: Send + Sync + 'static {
     fn lookup(&self, segment: u64) -> Lookup;
 }
 
-/// Asks the segment's metadata (`segments/<id>`), on the control runtime (the store's client
+/// Asks the segment's metadata (`segments/<id>`, then `deletions/<id>` when it has none), on
+/// the control runtime (the store's client
 /// needs tokio; the future handed back only awaits the task).
 pub struct MetadataOwners<S> {
+    store: Arc<S>,
     segments: Arc<SegmentMetadataStore<S>>,
     runtime: tokio::runtime::Handle,
 }
@@ -52,24 +59,32 @@ pub struct MetadataOwners<S> {
 impl<S: MetadataStore + 'static> MetadataOwners<S> {
     /// Lookups in `store`, run on `runtime`.
     pub fn new(store: Arc<S>, runtime: tokio::runtime::Handle) -> MetadataOwners<S> {
-        MetadataOwners { segments: Arc::new(SegmentMetadataStore::new(store)), runtime }
+        MetadataOwners { segments: Arc::new(SegmentMetadataStore::new(store.clone())), store, runtime }
     }
 }
 
 impl<S: MetadataStore + 'static> OwnerLookup for MetadataOwners<S> {
     fn lookup(&self, segment: u64) -> Lookup {
-        let segments = self.segments.clone();
+        let (store, segments) = (self.store.clone(), self.segments.clone());
         let task = self.runtime.spawn(async move {
-            match tokio::time::timeout(LOOKUP_TIMEOUT, segments.get(segment)).await {
+            let ask = async {
+                Ok::<_, dlog_metadata::MetaError>(match segments.get(segment).await? {
+                    Some((meta, _)) => match meta.owner {
+                        Some(owner) => SegmentNamespace::Log(owner.namespace),
+                        None => SegmentNamespace::NoLog,
+                    },
+                    None => match store.get(&schema::deletion_key(segment)).await? {
+                        Some(_) => SegmentNamespace::BeingDeleted,
+                        None => SegmentNamespace::Missing,
+                    },
+                })
+            };
+            match tokio::time::timeout(LOOKUP_TIMEOUT, ask).await {
                 Err(_) => {
                     Err(format!("segment {segment}: no answer from the metadata in {LOOKUP_TIMEOUT:?}"))
                 }
                 Ok(Err(e)) => Err(format!("segment {segment}: metadata: {e}")),
-                Ok(Ok(None)) => Ok(SegmentNamespace::Missing),
-                Ok(Ok(Some((meta, _)))) => Ok(match meta.owner {
-                    Some(owner) => SegmentNamespace::Log(owner.namespace),
-                    None => SegmentNamespace::NoLog,
-                }),
+                Ok(Ok(namespace)) => Ok(namespace),
             }
         });
         Box::pin(async move { task.await.map_err(|e| format!("metadata lookup: {e}"))? })
@@ -104,7 +119,7 @@ impl PermissionGate {
     /// for `identity`. `Err`: the lookup failed (PG2).
     pub async fn look_up(&self, identity: &str, segment: u64) -> Result<Allowed, String> {
         let namespace = self.owners.lookup(segment).await?;
-        if namespace != SegmentNamespace::Missing {
+        if matches!(namespace, SegmentNamespace::Log(_) | SegmentNamespace::NoLog) {
             let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if cache.len() >= CACHE_SEGMENTS_MAX {
                 cache.clear(); // PG3
@@ -121,7 +136,7 @@ mod tests {
 
     use super::*;
 
-    /// Segment 1 is in "orders", 2 has no log, 3 is missing, 4 fails.
+    /// Segment 1 is in "orders", 2 has no log, 3 is missing, 5 is being deleted, others fail.
     struct Fixed {
         asked: AtomicUsize,
     }
@@ -134,6 +149,7 @@ mod tests {
                     1 => Ok(SegmentNamespace::Log("orders".into())),
                     2 => Ok(SegmentNamespace::NoLog),
                     3 => Ok(SegmentNamespace::Missing),
+                    5 => Ok(SegmentNamespace::BeingDeleted),
                     _ => Err("unreachable".into()),
                 }
             })
@@ -158,11 +174,53 @@ mod tests {
         assert_eq!(gate.cached("all", 1), Some(Allowed::ALL), "the cache is shared by identities");
         assert_eq!(run("w", 2), Ok(Allowed::default()));
         assert_eq!(gate.cached("all", 2), Some(Allowed::ALL));
-        assert!(run("w", 3).unwrap().delete);
+        assert_eq!(run("w", 3), Ok(Allowed::default()), "PM4: only \"*\" deletes what never was");
+        assert_eq!(run("all", 3), Ok(Allowed::ALL));
         assert_eq!(gate.cached("w", 3), None, "PG1: missing is never cached");
         assert!(run("w", 4).is_err(), "PG2");
         assert_eq!(gate.cached("w", 4), None, "PG2");
-        assert_eq!(fixed.asked.load(Ordering::Relaxed), 4);
+        let gone = Allowed { delete: true, ..Allowed::default() };
+        assert_eq!(run("w", 5), Ok(gone), "PM4: any write grant deletes what a truncation queued");
+        assert_eq!(gate.cached("w", 5), None, "PG1: being deleted is never cached");
+        assert_eq!(fixed.asked.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn the_metadata_tells_logs_segments_of_no_log_deletions_and_missing() {
+        use std::collections::BTreeMap;
+
+        use bytes::Bytes;
+        use dlog_metadata::schema::{DigestType, SegmentMetadata, SegmentOwner, SegmentState};
+        use dlog_metadata::{LocalStore, MetadataStore};
+
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let store = Arc::new(LocalStore::in_memory().unwrap());
+        let segments = SegmentMetadataStore::new(store.clone());
+        let meta = |owner| SegmentMetadata {
+            ensemble_size: 1,
+            write_quorum_size: 1,
+            ack_quorum_size: 1,
+            digest_type: DigestType::Crc32c,
+            master_key: Bytes::from_static(b"k"),
+            state: SegmentState::Open,
+            ensembles: BTreeMap::from([(0, vec!["b".to_string()])]),
+            created_ms: 1,
+            owner,
+        };
+        let owner = SegmentOwner { namespace: "orders".into(), log: "l".into(), seq: 1 };
+        let (in_log, no_log) = runtime.block_on(async {
+            let (in_log, _) = segments.create(&meta(Some(owner))).await.unwrap();
+            let (no_log, _) = segments.create(&meta(None)).await.unwrap();
+            store.create(&schema::deletion_key(77), Bytes::from_static(b"queued"), None).await.unwrap();
+            (in_log, no_log)
+        });
+        let owners = MetadataOwners::new(store, runtime.handle().clone());
+        let ask = |segment| runtime.block_on(owners.lookup(segment));
+        assert_eq!(ask(in_log), Ok(SegmentNamespace::Log("orders".into())));
+        assert_eq!(ask(no_log), Ok(SegmentNamespace::NoLog));
+        assert_eq!(ask(77), Ok(SegmentNamespace::BeingDeleted), "PM4: a truncation queued it");
+        assert_eq!(ask(78), Ok(SegmentNamespace::Missing));
     }
 
     /// Polls a future that never waits to its end (the fixture's lookups are ready at once).
