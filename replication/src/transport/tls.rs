@@ -55,6 +55,8 @@ const CIPHER_READ_BYTES_MAX: usize = 1 << 20;
 const CIPHER_STUCK_BYTES_MAX: usize = 1 << 20;
 /// Plaintext one write takes at most (TL2); callers write the rest in the next call.
 const WRITE_PLAINTEXT_MAX: usize = 1 << 20;
+/// Plaintext of a full TLS record (rustls' default and the protocol's largest fragment).
+const RECORD_BYTES: usize = 16 << 10;
 /// Buffers a connection keeps between reads and writes at most once it calms down: larger
 /// ones (grown for a busy moment) are let go when empty after a read or a write of under
 /// `CALM_BYTES`, so an idle TLS connection costs little more than a plain one, and a busy one
@@ -322,18 +324,42 @@ impl TlsReader {
 
     /// Offers the ciphertext held to rustls and processes what it took; whether it took any.
     /// Called only with no plaintext pending (rustls refuses ciphertext past 16 KiB of it).
+    /// rustls takes at most 4 KiB per offer: offers go on until its record buffer is full (a
+    /// whole 16 KiB record or more) before one `process_new_packets`, which then decrypts
+    /// every record it holds, rather than once per 4 KiB.
     fn feed(&mut self) -> io::Result<bool> {
         if self.cipher.is_empty() {
             return Ok(false);
         }
         let mut session = self.session.borrow_mut();
-        let taken = read_tls(&mut session, &self.cipher)?;
+        let mut taken = read_tls(&mut session, &self.cipher)?;
+        while taken > 0 && taken < self.cipher.len() {
+            // Its buffer full, rustls refuses with an error: the bytes wait for the next feed.
+            match read_tls(&mut session, &self.cipher[taken..]) {
+                Ok(n) if n > 0 => taken += n,
+                _ => break,
+            }
+        }
         self.cipher.advance(taken);
         if let Err(error) = session.process_new_packets() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, tls_read_error(&error)));
         }
         Ok(taken > 0)
     }
+}
+
+/// Hands `slices` (`bytes` in all) to rustls to encrypt as one record (or none when empty).
+fn seal(session: &mut rustls::Connection, slices: &[io::IoSlice<'_>], bytes: usize) -> io::Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let sealed = session.writer().write_vectored(slices)?;
+    if sealed != bytes {
+        // Cannot happen with the buffer limit off (`handshake`); a short seal would lose bytes
+        // the caller was told were written.
+        return Err(io::Error::other(format!("TLS took {sealed} of {bytes} bytes")));
+    }
+    Ok(())
 }
 
 /// A TLS error met while reading, for people: an alert from the peer says it refused us.
@@ -354,29 +380,35 @@ pub struct TlsWriter {
 
 impl TlsWriter {
     /// Encrypts up to `WRITE_PLAINTEXT_MAX` bytes of `chunks` and sends them (TL2). The
-    /// chunks go to rustls as one vectored write: many small frames share a TLS record (one
-    /// seal per 16 KiB, not per frame), with no gathering copy.
+    /// chunks go to rustls in groups of exactly one full record's plaintext (`RECORD_BYTES`, a
+    /// chunk cut where a record ends): many small frames share a TLS record (one seal per 16
+    /// KiB, not per frame), with no gathering copy, and rustls walks each group's few slices
+    /// only (given all of a batch's up to 1024 slices at once, it walks every slice again for
+    /// each record it cuts).
     async fn write_chunks<'a>(&mut self, chunks: impl Iterator<Item = &'a [u8]>) -> io::Result<usize> {
         let taken = {
-            let mut slices = Vec::new();
-            let mut taken = 0;
+            let mut session = self.session.borrow_mut();
+            let mut group: Vec<io::IoSlice<'_>> = Vec::new();
+            let (mut taken, mut grouped) = (0, 0);
             for chunk in chunks {
-                let chunk = &chunk[..chunk.len().min(WRITE_PLAINTEXT_MAX - taken)];
-                if !chunk.is_empty() {
-                    slices.push(io::IoSlice::new(chunk));
+                let mut rest = &chunk[..chunk.len().min(WRITE_PLAINTEXT_MAX - taken)];
+                taken += rest.len();
+                while !rest.is_empty() {
+                    let (head, tail) = rest.split_at(rest.len().min(RECORD_BYTES - grouped));
+                    group.push(io::IoSlice::new(head));
+                    grouped += head.len();
+                    rest = tail;
+                    if grouped == RECORD_BYTES {
+                        seal(&mut session, &group, grouped)?;
+                        group.clear();
+                        grouped = 0;
+                    }
                 }
-                taken += chunk.len();
                 if taken == WRITE_PLAINTEXT_MAX {
                     break;
                 }
             }
-            let mut session = self.session.borrow_mut();
-            let sealed = session.writer().write_vectored(&slices)?;
-            if sealed != taken {
-                // Cannot happen with the buffer limit off (`handshake`); a short seal would
-                // lose bytes the caller was told were written.
-                return Err(io::Error::other(format!("TLS took {sealed} of {taken} bytes")));
-            }
+            seal(&mut session, &group, grouped)?;
             taken
         };
         self.send().await?;
