@@ -338,6 +338,14 @@ fn limits_and_engine_knobs_are_checked() {
     let err = resolve_file(&text, &[]).unwrap_err();
     assert!(matches!(err, ConfigError::Engine(_)), "{err:?}");
     assert!(err.to_string().contains("write_cache_bytes_max"), "{err}");
+    // The journal file size goes to the engine, which checks it.
+    let config = resolve_file(&format!("{base}[engine]\njournal_file_bytes = 33554432\n"), &[]).unwrap();
+    assert_eq!(config.engine_config().journal_file_bytes, 32 << 20);
+    for bad in [33554433u64, 4096, 1 << 41] {
+        let err = resolve_file(&format!("{base}[engine]\njournal_file_bytes = {bad}\n"), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Engine(_)), "{err:?}");
+        assert!(err.to_string().contains("journal_file_bytes"), "{err}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The `dlog bookie` server's configuration: clap flags (`BookieArgs`), a TOML file
 //! (`--config FILE`, example with every key in docs/bookie.example.toml), defaults, and
 //! validation, resolved into one `ServerConfig`; plus the engine configuration derived from it
-//! (`ServerConfig::engine_config`). The TLS and authentication keys are security.rs's.
+//! (`ServerConfig::engine_config`). The TLS and authentication keys are security.rs's, the
+//! `[engine]` table engine_knobs.rs's.
 //!
 //! Owns: where each setting comes from, its default, its bounds, and error messages that name
 //! it. Does not own: the server (listeners, shard event loops, registration, cookies, metrics:
@@ -38,10 +39,12 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dlog_engine::{Backend, BookieConfig, DirectIo};
+use dlog_engine::BookieConfig;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use crate::bookie::engine_knobs::{BackendChoice, DirectIoChoice, EngineKnobs};
+use crate::bookie::engine_knobs::{EngineFile, resolve_engine};
 use crate::bookie::security::{self, AuthMode, ClientFile, SecurityArgs, SecurityFile, SecuritySettings};
 
 /// Listen address when neither `--listen` nor `listen` is given (BookKeeper's port).
@@ -115,50 +118,6 @@ pub struct BookieArgs {
     pub security: SecurityArgs,
 }
 
-/// The engine's I/O backend as the flag and the file spell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendChoice {
-    /// io_uring where the kernel allows it, else portable.
-    Auto,
-    /// io_uring only.
-    IoUring,
-    /// pwrite + fdatasync.
-    Portable,
-}
-
-impl From<BackendChoice> for Backend {
-    fn from(choice: BackendChoice) -> Backend {
-        match choice {
-            BackendChoice::Auto => Backend::Auto,
-            BackendChoice::IoUring => Backend::IoUring,
-            BackendChoice::Portable => Backend::Portable,
-        }
-    }
-}
-
-/// The engine's direct I/O policy as the file spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DirectIoChoice {
-    /// O_DIRECT or refuse to open.
-    Required,
-    /// O_DIRECT where the filesystem supports it.
-    Optional,
-    /// Buffered I/O with fdatasync.
-    Disabled,
-}
-
-impl From<DirectIoChoice> for DirectIo {
-    fn from(choice: DirectIoChoice) -> DirectIo {
-        match choice {
-            DirectIoChoice::Required => DirectIo::Required,
-            DirectIoChoice::Optional => DirectIo::Optional,
-            DirectIoChoice::Disabled => DirectIo::Disabled,
-        }
-    }
-}
-
 /// Per-connection and per-frame bounds of the server (the file's `[limits]` table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
@@ -197,37 +156,6 @@ impl ServerLimits {
             frame_bytes_max: self.frame_bytes_max,
             entry_bytes_max: self.entry_bytes_max,
             range_bytes_max: self.range_bytes_max,
-        }
-    }
-}
-
-/// Engine knobs the server passes through (the file's `[engine]` table; `--backend`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EngineKnobs {
-    /// I/O backend. Default auto.
-    pub backend: BackendChoice,
-    /// Direct I/O policy. Default optional.
-    pub direct_io: DirectIoChoice,
-    /// Write cache per shard, in bytes. Default 256 MiB.
-    pub write_cache_bytes_max: u64,
-    /// Free bytes under which a shard turns read-only. Default 1 GiB.
-    pub disk_free_bytes_min: u64,
-    /// Free bytes at which it turns writable again. Default 2 GiB.
-    pub disk_free_bytes_resume: u64,
-    /// Pin shard n and its network thread to CPU n. Default true.
-    pub pin_shards: bool,
-}
-
-impl Default for EngineKnobs {
-    fn default() -> Self {
-        let engine = BookieConfig::new(".");
-        EngineKnobs {
-            backend: BackendChoice::Auto,
-            direct_io: DirectIoChoice::Optional,
-            write_cache_bytes_max: engine.write_cache_bytes_max as u64,
-            disk_free_bytes_min: engine.disk_free_bytes_min,
-            disk_free_bytes_resume: engine.disk_free_bytes_resume,
-            pin_shards: engine.pin_shards,
         }
     }
 }
@@ -435,23 +363,6 @@ struct LimitsFile {
     idle_timeout_s: Option<Spanned<u64>>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EngineFile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    backend: Option<Spanned<BackendChoice>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    direct_io: Option<Spanned<DirectIoChoice>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    write_cache_bytes_max: Option<Spanned<u64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disk_free_bytes_min: Option<Spanned<u64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disk_free_bytes_resume: Option<Spanned<u64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pin_shards: Option<Spanned<bool>>,
-}
-
 /// The file being read, to turn byte spans into lines.
 pub(super) struct Source<'a> {
     path: &'a Path,
@@ -510,7 +421,7 @@ pub(super) fn pick<T>(
 }
 
 /// A value from the file, or the default.
-fn file_or<T>(file: Option<Spanned<T>>, source: Option<&Source<'_>>, default: T) -> (T, Origin) {
+pub(super) fn file_or<T>(file: Option<Spanned<T>>, source: Option<&Source<'_>>, default: T) -> (T, Origin) {
     pick(None, "", file, source).unwrap_or((default, Origin::Default))
 }
 
@@ -712,13 +623,7 @@ impl ServerConfig {
         engine.storage_dirs = self.ledger_dirs.clone();
         engine.shard_count = self.shards;
         engine.entry_bytes_max = self.limits.entry_bytes_max as usize;
-        engine.backend = self.engine.backend.into();
-        engine.direct_io = self.engine.direct_io.into();
-        engine.write_cache_bytes_max =
-            usize::try_from(self.engine.write_cache_bytes_max).unwrap_or(usize::MAX);
-        engine.disk_free_bytes_min = self.engine.disk_free_bytes_min;
-        engine.disk_free_bytes_resume = self.engine.disk_free_bytes_resume;
-        engine.pin_shards = self.engine.pin_shards;
+        self.engine.apply(&mut engine);
         engine
     }
 
@@ -756,14 +661,7 @@ impl ServerConfig {
                 in_flight_max: Some(Spanned::new(0..0, self.limits.in_flight_max)),
                 idle_timeout_s: Some(Spanned::new(0..0, self.limits.idle_timeout.as_secs())),
             }),
-            engine: Some(EngineFile {
-                backend: Some(Spanned::new(0..0, self.engine.backend)),
-                direct_io: Some(Spanned::new(0..0, self.engine.direct_io)),
-                write_cache_bytes_max: Some(Spanned::new(0..0, self.engine.write_cache_bytes_max)),
-                disk_free_bytes_min: Some(Spanned::new(0..0, self.engine.disk_free_bytes_min)),
-                disk_free_bytes_resume: Some(Spanned::new(0..0, self.engine.disk_free_bytes_resume)),
-                pin_shards: Some(Spanned::new(0..0, self.engine.pin_shards)),
-            }),
+            engine: Some(self.engine.to_file()),
             registration: Some(RegistrationFile {
                 lease_ttl_ms: Some(Spanned::new(0..0, self.lease_ttl.as_millis() as u64)),
                 zone: (!self.zone.is_empty()).then(|| Spanned::new(0..0, self.zone.clone())),
@@ -823,44 +721,6 @@ fn resolve_limits(file: LimitsFile, source: Option<&Source<'_>>) -> Result<Serve
         }
     })?;
     Ok(limits)
-}
-
-fn resolve_engine(
-    file: EngineFile,
-    backend_flag: Option<BackendChoice>,
-    pin_flag: Option<bool>,
-    source: Option<&Source<'_>>,
-) -> Result<EngineKnobs, ConfigError> {
-    let defaults = EngineKnobs::default();
-    let (pin_shards, _) = pick(pin_flag, "--pin-shards", file.pin_shards, source)
-        .unwrap_or((defaults.pin_shards, Origin::Default));
-    let (backend, _) =
-        pick(backend_flag, "--backend", file.backend, source).unwrap_or((defaults.backend, Origin::Default));
-    let (direct_io, _) = file_or(file.direct_io, source, defaults.direct_io);
-    let (write_cache_bytes_max, at) =
-        file_or(file.write_cache_bytes_max, source, defaults.write_cache_bytes_max);
-    if usize::try_from(write_cache_bytes_max).is_err() {
-        return Err(invalid(
-            "engine.write_cache_bytes_max",
-            at,
-            format!("{write_cache_bytes_max} does not fit memory"),
-        ));
-    }
-    let (disk_free_bytes_min, _) = file_or(file.disk_free_bytes_min, source, defaults.disk_free_bytes_min);
-    let (disk_free_bytes_resume, at) =
-        file_or(file.disk_free_bytes_resume, source, defaults.disk_free_bytes_resume);
-    if disk_free_bytes_resume < disk_free_bytes_min {
-        let reason = format!("{disk_free_bytes_resume} is below disk_free_bytes_min {disk_free_bytes_min}");
-        return Err(invalid("engine.disk_free_bytes_resume", at, reason));
-    }
-    Ok(EngineKnobs {
-        backend,
-        direct_io,
-        write_cache_bytes_max,
-        disk_free_bytes_min,
-        disk_free_bytes_resume,
-        pin_shards,
-    })
 }
 
 /// What `dlog bookie --check-config` prints: resolves and validates the

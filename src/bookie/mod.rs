@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod cookie_file;
 pub mod dispatch;
+pub mod engine_knobs;
 pub mod metrics;
 pub mod outbox;
 pub mod permissions;

@@ -51,6 +51,9 @@ const LEASE_TTL_MS: u64 = 2000;
 /// disk's ballast leaves it under the first.
 const FREE_MIN: u64 = 16 << 20;
 const FREE_RESUME: u64 = 32 << 20;
+/// Journal file size of every bookie: the engine's 256 MiB default made each run write about
+/// 8 GB of zero-filled journal files.
+const JOURNAL_FILE_BYTES: u64 = 32 << 20;
 /// The small disk, and what the ballast leaves free on it.
 const TMPFS_MIB: u64 = 128;
 const BALLAST_LEAVES: u64 = 8 << 20;
@@ -94,7 +97,8 @@ impl Node {
     fn config(&self) -> PathBuf {
         let path = self.dir.path().join("bookie.toml");
         let text = format!(
-            "[engine]\ndisk_free_bytes_min = {FREE_MIN}\ndisk_free_bytes_resume = {FREE_RESUME}\n\n\
+            "[engine]\ndisk_free_bytes_min = {FREE_MIN}\ndisk_free_bytes_resume = {FREE_RESUME}\n\
+             journal_file_bytes = {JOURNAL_FILE_BYTES}\n\n\
              [registration]\nlease_ttl_ms = {LEASE_TTL_MS}\n"
         );
         std::fs::write(&path, text).unwrap();
