@@ -447,3 +447,33 @@ every_case!(memory, memory());
 every_case!(local, local());
 #[cfg(feature = "etcd")]
 every_case!(etcd, etcd());
+
+/// RG5: a start that meets an etcd outage (here while it waits out a crashed incarnation's
+/// registration) retries until etcd is back, and the outage does not count against the
+/// stale-registration wait.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_rides_out_an_etcd_outage() {
+    let mut server = dlog_metadata::etcd_server::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(AnyStore::open(&server.uri("registration")).await.unwrap());
+    let b = Backend {
+        store,
+        ttl: Duration::from_secs(2),
+        disks: tempfile::tempdir().unwrap(),
+        _guard: Box::new(()),
+    };
+    let crashed = b.start().await.unwrap();
+    drop(crashed); // its registration stays until its lease expires
+    server.kill();
+    let (store, config) = (b.store.clone(), b.config());
+    let starting = tokio::spawn(async move { Registration::start(store, config).await });
+    // Down for longer than the whole stale wait (2 ttls): a start that counted the outage,
+    // or gave up on the first unavailable answer, fails.
+    tokio::time::sleep(b.ttl * STALE_WAIT_TTLS + Duration::from_secs(1)).await;
+    assert!(!starting.is_finished(), "the start waits for etcd");
+    server.restart().unwrap();
+    let registration = tokio::time::timeout(WAIT_MAX * 2, starting).await.unwrap().unwrap().unwrap();
+    let held = b.registered().await.unwrap();
+    assert_eq!(held.lease, registration.lease());
+    registration.deregister().await.unwrap();
+}

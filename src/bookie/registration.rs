@@ -18,6 +18,10 @@
 //!   its lease not yet expired) is never removed here; it is waited out (below).
 //! - RG4: every wait is bounded: the stale-registration wait at start, the backoff between
 //!   attempts (`BACKOFF_MIN` doubling to `BACKOFF_MAX`), deregistration (one lease ttl).
+//! - RG5: start rides out a store that is briefly unavailable (an etcd restart or pause):
+//!   errors retrying may mend are retried with the run loop's backoff for `START_RETRY_FOR`,
+//!   the time spent not counting against the stale-registration wait; refusals (`Corrupt`,
+//!   `Invalid`, `Unauthorized`, a missing cookie) end it at once.
 //!
 //! A restart within the ttl. A bookie killed and restarted quickly finds its old registration,
 //! bound to the old lease, still there: `register` answers `AlreadyExists`. Removing it would
@@ -59,6 +63,8 @@ pub const STALE_WAIT_TTLS: u32 = 2;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between attempts in the run loop.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long start keeps retrying while the store is unavailable (RG5).
+pub const START_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Why a bookie could not prove its identity or register (cookie refusals name the directory
 /// or the file, and say what to do).
@@ -283,6 +289,32 @@ enum Wake {
     ReadOnly(bool),
 }
 
+/// `cookie_file::check_or_create`, retried while the store is unavailable for up to
+/// `START_RETRY_FOR` (RG5); its refusals at once.
+pub async fn check_cookies<S: MetadataStore>(
+    store: &Arc<S>,
+    bookie_id: &str,
+    journal_dirs: &[PathBuf],
+    ledger_dirs: &[PathBuf],
+) -> Result<Cookie, RegistrationError> {
+    let started = Instant::now();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match cookie_file::check_or_create(store, bookie_id, journal_dirs, ledger_dirs).await {
+            Ok((cookie, _)) => return Ok(cookie),
+            Err(RegistrationError::Metadata(e))
+                if started.elapsed() < START_RETRY_FOR
+                    && matches!(classify(e.clone(), ""), Failure::Retry(_)) =>
+            {
+                tracing::warn!(error = %e, ?backoff, "cookie check failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn classify(e: MetaError, cookie_key: &str) -> Failure {
     match e {
         // Retrying cannot mend a refused credential or a malformed request.
@@ -312,20 +344,17 @@ impl<S: MetadataStore + 'static> Registration<S> {
     /// Checks the directories' cookies (creating them for a new bookie), grants a lease and
     /// registers, writable or read-only as `config.read_only` says. A registration of a
     /// previous incarnation is waited out for up to `STALE_WAIT_TTLS` ttls (module doc). A store
-    /// that cannot be reached fails the start (`Metadata(Unavailable)`): the caller retries or
-    /// exits. Needs a tokio runtime with timers.
+    /// that cannot be reached is retried for `START_RETRY_FOR` (RG5), then fails the start
+    /// (`Metadata(Unavailable)`); the cookie check that comes first is retried the same way.
+    /// Needs a tokio runtime with timers.
     pub async fn start(
         store: Arc<S>,
         config: RegistrationConfig,
     ) -> Result<Registration<S>, RegistrationError> {
         config.validate()?;
-        let (cookie, _) = cookie_file::check_or_create(
-            &store,
-            &config.bookie_id,
-            &config.journal_dirs,
-            &config.ledger_dirs,
-        )
-        .await?;
+        let started = Instant::now();
+        let cookie =
+            check_cookies(&store, &config.bookie_id, &config.journal_dirs, &config.ledger_dirs).await?;
         let info = BookieInfo {
             endpoint: config.endpoint.clone(),
             shards: config.shards,
@@ -347,14 +376,23 @@ impl<S: MetadataStore + 'static> Registration<S> {
             config,
         };
         let want = registration.config.read_only;
-        let waited_from = Instant::now();
+        let mut waited_from = Instant::now();
         let wait = registration.config.lease_ttl * STALE_WAIT_TTLS;
         let poll = registration.config.lease_ttl / 10;
         let mut told = false;
+        let mut backoff = BACKOFF_MIN;
         loop {
             match registration.align(want).await {
                 Ok(()) => return Ok(registration),
+                Err(Failure::Retry(e)) if started.elapsed() < START_RETRY_FOR => {
+                    // RG5: the store's outage does not count against the stale wait.
+                    tracing::warn!(error = %e, ?backoff, "registering at start failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    waited_from += backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
                 Err(Failure::Stale(key)) if waited_from.elapsed() < wait => {
+                    backoff = BACKOFF_MIN;
                     if !told {
                         told = true;
                         tracing::warn!(

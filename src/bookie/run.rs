@@ -131,7 +131,7 @@ async fn serve(config: ServerConfig, runtime: tokio::runtime::Handle) -> Result<
     // The disks' identity first: a bookie on a wiped or foreign disk must not replay it, nor
     // answer a single request (a recovery counting its "no such entry" could cut a segment
     // short). Registration checks again, on the same files.
-    crate::bookie::cookie_file::check_or_create(
+    crate::bookie::registration::check_cookies(
         &store,
         &config.bookie_id,
         &config.journal_dirs,
