@@ -313,6 +313,19 @@ impl<S: MetadataStore> LogMetadataStore<S> {
         }
     }
 
+    /// After a write fenced by `lock` whose answer was lost (it may have landed, moving the
+    /// lock key's version): takes the stored version if the lock is still this holder's (the
+    /// same value under the same lease); `Fenced` if not.
+    pub async fn resync_lock(&self, lock: &mut WriterLock) -> Result<(), MetaError> {
+        match self.store.get(&schema::lock_key(&lock.namespace, &lock.log)).await? {
+            Some(stored) if lock.holds(&stored) => {
+                lock.version = stored.version;
+                Ok(())
+            }
+            _ => Err(self.fenced(lock).await),
+        }
+    }
+
     async fn fenced(&self, lock: &WriterLock) -> MetaError {
         let current = match self.log(&lock.namespace, &lock.log).await {
             Ok(Some((meta, _))) => meta.writer_epoch,

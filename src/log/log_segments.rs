@@ -12,15 +12,24 @@
 //!   its records), so its count needs no scan of the segment.
 //! - LS3: only segments of earlier writer epochs are recovered: a newer writer's segment means
 //!   this writer was taken over, and it stops (`Fenced`) without fencing the newer one.
+//! - LS4: a roll rides out a store that is briefly unavailable (an etcd leader election): the
+//!   segment's creation (also while too few bookies are registered: they re-register after
+//!   it), its addition to the list and its completion are retried with backoff for
+//!   `STORE_RETRY_FOR`. An addition or completion whose answer was lost may have landed:
+//!   before trying again the stored list decides (landed is success), and each try is a
+//!   compare-and-set, so at most one lands. A segment whose addition is still in doubt when
+//!   the retries end is not deleted (it may be listed): it stays, traceable by its owner.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_metadata::schema::{self, LogMetadata, LogSegment, LogSegmentState, SegmentOwner};
 use dlog_metadata::wall_clock::now_ms;
 use dlog_metadata::{AnyStore, LogMetadataStore, MetaError, Version, WriterLock};
-use dlog_replication::client::{ReadItem, ReplicationClient, SegmentHandle};
+use dlog_replication::client::{ReadItem, ReplicationClient, ReplicationError, SegmentHandle};
+use dlog_replication::placement::PlacementError;
 use dlog_replication::quorum::QuorumSizes;
 
 use super::dlsn::Dlsn;
@@ -30,6 +39,46 @@ use super::writer_core::SegmentSummary;
 
 /// Attempts at a log metadata update that lost to someone else's (LS1).
 const CONFLICT_ATTEMPTS: usize = 16;
+/// How long a roll's metadata calls are retried while the store is unavailable (LS4).
+pub(crate) const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Paces the retries of calls that met an unavailable store (LS4).
+pub(crate) struct StoreRetry {
+    started: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl StoreRetry {
+    pub(crate) fn new() -> StoreRetry {
+        StoreRetry { started: tokio::time::Instant::now(), pause: RETRY_PAUSE_MIN }
+    }
+
+    /// After a failed call: pauses and answers true when it is worth another (the store was
+    /// unavailable, and `STORE_RETRY_FOR` has not passed); false at once otherwise.
+    pub(crate) async fn again(&mut self, error: &LogError) -> bool {
+        let unavailable = match error {
+            LogError::Metadata(MetaError::Unavailable(_)) => true,
+            // Too few writable bookies is as passing: bookies re-register after an outage of
+            // the store cost them their leases (Kafka's NotEnoughReplicas is retriable too).
+            LogError::Replication(e) => matches!(
+                e.as_ref(),
+                ReplicationError::Unavailable(_)
+                    | ReplicationError::Metadata(MetaError::Unavailable(_))
+                    | ReplicationError::Placement(PlacementError::NotEnoughBookies { .. })
+            ),
+            _ => false,
+        };
+        if !unavailable || self.started.elapsed() >= STORE_RETRY_FOR {
+            return false;
+        }
+        tracing::warn!(%error, pause = ?self.pause, "metadata unavailable; trying again");
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(RETRY_PAUSE_MAX);
+        true
+    }
+}
 
 /// The log's metadata as this writer last knew it, with its lock.
 pub(crate) struct LogSegments {
@@ -105,18 +154,69 @@ impl LogSegments {
             created_ms: now_ms(),
             state: LogSegmentState::InProgress,
         };
-        for _ in 0..CONFLICT_ATTEMPTS {
-            match self.logs.add_segment(&mut self.lock, &segment, &self.meta, self.version).await {
+        let mut retry = StoreRetry::new();
+        let mut in_doubt = false;
+        let mut conflicts = 0;
+        loop {
+            if in_doubt {
+                // LS4: the stored list decides whether a lost answer hid the addition.
+                match self.listed(seq).await {
+                    Ok(Some((listed, version)))
+                        if listed.segment_id == segment.segment_id && listed.epoch == segment.epoch =>
+                    {
+                        self.open.insert(seq, (listed, version));
+                        return Ok(());
+                    }
+                    Ok(Some((listed, _))) => {
+                        return Err(LogError::Internal(format!(
+                            "segment {seq} of the log is segment {}, not {segment_id}",
+                            listed.segment_id
+                        )));
+                    }
+                    Ok(None) => {}
+                    Err(e) if retry.again(&e).await => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let error = match self.logs.add_segment(&mut self.lock, &segment, &self.meta, self.version).await
+            {
                 Ok((meta, version)) => {
                     (self.meta, self.version) = (meta, version);
                     self.open.insert(seq, (segment, version));
                     return Ok(());
                 }
-                Err(e) if self.is_log_conflict(&e) => self.refresh().await?,
-                Err(e) => return Err(self.map(e)),
+                Err(e) if self.is_log_conflict(&e) && conflicts < CONFLICT_ATTEMPTS => {
+                    conflicts += 1;
+                    match self.refresh().await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    }
+                }
+                Err(e) if self.is_log_conflict(&e) => LogError::Metadata(MetaError::Unavailable(format!(
+                    "adding segment {seq}: too many conflicts"
+                ))),
+                Err(e) => {
+                    in_doubt |= matches!(e, MetaError::Unavailable(_));
+                    self.map(e)
+                }
+            };
+            if !retry.again(&error).await {
+                return Err(error);
             }
         }
-        Err(LogError::Metadata(MetaError::Unavailable(format!("adding segment {seq}: too many conflicts"))))
+    }
+
+    /// The log's segment `seq` as stored, if listed (after re-reading the lock and the log:
+    /// `Fenced` when another writer took it over).
+    async fn listed(&mut self, seq: u64) -> Result<Option<(LogSegment, Version)>, LogError> {
+        // A write that landed moved the lock key's version with it.
+        self.logs.resync_lock(&mut self.lock).await.map_err(|e| self.map(e))?;
+        self.refresh().await?;
+        if self.meta.next_segment_seq <= seq {
+            return Ok(None);
+        }
+        let listed = self.logs.segments(&self.namespace, &self.log).await?;
+        Ok(listed.into_iter().find(|(s, _)| s.seq == seq))
     }
 
     /// Completes segment `seq` with `summary` (and moves the log's `next_txid`).
@@ -155,12 +255,28 @@ impl LogSegments {
             },
             ..segment
         };
-        for _ in 0..CONFLICT_ATTEMPTS {
+        let seq = completed.seq;
+        let (mut version, mut retry, mut in_doubt, mut conflicts) = (version, StoreRetry::new(), false, 0);
+        loop {
+            if in_doubt {
+                // LS4: the stored segment decides whether a lost answer hid the completion.
+                match self.listed(seq).await {
+                    Ok(Some((listed, _))) if listed.state == completed.state => return Ok(()),
+                    Ok(Some((listed, current))) if listed.state == LogSegmentState::InProgress => {
+                        version = current
+                    }
+                    Ok(listed) => {
+                        return Err(LogError::Internal(format!("segment {seq} to complete is {listed:?}")));
+                    }
+                    Err(e) if retry.again(&e).await => continue,
+                    Err(e) => return Err(e),
+                }
+            }
             let mut meta = self.meta.clone();
             if summary.record_count > 0 {
                 meta.next_txid = meta.next_txid.max(last_txid.saturating_add(1));
             }
-            match self
+            let error = match self
                 .logs
                 .update_segment_and_log(&mut self.lock, (&completed, version), (&meta, self.version))
                 .await
@@ -169,14 +285,25 @@ impl LogSegments {
                     (self.meta, self.version) = (meta, v);
                     return Ok(());
                 }
-                Err(e) if self.is_log_conflict(&e) => self.refresh().await?,
-                Err(e) => return Err(self.map(e)),
+                Err(e) if self.is_log_conflict(&e) && conflicts < CONFLICT_ATTEMPTS => {
+                    conflicts += 1;
+                    match self.refresh().await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    }
+                }
+                Err(e) if self.is_log_conflict(&e) => LogError::Metadata(MetaError::Unavailable(format!(
+                    "completing segment {seq}: too many conflicts"
+                ))),
+                Err(e) => {
+                    in_doubt |= matches!(e, MetaError::Unavailable(_));
+                    self.map(e)
+                }
+            };
+            if !retry.again(&error).await {
+                return Err(error);
             }
         }
-        let seq = completed.seq;
-        Err(LogError::Metadata(MetaError::Unavailable(format!(
-            "completing segment {seq}: too many conflicts"
-        ))))
     }
 
     /// Recovers and completes every segment of the log still in progress (a previous writer's),

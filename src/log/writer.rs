@@ -521,22 +521,29 @@ fn write_error(shared: &Shared, seq: u64, segment: u64, error: WriterError) -> L
 async fn open_segment(shared: Arc<Shared>, seq: u64, first_txid: u64) {
     let opened = async {
         let mut segments = shared.segments.lock().await;
-        let handle = log_segments::create_segment(
-            &shared.client,
-            shared.quorum,
-            &segments.namespace,
-            &segments.log,
-            seq,
-        )
-        .await?;
+        let mut retry = log_segments::StoreRetry::new();
+        let handle = loop {
+            let (namespace, log) = (&segments.namespace, &segments.log);
+            match log_segments::create_segment(&shared.client, shared.quorum, namespace, log, seq).await {
+                Ok(handle) => break handle,
+                // LS4 (a creation whose answer was lost leaves an orphan, traceable by its owner).
+                Err(error) if retry.again(&error).await => {}
+                Err(error) => return Err(error),
+            }
+        };
         match segments.add(seq, handle.id(), first_txid).await {
             Ok(()) => Ok(handle),
             Err(error) => {
-                // Not in the log's list, and no entry was sent to it: its metadata goes too, or
-                // it would be an orphan no one deletes.
                 let id = handle.id();
                 drop(handle);
-                log_segments::delete_unlisted(&shared.store, id).await;
+                if matches!(error, LogError::Metadata(MetaError::Unavailable(_))) {
+                    // LS4: still in doubt, it may be listed: its metadata stays.
+                    tracing::warn!(segment = id, %error, "a segment's addition to its log is in doubt; kept");
+                } else {
+                    // Not in the log's list, and no entry was sent to it: its metadata goes
+                    // too, or it would be an orphan no one deletes.
+                    log_segments::delete_unlisted(&shared.store, id).await;
+                }
                 Err(error)
             }
         }

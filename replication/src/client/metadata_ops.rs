@@ -15,6 +15,9 @@
 //!   when it may have landed.
 //! - MO5: the members an ensemble change (a writer's or a recoverer's) replaces are avoided by
 //!   this client's placements for a while (quarantine.rs, QU1, QU2).
+//! - MO6: an ensemble change and a writer's close ride out a store unavailable for a few
+//!   seconds (an etcd leader election): their reads and writes are tried `CAS_ATTEMPTS` times
+//!   with pauses (`retry_pause`), the stored metadata deciding after each (MO4).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -34,6 +37,12 @@ use crate::segment_writer::{EnsembleChangeError, WriterError};
 
 /// Compare-and-set attempts before giving up with the last conflict.
 const CAS_ATTEMPTS: usize = 16;
+
+/// The pause before attempt `attempt` (1 on) of a call that failed: 20 ms doubling to 640 ms,
+/// so `CAS_ATTEMPTS` attempts span about 7 s (MO6).
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(10 << attempt.min(6))
+}
 
 /// A bookie id and, when it is registered, where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,7 +206,18 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         let unavailable = |e: &dyn std::fmt::Display| EnsembleChangeError::Unavailable(e.to_string());
         self.quarantine.add(replace.iter().filter_map(|&i| current.get(i)), now()); // MO5
         let avoided = self.quarantine.avoided(now());
-        let (candidates, addrs) = self.candidates().await.map_err(|e| unavailable(&e))?;
+        let mut tries = 0;
+        let (candidates, addrs) = loop {
+            match self.candidates().await {
+                Ok(found) => break found,
+                // MO6.
+                Err(MetaError::Unavailable(_)) if tries < CAS_ATTEMPTS as u32 => {
+                    tries += 1;
+                    tokio::time::sleep(retry_pause(tries)).await;
+                }
+                Err(e) => return Err(unavailable(&e)),
+            }
+        };
         let to_addrs = |ids: Vec<String>| -> Vec<BookieAddr> {
             ids.into_iter().map(|id| BookieAddr { addr: addrs.get(&id).copied(), id }).collect()
         };
@@ -206,7 +226,7 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         let mut last_error = String::new();
         for attempt in 0u32.. {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+                tokio::time::sleep(retry_pause(attempt)).await;
             }
             if attempt >= CAS_ATTEMPTS as u32 && in_doubt.is_none() {
                 return Err(EnsembleChangeError::Unavailable(last_error));
@@ -277,8 +297,19 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
         length: u64,
     ) -> Result<(), WriterError> {
         let metadata = |e: &dyn std::fmt::Display| WriterError::Metadata(e.to_string());
-        for _ in 0..CAS_ATTEMPTS {
-            let (mut meta, version) = self.read(segment).await.map_err(|e| metadata(&e))?;
+        let mut last_error = String::new();
+        for attempt in 0..CAS_ATTEMPTS as u32 {
+            if attempt > 0 {
+                tokio::time::sleep(retry_pause(attempt)).await; // MO6
+            }
+            let (mut meta, version) = match self.read(segment).await {
+                Ok(read) => read,
+                Err(ReplicationError::Metadata(e @ MetaError::Unavailable(_))) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(metadata(&e)),
+            };
             match meta.state {
                 SegmentState::Open => {}
                 SegmentState::Closed { last_entry_id, .. } if last_entry_id == last_entry => return Ok(()),
@@ -291,10 +322,12 @@ impl<S: MetadataStore + 'static> MetadataOps<S> {
             match self.segments.update(segment, &meta, version).await {
                 Ok(_) => return Ok(()),
                 // A lost answer may hide a close that landed: the next read decides.
-                Err(_) => continue,
+                Err(e) => last_error = e.to_string(),
             }
         }
-        Err(WriterError::Metadata(format!("segment {segment}: close lost {CAS_ATTEMPTS} races")))
+        Err(WriterError::Metadata(format!(
+            "segment {segment}: close failed {CAS_ATTEMPTS} times: {last_error}"
+        )))
     }
 
     /// Starts a recovery: a Closed segment's end, or the segment marked InRecovery (kept if it
