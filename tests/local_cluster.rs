@@ -436,3 +436,41 @@ fn dlog_local_refusals_are_one_line_and_fail() {
     assert!(!status.success());
     assert!(error_line(&log).starts_with(&format!("error: serving the metadata on {addr}")), "{log}");
 }
+
+/// A fresh client's reader rides out bookies that are briefly unregistered (their leases
+/// lost, as in a store outage, and registering again): it retries for about 3 s (reader
+/// rounds), and the client asks the registry again every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_reader_rides_out_bookies_registering_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // A short ttl: a bookie notices its lease is gone within a third of it, as the chaos
+    // test's bookies (2 s) do after an etcd pause.
+    let short = LocalClusterOptions { lease_ttl: Duration::from_millis(1500), ..options(3) };
+    let cluster = start(dir.path(), short).await.unwrap();
+    let segment = {
+        let writer_client = client(&cluster);
+        let quorum = QuorumSizes::new(3, 3, 2).unwrap();
+        let writer = writer_client.create_segment(quorum, Bytes::from_static(KEY), None).await.unwrap();
+        for entry in 0..20 {
+            tokio::time::timeout(WAIT, writer.add(payload(entry))).await.unwrap().unwrap();
+        }
+        tokio::time::timeout(WAIT, writer.close()).await.unwrap().unwrap();
+        writer.id()
+    };
+    let registry = BookieRegistry::new(cluster.store());
+    for (id, _) in cluster.bookies() {
+        let lease = registry.bookie(&id).await.unwrap().expect("registered").lease.expect("a lease");
+        cluster.store().revoke(lease).await.unwrap();
+    }
+    assert_eq!(registered(cluster.store()).await, [], "every lease gone: nobody registered");
+    let reader_client = client(&cluster);
+    let mut reader = reader_client.open_reader(segment, 0).await.unwrap();
+    for entry in 0..20 {
+        let item = tokio::time::timeout(WAIT, reader.next()).await.unwrap();
+        assert!(
+            matches!(&item, Some(ReadItem::Entry(e, bytes)) if *e == entry && *bytes == payload(entry)),
+            "{item:?}"
+        );
+    }
+    shutdown(cluster).await;
+}

@@ -171,7 +171,9 @@ pub struct ReaderSettings {
     pub retry_backoff: Duration,
     /// The longest backoff. Default 2 s.
     pub retry_backoff_max: Duration,
-    /// Rounds over the whole write set before an entry is `Unreadable`. Default 3; at least 1.
+    /// Rounds over the whole write set before an entry is `Unreadable`. Default 6 (with the
+    /// default backoff, about 3 s of retries: long enough for the client to ask the registry
+    /// again, every second, for a bookie that was briefly unregistered); at least 1.
     pub read_rounds_max: u32,
     /// A bookie that failed or was slow is asked last for this long. Default 10 s.
     pub suspect_duration: Duration,
@@ -196,7 +198,7 @@ impl Default for ReaderSettings {
             read_ahead_bytes: 16 << 20,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(2),
-            read_rounds_max: 3,
+            read_rounds_max: 6,
             suspect_duration: Duration::from_secs(10),
             range_read_entries_min: Some(8),
             range_read_timeout: Duration::from_secs(1),

@@ -240,13 +240,14 @@ fn all_replicas_failing_retry_then_unreadable_never_skip() {
     h.read_ok(0, 10);
     h.read_ok(2, 12);
     h.read_ok(3, 10);
+    let rounds = u64::from(ReaderSettings::default().read_rounds_max);
     let mut elapsed = 0;
-    for round in 1..=3u64 {
+    for round in 1..=rounds {
         assert_eq!(h.reads_of(1), vec![11], "round {round}");
         h.refuse(1, 11, Status::Corrupt);
         h.answer_read(1, 12, Err(TransportFailure::Timeout));
-        if round < 3 {
-            let backoff = 100 << (round - 1);
+        if round < rounds {
+            let backoff = (100 << (round - 1)).min(2000);
             assert_eq!(h.reader.next_deadline(), Some(h.now + Duration::from_millis(backoff)));
             h.tick(elapsed + backoff - 1);
             assert!(h.reads_of(1).is_empty(), "not before the backoff");
@@ -255,9 +256,9 @@ fn all_replicas_failing_retry_then_unreadable_never_skip() {
         }
     }
     assert_eq!(h.delivered(), vec![0]);
-    assert_eq!(h.failures, vec![ReaderError::Unreadable { entry: 1, rounds: 3 }]);
-    assert_eq!(h.reader.stats().retry_rounds, 2);
-    assert_eq!(h.bad, vec![(1, 11); 3]);
+    assert_eq!(h.failures, vec![ReaderError::Unreadable { entry: 1, rounds: rounds as u32 }]);
+    assert_eq!(h.reader.stats().retry_rounds, rounds - 1);
+    assert_eq!(h.bad, vec![(1, 11); rounds as usize]);
     assert_eq!(h.reader.next_entry(), 1, "a new reader resumes here");
     let sent = h.sent.len();
     h.tick(60_000);
