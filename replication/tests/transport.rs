@@ -453,7 +453,7 @@ fn closing_a_connection_fails_its_requests_with_closed() {
 }
 
 #[test]
-fn a_failed_connect_backs_off_and_fails_fast() {
+fn a_failed_connect_backs_off_and_fails_fast_until_nudged() {
     // A port with nobody listening.
     let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
     run(async {
@@ -464,6 +464,13 @@ fn a_failed_connect_backs_off_and_fails_fast() {
         }
         // backoff_initial is 1 s: the next request is refused at once, not sent or parked.
         let refused = compio::time::timeout(Duration::from_millis(100), client.request(read(0, 1))).await;
+        assert!(matches!(refused, Ok(Err(TransportError::Unavailable { .. }))), "{refused:?}");
+        // Nudged (its owner saw the bookie registered anew): the next request tries a connect
+        // at once, which fails again here (nobody listens) and backs off again.
+        client.nudge();
+        let tried = compio::time::timeout(Duration::from_millis(500), client.request(read(0, 2))).await;
+        assert!(matches!(tried, Ok(Err(TransportError::Connect { .. }))), "{tried:?}");
+        let refused = compio::time::timeout(Duration::from_millis(100), client.request(read(0, 3))).await;
         assert!(matches!(refused, Ok(Err(TransportError::Unavailable { .. }))), "{refused:?}");
     });
 }

@@ -103,7 +103,14 @@ impl CliSlot {
             log: log.to_owned(),
             metadata: metadata.to_owned(),
             binary,
-            dir: tempfile::tempdir().unwrap(),
+            dir: {
+                let mut dir = tempfile::tempdir().unwrap();
+                if std::env::var_os("DLOG_CHAOS_KEEP").is_some() {
+                    dir.disable_cleanup(true);
+                    println!("chaos: {log}'s writer processes log to {}", dir.path().display());
+                }
+                dir
+            },
             history,
             next_generation: 0,
             current: None,

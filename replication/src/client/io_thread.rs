@@ -445,6 +445,10 @@ impl State {
                 }
                 link.pumped = None;
                 link.client = Some(BookieClient::with_valid_config(addr, self.config.clone()));
+            } else if let Some(client) = link.client.as_ref().filter(|_| bookie.addr.is_some()) {
+                // Just looked up in the registry at the same address: registered, so probably
+                // back; a reader must not wait out a backoff grown while it was down.
+                client.nudge();
             }
             return *index;
         }

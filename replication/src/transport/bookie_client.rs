@@ -17,7 +17,9 @@
 //!   it (within their own deadline) and get its outcome.
 //! - B2: a dead connection is never handed out: it is dropped (closing it) and replaced.
 //! - B3: the backoff after `n` consecutive failed connects lies in
-//!   `[b/2, b]` with `b = min(backoff_initial * 2^(n-1), backoff_max)`.
+//!   `[b/2, b]` with `b = min(backoff_initial * 2^(n-1), backoff_max)`, unless `nudge` ends it
+//!   early: the owner saw the bookie registered anew (a sign it is back), and the next request
+//!   connects at once; the count of failures stays, so a bookie still down backs off as long.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -137,6 +139,15 @@ impl BookieClient {
         match &*self.inner.link.borrow() {
             Link::Up(connection) if !connection.is_dead() => Some(connection.clone()),
             _ => None,
+        }
+    }
+
+    /// Ends a backoff now (B3): the next request connects at once. For the owner that saw the
+    /// bookie registered anew.
+    pub fn nudge(&self) {
+        let mut link = self.inner.link.borrow_mut();
+        if matches!(&*link, Link::Backoff { .. }) {
+            *link = Link::Idle;
         }
     }
 

@@ -58,7 +58,8 @@ pub struct ClientConfig {
     pub in_flight_max: usize,
     /// Backoff after the first failed reconnect; doubled per further failure. Default 100 ms.
     pub backoff_initial: Duration,
-    /// Longest backoff. Default 10 s; at least `backoff_initial`.
+    /// Longest backoff. Default 2 s (a restarted bookie is back within seconds; a reader
+    /// retries for about 3 s); at least `backoff_initial`.
     pub backoff_max: Duration,
     /// The codec limits, the same as the bookies'. Requests over them are refused before
     /// sending (`TransportError::TooLarge`); responses over them are malformed.
@@ -75,7 +76,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(5),
             in_flight_max: 4096,
             backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(2),
             limits: Limits::default(),
             security: ClientSecurity::default(),
         }
