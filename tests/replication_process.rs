@@ -1005,9 +1005,20 @@ fn a_corrupt_replica_is_not_taken_for_absence() {
 /// on); a second client takes the log over while the first still writes (it gets `Fenced`
 /// only); a reader from the head then sees every acknowledged record once, in order, across
 /// the segments of both writers; a truncation deletes the first writer's segment.
+/// Every record of `log` from its head to its tail: position and transaction id.
+async fn positions(ns: &dlog::log::Namespace, log: &str) -> Vec<(dlog::log::Dlsn, u64)> {
+    let config = dlog::log::ReaderConfig { stop_at_tail: true };
+    let mut reader = ns.open_reader_with(log, dlog::log::StartPosition::Head, config).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = tokio::time::timeout(WAIT, reader.next()).await.unwrap().unwrap() {
+        out.push((r.dlsn, r.txid));
+    }
+    out
+}
+
 #[test]
 fn the_log_on_a_cluster_survives_a_killed_bookie_and_a_takeover() {
-    use dlog::log::{LogError, Namespace, ReaderConfig, Record, StartPosition};
+    use dlog::log::{LogError, Namespace, Record};
     let _serial = serial();
     let mut cluster = Cluster::start(4, |_| KILLABLE);
     let uri = format!("{}?namespace=logs", cluster.metadata);
@@ -1080,15 +1091,7 @@ fn the_log_on_a_cluster_survives_a_killed_bookie_and_a_takeover() {
     assert!(matches!(runtime.block_on(old.write(Record::new("late"))), Err(LogError::Fenced { .. })));
     acked.extend(write_some(&new, 0, 200).into_iter().map(|r| r.expect("the new writer")));
     runtime.block_on(new.close()).unwrap();
-    let read = runtime.block_on(async {
-        let config = ReaderConfig { stop_at_tail: true };
-        let mut reader = ns2.open_reader_with("events", StartPosition::Head, config).await.unwrap();
-        let mut out = Vec::new();
-        while let Some(r) = tokio::time::timeout(WAIT, reader.next()).await.unwrap().unwrap() {
-            out.push((r.dlsn, r.txid));
-        }
-        out
-    });
+    let read = runtime.block_on(positions(&ns2, "events"));
     assert!(read.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "in order, once");
     let present: BTreeSet<_> = read.iter().copied().collect();
     for a in &acked {
@@ -1109,7 +1112,7 @@ fn the_log_on_a_cluster_survives_a_killed_bookie_and_a_takeover() {
 /// record fails, every acknowledged one reads back, and segments rolled across the outage.
 #[test]
 fn the_log_rides_out_an_etcd_restart() {
-    use dlog::log::{Namespace, NamespaceConfig, ReaderConfig, Record, StartPosition};
+    use dlog::log::{Namespace, NamespaceConfig, Record};
     let _serial = serial();
     let mut cluster = Cluster::start(3, |_| KILLABLE);
     let uri = format!("{}?namespace=outage", cluster.metadata);
@@ -1157,15 +1160,7 @@ fn the_log_rides_out_an_etcd_restart() {
     assert!(after > before + 1, "segments rolled across the outage: {before} then {after}");
     let writer = Arc::try_unwrap(writer).ok().expect("the only handle");
     runtime.block_on(writer.close()).unwrap();
-    let read = runtime.block_on(async {
-        let config = ReaderConfig { stop_at_tail: true };
-        let mut reader = ns.open_reader_with("events", StartPosition::Head, config).await.unwrap();
-        let mut out = Vec::new();
-        while let Some(r) = tokio::time::timeout(WAIT, reader.next()).await.unwrap().unwrap() {
-            out.push((r.dlsn, r.txid));
-        }
-        out
-    });
+    let read = runtime.block_on(positions(&ns, "events"));
     let present: BTreeSet<_> = read.iter().copied().collect();
     assert!(
         acked.iter().all(|a| present.contains(&(a.dlsn, a.txid))),

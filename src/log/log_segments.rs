@@ -185,25 +185,37 @@ impl LogSegments {
                     self.open.insert(seq, (segment, version));
                     return Ok(());
                 }
-                Err(e) if self.is_log_conflict(&e) && conflicts < CONFLICT_ATTEMPTS => {
-                    conflicts += 1;
-                    match self.refresh().await {
-                        Ok(()) => continue,
-                        Err(e) => e,
-                    }
-                }
-                Err(e) if self.is_log_conflict(&e) => LogError::Metadata(MetaError::Unavailable(format!(
-                    "adding segment {seq}: too many conflicts"
-                ))),
-                Err(e) => {
-                    in_doubt |= matches!(e, MetaError::Unavailable(_));
-                    self.map(e)
-                }
+                Err(e) => match self.failed_write(e, &mut conflicts, &mut in_doubt).await {
+                    None => continue,
+                    Some(error) => error,
+                },
             };
             if !retry.again(&error).await {
                 return Err(error);
             }
         }
+    }
+
+    /// What a failed write fenced by the lock means (LS1, LS4): `None` to try again at once (a
+    /// conflict caused by someone else: the log re-read), else the error; a store error after
+    /// the write was sent leaves it `in_doubt`.
+    async fn failed_write(
+        &mut self,
+        e: MetaError,
+        conflicts: &mut usize,
+        in_doubt: &mut bool,
+    ) -> Option<LogError> {
+        if self.is_log_conflict(&e) {
+            if *conflicts < CONFLICT_ATTEMPTS {
+                *conflicts += 1;
+                return self.refresh().await.err();
+            }
+            return Some(LogError::Metadata(MetaError::Unavailable(format!(
+                "{e}: {CONFLICT_ATTEMPTS} conflicts in a row"
+            ))));
+        }
+        *in_doubt |= matches!(e, MetaError::Unavailable(_));
+        Some(self.map(e))
     }
 
     /// The log's segment `seq` as stored, if listed (after re-reading the lock and the log:
@@ -285,20 +297,10 @@ impl LogSegments {
                     (self.meta, self.version) = (meta, v);
                     return Ok(());
                 }
-                Err(e) if self.is_log_conflict(&e) && conflicts < CONFLICT_ATTEMPTS => {
-                    conflicts += 1;
-                    match self.refresh().await {
-                        Ok(()) => continue,
-                        Err(e) => e,
-                    }
-                }
-                Err(e) if self.is_log_conflict(&e) => LogError::Metadata(MetaError::Unavailable(format!(
-                    "completing segment {seq}: too many conflicts"
-                ))),
-                Err(e) => {
-                    in_doubt |= matches!(e, MetaError::Unavailable(_));
-                    self.map(e)
-                }
+                Err(e) => match self.failed_write(e, &mut conflicts, &mut in_doubt).await {
+                    None => continue,
+                    Some(error) => error,
+                },
             };
             if !retry.again(&error).await {
                 return Err(error);
