@@ -39,14 +39,15 @@ pub struct WriterLock {
 }
 
 impl WriterLock {
-    /// The operation that fences a write with this lock: the lock key rewritten unchanged,
-    /// on the condition that it is still this holder's (its version) and bound to its lease.
     /// Whether `stored` (the lock key as read) is still this holder's lock: the same value
-    /// under the same lease (its version may have moved with writes it fenced).
+    /// (its epoch and acquisition time) under the same lease (its version may have moved with
+    /// writes it fenced).
     pub(crate) fn holds(&self, stored: &crate::Versioned) -> bool {
         stored.value == self.value && stored.lease == Some(self.lease)
     }
 
+    /// The operation that fences a write with this lock: the lock key rewritten unchanged,
+    /// on the condition that it is still this holder's (its version) and bound to its lease.
     pub(crate) fn fence(&self) -> Op {
         Op::Put {
             key: schema::lock_key(&self.namespace, &self.log),

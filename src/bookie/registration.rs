@@ -19,8 +19,9 @@
 //! - RG4: every wait is bounded: the stale-registration wait at start, the backoff between
 //!   attempts (`BACKOFF_MIN` doubling to `BACKOFF_MAX`), deregistration (one lease ttl).
 //! - RG5: start rides out a store that is briefly unavailable (an etcd restart or pause):
-//!   errors retrying may mend are retried with the run loop's backoff for `START_RETRY_FOR`,
-//!   the time spent not counting against the stale-registration wait; refusals (`Corrupt`,
+//!   errors retrying may mend are retried with the run loop's backoff for `START_RETRY_FOR`;
+//!   only the attempts that found the old registration (and their polls) count against the
+//!   stale-registration wait, never the outage's; refusals (`Corrupt`,
 //!   `Invalid`, `Unauthorized`, a missing cookie) end it at once.
 //!
 //! A restart within the ttl. A bookie killed and restarted quickly finds its old registration,
@@ -376,22 +377,22 @@ impl<S: MetadataStore + 'static> Registration<S> {
             config,
         };
         let want = registration.config.read_only;
-        let mut waited_from = Instant::now();
+        // RG5: only the time spent finding the old registration counts against its wait.
+        let mut stale_waited = Duration::ZERO;
         let wait = registration.config.lease_ttl * STALE_WAIT_TTLS;
         let poll = registration.config.lease_ttl / 10;
         let mut told = false;
         let mut backoff = BACKOFF_MIN;
         loop {
+            let attempt_from = Instant::now();
             match registration.align(want).await {
                 Ok(()) => return Ok(registration),
                 Err(Failure::Retry(e)) if started.elapsed() < START_RETRY_FOR => {
-                    // RG5: the store's outage does not count against the stale wait.
                     tracing::warn!(error = %e, ?backoff, "registering at start failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    waited_from += backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                Err(Failure::Stale(key)) if waited_from.elapsed() < wait => {
+                Err(Failure::Stale(key)) if stale_waited < wait => {
                     backoff = BACKOFF_MIN;
                     if !told {
                         told = true;
@@ -402,9 +403,10 @@ impl<S: MetadataStore + 'static> Registration<S> {
                         );
                     }
                     tokio::time::sleep(poll).await;
+                    stale_waited += attempt_from.elapsed();
                 }
                 Err(Failure::Stale(key)) => {
-                    return Err(RegistrationError::StaleRegistration { key, waited: waited_from.elapsed() });
+                    return Err(RegistrationError::StaleRegistration { key, waited: stale_waited });
                 }
                 Err(Failure::Retry(e) | Failure::Fatal(e)) => return Err(e.into()),
             }

@@ -13,12 +13,15 @@
 //! - LS3: only segments of earlier writer epochs are recovered: a newer writer's segment means
 //!   this writer was taken over, and it stops (`Fenced`) without fencing the newer one.
 //! - LS4: a roll rides out a store that is briefly unavailable (an etcd leader election): the
-//!   segment's creation (also while too few bookies are registered: they re-register after
-//!   it), its addition to the list and its completion are retried with backoff for
-//!   `STORE_RETRY_FOR`. An addition or completion whose answer was lost may have landed:
-//!   before trying again the stored list decides (landed is success), and each try is a
-//!   compare-and-set, so at most one lands. A segment whose addition is still in doubt when
-//!   the retries end is not deleted (it may be listed): it stays, traceable by its owner.
+//!   segment's creation, its addition to the list and its completion are retried with
+//!   backoff, within one budget of `STORE_RETRY_FOR` per roll (`PLACEMENT_RETRY_FOR` while
+//!   too few bookies are registered: they register again after such an outage). An addition
+//!   or completion whose answer was lost may have landed, even after a later try was sent:
+//!   before trying again, and on a conflict while in doubt, the stored list decides (landed
+//!   is success), and each try is a compare-and-set, so at most one lands. A segment whose
+//!   addition may have landed is never deleted when the writer gives up (it may be listed):
+//!   it stays, traceable by its owner. The previous segment's completion waits behind a roll
+//!   that is retrying (they share the writer's hold on the log's metadata).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +44,9 @@ use super::writer_core::SegmentSummary;
 const CONFLICT_ATTEMPTS: usize = 16;
 /// How long a roll's metadata calls are retried while the store is unavailable (LS4).
 pub(crate) const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long a roll waits for enough bookies to register (LS4): bookies that lost their leases
+/// in an outage register again within seconds; a cluster with too few bookies fails this late.
+pub(crate) const PLACEMENT_RETRY_FOR: Duration = Duration::from_secs(10);
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
@@ -62,15 +68,13 @@ impl StoreRetry {
             LogError::Metadata(MetaError::Unavailable(_)) => true,
             // Too few writable bookies is as passing: bookies re-register after an outage of
             // the store cost them their leases (Kafka's NotEnoughReplicas is retriable too).
-            LogError::Replication(e) => matches!(
-                e.as_ref(),
-                ReplicationError::Unavailable(_)
-                    | ReplicationError::Metadata(MetaError::Unavailable(_))
-                    | ReplicationError::Placement(PlacementError::NotEnoughBookies { .. })
-            ),
+            LogError::Replication(e) => matches!(e.as_ref(), ReplicationError::Unavailable(_)),
             _ => false,
         };
-        if !unavailable || self.started.elapsed() >= STORE_RETRY_FOR {
+        let placement = matches!(error, LogError::Replication(e)
+            if matches!(e.as_ref(), ReplicationError::Placement(PlacementError::NotEnoughBookies { .. })));
+        let limit = if placement { PLACEMENT_RETRY_FOR } else { STORE_RETRY_FOR };
+        if !(unavailable || placement) || self.started.elapsed() >= limit {
             return false;
         }
         tracing::warn!(%error, pause = ?self.pause, "metadata unavailable; trying again");
@@ -78,6 +82,14 @@ impl StoreRetry {
         self.pause = (self.pause * 2).min(RETRY_PAUSE_MAX);
         true
     }
+}
+
+/// Why `LogSegments::add` gave up.
+pub(crate) struct AddFailed {
+    /// The last error.
+    pub(crate) error: LogError,
+    /// Whether a try may have landed: the segment may be in the log's list (LS4).
+    pub(crate) maybe_listed: bool,
 }
 
 /// The log's metadata as this writer last knew it, with its lock.
@@ -144,8 +156,17 @@ impl LogSegments {
         matches!(e, MetaError::VersionConflict { key, .. } if *key == schema::log_key(&self.namespace, &self.log))
     }
 
-    /// Adds in-progress segment `seq` (the log's next) holding segment `segment_id`.
-    pub(crate) async fn add(&mut self, seq: u64, segment_id: u64, first_txid: u64) -> Result<(), LogError> {
+    /// Adds in-progress segment `seq` (the log's next) holding segment `segment_id`, retrying
+    /// within `retry` (LS4). A failure says whether the addition may still have landed.
+    pub(crate) async fn add(
+        &mut self,
+        seq: u64,
+        segment_id: u64,
+        first_txid: u64,
+        retry: &mut StoreRetry,
+    ) -> Result<(), AddFailed> {
+        let mut in_doubt = false;
+        let failed = |error, in_doubt| AddFailed { error, maybe_listed: in_doubt };
         let segment = LogSegment {
             seq,
             segment_id,
@@ -154,8 +175,6 @@ impl LogSegments {
             created_ms: now_ms(),
             state: LogSegmentState::InProgress,
         };
-        let mut retry = StoreRetry::new();
-        let mut in_doubt = false;
         let mut conflicts = 0;
         loop {
             if in_doubt {
@@ -168,14 +187,16 @@ impl LogSegments {
                         return Ok(());
                     }
                     Ok(Some((listed, _))) => {
-                        return Err(LogError::Internal(format!(
+                        let error = LogError::Internal(format!(
                             "segment {seq} of the log is segment {}, not {segment_id}",
                             listed.segment_id
-                        )));
+                        ));
+                        return Err(failed(error, false));
                     }
                     Ok(None) => {}
                     Err(e) if retry.again(&e).await => continue,
-                    Err(e) => return Err(e),
+                    // Fenced (the lock lost) included: this writer cannot tell any more.
+                    Err(e) => return Err(failed(e, true)),
                 }
             }
             let error = match self.logs.add_segment(&mut self.lock, &segment, &self.meta, self.version).await
@@ -191,7 +212,7 @@ impl LogSegments {
                 },
             };
             if !retry.again(&error).await {
-                return Err(error);
+                return Err(failed(error, in_doubt));
             }
         }
     }
@@ -205,6 +226,13 @@ impl LogSegments {
         conflicts: &mut usize,
         in_doubt: &mut bool,
     ) -> Option<LogError> {
+        // While in doubt, a conflict may be the earlier try landing late (a timed-out etcd
+        // proposal can still apply): the stored state decides, at the loop's top.
+        let late = matches!(e, MetaError::AlreadyExists(_) | MetaError::VersionConflict { .. });
+        if *in_doubt && late && *conflicts < CONFLICT_ATTEMPTS {
+            *conflicts += 1;
+            return None;
+        }
         if self.is_log_conflict(&e) {
             if *conflicts < CONFLICT_ATTEMPTS {
                 *conflicts += 1;

@@ -531,20 +531,21 @@ async fn open_segment(shared: Arc<Shared>, seq: u64, first_txid: u64) {
                 Err(error) => return Err(error),
             }
         };
-        match segments.add(seq, handle.id(), first_txid).await {
+        match segments.add(seq, handle.id(), first_txid, &mut retry).await {
             Ok(()) => Ok(handle),
-            Err(error) => {
+            Err(failed) => {
                 let id = handle.id();
                 drop(handle);
-                if matches!(error, LogError::Metadata(MetaError::Unavailable(_))) {
-                    // LS4: still in doubt, it may be listed: its metadata stays.
+                if failed.maybe_listed {
+                    // LS4: it may be listed: its metadata stays.
+                    let error = &failed.error;
                     tracing::warn!(segment = id, %error, "a segment's addition to its log is in doubt; kept");
                 } else {
                     // Not in the log's list, and no entry was sent to it: its metadata goes
                     // too, or it would be an orphan no one deletes.
                     log_segments::delete_unlisted(&shared.store, id).await;
                 }
-                Err(error)
+                Err(failed.error)
             }
         }
     }

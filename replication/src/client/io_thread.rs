@@ -45,6 +45,9 @@ struct Link {
     pumped: Option<Rc<Connection>>,
     /// Without an address: when the registry was last asked for one.
     looked_up: Option<Instant>,
+    /// When its client's backoff was last ended because the registry showed it (at most once
+    /// per `LOOKUP_EVERY`: a bookie registered but unreachable still backs off).
+    nudged: Option<Instant>,
 }
 
 /// A bookie without an address is looked up in the registry again at most this often.
@@ -445,9 +448,12 @@ impl State {
                 }
                 link.pumped = None;
                 link.client = Some(BookieClient::with_valid_config(addr, self.config.clone()));
-            } else if let Some(client) = link.client.as_ref().filter(|_| bookie.addr.is_some()) {
+            } else if let Some(client) = link.client.as_ref().filter(|_| bookie.addr.is_some())
+                && link.nudged.is_none_or(|at| self.clock >= at + LOOKUP_EVERY)
+            {
                 // Just looked up in the registry at the same address: registered, so probably
                 // back; a reader must not wait out a backoff grown while it was down.
+                link.nudged = Some(self.clock);
                 client.nudge();
             }
             return *index;
@@ -462,6 +468,7 @@ impl State {
             connecting: false,
             pumped: None,
             looked_up: None,
+            nudged: None,
         });
         self.by_id.insert(bookie.id.clone(), index);
         index

@@ -18,8 +18,9 @@
 //! - B2: a dead connection is never handed out: it is dropped (closing it) and replaced.
 //! - B3: the backoff after `n` consecutive failed connects lies in
 //!   `[b/2, b]` with `b = min(backoff_initial * 2^(n-1), backoff_max)`, unless `nudge` ends it
-//!   early: the owner saw the bookie registered anew (a sign it is back), and the next request
-//!   connects at once; the count of failures stays, so a bookie still down backs off as long.
+//!   early: the owner saw the bookie registered (a sign it may be back; the replication client
+//!   nudges a bookie at most once a second), and the next request connects at once; the count
+//!   of failures stays, so a bookie still down backs off as long.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -143,7 +144,7 @@ impl BookieClient {
     }
 
     /// Ends a backoff now (B3): the next request connects at once. For the owner that saw the
-    /// bookie registered anew.
+    /// bookie registered.
     pub fn nudge(&self) {
         let mut link = self.inner.link.borrow_mut();
         if matches!(&*link, Link::Backoff { .. }) {
