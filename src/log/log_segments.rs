@@ -62,15 +62,16 @@ impl StoreRetry {
     }
 
     /// After a failed call: pauses and answers true when it is worth another (the store was
-    /// unavailable, and `STORE_RETRY_FOR` has not passed); false at once otherwise.
+    /// unavailable and `STORE_RETRY_FOR` has not passed, or too few bookies were registered
+    /// and `PLACEMENT_RETRY_FOR` has not passed); false at once otherwise.
     pub(crate) async fn again(&mut self, error: &LogError) -> bool {
         let unavailable = match error {
             LogError::Metadata(MetaError::Unavailable(_)) => true,
-            // Too few writable bookies is as passing: bookies re-register after an outage of
-            // the store cost them their leases (Kafka's NotEnoughReplicas is retriable too).
             LogError::Replication(e) => matches!(e.as_ref(), ReplicationError::Unavailable(_)),
             _ => false,
         };
+        // Too few writable bookies is as passing: bookies re-register after an outage of the
+        // store cost them their leases (Kafka's NotEnoughReplicas is retriable too).
         let placement = matches!(error, LogError::Replication(e)
             if matches!(e.as_ref(), ReplicationError::Placement(PlacementError::NotEnoughBookies { .. })));
         let limit = if placement { PLACEMENT_RETRY_FOR } else { STORE_RETRY_FOR };
