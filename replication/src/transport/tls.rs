@@ -415,12 +415,23 @@ impl TlsWriter {
         Ok(taken)
     }
 
-    /// Sends every TLS record rustls has queued (TL1).
+    /// Sends every TLS record rustls has queued (TL1). First straight from rustls' buffers
+    /// with a non-blocking send (`DirectSend`), which saves copying every record into `out`;
+    /// what the socket does not take at once is copied and sent through the runtime.
     async fn send(&mut self) -> io::Result<()> {
         loop {
             self.out.clear();
             {
                 let mut session = self.session.borrow_mut();
+                let mut direct = DirectSend(socket2::SockRef::from(&self.socket));
+                while session.wants_write() {
+                    match session.write_tls(&mut direct) {
+                        Ok(_) => {}
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(error) => return Err(error),
+                    }
+                }
                 while session.wants_write() {
                     session.write_tls(&mut self.out)?;
                 }
@@ -436,6 +447,25 @@ impl TlsWriter {
                 self.out = Vec::new();
             }
         }
+    }
+}
+
+/// An `io::Write` over a socket that never waits: a send the socket cannot take now fails with
+/// `WouldBlock` (and takes nothing). Only the writer half uses it, between its awaits, so no
+/// runtime write is in flight on the socket at the same time (TL1).
+struct DirectSend<'a>(socket2::SockRef<'a>);
+
+impl Write for DirectSend<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
