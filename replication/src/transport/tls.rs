@@ -31,6 +31,12 @@
 //! - TL4: no `RefCell` borrow of the rustls connection is held across an await.
 //! - TL5: a failed handshake sends the alert rustls queued for it (best effort), so the peer
 //!   learns why (an untrusted certificate, a missing one) instead of seeing a bare close.
+//! - TL6: the writer sends in one of two ways, never both at once: straight from rustls'
+//!   buffers with a non-blocking send (no await), and what the socket did not take through the
+//!   runtime, awaited to the end before the write returns. A write dropped before it returned
+//!   (a timeout) may leave a runtime send in flight: its callers then write nothing more on the
+//!   connection (the bookie's outbox and the client's writer break it), as a half-sent TLS
+//!   record could not be followed by anything anyway.
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, Write};
@@ -452,7 +458,7 @@ impl TlsWriter {
 
 /// An `io::Write` over a socket that never waits: a send the socket cannot take now fails with
 /// `WouldBlock` (and takes nothing). Only the writer half uses it, between its awaits, so no
-/// runtime write is in flight on the socket at the same time (TL1).
+/// runtime write is in flight on the socket at the same time (TL6).
 struct DirectSend<'a>(socket2::SockRef<'a>);
 
 impl Write for DirectSend<'_> {
