@@ -477,3 +477,37 @@ async fn a_start_rides_out_an_etcd_outage() {
     assert_eq!(held.lease, registration.lease());
     registration.deregister().await.unwrap();
 }
+
+/// RG5 against an etcd that is paused (SIGSTOP), not killed: its calls hang instead of being
+/// refused, so the start must bound each (ES1) and retry; once etcd goes on it starts.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_rides_out_a_paused_etcd() {
+    let server = dlog_metadata::etcd_server::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(AnyStore::open(&server.uri("registration")).await.unwrap());
+    let b = Backend {
+        store,
+        ttl: Duration::from_secs(2),
+        disks: tempfile::tempdir().unwrap(),
+        _guard: Box::new(()),
+    };
+    let crashed = b.start().await.unwrap();
+    drop(crashed); // its registration stays until its lease expires
+    let pid = server.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(&pid).status().unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    };
+    signal("STOP");
+    let (store, config) = (b.store.clone(), b.config());
+    let starting = tokio::spawn(async move { Registration::start(store, config).await });
+    // Paused for longer than one call's bound and the whole stale wait.
+    tokio::time::sleep(b.ttl * STALE_WAIT_TTLS + Duration::from_secs(3)).await;
+    let still_waiting = !starting.is_finished();
+    signal("CONT");
+    assert!(still_waiting, "the start waits for the paused etcd");
+    let registration = tokio::time::timeout(WAIT_MAX * 2, starting).await.unwrap().unwrap().unwrap();
+    let held = b.registered().await.unwrap();
+    assert_eq!(held.lease, registration.lease());
+    registration.deregister().await.unwrap();
+}

@@ -302,6 +302,11 @@ impl EtcdServer {
         &self.data
     }
 
+    /// The process id of the running etcd (for tests that pause it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills etcd (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
