@@ -1,8 +1,9 @@
 //! The TLS stream halves (replication/src/transport/tls.rs) under back-pressure, over loopback,
 //! for TLS 1.3 and TLS 1.2: a writer whose records the socket cannot take at once (the peer not
 //! reading) falls back from its direct non-blocking send to the runtime's send and loses,
-//! repeats or reorders nothing; both directions of one connection at once; and a shutdown read
-//! as the end of the stream after everything sent.
+//! repeats or reorders nothing; both directions of one connection at once; a shutdown read as
+//! the end of the stream after everything sent; and a write dropped mid-send failing every
+//! later write on that half (TL6) instead of letting it overtake.
 //!
 //! Every byte is checked against its position's pattern, so a lost, repeated or reordered
 //! record fails the test at the first byte it moved.
@@ -70,12 +71,16 @@ async fn pair(version: &'static rustls::SupportedProtocolVersion) -> (Accepted, 
         .with_no_client_auth();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Small socket buffers, whatever the machine's limits: the 24 MiB write cannot fit in them
+    // even with the reader's, so the direct send is cut short and falls back.
     let server_side = async {
         let (stream, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&stream).set_recv_buffer_size(64 << 10).unwrap();
         tls::accept(stream, Arc::new(server)).await.unwrap()
     };
     let client_side = async {
         let stream = TcpStream::connect(addr).await.unwrap();
+        socket2::SockRef::from(&stream).set_send_buffer_size(64 << 10).unwrap();
         tls::connect(stream, Arc::new(client), tls::server_name_of(addr)).await.unwrap()
     };
     join(client_side, server_side).await
@@ -110,8 +115,11 @@ async fn read_pattern(reader: &mut StreamReader, wait: Duration) -> u64 {
     }
 }
 
+/// Runs `future` on a compio runtime of its own; a hang (a writer spinning or waiting for
+/// ever) fails the test after a minute instead of holding CI.
 fn run<F: std::future::Future>(future: F) -> F::Output {
-    compio::runtime::Runtime::new().unwrap().block_on(future)
+    let bounded = compio::time::timeout(Duration::from_secs(60), future);
+    compio::runtime::Runtime::new().unwrap().block_on(bounded).expect("the TLS stream test hung")
 }
 
 #[test]
@@ -148,4 +156,20 @@ fn both_directions_of_one_connection_at_once() {
             assert_eq!((there, back), (total as u64, total as u64), "{version:?}");
         });
     }
+}
+
+#[test]
+fn a_write_dropped_mid_send_fails_every_later_write() {
+    run(async {
+        let (mut client, _server) = pair(&rustls::version::TLS13).await;
+        // Nobody reads: the write waits on the runtime's send until the timeout drops it.
+        let stuck = compio::time::timeout(
+            Duration::from_millis(300),
+            client.writer.write_vectored_all(chunks(24 << 20)),
+        );
+        assert!(stuck.await.is_err(), "a 24 MiB write finished with nobody reading");
+        // TL6: a later write must not overtake the send the dropped one left under way.
+        let BufResult(later, _) = client.writer.write_all(vec![7u8; 100]).await;
+        assert!(later.is_err(), "a write after a dropped one went through");
+    });
 }

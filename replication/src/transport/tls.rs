@@ -34,9 +34,10 @@
 //! - TL6: the writer sends in one of two ways, never both at once: straight from rustls'
 //!   buffers with a non-blocking send (no await), and what the socket did not take through the
 //!   runtime, awaited to the end before the write returns. A write dropped before it returned
-//!   (a timeout) may leave a runtime send in flight: its callers then write nothing more on the
-//!   connection (the bookie's outbox and the client's writer break it), as a half-sent TLS
-//!   record could not be followed by anything anyway.
+//!   (a timeout) may leave a runtime send in flight: every later write on the half then fails
+//!   (`sending` stays set) rather than overtake it; the callers break the connection there
+//!   anyway (the bookie's outbox, the client's writer), as a half-sent TLS record could not be
+//!   followed by anything.
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, Write};
@@ -196,7 +197,7 @@ async fn handshake(stream: TcpStream, mut session: rustls::Connection) -> Result
     let session = Rc::new(RefCell::new(session));
     let reader =
         TlsReader { session: session.clone(), socket: read_socket, cipher, ended: false, calm: true };
-    let writer = TlsWriter { session, socket: write_socket, out };
+    let writer = TlsWriter { session, socket: write_socket, out, sending: false };
     Ok(Accepted { reader: StreamReader::Tls(reader), writer: StreamWriter::Tls(writer), peer_certificates })
 }
 
@@ -382,6 +383,9 @@ pub struct TlsWriter {
     socket: TcpStream,
     /// Ciphertext on its way to the socket (kept for its capacity).
     out: Vec<u8>,
+    /// A runtime send of `out` is under way (TL6): set across its await, so a write dropped
+    /// there leaves it set and every later write fails instead of overtaking it.
+    sending: bool,
 }
 
 impl TlsWriter {
@@ -423,8 +427,16 @@ impl TlsWriter {
 
     /// Sends every TLS record rustls has queued (TL1). First straight from rustls' buffers
     /// with a non-blocking send (`DirectSend`), which saves copying every record into `out`;
-    /// what the socket does not take at once is copied and sent through the runtime.
+    /// what the socket does not take at once is copied and sent through the runtime (TL6).
+    /// `out` is let go when large unless this call needed the runtime for much (a busy
+    /// connection keeps its buffer).
     async fn send(&mut self) -> io::Result<()> {
+        if self.sending {
+            // TL6: an earlier write was dropped while the runtime sent its records; what is
+            // sent now could land before them.
+            return Err(io::Error::other("TLS: an earlier write was dropped mid-send"));
+        }
+        let mut calm = true;
         loop {
             self.out.clear();
             {
@@ -432,6 +444,7 @@ impl TlsWriter {
                 let mut direct = DirectSend(socket2::SockRef::from(&self.socket));
                 while session.wants_write() {
                     match session.write_tls(&mut direct) {
+                        Ok(0) => break, // nothing taken: the runtime sends the rest
                         Ok(_) => {}
                         Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                         Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -443,22 +456,24 @@ impl TlsWriter {
                 }
             }
             if self.out.is_empty() {
+                if calm && self.out.capacity() > KEEP_BYTES_MAX {
+                    self.out = Vec::new();
+                }
                 return Ok(());
             }
-            let len = self.out.len();
+            calm = self.out.len() < CALM_BYTES;
+            self.sending = true;
             let BufResult(sent, out) = self.socket.write_all(std::mem::take(&mut self.out)).await;
+            self.sending = false;
             self.out = out;
             sent?;
-            if self.out.capacity() > KEEP_BYTES_MAX && len < CALM_BYTES {
-                self.out = Vec::new();
-            }
         }
     }
 }
 
 /// An `io::Write` over a socket that never waits: a send the socket cannot take now fails with
-/// `WouldBlock` (and takes nothing). Only the writer half uses it, between its awaits, so no
-/// runtime write is in flight on the socket at the same time (TL6).
+/// `WouldBlock` (and takes nothing). Only the writer half uses it, and only while no runtime
+/// send of its own is under way (TL6: `TlsWriter::sending`).
 struct DirectSend<'a>(socket2::SockRef<'a>);
 
 impl Write for DirectSend<'_> {
