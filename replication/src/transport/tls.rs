@@ -65,11 +65,15 @@ const WRITE_PLAINTEXT_MAX: usize = 1 << 20;
 /// Plaintext of a full TLS record (rustls' default and the protocol's largest fragment).
 const RECORD_BYTES: usize = 16 << 10;
 /// Buffers a connection keeps between reads and writes at most once it calms down: larger
-/// ones (grown for a busy moment) are let go when empty after a read or a write of under
-/// `CALM_BYTES`, so an idle TLS connection costs little more than a plain one, and a busy one
-/// keeps its buffers (no allocation per read or write).
+/// ones (grown for a busy moment) are let go when empty after a read of under `CALM_BYTES`, or
+/// after `CALM_SENDS` writes in a row that each needed under `CALM_BYTES` of it, so an idle TLS
+/// connection costs little more than a plain one, and a busy one keeps its buffers (no
+/// allocation per read or write).
 const KEEP_BYTES_MAX: usize = 64 << 10;
 const CALM_BYTES: usize = 16 << 10;
+/// A writer lets its large buffer go after this many sends in a row that needed little of it
+/// (the socket took nearly everything straight from rustls).
+const CALM_SENDS: u32 = 64;
 /// How long, and for how many bytes, a server reads on after refusing a handshake (`linger`).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 const LINGER_BYTES_MAX: usize = 64 << 10;
@@ -197,7 +201,7 @@ async fn handshake(stream: TcpStream, mut session: rustls::Connection) -> Result
     let session = Rc::new(RefCell::new(session));
     let reader =
         TlsReader { session: session.clone(), socket: read_socket, cipher, ended: false, calm: true };
-    let writer = TlsWriter { session, socket: write_socket, out, sending: false };
+    let writer = TlsWriter { session, socket: write_socket, out, sending: false, calm_sends: 0 };
     Ok(Accepted { reader: StreamReader::Tls(reader), writer: StreamWriter::Tls(writer), peer_certificates })
 }
 
@@ -386,6 +390,8 @@ pub struct TlsWriter {
     /// A runtime send of `out` is under way (TL6): set across its await, so a write dropped
     /// there leaves it set and every later write fails instead of overtaking it.
     sending: bool,
+    /// Calls to `send` in a row that needed the runtime for less than `CALM_BYTES`.
+    calm_sends: u32,
 }
 
 impl TlsWriter {
@@ -428,15 +434,14 @@ impl TlsWriter {
     /// Sends every TLS record rustls has queued (TL1). First straight from rustls' buffers
     /// with a non-blocking send (`DirectSend`), which saves copying every record into `out`;
     /// what the socket does not take at once is copied and sent through the runtime (TL6).
-    /// `out` is let go when large unless this call needed the runtime for much (a busy
-    /// connection keeps its buffer).
+    /// `out` is let go when large once `CALM_SENDS` calls in a row needed the runtime for
+    /// little (a connection its peer keeps up with), so a busy one keeps its buffer.
     async fn send(&mut self) -> io::Result<()> {
         if self.sending {
             // TL6: an earlier write was dropped while the runtime sent its records; what is
             // sent now could land before them.
             return Err(io::Error::other("TLS: an earlier write was dropped mid-send"));
         }
-        let mut calm = true;
         loop {
             self.out.clear();
             {
@@ -456,12 +461,15 @@ impl TlsWriter {
                 }
             }
             if self.out.is_empty() {
-                if calm && self.out.capacity() > KEEP_BYTES_MAX {
+                self.calm_sends = self.calm_sends.saturating_add(1);
+                if self.calm_sends >= CALM_SENDS && self.out.capacity() > KEEP_BYTES_MAX {
                     self.out = Vec::new();
                 }
                 return Ok(());
             }
-            calm = self.out.len() < CALM_BYTES;
+            if self.out.len() >= CALM_BYTES {
+                self.calm_sends = 0;
+            }
             self.sending = true;
             let BufResult(sent, out) = self.socket.write_all(std::mem::take(&mut self.out)).await;
             self.sending = false;
