@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::log::namespace::split_namespace;
 use crate::log::{Namespace, NamespaceConfig};
 
 pub use crate::local_cluster::DEFAULT_METADATA_URI;
@@ -26,7 +27,8 @@ pub use write::WriteArgs;
 /// What `--metadata` says, for `--help`.
 pub const METADATA_HELP: &str = "The cluster: dlog://host:port (the metadata a running `dlog local` serves), \
                                  local:///DIR (a cluster run in this process on DIR, one process at a time) or \
-                                 etcd://host:port/scope; `?namespace=NAME` picks the namespace (default `default`)";
+                                 etcd[s]://host:port/scope[?PARAMETERS] (docs/metadata.md); the parameter \
+                                 `namespace=NAME` picks the namespace (default `default`)";
 
 /// How long the runtime's background work may take to stop once a command is done.
 const RUNTIME_STOP: Duration = Duration::from_secs(2);
@@ -55,16 +57,18 @@ impl std::str::FromStr for LogName {
     }
 }
 
-/// The namespace URI for `log` under `metadata`: the name's namespace goes into the URI as
-/// `?namespace=`; one that disagrees with a `?namespace=` already there is refused.
+/// The namespace URI for `log` under `metadata`: the name's namespace goes into the URI as its
+/// `namespace=` parameter (after the store's own parameters, e.g. an `etcds://` URI's files);
+/// one that disagrees with a `namespace=` already there is refused.
 pub fn namespace_uri(metadata: &str, log: &LogName) -> Result<String> {
     let Some(ns) = &log.namespace else { return Ok(metadata.to_owned()) };
-    match metadata.split_once('?') {
-        None => Ok(format!("{metadata}?namespace={ns}")),
-        Some((_, query)) if query == format!("namespace={ns}") => Ok(metadata.to_owned()),
-        Some((_, query)) => {
-            bail!("log {ns}/{}: the namespace disagrees with the metadata URI's ?{query}", log.log)
+    match split_namespace(metadata)? {
+        (_, Some(given)) if &given == ns => Ok(metadata.to_owned()),
+        (_, Some(given)) => {
+            bail!("log {ns}/{}: the namespace disagrees with the metadata URI's namespace={given}", log.log)
         }
+        (_, None) if metadata.contains('?') => Ok(format!("{metadata}&namespace={ns}")),
+        (_, None) => Ok(format!("{metadata}?namespace={ns}")),
     }
 }
 
@@ -114,6 +118,16 @@ mod tests {
         assert_eq!(namespace_uri("dlog://h:1", &nested).unwrap(), "dlog://h:1?namespace=ns");
         assert_eq!(namespace_uri("dlog://h:1?namespace=ns", &nested).unwrap(), "dlog://h:1?namespace=ns");
         assert!(namespace_uri("dlog://h:1?namespace=other", &nested).is_err());
+        // The store's own parameters stay, before or after the namespace.
+        let etcds = "etcds://h:1/s?ca=/c.pem&user=u&password_file=/p";
+        assert_eq!(namespace_uri(etcds, &nested).unwrap(), format!("{etcds}&namespace=ns"));
+        assert_eq!(
+            namespace_uri(&format!("{etcds}&namespace=ns"), &nested).unwrap(),
+            format!("{etcds}&namespace=ns")
+        );
+        assert!(namespace_uri(&format!("{etcds}&namespace=other"), &nested).is_err());
+        assert!(namespace_uri("etcd://h:1/s?namespace=a&namespace=ns", &nested).is_err());
+        assert_eq!(namespace_uri(etcds, &plain).unwrap(), etcds);
         for bad in ["", "/x", "ns/", "a/b/c"] {
             assert!(bad.parse::<LogName>().is_err(), "{bad}");
         }

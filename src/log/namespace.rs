@@ -2,12 +2,15 @@
 //! and a namespace in it, and gives the logs there: create, list, delete, describe, open a
 //! writer or a reader, truncate.
 //!
-//! URIs (an optional `?namespace=NAME` picks the namespace; `default` otherwise; it is created
-//! with its first log, so opening a namespace writes nothing):
+//! URIs (an optional `namespace=NAME` parameter picks the namespace, `default` otherwise; it is
+//! created with its first log, so opening a namespace writes nothing; the URI's other
+//! parameters are the metadata store's, e.g. an `etcds://` URI's files and user):
 //! - `local:///path`: everything in this process: the embedded metadata store and bookies
 //!   under `path` (`LocalCluster`, 3 bookies), for one machine. One process at a time.
 //! - `dlog://host:port`: a cluster whose metadata a `dlog local` serves (the CLI's default).
-//! - `etcd://host:port[,...]/scope`: a cluster on etcd (built with the `etcd` feature).
+//! - `etcd://host:port[,...]/scope`, `etcds://...`: a cluster on etcd (built with the `etcd`
+//!   feature; docs/metadata.md gives the parameters), e.g.
+//!   `etcds://10.0.0.1:2379/prod?ca=ca.pem&user=app&password_file=pw&namespace=orders`.
 //!
 //! Invariants:
 //! - NS1: a log is deleted only after its segments: each is removed from the log's list and
@@ -74,15 +77,25 @@ pub struct Namespace {
     inner: Arc<Inner>,
 }
 
-/// Splits `?namespace=NAME` off a URI.
-fn split_uri(uri: &str) -> Result<(&str, String), LogError> {
-    match uri.split_once('?') {
-        None => Ok((uri, DEFAULT_NAMESPACE.to_owned())),
-        Some((base, query)) => match query.strip_prefix("namespace=") {
-            Some(name) if !name.contains('&') => Ok((base, name.to_owned())),
-            _ => Err(LogError::Invalid(format!("URI {uri:?}: the only query is ?namespace=NAME"))),
-        },
+/// Splits a namespace URI into the metadata store's URI and the namespace it names, if any:
+/// `namespace=NAME` is one parameter of the query, wherever it stands, given at most once; the
+/// other parameters are the store's (`etcds://h:1/s?ca=F&namespace=ns` opens
+/// `etcds://h:1/s?ca=F`) and are left in their order.
+pub fn split_namespace(uri: &str) -> Result<(String, Option<String>), LogError> {
+    let Some((base, query)) = uri.split_once('?') else { return Ok((uri.to_owned(), None)) };
+    let mut namespace = None;
+    let mut rest = Vec::new();
+    for parameter in query.split('&') {
+        match parameter.strip_prefix("namespace=") {
+            Some(_) if namespace.is_some() => {
+                return Err(LogError::Invalid(format!("URI {uri:?}: `namespace=` is given twice")));
+            }
+            Some(name) => namespace = Some(name.to_owned()),
+            None => rest.push(parameter),
+        }
     }
+    let store = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((store, namespace))
 }
 
 impl Namespace {
@@ -94,9 +107,16 @@ impl Namespace {
 
     /// Opens the namespace `uri` names with `config`.
     pub async fn open_with(uri: &str, config: NamespaceConfig) -> Result<Namespace, LogError> {
-        let (base, name) = split_uri(uri)?;
+        let (base, name) = split_namespace(uri)?;
+        let name = name.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         dlog_metadata::schema::check_name("namespace", &name)?;
+        let base = base.as_str();
         let (store, cluster) = match base.strip_prefix("local://") {
+            Some(path) if path.contains('?') => {
+                return Err(LogError::Invalid(format!(
+                    "URI {uri:?}: a local:// URI takes only `namespace=`"
+                )));
+            }
             Some(path) if !path.is_empty() => {
                 let cluster = LocalCluster::start(&PathBuf::from(path), config.local.clone())
                     .await
