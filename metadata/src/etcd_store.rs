@@ -133,6 +133,14 @@ async fn bounded<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -
     }
 }
 
+/// An `Unauthorized` says what was refused (etcd's "permission denied" names no key).
+fn refusing(what: impl FnOnce() -> String) -> impl FnOnce(MetaError) -> MetaError {
+    move |e| match e {
+        MetaError::Unauthorized(m) => MetaError::Unauthorized(format!("{m} ({})", what())),
+        e => e,
+    }
+}
+
 /// The first key after every key starting with `prefix` (etcd's range end for a prefix).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -282,10 +290,15 @@ impl EtcdStore {
         }
     }
 
-    /// The current revision (for `watch` from 0).
-    async fn revision(&self) -> Result<Version, MetaError> {
+    /// etcd's current revision (for `watch` from 0), read through the key `full` (count
+    /// only): a key the caller may read, since with authentication on etcd refuses a read of a
+    /// key outside the user's roles (a role confined to one namespace cannot read the scope's
+    /// root key).
+    async fn revision_via(&self, full: &str) -> Result<Version, MetaError> {
         let mut kv = self.kv();
-        let r = bounded(kv.get(self.root.clone(), Some(GetOptions::new().with_count_only()))).await?;
+        let r = bounded(kv.get(full, Some(GetOptions::new().with_count_only())))
+            .await
+            .map_err(refusing(|| format!("reading {full}")))?;
         Ok(version(r.header().map_or(0, |h| h.revision())))
     }
 
@@ -321,7 +334,8 @@ impl MetadataStore for EtcdStore {
             return Err(MetaError::Invalid("empty key".into()));
         }
         let mut kv = self.kv();
-        let r = bounded(kv.get(self.full(key), None)).await?;
+        let full = self.full(key);
+        let r = bounded(kv.get(full.as_str(), None)).await.map_err(refusing(|| format!("reading {full}")))?;
         Ok(r.kvs().first().map(EtcdStore::versioned))
     }
 
@@ -369,7 +383,15 @@ impl MetadataStore for EtcdStore {
                 });
                 return Err(MetaError::LeaseExpired(lease.unwrap_or(LeaseId(0))));
             }
-            r => r?,
+            r => r.map_err(refusing(|| {
+                let keys: Vec<String> = ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Put { key, .. } | Op::Delete { key, .. } => self.full(key),
+                    })
+                    .collect();
+                format!("writing {}", keys.join(", "))
+            }))?,
         };
         if !r.succeeded() {
             return Err(EtcdStore::conflict(&ops, &r.op_responses()));
@@ -390,7 +412,9 @@ impl MetadataStore for EtcdStore {
             options = options.with_limit(limit as i64);
         }
         let mut kv = self.kv();
-        let r = bounded(kv.get(start, Some(options))).await?;
+        let r = bounded(kv.get(start, Some(options)))
+            .await
+            .map_err(refusing(|| format!("listing {full_prefix}")))?;
         let items = r
             .kvs()
             .iter()
@@ -400,15 +424,10 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from: Version) -> Result<Watch, MetaError> {
-        let from = if from == Version(0) { Version(self.revision().await?.0 + 1) } else { from };
+        let full = self.full(prefix);
+        let from = if from == Version(0) { Version(self.revision_via(&full).await?.0 + 1) } else { from };
         let (events, watch) = watch::channel(from);
-        let task = WatchTask {
-            store: self.clone(),
-            prefix: self.full(prefix),
-            next: from,
-            events,
-            denied_once: false,
-        };
+        let task = WatchTask { store: self.clone(), prefix: full, next: from, events, denied_once: false };
         let handle = tokio::spawn(task.run());
         Ok(watch.with_guard(handle.abort_handle()))
     }
