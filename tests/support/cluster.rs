@@ -1,10 +1,11 @@
 //! A cluster in this process for the replication tests: bookie servers on 127.0.0.1 (one shard
-//! each, unpinned), registered under a lease in an embedded `memory://` metadata store, and a
-//! tokio runtime for the store and the clients. Bookies can be stopped as a crash would stop
-//! them (no drain), deregistered, registered again, or restarted on a new port.
+//! each, unpinned), registered under a lease in an embedded `memory://` metadata store (or the
+//! one `start_on` names), and a tokio runtime for the store and the clients. Bookies can be
+//! stopped as a crash would stop them (no drain), deregistered, registered again, or restarted
+//! on a new port.
 //!
-//! Shared by tests/replication.rs and tests/autorecovery.rs (`#[path]` module); each uses a
-//! part of it, hence the `dead_code` allowance.
+//! Shared by tests/replication.rs, tests/autorecovery.rs and tests/etcd_namespace_roles.rs
+//! (`#[path]` module); each uses a part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -36,9 +37,14 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// `bookies` bookies named `bookie-<i>`, without zone labels.
     pub(crate) fn start(bookies: usize) -> Cluster {
+        Cluster::start_on("memory://", bookies)
+    }
+
+    /// `start`, registering the bookies in the metadata store `uri` names.
+    pub(crate) fn start_on(uri: &str, bookies: usize) -> Cluster {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let store = Arc::new(runtime.block_on(AnyStore::open("memory://")).unwrap());
+        let store = Arc::new(runtime.block_on(AnyStore::open(uri)).unwrap());
         let mut cluster = Cluster { store, nodes: Vec::new(), runtime };
         for i in 0..bookies {
             cluster.add_bookie(&format!("bookie-{i}"));
