@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use crate::cli::LogName;
+use crate::log::namespace::split_namespace;
 use crate::log::{Dlsn as LogDlsn, Namespace};
 
 /// Where commands find the metadata when `--metadata` and `DLOG_METADATA` are not given: the
@@ -29,8 +30,8 @@ pub const DEFAULT_METADATA: &str = crate::local_cluster::DEFAULT_METADATA_URI;
 /// `dlog admin` flags.
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
-    /// The metadata: dlog://host:port (a running `dlog local`), etcd://host:port[,host:port]/scope,
-    /// or local:///DIR (read commands: a metadata store's directory, read as a snapshot;
+    /// The metadata: dlog://host:port (a running `dlog local`), etcd[s]://host:port[,...]/scope[?..]
+    /// (docs/metadata.md), or local:///DIR (read commands: a metadata store's directory, read as a snapshot;
     /// truncate, recover, delete-log: a cluster's directory, run in this process).
     #[arg(long, env = "DLOG_METADATA", default_value = DEFAULT_METADATA, global = true)]
     pub metadata: String,
@@ -113,9 +114,11 @@ pub async fn run(args: &AdminArgs) -> Result<String> {
 }
 
 /// The store the read commands read. Read-only: a local store owned by a running process is
-/// read as a snapshot.
+/// read as a snapshot. A `namespace=` parameter (the URI `dlog write` and `dlog read` take)
+/// is dropped: these commands name their namespace.
 async fn open_read_only(args: &AdminArgs) -> Result<Arc<AnyStore>> {
-    let store = AnyStore::open_read_only(&args.metadata)
+    let (uri, _) = split_namespace(&args.metadata)?;
+    let store = AnyStore::open_read_only(&uri)
         .await
         .with_context(|| format!("opening metadata {}", args.metadata))?;
     Ok(Arc::new(store))

@@ -113,6 +113,15 @@ async fn admin_prints_what_the_accessors_wrote() {
     assert!(ok, "{err}");
     assert!(out.contains("b1") && out.contains("127.0.0.1:3181") && out.contains("writable"), "{out}");
 
+    // The URI `dlog write` and `dlog read` take, with its namespace, serves the read commands.
+    let out = Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(["admin", "logs", "ns", "--metadata"])
+        .arg(format!("local://{}?namespace=ns", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().starts_with("orders"));
+
     // JSON for scripts.
     let json = |args: &[&str]| -> serde_json::Value {
         let mut all = vec!["--json"];
