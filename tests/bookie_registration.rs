@@ -448,13 +448,10 @@ every_case!(local, local());
 #[cfg(feature = "etcd")]
 every_case!(etcd, etcd());
 
-/// RG5: a start that meets an etcd outage (here while it waits out a crashed incarnation's
-/// registration) retries until etcd is back, and the outage does not count against the
-/// stale-registration wait.
+/// A backend on `server` (2 s leases) whose first incarnation crashed: its registration
+/// stays until its lease expires.
 #[cfg(feature = "etcd")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_rides_out_an_etcd_outage() {
-    let mut server = dlog_metadata::etcd_server::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+async fn with_a_crashed_start(server: &dlog_metadata::etcd_server::EtcdServer) -> Backend {
     let store = Arc::new(AnyStore::open(&server.uri("registration")).await.unwrap());
     let b = Backend {
         store,
@@ -462,8 +459,18 @@ async fn a_start_rides_out_an_etcd_outage() {
         disks: tempfile::tempdir().unwrap(),
         _guard: Box::new(()),
     };
-    let crashed = b.start().await.unwrap();
-    drop(crashed); // its registration stays until its lease expires
+    drop(b.start().await.unwrap());
+    b
+}
+
+/// RG5: a start that meets an etcd outage (here while it waits out a crashed incarnation's
+/// registration) retries until etcd is back, and the outage does not count against the
+/// stale-registration wait.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_rides_out_an_etcd_outage() {
+    let mut server = dlog_metadata::etcd_server::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let b = with_a_crashed_start(&server).await;
     server.kill();
     let (store, config) = (b.store.clone(), b.config());
     let starting = tokio::spawn(async move { Registration::start(store, config).await });
@@ -484,15 +491,7 @@ async fn a_start_rides_out_an_etcd_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_rides_out_a_paused_etcd() {
     let server = dlog_metadata::etcd_server::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let store = Arc::new(AnyStore::open(&server.uri("registration")).await.unwrap());
-    let b = Backend {
-        store,
-        ttl: Duration::from_secs(2),
-        disks: tempfile::tempdir().unwrap(),
-        _guard: Box::new(()),
-    };
-    let crashed = b.start().await.unwrap();
-    drop(crashed); // its registration stays until its lease expires
+    let b = with_a_crashed_start(&server).await;
     let pid = server.pid().unwrap().to_string();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(&pid).status().unwrap();
