@@ -171,7 +171,7 @@ impl EtcdUri {
 }
 
 /// `uri` with the value of any `password=` parameter hidden, to be shown in an error (MU3).
-fn redacted(uri: &str) -> String {
+pub fn redacted(uri: &str) -> String {
     let Some((head, query)) = uri.split_once('?') else { return uri.to_string() };
     let pairs: Vec<&str> =
         query.split('&').map(|p| if p.starts_with("password=") { "password=<hidden>" } else { p }).collect();

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use dlog_metadata::metadata_uri::redacted;
 
 pub use workload::{RateFlag, Workload};
 
@@ -192,7 +193,7 @@ pub fn main(args: HarnessArgs) -> Result<()> {
     };
     let ns = runtime
         .block_on(Namespace::open_with(&uri, ns_config.clone()))
-        .with_context(|| format!("opening {uri}"))?;
+        .with_context(|| format!("opening {}", redacted(&uri)))?;
     let prefix = match &config.metadata {
         None => "bench".to_owned(),
         Some(_) => format!("bench-{started_unix_s}-{}", std::process::id()),

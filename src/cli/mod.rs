@@ -16,6 +16,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use dlog_metadata::metadata_uri::redacted;
 
 use crate::log::namespace::split_namespace;
 use crate::log::{Namespace, NamespaceConfig};
@@ -80,7 +81,9 @@ pub fn full_name(ns: &Namespace, log: &LogName) -> String {
 /// Opens the namespace of `log` under `metadata`.
 pub async fn open(metadata: &str, log: &LogName) -> Result<Namespace> {
     let uri = namespace_uri(metadata, log)?;
-    Namespace::open_with(&uri, namespace_config()?).await.with_context(|| format!("opening {uri}"))
+    Namespace::open_with(&uri, namespace_config()?)
+        .await
+        .with_context(|| format!("opening {}", redacted(&uri)))
 }
 
 /// The namespace settings of a command: the defaults, with the environment's TLS and token.

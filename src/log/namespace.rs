@@ -20,6 +20,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dlog_metadata::metadata_uri::redacted;
 use dlog_metadata::schema::{LogMetadata, LogSegment};
 use dlog_metadata::{
     AnyStore, LeaseKeeper, LogMetadataStore, MetaError, MetadataStore, SegmentMetadataStore,
@@ -80,22 +81,29 @@ pub struct Namespace {
 /// Splits a namespace URI into the metadata store's URI and the namespace it names, if any:
 /// `namespace=NAME` is one parameter of the query, wherever it stands, given at most once; the
 /// other parameters are the store's (`etcds://h:1/s?ca=F&namespace=ns` opens
-/// `etcds://h:1/s?ca=F`) and are left in their order.
+/// `etcds://h:1/s?ca=F`) and are left in their order. Only etcd URIs have parameters of their
+/// own; an empty parameter (`?&`, a trailing `&`) is refused. Errors show the URI with any
+/// password hidden.
 pub fn split_namespace(uri: &str) -> Result<(String, Option<String>), LogError> {
     let Some((base, query)) = uri.split_once('?') else { return Ok((uri.to_owned(), None)) };
+    let bad = |why: &str| LogError::Invalid(format!("URI {:?}: {why}", redacted(uri)));
     let mut namespace = None;
     let mut rest = Vec::new();
     for parameter in query.split('&') {
         match parameter.strip_prefix("namespace=") {
-            Some(_) if namespace.is_some() => {
-                return Err(LogError::Invalid(format!("URI {uri:?}: `namespace=` is given twice")));
-            }
+            _ if parameter.is_empty() => return Err(bad("an empty parameter (`?&` or a trailing `&`)")),
+            Some(_) if namespace.is_some() => return Err(bad("`namespace=` is given twice")),
             Some(name) => namespace = Some(name.to_owned()),
             None => rest.push(parameter),
         }
     }
-    let store = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
-    Ok((store, namespace))
+    if rest.is_empty() {
+        return Ok((base.to_owned(), namespace));
+    }
+    if !(base.starts_with("etcd://") || base.starts_with("etcds://")) {
+        return Err(bad("only etcd:// and etcds:// URIs take parameters besides `namespace=`"));
+    }
+    Ok((format!("{base}?{}", rest.join("&")), namespace))
 }
 
 impl Namespace {
@@ -112,11 +120,6 @@ impl Namespace {
         dlog_metadata::schema::check_name("namespace", &name)?;
         let base = base.as_str();
         let (store, cluster) = match base.strip_prefix("local://") {
-            Some(path) if path.contains('?') => {
-                return Err(LogError::Invalid(format!(
-                    "URI {uri:?}: a local:// URI takes only `namespace=`"
-                )));
-            }
             Some(path) if !path.is_empty() => {
                 let cluster = LocalCluster::start(&PathBuf::from(path), config.local.clone())
                     .await
@@ -342,5 +345,49 @@ impl Namespace {
         if let Some(cluster) = cluster {
             cluster.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(uri: &str) -> Result<(String, Option<String>), String> {
+        split_namespace(uri).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_namespace_is_one_parameter_among_the_stores() {
+        let none = |s: &str| Ok((s.to_owned(), None));
+        let named = |s: &str| Ok((s.to_owned(), Some("ns".to_owned())));
+        assert_eq!(split("dlog://h:1"), none("dlog://h:1"));
+        assert_eq!(split("dlog://h:1?namespace=ns"), named("dlog://h:1"));
+        assert_eq!(split("local:///d?namespace=ns"), named("local:///d"));
+        assert_eq!(
+            split("etcd://h:1/s?user=u&password_file=/p"),
+            none("etcd://h:1/s?user=u&password_file=/p")
+        );
+        // Wherever it stands, the store's parameters keep their order.
+        for uri in ["etcds://h:1/s?namespace=ns&ca=/c&user=u", "etcds://h:1/s?ca=/c&namespace=ns&user=u"] {
+            assert_eq!(split(uri), named("etcds://h:1/s?ca=/c&user=u"), "{uri}");
+        }
+        // An empty name is left to the name check (it is refused there).
+        assert_eq!(split("dlog://h:1?namespace="), Ok(("dlog://h:1".to_owned(), Some(String::new()))));
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_saying_why_without_the_password() {
+        let refused = |uri: &str, why: &str| {
+            let e = split(uri).expect_err(uri);
+            assert!(e.contains(why), "{uri}: {e}");
+            assert!(!e.contains("s3cret"), "{uri}: {e}");
+        };
+        refused("etcd://h:1/s?namespace=a&password=s3cret&namespace=b", "given twice");
+        refused("etcd://h:1/s?user=u&&namespace=a", "empty parameter");
+        refused("etcd://h:1/s?namespace=a&", "empty parameter");
+        refused("dlog://h:1?", "empty parameter");
+        refused("dlog://h:1?password=s3cret", "only etcd:// and etcds://");
+        refused("local:///d?namespace=a&x=1", "only etcd:// and etcds://");
+        refused("memory://?x=1", "only etcd:// and etcds://");
     }
 }
