@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail};
+use dlog_metadata::metadata_uri::redacted;
 use dlog_metadata::schema::{Dlsn, LogSegmentState, SegmentMetadata, SegmentState};
 use dlog_metadata::{AnyStore, BookieRegistry, LogMetadataStore, SegmentMetadataStore};
 use serde_json::{Value, json};
@@ -50,7 +51,7 @@ pub enum AdminCommand {
     Bookies,
     /// Namespaces, or the logs of one namespace.
     Logs {
-        /// The namespace (all namespaces when omitted).
+        /// The namespace (when omitted: the metadata URI's `namespace=`, or else all namespaces).
         namespace: Option<String>,
     },
     /// A log's segments in order: NAMESPACE/LOG.
@@ -101,10 +102,28 @@ pub fn main(args: AdminArgs) -> Result<()> {
 
 /// Runs one command and returns its output (text or JSON).
 pub async fn run(args: &AdminArgs) -> Result<String> {
+    // The URI's namespace, if it names one: the default of `logs`; a namespace a read command
+    // names must agree with it (as the changing commands' `NAMESPACE/LOG` must).
+    let (_, uri_namespace) = split_namespace(&args.metadata)?;
+    let agreeing = |named: &str| match &uri_namespace {
+        Some(ns) if ns != named => {
+            bail!("namespace {named} disagrees with the metadata URI's namespace={ns}")
+        }
+        _ => Ok(()),
+    };
     let (text, json) = match &args.command {
         AdminCommand::Bookies => bookies(open_read_only(args).await?, args.json).await?,
-        AdminCommand::Logs { namespace } => logs(open_read_only(args).await?, namespace.as_deref()).await?,
-        AdminCommand::Segments { log } => segments(open_read_only(args).await?, log).await?,
+        AdminCommand::Logs { namespace } => {
+            if let Some(named) = namespace {
+                agreeing(named)?;
+            }
+            let namespace = namespace.as_deref().or(uri_namespace.as_deref());
+            logs(open_read_only(args).await?, namespace).await?
+        }
+        AdminCommand::Segments { log } => {
+            agreeing(split_log(log)?.0)?;
+            segments(open_read_only(args).await?, log).await?
+        }
         AdminCommand::Segment { id } => segment(open_read_only(args).await?, *id).await?,
         AdminCommand::Truncate { log, dlsn } => truncate(&args.metadata, log, *dlsn).await?,
         AdminCommand::Recover { segment } => recover(&args.metadata, *segment).await?,
@@ -115,12 +134,12 @@ pub async fn run(args: &AdminArgs) -> Result<String> {
 
 /// The store the read commands read. Read-only: a local store owned by a running process is
 /// read as a snapshot. A `namespace=` parameter (the URI `dlog write` and `dlog read` take)
-/// is dropped: these commands name their namespace.
+/// is not the store's: `run` checks it against the namespace a command names.
 async fn open_read_only(args: &AdminArgs) -> Result<Arc<AnyStore>> {
     let (uri, _) = split_namespace(&args.metadata)?;
     let store = AnyStore::open_read_only(&uri)
         .await
-        .with_context(|| format!("opening metadata {}", args.metadata))?;
+        .with_context(|| format!("opening metadata {}", redacted(&args.metadata)))?;
     Ok(Arc::new(store))
 }
 
@@ -154,7 +173,7 @@ async fn recover(metadata: &str, id: u64) -> Result<(String, Value)> {
     // The namespace only carries the replication client: the URI's own namespace does.
     let ns = Namespace::open_with(metadata, crate::cli::namespace_config()?)
         .await
-        .with_context(|| format!("opening {metadata}"))?;
+        .with_context(|| format!("opening {}", redacted(metadata)))?;
     let recovered = async {
         let client = ns.replication();
         let meta = client.segment(id).await.with_context(|| format!("segment {id}"))?;

@@ -113,14 +113,28 @@ async fn admin_prints_what_the_accessors_wrote() {
     assert!(ok, "{err}");
     assert!(out.contains("b1") && out.contains("127.0.0.1:3181") && out.contains("writable"), "{out}");
 
-    // The URI `dlog write` and `dlog read` take, with its namespace, serves the read commands.
-    let out = Command::new(env!("CARGO_BIN_EXE_dlog"))
-        .args(["admin", "logs", "ns", "--metadata"])
-        .arg(format!("local://{}?namespace=ns", dir.path().display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().starts_with("orders"));
+    // The URI `dlog write` and `dlog read` take, with its namespace, serves the read commands:
+    // its namespace is what `logs` lists, and one a command names must agree with it.
+    let with_namespace = |ns: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dlog"))
+            .arg("admin")
+            .args(args)
+            .arg("--metadata")
+            .arg(format!("local://{}?namespace={ns}", dir.path().display()))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    for args in [&["logs", "ns"][..], &["logs"]] {
+        let (ok, out, err) = with_namespace("ns", args);
+        assert!(ok, "{args:?}: {err}");
+        assert!(out.lines().nth(1).unwrap().starts_with("orders"), "{args:?}: {out}");
+    }
+    assert!(with_namespace("ns", &["segments", "ns/orders"]).0);
+    for args in [&["logs", "ns"][..], &["segments", "ns/orders"]] {
+        let (ok, _, err) = with_namespace("other", args);
+        assert!(!ok && err.contains("disagrees"), "{args:?}: {err}");
+    }
 
     // JSON for scripts.
     let json = |args: &[&str]| -> serde_json::Value {
