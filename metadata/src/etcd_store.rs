@@ -20,7 +20,10 @@
 //!   password is `Unauthorized` there, an unreachable etcd `Unavailable`) and the token is
 //!   renewed whenever etcd says it expired (etcd-client's auto refresh). etcd refusing the
 //!   credentials or a permission is `Unauthorized`, never `Unavailable`: retrying cannot help,
-//!   and a watch it refuses ends with it instead of reconnecting.
+//!   and a watch it refuses ends with it instead of reconnecting. The error names what was
+//!   refused (the key read or listed, the first keys of a transaction), since etcd does not;
+//!   a watch from "now" reads the revision through its own key, which a role allowed to
+//!   watch may read (not the scope's root).
 //!
 //! etcd's responses are trusted to be well-formed (etcd-client itself panics on an unknown
 //! event type or an empty txn response): etcd is part of the cluster, not a client.
@@ -132,6 +135,9 @@ async fn bounded<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -
         Err(_) => Err(MetaError::Unavailable(format!("etcd: no answer within {REQUEST_TIMEOUT:?}"))),
     }
 }
+
+/// Keys of a refused transaction its error names.
+const REFUSED_KEYS_SHOWN: usize = 3;
 
 /// An `Unauthorized` says what was refused (etcd's "permission denied" names no key).
 fn refusing(what: impl FnOnce() -> String) -> impl FnOnce(MetaError) -> MetaError {
@@ -384,13 +390,17 @@ impl MetadataStore for EtcdStore {
                 return Err(MetaError::LeaseExpired(lease.unwrap_or(LeaseId(0))));
             }
             r => r.map_err(refusing(|| {
+                // etcd does not say which key: the first few, so a refusal stays one line.
                 let keys: Vec<String> = ops
                     .iter()
+                    .take(REFUSED_KEYS_SHOWN)
                     .map(|op| match op {
                         Op::Put { key, .. } | Op::Delete { key, .. } => self.full(key),
                     })
                     .collect();
-                format!("writing {}", keys.join(", "))
+                let more = ops.len().saturating_sub(REFUSED_KEYS_SHOWN);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                format!("a transaction on {}{more}", keys.join(", "))
             }))?,
         };
         if !r.succeeded() {
