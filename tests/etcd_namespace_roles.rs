@@ -13,6 +13,8 @@
 //! - every write the reader role tries (creating a log, opening a writer, truncating) is
 //!   refused with `Unauthorized` and changes nothing: no lock taken, no epoch bumped, no
 //!   segment fenced or deleted;
+//! - the reader role also tails: a reader at the tail (a watch from "now") gets what the
+//!   writer appends next;
 //! - the `orders` writer is refused namespace `billing` (listing, creating, opening a writer,
 //!   reading), and nothing of `billing` changes; a command refused so prints one line.
 //!
@@ -106,6 +108,12 @@ async fn read_all(ns: &Namespace, log: &str) -> Vec<(Dlsn, u64, Bytes)> {
     out
 }
 
+/// `f` on `runtime`, within `WAIT`.
+#[track_caller]
+fn within<F: std::future::Future>(runtime: &tokio::runtime::Handle, f: F) -> F::Output {
+    runtime.block_on(async { tokio::time::timeout(WAIT, f).await.expect("done within WAIT") })
+}
+
 /// `dlog ARGS` against `metadata`, to its end (within `WAIT`): status, stdout, stderr.
 fn dlog(args: &[&str], metadata: &str, input: &[u8]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
@@ -128,9 +136,9 @@ fn a_namespace_role_drives_its_logs_and_nothing_else() {
 
     // `billing`, another namespace, with a log of its own.
     let root = LogMetadataStore::new(cluster.store.clone());
-    runtime.block_on(root.create_namespace("billing")).unwrap();
-    runtime.block_on(root.create_log("billing", "ledger")).unwrap();
-    let (writer_uri, reader_uri) = runtime.block_on(async {
+    within(&runtime, root.create_namespace("billing")).unwrap();
+    within(&runtime, root.create_log("billing", "ledger")).unwrap();
+    let (writer_uri, reader_uri) = within(&runtime, async {
         let mut admin = connect_client(&EtcdUri::parse(&server.uri(SCOPE)).unwrap()).await.unwrap();
         make_roles(&mut admin, "orders").await;
         let writer = make_user(&mut admin, &server, dir.path(), "orders-app", "orders-writer").await;
@@ -142,12 +150,12 @@ fn a_namespace_role_drives_its_logs_and_nothing_else() {
     let mut config = NamespaceConfig::default();
     config.writer.roll_bytes = 4 << 10;
     let orders =
-        runtime.block_on(Namespace::open_with(&format!("{writer_uri}&namespace=orders"), config)).unwrap();
-    runtime.block_on(orders.create_log("events")).unwrap();
-    let writer = runtime.block_on(orders.open_writer("events")).unwrap();
+        within(&runtime, Namespace::open_with(&format!("{writer_uri}&namespace=orders"), config)).unwrap();
+    within(&runtime, orders.create_log("events")).unwrap();
+    let writer = within(&runtime, orders.open_writer("events")).unwrap();
     let written: Vec<Bytes> =
         (0..300).map(|i| Bytes::from(format!("order-{i:04}-{}", "x".repeat(100)))).collect();
-    let acked = runtime.block_on(async {
+    let acked = within(&runtime, async {
         let mut acked = Vec::new();
         // In batches: a roll happens between entries, and one batch fills a few.
         for batch in written.chunks(20) {
@@ -158,42 +166,56 @@ fn a_namespace_role_drives_its_logs_and_nothing_else() {
         }
         acked
     });
-    runtime.block_on(writer.close()).unwrap();
-    let segments = runtime.block_on(orders.log_info("events")).unwrap().segments;
+    within(&runtime, writer.close()).unwrap();
+    let segments = within(&runtime, orders.log_info("events")).unwrap().segments;
     assert!(segments.len() >= 4, "the log rolled: {} segments", segments.len());
     let kept_from = Dlsn::segment_start(segments[2].seq);
-    runtime.block_on(orders.truncate("events", kept_from)).unwrap();
+    within(&runtime, orders.truncate("events", kept_from)).unwrap();
     let kept: Vec<_> = acked.iter().zip(&written).filter(|(a, _)| a.dlsn >= kept_from).collect();
     assert!(!kept.is_empty() && kept.len() < written.len());
 
     // The reader role: every record kept, once, in order, with its bytes.
-    let viewer = runtime.block_on(Namespace::open(&format!("{reader_uri}&namespace=orders"))).unwrap();
-    let read = runtime.block_on(read_all(&viewer, "events"));
+    let viewer = within(&runtime, Namespace::open(&format!("{reader_uri}&namespace=orders"))).unwrap();
+    let read = within(&runtime, read_all(&viewer, "events"));
     let expected: Vec<_> = kept.iter().map(|(a, p)| (a.dlsn, a.txid, (*p).clone())).collect();
     assert_eq!(read, expected, "the reader sees what was kept, once, in order");
 
     // ... and changes nothing.
-    let before = runtime.block_on(orders.log_info("events")).unwrap();
-    assert_refused(runtime.block_on(viewer.create_log("other")), "the reader creates a log");
-    assert_refused(runtime.block_on(viewer.open_writer("events")), "the reader opens a writer");
-    let tail = runtime.block_on(viewer.tail_position("events")).unwrap();
-    assert_refused(runtime.block_on(viewer.truncate("events", tail)), "the reader truncates");
-    let after = runtime.block_on(orders.log_info("events")).unwrap();
+    let before = within(&runtime, orders.log_info("events")).unwrap();
+    assert_refused(within(&runtime, viewer.create_log("other")), "the reader creates a log");
+    assert_refused(within(&runtime, viewer.open_writer("events")), "the reader opens a writer");
+    let tail = within(&runtime, viewer.tail_position("events")).unwrap();
+    assert_refused(within(&runtime, viewer.truncate("events", tail)), "the reader truncates");
+    let after = within(&runtime, orders.log_info("events")).unwrap();
     assert_eq!(after.meta, before.meta, "no epoch bumped, no truncation");
     assert_eq!(after.segments, before.segments);
-    assert!(!runtime.block_on(orders.log_exists("other")).unwrap());
-    assert!(runtime.block_on(root.writer_lock("orders", "events")).unwrap().is_none(), "no lock taken");
-    assert_eq!(runtime.block_on(read_all(&orders, "events")), expected, "nothing fenced or deleted");
+    assert!(!within(&runtime, orders.log_exists("other")).unwrap());
+    assert!(within(&runtime, root.writer_lock("orders", "events")).unwrap().is_none(), "no lock taken");
+    assert_eq!(within(&runtime, read_all(&orders, "events")), expected, "nothing fenced or deleted");
+
+    // The reader role tails: a reader at the tail (its watch starts from "now") gets what
+    // the writer role appends next.
+    let mut tail = within(&runtime, viewer.open_reader("events", StartPosition::Tail)).unwrap();
+    let writer = within(&runtime, orders.open_writer("events")).unwrap();
+    let more: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("more-{i}"))).collect();
+    for payload in &more {
+        within(&runtime, writer.write(Record::new(payload.clone()))).unwrap();
+    }
+    let tailed: Vec<Bytes> =
+        (0..more.len()).map(|_| within(&runtime, tail.next()).unwrap().expect("a record").payload).collect();
+    assert_eq!(tailed, more, "the tailing reader gets the new records in order");
+    within(&runtime, writer.close()).unwrap();
+    drop(tail);
 
     // The writer role in another namespace: refused at each step, nothing of it changes.
-    let billing = runtime.block_on(Namespace::open(&format!("{writer_uri}&namespace=billing"))).unwrap();
-    assert_refused(runtime.block_on(billing.logs()), "listing billing's logs");
-    assert_refused(runtime.block_on(billing.create_log("stolen")), "creating a log in billing");
-    assert_refused(runtime.block_on(billing.open_writer("ledger")), "opening billing's writer");
-    assert_refused(runtime.block_on(billing.open_reader("ledger", StartPosition::Head)), "reading billing");
-    let billing_logs = runtime.block_on(root.logs("billing")).unwrap();
+    let billing = within(&runtime, Namespace::open(&format!("{writer_uri}&namespace=billing"))).unwrap();
+    assert_refused(within(&runtime, billing.logs()), "listing billing's logs");
+    assert_refused(within(&runtime, billing.create_log("stolen")), "creating a log in billing");
+    assert_refused(within(&runtime, billing.open_writer("ledger")), "opening billing's writer");
+    assert_refused(within(&runtime, billing.open_reader("ledger", StartPosition::Head)), "reading billing");
+    let billing_logs = within(&runtime, root.logs("billing")).unwrap();
     assert_eq!(billing_logs.iter().map(|(name, _, _)| name.as_str()).collect::<Vec<_>>(), ["ledger"]);
-    assert!(runtime.block_on(root.writer_lock("billing", "ledger")).unwrap().is_none());
+    assert!(within(&runtime, root.writer_lock("billing", "ledger")).unwrap().is_none());
 
     // The commands with the same URIs: `NAMESPACE/LOG` adds `&namespace=` to them.
     let lines: String = (0..50).map(|i| format!("cli-{i}\n")).collect();
@@ -213,11 +235,11 @@ fn a_namespace_role_drives_its_logs_and_nothing_else() {
     );
     let (ok, _, stderr) = dlog(&["write", "billing/cli"], &writer_uri, b"x\n");
     assert!(!ok && stderr.contains("permission denied"), "{stderr}");
-    assert!(runtime.block_on(root.log("billing", "cli")).unwrap().is_none(), "nothing written");
+    assert!(within(&runtime, root.log("billing", "cli")).unwrap().is_none(), "nothing written");
 
-    runtime.block_on(viewer.shutdown());
-    runtime.block_on(billing.shutdown());
-    runtime.block_on(orders.shutdown());
+    within(&runtime, viewer.shutdown());
+    within(&runtime, billing.shutdown());
+    within(&runtime, orders.shutdown());
     drop(cluster);
     drop(server);
 }

@@ -23,36 +23,54 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Longest any one step (a start, a read, the writer's end) may take.
 const WAIT: Duration = Duration::from_secs(60);
+/// The remote protocol's preamble, which the client sends before its first frame.
+const PREAMBLE_BYTES: usize = 12;
 
 /// A TCP proxy that loses answers while `lose` is set, and holds calls while `late` is set.
 struct LossyProxy {
     addr: SocketAddr,
-    lose: Arc<AtomicBool>,
-    late: Arc<AtomicBool>,
-    /// Connections cut at an answer, or at a call held to land late.
-    cut: Arc<AtomicUsize>,
+    state: Arc<ProxyState>,
     accepting: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy is told to do, and what it did.
+#[derive(Default)]
+struct ProxyState {
+    lose: AtomicBool,
+    late: AtomicBool,
+    /// Connections cut at an answer, or at calls held to land late.
+    cut: AtomicUsize,
+    /// Calls (whole frames) held and then handed to the store.
+    landed_late: AtomicUsize,
+    /// Connections whose held calls are not handed over and answered yet.
+    holding: AtomicUsize,
 }
 
 impl LossyProxy {
     async fn start(upstream: SocketAddr) -> LossyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (lose, late, cut) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
+        let state = Arc::new(ProxyState::default());
         let accepting = tokio::spawn({
-            let (lose, late, cut) = (lose.clone(), late.clone(), cut.clone());
+            let state = state.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let Ok(server) = TcpStream::connect(upstream).await else { continue };
-                    tokio::spawn(relay(client, server, lose.clone(), late.clone(), cut.clone()));
+                    tokio::spawn(relay(client, server, state.clone()));
                 }
             }
         });
-        LossyProxy { addr, lose, late, cut, accepting }
+        LossyProxy { addr, state, accepting }
+    }
+
+    /// Waits (within `WAIT`) until every held call has been handed to the store and answered.
+    async fn settled(&self) {
+        let waiting = async {
+            while self.state.holding.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, waiting).await.expect("held calls handed over");
     }
 }
 
@@ -62,31 +80,53 @@ impl Drop for LossyProxy {
     }
 }
 
-/// Calls go through as they come; an answer read while `lose` is set is dropped with the
-/// connection (both sockets close), so the client learns nothing of a call the store applied.
-/// A call read while `late` is set is held: the client's side closes at once, and the call
-/// goes to the store after a pause (its answer is read and dropped), landing after the
-/// client has moved on.
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    lose: Arc<AtomicBool>,
-    late: Arc<AtomicBool>,
-    cut: Arc<AtomicUsize>,
-) {
+/// The whole units at the head of `pending` (the client's preamble, then frames of a u32
+/// little-endian length and a body: metadata/src/remote/codec.rs): how many bytes, and how
+/// many frames.
+fn whole_units(pending: &[u8], preamble_seen: &mut bool) -> (usize, usize) {
+    let (mut at, mut frames) = (0, 0);
+    if !*preamble_seen {
+        if pending.len() < PREAMBLE_BYTES {
+            return (0, 0);
+        }
+        *preamble_seen = true;
+        at = PREAMBLE_BYTES;
+    }
+    while let Some(header) = pending.get(at..at + 4) {
+        let len = u32::from_le_bytes(header.try_into().unwrap()) as usize;
+        if pending.len() < at + 4 + len {
+            break;
+        }
+        at += 4 + len;
+        frames += 1;
+    }
+    (at, frames)
+}
+
+/// Calls go through as they come, whole frames at a time; an answer read while `lose` is set
+/// is dropped with the connection (both sockets close), so the client learns nothing of a
+/// call the store applied. Calls read while `late` is set are held: the client's side closes
+/// at once, and the whole frames among them go to the store after a pause (a part of a frame
+/// the client sent is dropped: that call is lost, not late); the connection to the store
+/// stays open a second for them to be applied and answered (its end would abort them).
+async fn relay(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let calls = async {
-        let mut buf = vec![0u8; 64 << 10];
+        let (mut buf, mut pending, mut preamble_seen) = (vec![0u8; 64 << 10], Vec::new(), false);
         loop {
             let n = client_read.read(&mut buf).await?;
             if n == 0 {
                 return Ok::<_, std::io::Error>(None);
             }
-            if late.load(Ordering::SeqCst) {
-                return Ok(Some(buf[..n].to_vec()));
+            pending.extend_from_slice(&buf[..n]);
+            let (whole, frames) = whole_units(&pending, &mut preamble_seen);
+            if state.late.load(Ordering::SeqCst) && frames > 0 {
+                pending.truncate(whole);
+                return Ok(Some((pending, frames)));
             }
-            server_write.write_all(&buf[..n]).await?;
+            server_write.write_all(&pending[..whole]).await?;
+            pending.drain(..whole);
         }
     };
     let answers = async {
@@ -96,8 +136,8 @@ async fn relay(
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            if lose.load(Ordering::SeqCst) {
-                cut.fetch_add(1, Ordering::SeqCst);
+            if state.lose.load(Ordering::SeqCst) {
+                state.cut.fetch_add(1, Ordering::SeqCst);
                 return Ok(());
             }
             client_write.write_all(&buf[..n]).await?;
@@ -107,15 +147,23 @@ async fn relay(
         held = calls => held.ok().flatten(),
         _ = answers => None,
     };
+    let Some((calls, frames)) = held else { return };
+    // Counted before the client can see its connection end.
+    state.holding.fetch_add(1, Ordering::SeqCst);
     drop((client_read, client_write));
-    if let Some(call) = held {
-        let n = cut.fetch_add(1, Ordering::SeqCst) as u64;
+    {
+        let n = state.cut.fetch_add(1, Ordering::SeqCst) as u64;
         tokio::time::sleep(Duration::from_millis(100 + n * 7919 % 700)).await;
-        if server_write.write_all(&call).await.is_ok() {
-            let mut answer = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(2), server_read.read(&mut answer)).await;
+        if server_write.write_all(&calls).await.is_ok() {
+            state.landed_late.fetch_add(frames, Ordering::SeqCst);
+            let drain = async {
+                let mut answer = vec![0u8; 64 << 10];
+                while matches!(server_read.read(&mut answer).await, Ok(n) if n > 0) {}
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         }
     }
+    state.holding.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// A small deterministic generator for the bursts' timing (xorshift).
@@ -189,8 +237,8 @@ async fn rolling_writer_through(fault: Fault) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = ns.log_info("events").await.unwrap().segments.len();
     let switch = match fault {
-        Fault::LostAnswers => &proxy.lose,
-        Fault::LateCalls => &proxy.late,
+        Fault::LostAnswers => &proxy.state.lose,
+        Fault::LateCalls => &proxy.state.late,
     };
     for _ in 0..25 {
         switch.store(true, Ordering::SeqCst);
@@ -203,9 +251,14 @@ async fn rolling_writer_through(fault: Fault) {
         Ok(acked) => acked,
         Err((count, error)) => panic!("the writer failed after {count} records: {error:?}"),
     };
-    let cut = proxy.cut.load(Ordering::SeqCst);
+    proxy.settled().await;
+    let cut = proxy.state.cut.load(Ordering::SeqCst);
+    let landed_late = proxy.state.landed_late.load(Ordering::SeqCst);
     let info = ns.log_info("events").await.unwrap();
     assert!(cut >= 10, "connections cut: {cut}");
+    if let Fault::LateCalls = fault {
+        assert!(landed_late >= 10, "calls landed late: {landed_late}");
+    }
     assert!(info.segments.len() > before + 5, "segments rolled: {before} then {}", info.segments.len());
     let writer = Arc::try_unwrap(writer).ok().expect("the only handle");
     tokio::time::timeout(WAIT, writer.close()).await.unwrap().unwrap();
@@ -225,7 +278,8 @@ async fn rolling_writer_through(fault: Fault) {
     let missing = acked.iter().filter(|a| !present.contains(&(a.dlsn, a.txid))).count();
     assert_eq!(missing, 0, "acknowledged records missing, of {}", acked.len());
     eprintln!(
-        "{fault:?}: {cut} cut connections, {} records acknowledged, {} read, segments {before} -> {}",
+        "{fault:?}: {cut} cut connections, {landed_late} calls landed late, {} records acknowledged, {} read, \
+         segments {before} -> {}",
         acked.len(),
         read.len(),
         info.segments.len()
