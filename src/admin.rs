@@ -104,7 +104,8 @@ pub fn main(args: AdminArgs) -> Result<()> {
 pub async fn run(args: &AdminArgs) -> Result<String> {
     // The URI's namespace, if it names one: the default of `logs`; a namespace a read command
     // names must agree with it (as the changing commands' `NAMESPACE/LOG` must).
-    let (_, uri_namespace) = split_namespace(&args.metadata)?;
+    let (store_uri, uri_namespace) = split_namespace(&args.metadata)?;
+    let open_read_only = || open_read_only(&store_uri, &args.metadata);
     let agreeing = |named: &str| match &uri_namespace {
         Some(ns) if ns != named => {
             bail!("namespace {named} disagrees with the metadata URI's namespace={ns}")
@@ -112,19 +113,19 @@ pub async fn run(args: &AdminArgs) -> Result<String> {
         _ => Ok(()),
     };
     let (text, json) = match &args.command {
-        AdminCommand::Bookies => bookies(open_read_only(args).await?, args.json).await?,
+        AdminCommand::Bookies => bookies(open_read_only().await?, args.json).await?,
         AdminCommand::Logs { namespace } => {
             if let Some(named) = namespace {
                 agreeing(named)?;
             }
             let namespace = namespace.as_deref().or(uri_namespace.as_deref());
-            logs(open_read_only(args).await?, namespace).await?
+            logs(open_read_only().await?, namespace).await?
         }
         AdminCommand::Segments { log } => {
             agreeing(split_log(log)?.0)?;
-            segments(open_read_only(args).await?, log).await?
+            segments(open_read_only().await?, log).await?
         }
-        AdminCommand::Segment { id } => segment(open_read_only(args).await?, *id).await?,
+        AdminCommand::Segment { id } => segment(open_read_only().await?, *id).await?,
         AdminCommand::Truncate { log, dlsn } => truncate(&args.metadata, log, *dlsn).await?,
         AdminCommand::Recover { segment } => recover(&args.metadata, *segment).await?,
         AdminCommand::DeleteLog { log } => delete_log(&args.metadata, log).await?,
@@ -132,14 +133,13 @@ pub async fn run(args: &AdminArgs) -> Result<String> {
     Ok(if args.json { format!("{}\n", serde_json::to_string_pretty(&json)?) } else { text })
 }
 
-/// The store the read commands read. Read-only: a local store owned by a running process is
-/// read as a snapshot. A `namespace=` parameter (the URI `dlog write` and `dlog read` take)
-/// is not the store's: `run` checks it against the namespace a command names.
-async fn open_read_only(args: &AdminArgs) -> Result<Arc<AnyStore>> {
-    let (uri, _) = split_namespace(&args.metadata)?;
-    let store = AnyStore::open_read_only(&uri)
+/// The store the read commands read, `store_uri` (`metadata` without its `namespace=`, which
+/// `run` checks against the namespace a command names). Read-only: a local store owned by a
+/// running process is read as a snapshot.
+async fn open_read_only(store_uri: &str, metadata: &str) -> Result<Arc<AnyStore>> {
+    let store = AnyStore::open_read_only(store_uri)
         .await
-        .with_context(|| format!("opening metadata {}", redacted(&args.metadata)))?;
+        .with_context(|| format!("opening metadata {}", redacted(metadata)))?;
     Ok(Arc::new(store))
 }
 

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use dlog_metadata::metadata_uri::redacted;
 use serde::Serialize;
 use serde_json::json;
 
@@ -163,7 +162,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Opens the `local://` namespace on `dir` (a cluster of three bookies in this process).
 pub(crate) async fn open(dir: &Path, config: NamespaceConfig) -> Result<Namespace> {
     let uri = format!("local://{}", dir.display());
-    Namespace::open_with(&uri, config).await.with_context(|| format!("opening {}", redacted(&uri)))
+    Namespace::open_with(&uri, config).await.with_context(|| format!("opening {uri}"))
 }
 
 /// Writes dirty pages and drops the page cache so the next read is cold; skipped silently where
