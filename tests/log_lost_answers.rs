@@ -151,17 +151,15 @@ async fn relay(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
     // Counted before the client can see its connection end.
     state.holding.fetch_add(1, Ordering::SeqCst);
     drop((client_read, client_write));
-    {
-        let n = state.cut.fetch_add(1, Ordering::SeqCst) as u64;
-        tokio::time::sleep(Duration::from_millis(100 + n * 7919 % 700)).await;
-        if server_write.write_all(&calls).await.is_ok() {
-            state.landed_late.fetch_add(frames, Ordering::SeqCst);
-            let drain = async {
-                let mut answer = vec![0u8; 64 << 10];
-                while matches!(server_read.read(&mut answer).await, Ok(n) if n > 0) {}
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-        }
+    let n = state.cut.fetch_add(1, Ordering::SeqCst) as u64;
+    tokio::time::sleep(Duration::from_millis(100 + n * 7919 % 700)).await;
+    if server_write.write_all(&calls).await.is_ok() {
+        state.landed_late.fetch_add(frames, Ordering::SeqCst);
+        let drain = async {
+            let mut answer = vec![0u8; 64 << 10];
+            while matches!(server_read.read(&mut answer).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
     state.holding.fetch_sub(1, Ordering::SeqCst);
 }
